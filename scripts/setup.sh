@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what qforge needs to build and test, idempotently: Debian packages
+# with apt-get, and the pinned Python tools (Halide, CMake, ninja, numpy, gguf)
+# into the project-local virtual environment .venv.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+apt_packages=(build-essential python3-venv libgtest-dev libbenchmark-dev)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
+
+stamp=.venv/.requirements.stamp
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+fi
+if ! cmp -s requirements.txt "$stamp" 2>/dev/null; then
+  echo "setup: installing pinned Python packages"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+  cp requirements.txt "$stamp"
+fi
