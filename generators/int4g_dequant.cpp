@@ -1,0 +1,29 @@
+// int4g -> f32 (FORMATS.md, "int4g"): W[r, c] = (nibble(r, c) - 8) * scale[r, c / G].
+#include "common.h"
+
+namespace qforge {
+
+class Int4gDequant : public KernelGenerator<Int4gDequant> {
+public:
+    GeneratorParam<int> group_size{"group_size", 32};
+
+    Input<Buffer<uint8_t, 2>> weight{"weight"};    // [in/2, out]
+    Input<Buffer<uint16_t, 2>> scales{"scales"};   // f16 bits, [n_groups, out]
+    Output<Buffer<float, 2>> out{"out"};           // [in, out]
+
+    void generate() {
+        const int G = group_size;
+        check(G >= 2 && G % 2 == 0, "group_size must be even and >= 2");
+        Int4gDequantFuncs f;
+        Var c = f.c, r = f.r;
+        Expr byte = weight(c / 2, r);
+        Expr nibble = cast<int32_t>((byte >> cast<uint8_t>(4 * (c % 2))) & cast<uint8_t>(15));
+        out(c, r) = cast<float>(nibble - 8) * f16_bits_to_f32(scales(c / G, r));
+        f.out = out;
+        schedule_family_for(get_target()).int4g_dequant(f, get_target(), knobs());
+    }
+};
+
+}  // namespace qforge
+
+HALIDE_REGISTER_GENERATOR(qforge::Int4gDequant, int4g_dequant)

@@ -1,0 +1,51 @@
+// Y = X * W^T + b with int4g weights (FORMATS.md, "int4g"), unpack ->
+// dequantize -> multiply fused: the dequantized weight exists only in registers.
+#include "common.h"
+
+namespace qforge {
+
+class Int4gMatmul : public KernelGenerator<Int4gMatmul> {
+public:
+    GeneratorParam<int> group_size{"group_size", 32};
+
+    Input<Buffer<uint8_t, 2>> weight{"weight"};    // [in/2, out]
+    Input<Buffer<uint16_t, 2>> scales{"scales"};   // f16 bits, [n_groups, out]
+    Input<Buffer<float, 2>> x{"x"};                // [in, tokens]
+    Input<Buffer<float, 1>> bias{"bias"};          // [out], or one element when absent
+    Input<bool> has_bias{"has_bias"};
+    Output<Buffer<float, 2>> y{"y"};               // [out, tokens]
+
+    void generate() {
+        const int G = group_size;
+        check(G >= 2 && G % 2 == 0, "group_size must be even and >= 2");
+        Int4gMatmulFuncs f;
+        f.group_size = G;
+        Var r = f.r, n = f.n;
+        Expr in = x.dim(0).extent();
+        Expr full_groups = in / G;
+        Expr tail_pairs = (in - full_groups * G) / 2;
+
+        // The dequantized weight of column c, row r: (nibble - 8) * scale.
+        auto dequant = [&](Expr c, Expr row) {
+            Expr nibble = (weight(c / 2, row) >> cast<uint8_t>(4 * (c % 2))) & cast<uint8_t>(15);
+            return f16_bits_to_f32(scales(c / G, row)) * cast<float>(cast<int32_t>(nibble) - 8);
+        };
+        f.wq(f.c, r) = dequant(f.c, r);
+
+        f.main = RDom(0, 2, 0, G / 2, 0, full_groups, "main");
+        f.tail = RDom(0, 2, 0, tail_pairs, "tail");
+        f.acc(r, n) = bias_or_zero(bias, has_bias, bias.dim(0).extent(), r);
+        Expr col = f.main.z * G + 2 * f.main.y + f.main.x;
+        f.acc(r, n) += f.wq(col, r) * x(col, n);
+        Expr tail_col = full_groups * G + 2 * f.tail.y + f.tail.x;
+        f.acc(r, n) += dequant(tail_col, r) * x(tail_col, n);
+        y(r, n) = f.acc(r, n);
+        f.y = y;
+
+        schedule_family_for(get_target()).int4g_matmul(f, get_target(), knobs());
+    }
+};
+
+}  // namespace qforge
+
+HALIDE_REGISTER_GENERATOR(qforge::Int4gMatmul, int4g_matmul)

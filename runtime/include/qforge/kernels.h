@@ -1,0 +1,111 @@
+// qforge kernel entry points: 4-bit weight formats x f32 / Q8_K activations.
+//
+// Every function validates shapes and pointers, then runs a compiled kernel
+// directly on the caller's memory (no copies). Bad input throws
+// qforge::Error naming the tensor and the shape; nothing is written then.
+// Byte layouts are those of FORMATS.md. Matrices are row-major with a row
+// stride in elements (0 means dense).
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace qforge {
+
+class Error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// Which compiled variant runs. target: "auto" (the multitarget library picks
+// from CPU features) or a name from targets(). kernel: empty picks decode
+// (tokens = 1) or prefill kernels by token count; a kernel name from
+// kernels() forces one (tests, benchmarks, tuning).
+struct RunOptions {
+    std::string target = "auto";
+    std::string kernel;
+};
+
+// int4g weights: weight uint8 [out, in/2], scales f16 bits [out, ceil(in/G)].
+struct Int4gWeights {
+    const uint8_t *weight = nullptr;
+    const uint16_t *scales = nullptr;
+    int64_t out = 0, in = 0;
+    int group_size = 0;          // 32, 64 or 128 are compiled in
+    int64_t weight_stride = 0;   // bytes between rows; 0: in/2
+    int64_t scales_stride = 0;   // elements between rows; 0: ceil(in/G)
+};
+
+// Q4_K weights: `out` rows of in/256 blocks of 144 bytes.
+struct Q4KWeights {
+    const uint8_t *data = nullptr;
+    int64_t out = 0, in = 0;
+    int64_t row_stride = 0;      // bytes between rows; 0: in/256*144
+};
+
+// A row-major f32 matrix [rows, cols].
+struct ConstMatrix {
+    const float *data = nullptr;
+    int64_t rows = 0, cols = 0;
+    int64_t stride = 0;          // elements between rows; 0: cols
+};
+struct Matrix {
+    float *data = nullptr;
+    int64_t rows = 0, cols = 0;
+    int64_t stride = 0;
+};
+
+// Q8_K activations for `tokens` rows of `in` values, as three dense planes:
+// d [tokens, in/256], qs [tokens, in], bsums [tokens, in/16].
+struct Q8KActivations {
+    float *d = nullptr;
+    int8_t *qs = nullptr;
+    int16_t *bsums = nullptr;
+    int64_t tokens = 0, in = 0;
+};
+
+// Owns the planes of a Q8KActivations.
+class Q8KBuffer {
+public:
+    Q8KBuffer(int64_t tokens, int64_t in);
+    Q8KActivations view();
+
+private:
+    int64_t tokens_, in_;
+    std::vector<float> d_;
+    std::vector<int8_t> qs_;
+    std::vector<int16_t> bsums_;
+};
+
+// W as f32 [out, in].
+void int4g_dequant(const Int4gWeights &w, Matrix out, const RunOptions &opt = {});
+void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt = {});
+
+// y [tokens, out] = x [tokens, in] * W^T + bias (bias: [out] or nullptr).
+void int4g_matmul(const Int4gWeights &w, ConstMatrix x, const float *bias, Matrix y,
+                  const RunOptions &opt = {});
+void q4k_matmul_f32(const Q4KWeights &w, ConstMatrix x, const float *bias, Matrix y,
+                    const RunOptions &opt = {});
+void q4k_matmul_q8(const Q4KWeights &w, const Q8KActivations &a, const float *bias, Matrix y,
+                   const RunOptions &opt = {});
+
+// x [tokens, in] -> Q8_K (ggml's rule). in must be a multiple of 256.
+void q8k_quantize(ConstMatrix x, const Q8KActivations &out, const RunOptions &opt = {});
+
+// What is compiled in and what this CPU runs.
+struct TargetInfo {
+    std::string name;           // e.g. "x86-avx512-vnni"
+    std::string halide_target;  // the Halide target string it was compiled for
+    std::vector<std::string> missing_features;  // CPU features this machine lacks; empty: runnable
+};
+std::vector<TargetInfo> targets();
+bool cpu_can_run(const std::string &target);
+std::string dispatched_target();      // the variant "auto" runs on this CPU
+std::vector<std::string> kernels();   // every kernel name in the registry
+
+// Worker threads of the kernels (default: one per core). Returns the old value.
+int set_num_threads(int n);
+
+}  // namespace qforge

@@ -1,0 +1,61 @@
+// CPU feature detection for choosing and testing variants (x86: cpuid + xgetbv).
+#include "registry.h"
+
+#include <map>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+namespace qforge::internal {
+namespace {
+
+std::map<std::string, bool> detect() {
+    std::map<std::string, bool> f;
+#if defined(__x86_64__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+    const bool osxsave = (c >> 27) & 1;
+    unsigned long long xcr0 = 0;
+    if (osxsave) {
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        xcr0 = (static_cast<unsigned long long>(hi) << 32) | lo;
+    }
+    // The OS must save the vector state, not just the CPU support the instructions.
+    const bool ymm = osxsave && (xcr0 & 0x6) == 0x6;
+    const bool zmm = ymm && (xcr0 & 0xE0) == 0xE0;
+    f["sse4.1"] = (c >> 19) & 1;
+    f["avx"] = ymm && ((c >> 28) & 1);
+    f["fma"] = ymm && ((c >> 12) & 1);
+    f["f16c"] = ymm && ((c >> 29) & 1);
+    unsigned a7 = 0, b7 = 0, c7 = 0, d7 = 0;
+    __get_cpuid_count(7, 0, &a7, &b7, &c7, &d7);
+    f["avx2"] = ymm && ((b7 >> 5) & 1);
+    f["avx512f"] = zmm && ((b7 >> 16) & 1);
+    f["avx512dq"] = zmm && ((b7 >> 17) & 1);
+    f["avx512ifma"] = zmm && ((b7 >> 21) & 1);
+    f["avx512cd"] = zmm && ((b7 >> 28) & 1);
+    f["avx512bw"] = zmm && ((b7 >> 30) & 1);
+    f["avx512vl"] = zmm && ((b7 >> 31) & 1);
+    f["avx512vbmi"] = zmm && ((c7 >> 1) & 1);
+    f["avx512vbmi2"] = zmm && ((c7 >> 6) & 1);
+    f["avx512vnni"] = zmm && ((c7 >> 11) & 1);
+    f["avx512bitalg"] = zmm && ((c7 >> 12) & 1);
+    f["avx512vpopcntdq"] = zmm && ((c7 >> 14) & 1);
+    unsigned a71 = 0, b71 = 0, c71 = 0, d71 = 0;
+    __get_cpuid_count(7, 1, &a71, &b71, &c71, &d71);
+    f["avx512bf16"] = zmm && ((a71 >> 5) & 1);
+#endif
+    return f;
+}
+
+}  // namespace
+
+bool cpu_has(const std::string &feature) {
+    static const std::map<std::string, bool> features = detect();
+    auto it = features.find(feature);
+    return it != features.end() && it->second;
+}
+
+}  // namespace qforge::internal

@@ -1,0 +1,261 @@
+// Entry points: validate every pointer and shape, wrap the caller's memory in
+// halide_buffer_t views (no copies), run the chosen variant, turn Halide
+// runtime errors into qforge::Error.
+#include "qforge/kernels.h"
+
+#include "registry.h"
+
+#include "HalideBuffer.h"
+#include "HalideRuntime.h"
+
+#include <mutex>
+#include <sstream>
+
+namespace qforge {
+namespace {
+
+using internal::find_variant;
+
+// Halide reports errors through a callback; keep the message for the throw.
+thread_local std::string halide_message;
+void capture_halide_error(void *, const char *msg) { halide_message = msg; }
+
+void install_error_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] { halide_set_error_handler(capture_halide_error); });
+}
+
+[[noreturn]] void fail(const std::string &op, const std::string &what) {
+    throw Error(op + ": " + what);
+}
+
+template <typename... Args>
+std::string str(const Args &...args) {
+    std::ostringstream s;
+    (s << ... << args);
+    return s.str();
+}
+
+void require(bool ok, const std::string &op, const std::string &what) {
+    if (!ok) fail(op, what);
+}
+
+template <typename T>
+using View = Halide::Runtime::Buffer<T, 2>;
+
+// A [rows, cols] row-major matrix as a Halide buffer with dim 0 = cols.
+template <typename T>
+View<T> view2d(T *data, int64_t rows, int64_t cols, int64_t stride) {
+    halide_dimension_t dims[2] = {{0, static_cast<int32_t>(cols), 1},
+                                  {0, static_cast<int32_t>(rows), static_cast<int32_t>(stride)}};
+    return View<T>(data, 2, dims);
+}
+
+Halide::Runtime::Buffer<const float, 1> bias_view(const float *bias, int64_t out) {
+    static const float none = 0.0f;
+    if (!bias) return Halide::Runtime::Buffer<const float, 1>(&none, 1);
+    return Halide::Runtime::Buffer<const float, 1>(bias, static_cast<int>(out));
+}
+
+int64_t dense_or(int64_t stride, int64_t dense) { return stride == 0 ? dense : stride; }
+
+constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
+
+// Checks a [rows, cols] matrix the caller passes: pointer, sizes, stride.
+void check_matrix(const std::string &op, const char *name, const void *data, int64_t rows,
+                  int64_t cols, int64_t stride, int64_t want_rows, int64_t want_cols) {
+    require(data != nullptr, op, str(name, " is a null pointer"));
+    require(rows == want_rows && cols == want_cols, op,
+            str(name, " is [", rows, ", ", cols, "], expected [", want_rows, ", ", want_cols, "]"));
+    require(stride == 0 || stride >= cols, op,
+            str(name, " row stride ", stride, " is smaller than its ", cols, " columns"));
+    require(rows * dense_or(stride, cols) <= kMaxDim, op, str(name, " is too large for 32-bit indexing"));
+}
+
+void check_tokens(const std::string &op, int64_t tokens) {
+    require(tokens > 0, op, str("tokens = ", tokens, ": there must be at least one token"));
+}
+
+std::string kernel_for(const RunOptions &opt, const std::string &decode, const std::string &prefill,
+                       int64_t tokens) {
+    if (!opt.kernel.empty()) {
+        if (opt.kernel != decode && opt.kernel != prefill) {
+            throw Error("kernel '" + opt.kernel + "' does not compute this operation (expected " + decode +
+                        " or " + prefill + ")");
+        }
+        return opt.kernel;
+    }
+    return tokens == 1 ? decode : prefill;
+}
+
+void run(const std::string &op, int rc) {
+    if (rc != 0) fail(op, "kernel failed: " + halide_message);
+}
+
+// --- int4g -----------------------------------------------------------------
+
+int64_t int4g_groups(const Int4gWeights &w) { return (w.in + w.group_size - 1) / w.group_size; }
+
+void check_int4g(const std::string &op, const Int4gWeights &w) {
+    require(w.weight != nullptr, op, "weight_4bit is a null pointer");
+    require(w.scales != nullptr, op, "scales_4bit is a null pointer");
+    require(w.out > 0 && w.in > 0, op, str("weight shape [", w.out, ", ", w.in, "] must be positive"));
+    require(w.in % 2 == 0, op, str("weight_4bit: in = ", w.in, " is odd; int4g packs two columns per byte"));
+    require(w.group_size == 32 || w.group_size == 64 || w.group_size == 128, op,
+            str("group size ", w.group_size, " is not compiled in (32, 64, 128)"));
+    require(w.weight_stride == 0 || w.weight_stride >= w.in / 2, op,
+            str("weight_4bit row stride ", w.weight_stride, " is smaller than in/2 = ", w.in / 2));
+    require(w.scales_stride == 0 || w.scales_stride >= int4g_groups(w), op,
+            str("scales_4bit row stride ", w.scales_stride, " is smaller than n_groups = ", int4g_groups(w)));
+    require(w.out * dense_or(w.weight_stride, w.in / 2) <= kMaxDim, op, "weight_4bit is too large");
+}
+
+std::string group_suffix(const Int4gWeights &w) { return "_g" + std::to_string(w.group_size); }
+
+View<const uint8_t> int4g_weight_view(const Int4gWeights &w) {
+    return view2d(w.weight, w.out, w.in / 2, dense_or(w.weight_stride, w.in / 2));
+}
+View<const uint16_t> int4g_scales_view(const Int4gWeights &w) {
+    return view2d(w.scales, w.out, int4g_groups(w), dense_or(w.scales_stride, int4g_groups(w)));
+}
+
+// --- Q4_K --------------------------------------------------------------------
+
+constexpr int64_t kQK = 256, kQ4KBytes = 144;
+
+void check_q4k(const std::string &op, const Q4KWeights &w) {
+    require(w.data != nullptr, op, "Q4_K weight is a null pointer");
+    require(w.out > 0 && w.in > 0, op, str("weight shape [", w.out, ", ", w.in, "] must be positive"));
+    require(w.in % kQK == 0, op,
+            str("Q4_K weight: in = ", w.in, " is not a multiple of 256 (rows are whole super-blocks)"));
+    const int64_t row_bytes = w.in / kQK * kQ4KBytes;
+    require(w.row_stride == 0 || w.row_stride >= row_bytes, op,
+            str("Q4_K row stride ", w.row_stride, " is smaller than a row's ", row_bytes, " bytes"));
+    require(w.out * dense_or(w.row_stride, row_bytes) <= kMaxDim, op, "Q4_K weight is too large");
+}
+
+View<const uint8_t> q4k_view(const Q4KWeights &w) {
+    const int64_t row_bytes = w.in / kQK * kQ4KBytes;
+    return view2d(w.data, w.out, row_bytes, dense_or(w.row_stride, row_bytes));
+}
+
+void check_q8k(const std::string &op, const Q8KActivations &a, int64_t in) {
+    require(a.d && a.qs && a.bsums, op, "Q8_K activations: d, qs or bsums is a null pointer");
+    check_tokens(op, a.tokens);
+    require(a.in == in, op, str("Q8_K activations have in = ", a.in, ", the weight has in = ", in));
+}
+
+}  // namespace
+
+Q8KBuffer::Q8KBuffer(int64_t tokens, int64_t in)
+    : tokens_(tokens), in_(in), d_(tokens * (in / kQK)), qs_(tokens * in), bsums_(tokens * (in / 16)) {
+    if (tokens <= 0 || in <= 0 || in % kQK != 0) {
+        throw Error(str("Q8KBuffer: [", tokens, ", ", in, "] needs tokens > 0 and in a positive multiple of 256"));
+    }
+}
+
+Q8KActivations Q8KBuffer::view() { return {d_.data(), qs_.data(), bsums_.data(), tokens_, in_}; }
+
+void int4g_dequant(const Int4gWeights &w, Matrix out, const RunOptions &opt) {
+    const std::string op = "int4g_dequant";
+    check_int4g(op, w);
+    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
+    install_error_handler();
+    const auto &v = find_variant(opt.kernel.empty() ? op + group_suffix(w) : opt.kernel, opt.target);
+    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *)>(v.fn);
+    auto wv = int4g_weight_view(w);
+    auto sv = int4g_scales_view(w);
+    auto ov = view2d(out.data, out.rows, out.cols, dense_or(out.stride, out.cols));
+    run(op, fn(wv, sv, ov));
+}
+
+void int4g_matmul(const Int4gWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
+    const std::string op = "int4g_matmul";
+    check_int4g(op, w);
+    check_tokens(op, x.rows);
+    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, w.in);
+    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
+    install_error_handler();
+    const std::string g = group_suffix(w);
+    const auto &v = find_variant(kernel_for(opt, "int4g_matvec_f32" + g, "int4g_matmul_f32" + g, x.rows), opt.target);
+    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, halide_buffer_t *,
+                                       bool, halide_buffer_t *)>(v.fn);
+    auto wv = int4g_weight_view(w);
+    auto sv = int4g_scales_view(w);
+    auto xv = view2d(x.data, x.rows, x.cols, dense_or(x.stride, x.cols));
+    auto bv = bias_view(bias, w.out);
+    auto yv = view2d(y.data, y.rows, y.cols, dense_or(y.stride, y.cols));
+    run(op, fn(wv, sv, xv, bv, bias != nullptr, yv));
+}
+
+void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt) {
+    const std::string op = "q4k_dequant";
+    check_q4k(op, w);
+    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
+    install_error_handler();
+    const auto &v = find_variant(opt.kernel.empty() ? op : opt.kernel, opt.target);
+    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *)>(v.fn);
+    auto wv = q4k_view(w);
+    auto ov = view2d(out.data, out.rows, out.cols, dense_or(out.stride, out.cols));
+    run(op, fn(wv, ov));
+}
+
+void q4k_matmul_f32(const Q4KWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
+    const std::string op = "q4k_matmul_f32";
+    check_q4k(op, w);
+    check_tokens(op, x.rows);
+    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, w.in);
+    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
+    install_error_handler();
+    const auto &v = find_variant(kernel_for(opt, "q4k_matvec_f32", "q4k_matmul_f32", x.rows), opt.target);
+    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, bool,
+                                       halide_buffer_t *)>(v.fn);
+    auto wv = q4k_view(w);
+    auto xv = view2d(x.data, x.rows, x.cols, dense_or(x.stride, x.cols));
+    auto bv = bias_view(bias, w.out);
+    auto yv = view2d(y.data, y.rows, y.cols, dense_or(y.stride, y.cols));
+    run(op, fn(wv, xv, bv, bias != nullptr, yv));
+}
+
+void q8k_quantize(ConstMatrix x, const Q8KActivations &a, const RunOptions &opt) {
+    const std::string op = "q8k_quantize";
+    check_tokens(op, x.rows);
+    require(x.cols > 0 && x.cols % kQK == 0, op,
+            str("x: in = ", x.cols, " is not a positive multiple of 256 (Q8_K blocks)"));
+    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, x.cols);
+    require(a.d && a.qs && a.bsums, op, "Q8_K output: d, qs or bsums is a null pointer");
+    require(a.tokens == x.rows && a.in == x.cols, op,
+            str("Q8_K output is [", a.tokens, ", ", a.in, "], x is [", x.rows, ", ", x.cols, "]"));
+    install_error_handler();
+    const auto &v = find_variant(opt.kernel.empty() ? op : opt.kernel, opt.target);
+    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, halide_buffer_t *)>(
+        v.fn);
+    auto xv = view2d(x.data, x.rows, x.cols, dense_or(x.stride, x.cols));
+    auto dv = view2d(a.d, a.tokens, a.in / kQK, a.in / kQK);
+    auto qv = view2d(a.qs, a.tokens, a.in, a.in);
+    auto sv = view2d(a.bsums, a.tokens, a.in / 16, a.in / 16);
+    run(op, fn(xv, dv, qv, sv));
+}
+
+void q4k_matmul_q8(const Q4KWeights &w, const Q8KActivations &a, const float *bias, Matrix y,
+                   const RunOptions &opt) {
+    const std::string op = "q4k_matmul_q8";
+    check_q4k(op, w);
+    check_q8k(op, a, w.in);
+    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, a.tokens, w.out);
+    install_error_handler();
+    const auto &v = find_variant(kernel_for(opt, "q4k_matvec_q8", "q4k_matmul_q8", a.tokens), opt.target);
+    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, halide_buffer_t *,
+                                       halide_buffer_t *, bool, halide_buffer_t *)>(v.fn);
+    auto wv = q4k_view(w);
+    auto dv = view2d(static_cast<const float *>(a.d), a.tokens, a.in / kQK, a.in / kQK);
+    auto qv = view2d(static_cast<const int8_t *>(a.qs), a.tokens, a.in, a.in);
+    auto sv = view2d(static_cast<const int16_t *>(a.bsums), a.tokens, a.in / 16, a.in / 16);
+    auto bv = bias_view(bias, w.out);
+    auto yv = view2d(y.data, y.rows, y.cols, dense_or(y.stride, y.cols));
+    run(op, fn(wv, dv, qv, sv, bv, bias != nullptr, yv));
+}
+
+int set_num_threads(int n) { return halide_set_num_threads(n); }
+
+}  // namespace qforge

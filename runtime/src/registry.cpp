@@ -1,0 +1,114 @@
+// The variant and target tables, generated from targets/ (qforge_*.inc).
+#include "registry.h"
+
+#include "qforge/kernels.h"
+#include "qforge_kernel_headers.h"
+
+#include <algorithm>
+#include <sstream>
+
+namespace qforge::internal {
+
+const std::vector<Variant> &variants() {
+    static const std::vector<Variant> table = {
+#define QF_VARIANT(kernel, target, fn) {kernel, target, reinterpret_cast<AnyFn>(&fn)},
+#include "qforge_variants.inc"
+#undef QF_VARIANT
+    };
+    return table;
+}
+
+const std::vector<TargetRow> &target_rows() {
+    static const std::vector<TargetRow> table = {
+#define QF_TARGET(name, halide_target, features) {name, halide_target, features},
+#include "qforge_targets.inc"
+#undef QF_TARGET
+    };
+    return table;
+}
+
+static std::vector<std::string> missing_features(const TargetRow &t) {
+    std::vector<std::string> missing;
+    std::istringstream in(t.features);
+    for (std::string f; in >> f;) {
+        if (!cpu_has(f)) missing.push_back(f);
+    }
+    return missing;
+}
+
+static const TargetRow *find_target(const std::string &name) {
+    for (const TargetRow &t : target_rows()) {
+        if (name == t.name) return &t;
+    }
+    return nullptr;
+}
+
+const Variant &find_variant(const std::string &kernel, const std::string &target) {
+    if (target != "auto") {
+        const TargetRow *t = find_target(target);
+        if (!t) {
+            std::string known = "auto";
+            for (const TargetRow &r : target_rows()) known += std::string(", ") + r.name;
+            throw Error("unknown target '" + target + "' (built: " + known + ")");
+        }
+        auto missing = missing_features(*t);
+        if (!missing.empty()) {
+            std::string m;
+            for (auto &f : missing) m += " " + f;
+            throw Error("target '" + target + "' cannot run on this CPU (missing:" + m + ")");
+        }
+    }
+    for (const Variant &v : variants()) {
+        if (kernel == v.kernel && target == v.target) return v;
+    }
+    throw Error("kernel '" + kernel + "' is not built for target '" + target + "'");
+}
+
+std::vector<const Variant *> runnable_variants(const std::string &kernel) {
+    std::vector<const Variant *> out;
+    for (const Variant &v : variants()) {
+        if (kernel != v.kernel) continue;
+        if (std::string(v.target) == "auto" || missing_features(*find_target(v.target)).empty()) {
+            out.push_back(&v);
+        }
+    }
+    return out;
+}
+
+}  // namespace qforge::internal
+
+namespace qforge {
+
+std::vector<TargetInfo> targets() {
+    std::vector<TargetInfo> out;
+    for (const auto &t : internal::target_rows()) {
+        out.push_back({t.name, t.halide_target, internal::missing_features(t)});
+    }
+    return out;
+}
+
+bool cpu_can_run(const std::string &target) {
+    if (target == "auto") return true;
+    const internal::TargetRow *t = internal::find_target(target);
+    return t && internal::missing_features(*t).empty();
+}
+
+std::string dispatched_target() {
+    // The multitarget library tries targets in table order and takes the first
+    // this CPU supports, the last one being the unconditional fallback.
+    const auto &rows = internal::target_rows();
+    for (const auto &t : rows) {
+        if (internal::missing_features(t).empty()) return t.name;
+    }
+    return rows.empty() ? "none" : rows.back().name;
+}
+
+std::vector<std::string> kernels() {
+    std::vector<std::string> out;
+    for (const auto &v : internal::variants()) {
+        if (std::find(out.begin(), out.end(), v.kernel) == out.end()) out.push_back(v.kernel);
+    }
+    return out;
+}
+
+}  // namespace qforge

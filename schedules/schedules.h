@@ -1,0 +1,98 @@
+// The contract between generators/ (what a kernel computes) and schedules/
+// (how one target family computes it). A generator builds its Funcs, fills
+// one of the structs below and calls schedule(); the family whose
+// `matches` accepts the target schedules it. A new target family is one new
+// file in schedules/ that defines a ScheduleFamily and registers it.
+#pragma once
+
+#include "Halide.h"
+
+#include <vector>
+
+namespace qforge {
+
+// Tunable knobs, set as generator parameters; 0 means the family's default.
+struct Knobs {
+    bool prefill = false;   // false: schedule for tokens = 1; true: for many tokens
+    int vector_width = 0;
+    int tile_rows = 0;
+    int tile_tokens = 0;
+    int rows_per_task = 0;
+    int unroll = 0;
+};
+
+// int4g -> f32: out(c, r).
+struct Int4gDequantFuncs {
+    Halide::Func out;
+    Halide::Var c, r;
+};
+
+// Y(r, n) = bias + sum over groups; `main` is RDom(p in 0..1, k in 0..G/2-1, g):
+// column g*G + 2k + p. `tail` covers the columns of a last, partial group.
+struct Int4gMatmulFuncs {
+    Halide::Func y, acc, wq;  // y = acc; wq(c, r) is one dequantized weight
+    Halide::Var r, n, c;
+    Halide::RDom main, tail;
+    int group_size;
+};
+
+// Q4_K -> f32: out(c, r).
+struct Q4KDequantFuncs {
+    Halide::Func out;
+    Halide::Var c, r;
+};
+
+// Y(r, n) = bias + sum_{l,j,b} scale(j,b,r) q x - sum_{j,b} min(j,b,r) xsum(j,b,n).
+// `main` is RDom(l in 0..31, j in 0..7, b); `mins` is RDom(j, b).
+struct Q4KMatmulF32Funcs {
+    Halide::Func y, acc, scale, neg_min, xsum, wq;  // y = acc; wq(l, j, b, r) = scale * q
+    Halide::Var r, n;
+    Halide::Var l, j, b;  // pure vars of scale/min/xsum/wq
+    Halide::RDom main, mins;
+};
+
+// f32 -> Q8_K: per block (b, n) amax/first/iscale, then qs(c, n), d(b, n), bsums(g, n).
+struct Q8KQuantizeFuncs {
+    Halide::Func amax, first, iscale, qs, d, bsums;  // qs, d, bsums are the outputs
+    Halide::Var c, b, g, n;
+};
+
+// Y(r, n) = bias + sum_{k,b} ad*d*bdot(k,b,r,n) - sum_b ad*dmin*bmin(b,r,n).
+// dot4(k, j, b, r, n) is the sum of 4 u4 x s8 products (the shape of
+// vpdpbusd / sdot / dp4a), bdot scales eight of them by the sub-block scales.
+struct Q4KMatmulQ8Funcs {
+    Halide::Func y, acc, dot4, bdot, bmin, quants;  // y = acc
+    Halide::Var r, n, k, j, b, l;
+    Halide::RDom t, sub, main, mins;
+};
+
+// One target family's schedules. Families register themselves statically.
+struct ScheduleFamily {
+    const char *name;
+    bool (*matches)(const Halide::Target &);
+    void (*int4g_dequant)(Int4gDequantFuncs &, const Halide::Target &, const Knobs &);
+    void (*int4g_matmul)(Int4gMatmulFuncs &, const Halide::Target &, const Knobs &);
+    void (*q4k_dequant)(Q4KDequantFuncs &, const Halide::Target &, const Knobs &);
+    void (*q4k_matmul_f32)(Q4KMatmulF32Funcs &, const Halide::Target &, const Knobs &);
+    void (*q8k_quantize)(Q8KQuantizeFuncs &, const Halide::Target &, const Knobs &);
+    void (*q4k_matmul_q8)(Q4KMatmulQ8Funcs &, const Halide::Target &, const Knobs &);
+};
+
+inline std::vector<const ScheduleFamily *> &schedule_families() {
+    static std::vector<const ScheduleFamily *> families;
+    return families;
+}
+
+struct RegisterScheduleFamily {
+    explicit RegisterScheduleFamily(const ScheduleFamily *f) { schedule_families().push_back(f); }
+};
+
+// The family for `t`; a user_error names the target when there is none.
+inline const ScheduleFamily &schedule_family_for(const Halide::Target &t) {
+    for (const ScheduleFamily *f : schedule_families()) {
+        if (f->matches(t)) return *f;
+    }
+    throw Halide::CompileError("qforge: no schedule family for target " + t.to_string());
+}
+
+}  // namespace qforge

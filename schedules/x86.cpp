@@ -1,0 +1,168 @@
+// Schedules of every qforge kernel for x86-64 (SSE4.1, AVX2, AVX-512, AVX-512
+// VNNI). Decode (tokens = 1) streams weight rows: rows are split into
+// parallel tasks, a small tile of rows shares each activation load, and the
+// reduction over columns is rfactored into vector lanes. Prefill tiles rows
+// x tokens in registers and stages one block of unpacked weights in L1.
+#include "schedules.h"
+
+#include <algorithm>
+
+namespace qforge {
+namespace {
+
+using namespace Halide;
+
+int pick(int knob, int fallback) { return knob > 0 ? knob : fallback; }
+
+int f32_lanes(const Target &t, const Knobs &k) {
+    return pick(k.vector_width, t.natural_vector_size<float>());
+}
+
+constexpr TailStrategy kGuard = TailStrategy::GuardWithIf;
+
+// Rows split into parallel tasks of `rows_per_task`, each an outer loop over
+// tiles of `tile_rows` rows (and `tile_tokens` tokens in prefill). Returns the
+// loop level at which a tile's accumulators live.
+LoopLevel tile_output(Func y, Var r, Var n, const Knobs &k, int tile_rows, int tile_tokens,
+                      int rows_per_task) {
+    Var rt("rt"), ri("ri"), rc("rc"), nt("nt"), ni("ni");
+    const int per_task = std::max(rows_per_task / tile_rows, 1) * tile_rows;
+    y.split(r, rc, r, per_task, kGuard).split(r, rt, ri, tile_rows, kGuard);
+    if (k.prefill) {
+        y.split(n, nt, ni, tile_tokens, kGuard).reorder(ri, ni, rt, nt, rc);
+    } else {
+        y.reorder(ri, rt, rc, n);
+    }
+    y.parallel(rc);
+    return LoopLevel(y, rt);
+}
+
+void int4g_dequant(Int4gDequantFuncs &f, const Target &t, const Knobs &k) {
+    Var ro("ro"), ri("ri");
+    f.out.split(f.r, ro, ri, pick(k.rows_per_task, 8), kGuard)
+        .vectorize(f.c, 2 * f32_lanes(t, k), kGuard)
+        .parallel(ro);
+}
+
+void int4g_matmul(Int4gMatmulFuncs &f, const Target &t, const Knobs &k) {
+    const int V = f32_lanes(t, k);
+    const int pairs = f.group_size / 2;  // lanes of the rfactored reduction
+    const int lanes = std::min(V, pairs);
+    const int vectors = pairs / lanes;
+    const int tile_rows = pick(k.tile_rows, k.prefill ? std::max(1, 4 / vectors) : 2);
+    const int tile_tokens = pick(k.tile_tokens, k.prefill ? 4 : 1);
+    LoopLevel tile = tile_output(f.y, f.r, f.n, k, tile_rows, tile_tokens,
+                                 pick(k.rows_per_task, k.prefill ? 32 : 16));
+
+    Var u("u"), uo("uo"), ui("ui");
+    RVar p = f.main.x, kk = f.main.y, g = f.main.z;
+    Func intm = f.acc.update(0).rfactor(kk, u);
+    f.acc.compute_at(tile);
+    intm.compute_at(tile).vectorize(u, lanes, kGuard);
+    intm.update()
+        .split(u, uo, ui, lanes, kGuard)
+        .reorder(ui, p, uo, f.r, f.n, g)
+        .vectorize(ui)
+        .unroll(p)
+        .unroll(uo)
+        .unroll(f.r)
+        .unroll(f.n);
+    if (k.prefill) {
+        // One group of the tile's rows dequantized into L1, reused by every token.
+        f.wq.compute_at(intm, g).vectorize(f.c, V, kGuard);
+    }
+}
+
+void q4k_dequant(Q4KDequantFuncs &f, const Target &t, const Knobs &k) {
+    Var ro("ro"), ri("ri"), co("co"), ci("ci");
+    f.out.split(f.r, ro, ri, pick(k.rows_per_task, 8), kGuard)
+        .split(f.c, co, ci, 32)
+        .vectorize(ci, std::min(32, 2 * f32_lanes(t, k)))
+        .parallel(ro);
+}
+
+void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &t, const Knobs &k) {
+    const int V = f32_lanes(t, k);
+    const int lanes = std::min(V, 32);
+    const int tile_rows = pick(k.tile_rows, k.prefill ? 2 : 2);
+    const int tile_tokens = pick(k.tile_tokens, k.prefill ? 4 : 1);
+    LoopLevel tile = tile_output(f.y, f.r, f.n, k, tile_rows, tile_tokens,
+                                 pick(k.rows_per_task, k.prefill ? 32 : 16));
+
+    // Per-sub-block sums of x: once per call, shared by every row.
+    f.xsum.compute_root().parallel(f.n);
+    // Sub-block scales and mins of the tile's rows, decoded once per row.
+    f.scale.compute_at(tile).vectorize(f.j);
+    f.neg_min.compute_at(tile).vectorize(f.j);
+
+    Var u("u"), uo("uo"), ui("ui"), v("v");
+    RVar ml = f.main.x, mj = f.main.y, mb = f.main.z;
+    Func intm = f.acc.update(0).rfactor(ml, u);
+    Func mins = f.acc.update(1).rfactor(f.mins.x, v);
+    f.acc.compute_at(tile);
+    intm.compute_at(tile).vectorize(u, lanes);
+    intm.update()
+        .split(u, uo, ui, lanes)
+        .reorder(ui, uo, f.r, f.n, mj, mb)
+        .vectorize(ui)
+        .unroll(uo)
+        .unroll(f.r)
+        .unroll(f.n)
+        .unroll(mj);
+    mins.compute_at(tile).vectorize(v);
+    mins.update().reorder(v, f.r, f.n, f.mins.y).vectorize(v).unroll(f.r).unroll(f.n);
+    if (k.prefill) {
+        f.wq.compute_at(intm, mb).vectorize(f.l, lanes);
+    }
+}
+
+void q8k_quantize(Q8KQuantizeFuncs &f, const Target &t, const Knobs &k) {
+    const int V = f32_lanes(t, k);
+    // Per-block statistics feed both qs and d: computed once, before either.
+    for (Func s : {f.amax, f.first, f.iscale}) {
+        s.compute_root().parallel(f.n);
+    }
+    f.amax.update().parallel(f.n);
+    f.first.update().parallel(f.n);
+    f.qs.vectorize(f.c, V).parallel(f.n);
+    f.d.parallel(f.n);
+    f.bsums.parallel(f.n);
+    f.bsums.update().parallel(f.n);
+}
+
+void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
+    const int tile_rows = pick(k.tile_rows, k.prefill ? 2 : 2);
+    const int tile_tokens = pick(k.tile_tokens, k.prefill ? 4 : 1);
+    LoopLevel tile = tile_output(f.y, f.r, f.n, k, tile_rows, tile_tokens,
+                                 pick(k.rows_per_task, k.prefill ? 32 : 16));
+
+    Var u("u");
+    RVar mk = f.main.x, mb = f.main.y;
+    Func intm = f.acc.update(0).rfactor(mk, u);
+    f.acc.compute_at(tile);
+    intm.compute_at(tile).vectorize(u);
+    intm.update().reorder(u, f.n, f.r, mb).vectorize(u).unroll(f.n).unroll(f.r);
+
+    // One block's integer dot products: 8 lanes of dot4, one per group of 4 bytes.
+    f.bdot.compute_at(intm, f.n).vectorize(f.k);
+    f.bdot.update().vectorize(f.k).unroll(f.sub);
+    f.dot4.compute_at(f.bdot, f.sub).vectorize(f.k);
+    f.dot4.update().atomic(true).vectorize(f.t).vectorize(f.k);
+    f.bmin.compute_at(f.acc, f.mins.x);
+    f.bmin.update().atomic(true).vectorize(f.sub);
+    // Unpacked u8 quants of one block of the tile's rows, staged in L1: with
+    // the nibbles already split, the dot4 reduction matches vpdpbusd.
+    f.quants.compute_at(intm, mb).vectorize(f.l, 32);
+}
+
+bool is_x86_cpu(const Target &t) {
+    return t.arch == Target::X86 && !t.has_gpu_feature();
+}
+
+const ScheduleFamily x86_family = {
+    "x86", is_x86_cpu, int4g_dequant, int4g_matmul, q4k_dequant, q4k_matmul_f32, q8k_quantize, q4k_matmul_q8,
+};
+const RegisterScheduleFamily registered{&x86_family};
+
+}  // namespace
+}  // namespace qforge

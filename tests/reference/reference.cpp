@@ -1,0 +1,185 @@
+#include "reference.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace qforge::ref {
+
+float f16_to_f32(uint16_t h) {
+    const int sign = (h >> 15) & 1, exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+    float v;
+    if (exponent == 0) {
+        v = std::ldexp(static_cast<float>(mantissa), -24);  // zero or subnormal
+    } else if (exponent == 31) {
+        v = mantissa ? NAN : INFINITY;
+    } else {
+        v = std::ldexp(static_cast<float>(mantissa | 0x400), exponent - 25);
+    }
+    return sign ? -v : v;
+}
+
+uint16_t f32_to_f16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint16_t sign = (x >> 16) & 0x8000;
+    const float a = std::fabs(f);
+    if (std::isnan(f)) return sign | 0x7E00;
+    if (a >= 65520.0f) return sign | 0x7C00;
+    if (a < std::ldexp(1.0f, -14)) {  // subnormal: multiples of 2^-24
+        return sign | static_cast<uint16_t>(std::nearbyint(std::ldexp(a, 24)));
+    }
+    int e;
+    const float m = std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
+    uint32_t mant = static_cast<uint32_t>(std::nearbyint(std::ldexp(m, 11)));  // 11 significant bits
+    if (mant == 2048) { mant = 1024; ++e; }
+    return sign | static_cast<uint16_t>(((e + 14) << 10) | (mant & 0x3FF));
+}
+
+static int64_t groups(int64_t in, int g) { return (in + g - 1) / g; }
+
+void int4g_dequant(const uint8_t *weight, const uint16_t *scales, int64_t out, int64_t in, int group_size,
+                   float *w) {
+    const int64_t ng = groups(in, group_size);
+    for (int64_t r = 0; r < out; ++r) {
+        for (int64_t c = 0; c < in; ++c) {
+            const uint8_t byte = weight[r * (in / 2) + c / 2];
+            const int nibble = (c % 2 == 0) ? (byte & 0x0F) : (byte >> 4);
+            const float scale = f16_to_f32(scales[r * ng + c / group_size]);
+            w[r * in + c] = static_cast<float>(nibble - 8) * scale;
+        }
+    }
+}
+
+// y = x * w^T + bias in float64 over float32 weights.
+static void dense_matmul(const std::vector<float> &w, int64_t out, int64_t in, const float *x, int64_t tokens,
+                         const float *bias, double *y) {
+    for (int64_t n = 0; n < tokens; ++n) {
+        for (int64_t r = 0; r < out; ++r) {
+            double s = bias ? bias[r] : 0.0;
+            for (int64_t c = 0; c < in; ++c) s += static_cast<double>(w[r * in + c]) * x[n * in + c];
+            y[n * out + r] = s;
+        }
+    }
+}
+
+void int4g_matmul(const uint8_t *weight, const uint16_t *scales, int64_t out, int64_t in, int group_size,
+                  const float *x, int64_t tokens, const float *bias, double *y) {
+    std::vector<float> w(out * in);
+    int4g_dequant(weight, scales, out, in, group_size, w.data());
+    dense_matmul(w, out, in, x, tokens, bias, y);
+}
+
+// The six-bit scale and min of sub-block j (FORMATS.md).
+static void q4k_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+void q4k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    const int64_t nb = in / 256;
+    for (int64_t r = 0; r < out; ++r) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t *blk = data + (r * nb + b) * 144;
+            const float d = f16_to_f32(static_cast<uint16_t>(blk[0] | (blk[1] << 8)));
+            const float dmin = f16_to_f32(static_cast<uint16_t>(blk[2] | (blk[3] << 8)));
+            const uint8_t *qs = blk + 16;
+            for (int i = 0; i < 4; ++i) {
+                for (int h = 0; h < 2; ++h) {
+                    const int j = 2 * i + h;
+                    int sc, m;
+                    q4k_scale_min(blk + 4, j, &sc, &m);
+                    const float scale = d * static_cast<float>(sc);
+                    const float min = dmin * static_cast<float>(m);
+                    for (int l = 0; l < 32; ++l) {
+                        const int q = h == 0 ? (qs[32 * i + l] & 0x0F) : (qs[32 * i + l] >> 4);
+                        w[r * in + b * 256 + 32 * j + l] = scale * static_cast<float>(q) - min;
+                    }
+                }
+            }
+        }
+    }
+}
+
+void q4k_matmul_f32(const uint8_t *data, int64_t out, int64_t in, const float *x, int64_t tokens,
+                    const float *bias, double *y) {
+    std::vector<float> w(out * in);
+    q4k_dequant(data, out, in, w.data());
+    dense_matmul(w, out, in, x, tokens, bias, y);
+}
+
+static int nearest_int(float v) { return static_cast<int>(std::nearbyint(v)); }  // ties to even
+
+void q8k_quantize(const float *x, int64_t tokens, int64_t in, float *d, int8_t *qs, int16_t *bsums) {
+    const int64_t nb = in / 256;
+    for (int64_t n = 0; n < tokens; ++n) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const float *v = x + n * in + b * 256;
+            float amax = 0.0f, max = 0.0f;
+            for (int i = 0; i < 256; ++i) {
+                if (std::fabs(v[i]) > amax) {
+                    amax = std::fabs(v[i]);
+                    max = v[i];
+                }
+            }
+            int8_t *q = qs + n * in + b * 256;
+            int16_t *s = bsums + n * (in / 16) + b * 16;
+            if (amax == 0.0f) {
+                d[n * nb + b] = 0.0f;
+                for (int i = 0; i < 256; ++i) q[i] = 0;
+                for (int i = 0; i < 16; ++i) s[i] = 0;
+                continue;
+            }
+            const float iscale = -127.0f / max;
+            for (int i = 0; i < 256; ++i) q[i] = static_cast<int8_t>(std::min(127, nearest_int(iscale * v[i])));
+            for (int i = 0; i < 16; ++i) {
+                int sum = 0;
+                for (int k = 0; k < 16; ++k) sum += q[16 * i + k];
+                s[i] = static_cast<int16_t>(sum);
+            }
+            d[n * nb + b] = 1.0f / iscale;
+        }
+    }
+}
+
+void q4k_matmul_q8(const uint8_t *data, int64_t out, int64_t in, const float *d, const int8_t *qs,
+                   const int16_t *bsums, int64_t tokens, const float *bias, double *y, double *abs_terms) {
+    const int64_t nb = in / 256;
+    for (int64_t n = 0; n < tokens; ++n) {
+        for (int64_t r = 0; r < out; ++r) {
+            double sum = bias ? bias[r] : 0.0, mag = bias ? std::fabs(bias[r]) : 0.0;
+            for (int64_t b = 0; b < nb; ++b) {
+                const uint8_t *blk = data + (r * nb + b) * 144;
+                const double wd = f16_to_f32(static_cast<uint16_t>(blk[0] | (blk[1] << 8)));
+                const double wdmin = f16_to_f32(static_cast<uint16_t>(blk[2] | (blk[3] << 8)));
+                const int8_t *a = qs + n * in + b * 256;
+                const int16_t *bs = bsums + n * (in / 16) + b * 16;
+                int32_t isum = 0, msum = 0;
+                for (int j = 0; j < 8; ++j) {
+                    int sc, m;
+                    q4k_scale_min(blk + 4, j, &sc, &m);
+                    int32_t dot = 0;
+                    for (int l = 0; l < 32; ++l) {
+                        const uint8_t byte = blk[16 + 32 * (j / 2) + l];
+                        const int q = (j % 2 == 0) ? (byte & 0x0F) : (byte >> 4);
+                        dot += q * a[32 * j + l];
+                    }
+                    isum += sc * dot;
+                    msum += m * (bs[2 * j] + bs[2 * j + 1]);
+                }
+                const double ad = d[n * nb + b];
+                const double t1 = ad * wd * isum, t2 = ad * wdmin * msum;
+                sum += t1 - t2;
+                mag += std::fabs(t1) + std::fabs(t2);
+            }
+            y[n * out + r] = sum;
+            if (abs_terms) abs_terms[n * out + r] = mag;
+        }
+    }
+}
+
+}  // namespace qforge::ref

@@ -1,0 +1,111 @@
+// int4g kernels: dequant bit-exact, matmul within 1e-5 of float64, every
+// registered variant, awkward shapes, strides, with and without bias.
+#include "test_util.h"
+
+namespace qforge::test {
+namespace {
+
+struct Int4gData {
+    int64_t out, in;
+    int g;
+    int64_t wstride, sstride;   // row strides; > dense when testing padding
+    std::vector<uint8_t> weight;
+    std::vector<uint16_t> scales;
+
+    Int4gData(int64_t o, int64_t i, int group, int64_t wpad = 0, int64_t spad = 0)
+        : out(o), in(i), g(group), wstride(i / 2 + wpad), sstride((i + group - 1) / group + spad) {
+        weight = random_bytes(out * wstride);
+        scales = random_f16(out * sstride, -0.05f, 0.05f);
+    }
+    Int4gWeights view() const {
+        return {weight.data(), scales.data(), out, in, g, wstride, sstride};
+    }
+    // Dense copies for the reference.
+    std::vector<uint8_t> dense_weight() const {
+        std::vector<uint8_t> d(out * (in / 2));
+        for (int64_t r = 0; r < out; ++r) std::memcpy(&d[r * (in / 2)], &weight[r * wstride], in / 2);
+        return d;
+    }
+    std::vector<uint16_t> dense_scales() const {
+        const int64_t ng = (in + g - 1) / g;
+        std::vector<uint16_t> d(out * ng);
+        for (int64_t r = 0; r < out; ++r) std::memcpy(&d[r * ng], &scales[r * sstride], ng * 2);
+        return d;
+    }
+};
+
+class Int4gDequant : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(Int4gDequant, BitExactAgainstReference) {
+    const auto &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    const int g = group_of(p.kernel);
+    struct Case { int64_t out, in, wpad, spad, opad; };
+    for (Case c : std::vector<Case>{{1, 2, 0, 0, 0}, {3, 300, 0, 0, 0}, {257, 130, 3, 1, 5}, {5, 14336, 0, 0, 0},
+                                    {17, 4098, 0, 0, 1}, {2, 2 * g + 2, 0, 0, 0}}) {
+        SCOPED_TRACE("out=" + std::to_string(c.out) + " in=" + std::to_string(c.in));
+        Int4gData w(c.out, c.in, g, c.wpad, c.spad);
+        const auto before = w.weight;
+        Poisoned y(c.out, c.in, c.opad);
+        int4g_dequant(w.view(), y.view(), options(p));
+        y.expect_all_written();
+        std::vector<float> ref(c.out * c.in);
+        auto dw = w.dense_weight();
+        auto ds = w.dense_scales();
+        ref::int4g_dequant(dw.data(), ds.data(), c.out, c.in, g, ref.data());
+        int64_t mismatches = 0;
+        for (int64_t r = 0; r < c.out; ++r) {
+            for (int64_t i = 0; i < c.in; ++i) {
+                const float a = y.at(r, i), b = ref[r * c.in + i];
+                if (std::memcmp(&a, &b, 4) != 0 && ++mismatches <= 3) {
+                    ADD_FAILURE() << "row " << r << " col " << i << ": " << a << " != " << b;
+                }
+            }
+        }
+        EXPECT_EQ(mismatches, 0);
+        EXPECT_EQ(before, w.weight) << "the kernel modified its input";
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, Int4gDequant, testing::ValuesIn(variants_of("int4g_dequant")), variant_name);
+
+class Int4gMatmul : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(Int4gMatmul, MatchesFloat64Reference) {
+    const auto &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    const int g = group_of(p.kernel);
+    struct Case { int64_t out, in, tokens; bool bias; int64_t pad; };
+    const std::vector<Case> cases = {
+        {1, 256, 1, false, 0},   {3, 300, 2, true, 0},    {257, 128, 3, false, 3}, {5, 14336, 1, true, 0},
+        {17, 4098, 7, false, 0}, {33, 1000, 64, true, 2}, {7, 2306, 129, false, 0}, {4, g, 1, true, 0},
+        {2, 2, 2, true, 0},
+    };
+    for (const Case &c : cases) {
+        SCOPED_TRACE("out=" + std::to_string(c.out) + " in=" + std::to_string(c.in) +
+                     " tokens=" + std::to_string(c.tokens) + (c.bias ? " bias" : " no bias"));
+        Int4gData w(c.out, c.in, g, c.pad, c.pad);
+        const int64_t xstride = c.in + c.pad;
+        auto x = random_floats(c.tokens * xstride);
+        auto bias = random_floats(c.out);
+        const auto x_before = x;
+        Poisoned y(c.tokens, c.out, c.pad);
+        int4g_matmul(w.view(), {x.data(), c.tokens, c.in, xstride}, c.bias ? bias.data() : nullptr, y.view(),
+                     options(p));
+        y.expect_all_written();
+        std::vector<float> xd(c.tokens * c.in);
+        for (int64_t n = 0; n < c.tokens; ++n) std::memcpy(&xd[n * c.in], &x[n * xstride], c.in * 4);
+        std::vector<double> ref(c.tokens * c.out);
+        auto dw = w.dense_weight();
+        auto ds = w.dense_scales();
+        ref::int4g_matmul(dw.data(), ds.data(), c.out, c.in, g, xd.data(), c.tokens, c.bias ? bias.data() : nullptr,
+                          ref.data());
+        EXPECT_LT(relative_error(y, ref), 1e-5);
+        EXPECT_EQ(x_before, x) << "the kernel modified its input";
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, Int4gMatmul, testing::ValuesIn(variants_of("int4g_mat")), variant_name);
+
+}  // namespace
+}  // namespace qforge::test

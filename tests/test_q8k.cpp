@@ -1,0 +1,117 @@
+// Q8_K activation quantization (bit-exact against ggml's rule) and the
+// Q4_K x Q8_K integer-dot kernels.
+//
+// Bound for q4k_matmul_q8 against its integer reference: the int32 sums are
+// exact (|sum| < 2^24, so their conversion to f32 is exact too); what
+// differs is f32 rounding of a.d*w.d and of the running sums. With m float
+// terms per output (9 per block: 8 lanes and the min term, plus bias), the
+// classic recursive-summation bound gives
+//     |y - ref| <= (m + 2) * 2^-24 * sum |terms|,
+// which the test checks element by element.
+#include "test_util.h"
+
+namespace qforge::test {
+namespace {
+
+struct Q8K {
+    int64_t tokens, in;
+    std::vector<float> d;
+    std::vector<int8_t> qs;
+    std::vector<int16_t> bsums;
+    Q8K(int64_t t, int64_t i)
+        : tokens(t), in(i), d(t * (i / 256), nan_poison()), qs(t * i, 0x55), bsums(t * (i / 16), 0x5555) {}
+    Q8KActivations view() { return {d.data(), qs.data(), bsums.data(), tokens, in}; }
+};
+
+// Activations with a few awkward blocks: all zero, one huge value, negative maximum, ties.
+std::vector<float> awkward_activations(int64_t tokens, int64_t in) {
+    auto x = random_floats(tokens * in, -3.0f, 3.0f);
+    if (in >= 512) {
+        std::fill(x.begin(), x.begin() + 256, 0.0f);           // a zero block
+        x[300] = -1000.0f;                                     // negative x_max
+        x[400] = 1000.0f;                                      // tie in magnitude: first wins
+        for (int i = 256; i < 280; ++i) x[i] = 0.5f * (i - 268);  // exact halves: ties to even
+    }
+    return x;
+}
+
+class Q8KQuantize : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(Q8KQuantize, BitExactAgainstGgmlRule) {
+    const auto &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    for (auto [tokens, in] : std::vector<std::pair<int64_t, int64_t>>{{1, 256}, {3, 512}, {7, 4096}, {129, 768}, {2, 14336}}) {
+        SCOPED_TRACE("tokens=" + std::to_string(tokens) + " in=" + std::to_string(in));
+        auto x = awkward_activations(tokens, in);
+        Q8K got(tokens, in), want(tokens, in);
+        q8k_quantize({x.data(), tokens, in}, got.view(), options(p));
+        ref::q8k_quantize(x.data(), tokens, in, want.d.data(), want.qs.data(), want.bsums.data());
+        EXPECT_EQ(0, std::memcmp(got.d.data(), want.d.data(), got.d.size() * 4)) << "d differs";
+        EXPECT_EQ(got.qs, want.qs);
+        EXPECT_EQ(got.bsums, want.bsums);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, Q8KQuantize, testing::ValuesIn(variants_of("q8k_quantize")), variant_name);
+
+class Q4KMatmulQ8 : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(Q4KMatmulQ8, MatchesIntegerReferenceAndF32) {
+    const auto &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    struct Case { int64_t out, in, tokens; bool bias; int64_t pad; };
+    const std::vector<Case> cases = {
+        {1, 256, 1, false, 0},  {3, 512, 2, true, 0},    {257, 256, 3, false, 3}, {5, 14336, 1, true, 0},
+        {17, 4096, 7, false, 0}, {33, 768, 64, true, 2}, {7, 2304, 129, false, 0}, {257, 1024, 1, true, 1},
+    };
+    for (const Case &c : cases) {
+        SCOPED_TRACE("out=" + std::to_string(c.out) + " in=" + std::to_string(c.in) +
+                     " tokens=" + std::to_string(c.tokens) + (c.bias ? " bias" : " no bias"));
+        auto data = random_q4k(c.out, c.in, /*realistic=*/true);
+        auto x = random_floats(c.tokens * c.in);
+        auto bias = random_floats(c.out);
+        const float *b = c.bias ? bias.data() : nullptr;
+        Q8K a(c.tokens, c.in);
+        ref::q8k_quantize(x.data(), c.tokens, c.in, a.d.data(), a.qs.data(), a.bsums.data());
+        Poisoned y(c.tokens, c.out, c.pad);
+        q4k_matmul_q8({data.data(), c.out, c.in}, a.view(), b, y.view(), options(p));
+        y.expect_all_written();
+
+        std::vector<double> ref(c.tokens * c.out), mag(c.tokens * c.out);
+        ref::q4k_matmul_q8(data.data(), c.out, c.in, a.d.data(), a.qs.data(), a.bsums.data(), c.tokens, b,
+                           ref.data(), mag.data());
+        const double m = 9.0 * (c.in / 256) + 1;
+        int64_t outside = 0;
+        for (int64_t n = 0; n < c.tokens; ++n) {
+            for (int64_t r = 0; r < c.out; ++r) {
+                const double err = std::fabs(y.at(n, r) - ref[n * c.out + r]);
+                const double bound = (m + 2) * std::ldexp(1.0, -24) * mag[n * c.out + r] + 1e-30;
+                if (!(err <= bound) && ++outside <= 3) {
+                    ADD_FAILURE() << "token " << n << " row " << r << ": |" << y.at(n, r) << " - "
+                                  << ref[n * c.out + r] << "| = " << err << " > " << bound;
+                }
+            }
+        }
+        EXPECT_EQ(outside, 0);
+
+        // Against the f32-activation result: the difference is the activation
+        // quantization error, ||W (x - x_hat)||, bounded here by 3x the
+        // relative size of x - x_hat (rows of random W are near-orthogonal).
+        std::vector<double> exact(c.tokens * c.out);
+        ref::q4k_matmul_f32(data.data(), c.out, c.in, x.data(), c.tokens, b, exact.data());
+        double qerr = 0, xnorm = 0;
+        for (int64_t n = 0; n < c.tokens; ++n) {
+            for (int64_t i = 0; i < c.in; ++i) {
+                const double xh = static_cast<double>(a.d[n * (c.in / 256) + i / 256]) * a.qs[n * c.in + i];
+                qerr += (x[n * c.in + i] - xh) * (x[n * c.in + i] - xh);
+                xnorm += static_cast<double>(x[n * c.in + i]) * x[n * c.in + i];
+            }
+        }
+        EXPECT_LT(relative_error(y, exact), 3.0 * std::sqrt(qerr / xnorm) + 1e-5);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, Q4KMatmulQ8, testing::ValuesIn(variants_of("q4k_mat", "_q8")), variant_name);
+
+}  // namespace
+}  // namespace qforge::test

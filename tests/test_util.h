@@ -1,0 +1,148 @@
+// Shared test helpers: random inputs, NaN poisoning, error measures, and the
+// list of variants (kernel x target) that the tests are parameterised over.
+#pragma once
+
+#include "qforge/kernels.h"
+#include "reference.h"
+#include "registry.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace qforge::test {
+
+inline std::mt19937_64 &rng() {
+    static std::mt19937_64 g(std::random_device{}());
+    return g;
+}
+
+inline std::vector<float> random_floats(size_t n, float lo = -1.0f, float hi = 1.0f) {
+    std::uniform_real_distribution<float> u(lo, hi);
+    std::vector<float> v(n);
+    for (auto &x : v) x = u(rng());
+    return v;
+}
+
+inline std::vector<uint8_t> random_bytes(size_t n) {
+    std::uniform_int_distribution<int> u(0, 255);
+    std::vector<uint8_t> v(n);
+    for (auto &x : v) x = static_cast<uint8_t>(u(rng()));
+    return v;
+}
+
+inline uint16_t f16(float v) { return ref::f32_to_f16(v); }
+
+// Random Q4_K rows. `realistic`: d, dmin of LLM-like magnitude (for matmul
+// error bounds); otherwise any finite f16, subnormals and negatives included.
+inline std::vector<uint8_t> random_q4k(int64_t out, int64_t in, bool realistic) {
+    auto data = random_bytes(out * (in / 256) * 144);
+    std::uniform_real_distribution<float> scale(-0.02f, 0.02f);
+    std::uniform_int_distribution<int> bits(0, 0xFFFF);
+    for (size_t blk = 0; blk < data.size(); blk += 144) {
+        for (int field = 0; field < 2; ++field) {
+            uint16_t h;
+            if (realistic) {
+                h = f16(scale(rng()));
+            } else {
+                do h = static_cast<uint16_t>(bits(rng())); while (((h >> 10) & 0x1F) == 0x1F);
+            }
+            data[blk + 2 * field] = h & 0xFF;
+            data[blk + 2 * field + 1] = h >> 8;
+        }
+    }
+    return data;
+}
+
+inline std::vector<uint16_t> random_f16(size_t n, float lo, float hi) {
+    auto f = random_floats(n, lo, hi);
+    std::vector<uint16_t> h(n);
+    for (size_t i = 0; i < n; ++i) h[i] = f16(f[i]);
+    return h;
+}
+
+inline float nan_poison() { return std::numeric_limits<float>::quiet_NaN(); }
+
+// A [rows, cols] output with `pad` extra poisoned columns per row.
+struct Poisoned {
+    int64_t rows, cols, stride;
+    std::vector<float> data;
+    Poisoned(int64_t r, int64_t c, int64_t pad = 0)
+        : rows(r), cols(c), stride(c + pad), data(r * (c + pad), nan_poison()) {}
+    Matrix view() { return {data.data(), rows, cols, stride}; }
+    float at(int64_t r, int64_t c) const { return data[r * stride + c]; }
+    // Every element written, every pad element untouched.
+    void expect_all_written() const {
+        int64_t unwritten = 0, clobbered = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t c = 0; c < stride; ++c) {
+                const bool is_nan = std::isnan(data[r * stride + c]);
+                if (c < cols && is_nan) ++unwritten;
+                if (c >= cols && !is_nan) ++clobbered;
+            }
+        }
+        EXPECT_EQ(unwritten, 0) << "elements left NaN (not written) out of " << rows * cols;
+        EXPECT_EQ(clobbered, 0) << "padding elements written past the end of a row";
+    }
+};
+
+// ||y - ref|| / ||ref|| over all elements.
+inline double relative_error(const Poisoned &y, const std::vector<double> &ref) {
+    double num = 0, den = 0;
+    for (int64_t r = 0; r < y.rows; ++r) {
+        for (int64_t c = 0; c < y.cols; ++c) {
+            const double d = y.at(r, c) - ref[r * y.cols + c];
+            num += d * d;
+            den += ref[r * y.cols + c] * ref[r * y.cols + c];
+        }
+    }
+    return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// Every registered (kernel, target) pair of the kernels whose names start
+// with `prefix` and end with `suffix`.
+struct VariantParam {
+    std::string kernel, target;
+};
+
+inline std::vector<VariantParam> variants_of(const std::string &prefix, const std::string &suffix = "") {
+    std::vector<VariantParam> out;
+    for (const auto &v : internal::variants()) {
+        const std::string k = v.kernel;
+        const bool ends = k.size() >= suffix.size() && k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0;
+        if (k.rfind(prefix, 0) == 0 && ends) out.push_back({k, v.target});
+    }
+    return out;
+}
+
+inline std::string variant_name(const testing::TestParamInfo<VariantParam> &info) {
+    std::string s = info.param.kernel + "__" + info.param.target;
+    for (auto &c : s) {
+        if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+    }
+    return s;
+}
+
+#define QF_SKIP_UNLESS_RUNNABLE(p)                                                        \
+    if (!qforge::cpu_can_run((p).target)) {                                               \
+        GTEST_SKIP() << (p).target << " cannot run on this CPU: it lacks some of its features"; \
+    }
+
+inline RunOptions options(const VariantParam &p) {
+    RunOptions o;
+    o.target = p.target;
+    o.kernel = p.kernel;
+    return o;
+}
+
+// Group size from a kernel name ending in _gNN.
+inline int group_of(const std::string &kernel) {
+    return std::stoi(kernel.substr(kernel.rfind("_g") + 2));
+}
+
+}  // namespace qforge::test
