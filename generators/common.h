@@ -54,6 +54,17 @@ inline Expr u16_le(const Expr &lo, const Expr &hi) {
     return cast<uint16_t>(lo) | (cast<uint16_t>(hi) << 8);
 }
 
+// `in` with its outer dimension (rows of a weight, tokens of an activation)
+// clamped to the buffer. Schedules compute whole register tiles, and the
+// last tile may reach past the last row: those lanes re-read the last row
+// and are never stored. The inner dimension is left unclamped, so inner
+// loops stay plain vector loads.
+template <typename T>
+Func clamp_outer(const T &in) {
+    return BoundaryConditions::repeat_edge(
+        in, {Range(), Range(in.dim(1).min(), in.dim(1).extent())});
+}
+
 // Optional per-row bias: the caller passes a one-element buffer and has_bias
 // = false when there is none. The index is clamped so that bounds inference
 // asks only for what the buffer has.

@@ -16,6 +16,9 @@ public:
     Output<Buffer<float, 2>> y{"y"};               // [out, tokens]
 
     void generate() {
+        Func weight_ = clamp_outer(weight);
+        Func scales_ = clamp_outer(scales);
+        Func x_ = clamp_outer(x);
         const int G = group_size;
         check(G >= 2 && G % 2 == 0, "group_size must be even and >= 2");
         Int4gMatmulFuncs f;
@@ -27,8 +30,8 @@ public:
 
         // The dequantized weight of column c, row r: (nibble - 8) * scale.
         auto dequant = [&](Expr c, Expr row) {
-            Expr nibble = (weight(c / 2, row) >> cast<uint8_t>(4 * (c % 2))) & cast<uint8_t>(15);
-            return f16_bits_to_f32(scales(c / G, row)) * cast<float>(cast<int32_t>(nibble) - 8);
+            Expr nibble = (weight_(c / 2, row) >> cast<uint8_t>(4 * (c % 2))) & cast<uint8_t>(15);
+            return f16_bits_to_f32(scales_(c / G, row)) * cast<float>(cast<int32_t>(nibble) - 8);
         };
         f.wq(f.c, r) = dequant(f.c, r);
 
@@ -36,9 +39,9 @@ public:
         f.tail = RDom(0, 2, 0, tail_pairs, "tail");
         f.acc(r, n) = bias_or_zero(bias, has_bias, bias.dim(0).extent(), r);
         Expr col = f.main.z * G + 2 * f.main.y + f.main.x;
-        f.acc(r, n) += f.wq(col, r) * x(col, n);
+        f.acc(r, n) += f.wq(col, r) * x_(col, n);
         Expr tail_col = full_groups * G + 2 * f.tail.y + f.tail.x;
-        f.acc(r, n) += dequant(tail_col, r) * x(tail_col, n);
+        f.acc(r, n) += dequant(tail_col, r) * x_(tail_col, n);
         y(r, n) = f.acc(r, n);
         f.y = y;
 

@@ -15,9 +15,11 @@ public:
     Output<Buffer<float, 2>> y{"y"};             // [out, tokens]
 
     void generate() {
+        Func weight_ = clamp_outer(weight);
+        Func x_ = clamp_outer(x);
         Q4KMatmulF32Funcs f;
         Var r = f.r, n = f.n, l = f.l, j = f.j, b = f.b;
-        Q4KRow w{weight};
+        Q4KRow w{weight_};
         Expr blocks = x.dim(0).extent() / kQK;
 
         f.scale(j, b, r) = w.d(b, r) * cast<float>(w.sc(b, j, r));
@@ -26,13 +28,13 @@ public:
         f.wq(l, j, b, r) = f.scale(j, b, r) * cast<float>(w.q(b, j, l, r));
         RDom l32(0, 32, "l32");
         f.xsum(j, b, n) = 0.0f;
-        f.xsum(j, b, n) += x(b * kQK + 32 * j + l32, n);
+        f.xsum(j, b, n) += x_(b * kQK + 32 * j + l32, n);
 
         f.main = RDom(0, 32, 0, 8, 0, blocks, "main");
         f.mins = RDom(0, 8, 0, blocks, "mins");
         RVar ml = f.main.x, mj = f.main.y, mb = f.main.z;
         f.acc(r, n) = bias_or_zero(bias, has_bias, bias.dim(0).extent(), r);
-        f.acc(r, n) += f.wq(ml, mj, mb, r) * x(mb * kQK + 32 * mj + ml, n);
+        f.acc(r, n) += f.wq(ml, mj, mb, r) * x_(mb * kQK + 32 * mj + ml, n);
         f.acc(r, n) += f.neg_min(f.mins.x, f.mins.y, r) * f.xsum(f.mins.x, f.mins.y, n);
         y(r, n) = f.acc(r, n);
         f.y = y;

@@ -19,22 +19,26 @@ public:
     Output<Buffer<float, 2>> y{"y"};              // [out, tokens]
 
     void generate() {
+        Func weight_ = clamp_outer(weight);
+        Func a_d_ = clamp_outer(a_d);
+        Func a_qs_ = clamp_outer(a_qs);
+        Func a_bsums_ = clamp_outer(a_bsums);
         Q4KMatmulQ8Funcs f;
         Var r = f.r, n = f.n, k = f.k, j = f.j, b = f.b, l = f.l;
-        Q4KRow w{weight};
+        Q4KRow w{weight_};
         Expr blocks = a_qs.dim(0).extent() / kQK;
 
         f.quants(l, j, b, r) = w.q(b, j, l, r);
         f.t = RDom(0, 4, "t");
         Expr lt = 4 * k + f.t;
         f.dot4(k, j, b, r, n) = 0;
-        f.dot4(k, j, b, r, n) += cast<int32_t>(f.quants(lt, j, b, r)) * cast<int32_t>(a_qs(b * kQK + 32 * j + lt, n));
+        f.dot4(k, j, b, r, n) += cast<int32_t>(f.quants(lt, j, b, r)) * cast<int32_t>(a_qs_(b * kQK + 32 * j + lt, n));
 
         f.sub = RDom(0, 8, "sub");
         f.bdot(k, b, r, n) = 0;
         f.bdot(k, b, r, n) += w.sc(b, f.sub, r) * f.dot4(k, f.sub, b, r, n);
 
-        Expr pair = cast<int32_t>(a_bsums(b * 16 + 2 * f.sub, n)) + cast<int32_t>(a_bsums(b * 16 + 2 * f.sub + 1, n));
+        Expr pair = cast<int32_t>(a_bsums_(b * 16 + 2 * f.sub, n)) + cast<int32_t>(a_bsums_(b * 16 + 2 * f.sub + 1, n));
         f.bmin(b, r, n) = 0;
         f.bmin(b, r, n) += w.m(b, f.sub, r) * pair;
 
@@ -42,8 +46,8 @@ public:
         f.mins = RDom(0, blocks, "mins");
         RVar mk = f.main.x, mb = f.main.y;
         f.acc(r, n) = bias_or_zero(bias, has_bias, bias.dim(0).extent(), r);
-        f.acc(r, n) += (a_d(mb, n) * w.d(mb, r)) * cast<float>(f.bdot(mk, mb, r, n));
-        f.acc(r, n) += -((a_d(f.mins, n) * w.dmin(f.mins, r)) * cast<float>(f.bmin(f.mins, r, n)));
+        f.acc(r, n) += (a_d_(mb, n) * w.d(mb, r)) * cast<float>(f.bdot(mk, mb, r, n));
+        f.acc(r, n) += -((a_d_(f.mins, n) * w.dmin(f.mins, r)) * cast<float>(f.bmin(f.mins, r, n)));
         y(r, n) = f.acc(r, n);
         f.y = y;
 

@@ -6,6 +6,7 @@
 #include "schedules.h"
 
 #include <algorithm>
+#include <vector>
 
 namespace qforge {
 namespace {
@@ -26,14 +27,29 @@ constexpr TailStrategy kGuard = TailStrategy::GuardWithIf;
 LoopLevel tile_output(Func y, Var r, Var n, const Knobs &k, int tile_rows, int tile_tokens,
                       int rows_per_task) {
     Var rt("rt"), ri("ri"), rc("rc"), nt("nt"), ni("ni");
-    const int per_task = std::max(rows_per_task / tile_rows, 1) * tile_rows;
-    y.split(r, rc, r, per_task, kGuard).split(r, rt, ri, tile_rows, kGuard);
-    if (k.prefill) {
-        y.split(n, nt, ni, tile_tokens, kGuard).reorder(ri, ni, rt, nt, rc);
+    const int tiles_per_task = std::max(rows_per_task / tile_rows, 1);
+    // Tiles first, then tasks of whole tiles: every guard sits on the tile's
+    // own loop, so a producer computed at the tile is clamped to real rows.
+    std::vector<VarOrRVar> order;
+    if (tile_rows > 1) {
+        y.split(r, rt, ri, tile_rows, kGuard);
+        order.push_back(ri);
     } else {
-        y.reorder(ri, rt, rc, n);
+        y.rename(r, rt);
     }
-    y.parallel(rc);
+    if (k.prefill && tile_tokens > 1) {
+        y.split(n, nt, ni, tile_tokens, kGuard);
+        order.push_back(ni);
+    } else {
+        y.rename(n, nt);
+    }
+    y.split(rt, rc, rt, tiles_per_task, kGuard);
+    if (k.prefill) {
+        order.insert(order.end(), {rt, nt, rc});
+    } else {
+        order.insert(order.end(), {rt, rc, nt});
+    }
+    y.reorder(order).parallel(rc);
     return LoopLevel(y, rt);
 }
 

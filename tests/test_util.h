@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -17,8 +19,20 @@
 
 namespace qforge::test {
 
+// Fresh inputs every run; the seed is printed so a failure can be replayed
+// with QF_SEED=<seed>.
+inline uint64_t seed() {
+    static const uint64_t s = [] {
+        const char *env = std::getenv("QF_SEED");
+        const uint64_t v = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
+        std::printf("[ qforge  ] random seed %llu (replay with QF_SEED)\n", static_cast<unsigned long long>(v));
+        return v;
+    }();
+    return s;
+}
+
 inline std::mt19937_64 &rng() {
-    static std::mt19937_64 g(std::random_device{}());
+    static std::mt19937_64 g(seed());
     return g;
 }
 
@@ -91,6 +105,14 @@ struct Poisoned {
     }
 };
 
+// Checks a f32-activation matmul against its float64 reference: every
+// element within the rounding bound of f32 summation, |y - ref| <=
+// (in + 2) 2^-24 sum|w x| (any summation order), and over the whole output
+// ||y - ref|| / ||ref|| < 1e-5 where the output has enough elements for that
+// norm not to be one cancellation-prone dot product.
+inline void expect_matmul_close(const struct Poisoned &y, const std::vector<double> &ref,
+                                const std::vector<double> &abs_terms, int64_t in);
+
 // ||y - ref|| / ||ref|| over all elements.
 inline double relative_error(const Poisoned &y, const std::vector<double> &ref) {
     double num = 0, den = 0;
@@ -102,6 +124,23 @@ inline double relative_error(const Poisoned &y, const std::vector<double> &ref) 
         }
     }
     return std::sqrt(num / std::max(den, 1e-300));
+}
+
+inline void expect_matmul_close(const Poisoned &y, const std::vector<double> &ref,
+                                const std::vector<double> &abs_terms, int64_t in) {
+    int64_t outside = 0;
+    for (int64_t r = 0; r < y.rows; ++r) {
+        for (int64_t c = 0; c < y.cols; ++c) {
+            const double err = std::fabs(y.at(r, c) - ref[r * y.cols + c]);
+            const double bound = (in + 2) * std::ldexp(1.0, -24) * abs_terms[r * y.cols + c] + 1e-30;
+            if (!(err <= bound) && ++outside <= 3) {
+                ADD_FAILURE() << "[" << r << ", " << c << "]: |" << y.at(r, c) << " - " << ref[r * y.cols + c]
+                              << "| = " << err << " > " << bound;
+            }
+        }
+    }
+    EXPECT_EQ(outside, 0);
+    if (y.rows * y.cols >= 16) EXPECT_LT(relative_error(y, ref), 1e-5);
 }
 
 // Every registered (kernel, target) pair of the kernels whose names start
@@ -119,6 +158,8 @@ inline std::vector<VariantParam> variants_of(const std::string &prefix, const st
     }
     return out;
 }
+
+inline void PrintTo(const VariantParam &p, std::ostream *os) { *os << p.kernel << " on " << p.target; }
 
 inline std::string variant_name(const testing::TestParamInfo<VariantParam> &info) {
     std::string s = info.param.kernel + "__" + info.param.target;

@@ -1,6 +1,7 @@
 #include "reference.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 namespace qforge::ref {
@@ -52,21 +53,26 @@ void int4g_dequant(const uint8_t *weight, const uint16_t *scales, int64_t out, i
 
 // y = x * w^T + bias in float64 over float32 weights.
 static void dense_matmul(const std::vector<float> &w, int64_t out, int64_t in, const float *x, int64_t tokens,
-                         const float *bias, double *y) {
+                         const float *bias, double *y, double *abs_terms) {
     for (int64_t n = 0; n < tokens; ++n) {
         for (int64_t r = 0; r < out; ++r) {
-            double s = bias ? bias[r] : 0.0;
-            for (int64_t c = 0; c < in; ++c) s += static_cast<double>(w[r * in + c]) * x[n * in + c];
+            double s = bias ? bias[r] : 0.0, mag = bias ? std::fabs(bias[r]) : 0.0;
+            for (int64_t c = 0; c < in; ++c) {
+                const double t = static_cast<double>(w[r * in + c]) * x[n * in + c];
+                s += t;
+                mag += std::fabs(t);
+            }
             y[n * out + r] = s;
+            if (abs_terms) abs_terms[n * out + r] = mag;
         }
     }
 }
 
 void int4g_matmul(const uint8_t *weight, const uint16_t *scales, int64_t out, int64_t in, int group_size,
-                  const float *x, int64_t tokens, const float *bias, double *y) {
+                  const float *x, int64_t tokens, const float *bias, double *y, double *abs_terms) {
     std::vector<float> w(out * in);
     int4g_dequant(weight, scales, out, in, group_size, w.data());
-    dense_matmul(w, out, in, x, tokens, bias, y);
+    dense_matmul(w, out, in, x, tokens, bias, y, abs_terms);
 }
 
 // The six-bit scale and min of sub-block j (FORMATS.md).
@@ -106,10 +112,10 @@ void q4k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
 }
 
 void q4k_matmul_f32(const uint8_t *data, int64_t out, int64_t in, const float *x, int64_t tokens,
-                    const float *bias, double *y) {
+                    const float *bias, double *y, double *abs_terms) {
     std::vector<float> w(out * in);
     q4k_dequant(data, out, in, w.data());
-    dense_matmul(w, out, in, x, tokens, bias, y);
+    dense_matmul(w, out, in, x, tokens, bias, y, abs_terms);
 }
 
 static int nearest_int(float v) { return static_cast<int>(std::nearbyint(v)); }  // ties to even
@@ -159,6 +165,7 @@ void q4k_matmul_q8(const uint8_t *data, int64_t out, int64_t in, const float *d,
                 const int8_t *a = qs + n * in + b * 256;
                 const int16_t *bs = bsums + n * (in / 16) + b * 16;
                 int32_t isum = 0, msum = 0;
+                int64_t abs_products = 0;  // sum_j sc_j sum_l |q a|: bounds every partial sum
                 for (int j = 0; j < 8; ++j) {
                     int sc, m;
                     q4k_scale_min(blk + 4, j, &sc, &m);
@@ -167,6 +174,7 @@ void q4k_matmul_q8(const uint8_t *data, int64_t out, int64_t in, const float *d,
                         const uint8_t byte = blk[16 + 32 * (j / 2) + l];
                         const int q = (j % 2 == 0) ? (byte & 0x0F) : (byte >> 4);
                         dot += q * a[32 * j + l];
+                        abs_products += static_cast<int64_t>(sc) * std::abs(q * a[32 * j + l]);
                     }
                     isum += sc * dot;
                     msum += m * (bs[2 * j] + bs[2 * j + 1]);
@@ -174,7 +182,7 @@ void q4k_matmul_q8(const uint8_t *data, int64_t out, int64_t in, const float *d,
                 const double ad = d[n * nb + b];
                 const double t1 = ad * wd * isum, t2 = ad * wdmin * msum;
                 sum += t1 - t2;
-                mag += std::fabs(t1) + std::fabs(t2);
+                mag += std::fabs(ad * wd) * static_cast<double>(abs_products) + std::fabs(t2);
             }
             y[n * out + r] = sum;
             if (abs_terms) abs_terms[n * out + r] = mag;

@@ -15,19 +15,22 @@ uint16_t f32_to_f16(float value);         // round to nearest even
 void int4g_dequant(const uint8_t *weight, const uint16_t *scales, int64_t out, int64_t in, int group_size,
                    float *w);
 // y [tokens, out] in float64 from the exactly dequantized weights.
+// `abs_terms` (optional, [tokens, out]) receives |bias| + sum_c |w x|, the
+// scale of the rounding error any f32 summation order can make.
 void int4g_matmul(const uint8_t *weight, const uint16_t *scales, int64_t out, int64_t in, int group_size,
-                  const float *x, int64_t tokens, const float *bias, double *y);
+                  const float *x, int64_t tokens, const float *bias, double *y, double *abs_terms = nullptr);
 
 // Q4_K: data is out rows of in/256 blocks of 144 bytes.
 void q4k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 void q4k_matmul_f32(const uint8_t *data, int64_t out, int64_t in, const float *x, int64_t tokens,
-                    const float *bias, double *y);
+                    const float *bias, double *y, double *abs_terms = nullptr);
 
 // Q8_K as three planes: d [tokens, in/256], qs [tokens, in], bsums [tokens, in/16].
 void q8k_quantize(const float *x, int64_t tokens, int64_t in, float *d, int8_t *qs, int16_t *bsums);
 // The integer-dot product of FORMATS.md: exact int32 sums per sub-block, then
 // the float formula evaluated in float64. `abs_terms` (optional, [tokens,
-// out]) receives the sum of the magnitudes of the float terms, for error bounds.
+// out]) receives |a.d w.d| sum_j sc_j sum_l |q a| + |min terms| per output:
+// a bound on every partial sum any summation order can form, for error bounds.
 void q4k_matmul_q8(const uint8_t *data, int64_t out, int64_t in, const float *d, const int8_t *qs,
                    const int16_t *bsums, int64_t tokens, const float *bias, double *y, double *abs_terms);
 
