@@ -53,6 +53,13 @@ LoopLevel tile_output(Func y, Var r, Var n, const Knobs &k, int tile_rows, int t
     return LoopLevel(y, rt);
 }
 
+// Accumulators of one register tile: lanes innermost in storage, and the
+// tile's full constant extent even for the last, partial tile (inputs are
+// row-clamped by the generators), so LLVM keeps them in registers.
+void register_tile(Func f, Var u, Var r, Var n, int tile_rows, int tile_tokens) {
+    f.reorder_storage(u, r, n).bound_extent(r, tile_rows).bound_extent(n, tile_tokens);
+}
+
 void int4g_dequant(Int4gDequantFuncs &f, const Target &t, const Knobs &k) {
     Var ro("ro"), ri("ri");
     f.out.split(f.r, ro, ri, pick(k.rows_per_task, 8), kGuard)
@@ -73,7 +80,8 @@ void int4g_matmul(Int4gMatmulFuncs &f, const Target &t, const Knobs &k) {
     Var u("u"), uo("uo"), ui("ui");
     RVar p = f.main.x, kk = f.main.y, g = f.main.z;
     Func intm = f.acc.update(0).rfactor(kk, u);
-    f.acc.compute_at(tile);
+    f.acc.compute_at(tile).bound_extent(f.r, tile_rows).bound_extent(f.n, tile_tokens);
+    register_tile(intm, u, f.r, f.n, tile_rows, tile_tokens);
     intm.compute_at(tile).vectorize(u, lanes, kGuard);
     intm.update()
         .split(u, uo, ui, lanes, kGuard)
@@ -115,7 +123,9 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &t, const Knobs &k) {
     RVar ml = f.main.x, mj = f.main.y, mb = f.main.z;
     Func intm = f.acc.update(0).rfactor(ml, u);
     Func mins = f.acc.update(1).rfactor(f.mins.x, v);
-    f.acc.compute_at(tile);
+    f.acc.compute_at(tile).bound_extent(f.r, tile_rows).bound_extent(f.n, tile_tokens);
+    register_tile(intm, u, f.r, f.n, tile_rows, tile_tokens);
+    register_tile(mins, v, f.r, f.n, tile_rows, tile_tokens);
     intm.compute_at(tile).vectorize(u, lanes);
     intm.update()
         .split(u, uo, ui, lanes)
@@ -155,7 +165,8 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
     Var u("u");
     RVar mk = f.main.x, mb = f.main.y;
     Func intm = f.acc.update(0).rfactor(mk, u);
-    f.acc.compute_at(tile);
+    f.acc.compute_at(tile).bound_extent(f.r, tile_rows).bound_extent(f.n, tile_tokens);
+    register_tile(intm, u, f.r, f.n, tile_rows, tile_tokens);
     intm.compute_at(tile).vectorize(u);
     intm.update().reorder(u, f.n, f.r, mb).vectorize(u).unroll(f.n).unroll(f.r);
 
