@@ -147,12 +147,16 @@ void check_q8k(const std::string &op, const Q8KActivations &a, int64_t in) {
 
 }  // namespace
 
-Q8KBuffer::Q8KBuffer(int64_t tokens, int64_t in)
-    : tokens_(tokens), in_(in), d_(tokens * (in / kQK)), qs_(tokens * in), bsums_(tokens * (in / 16)) {
+static int64_t checked_q8k_tokens(int64_t tokens, int64_t in) {
     if (tokens <= 0 || in <= 0 || in % kQK != 0) {
         throw Error(str("Q8KBuffer: [", tokens, ", ", in, "] needs tokens > 0 and in a positive multiple of 256"));
     }
+    return tokens;
 }
+
+Q8KBuffer::Q8KBuffer(int64_t tokens, int64_t in)
+    : tokens_(checked_q8k_tokens(tokens, in)), in_(in), d_(tokens * (in / kQK)), qs_(tokens * in),
+      bsums_(tokens * (in / 16)) {}
 
 Q8KActivations Q8KBuffer::view() { return {d_.data(), qs_.data(), bsums_.data(), tokens_, in_}; }
 
