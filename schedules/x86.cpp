@@ -80,6 +80,7 @@ void int4g_matmul(Int4gMatmulFuncs &f, const Target &t, const Knobs &k) {
     Var u("u"), uo("uo"), ui("ui");
     RVar p = f.main.x, kk = f.main.y, g = f.main.z;
     Func intm = f.acc.update(0).rfactor(kk, u);
+    f.acc.update(1).unscheduled();  // the tail of a partial last group: under G columns
     f.acc.compute_at(tile).bound_extent(f.r, tile_rows).bound_extent(f.n, tile_tokens);
     register_tile(intm, u, f.r, f.n, tile_rows, tile_tokens);
     intm.compute_at(tile).vectorize(u, lanes, kGuard);
@@ -115,6 +116,7 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &t, const Knobs &k) {
 
     // Per-sub-block sums of x: once per call, shared by every row.
     f.xsum.compute_root().parallel(f.n);
+    f.xsum.update().unscheduled();
     // Sub-block scales and mins of the tile's rows, decoded once per row.
     f.scale.compute_at(tile).vectorize(f.j);
     f.neg_min.compute_at(tile).vectorize(f.j);
@@ -165,6 +167,7 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
     Var u("u");
     RVar mk = f.main.x, mb = f.main.y;
     Func intm = f.acc.update(0).rfactor(mk, u);
+    f.acc.update(1).unscheduled();  // the min term: one scalar per block
     f.acc.compute_at(tile).bound_extent(f.r, tile_rows).bound_extent(f.n, tile_tokens);
     register_tile(intm, u, f.r, f.n, tile_rows, tile_tokens);
     intm.compute_at(tile).vectorize(u);

@@ -53,16 +53,7 @@ TEST_P(Int4gDequant, BitExactAgainstReference) {
         auto dw = w.dense_weight();
         auto ds = w.dense_scales();
         ref::int4g_dequant(dw.data(), ds.data(), c.out, c.in, g, ref.data());
-        int64_t mismatches = 0;
-        for (int64_t r = 0; r < c.out; ++r) {
-            for (int64_t i = 0; i < c.in; ++i) {
-                const float a = y.at(r, i), b = ref[r * c.in + i];
-                if (std::memcmp(&a, &b, 4) != 0 && ++mismatches <= 3) {
-                    ADD_FAILURE() << "row " << r << " col " << i << ": " << a << " != " << b;
-                }
-            }
-        }
-        EXPECT_EQ(mismatches, 0);
+        expect_bitwise_equal(y, ref);
         EXPECT_EQ(before, w.weight) << "the kernel modified its input";
     }
 }
@@ -75,15 +66,13 @@ TEST_P(Int4gMatmul, MatchesFloat64Reference) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
     const int g = group_of(p.kernel);
-    struct Case { int64_t out, in, tokens; bool bias; int64_t pad; };
-    const std::vector<Case> cases = {
+    const std::vector<MatmulCase> cases = {
         {1, 256, 1, false, 0},   {3, 300, 2, true, 0},    {257, 128, 3, false, 3}, {5, 14336, 1, true, 0},
         {17, 4098, 7, false, 0}, {33, 1000, 64, true, 2}, {7, 2306, 129, false, 0}, {4, g, 1, true, 0},
         {2, 2, 2, true, 0},
     };
-    for (const Case &c : cases) {
-        SCOPED_TRACE("out=" + std::to_string(c.out) + " in=" + std::to_string(c.in) +
-                     " tokens=" + std::to_string(c.tokens) + (c.bias ? " bias" : " no bias"));
+    for (const MatmulCase &c : cases) {
+        SCOPED_TRACE(c.name());
         Int4gData w(c.out, c.in, g, c.pad, c.pad);
         const int64_t xstride = c.in + c.pad;
         auto x = random_floats(c.tokens * xstride);

@@ -21,16 +21,7 @@ TEST_P(Q4KDequant, BitExactAgainstReference) {
         y.expect_all_written();
         std::vector<float> ref(c.out * c.in);
         ref::q4k_dequant(data.data(), c.out, c.in, ref.data());
-        int64_t mismatches = 0;
-        for (int64_t r = 0; r < c.out; ++r) {
-            for (int64_t i = 0; i < c.in; ++i) {
-                const float a = y.at(r, i), b = ref[r * c.in + i];
-                if (std::memcmp(&a, &b, 4) != 0 && ++mismatches <= 3) {
-                    ADD_FAILURE() << "row " << r << " col " << i << ": " << a << " != " << b;
-                }
-            }
-        }
-        EXPECT_EQ(mismatches, 0);
+        expect_bitwise_equal(y, ref);
         EXPECT_EQ(before, data) << "the kernel modified its input";
     }
 }
@@ -42,14 +33,8 @@ class Q4KMatmulF32 : public testing::TestWithParam<VariantParam> {};
 TEST_P(Q4KMatmulF32, MatchesFloat64Reference) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
-    struct Case { int64_t out, in, tokens; bool bias; int64_t pad; };
-    const std::vector<Case> cases = {
-        {1, 256, 1, false, 0},  {3, 512, 2, true, 0},   {257, 256, 3, false, 3}, {5, 14336, 1, true, 0},
-        {17, 4096, 7, false, 0}, {33, 768, 64, true, 2}, {7, 2304, 129, false, 0}, {257, 1024, 1, true, 1},
-    };
-    for (const Case &c : cases) {
-        SCOPED_TRACE("out=" + std::to_string(c.out) + " in=" + std::to_string(c.in) +
-                     " tokens=" + std::to_string(c.tokens) + (c.bias ? " bias" : " no bias"));
+    for (const MatmulCase &c : q4k_matmul_cases()) {
+        SCOPED_TRACE(c.name());
         const int64_t row_bytes = c.in / 256 * 144, wstride = row_bytes + c.pad * 7;
         auto data = random_q4k(c.out, c.in, /*realistic=*/true);
         std::vector<uint8_t> strided(c.out * wstride, 0xAB);

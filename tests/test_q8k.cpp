@@ -59,14 +59,8 @@ class Q4KMatmulQ8 : public testing::TestWithParam<VariantParam> {};
 TEST_P(Q4KMatmulQ8, MatchesIntegerReferenceAndF32) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
-    struct Case { int64_t out, in, tokens; bool bias; int64_t pad; };
-    const std::vector<Case> cases = {
-        {1, 256, 1, false, 0},  {3, 512, 2, true, 0},    {257, 256, 3, false, 3}, {5, 14336, 1, true, 0},
-        {17, 4096, 7, false, 0}, {33, 768, 64, true, 2}, {7, 2304, 129, false, 0}, {257, 1024, 1, true, 1},
-    };
-    for (const Case &c : cases) {
-        SCOPED_TRACE("out=" + std::to_string(c.out) + " in=" + std::to_string(c.in) +
-                     " tokens=" + std::to_string(c.tokens) + (c.bias ? " bias" : " no bias"));
+    for (const MatmulCase &c : q4k_matmul_cases()) {
+        SCOPED_TRACE(c.name());
         auto data = random_q4k(c.out, c.in, /*realistic=*/true);
         auto x = random_floats(c.tokens * c.in);
         auto bias = random_floats(c.out);
@@ -81,18 +75,7 @@ TEST_P(Q4KMatmulQ8, MatchesIntegerReferenceAndF32) {
         ref::q4k_matmul_q8(data.data(), c.out, c.in, a.d.data(), a.qs.data(), a.bsums.data(), c.tokens, b,
                            ref.data(), mag.data());
         const double m = 9.0 * (c.in / 256) + 1;
-        int64_t outside = 0;
-        for (int64_t n = 0; n < c.tokens; ++n) {
-            for (int64_t r = 0; r < c.out; ++r) {
-                const double err = std::fabs(y.at(n, r) - ref[n * c.out + r]);
-                const double bound = (m + 2) * std::ldexp(1.0, -24) * mag[n * c.out + r] + 1e-30;
-                if (!(err <= bound) && ++outside <= 3) {
-                    ADD_FAILURE() << "token " << n << " row " << r << ": |" << y.at(n, r) << " - "
-                                  << ref[n * c.out + r] << "| = " << err << " > " << bound;
-                }
-            }
-        }
-        EXPECT_EQ(outside, 0);
+        expect_within_rounding(y, ref, mag, m);
 
         // Against the f32-activation result the difference is the activation
         // quantization error W (x - x_hat); by Cauchy-Schwarz, per token,

@@ -126,13 +126,15 @@ inline double relative_error(const Poisoned &y, const std::vector<double> &ref) 
     return std::sqrt(num / std::max(den, 1e-300));
 }
 
-inline void expect_matmul_close(const Poisoned &y, const std::vector<double> &ref,
-                                const std::vector<double> &abs_terms, int64_t in) {
+// Every element within the f32 rounding bound of `terms` summands:
+// |y - ref| <= (terms + 2) 2^-24 abs_terms.
+inline void expect_within_rounding(const Poisoned &y, const std::vector<double> &ref,
+                                   const std::vector<double> &abs_terms, double terms) {
     int64_t outside = 0;
     for (int64_t r = 0; r < y.rows; ++r) {
         for (int64_t c = 0; c < y.cols; ++c) {
             const double err = std::fabs(y.at(r, c) - ref[r * y.cols + c]);
-            const double bound = (in + 2) * std::ldexp(1.0, -24) * abs_terms[r * y.cols + c] + 1e-30;
+            const double bound = (terms + 2) * std::ldexp(1.0, -24) * abs_terms[r * y.cols + c] + 1e-30;
             if (!(err <= bound) && ++outside <= 3) {
                 ADD_FAILURE() << "[" << r << ", " << c << "]: |" << y.at(r, c) << " - " << ref[r * y.cols + c]
                               << "| = " << err << " > " << bound;
@@ -140,7 +142,46 @@ inline void expect_matmul_close(const Poisoned &y, const std::vector<double> &re
         }
     }
     EXPECT_EQ(outside, 0);
+}
+
+inline void expect_matmul_close(const Poisoned &y, const std::vector<double> &ref,
+                                const std::vector<double> &abs_terms, int64_t in) {
+    expect_within_rounding(y, ref, abs_terms, static_cast<double>(in));
     if (y.rows * y.cols >= 16) EXPECT_LT(relative_error(y, ref), 1e-5);
+}
+
+// Bit-for-bit equality of a dequantized [rows, cols] output with the reference.
+inline void expect_bitwise_equal(const Poisoned &y, const std::vector<float> &ref) {
+    int64_t mismatches = 0;
+    for (int64_t r = 0; r < y.rows; ++r) {
+        for (int64_t c = 0; c < y.cols; ++c) {
+            const float a = y.at(r, c), b = ref[r * y.cols + c];
+            if (std::memcmp(&a, &b, 4) != 0 && ++mismatches <= 3) {
+                ADD_FAILURE() << "row " << r << " col " << c << ": " << a << " != " << b;
+            }
+        }
+    }
+    EXPECT_EQ(mismatches, 0);
+}
+
+// Q4_K matmul shapes: out not a multiple of any vector width, tokens in
+// {1, 2, 3, 7, 64, 129}, in from 256 to 14336, bias on and off, padded strides.
+struct MatmulCase {
+    int64_t out, in, tokens;
+    bool bias;
+    int64_t pad;
+    std::string name() const {
+        return "out=" + std::to_string(out) + " in=" + std::to_string(in) + " tokens=" + std::to_string(tokens) +
+               (bias ? " bias" : " no bias") + " pad=" + std::to_string(pad);
+    }
+};
+
+inline const std::vector<MatmulCase> &q4k_matmul_cases() {
+    static const std::vector<MatmulCase> cases = {
+        {1, 256, 1, false, 0},  {3, 512, 2, true, 0},    {257, 256, 3, false, 3}, {5, 14336, 1, true, 0},
+        {17, 4096, 7, false, 0}, {33, 768, 64, true, 2}, {7, 2304, 129, false, 0}, {257, 1024, 1, true, 1},
+    };
+    return cases;
 }
 
 // Every registered (kernel, target) pair of the kernels whose names start
