@@ -21,9 +21,10 @@ int f32_lanes(const Target &t, const Knobs &k) {
 
 constexpr TailStrategy kGuard = TailStrategy::GuardWithIf;
 
-// Rows split into parallel tasks of `rows_per_task`, each an outer loop over
-// tiles of `tile_rows` rows (and `tile_tokens` tokens in prefill). Returns the
-// loop level at which a tile's accumulators live.
+// Rows split into tiles of `tile_rows` rows (and `tile_tokens` tokens in
+// prefill), tiles grouped into parallel tasks of about `rows_per_task` rows
+// (in prefill, one task per rows x token-tile pair). Returns the loop level
+// at which a tile's accumulators live.
 LoopLevel tile_output(Func y, Var r, Var n, const Knobs &k, int tile_rows, int tile_tokens,
                       int rows_per_task) {
     Var rt("rt"), ri("ri"), rc("rc"), nt("nt"), ni("ni");
@@ -45,11 +46,14 @@ LoopLevel tile_output(Func y, Var r, Var n, const Knobs &k, int tile_rows, int t
     }
     y.split(rt, rc, rt, tiles_per_task, kGuard);
     if (k.prefill) {
+        // Tasks over rows and token tiles both; consecutive tasks share rows.
+        Var task("task");
         order.insert(order.end(), {rt, nt, rc});
+        y.reorder(order).fuse(nt, rc, task).parallel(task);
     } else {
         order.insert(order.end(), {rt, rc, nt});
+        y.reorder(order).parallel(rc);
     }
-    y.reorder(order).parallel(rc);
     return LoopLevel(y, rt);
 }
 
