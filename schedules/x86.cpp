@@ -64,6 +64,15 @@ void register_tile(Func f, Var u, Var r, Var n, int tile_rows, int tile_tokens) 
     f.reorder_storage(u, r, n).bound_extent(r, tile_rows).bound_extent(n, tile_tokens);
 }
 
+// The `unroll` knob: unroll the reduction over blocks/groups by that factor.
+// Returns the loop that now walks one block (where per-block staging goes).
+RVar unroll_reduction(Stage s, RVar rv, const Knobs &k) {
+    if (k.unroll <= 1) return rv;
+    RVar outer(rv.name() + "_o"), inner(rv.name() + "_i");
+    s.split(rv, outer, inner, k.unroll, kGuard).unroll(inner);
+    return inner;
+}
+
 void int4g_dequant(Int4gDequantFuncs &f, const Target &t, const Knobs &k) {
     Var ro("ro"), ri("ri");
     f.out.split(f.r, ro, ri, pick(k.rows_per_task, 8), kGuard)
@@ -96,9 +105,10 @@ void int4g_matmul(Int4gMatmulFuncs &f, const Target &t, const Knobs &k) {
         .unroll(uo)
         .unroll(f.r)
         .unroll(f.n);
+    const RVar group = unroll_reduction(intm.update(), g, k);
     if (k.prefill) {
         // One group of the tile's rows dequantized into L1, reused by every token.
-        f.wq.compute_at(intm, g).vectorize(f.c, V, kGuard);
+        f.wq.compute_at(intm, group).vectorize(f.c, V, kGuard);
     }
 }
 
@@ -141,10 +151,11 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &t, const Knobs &k) {
         .unroll(f.r)
         .unroll(f.n)
         .unroll(mj);
+    const RVar block = unroll_reduction(intm.update(), mb, k);
     mins.compute_at(tile).vectorize(v);
     mins.update().reorder(v, f.r, f.n, f.mins.y).vectorize(v).unroll(f.r).unroll(f.n);
     if (k.prefill) {
-        f.wq.compute_at(intm, mb).vectorize(f.l, lanes);
+        f.wq.compute_at(intm, block).vectorize(f.l, lanes);
     }
 }
 
@@ -176,6 +187,7 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
     register_tile(intm, u, f.r, f.n, tile_rows, tile_tokens);
     intm.compute_at(tile).vectorize(u);
     intm.update().reorder(u, f.n, f.r, mb).vectorize(u).unroll(f.n).unroll(f.r);
+    const RVar block = unroll_reduction(intm.update(), mb, k);
 
     // One block's integer dot products: 8 lanes of dot4, one per group of 4 bytes.
     f.bdot.compute_at(intm, f.n).vectorize(f.k);
@@ -186,7 +198,7 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
     f.bmin.update().atomic(true).vectorize(f.sub);
     // Unpacked u8 quants of one block of the tile's rows, staged in L1: with
     // the nibbles already split, the dot4 reduction matches vpdpbusd.
-    f.quants.compute_at(intm, mb).vectorize(f.l, 32);
+    f.quants.compute_at(intm, block).vectorize(f.l, 32);
 }
 
 bool is_x86_cpu(const Target &t) {
