@@ -59,6 +59,11 @@ Halide::Runtime::Buffer<const float, 1> bias_view(const float *bias, int64_t out
 
 int64_t dense_or(int64_t stride, int64_t dense) { return stride == 0 ? dense : stride; }
 
+View<float> matrix_view(const Matrix &m) { return view2d(m.data, m.rows, m.cols, dense_or(m.stride, m.cols)); }
+View<const float> matrix_view(const ConstMatrix &m) {
+    return view2d(m.data, m.rows, m.cols, dense_or(m.stride, m.cols));
+}
+
 constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
 
 // Checks a [rows, cols] matrix the caller passes: pointer, sizes, stride.
@@ -169,7 +174,7 @@ void int4g_dequant(const Int4gWeights &w, Matrix out, const RunOptions &opt) {
     auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *)>(v.fn);
     auto wv = int4g_weight_view(w);
     auto sv = int4g_scales_view(w);
-    auto ov = view2d(out.data, out.rows, out.cols, dense_or(out.stride, out.cols));
+    auto ov = matrix_view(out);
     run(op, fn(wv, sv, ov));
 }
 
@@ -186,9 +191,9 @@ void int4g_matmul(const Int4gWeights &w, ConstMatrix x, const float *bias, Matri
                                        bool, halide_buffer_t *)>(v.fn);
     auto wv = int4g_weight_view(w);
     auto sv = int4g_scales_view(w);
-    auto xv = view2d(x.data, x.rows, x.cols, dense_or(x.stride, x.cols));
+    auto xv = matrix_view(x);
     auto bv = bias_view(bias, w.out);
-    auto yv = view2d(y.data, y.rows, y.cols, dense_or(y.stride, y.cols));
+    auto yv = matrix_view(y);
     run(op, fn(wv, sv, xv, bv, bias != nullptr, yv));
 }
 
@@ -200,7 +205,7 @@ void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt) {
     const auto &v = find_variant(opt.kernel.empty() ? op : opt.kernel, opt.target);
     auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *)>(v.fn);
     auto wv = q4k_view(w);
-    auto ov = view2d(out.data, out.rows, out.cols, dense_or(out.stride, out.cols));
+    auto ov = matrix_view(out);
     run(op, fn(wv, ov));
 }
 
@@ -215,9 +220,9 @@ void q4k_matmul_f32(const Q4KWeights &w, ConstMatrix x, const float *bias, Matri
     auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, bool,
                                        halide_buffer_t *)>(v.fn);
     auto wv = q4k_view(w);
-    auto xv = view2d(x.data, x.rows, x.cols, dense_or(x.stride, x.cols));
+    auto xv = matrix_view(x);
     auto bv = bias_view(bias, w.out);
-    auto yv = view2d(y.data, y.rows, y.cols, dense_or(y.stride, y.cols));
+    auto yv = matrix_view(y);
     run(op, fn(wv, xv, bv, bias != nullptr, yv));
 }
 
@@ -234,7 +239,7 @@ void q8k_quantize(ConstMatrix x, const Q8KActivations &a, const RunOptions &opt)
     const auto &v = find_variant(opt.kernel.empty() ? op : opt.kernel, opt.target);
     auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, halide_buffer_t *)>(
         v.fn);
-    auto xv = view2d(x.data, x.rows, x.cols, dense_or(x.stride, x.cols));
+    auto xv = matrix_view(x);
     auto dv = view2d(a.d, a.tokens, a.in / kQK, a.in / kQK);
     auto qv = view2d(a.qs, a.tokens, a.in, a.in);
     auto sv = view2d(a.bsums, a.tokens, a.in / 16, a.in / 16);
@@ -256,7 +261,7 @@ void q4k_matmul_q8(const Q4KWeights &w, const Q8KActivations &a, const float *bi
     auto qv = view2d(static_cast<const int8_t *>(a.qs), a.tokens, a.in, a.in);
     auto sv = view2d(static_cast<const int16_t *>(a.bsums), a.tokens, a.in / 16, a.in / 16);
     auto bv = bias_view(bias, w.out);
-    auto yv = view2d(y.data, y.rows, y.cols, dense_or(y.stride, y.cols));
+    auto yv = matrix_view(y);
     run(op, fn(wv, dv, qv, sv, bv, bias != nullptr, yv));
 }
 
