@@ -1,13 +1,23 @@
 # The one list of targets qforge builds. Each entry is
-#   name | Halide target string | CPU features the runtime must see to run it
-# Names are what the registry, tests, benchmarks and the CLI print. The
-# multitarget ("auto") library tries the x86 entries in the order given, best
-# first, and falls back to the last one, so keep them ordered that way.
-set(QF_X86_TARGETS
-    "x86-avx512-vnni|x86-64-linux-sse41-avx-avx2-fma-f16c-avx512-avx512_skylake-avx512_cannonlake-avx512_zen4|sse4.1 avx avx2 fma f16c avx512f avx512cd avx512bw avx512dq avx512vl avx512ifma avx512vbmi avx512vbmi2 avx512vnni avx512bitalg avx512vpopcntdq avx512bf16"
-    "x86-avx512|x86-64-linux-sse41-avx-avx2-fma-f16c-avx512-avx512_skylake|sse4.1 avx avx2 fma f16c avx512f avx512cd avx512bw avx512dq avx512vl"
-    "x86-avx2|x86-64-linux-sse41-avx-avx2-fma-f16c|sse4.1 avx avx2 fma f16c"
-    "x86-sse41|x86-64-linux-sse41|sse4.1"
+#   name | family | Halide target string | features the machine must have
+# Names are what the registry, tests, benchmarks and the CLI print. The family
+# says which build compiles it (see targets/families.cmake): x86 and cuda in the
+# x86-64 build, arm64 in the aarch64 cross build. Within a CPU family the
+# multitarget ("auto") library tries the entries in the order given, best
+# first, and falls back to the last one, so keep them ordered that way. CUDA
+# entries are ordered best first too: the runtime runs the first one whose
+# compute capability the device has.
+set(QF_TARGETS
+    "x86-avx512-vnni|x86|x86-64-linux-sse41-avx-avx2-fma-f16c-avx512-avx512_skylake-avx512_cannonlake-avx512_zen4|sse4.1 avx avx2 fma f16c avx512f avx512cd avx512bw avx512dq avx512vl avx512ifma avx512vbmi avx512vbmi2 avx512vnni avx512bitalg avx512vpopcntdq avx512bf16"
+    "x86-avx512|x86|x86-64-linux-sse41-avx-avx2-fma-f16c-avx512-avx512_skylake|sse4.1 avx avx2 fma f16c avx512f avx512cd avx512bw avx512dq avx512vl"
+    "x86-avx2|x86|x86-64-linux-sse41-avx-avx2-fma-f16c|sse4.1 avx avx2 fma f16c"
+    "x86-sse41|x86|x86-64-linux-sse41|sse4.1"
+    # Halide 21 has no i8mm feature (it never emits smmla/usdot), so dotprod is the top ARM level.
+    "arm64-dotprod|arm64|arm-64-linux-arm_dot_prod-arm_fp16|asimd asimddp asimdhp"
+    "arm64-neon|arm64|arm-64-linux|asimd"
+    # Halide 21's highest CUDA capability is 86; Hopper (90) runs its PTX.
+    "cuda-sm86|cuda|x86-64-linux-cuda-cuda_capability_86|cuda sm86"
+    "cuda-sm80|cuda|x86-64-linux-cuda-cuda_capability_80|cuda sm80"
 )
 
 # Every kernel, built for every target above and once as a multitarget

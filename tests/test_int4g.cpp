@@ -17,8 +17,8 @@ struct Int4gData {
         weight = random_bytes(out * wstride);
         scales = random_f16(out * sstride, -0.05f, 0.05f);
     }
-    Int4gWeights view() const {
-        return {weight.data(), scales.data(), out, in, g, wstride, sstride};
+    Int4gWeights view(Mem &m) const {
+        return {m.in(weight), m.in(scales), out, in, g, wstride, sstride};
     }
     // Dense copies for the reference.
     std::vector<uint8_t> dense_weight() const {
@@ -47,7 +47,9 @@ TEST_P(Int4gDequant, BitExactAgainstReference) {
         Int4gData w(c.out, c.in, g, c.wpad, c.spad);
         const auto before = w.weight;
         Poisoned y(c.out, c.in, c.opad);
-        int4g_dequant(w.view(), y.view(), options(p));
+        Mem m(p);
+        int4g_dequant(w.view(m), m.out(y), options(p));
+        m.sync();
         y.expect_all_written();
         std::vector<float> ref(c.out * c.in);
         auto dw = w.dense_weight();
@@ -79,8 +81,10 @@ TEST_P(Int4gMatmul, MatchesFloat64Reference) {
         auto bias = random_floats(c.out);
         const auto x_before = x;
         Poisoned y(c.tokens, c.out, c.pad);
-        int4g_matmul(w.view(), {x.data(), c.tokens, c.in, xstride}, c.bias ? bias.data() : nullptr, y.view(),
+        Mem m(p);
+        int4g_matmul(w.view(m), {m.in(x), c.tokens, c.in, xstride}, c.bias ? m.in(bias) : nullptr, m.out(y),
                      options(p));
+        m.sync();
         y.expect_all_written();
         std::vector<float> xd(c.tokens * c.in);
         for (int64_t n = 0; n < c.tokens; ++n) std::memcpy(&xd[n * c.in], &x[n * xstride], c.in * 4);

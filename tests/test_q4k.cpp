@@ -17,7 +17,9 @@ TEST_P(Q4KDequant, BitExactAgainstReference) {
         auto data = random_q4k(c.out, c.in, /*realistic=*/false);
         const auto before = data;
         Poisoned y(c.out, c.in, c.pad);
-        q4k_dequant({data.data(), c.out, c.in}, y.view(), options(p));
+        Mem m(p);
+        q4k_dequant({m.in(data), c.out, c.in}, m.out(y), options(p));
+        m.sync();
         y.expect_all_written();
         std::vector<float> ref(c.out * c.in);
         ref::q4k_dequant(data.data(), c.out, c.in, ref.data());
@@ -43,8 +45,10 @@ TEST_P(Q4KMatmulF32, MatchesFloat64Reference) {
         auto x = random_floats(c.tokens * xstride);
         auto bias = random_floats(c.out);
         Poisoned y(c.tokens, c.out, c.pad);
-        q4k_matmul_f32({strided.data(), c.out, c.in, wstride}, {x.data(), c.tokens, c.in, xstride},
-                       c.bias ? bias.data() : nullptr, y.view(), options(p));
+        Mem m(p);
+        q4k_matmul_f32({m.in(strided), c.out, c.in, wstride}, {m.in(x), c.tokens, c.in, xstride},
+                       c.bias ? m.in(bias) : nullptr, m.out(y), options(p));
+        m.sync();
         y.expect_all_written();
         std::vector<float> xd(c.tokens * c.in);
         for (int64_t n = 0; n < c.tokens; ++n) std::memcpy(&xd[n * c.in], &x[n * xstride], c.in * 4);

@@ -20,7 +20,11 @@ struct Q8K {
     std::vector<int16_t> bsums;
     Q8K(int64_t t, int64_t i)
         : tokens(t), in(i), d(t * (i / 256), nan_poison()), qs(t * i, 0x55), bsums(t * (i / 16), 0x5555) {}
-    Q8KActivations view() { return {d.data(), qs.data(), bsums.data(), tokens, in}; }
+    Q8KActivations out(Mem &m) { return {m.out(d), m.out(qs), m.out(bsums), tokens, in}; }
+    Q8KActivations input(Mem &m) const {
+        return {const_cast<float *>(m.in(d)), const_cast<int8_t *>(m.in(qs)), const_cast<int16_t *>(m.in(bsums)),
+                tokens, in};
+    }
 };
 
 // Activations with a few awkward blocks: all zero, one huge value, negative maximum, ties.
@@ -44,7 +48,9 @@ TEST_P(Q8KQuantize, BitExactAgainstGgmlRule) {
         SCOPED_TRACE("tokens=" + std::to_string(tokens) + " in=" + std::to_string(in));
         auto x = awkward_activations(tokens, in);
         Q8K got(tokens, in), want(tokens, in);
-        q8k_quantize({x.data(), tokens, in}, got.view(), options(p));
+        Mem m(p);
+        q8k_quantize({m.in(x), tokens, in}, got.out(m), options(p));
+        m.sync();
         ref::q8k_quantize(x.data(), tokens, in, want.d.data(), want.qs.data(), want.bsums.data());
         EXPECT_EQ(0, std::memcmp(got.d.data(), want.d.data(), got.d.size() * 4)) << "d differs";
         EXPECT_EQ(got.qs, want.qs);
@@ -68,7 +74,9 @@ TEST_P(Q4KMatmulQ8, MatchesIntegerReferenceAndF32) {
         Q8K a(c.tokens, c.in);
         ref::q8k_quantize(x.data(), c.tokens, c.in, a.d.data(), a.qs.data(), a.bsums.data());
         Poisoned y(c.tokens, c.out, c.pad);
-        q4k_matmul_q8({data.data(), c.out, c.in}, a.view(), b, y.view(), options(p));
+        Mem mem(p);
+        q4k_matmul_q8({mem.in(data), c.out, c.in}, a.input(mem), b ? mem.in(bias) : nullptr, mem.out(y), options(p));
+        mem.sync();
         y.expect_all_written();
 
         std::vector<double> ref(c.tokens * c.out), mag(c.tokens * c.out);

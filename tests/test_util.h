@@ -3,6 +3,7 @@
 #pragma once
 
 #include "qforge/kernels.h"
+#include "cuda_device.h"
 #include "reference.h"
 #include "registry.h"
 
@@ -210,17 +211,85 @@ inline std::string variant_name(const testing::TestParamInfo<VariantParam> &info
     return s;
 }
 
-#define QF_SKIP_UNLESS_RUNNABLE(p)                                                        \
-    if (!qforge::cpu_can_run((p).target)) {                                               \
-        GTEST_SKIP() << (p).target << " cannot run on this CPU: it lacks some of its features"; \
+// Why `target` cannot run here, or empty.
+inline std::string why_not_runnable(const std::string &target) {
+    if (qforge::cpu_can_run(target)) return "";
+    if (internal::is_cuda_target(target)) {
+        const auto &d = internal::cuda_device();
+        if (!d.present) return "no CUDA device here (" + d.why_absent + "); the device run covers it";
+        return target + " needs a newer compute capability than this " + d.name;
+    }
+    return target + " cannot run on this CPU: it lacks some of its features";
+}
+
+#define QF_SKIP_UNLESS_RUNNABLE(p)                                                 \
+    if (const std::string why = qforge::test::why_not_runnable((p).target); !why.empty()) { \
+        GTEST_SKIP() << why;                                                       \
     }
 
 inline RunOptions options(const VariantParam &p) {
     RunOptions o;
     o.target = p.target;
     o.kernel = p.kernel;
+    if (internal::is_cuda_target(p.target)) o.memory = Memory::cuda;
     return o;
 }
+
+// The memory a variant runs on. Host variants get the test's own vectors;
+// CUDA variants get device copies: inputs uploaded (and checked unchanged
+// afterwards), outputs uploaded poisoned and downloaded by sync().
+class Mem {
+public:
+    explicit Mem(const VariantParam &p) : cuda_(internal::is_cuda_target(p.target)) {}
+    Mem(const Mem &) = delete;
+    ~Mem() {
+        for (auto &b : bufs_) internal::cuda_free(b.dev);
+    }
+
+    template <typename T>
+    const T *in(const std::vector<T> &v) {
+        if (!cuda_) return v.data();
+        return static_cast<const T *>(mirror(const_cast<T *>(v.data()), v.size() * sizeof(T), false));
+    }
+    template <typename T>
+    T *out(std::vector<T> &v) {
+        if (!cuda_) return v.data();
+        return static_cast<T *>(mirror(v.data(), v.size() * sizeof(T), true));
+    }
+    Matrix out(struct Poisoned &y);
+
+    // Waits for the kernels, brings outputs back, checks inputs unchanged.
+    void sync() {
+        if (!cuda_) return;
+        internal::cuda_synchronize();
+        for (auto &b : bufs_) {
+            if (b.is_out) {
+                internal::cuda_download(b.host, b.dev, b.bytes);
+            } else {
+                std::vector<unsigned char> after(b.bytes);
+                internal::cuda_download(after.data(), b.dev, b.bytes);
+                EXPECT_EQ(0, std::memcmp(after.data(), b.host, b.bytes)) << "the kernel modified a device input";
+            }
+        }
+    }
+
+private:
+    struct Buf {
+        void *host, *dev;
+        size_t bytes;
+        bool is_out;
+    };
+    void *mirror(void *host, size_t bytes, bool is_out) {
+        void *dev = internal::cuda_alloc(std::max<size_t>(bytes, 1));
+        internal::cuda_upload(dev, host, bytes);
+        bufs_.push_back({host, dev, bytes, is_out});
+        return dev;
+    }
+    bool cuda_;
+    std::vector<Buf> bufs_;
+};
+
+inline Matrix Mem::out(Poisoned &y) { return {out(y.data), y.rows, y.cols, y.stride}; }
 
 // Group size from a kernel name ending in _gNN.
 inline int group_of(const std::string &kernel) {

@@ -1,10 +1,17 @@
-// CPU feature detection for choosing and testing variants (x86: cpuid + xgetbv).
+// CPU feature detection for choosing and testing variants (x86: cpuid +
+// xgetbv; aarch64: the kernel's hardware capability bits).
 #include "registry.h"
 
+#include "cuda_device.h"
+
 #include <map>
+#include <string>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
+#elif defined(__aarch64__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
 #endif
 
 namespace qforge::internal {
@@ -46,13 +53,25 @@ std::map<std::string, bool> detect() {
     unsigned a71 = 0, b71 = 0, c71 = 0, d71 = 0;
     __get_cpuid_count(7, 1, &a71, &b71, &c71, &d71);
     f["avx512bf16"] = zmm && ((a71 >> 5) & 1);
+#elif defined(__aarch64__)
+    const unsigned long hwcap = getauxval(AT_HWCAP);
+    f["asimd"] = hwcap & HWCAP_ASIMD;
+    f["asimddp"] = hwcap & HWCAP_ASIMDDP;
+    f["asimdhp"] = hwcap & HWCAP_ASIMDHP;
 #endif
     return f;
 }
 
 }  // namespace
 
-bool cpu_has(const std::string &feature) {
+bool machine_has(const std::string &feature) {
+    if (feature == "cuda") return cuda_device().present;
+    if (feature.size() == 4 && feature.compare(0, 2, "sm") == 0) {
+        // "smNN": compute capability N.N or higher.
+        const CudaDevice &d = cuda_device();
+        const int want = std::stoi(feature.substr(2));
+        return d.present && d.major * 10 + d.minor >= want;
+    }
     static const std::map<std::string, bool> features = detect();
     auto it = features.find(feature);
     return it != features.end() && it->second;

@@ -3,10 +3,14 @@
 // runtime errors into qforge::Error.
 #include "qforge/kernels.h"
 
+#include "cuda_device.h"
 #include "registry.h"
 
 #include "HalideBuffer.h"
 #include "HalideRuntime.h"
+#ifdef QF_HAVE_CUDA
+#include "HalideRuntimeCuda.h"
+#endif
 
 #include <mutex>
 #include <sstream>
@@ -51,17 +55,122 @@ View<T> view2d(T *data, int64_t rows, int64_t cols, int64_t stride) {
     return View<T>(data, 2, dims);
 }
 
-Halide::Runtime::Buffer<const float, 1> bias_view(const float *bias, int64_t out) {
-    static const float none = 0.0f;
-    if (!bias) return Halide::Runtime::Buffer<const float, 1>(&none, 1);
-    return Halide::Runtime::Buffer<const float, 1>(bias, static_cast<int>(out));
-}
-
 int64_t dense_or(int64_t stride, int64_t dense) { return stride == 0 ? dense : stride; }
 
-View<float> matrix_view(const Matrix &m) { return view2d(m.data, m.rows, m.cols, dense_or(m.stride, m.cols)); }
-View<const float> matrix_view(const ConstMatrix &m) {
-    return view2d(m.data, m.rows, m.cols, dense_or(m.stride, m.cols));
+// Where a call's memory lives, and the Halide views of it. For CUDA memory
+// the views carry the caller's device pointers (no host copy exists, so
+// Halide cannot copy behind anyone's back) and the kernels run on
+// opt.stream in the caller's context.
+thread_local void *call_stream = nullptr;
+
+#ifdef QF_HAVE_CUDA
+int acquire_context(void *, void **ctx, bool) {
+    *ctx = internal::cuda_context();
+    return *ctx ? 0 : -1;
+}
+int release_context(void *) { return 0; }
+int get_stream(void *, void *, void **stream) {
+    *stream = call_stream;
+    return 0;
+}
+#endif
+
+class Place {
+public:
+    Place(const std::string &op, const RunOptions &opt) : op_(op), cuda_(opt.memory == Memory::cuda) {
+        if (!cuda_) return;
+#ifdef QF_HAVE_CUDA
+        static std::once_flag once;
+        std::call_once(once, [] {
+            halide_set_cuda_acquire_context(acquire_context);
+            halide_set_cuda_release_context(release_context);
+            halide_set_cuda_get_stream(get_stream);
+            // Side buffers (Q8_K statistics, x sums) come from a cache, not cuMemAlloc per call.
+            halide_reuse_device_allocations(nullptr, true);
+        });
+        const internal::CudaDevice &d = internal::cuda_device();
+        require(d.present, op, "RunOptions::memory is cuda, but there is no CUDA device: " + d.why_absent);
+        call_stream = opt.stream;
+#else
+        fail(op, "RunOptions::memory is cuda, but this build has no CUDA targets");
+#endif
+    }
+    ~Place() { call_stream = nullptr; }
+    bool cuda() const { return cuda_; }
+
+    template <typename T>
+    View<T> view(const char *name, T *data, int64_t rows, int64_t cols, int64_t stride) {
+        check_pointer(name, data);
+        if (!cuda_) return view2d(data, rows, cols, stride);
+        halide_dimension_t dims[2] = {{0, static_cast<int32_t>(cols), 1},
+                                      {0, static_cast<int32_t>(rows), static_cast<int32_t>(stride)}};
+        View<T> v(nullptr, 2, dims);
+        wrap(v, data);
+        return v;
+    }
+
+    Halide::Runtime::Buffer<const float, 1> bias(const float *bias, int64_t out) {
+        static const float none = 0.0f;
+        const float *data = bias;
+        int extent = static_cast<int>(out);
+        if (!bias) {
+            // The kernels read a one-element bias they then ignore.
+            data = cuda_ ? cuda_zero() : &none;
+            extent = 1;
+        } else {
+            check_pointer("bias", bias);
+        }
+        if (!cuda_) return Halide::Runtime::Buffer<const float, 1>(data, extent);
+        halide_dimension_t dim = {0, extent, 1};
+        Halide::Runtime::Buffer<const float, 1> v(nullptr, 1, &dim);
+        wrap(v, data);
+        return v;
+    }
+
+private:
+    void check_pointer(const char *name, const void *p) {
+        if (!p) return;   // null pointers are reported by the shape checks
+        const auto kind = internal::cuda_pointer_kind(p);
+        if (cuda_) {
+            require(kind == internal::PointerKind::device, op_,
+                    str(name, " is not CUDA device memory, but RunOptions::memory is cuda "
+                              "(qforge never copies: upload it first)"));
+        } else {
+            require(kind != internal::PointerKind::device, op_,
+                    str(name, " is CUDA device memory; set RunOptions::memory = Memory::cuda"));
+        }
+    }
+
+    template <typename B>
+    void wrap(B &v, const void *data) {
+#ifdef QF_HAVE_CUDA
+        const int rc = v.device_wrap_native(halide_cuda_device_interface(), reinterpret_cast<uint64_t>(data));
+        require(rc == 0, op_, "cannot wrap a CUDA pointer: " + halide_message);
+#else
+        (void)v;
+        (void)data;
+#endif
+    }
+
+    static const float *cuda_zero() {
+        static const float *zero = [] {
+            auto *p = static_cast<float *>(internal::cuda_alloc(sizeof(float)));
+            const float z = 0.0f;
+            internal::cuda_upload(p, &z, sizeof z);
+            return p;
+        }();
+        return zero;
+    }
+
+    std::string op_;
+    bool cuda_;
+};
+
+View<float> matrix_view(Place &p, const char *name, const Matrix &m) {
+    return p.view(name, m.data, m.rows, m.cols, dense_or(m.stride, m.cols));
+}
+View<const float> matrix_view(Place &p, const char *name, const ConstMatrix &m) {
+    return p.view(name, m.data, m.rows, m.cols, dense_or(m.stride, m.cols));
 }
 
 constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
@@ -117,11 +226,11 @@ void check_int4g(const std::string &op, const Int4gWeights &w) {
 
 std::string group_suffix(const Int4gWeights &w) { return "_g" + std::to_string(w.group_size); }
 
-View<const uint8_t> int4g_weight_view(const Int4gWeights &w) {
-    return view2d(w.weight, w.out, w.in / 2, dense_or(w.weight_stride, w.in / 2));
+View<const uint8_t> int4g_weight_view(Place &p, const Int4gWeights &w) {
+    return p.view("weight_4bit", w.weight, w.out, w.in / 2, dense_or(w.weight_stride, w.in / 2));
 }
-View<const uint16_t> int4g_scales_view(const Int4gWeights &w) {
-    return view2d(w.scales, w.out, int4g_groups(w), dense_or(w.scales_stride, int4g_groups(w)));
+View<const uint16_t> int4g_scales_view(Place &p, const Int4gWeights &w) {
+    return p.view("scales_4bit", w.scales, w.out, int4g_groups(w), dense_or(w.scales_stride, int4g_groups(w)));
 }
 
 // --- Q4_K --------------------------------------------------------------------
@@ -139,9 +248,9 @@ void check_q4k(const std::string &op, const Q4KWeights &w) {
     require(w.out * dense_or(w.row_stride, row_bytes) <= kMaxDim, op, "Q4_K weight is too large");
 }
 
-View<const uint8_t> q4k_view(const Q4KWeights &w) {
+View<const uint8_t> q4k_view(Place &p, const Q4KWeights &w) {
     const int64_t row_bytes = w.in / kQK * kQ4KBytes;
-    return view2d(w.data, w.out, row_bytes, dense_or(w.row_stride, row_bytes));
+    return p.view("Q4_K weight", w.data, w.out, row_bytes, dense_or(w.row_stride, row_bytes));
 }
 
 void check_q8k(const std::string &op, const Q8KActivations &a, int64_t in) {
@@ -170,11 +279,12 @@ void int4g_dequant(const Int4gWeights &w, Matrix out, const RunOptions &opt) {
     check_int4g(op, w);
     check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
     install_error_handler();
-    const auto &v = find_variant(opt.kernel.empty() ? op + group_suffix(w) : opt.kernel, opt.target);
+    Place place(op, opt);
+    const auto &v = find_variant(opt.kernel.empty() ? op + group_suffix(w) : opt.kernel, opt.target, place.cuda());
     auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *)>(v.fn);
-    auto wv = int4g_weight_view(w);
-    auto sv = int4g_scales_view(w);
-    auto ov = matrix_view(out);
+    auto wv = int4g_weight_view(place, w);
+    auto sv = int4g_scales_view(place, w);
+    auto ov = matrix_view(place, "out", out);
     run(op, fn(wv, sv, ov));
 }
 
@@ -185,15 +295,16 @@ void int4g_matmul(const Int4gWeights &w, ConstMatrix x, const float *bias, Matri
     check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
     install_error_handler();
+    Place place(op, opt);
     const std::string g = group_suffix(w);
-    const auto &v = find_variant(kernel_for(opt, "int4g_matvec_f32" + g, "int4g_matmul_f32" + g, x.rows), opt.target);
+    const auto &v = find_variant(kernel_for(opt, "int4g_matvec_f32" + g, "int4g_matmul_f32" + g, x.rows), opt.target, place.cuda());
     auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, halide_buffer_t *,
                                        bool, halide_buffer_t *)>(v.fn);
-    auto wv = int4g_weight_view(w);
-    auto sv = int4g_scales_view(w);
-    auto xv = matrix_view(x);
-    auto bv = bias_view(bias, w.out);
-    auto yv = matrix_view(y);
+    auto wv = int4g_weight_view(place, w);
+    auto sv = int4g_scales_view(place, w);
+    auto xv = matrix_view(place, "x", x);
+    auto bv = place.bias(bias, w.out);
+    auto yv = matrix_view(place, "y", y);
     run(op, fn(wv, sv, xv, bv, bias != nullptr, yv));
 }
 
@@ -202,10 +313,11 @@ void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt) {
     check_q4k(op, w);
     check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
     install_error_handler();
-    const auto &v = find_variant(opt.kernel.empty() ? op : opt.kernel, opt.target);
+    Place place(op, opt);
+    const auto &v = find_variant(opt.kernel.empty() ? op : opt.kernel, opt.target, place.cuda());
     auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *)>(v.fn);
-    auto wv = q4k_view(w);
-    auto ov = matrix_view(out);
+    auto wv = q4k_view(place, w);
+    auto ov = matrix_view(place, "out", out);
     run(op, fn(wv, ov));
 }
 
@@ -216,13 +328,14 @@ void q4k_matmul_f32(const Q4KWeights &w, ConstMatrix x, const float *bias, Matri
     check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
     install_error_handler();
-    const auto &v = find_variant(kernel_for(opt, "q4k_matvec_f32", "q4k_matmul_f32", x.rows), opt.target);
+    Place place(op, opt);
+    const auto &v = find_variant(kernel_for(opt, "q4k_matvec_f32", "q4k_matmul_f32", x.rows), opt.target, place.cuda());
     auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, bool,
                                        halide_buffer_t *)>(v.fn);
-    auto wv = q4k_view(w);
-    auto xv = matrix_view(x);
-    auto bv = bias_view(bias, w.out);
-    auto yv = matrix_view(y);
+    auto wv = q4k_view(place, w);
+    auto xv = matrix_view(place, "x", x);
+    auto bv = place.bias(bias, w.out);
+    auto yv = matrix_view(place, "y", y);
     run(op, fn(wv, xv, bv, bias != nullptr, yv));
 }
 
@@ -236,13 +349,14 @@ void q8k_quantize(ConstMatrix x, const Q8KActivations &a, const RunOptions &opt)
     require(a.tokens == x.rows && a.in == x.cols, op,
             str("Q8_K output is [", a.tokens, ", ", a.in, "], x is [", x.rows, ", ", x.cols, "]"));
     install_error_handler();
-    const auto &v = find_variant(opt.kernel.empty() ? op : opt.kernel, opt.target);
+    Place place(op, opt);
+    const auto &v = find_variant(opt.kernel.empty() ? op : opt.kernel, opt.target, place.cuda());
     auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, halide_buffer_t *)>(
         v.fn);
-    auto xv = matrix_view(x);
-    auto dv = view2d(a.d, a.tokens, a.in / kQK, a.in / kQK);
-    auto qv = view2d(a.qs, a.tokens, a.in, a.in);
-    auto sv = view2d(a.bsums, a.tokens, a.in / 16, a.in / 16);
+    auto xv = matrix_view(place, "x", x);
+    auto dv = place.view("Q8_K d", a.d, a.tokens, a.in / kQK, a.in / kQK);
+    auto qv = place.view("Q8_K qs", a.qs, a.tokens, a.in, a.in);
+    auto sv = place.view("Q8_K bsums", a.bsums, a.tokens, a.in / 16, a.in / 16);
     run(op, fn(xv, dv, qv, sv));
 }
 
@@ -253,15 +367,16 @@ void q4k_matmul_q8(const Q4KWeights &w, const Q8KActivations &a, const float *bi
     check_q8k(op, a, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, a.tokens, w.out);
     install_error_handler();
-    const auto &v = find_variant(kernel_for(opt, "q4k_matvec_q8", "q4k_matmul_q8", a.tokens), opt.target);
+    Place place(op, opt);
+    const auto &v = find_variant(kernel_for(opt, "q4k_matvec_q8", "q4k_matmul_q8", a.tokens), opt.target, place.cuda());
     auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, halide_buffer_t *,
                                        halide_buffer_t *, bool, halide_buffer_t *)>(v.fn);
-    auto wv = q4k_view(w);
-    auto dv = view2d(static_cast<const float *>(a.d), a.tokens, a.in / kQK, a.in / kQK);
-    auto qv = view2d(static_cast<const int8_t *>(a.qs), a.tokens, a.in, a.in);
-    auto sv = view2d(static_cast<const int16_t *>(a.bsums), a.tokens, a.in / 16, a.in / 16);
-    auto bv = bias_view(bias, w.out);
-    auto yv = matrix_view(y);
+    auto wv = q4k_view(place, w);
+    auto dv = place.view("Q8_K d", static_cast<const float *>(a.d), a.tokens, a.in / kQK, a.in / kQK);
+    auto qv = place.view("Q8_K qs", static_cast<const int8_t *>(a.qs), a.tokens, a.in, a.in);
+    auto sv = place.view("Q8_K bsums", static_cast<const int16_t *>(a.bsums), a.tokens, a.in / 16, a.in / 16);
+    auto bv = place.bias(bias, w.out);
+    auto yv = matrix_view(place, "y", y);
     run(op, fn(wv, dv, qv, sv, bv, bias != nullptr, yv));
 }
 

@@ -2,6 +2,7 @@
 #include "registry.h"
 
 #include "qforge/kernels.h"
+#include "cuda_device.h"
 #include "qforge_kernel_headers.h"
 
 #include <algorithm>
@@ -20,7 +21,7 @@ const std::vector<Variant> &variants() {
 
 const std::vector<TargetRow> &target_rows() {
     static const std::vector<TargetRow> table = {
-#define QF_TARGET(name, halide_target, features) {name, halide_target, features},
+#define QF_TARGET(name, family, halide_target, features) {name, family, halide_target, features},
 #include "qforge_targets.inc"
 #undef QF_TARGET
     };
@@ -31,7 +32,7 @@ static std::vector<std::string> missing_features(const TargetRow &t) {
     std::vector<std::string> missing;
     std::istringstream in(t.features);
     for (std::string f; in >> f;) {
-        if (!cpu_has(f)) missing.push_back(f);
+        if (!machine_has(f)) missing.push_back(f);
     }
     return missing;
 }
@@ -43,7 +44,18 @@ static const TargetRow *find_target(const std::string &name) {
     return nullptr;
 }
 
-const Variant &find_variant(const std::string &kernel, const std::string &target) {
+bool is_cuda_target(const std::string &target) {
+    const TargetRow *t = find_target(target);
+    return t && std::string(t->family) == "cuda";
+}
+
+const Variant &find_variant(const std::string &kernel, const std::string &requested, bool cuda) {
+    std::string target = requested;
+    if (cuda && target == "auto") target = dispatched_cuda_target();
+    if (target != "auto" && is_cuda_target(target) != cuda) {
+        throw Error("target '" + target + "' runs on " + (cuda ? "host" : "CUDA") + " memory, but the call passes " +
+                    (cuda ? "CUDA" : "host") + " memory (RunOptions::memory)");
+    }
     if (target != "auto") {
         const TargetRow *t = find_target(target);
         if (!t) {
@@ -101,6 +113,16 @@ std::string dispatched_target() {
         if (internal::missing_features(t).empty()) return t.name;
     }
     return rows.empty() ? "none" : rows.back().name;
+}
+
+std::string dispatched_cuda_target() {
+    const internal::CudaDevice &d = internal::cuda_device();
+    if (!d.present) throw Error("no CUDA device: " + d.why_absent);
+    for (const auto &t : internal::target_rows()) {
+        if (std::string(t.family) == "cuda" && internal::missing_features(t).empty()) return t.name;
+    }
+    throw Error("no built CUDA target runs on " + d.name + " (compute capability " + std::to_string(d.major) + "." +
+                std::to_string(d.minor) + ")");
 }
 
 std::vector<std::string> kernels() {

@@ -19,13 +19,23 @@ public:
     using std::runtime_error::runtime_error;
 };
 
-// Which compiled variant runs. target: "auto" (the multitarget library picks
-// from CPU features) or a name from targets(). kernel: empty picks decode
-// (tokens = 1) or prefill kernels by token count; a kernel name from
+// Where every pointer of a call lives. host: ordinary memory, run on a CPU
+// variant. cuda: CUDA device memory (cudaMalloc or cuMemAlloc, in the
+// calling thread's current context), run on a CUDA variant, asynchronously
+// on `stream`. qforge never copies between the two: a pointer in the wrong
+// place is an Error naming the tensor.
+enum class Memory { host, cuda };
+
+// Which compiled variant runs. target: "auto" (for host memory the
+// multitarget library picks from CPU features; for CUDA memory the best
+// CUDA target the device runs) or a name from targets(). kernel: empty picks
+// decode (tokens = 1) or prefill kernels by token count; a kernel name from
 // kernels() forces one (tests, benchmarks, tuning).
 struct RunOptions {
     std::string target = "auto";
     std::string kernel;
+    Memory memory = Memory::host;
+    void *stream = nullptr;      // a CUstream / cudaStream_t for Memory::cuda; nullptr: the default stream
 };
 
 // int4g weights: weight uint8 [out, in/2], scales f16 bits [out, ceil(in/G)].
@@ -103,6 +113,7 @@ struct TargetInfo {
 std::vector<TargetInfo> targets();
 bool cpu_can_run(const std::string &target);
 std::string dispatched_target();      // the variant "auto" runs on this CPU
+std::string dispatched_cuda_target(); // the variant "auto" runs for CUDA memory; throws Error without a device
 std::vector<std::string> kernels();   // every kernel name in the registry
 
 // Worker threads of the kernels (default: one per core). Returns the old value.

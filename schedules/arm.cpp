@@ -1,0 +1,33 @@
+// The ARM64 family (NEON, and NEON with the dotprod extension): the shared
+// CPU schedules of cpu.h with ARM's tile sizes. NEON has 32 128-bit
+// registers and 4 f32 lanes, so a decode tile of 4 rows still keeps every
+// accumulator in registers and amortises each activation load over more rows.
+#include "cpu.h"
+
+namespace qforge {
+namespace {
+
+constexpr cpu::Tuning kArm = {
+    /*decode_tile_rows=*/4, /*prefill_tile_rows=*/2, /*prefill_tile_tokens=*/4,
+    /*decode_rows_per_task=*/16, /*prefill_rows_per_task=*/32,
+    /*stage_quants=*/false,
+};
+
+bool is_arm_cpu(const Halide::Target &t) {
+    return t.arch == Halide::Target::ARM && t.bits == 64 && !t.has_gpu_feature();
+}
+
+const ScheduleFamily arm_family = {
+    "arm64",
+    is_arm_cpu,
+    cpu::int4g_dequant<kArm>,
+    cpu::int4g_matmul<kArm>,
+    cpu::q4k_dequant<kArm>,
+    cpu::q4k_matmul_f32<kArm>,
+    cpu::q8k_quantize<kArm>,
+    cpu::q4k_matmul_q8<kArm>,
+};
+const RegisterScheduleFamily registered{&arm_family};
+
+}  // namespace
+}  // namespace qforge

@@ -1,0 +1,226 @@
+// The CPU schedules shared by the x86 and ARM families (schedules/x86.cpp,
+// schedules/arm.cpp), parameterised by a family's Tuning (its default tile
+// sizes). Decode (tokens = 1) streams weight rows: rows are split into
+// parallel tasks, a small tile of rows shares each activation load, and the
+// reduction over columns is rfactored into vector lanes. Prefill tiles rows
+// x tokens in registers and stages one block of unpacked weights in L1.
+#pragma once
+
+#include "schedules.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace qforge::cpu {
+
+// A family's defaults, used where a knob is 0.
+struct Tuning {
+    int decode_tile_rows;
+    int prefill_tile_rows;
+    int prefill_tile_tokens;
+    int decode_rows_per_task;
+    int prefill_rows_per_task;
+    // Stage one block's unpacked u8 quants in L1 before the integer dot
+    // (x86: the u8 x s8 shape of vpdpbusd). Left inline, the nibbles are
+    // provably under 128 and become s8, the shape of ARM's sdot.
+    bool stage_quants;
+};
+
+
+using namespace Halide;
+
+inline int pick(int knob, int fallback) { return knob > 0 ? knob : fallback; }
+
+inline int f32_lanes(const Target &t, const Knobs &k) {
+    return pick(k.vector_width, t.natural_vector_size<float>());
+}
+
+constexpr TailStrategy kGuard = TailStrategy::GuardWithIf;
+
+// Rows split into tiles of `tile_rows` rows (and `tile_tokens` tokens in
+// prefill), tiles grouped into parallel tasks of about `rows_per_task` rows
+// (in prefill, one task per rows x token-tile pair). Returns the loop level
+// at which a tile's accumulators live.
+inline LoopLevel tile_output(Func y, Var r, Var n, const Knobs &k, int tile_rows, int tile_tokens,
+                      int rows_per_task) {
+    Var rt("rt"), ri("ri"), rc("rc"), nt("nt"), ni("ni");
+    const int tiles_per_task = std::max(rows_per_task / tile_rows, 1);
+    // Tiles first, then tasks of whole tiles: every guard sits on the tile's
+    // own loop, so a producer computed at the tile is clamped to real rows.
+    std::vector<VarOrRVar> order;
+    if (tile_rows > 1) {
+        y.split(r, rt, ri, tile_rows, kGuard);
+        order.push_back(ri);
+    } else {
+        y.rename(r, rt);
+    }
+    if (k.prefill && tile_tokens > 1) {
+        y.split(n, nt, ni, tile_tokens, kGuard);
+        order.push_back(ni);
+    } else {
+        y.rename(n, nt);
+    }
+    y.split(rt, rc, rt, tiles_per_task, kGuard);
+    if (k.prefill) {
+        // Tasks over rows and token tiles both; consecutive tasks share rows.
+        Var task("task");
+        order.insert(order.end(), {rt, nt, rc});
+        y.reorder(order).fuse(nt, rc, task).parallel(task);
+    } else {
+        order.insert(order.end(), {rt, rc, nt});
+        y.reorder(order).parallel(rc);
+    }
+    return LoopLevel(y, rt);
+}
+
+// Accumulators of one register tile: lanes innermost in storage, and the
+// tile's full constant extent even for the last, partial tile (inputs are
+// row-clamped by the generators), so LLVM keeps them in registers.
+inline void register_tile(Func f, Var u, Var r, Var n, int tile_rows, int tile_tokens) {
+    f.reorder_storage(u, r, n).bound_extent(r, tile_rows).bound_extent(n, tile_tokens);
+}
+
+// The `unroll` knob: unroll the reduction over blocks/groups by that factor.
+// Returns the loop that now walks one block (where per-block staging goes).
+inline RVar unroll_reduction(Stage s, RVar rv, const Knobs &k) {
+    if (k.unroll <= 1) return rv;
+    RVar outer(rv.name() + "_o"), inner(rv.name() + "_i");
+    s.split(rv, outer, inner, k.unroll, kGuard).unroll(inner);
+    return inner;
+}
+
+template <const Tuning &D>
+void int4g_dequant(Int4gDequantFuncs &f, const Target &t, const Knobs &k) {
+    Var ro("ro"), ri("ri");
+    f.out.split(f.r, ro, ri, pick(k.rows_per_task, 8), kGuard)
+        .vectorize(f.c, 2 * f32_lanes(t, k), kGuard)
+        .parallel(ro);
+}
+
+template <const Tuning &D>
+void int4g_matmul(Int4gMatmulFuncs &f, const Target &t, const Knobs &k) {
+    const int V = f32_lanes(t, k);
+    const int pairs = f.group_size / 2;  // lanes of the rfactored reduction
+    const int lanes = std::min(V, pairs);
+    const int vectors = pairs / lanes;
+    const int tile_rows = pick(k.tile_rows, k.prefill ? std::max(1, 2 * D.prefill_tile_rows / vectors) : D.decode_tile_rows);
+    const int tile_tokens = pick(k.tile_tokens, k.prefill ? D.prefill_tile_tokens : 1);
+    LoopLevel tile = tile_output(f.y, f.r, f.n, k, tile_rows, tile_tokens,
+                                 pick(k.rows_per_task, k.prefill ? D.prefill_rows_per_task : D.decode_rows_per_task));
+
+    Var u("u"), uo("uo"), ui("ui");
+    RVar p = f.main.x, kk = f.main.y, g = f.main.z;
+    Func intm = f.acc.update(0).rfactor(kk, u);
+    f.acc.update(1).unscheduled();  // the tail of a partial last group: under G columns
+    f.acc.compute_at(tile).bound_extent(f.r, tile_rows).bound_extent(f.n, tile_tokens);
+    register_tile(intm, u, f.r, f.n, tile_rows, tile_tokens);
+    intm.compute_at(tile).vectorize(u, lanes, kGuard);
+    intm.update()
+        .split(u, uo, ui, lanes, kGuard)
+        .reorder(ui, p, uo, f.r, f.n, g)
+        .vectorize(ui)
+        .unroll(p)
+        .unroll(uo)
+        .unroll(f.r)
+        .unroll(f.n);
+    const RVar group = unroll_reduction(intm.update(), g, k);
+    if (k.prefill) {
+        // One group of the tile's rows dequantized into L1, reused by every token.
+        f.wq.compute_at(intm, group).vectorize(f.c, V, kGuard);
+    }
+}
+
+template <const Tuning &D>
+void q4k_dequant(Q4KDequantFuncs &f, const Target &t, const Knobs &k) {
+    Var ro("ro"), ri("ri"), co("co"), ci("ci");
+    f.out.split(f.r, ro, ri, pick(k.rows_per_task, 8), kGuard)
+        .split(f.c, co, ci, 32)
+        .vectorize(ci, std::min(32, 2 * f32_lanes(t, k)))
+        .parallel(ro);
+}
+
+template <const Tuning &D>
+void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &t, const Knobs &k) {
+    const int V = f32_lanes(t, k);
+    const int lanes = std::min(V, 32);
+    const int tile_rows = pick(k.tile_rows, k.prefill ? D.prefill_tile_rows : D.decode_tile_rows);
+    const int tile_tokens = pick(k.tile_tokens, k.prefill ? D.prefill_tile_tokens : 1);
+    LoopLevel tile = tile_output(f.y, f.r, f.n, k, tile_rows, tile_tokens,
+                                 pick(k.rows_per_task, k.prefill ? D.prefill_rows_per_task : D.decode_rows_per_task));
+
+    // Per-sub-block sums of x: once per call, shared by every row.
+    f.xsum.compute_root().parallel(f.n);
+    f.xsum.update().unscheduled();
+    // Sub-block scales and mins of the tile's rows, decoded once per row.
+    f.scale.compute_at(tile).vectorize(f.j);
+    f.neg_min.compute_at(tile).vectorize(f.j);
+
+    Var u("u"), uo("uo"), ui("ui"), v("v");
+    RVar ml = f.main.x, mj = f.main.y, mb = f.main.z;
+    Func intm = f.acc.update(0).rfactor(ml, u);
+    Func mins = f.acc.update(1).rfactor(f.mins.x, v);
+    f.acc.compute_at(tile).bound_extent(f.r, tile_rows).bound_extent(f.n, tile_tokens);
+    register_tile(intm, u, f.r, f.n, tile_rows, tile_tokens);
+    register_tile(mins, v, f.r, f.n, tile_rows, tile_tokens);
+    intm.compute_at(tile).vectorize(u, lanes);
+    intm.update()
+        .split(u, uo, ui, lanes)
+        .reorder(ui, uo, f.r, f.n, mj, mb)
+        .vectorize(ui)
+        .unroll(uo)
+        .unroll(f.r)
+        .unroll(f.n)
+        .unroll(mj);
+    const RVar block = unroll_reduction(intm.update(), mb, k);
+    mins.compute_at(tile).vectorize(v);
+    mins.update().reorder(v, f.r, f.n, f.mins.y).vectorize(v).unroll(f.r).unroll(f.n);
+    if (k.prefill) {
+        f.wq.compute_at(intm, block).vectorize(f.l, lanes);
+    }
+}
+
+template <const Tuning &D>
+void q8k_quantize(Q8KQuantizeFuncs &f, const Target &t, const Knobs &k) {
+    const int V = f32_lanes(t, k);
+    // Per-block statistics feed both qs and d: computed once, before either.
+    for (Func s : {f.amax, f.first, f.iscale}) {
+        s.compute_root().parallel(f.n);
+    }
+    f.amax.update().parallel(f.n);
+    f.first.update().parallel(f.n);
+    f.qs.vectorize(f.c, V).parallel(f.n);
+    f.d.parallel(f.n);
+    f.bsums.parallel(f.n);
+    f.bsums.update().parallel(f.n);
+}
+
+template <const Tuning &D>
+void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
+    const int tile_rows = pick(k.tile_rows, k.prefill ? D.prefill_tile_rows : D.decode_tile_rows);
+    const int tile_tokens = pick(k.tile_tokens, k.prefill ? D.prefill_tile_tokens : 1);
+    LoopLevel tile = tile_output(f.y, f.r, f.n, k, tile_rows, tile_tokens,
+                                 pick(k.rows_per_task, k.prefill ? D.prefill_rows_per_task : D.decode_rows_per_task));
+
+    Var u("u");
+    RVar mk = f.main.x, mb = f.main.y;
+    Func intm = f.acc.update(0).rfactor(mk, u);
+    f.acc.update(1).unscheduled();  // the min term: one scalar per block
+    f.acc.compute_at(tile).bound_extent(f.r, tile_rows).bound_extent(f.n, tile_tokens);
+    register_tile(intm, u, f.r, f.n, tile_rows, tile_tokens);
+    intm.compute_at(tile).vectorize(u);
+    intm.update().reorder(u, f.n, f.r, mb).vectorize(u).unroll(f.n).unroll(f.r);
+    const RVar block = unroll_reduction(intm.update(), mb, k);
+
+    // One block's integer dot products: 8 lanes of dot4, one per group of 4 bytes.
+    f.bdot.compute_at(intm, f.n).vectorize(f.k);
+    f.bdot.update().vectorize(f.k).unroll(f.sub);
+    f.dot4.compute_at(f.bdot, f.sub).vectorize(f.k);
+    f.dot4.update().atomic(true).vectorize(f.t).vectorize(f.k);
+    f.bmin.compute_at(f.acc, f.mins.x);
+    f.bmin.update().atomic(true).vectorize(f.sub);
+    if (D.stage_quants) {
+        f.quants.compute_at(intm, block).vectorize(f.l, 32);
+    }
+}
+
+}  // namespace qforge::cpu
