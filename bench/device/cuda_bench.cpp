@@ -1,0 +1,238 @@
+// The CUDA side of the device run (bench/device/run.sh): device-to-device
+// copy bandwidth, then every CUDA matmul and dequant kernel on Llama-3.1-8B
+// MLP shapes, timed with CUDA events (median of many runs) over enough
+// rotating weight copies to defeat the L2, with the max relative error of a
+// sample of rows against the float64 reference. Prints one table row per
+// case and writes the same as TSV to argv[1] (optional).
+#include "qforge/kernels.h"
+
+#include "cuda_device.h"
+#include "reference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace qforge;
+namespace cu = qforge::internal;
+
+namespace {
+
+std::mt19937_64 rng(1234);
+
+std::vector<float> randf(size_t n, float lo, float hi) {
+    std::uniform_real_distribution<float> u(lo, hi);
+    std::vector<float> v(n);
+    for (auto &x : v) x = u(rng);
+    return v;
+}
+
+std::vector<uint8_t> q4k_rows(int64_t out, int64_t in) {
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::uniform_real_distribution<float> scale(-0.02f, 0.02f);
+    std::vector<uint8_t> d(out * (in / 256) * 144);
+    for (auto &b : d) b = static_cast<uint8_t>(byte(rng));
+    for (size_t blk = 0; blk < d.size(); blk += 144) {
+        for (int f = 0; f < 2; ++f) {
+            const uint16_t h = ref::f32_to_f16(scale(rng));
+            d[blk + 2 * f] = h & 0xFF;
+            d[blk + 2 * f + 1] = h >> 8;
+        }
+    }
+    return d;
+}
+
+struct Dev {
+    void *p = nullptr;
+    size_t bytes = 0;
+    Dev() = default;
+    explicit Dev(size_t n) : p(cu::cuda_alloc(n)), bytes(n) {}
+    template <typename T>
+    explicit Dev(const std::vector<T> &v) : Dev(v.size() * sizeof(T)) { cu::cuda_upload(p, v.data(), bytes); }
+    Dev(const Dev &) = delete;
+    Dev(Dev &&o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
+    ~Dev() { cu::cuda_free(p); }
+    template <typename T>
+    T *as() const { return static_cast<T *>(p); }
+};
+
+// Median milliseconds of `reps` runs of f(i), each bracketed by events.
+template <typename F>
+double median_ms(F f, int reps) {
+    for (int i = 0; i < 5; ++i) f(i);
+    cu::cuda_synchronize();
+    std::vector<void *> ev(reps + 1);
+    for (auto &e : ev) e = cu::cuda_event();
+    cu::cuda_record(ev[0]);
+    for (int i = 0; i < reps; ++i) {
+        f(i);
+        cu::cuda_record(ev[i + 1]);
+    }
+    cu::cuda_synchronize();
+    std::vector<double> t(reps);
+    for (int i = 0; i < reps; ++i) t[i] = cu::cuda_elapsed_ms(ev[i], ev[i + 1]);
+    std::nth_element(t.begin(), t.begin() + reps / 2, t.end());
+    return t[reps / 2];
+}
+
+double copy_bandwidth() {
+    const size_t bytes = size_t{1} << 30;
+    Dev a(bytes), b(bytes);
+    const double ms = median_ms([&](int) { cu::cuda_copy(b.p, a.p, bytes); }, 20);
+    return 2.0 * bytes / (ms * 1e-3);   // read + write
+}
+
+FILE *tsv = nullptr;
+double copy_bw = 0;
+
+void row(const char *kernel, int64_t out, int64_t in, int64_t tokens, double ms, double bytes, double flops,
+         double err, const char *target) {
+    const double gbs = bytes / (ms * 1e-3) / 1e9;
+    std::printf("%-22s %6lldx%-6lld %5lld %10.4f %9.1f %7.1f%% %9.1f %10.2e  %s\n", kernel, (long long)out,
+                (long long)in, (long long)tokens, ms, gbs, 100.0 * bytes / (ms * 1e-3) / copy_bw,
+                flops / (ms * 1e-3) / 1e12, err, target);
+    if (tsv) {
+        std::fprintf(tsv, "%s\t%lld\t%lld\t%lld\t%.5f\t%.1f\t%.2f\t%.2f\t%.3e\t%s\n", kernel, (long long)out,
+                     (long long)in, (long long)tokens, ms, gbs, 100.0 * bytes / (ms * 1e-3) / copy_bw,
+                     flops / (ms * 1e-3) / 1e12, err, target);
+        std::fflush(tsv);
+    }
+}
+
+// max |y - ref| / max |ref| over the first `rows` rows of every token.
+double max_rel_err(const std::vector<float> &y, const std::vector<double> &ref, int64_t tokens, int64_t out,
+                   int64_t rows) {
+    double num = 0, den = 0;
+    for (int64_t n = 0; n < tokens; ++n) {
+        for (int64_t r = 0; r < rows; ++r) {
+            num = std::max(num, std::fabs(y[n * out + r] - ref[n * rows + r]));
+            den = std::max(den, std::fabs(ref[n * rows + r]));
+        }
+    }
+    return den > 0 ? num / den : num;
+}
+
+int copies_for(size_t bytes) { return static_cast<int>(std::max<size_t>(2, (size_t{400} << 20) / bytes + 1)); }
+
+void bench_q4k(int64_t out, int64_t in, const std::vector<int64_t> &token_counts, const std::string &target) {
+    const size_t wbytes = out * (in / 256) * 144;
+    const int ncopies = copies_for(wbytes);
+    auto w = q4k_rows(out, in);
+    std::vector<Dev> ws;
+    for (int i = 0; i < ncopies; ++i) ws.emplace_back(w);
+    const int64_t check_rows = std::min<int64_t>(out, 64);
+    for (int64_t tokens : token_counts) {
+        auto x = randf(tokens * in, -1, 1);
+        Dev xd(x), yd(tokens * out * 4);
+        RunOptions o;
+        o.memory = Memory::cuda;
+        o.target = target;
+        std::vector<double> ref(tokens * check_rows), mag(tokens * check_rows);
+        ref::q4k_matmul_f32(w.data(), check_rows, in, x.data(), tokens, nullptr, ref.data(), mag.data());
+        std::vector<float> y(tokens * out);
+        const double flops = 2.0 * out * in * tokens;
+        const double bytes = wbytes + 4.0 * tokens * (in + out);
+        // f32 activations.
+        auto f32 = [&](int i) {
+            q4k_matmul_f32({ws[i % ncopies].as<uint8_t>(), out, in}, {xd.as<float>(), tokens, in}, nullptr,
+                           {yd.as<float>(), tokens, out}, o);
+        };
+        const double ms = median_ms(f32, 100);
+        cu::cuda_download(y.data(), yd.p, y.size() * 4);
+        row(tokens == 1 ? "q4k_matvec_f32" : "q4k_matmul_f32", out, in, tokens, ms, bytes, flops,
+            max_rel_err(y, ref, tokens, out, check_rows), target.c_str());
+        // Q8_K activations: quantize, then the integer-dot kernel; both timed.
+        Dev qd(tokens * (in / 256) * 4), qq(tokens * in), qb(tokens * (in / 16) * 2);
+        Q8KActivations a{qd.as<float>(), qq.as<int8_t>(), qb.as<int16_t>(), tokens, in};
+        auto q8 = [&](int i) {
+            q8k_quantize({xd.as<float>(), tokens, in}, a, o);
+            q4k_matmul_q8({ws[i % ncopies].as<uint8_t>(), out, in}, a, nullptr, {yd.as<float>(), tokens, out}, o);
+        };
+        const double ms8 = median_ms(q8, 100);
+        cu::cuda_download(y.data(), yd.p, y.size() * 4);
+        row(tokens == 1 ? "q8k+q4k_matvec_q8" : "q8k+q4k_matmul_q8", out, in, tokens, ms8, bytes, flops,
+            max_rel_err(y, ref, tokens, out, check_rows), target.c_str());
+        auto q8only = [&](int i) {
+            q4k_matmul_q8({ws[i % ncopies].as<uint8_t>(), out, in}, a, nullptr, {yd.as<float>(), tokens, out}, o);
+        };
+        const double ms8o = median_ms(q8only, 100);
+        row(tokens == 1 ? "q4k_matvec_q8" : "q4k_matmul_q8", out, in, tokens, ms8o, bytes, flops, NAN,
+            target.c_str());
+    }
+    // Dequantize to f32 (the first half of dequant + cuBLAS prefill).
+    Dev wf(out * in * 4);
+    const double ms = median_ms([&](int i) { q4k_dequant({ws[i % ncopies].as<uint8_t>(), out, in}, {wf.as<float>(), out, in}, {"auto", "", Memory::cuda}); }, 50);
+    row("q4k_dequant", out, in, 0, ms, wbytes + 4.0 * out * in, 0, NAN, target.c_str());
+}
+
+void bench_int4g(int64_t out, int64_t in, int g, const std::vector<int64_t> &token_counts, const std::string &target) {
+    const int64_t ng = in / g;
+    const size_t wbytes = out * in / 2 + out * ng * 2;
+    const int ncopies = copies_for(wbytes);
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::vector<uint8_t> w(out * in / 2);
+    for (auto &b : w) b = static_cast<uint8_t>(byte(rng));
+    auto sf = randf(out * ng, -0.05f, 0.05f);
+    std::vector<uint16_t> s(sf.size());
+    for (size_t i = 0; i < s.size(); ++i) s[i] = ref::f32_to_f16(sf[i]);
+    std::vector<Dev> wd, sd;
+    for (int i = 0; i < ncopies; ++i) {
+        wd.emplace_back(w);
+        sd.emplace_back(s);
+    }
+    const int64_t check_rows = std::min<int64_t>(out, 64);
+    for (int64_t tokens : token_counts) {
+        auto x = randf(tokens * in, -1, 1);
+        Dev xd(x), yd(tokens * out * 4);
+        RunOptions o;
+        o.memory = Memory::cuda;
+        o.target = target;
+        std::vector<double> ref(tokens * check_rows), mag(tokens * check_rows);
+        ref::int4g_matmul(w.data(), s.data(), check_rows, in, g, x.data(), tokens, nullptr, ref.data(), mag.data());
+        auto f = [&](int i) {
+            int4g_matmul({wd[i % ncopies].as<uint8_t>(), sd[i % ncopies].as<uint16_t>(), out, in, g},
+                         {xd.as<float>(), tokens, in}, nullptr, {yd.as<float>(), tokens, out}, o);
+        };
+        const double ms = median_ms(f, 100);
+        std::vector<float> y(tokens * out);
+        cu::cuda_download(y.data(), yd.p, y.size() * 4);
+        const std::string name = std::string(tokens == 1 ? "int4g_matvec_f32_g" : "int4g_matmul_f32_g") + std::to_string(g);
+        row(name.c_str(), out, in, tokens, ms, wbytes + 4.0 * tokens * (in + out), 2.0 * out * in * tokens,
+            max_rel_err(y, ref, tokens, out, check_rows), target.c_str());
+    }
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);
+    const auto &d = cu::cuda_device();
+    if (!d.present) {
+        std::printf("SKIPPED: no CUDA device (%s)\n", d.why_absent.c_str());
+        return 0;
+    }
+    if (argc > 1) tsv = std::fopen(argv[1], "w");
+    try {
+        copy_bw = copy_bandwidth();
+        std::printf("device: %s (sm_%d%d); auto CUDA target: %s\n", d.name.c_str(), d.major, d.minor,
+                    dispatched_cuda_target().c_str());
+        std::printf("device-to-device copy: %.0f GB/s (read + write, 1 GiB, median of 20)\n", copy_bw / 1e9);
+        std::printf("%-22s %13s %5s %10s %9s %8s %9s %10s  %s\n", "kernel", "out x in", "tok", "ms", "GB/s",
+                    "%copy", "TFLOP/s", "max err", "target");
+        const std::vector<int64_t> tokens = {1, 2, 16, 128, 512};
+        const std::string target = dispatched_cuda_target();
+        for (auto [out, in] : std::vector<std::pair<int64_t, int64_t>>{{14336, 4096}, {4096, 14336}}) {
+            bench_q4k(out, in, tokens, target);
+            bench_int4g(out, in, 128, tokens, target);
+            bench_int4g(out, in, 32, {1, 16}, target);
+        }
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "cuda_bench: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
