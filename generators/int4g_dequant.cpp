@@ -14,13 +14,13 @@ public:
     void generate() {
         const int G = group_size;
         check(G >= 2 && G % 2 == 0, "group_size must be even and >= 2");
-        Int4gDequantFuncs f;
+        DequantFuncs f;
         Var c = f.c, r = f.r;
         Expr byte = weight(c / 2, r);
         Expr nibble = cast<int32_t>((byte >> cast<uint8_t>(4 * (c % 2))) & cast<uint8_t>(15));
         out(c, r) = cast<float>(nibble - 8) * f16_bits_to_f32(scales(c / G, r));
         f.out = out;
-        schedule_family_for(get_target()).int4g_dequant(f, get_target(), knobs());
+        schedule_family_for(get_target()).dequant(f, get_target(), knobs());
     }
 };
 

@@ -21,8 +21,9 @@ public:
         Func x_ = clamp_outer(x);
         const int G = group_size;
         check(G >= 2 && G % 2 == 0, "group_size must be even and >= 2");
-        Int4gMatmulFuncs f;
+        GroupMatmulFuncs f;
         f.group_size = G;
+        f.interleave = 2;
         Var r = f.r, n = f.n;
         Expr in = x.dim(0).extent();
         Expr full_groups = in / G;
@@ -45,7 +46,7 @@ public:
         y(r, n) = f.acc(r, n);
         f.y = y;
 
-        schedule_family_for(get_target()).int4g_matmul(f, get_target(), knobs());
+        schedule_family_for(get_target()).group_matmul(f, get_target(), knobs());
     }
 };
 

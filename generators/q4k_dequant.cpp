@@ -10,7 +10,8 @@ public:
     Output<Buffer<float, 2>> out{"out"};         // [in, out]
 
     void generate() {
-        Q4KDequantFuncs f;
+        DequantFuncs f;
+        f.block = kQK;
         Var c = f.c, r = f.r;
         Q4KRow w{weight};
         Expr b = c / kQK, j = (c % kQK) / 32, l = c % 32;
@@ -21,7 +22,7 @@ public:
         // Rows are whole super-blocks (the runtime checks in % 256 == 0).
         out.dim(0).set_min(0).set_extent((out.dim(0).extent() / kQK) * kQK);
         f.out = out;
-        schedule_family_for(get_target()).q4k_dequant(f, get_target(), knobs());
+        schedule_family_for(get_target()).dequant(f, get_target(), knobs());
     }
 };
 

@@ -20,9 +20,8 @@ bool is_arm_cpu(const Halide::Target &t) {
 const ScheduleFamily arm_family = {
     "arm64",
     is_arm_cpu,
-    cpu::int4g_dequant<kArm>,
-    cpu::int4g_matmul<kArm>,
-    cpu::q4k_dequant<kArm>,
+    cpu::dequant<kArm>,
+    cpu::group_matmul<kArm>,
     cpu::q4k_matmul_f32<kArm>,
     cpu::q8k_quantize<kArm>,
     cpu::q4k_matmul_q8<kArm>,

@@ -90,19 +90,23 @@ inline RVar unroll_reduction(Stage s, RVar rv, const Knobs &k) {
 }
 
 template <const Tuning &D>
-void int4g_dequant(Int4gDequantFuncs &f, const Target &t, const Knobs &k) {
-    Var ro("ro"), ri("ri");
-    f.out.split(f.r, ro, ri, pick(k.rows_per_task, 8), kGuard)
-        .vectorize(f.c, 2 * f32_lanes(t, k), kGuard)
-        .parallel(ro);
+void dequant(DequantFuncs &f, const Target &t, const Knobs &k) {
+    Var ro("ro"), ri("ri"), co("co"), ci("ci");
+    f.out.split(f.r, ro, ri, pick(k.rows_per_task, 8), kGuard).parallel(ro);
+    if (f.block >= 16) {
+        // One block's scales per vector.
+        f.out.split(f.c, co, ci, f.block).vectorize(ci, std::min(f.block, 2 * f32_lanes(t, k)));
+    } else {
+        f.out.vectorize(f.c, 2 * f32_lanes(t, k), kGuard);
+    }
 }
 
 template <const Tuning &D>
-void int4g_matmul(Int4gMatmulFuncs &f, const Target &t, const Knobs &k) {
+void group_matmul(GroupMatmulFuncs &f, const Target &t, const Knobs &k) {
     const int V = f32_lanes(t, k);
-    const int pairs = f.group_size / 2;  // lanes of the rfactored reduction
-    const int lanes = std::min(V, pairs);
-    const int vectors = pairs / lanes;
+    const int run = f.group_size / f.interleave;  // lanes of the rfactored reduction
+    const int lanes = std::min(V, run);
+    const int vectors = run / lanes;
     const int tile_rows = pick(k.tile_rows, k.prefill ? std::max(1, 2 * D.prefill_tile_rows / vectors) : D.decode_tile_rows);
     const int tile_tokens = pick(k.tile_tokens, k.prefill ? D.prefill_tile_tokens : 1);
     LoopLevel tile = tile_output(f.y, f.r, f.n, k, tile_rows, tile_tokens,
@@ -111,7 +115,9 @@ void int4g_matmul(Int4gMatmulFuncs &f, const Target &t, const Knobs &k) {
     Var u("u"), uo("uo"), ui("ui");
     RVar p = f.main.x, kk = f.main.y, g = f.main.z;
     Func intm = f.acc.update(0).rfactor(kk, u);
-    f.acc.update(1).unscheduled();  // the tail of a partial last group: under G columns
+    if (f.acc.num_update_definitions() > 1) {
+        f.acc.update(1).unscheduled();  // the tail of a partial last group: under G columns
+    }
     f.acc.compute_at(tile).bound_extent(f.r, tile_rows).bound_extent(f.n, tile_tokens);
     register_tile(intm, u, f.r, f.n, tile_rows, tile_tokens);
     intm.compute_at(tile).vectorize(u, lanes, kGuard);
@@ -128,15 +134,6 @@ void int4g_matmul(Int4gMatmulFuncs &f, const Target &t, const Knobs &k) {
         // One group of the tile's rows dequantized into L1, reused by every token.
         f.wq.compute_at(intm, group).vectorize(f.c, V, kGuard);
     }
-}
-
-template <const Tuning &D>
-void q4k_dequant(Q4KDequantFuncs &f, const Target &t, const Knobs &k) {
-    Var ro("ro"), ri("ri"), co("co"), ci("ci");
-    f.out.split(f.r, ro, ri, pick(k.rows_per_task, 8), kGuard)
-        .split(f.c, co, ci, 32)
-        .vectorize(ci, std::min(32, 2 * f32_lanes(t, k)))
-        .parallel(ro);
 }
 
 template <const Tuning &D>

@@ -64,22 +64,15 @@ void own_kernel(Func f, Var x, Var y, int tx, int ty) {
     f.compute_root().gpu_tile(x, y, xo, yo, xi, yi, tx, ty, kGuard);
 }
 
-void int4g_dequant(Int4gDequantFuncs &f, const Target &, const Knobs &k) {
-    // Eight columns (four bytes) per thread.
+void dequant(DequantFuncs &f, const Target &, const Knobs &k) {
+    // Eight columns (four int4 bytes) per thread.
     Var co("co"), ci("ci"), cb("cb"), ct("ct"), rb("rb"), rt("rt");
     f.out.split(f.c, co, ci, pick(k.vector_width, 8), kGuard)
         .unroll(ci)
         .gpu_tile(co, f.r, cb, rb, ct, rt, 64, 4, kGuard);
 }
 
-void q4k_dequant(Q4KDequantFuncs &f, const Target &, const Knobs &k) {
-    Var co("co"), ci("ci"), cb("cb"), ct("ct"), rb("rb"), rt("rt");
-    f.out.split(f.c, co, ci, pick(k.vector_width, 8), kGuard)
-        .unroll(ci)
-        .gpu_tile(co, f.r, cb, rb, ct, rt, 64, 4, kGuard);
-}
-
-void int4g_matmul(Int4gMatmulFuncs &f, const Target &, const Knobs &k) {
+void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
     RVar p = f.main.x, kk = f.main.y, g = f.main.z;
     if (!k.prefill) {
         // Lane u takes groups u, u + 32, ...: a warp reads 32 consecutive groups.
@@ -89,14 +82,16 @@ void int4g_matmul(Int4gMatmulFuncs &f, const Target &, const Knobs &k) {
         Func intm = f.acc.update(0).split(g, go, gl, kWarp).rfactor(gl, u);
         lanes(intm, u, f.r, f.n, warp);
         intm.update().reorder(p, kk, go).unroll(p).unroll(kk);
-        f.acc.update(1).unscheduled();  // a last, partial group: under G columns per lane
+        if (f.acc.num_update_definitions() > 1) {
+            f.acc.update(1).unscheduled();  // a last, partial group: under G columns per lane
+        }
         return;
     }
     // One output per thread. (Register tiles of rows x tokens per thread
     // trapped on the device with Halide 21: see the issue note.)
     thread_tiles(f.y, f.r, f.n, 1, 1);
     f.acc.update(0).unroll(p);
-    f.acc.update(1).unscheduled();
+    if (f.acc.num_update_definitions() > 1) f.acc.update(1).unscheduled();
 }
 
 // The per-sub-block sums of x, once per call as a small kernel of their own
@@ -177,7 +172,7 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &, const Knobs &k) {
 bool is_cuda(const Target &t) { return t.has_feature(Target::CUDA); }
 
 const ScheduleFamily cuda_family = {
-    "cuda", is_cuda, int4g_dequant, int4g_matmul, q4k_dequant, q4k_matmul_f32, q8k_quantize, q4k_matmul_q8,
+    "cuda", is_cuda, dequant, group_matmul, q4k_matmul_f32, q8k_quantize, q4k_matmul_q8,
 };
 const RegisterScheduleFamily registered{&cuda_family};
 

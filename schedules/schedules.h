@@ -21,25 +21,27 @@ struct Knobs {
     int unroll = 0;
 };
 
-// int4g -> f32: out(c, r).
-struct Int4gDequantFuncs {
+// Any weight format -> f32: out(c, r). Runs of `block` columns share their
+// scales (1: no structure worth splitting on).
+struct DequantFuncs {
     Halide::Func out;
     Halide::Var c, r;
+    int block = 1;
 };
 
-// Y(r, n) = bias + sum over groups; `main` is RDom(p in 0..1, k in 0..G/2-1, g):
-// column g*G + 2k + p. `tail` covers the columns of a last, partial group.
-struct Int4gMatmulFuncs {
+// Y(r, n) = bias + sum_c wq(c, r) x(c, n) for every format whose weights
+// dequantize one at a time (int4g, Q4_0, Q8_0, Q6_K, dense f32/f16).
+// `main` is RDom(p in 0..interleave-1, k in 0..group_size/interleave-1, g):
+// the generator maps (p, k, g) to a column so that consecutive k are
+// consecutive bytes of the format (the vector lanes). `tail` covers the
+// columns of a last, partial group: a second update of acc, which
+// whole-block formats do not have.
+struct GroupMatmulFuncs {
     Halide::Func y, acc, wq;  // y = acc; wq(c, r) is one dequantized weight
     Halide::Var r, n, c;
     Halide::RDom main, tail;
     int group_size;
-};
-
-// Q4_K -> f32: out(c, r).
-struct Q4KDequantFuncs {
-    Halide::Func out;
-    Halide::Var c, r;
+    int interleave;
 };
 
 // Y(r, n) = bias + sum_{l,j,b} scale(j,b,r) q x - sum_{j,b} min(j,b,r) xsum(j,b,n).
@@ -70,9 +72,8 @@ struct Q4KMatmulQ8Funcs {
 struct ScheduleFamily {
     const char *name;
     bool (*matches)(const Halide::Target &);
-    void (*int4g_dequant)(Int4gDequantFuncs &, const Halide::Target &, const Knobs &);
-    void (*int4g_matmul)(Int4gMatmulFuncs &, const Halide::Target &, const Knobs &);
-    void (*q4k_dequant)(Q4KDequantFuncs &, const Halide::Target &, const Knobs &);
+    void (*dequant)(DequantFuncs &, const Halide::Target &, const Knobs &);
+    void (*group_matmul)(GroupMatmulFuncs &, const Halide::Target &, const Knobs &);
     void (*q4k_matmul_f32)(Q4KMatmulF32Funcs &, const Halide::Target &, const Knobs &);
     void (*q8k_quantize)(Q8KQuantizeFuncs &, const Halide::Target &, const Knobs &);
     void (*q4k_matmul_q8)(Q4KMatmulQ8Funcs &, const Halide::Target &, const Knobs &);

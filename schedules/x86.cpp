@@ -19,9 +19,8 @@ bool is_x86_cpu(const Halide::Target &t) {
 const ScheduleFamily x86_family = {
     "x86",
     is_x86_cpu,
-    cpu::int4g_dequant<kX86>,
-    cpu::int4g_matmul<kX86>,
-    cpu::q4k_dequant<kX86>,
+    cpu::dequant<kX86>,
+    cpu::group_matmul<kX86>,
     cpu::q4k_matmul_f32<kX86>,
     cpu::q8k_quantize<kX86>,
     cpu::q4k_matmul_q8<kX86>,

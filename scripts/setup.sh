@@ -7,7 +7,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 apt_packages=(build-essential python3-venv libgtest-dev libbenchmark-dev googletest
-              g++-aarch64-linux-gnu qemu-user)
+              g++-aarch64-linux-gnu qemu-user nlohmann-json3-dev libcli11-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -24,6 +24,7 @@ ExternalProject_Add(qforge_aarch64
                -DCMAKE_BUILD_TYPE=${CMAKE_BUILD_TYPE}
                -DHalideHelpers_DIR=${HalideHelpers_DIR}
                -Dqforge-halide_generators_ROOT=${PROJECT_BINARY_DIR}/cmake
+               -DQF_JSON_INCLUDE=${QF_JSON_INCLUDE}
     BUILD_ALWAYS ON
     INSTALL_COMMAND ""
     DEPENDS qforge_generators)

@@ -380,6 +380,102 @@ void q4k_matmul_q8(const Q4KWeights &w, const Q8KActivations &a, const float *bi
     run(op, fn(wv, dv, qv, sv, bv, bias != nullptr, yv));
 }
 
+// --- block formats and dense weights ------------------------------------------
+
+namespace {
+
+// Kernel-name prefix of each block format.
+std::string block_prefix(const std::string &op, DType t) {
+    switch (t) {
+    case DType::q4_k: return "q4k";
+    case DType::q6_k: return "q6k";
+    case DType::q8_0: return "q8_0";
+    case DType::q4_0: return "q4_0";
+    default: fail(op, "weight type " + to_string(t) + " has no kernels (Q4_K, Q6_K, Q8_0, Q4_0 do)");
+    }
+}
+
+void check_block(const std::string &op, const BlockWeights &w) {
+    block_prefix(op, w.type);
+    const BlockShape b = block_shape(w.type);
+    const std::string name = to_string(w.type) + " weight";
+    require(w.data != nullptr, op, name + " is a null pointer");
+    require(w.out > 0 && w.in > 0, op, str(name, " shape [", w.out, ", ", w.in, "] must be positive"));
+    require(w.in % b.elements == 0, op,
+            str(name, ": in = ", w.in, " is not a multiple of ", b.elements, " (rows are whole blocks)"));
+    const int64_t row_bytes = w.in / b.elements * b.bytes;
+    require(w.row_stride == 0 || w.row_stride >= row_bytes, op,
+            str(name, " row stride ", w.row_stride, " is smaller than a row's ", row_bytes, " bytes"));
+    require(w.out * dense_or(w.row_stride, row_bytes) <= kMaxDim, op, name + " is too large");
+}
+
+View<const uint8_t> block_view(Place &p, const BlockWeights &w) {
+    const BlockShape b = block_shape(w.type);
+    const int64_t row_bytes = w.in / b.elements * b.bytes;
+    return p.view("weight", w.data, w.out, row_bytes, dense_or(w.row_stride, row_bytes));
+}
+
+}  // namespace
+
+void block_dequant(const BlockWeights &w, Matrix out, const RunOptions &opt) {
+    const std::string op = "block_dequant";
+    check_block(op, w);
+    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
+    install_error_handler();
+    Place place(op, opt);
+    const auto &v = find_variant(opt.kernel.empty() ? block_prefix(op, w.type) + "_dequant" : opt.kernel, opt.target,
+                                 place.cuda());
+    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *)>(v.fn);
+    auto wv = block_view(place, w);
+    auto ov = matrix_view(place, "out", out);
+    run(op, fn(wv, ov));
+}
+
+void block_matmul_f32(const BlockWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
+    const std::string op = "block_matmul_f32";
+    check_block(op, w);
+    check_tokens(op, x.rows);
+    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, w.in);
+    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
+    install_error_handler();
+    Place place(op, opt);
+    const std::string k = block_prefix(op, w.type);
+    const auto &v = find_variant(kernel_for(opt, k + "_matvec_f32", k + "_matmul_f32", x.rows), opt.target, place.cuda());
+    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, bool,
+                                       halide_buffer_t *)>(v.fn);
+    auto wv = block_view(place, w);
+    auto xv = matrix_view(place, "x", x);
+    auto bv = place.bias(bias, w.out);
+    auto yv = matrix_view(place, "y", y);
+    run(op, fn(wv, xv, bv, bias != nullptr, yv));
+}
+
+void dense_matmul(const DenseWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
+    const std::string op = "dense_matmul";
+    require(w.type == DType::f32 || w.type == DType::f16, op, "weight type " + to_string(w.type) + " is not F32 or F16");
+    check_matrix(op, "weight", w.data, w.out, w.in, w.stride, w.out, w.in);
+    require(w.out > 0 && w.in > 0, op, str("weight shape [", w.out, ", ", w.in, "] must be positive"));
+    check_tokens(op, x.rows);
+    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, w.in);
+    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
+    install_error_handler();
+    Place place(op, opt);
+    const std::string k = w.type == DType::f32 ? "f32" : "f16";
+    const auto &v = find_variant(kernel_for(opt, k + "_matvec_f32", k + "_matmul_f32", x.rows), opt.target, place.cuda());
+    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, bool,
+                                       halide_buffer_t *)>(v.fn);
+    const int64_t stride = dense_or(w.stride, w.in);
+    // The kernel reads f16 weights as halide float16: same bits as uint16.
+    Halide::Runtime::Buffer<const void, 2> wv =
+        w.type == DType::f32 ? Halide::Runtime::Buffer<const void, 2>(place.view("weight", static_cast<const float *>(w.data), w.out, w.in, stride))
+                             : Halide::Runtime::Buffer<const void, 2>(place.view("weight", static_cast<const uint16_t *>(w.data), w.out, w.in, stride));
+    if (w.type == DType::f16) wv.raw_buffer()->type = halide_type_t(halide_type_float, 16);
+    auto xv = matrix_view(place, "x", x);
+    auto bv = place.bias(bias, w.out);
+    auto yv = matrix_view(place, "y", y);
+    run(op, fn(wv, xv, bv, bias != nullptr, yv));
+}
+
 int set_num_threads(int n) { return halide_set_num_threads(n); }
 
 }  // namespace qforge

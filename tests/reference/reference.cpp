@@ -52,7 +52,7 @@ void int4g_dequant(const uint8_t *weight, const uint16_t *scales, int64_t out, i
 }
 
 // y = x * w^T + bias in float64 over float32 weights.
-static void dense_matmul(const std::vector<float> &w, int64_t out, int64_t in, const float *x, int64_t tokens,
+void dense_matmul(const std::vector<float> &w, int64_t out, int64_t in, const float *x, int64_t tokens,
                          const float *bias, double *y, double *abs_terms) {
     for (int64_t n = 0; n < tokens; ++n) {
         for (int64_t r = 0; r < out; ++r) {
@@ -186,6 +186,50 @@ void q4k_matmul_q8(const uint8_t *data, int64_t out, int64_t in, const float *d,
             }
             y[n * out + r] = sum;
             if (abs_terms) abs_terms[n * out + r] = mag;
+        }
+    }
+}
+
+static float block_d(const uint8_t *p) { return f16_to_f32(static_cast<uint16_t>(p[0] | (p[1] << 8))); }
+
+void q4_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    for (int64_t blk = 0; blk < out * (in / 32); ++blk) {
+        const uint8_t *b = data + blk * 18;
+        const float d = block_d(b);
+        for (int l = 0; l < 16; ++l) {
+            w[blk * 32 + l] = d * static_cast<float>((b[2 + l] & 0x0F) - 8);
+            w[blk * 32 + l + 16] = d * static_cast<float>((b[2 + l] >> 4) - 8);
+        }
+    }
+}
+
+void q8_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    for (int64_t blk = 0; blk < out * (in / 32); ++blk) {
+        const uint8_t *b = data + blk * 34;
+        const float d = block_d(b);
+        for (int l = 0; l < 32; ++l) w[blk * 32 + l] = static_cast<float>(static_cast<int8_t>(b[2 + l])) * d;
+    }
+}
+
+void q6k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    for (int64_t blk = 0; blk < out * (in / 256); ++blk) {
+        const uint8_t *b = data + blk * 210;
+        const float d = block_d(b + 208);
+        float *y = w + blk * 256;
+        for (int h = 0; h < 2; ++h) {
+            const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+            const int8_t *sc = reinterpret_cast<const int8_t *>(b + 192 + 8 * h);
+            for (int l = 0; l < 32; ++l) {
+                const int is = l / 16;
+                const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                y[128 * h + l] = (d * static_cast<float>(sc[is + 0])) * static_cast<float>(q1);
+                y[128 * h + l + 32] = (d * static_cast<float>(sc[is + 2])) * static_cast<float>(q2);
+                y[128 * h + l + 64] = (d * static_cast<float>(sc[is + 4])) * static_cast<float>(q3);
+                y[128 * h + l + 96] = (d * static_cast<float>(sc[is + 6])) * static_cast<float>(q4);
+            }
         }
     }
 }

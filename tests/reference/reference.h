@@ -20,6 +20,16 @@ void int4g_dequant(const uint8_t *weight, const uint16_t *scales, int64_t out, i
 void int4g_matmul(const uint8_t *weight, const uint16_t *scales, int64_t out, int64_t in, int group_size,
                   const float *x, int64_t tokens, const float *bias, double *y, double *abs_terms = nullptr);
 
+// y [tokens, out] = x w^T + bias in float64 over f32 weights w [out, in];
+// abs_terms as above.
+void dense_matmul(const std::vector<float> &w, int64_t out, int64_t in, const float *x, int64_t tokens,
+                  const float *bias, double *y, double *abs_terms = nullptr);
+
+// GGUF block formats of FORMATS.md, `out` rows of in/block blocks each.
+void q4_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+void q8_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+void q6k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+
 // Q4_K: data is out rows of in/256 blocks of 144 bytes.
 void q4k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 void q4k_matmul_f32(const uint8_t *data, int64_t out, int64_t in, const float *x, int64_t tokens,

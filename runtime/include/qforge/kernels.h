@@ -8,16 +8,13 @@
 #pragma once
 
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
-namespace qforge {
+#include "qforge/dtype.h"
+#include "qforge/error.h"
 
-class Error : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
-};
+namespace qforge {
 
 // Where every pointer of a call lives. host: ordinary memory, run on a CPU
 // variant. cuda: CUDA device memory (cudaMalloc or cuMemAlloc, in the
@@ -53,6 +50,23 @@ struct Q4KWeights {
     const uint8_t *data = nullptr;
     int64_t out = 0, in = 0;
     int64_t row_stride = 0;      // bytes between rows; 0: in/256*144
+};
+
+// Weights in a GGUF block format: Q4_K, Q6_K, Q8_0 or Q4_0. `out` rows of
+// in/block blocks (FORMATS.md).
+struct BlockWeights {
+    DType type = DType::q4_k;
+    const uint8_t *data = nullptr;
+    int64_t out = 0, in = 0;
+    int64_t row_stride = 0;      // bytes between rows; 0: dense
+};
+
+// Dense weights [out, in], f32 or f16 (IEEE bits).
+struct DenseWeights {
+    DType type = DType::f32;
+    const void *data = nullptr;
+    int64_t out = 0, in = 0;
+    int64_t stride = 0;          // elements between rows; 0: in
 };
 
 // A row-major f32 matrix [rows, cols].
@@ -100,6 +114,13 @@ void q4k_matmul_f32(const Q4KWeights &w, ConstMatrix x, const float *bias, Matri
                     const RunOptions &opt = {});
 void q4k_matmul_q8(const Q4KWeights &w, const Q8KActivations &a, const float *bias, Matrix y,
                    const RunOptions &opt = {});
+
+// The same for every block format (Q4_K runs the q4k_* kernels above).
+void block_dequant(const BlockWeights &w, Matrix out, const RunOptions &opt = {});
+void block_matmul_f32(const BlockWeights &w, ConstMatrix x, const float *bias, Matrix y,
+                      const RunOptions &opt = {});
+// y = x * W^T + bias with dense f32 or f16 weights.
+void dense_matmul(const DenseWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt = {});
 
 // x [tokens, in] -> Q8_K (ggml's rule). in must be a multiple of 256.
 void q8k_quantize(ConstMatrix x, const Q8KActivations &out, const RunOptions &opt = {});

@@ -1,0 +1,46 @@
+// Weight quantizers: f32 (or f16/bf16, converted first) -> int4g and Q4_K.
+// Each reports the RMSE of its dequantized result against the input.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "qforge/dtype.h"
+
+namespace qforge {
+
+// Any of F32, F16, BF16 elements -> f32. Throws Error for other types.
+std::vector<float> to_f32(DType type, const void *data, int64_t elements);
+uint16_t f32_to_f16_bits(float v);   // round to nearest even
+float f16_bits_to_f32(uint16_t bits);
+
+struct Int4gQuantized {
+    std::vector<uint8_t> weight;    // [out, in/2]
+    std::vector<uint16_t> scales;   // f16 bits [out, ceil(in/G)]
+    int64_t out = 0, in = 0;
+    int group_size = 0;
+    double rmse = 0;
+};
+
+// Symmetric int4g: each group's largest-magnitude value maps onto -8 (its
+// sign kept, as ggml's Q4_0), so no value is clipped. With `search`, a small
+// search over scales keeps the one with the least squared error. w is [out, in].
+Int4gQuantized quantize_int4g(const float *w, int64_t out, int64_t in, int group_size, bool search = true);
+
+struct BlockQuantized {
+    DType type = DType::q4_k;
+    std::vector<uint8_t> data;      // out rows of in/256 blocks
+    int64_t out = 0, in = 0;
+    double rmse = 0;
+};
+
+// Q4_K as llama.cpp's quantize_row_q4_K_ref: per sub-block a weighted
+// least-squares scale and min search, then 6-bit scales and mins.
+BlockQuantized quantize_q4k(const float *w, int64_t out, int64_t in);
+// The plain min/max recipe (scale = (max - min) / 15), for comparison.
+BlockQuantized quantize_q4k_minmax(const float *w, int64_t out, int64_t in);
+
+// RMSE of `approx` against `exact` over n values.
+double rmse(const float *exact, const float *approx, int64_t n);
+
+}  // namespace qforge

@@ -1,0 +1,73 @@
+// safetensors: a memory-mapped, zero-copy reader and a writer, including the
+// int4g layout ({prefix}.weight_4bit, .scales_4bit, optional .bias).
+//
+// Opening parses the JSON header and checks every dtype, shape and
+// data_offsets pair against the file (in range, the right size, no two
+// tensors overlapping) before any view exists; errors name the tensor and
+// the byte offset.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qforge/gguf.h"  // TensorView
+
+namespace qforge {
+
+class MappedFile;
+
+// The three tensors of one int4g linear layer, checked against each other.
+struct Int4gTensors {
+    std::string prefix;
+    const TensorView *weight = nullptr;   // U8 [out, in/2]
+    const TensorView *scales = nullptr;   // F16 [out, n_groups]
+    const TensorView *bias = nullptr;     // F32/F16/BF16 [out], or nullptr
+    int64_t out = 0, in = 0;
+    int group_size = 0;                   // from the metadata "{prefix}.group_size", else ceil(in / n_groups)
+};
+
+class SafetensorsFile {
+public:
+    static SafetensorsFile open(const std::string &path);
+
+    const std::string &path() const { return path_; }
+    const std::map<std::string, std::string> &metadata() const { return metadata_; }
+    const std::vector<TensorView> &tensors() const { return tensors_; }  // in file order
+    const TensorView &tensor(const std::string &name) const;
+    const TensorView *find(const std::string &name) const;
+    // Prefixes p with a p.weight_4bit tensor.
+    std::vector<std::string> int4g_prefixes() const;
+    // The int4g layer at `prefix`; throws Error naming the tensor whose shape
+    // or dtype does not fit.
+    Int4gTensors int4g(const std::string &prefix) const;
+    std::shared_ptr<const void> keep_alive() const { return file_; }
+
+private:
+    std::string path_;
+    std::shared_ptr<MappedFile> file_;
+    std::map<std::string, std::string> metadata_;
+    std::vector<TensorView> tensors_;
+};
+
+class SafetensorsWriter {
+public:
+    void set_metadata(const std::string &key, const std::string &value);
+    // type: f32, f16, bf16, u8, i8, i32 ... Copies the data.
+    void add_tensor(const std::string &name, DType type, const std::vector<int64_t> &shape,
+                    const void *data, uint64_t bytes);
+    void write(const std::string &path) const;  // atomic, as GGUFWriter
+
+private:
+    struct Pending {
+        std::string name;
+        DType type;
+        std::vector<int64_t> shape;
+        std::vector<uint8_t> data;
+    };
+    std::map<std::string, std::string> metadata_;
+    std::vector<Pending> tensors_;
+};
+
+}  // namespace qforge

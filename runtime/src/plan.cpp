@@ -1,0 +1,91 @@
+#include "qforge/plan.h"
+
+#include "qforge/error.h"
+
+namespace qforge {
+
+namespace {
+
+int parse_int(const std::string &s, const std::string &what, const std::string &text) {
+    try {
+        size_t used = 0;
+        const int v = std::stoi(s, &used);
+        if (used == s.size()) return v;
+    } catch (...) {
+    }
+    throw Error("format '" + text + "': " + what + " '" + s + "' is not an integer");
+}
+
+}  // namespace
+
+FormatSpec FormatSpec::parse(const std::string &text) {
+    FormatSpec f;
+    std::vector<std::string> parts;
+    size_t start = 0;
+    while (true) {
+        const size_t colon = text.find(':', start);
+        parts.push_back(text.substr(start, colon - start));
+        if (colon == std::string::npos) break;
+        start = colon + 1;
+    }
+    const std::string &kind = parts[0];
+    if (kind == "int4g") {
+        f.type = DType::u8;
+        f.group_size = parts.size() > 1 ? parse_int(parts[1], "group size", text) : 128;
+        f.bits = parts.size() > 2 ? parse_int(parts[2], "bits", text) : 4;
+        if (parts.size() > 3) throw Error("format '" + text + "': expected int4g[:G[:bits]]");
+        return f;
+    }
+    if (parts.size() > 1) throw Error("format '" + text + "': only int4g takes parameters");
+    if (kind == "q4_k") f.type = DType::q4_k;
+    else if (kind == "f16") f.type = DType::f16;
+    else if (kind == "f32") f.type = DType::f32;
+    else throw Error("format '" + text + "' is not one of q4_k, int4g[:G], f16, f32");
+    return f;
+}
+
+std::string FormatSpec::to_string() const {
+    switch (type) {
+    case DType::u8: return "int4g:" + std::to_string(group_size);
+    case DType::q4_k: return "q4_k";
+    case DType::f16: return "f16";
+    default: return "f32";
+    }
+}
+
+QuantPlan QuantPlan::parse(const std::string &default_format, const std::vector<std::string> &overrides) {
+    QuantPlan p;
+    p.default_format = FormatSpec::parse(default_format);
+    for (const auto &o : overrides) {
+        const size_t eq = o.rfind('=');
+        if (eq == std::string::npos || eq == 0) throw Error("override '" + o + "' is not NAME=FORMAT");
+        p.overrides[o.substr(0, eq)] = FormatSpec::parse(o.substr(eq + 1));
+    }
+    return p;
+}
+
+const FormatSpec &QuantPlan::for_layer(const std::string &name) const {
+    auto it = overrides.find(name);
+    return it == overrides.end() ? default_format : it->second;
+}
+
+void QuantPlan::validate(const std::vector<LayerShape> &layers) const {
+    for (const auto &[name, spec] : overrides) {
+        bool found = false;
+        for (const auto &l : layers) found |= l.name == name;
+        if (!found) throw Error("plan: override for layer '" + name + "', but the model has no such layer");
+    }
+    for (const auto &l : layers) {
+        const FormatSpec &f = for_layer(l.name);
+        const std::string where = "plan: layer '" + l.name + "' [" + std::to_string(l.out) + ", " + std::to_string(l.in) +
+                                  "] as " + f.to_string() + ": ";
+        if (f.type == DType::u8) {
+            if (f.group_size <= 0 || f.group_size % 2 != 0) throw Error(where + "group size must be positive and even");
+            if (f.bits != 4) throw Error(where + "bits = " + std::to_string(f.bits) + " is out of range (int4g is 4-bit)");
+            if (l.in % 2 != 0) throw Error(where + "in must be even (two columns per byte)");
+        }
+        if (f.type == DType::q4_k && l.in % 256 != 0) throw Error(where + "in must be a multiple of 256 (Q4_K super-blocks)");
+    }
+}
+
+}  // namespace qforge

@@ -1,0 +1,306 @@
+#include "qforge/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "qforge/error.h"
+#include "qforge/kernels.h"
+
+namespace qforge {
+namespace {
+
+int nearest_int(float v) { return static_cast<int>(std::nearbyint(v)); }
+
+float bf16_to_f32(uint16_t b) {
+    const uint32_t x = static_cast<uint32_t>(b) << 16;
+    float f;
+    std::memcpy(&f, &x, 4);
+    return f;
+}
+
+}  // namespace
+
+float f16_bits_to_f32(uint16_t h) {
+    const int sign = (h >> 15) & 1, exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+    float v;
+    if (exponent == 0) {
+        v = std::ldexp(static_cast<float>(mantissa), -24);
+    } else if (exponent == 31) {
+        v = mantissa ? NAN : INFINITY;
+    } else {
+        v = std::ldexp(static_cast<float>(mantissa | 0x400), exponent - 25);
+    }
+    return sign ? -v : v;
+}
+
+uint16_t f32_to_f16_bits(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint16_t sign = (x >> 16) & 0x8000;
+    const float a = std::fabs(f);
+    if (std::isnan(f)) return sign | 0x7E00;
+    if (a >= 65520.0f) return sign | 0x7C00;
+    if (a < std::ldexp(1.0f, -14)) return sign | static_cast<uint16_t>(std::nearbyint(std::ldexp(a, 24)));
+    int e;
+    const float m = std::frexp(a, &e);
+    uint32_t mant = static_cast<uint32_t>(std::nearbyint(std::ldexp(m, 11)));
+    if (mant == 2048) {
+        mant = 1024;
+        ++e;
+    }
+    return sign | static_cast<uint16_t>(((e + 14) << 10) | (mant & 0x3FF));
+}
+
+std::vector<float> to_f32(DType type, const void *data, int64_t n) {
+    std::vector<float> out(n);
+    const auto *h = static_cast<const uint16_t *>(data);
+    switch (type) {
+    case DType::f32: std::memcpy(out.data(), data, n * 4); break;
+    case DType::f16: for (int64_t i = 0; i < n; ++i) out[i] = f16_bits_to_f32(h[i]); break;
+    case DType::bf16: for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(h[i]); break;
+    default: throw Error("cannot convert " + to_string(type) + " to f32 (F32, F16 and BF16 can be quantized)");
+    }
+    return out;
+}
+
+double rmse(const float *a, const float *b, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    return n ? std::sqrt(s / n) : 0.0;
+}
+
+// ---- int4g ----
+
+namespace {
+
+// Squared error of quantizing x[0..n) with f16 scale bits `s` (q = clamp(round(x/scale), -8, 7)).
+double group_error(const float *x, int n, uint16_t s, int8_t *q) {
+    const float scale = f16_bits_to_f32(s);
+    const float inv = scale != 0 ? 1.0f / scale : 0.0f;
+    double err = 0;
+    for (int i = 0; i < n; ++i) {
+        const int v = std::clamp(nearest_int(x[i] * inv), -8, 7);
+        if (q) q[i] = static_cast<int8_t>(v);
+        const double d = static_cast<double>(v) * scale - x[i];
+        err += d * d;
+    }
+    return err;
+}
+
+uint16_t int4g_group_scale(const float *x, int n, bool search) {
+    float amax = 0, max_signed = 0;
+    for (int i = 0; i < n; ++i) {
+        if (std::fabs(x[i]) > amax) {
+            amax = std::fabs(x[i]);
+            max_signed = x[i];
+        }
+    }
+    if (amax == 0) return 0;
+    // The extreme value lands exactly on -8: the whole signed range is used.
+    uint16_t best = f32_to_f16_bits(max_signed / -8.0f);
+    if (!search) return best;
+    double best_err = group_error(x, n, best, nullptr);
+    std::vector<int8_t> q(n);
+    for (int step = -9; step <= 9; ++step) {
+        // Candidate: extreme onto -(8 + step/10), then the least-squares scale for those quants.
+        const float iscale = -(8.0f + 0.1f * step) / max_signed;
+        double sum_qx = 0, sum_q2 = 0;
+        for (int i = 0; i < n; ++i) {
+            const int v = std::clamp(nearest_int(x[i] * iscale), -8, 7);
+            sum_qx += static_cast<double>(v) * x[i];
+            sum_q2 += static_cast<double>(v) * v;
+        }
+        if (sum_q2 == 0) continue;
+        const uint16_t cand = f32_to_f16_bits(static_cast<float>(sum_qx / sum_q2));
+        const double err = group_error(x, n, cand, nullptr);
+        if (err < best_err) {
+            best_err = err;
+            best = cand;
+        }
+    }
+    return best;
+}
+
+}  // namespace
+
+Int4gQuantized quantize_int4g(const float *w, int64_t out, int64_t in, int G, bool search) {
+    if (out <= 0 || in <= 0 || in % 2 != 0) {
+        throw Error("quantize_int4g: shape [" + std::to_string(out) + ", " + std::to_string(in) +
+                    "] needs positive sizes and an even in");
+    }
+    if (G < 2 || G % 2 != 0) throw Error("quantize_int4g: group size " + std::to_string(G) + " must be even and >= 2");
+    Int4gQuantized r;
+    r.out = out;
+    r.in = in;
+    r.group_size = G;
+    const int64_t ng = (in + G - 1) / G;
+    r.weight.assign(out * (in / 2), 0);
+    r.scales.assign(out * ng, 0);
+    std::vector<int8_t> q(G);
+    double err = 0;
+    for (int64_t row = 0; row < out; ++row) {
+        for (int64_t g = 0; g < ng; ++g) {
+            const int64_t c0 = g * G;
+            const int n = static_cast<int>(std::min<int64_t>(G, in - c0));
+            const float *x = w + row * in + c0;
+            const uint16_t s = int4g_group_scale(x, n, search);
+            r.scales[row * ng + g] = s;
+            err += group_error(x, n, s, q.data());
+            for (int i = 0; i < n; ++i) {
+                const int64_t c = c0 + i;
+                const uint8_t nib = static_cast<uint8_t>(q[i] + 8);
+                r.weight[row * (in / 2) + c / 2] |= (c % 2 == 0) ? nib : static_cast<uint8_t>(nib << 4);
+            }
+        }
+    }
+    r.rmse = std::sqrt(err / static_cast<double>(out * in));
+    return r;
+}
+
+// ---- Q4_K ----
+
+namespace {
+
+// llama.cpp's make_qkx2_quants(n = 32, nmax = 15, rmin = -1, rdelta = 0.1, nstep = 20, use_mad = false).
+float make_qkx2_quants(const float *x, const float *weights, uint8_t *L, float *the_min, bool search) {
+    constexpr int n = 32, nmax = 15;
+    uint8_t Laux[32];
+    float min = x[0], max = x[0], sum_w = weights[0], sum_x = sum_w * x[0];
+    for (int i = 1; i < n; ++i) {
+        min = std::min(min, x[i]);
+        max = std::max(max, x[i]);
+        sum_w += weights[i];
+        sum_x += weights[i] * x[i];
+    }
+    if (min > 0) min = 0;
+    if (max == min) {
+        std::fill(L, L + n, 0);
+        *the_min = -min;
+        return 0.f;
+    }
+    float iscale = nmax / (max - min);
+    float scale = 1 / iscale;
+    float best = 0;
+    for (int i = 0; i < n; ++i) {
+        L[i] = static_cast<uint8_t>(std::clamp(nearest_int(iscale * (x[i] - min)), 0, nmax));
+        const float diff = scale * L[i] + min - x[i];
+        best += weights[i] * diff * diff;
+    }
+    for (int is = 0; search && is <= 20; ++is) {
+        iscale = (-1.0f + 0.1f * is + nmax) / (max - min);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; ++i) {
+            const int l = std::clamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
+            Laux[i] = static_cast<uint8_t>(l);
+            sum_l += weights[i] * l;
+            sum_l2 += weights[i] * l * l;
+            sum_xl += weights[i] * l * x[i];
+        }
+        const float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            if (this_min > 0) {
+                this_min = 0;
+                this_scale = sum_xl / sum_l2;
+            }
+            float mad = 0;
+            for (int i = 0; i < n; ++i) {
+                const float diff = this_scale * Laux[i] + this_min - x[i];
+                mad += weights[i] * diff * diff;
+            }
+            if (mad < best) {
+                std::copy(Laux, Laux + n, L);
+                best = mad;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
+    }
+}
+
+void q4k_block(const float *x, uint8_t *blk, bool search) {
+    uint8_t L[256];
+    float weights[32], mins[8], scales[8];
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; ++j) {
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+        const float av_x = std::sqrt(sum_x2 / 32);
+        for (int l = 0; l < 32; ++l) weights[l] = search ? av_x + std::fabs(x[32 * j + l]) : 1.0f;
+        scales[j] = make_qkx2_quants(x + 32 * j, weights, L + 32 * j, &mins[j], search);
+        max_scale = std::max(max_scale, scales[j]);
+        max_min = std::max(max_min, mins[j]);
+    }
+    const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+    const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    uint8_t *s = blk + 4;
+    std::memset(s, 0, 12);
+    for (int j = 0; j < 8; ++j) {
+        const uint8_t ls = static_cast<uint8_t>(std::min(63, nearest_int(inv_scale * scales[j])));
+        const uint8_t lm = static_cast<uint8_t>(std::min(63, nearest_int(inv_min * mins[j])));
+        if (j < 4) {
+            s[j] = ls;
+            s[j + 4] = lm;
+        } else {
+            s[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
+            s[j - 4] |= ((ls >> 4) << 6);
+            s[j - 0] |= ((lm >> 4) << 6);
+        }
+    }
+    const uint16_t d = f32_to_f16_bits(max_scale / 63.f), dmin = f32_to_f16_bits(max_min / 63.f);
+    std::memcpy(blk, &d, 2);
+    std::memcpy(blk + 2, &dmin, 2);
+    for (int j = 0; j < 8; ++j) {
+        uint8_t sc, m;
+        scale_min_k4(j, s, &sc, &m);
+        const float dd = f16_bits_to_f32(d) * sc;
+        if (!dd) continue;
+        const float dm = f16_bits_to_f32(dmin) * m;
+        for (int ii = 0; ii < 32; ++ii) {
+            L[32 * j + ii] = static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + ii] + dm) / dd), 0, 15));
+        }
+    }
+    uint8_t *q = blk + 16;
+    for (int j = 0; j < 256; j += 64) {
+        for (int l = 0; l < 32; ++l) q[l] = L[j + l] | (L[j + l + 32] << 4);
+        q += 32;
+    }
+}
+
+BlockQuantized q4k(const float *w, int64_t out, int64_t in, bool search) {
+    if (out <= 0 || in <= 0 || in % 256 != 0) {
+        throw Error("quantize_q4k: shape [" + std::to_string(out) + ", " + std::to_string(in) +
+                    "] needs in to be a positive multiple of 256");
+    }
+    BlockQuantized r;
+    r.out = out;
+    r.in = in;
+    r.data.assign(out * (in / 256) * 144, 0);
+    for (int64_t b = 0; b < out * (in / 256); ++b) q4k_block(w + b * 256, r.data.data() + b * 144, search);
+    std::vector<float> back(out * in);
+    block_dequant({DType::q4_k, r.data.data(), out, in}, {back.data(), out, in});
+    r.rmse = rmse(w, back.data(), out * in);
+    return r;
+}
+
+}  // namespace
+
+BlockQuantized quantize_q4k(const float *w, int64_t out, int64_t in) { return q4k(w, out, in, true); }
+BlockQuantized quantize_q4k_minmax(const float *w, int64_t out, int64_t in) { return q4k(w, out, in, false); }
+
+}  // namespace qforge

@@ -1,0 +1,216 @@
+#include "qforge/safetensors.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstring>
+
+#include "mapped_file.h"
+#include "tensor_views.h"
+
+namespace qforge {
+namespace {
+
+using json = nlohmann::json;
+constexpr uint64_t kMaxHeader = 100ull << 20;  // the format's own limit
+
+struct StDtype {
+    const char *name;
+    DType type;
+};
+constexpr StDtype kDtypes[] = {
+    {"F32", DType::f32}, {"F16", DType::f16}, {"BF16", DType::bf16}, {"F64", DType::f64},
+    {"U8", DType::u8},   {"I8", DType::i8},   {"I16", DType::i16},   {"I32", DType::i32},
+    {"I64", DType::i64},
+};
+
+const char *st_name(DType t) {
+    for (const auto &d : kDtypes) {
+        if (d.type == t) return d.name;
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+SafetensorsFile SafetensorsFile::open(const std::string &path) {
+    SafetensorsFile s;
+    s.path_ = path;
+    s.file_ = MappedFile::open(path);
+    ByteReader in(s.file_->data(), s.file_->size(), path);
+    const uint64_t n = in.read<uint64_t>("header length");
+    if (n > kMaxHeader) in.fail("header length", 0, std::to_string(n) + " bytes exceeds the 100 MB limit (not a safetensors file?)");
+    in.need(n, "JSON header");
+    const char *text = reinterpret_cast<const char *>(s.file_->data() + 8);
+    json header;
+    try {
+        header = json::parse(text, text + n);
+    } catch (const json::parse_error &e) {
+        throw Error(path + ": JSON header at byte 8: " + e.what());
+    }
+    if (!header.is_object()) throw Error(path + ": JSON header at byte 8 is not an object");
+    const uint64_t data_begin = 8 + n;
+    const uint64_t room = s.file_->size() - data_begin;
+    for (auto it = header.begin(); it != header.end(); ++it) {
+        const std::string &name = it.key();
+        if (name == "__metadata__") {
+            if (!it->is_object()) throw Error(path + ": __metadata__ is not an object");
+            for (auto m = it->begin(); m != it->end(); ++m) {
+                if (!m->is_string()) throw Error(path + ": __metadata__ '" + m.key() + "' is not a string");
+                s.metadata_[m.key()] = m->get<std::string>();
+            }
+            continue;
+        }
+        const std::string where = path + ": tensor '" + name + "'";
+        const json &e = *it;
+        if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) {
+            throw Error(where + ": needs dtype, shape and data_offsets");
+        }
+        TensorView v;
+        v.name = name;
+        if (!e["dtype"].is_string()) throw Error(where + ": dtype is not a string");
+        const std::string dt = e["dtype"].get<std::string>();
+        bool known = false;
+        for (const auto &d : kDtypes) {
+            if (dt == d.name) {
+                v.type = d.type;
+                known = true;
+            }
+        }
+        if (!known) throw Error(where + ": unsupported dtype '" + dt + "'");
+        if (!e["shape"].is_array()) throw Error(where + ": shape is not an array");
+        for (const auto &d : e["shape"]) {
+            if (!d.is_number_unsigned()) throw Error(where + ": shape " + e["shape"].dump() + " has a non-integer dimension");
+            v.shape.push_back(d.get<int64_t>());
+        }
+        const json &off = e["data_offsets"];
+        if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
+            throw Error(where + ": data_offsets must be two unsigned integers, not " + off.dump());
+        }
+        const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+        if (begin > end || end > room) {
+            throw Error(where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                        "] (file bytes " + std::to_string(data_begin + begin) + ".." + std::to_string(data_begin + end) +
+                        ") run past the end of the file (" + std::to_string(s.file_->size()) + " bytes)");
+        }
+        const int64_t elements = v.shape.empty() ? 1 : checked_elements(v.shape, where);
+        v.bytes = end - begin;
+        const uint64_t want = static_cast<uint64_t>(elements) * block_shape(v.type).bytes;
+        if (v.bytes != want) {
+            throw Error(where + ": " + dt + " " + shape_string(v.shape) + " needs " + std::to_string(want) +
+                        " bytes but data_offsets give " + std::to_string(v.bytes) + " (at byte " +
+                        std::to_string(data_begin + begin) + ")");
+        }
+        v.offset = data_begin + begin;
+        v.data = s.file_->data() + v.offset;
+        s.tensors_.push_back(std::move(v));
+    }
+    std::sort(s.tensors_.begin(), s.tensors_.end(), [](const TensorView &a, const TensorView &b) { return a.offset < b.offset; });
+    check_no_overlap(s.tensors_, path);
+    return s;
+}
+
+const TensorView *SafetensorsFile::find(const std::string &name) const {
+    for (const auto &t : tensors_) {
+        if (t.name == name) return &t;
+    }
+    return nullptr;
+}
+
+const TensorView &SafetensorsFile::tensor(const std::string &name) const {
+    if (const TensorView *t = find(name)) return *t;
+    throw Error(path_ + ": no tensor named '" + name + "'");
+}
+
+std::vector<std::string> SafetensorsFile::int4g_prefixes() const {
+    static const std::string suffix = ".weight_4bit";
+    std::vector<std::string> r;
+    for (const auto &t : tensors_) {
+        if (t.name.size() > suffix.size() && t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+            r.push_back(t.name.substr(0, t.name.size() - suffix.size()));
+        }
+    }
+    return r;
+}
+
+Int4gTensors SafetensorsFile::int4g(const std::string &prefix) const {
+    Int4gTensors g;
+    g.prefix = prefix;
+    g.weight = find(prefix + ".weight_4bit");
+    g.scales = find(prefix + ".scales_4bit");
+    g.bias = find(prefix + ".bias");
+    const std::string where = path_ + ": int4g layer '" + prefix + "'";
+    if (!g.weight) throw Error(where + ": no tensor " + prefix + ".weight_4bit");
+    if (!g.scales) throw Error(where + ": no tensor " + prefix + ".scales_4bit");
+    const TensorView &w = *g.weight, &s = *g.scales;
+    if (w.type != DType::u8 || w.shape.size() != 2) {
+        throw Error(where + ": " + w.name + " must be U8 [out, in/2], not " + to_string(w.type) + " " + shape_string(w.shape));
+    }
+    g.out = w.shape[0];
+    g.in = 2 * w.shape[1];
+    if (s.type != DType::f16 || s.shape.size() != 2 || s.shape[0] != g.out) {
+        throw Error(where + ": " + s.name + " must be F16 [" + std::to_string(g.out) + ", n_groups], not " +
+                    to_string(s.type) + " " + shape_string(s.shape));
+    }
+    const int64_t groups = s.shape[1];
+    int64_t G = (g.in + groups - 1) / groups;
+    if (auto it = metadata_.find(prefix + ".group_size"); it != metadata_.end()) {
+        try {
+            G = std::stoll(it->second);
+        } catch (...) {
+            throw Error(where + ": metadata " + prefix + ".group_size = '" + it->second + "' is not an integer");
+        }
+    }
+    if (G < 2 || G % 2 != 0 || (g.in + G - 1) / G != groups) {
+        throw Error(where + ": " + s.name + " " + shape_string(s.shape) + " does not fit in = " + std::to_string(g.in) +
+                    " with group size " + std::to_string(G) + " (expected " + std::to_string(g.out) + " x ceil(in/G) groups)");
+    }
+    g.group_size = static_cast<int>(G);
+    if (g.bias) {
+        const TensorView &b = *g.bias;
+        if ((b.type != DType::f32 && b.type != DType::f16 && b.type != DType::bf16) || b.shape.size() != 1 ||
+            b.shape[0] != g.out) {
+            throw Error(where + ": " + b.name + " must be F32/F16/BF16 [" + std::to_string(g.out) + "], not " +
+                        to_string(b.type) + " " + shape_string(b.shape));
+        }
+    }
+    return g;
+}
+
+void SafetensorsWriter::set_metadata(const std::string &key, const std::string &value) { metadata_[key] = value; }
+
+void SafetensorsWriter::add_tensor(const std::string &name, DType type, const std::vector<int64_t> &shape,
+                                   const void *data, uint64_t bytes) {
+    const std::string where = "safetensors tensor '" + name + "'";
+    if (!st_name(type)) throw Error(where + ": type " + to_string(type) + " has no safetensors dtype");
+    const int64_t n = shape.empty() ? 1 : checked_elements(shape, where);
+    if (static_cast<uint64_t>(n) * block_shape(type).bytes != bytes) {
+        throw Error(where + ": " + shape_string(shape) + " of " + to_string(type) + " is not " + std::to_string(bytes) + " bytes");
+    }
+    for (const auto &t : tensors_) {
+        if (t.name == name) throw Error(where + ": added twice");
+    }
+    const auto *p = static_cast<const uint8_t *>(data);
+    tensors_.push_back({name, type, shape, std::vector<uint8_t>(p, p + bytes)});
+}
+
+void SafetensorsWriter::write(const std::string &path) const {
+    json header = json::object();
+    if (!metadata_.empty()) header["__metadata__"] = metadata_;
+    uint64_t offset = 0;
+    for (const auto &t : tensors_) {
+        header[t.name] = {{"dtype", st_name(t.type)}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.data.size()}}};
+        offset += t.data.size();
+    }
+    std::string text = header.dump();
+    while ((8 + text.size()) % 8) text.push_back(' ');  // keeps the data 8-byte aligned
+    std::vector<uint8_t> head(8 + text.size());
+    const uint64_t n = text.size();
+    std::memcpy(head.data(), &n, 8);
+    std::memcpy(head.data() + 8, text.data(), text.size());
+    std::vector<const std::vector<uint8_t> *> chunks{&head};
+    for (const auto &t : tensors_) chunks.push_back(&t.data);
+    write_file_atomically(path, chunks);
+}
+
+}  // namespace qforge

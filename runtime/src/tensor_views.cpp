@@ -1,0 +1,43 @@
+#include "tensor_views.h"
+
+#include <algorithm>
+
+namespace qforge {
+
+int64_t TensorView::elements() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+}
+
+std::string shape_string(const std::vector<int64_t> &shape) {
+    std::string s = "[";
+    for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+}
+
+int64_t checked_elements(const std::vector<int64_t> &shape, const std::string &where) {
+    int64_t n = 1;
+    for (int64_t d : shape) {
+        if (d <= 0) throw Error(where + ": shape " + shape_string(shape) + " has a dimension <= 0");
+        if (n > INT64_MAX / d) throw Error(where + ": shape " + shape_string(shape) + " overflows");
+        n *= d;
+    }
+    return n;
+}
+
+void check_no_overlap(const std::vector<TensorView> &views, const std::string &file) {
+    std::vector<const TensorView *> order;
+    for (const auto &v : views) order.push_back(&v);
+    std::sort(order.begin(), order.end(), [](auto *a, auto *b) { return a->offset < b->offset; });
+    for (size_t i = 1; i < order.size(); ++i) {
+        const TensorView &a = *order[i - 1], &b = *order[i];
+        if (a.offset + a.bytes > b.offset) {
+            throw Error(file + ": tensors '" + a.name + "' (bytes " + std::to_string(a.offset) + ".." +
+                        std::to_string(a.offset + a.bytes) + ") and '" + b.name + "' (from byte " +
+                        std::to_string(b.offset) + ") overlap");
+        }
+    }
+}
+
+}  // namespace qforge

@@ -1,0 +1,20 @@
+// Checks shared by the GGUF and safetensors readers, once every view's
+// offset and size is known.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "qforge/gguf.h"
+
+namespace qforge {
+
+// Shape dims positive and their product within int64; returns the product.
+int64_t checked_elements(const std::vector<int64_t> &shape, const std::string &where);
+
+// No two views share a byte. Errors name both tensors and the offset.
+void check_no_overlap(const std::vector<TensorView> &views, const std::string &file);
+
+std::string shape_string(const std::vector<int64_t> &shape);  // "[4096, 14336]"
+
+}  // namespace qforge

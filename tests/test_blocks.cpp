@@ -1,0 +1,153 @@
+// GGUF block formats (Q6_K, Q8_0, Q4_0) and dense f32/f16 weights:
+// dequantization bit-exact against the reference (any finite f16 scale),
+// matmuls within the f32 rounding bound of float64, every registered variant.
+#include "test_util.h"
+
+namespace qforge::test {
+namespace {
+
+struct Format {
+    const char *prefix;
+    DType type;
+    void (*dequant)(const uint8_t *, int64_t, int64_t, float *);
+    int d_offset;  // where the block's f16 scale sits
+};
+
+const Format kFormats[] = {
+    {"q6k", DType::q6_k, ref::q6k_dequant, 208},
+    {"q8_0", DType::q8_0, ref::q8_0_dequant, 0},
+    {"q4_0", DType::q4_0, ref::q4_0_dequant, 0},
+};
+
+const Format &format_of(const std::string &kernel) {
+    for (const Format &f : kFormats) {
+        if (kernel.rfind(std::string(f.prefix) + "_", 0) == 0) return f;
+    }
+    throw std::runtime_error("no format for " + kernel);
+}
+
+// Random blocks; `realistic` scales of LLM-like magnitude, else any finite f16.
+std::vector<uint8_t> random_blocks(const Format &f, int64_t out, int64_t in, bool realistic) {
+    const BlockShape b = block_shape(f.type);
+    auto data = random_bytes(out * (in / b.elements) * b.bytes);
+    std::uniform_real_distribution<float> scale(-0.02f, 0.02f);
+    std::uniform_int_distribution<int> bits(0, 0xFFFF);
+    for (size_t blk = 0; blk < data.size(); blk += b.bytes) {
+        uint16_t h;
+        if (realistic) {
+            h = f16(scale(rng()));
+        } else {
+            do h = static_cast<uint16_t>(bits(rng())); while (((h >> 10) & 0x1F) == 0x1F);
+        }
+        data[blk + f.d_offset] = h & 0xFF;
+        data[blk + f.d_offset + 1] = h >> 8;
+    }
+    return data;
+}
+
+class BlockDequant : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(BlockDequant, BitExactAgainstReference) {
+    const auto &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    const Format &f = format_of(p.kernel);
+    struct Case { int64_t out, in, pad; };
+    for (Case c : std::vector<Case>{{1, 256, 0}, {3, 512, 0}, {257, 768, 3}, {5, 14336, 0}, {2, 4096, 1}}) {
+        SCOPED_TRACE("out=" + std::to_string(c.out) + " in=" + std::to_string(c.in));
+        auto data = random_blocks(f, c.out, c.in, false);
+        const auto before = data;
+        Poisoned y(c.out, c.in, c.pad);
+        Mem m(p);
+        block_dequant({f.type, m.in(data), c.out, c.in}, m.out(y), options(p));
+        m.sync();
+        y.expect_all_written();
+        std::vector<float> ref(c.out * c.in);
+        f.dequant(data.data(), c.out, c.in, ref.data());
+        expect_bitwise_equal(y, ref);
+        EXPECT_EQ(before, data) << "the kernel modified its input";
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Q6K, BlockDequant, testing::ValuesIn(variants_of("q6k_dequant")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Q8_0, BlockDequant, testing::ValuesIn(variants_of("q8_0_dequant")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Q4_0, BlockDequant, testing::ValuesIn(variants_of("q4_0_dequant")), variant_name);
+
+class BlockMatmul : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(BlockMatmul, MatchesFloat64Reference) {
+    const auto &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    const Format &f = format_of(p.kernel);
+    const BlockShape b = block_shape(f.type);
+    for (const MatmulCase &c : q4k_matmul_cases()) {
+        SCOPED_TRACE(c.name());
+        const int64_t row_bytes = c.in / b.elements * b.bytes, wstride = row_bytes + c.pad * 5;
+        auto data = random_blocks(f, c.out, c.in, true);
+        std::vector<uint8_t> strided(c.out * wstride, 0xAB);
+        for (int64_t r = 0; r < c.out; ++r) std::memcpy(&strided[r * wstride], &data[r * row_bytes], row_bytes);
+        const int64_t xstride = c.in + c.pad;
+        auto x = random_floats(c.tokens * xstride);
+        auto bias = random_floats(c.out);
+        Poisoned y(c.tokens, c.out, c.pad);
+        Mem m(p);
+        block_matmul_f32({f.type, m.in(strided), c.out, c.in, wstride}, {m.in(x), c.tokens, c.in, xstride},
+                         c.bias ? m.in(bias) : nullptr, m.out(y), options(p));
+        m.sync();
+        y.expect_all_written();
+        std::vector<float> xd(c.tokens * c.in), w(c.out * c.in);
+        for (int64_t n = 0; n < c.tokens; ++n) std::memcpy(&xd[n * c.in], &x[n * xstride], c.in * 4);
+        f.dequant(data.data(), c.out, c.in, w.data());
+        std::vector<double> ref(c.tokens * c.out), mag(c.tokens * c.out);
+        ref::dense_matmul(w, c.out, c.in, xd.data(), c.tokens, c.bias ? bias.data() : nullptr, ref.data(), mag.data());
+        expect_matmul_close(y, ref, mag, c.in);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Q6K, BlockMatmul, testing::ValuesIn(variants_of("q6k_mat")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Q8_0, BlockMatmul, testing::ValuesIn(variants_of("q8_0_mat")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Q4_0, BlockMatmul, testing::ValuesIn(variants_of("q4_0_mat")), variant_name);
+
+class DenseMatmul : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(DenseMatmul, MatchesFloat64Reference) {
+    const auto &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    const bool half = p.kernel.rfind("f16_", 0) == 0;
+    struct Case { int64_t out, in, tokens; bool bias; int64_t pad; };
+    // in need not be a multiple of anything: 1, 63, 65 and 1001 exercise the tail.
+    for (Case c : std::vector<Case>{{1, 1, 1, false, 0}, {3, 63, 2, true, 0}, {257, 65, 3, false, 3},
+                                    {5, 4096, 1, true, 0}, {17, 1001, 7, false, 1}, {33, 768, 64, true, 2},
+                                    {7, 2304, 129, false, 0}}) {
+        SCOPED_TRACE("out=" + std::to_string(c.out) + " in=" + std::to_string(c.in) + " tokens=" + std::to_string(c.tokens));
+        const int64_t wstride = c.in + c.pad, xstride = c.in + c.pad;
+        auto wf = random_floats(c.out * wstride);
+        std::vector<uint16_t> wh(wf.size());
+        std::vector<float> w(c.out * c.in);
+        for (size_t i = 0; i < wf.size(); ++i) wh[i] = f16(wf[i]);
+        for (int64_t r = 0; r < c.out; ++r) {
+            for (int64_t k = 0; k < c.in; ++k) {
+                w[r * c.in + k] = half ? ref::f16_to_f32(wh[r * wstride + k]) : wf[r * wstride + k];
+            }
+        }
+        auto x = random_floats(c.tokens * xstride);
+        auto bias = random_floats(c.out);
+        Poisoned y(c.tokens, c.out, c.pad);
+        Mem m(p);
+        const void *wp = half ? static_cast<const void *>(m.in(wh)) : static_cast<const void *>(m.in(wf));
+        dense_matmul({half ? DType::f16 : DType::f32, wp, c.out, c.in, wstride}, {m.in(x), c.tokens, c.in, xstride},
+                     c.bias ? m.in(bias) : nullptr, m.out(y), options(p));
+        m.sync();
+        y.expect_all_written();
+        std::vector<float> xd(c.tokens * c.in);
+        for (int64_t n = 0; n < c.tokens; ++n) std::memcpy(&xd[n * c.in], &x[n * xstride], c.in * 4);
+        std::vector<double> ref(c.tokens * c.out), mag(c.tokens * c.out);
+        ref::dense_matmul(w, c.out, c.in, xd.data(), c.tokens, c.bias ? bias.data() : nullptr, ref.data(), mag.data());
+        expect_matmul_close(y, ref, mag, c.in);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(F32, DenseMatmul, testing::ValuesIn(variants_of("f32_mat")), variant_name);
+INSTANTIATE_TEST_SUITE_P(F16, DenseMatmul, testing::ValuesIn(variants_of("f16_mat")), variant_name);
+
+}  // namespace
+}  // namespace qforge::test
