@@ -1,106 +1,82 @@
-// qforge: the command-line tool. For now: the built-in default workload
-// (`qforge` or `qforge demo`) and `qforge targets`.
-#include "qforge/kernels.h"
+// qforge: the command-line tool. `qforge` alone runs the demo.
+// Exit codes: 0 success, 1 an error in the input or the run (message on
+// stderr, no output file left behind), 2 a usage error.
+#include <CLI/CLI.hpp>
 
-#include <algorithm>
-#include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <functional>
-#include <random>
-#include <string>
-#include <vector>
 
-namespace {
-
-using namespace qforge;
-
-double median_ms(const std::function<void()> &f, int runs) {
-    f();  // warm up
-    std::vector<double> t;
-    for (int i = 0; i < runs; ++i) {
-        auto a = std::chrono::steady_clock::now();
-        f();
-        t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
-    }
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-}
-
-std::vector<uint8_t> random_q4k(std::mt19937 &g, int64_t out, int64_t in) {
-    std::vector<uint8_t> w(out * (in / 256) * 144);
-    for (auto &b : w) b = static_cast<uint8_t>(g());
-    for (size_t i = 0; i < w.size(); i += 144) {  // d = dmin = 2^-10: sane magnitudes
-        w[i] = 0x00; w[i + 1] = 0x14; w[i + 2] = 0x00; w[i + 3] = 0x14;
-    }
-    return w;
-}
-
-// The largest |a - b| / max|b| over the outputs, against a dequantize-then-f64 check.
-double check(const std::vector<float> &w, int64_t out, int64_t in, const std::vector<float> &x,
-             const std::vector<float> &y, int64_t rows_checked) {
-    double worst = 0, scale = 1e-30;
-    for (int64_t r = 0; r < rows_checked; ++r) {
-        double s = 0;
-        for (int64_t c = 0; c < in; ++c) s += static_cast<double>(w[r * in + c]) * x[c];
-        worst = std::max(worst, std::fabs(s - y[r]));
-        scale = std::max(scale, std::fabs(s));
-    }
-    (void)out;
-    return worst / scale;
-}
-
-int demo() {
-    std::printf("qforge demo: decode (1 token), dispatched target %s\n\n", dispatched_target().c_str());
-    std::printf("%-22s %-13s %8s %10s %9s %10s\n", "kernel", "shape", "tokens", "median ms", "GB/s", "rel.err");
-    std::mt19937 g(42);
-    std::uniform_real_distribution<float> u(-1, 1);
-    for (auto [out, in] : std::vector<std::pair<int64_t, int64_t>>{{4096, 4096}, {14336, 4096}, {4096, 14336}}) {
-        auto q4k = random_q4k(g, out, in);
-        std::vector<float> x(in), y(out), w(out * in);
-        for (auto &v : x) v = u(g);
-        q4k_dequant({q4k.data(), out, in}, {w.data(), out, in});
-        Q8KBuffer a(1, in);
-        const std::string shape = std::to_string(out) + "x" + std::to_string(in);
-        auto row = [&](const char *name, double ms, double bytes) {
-            std::printf("%-22s %-13s %8d %10.3f %9.1f %10.1e\n", name, shape.c_str(), 1, ms, bytes / ms / 1e6,
-                        check(w, out, in, x, y, 64));
-        };
-        double ms = median_ms([&] { q4k_matmul_f32({q4k.data(), out, in}, {x.data(), 1, in}, nullptr, {y.data(), 1, out}); }, 20);
-        row("q4k_matvec_f32", ms, q4k.size());
-        ms = median_ms([&] {
-            q8k_quantize({x.data(), 1, in}, a.view());
-            q4k_matmul_q8({q4k.data(), out, in}, a.view(), nullptr, {y.data(), 1, out});
-        }, 20);
-        row("q4k_matvec_q8", ms, q4k.size());
-    }
-    return 0;
-}
-
-int list_targets() {
-    std::printf("%-18s %-9s %s\n", "target", "runs here", "missing CPU features");
-    for (const auto &t : targets()) {
-        std::string missing;
-        for (const auto &f : t.missing_features) missing += f + " ";
-        std::printf("%-18s %-9s %s\n", t.name.c_str(), t.missing_features.empty() ? "yes" : "no", missing.c_str());
-    }
-    std::printf("\nauto dispatches to: %s (the first target in the table whose features this CPU has)\n",
-                dispatched_target().c_str());
-    return 0;
-}
-
-}  // namespace
+#include "commands.h"
+#include "qforge/error.h"
 
 int main(int argc, char **argv) {
+    using namespace qforge::cli;
+    CLI::App app{"qforge: 4-bit quantized matmul kernels, layers and tools"};
+    app.require_subcommand(0, 1);
+    Common common;
+    auto json_flag = [&](CLI::App *sub) { sub->add_flag("--json", common.json, "print JSON instead of a table"); };
+
+    auto *demo_cmd = app.add_subcommand("demo", "the built-in workload: Llama-3.1-8B and 3.2-1B layers, Q4_K and int4g");
+    json_flag(demo_cmd);
+
+    std::string file, tensor, out;
+    auto *inspect_cmd = app.add_subcommand("inspect", "metadata and tensor table of a GGUF or safetensors file");
+    inspect_cmd->add_option("FILE", file, "model file")->required();
+    json_flag(inspect_cmd);
+
+    auto *dequant_cmd = app.add_subcommand("dequant", "a tensor as raw little-endian f32, row-major [out, in]");
+    dequant_cmd->add_option("FILE", file, "model file")->required();
+    dequant_cmd->add_option("--tensor", tensor, "tensor name (int4g: the prefix)")->required();
+    dequant_cmd->add_option("-o,--output", out, "output file")->required();
+
+    MatmulArgs mm;
+    auto *matmul_cmd = app.add_subcommand("matmul", "Y = X W^T (+ bias), raw f32 in and out");
+    matmul_cmd->add_option("FILE", mm.file, "model file")->required();
+    matmul_cmd->add_option("--tensor", mm.tensor, "weight tensor (int4g: the prefix)")->required();
+    matmul_cmd->add_option("--input", mm.input, "X: raw f32 [tokens, in]")->required();
+    matmul_cmd->add_option("--tokens", mm.tokens, "rows of X")->required();
+    matmul_cmd->add_option("-o,--output", mm.output, "Y: raw f32 [tokens, out]")->required();
+    matmul_cmd->add_option("--activations", mm.activations, "f32, q8 or auto")->check(CLI::IsMember({"f32", "q8", "auto"}));
+    matmul_cmd->add_option("--target", mm.target, "a target from `qforge targets`, or auto");
+
+    QuantizeArgs qa;
+    auto *quantize_cmd = app.add_subcommand("quantize", "f32/f16/bf16 GGUF or safetensors -> Q4_K (GGUF) or int4g (safetensors)");
+    quantize_cmd->add_option("IN", qa.input, "input model file")->required();
+    quantize_cmd->add_option("-o,--output", qa.output, "output file")->required();
+    quantize_cmd->add_option("--to", qa.to, "q4_k or int4g[:G] (default format)")->required();
+    quantize_cmd->add_option("--override", qa.overrides, "NAME=FORMAT for one layer (repeatable)");
+    quantize_cmd->add_flag("--no-search", qa.no_search, "int4g: plain symmetric scales, no error-minimising search");
+    json_flag(quantize_cmd);
+
+    BenchArgs ba;
+    auto *bench_cmd = app.add_subcommand("bench", "every linear layer of a model file, timed");
+    bench_cmd->add_option("FILE", ba.file, "model file")->required();
+    bench_cmd->add_option("--tokens", ba.tokens, "token counts, e.g. 1,32,512")->delimiter(',');
+    bench_cmd->add_option("--threads", ba.threads, "worker threads (default: one per core)");
+    json_flag(bench_cmd);
+
+    auto *targets_cmd = app.add_subcommand("targets", "built-in kernel variants and which one this CPU runs");
+    json_flag(targets_cmd);
+
     try {
-        const std::string cmd = argc > 1 ? argv[1] : "demo";
-        if (cmd == "demo") return demo();
-        if (cmd == "targets") return list_targets();
-        std::fprintf(stderr, "usage: qforge [demo | targets]\n");
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp &e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp &e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError &e) {
+        app.exit(e);
         return 2;
+    }
+    try {
+        if (*inspect_cmd) return inspect(file, common);
+        if (*dequant_cmd) return dequant(file, tensor, out);
+        if (*matmul_cmd) return matmul(mm);
+        if (*quantize_cmd) return quantize(qa, common);
+        if (*bench_cmd) return bench(ba, common);
+        if (*targets_cmd) return targets(common);
+        return demo(common);
     } catch (const std::exception &e) {
-        std::fprintf(stderr, "qforge: %s\n", e.what());
+        std::fprintf(stderr, "qforge: error: %s\n", e.what());
         return 1;
     }
 }

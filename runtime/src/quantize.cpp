@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "qforge/error.h"
 #include "qforge/kernels.h"
@@ -12,6 +13,20 @@ namespace qforge {
 namespace {
 
 int nearest_int(float v) { return static_cast<int>(std::nearbyint(v)); }
+
+// f(row) for every row, rows split across one thread per core. Rows are
+// independent, so the result does not depend on the thread count.
+template <typename F>
+void parallel_rows(int64_t rows, F f) {
+    const int64_t threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), rows);
+    std::vector<std::thread> pool;
+    for (int64_t t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+            for (int64_t r = t * rows / threads; r < (t + 1) * rows / threads; ++r) f(r);
+        });
+    }
+    for (auto &th : pool) th.join();
+}
 
 float bf16_to_f32(uint16_t b) {
     const uint32_t x = static_cast<uint32_t>(b) << 16;
@@ -138,9 +153,10 @@ Int4gQuantized quantize_int4g(const float *w, int64_t out, int64_t in, int G, bo
     const int64_t ng = (in + G - 1) / G;
     r.weight.assign(out * (in / 2), 0);
     r.scales.assign(out * ng, 0);
-    std::vector<int8_t> q(G);
-    double err = 0;
-    for (int64_t row = 0; row < out; ++row) {
+    std::vector<double> row_err(out, 0.0);
+    parallel_rows(out, [&](int64_t row) {
+        std::vector<int8_t> q(G);
+        double &err = row_err[row];
         for (int64_t g = 0; g < ng; ++g) {
             const int64_t c0 = g * G;
             const int n = static_cast<int>(std::min<int64_t>(G, in - c0));
@@ -154,7 +170,9 @@ Int4gQuantized quantize_int4g(const float *w, int64_t out, int64_t in, int G, bo
                 r.weight[row * (in / 2) + c / 2] |= (c % 2 == 0) ? nib : static_cast<uint8_t>(nib << 4);
             }
         }
-    }
+    });
+    double err = 0;
+    for (double e : row_err) err += e;
     r.rmse = std::sqrt(err / static_cast<double>(out * in));
     return r;
 }
@@ -291,7 +309,10 @@ BlockQuantized q4k(const float *w, int64_t out, int64_t in, bool search) {
     r.out = out;
     r.in = in;
     r.data.assign(out * (in / 256) * 144, 0);
-    for (int64_t b = 0; b < out * (in / 256); ++b) q4k_block(w + b * 256, r.data.data() + b * 144, search);
+    const int64_t nb = in / 256;
+    parallel_rows(out, [&](int64_t row) {
+        for (int64_t b = row * nb; b < (row + 1) * nb; ++b) q4k_block(w + b * 256, r.data.data() + b * 144, search);
+    });
     std::vector<float> back(out * in);
     block_dequant({DType::q4_k, r.data.data(), out, in}, {back.data(), out, in});
     r.rmse = rmse(w, back.data(), out * in);

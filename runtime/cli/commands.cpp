@@ -1,0 +1,120 @@
+// inspect, dequant, matmul, targets.
+#include "commands.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "model.h"
+#include "qforge/kernels.h"
+#include "table.h"
+
+namespace qforge::cli {
+
+double median_ms(const std::function<void()> &f, int runs, double budget_s) {
+    f();  // warm-up
+    std::vector<double> t;
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < runs; ++i) {
+        const auto a = std::chrono::steady_clock::now();
+        f();
+        const auto b = std::chrono::steady_clock::now();
+        t.push_back(std::chrono::duration<double, std::milli>(b - a).count());
+        if (i >= 2 && std::chrono::duration<double>(b - start).count() > budget_s) break;
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+namespace {
+
+std::string shape_text(const std::vector<int64_t> &s) {
+    std::string r;
+    for (size_t i = 0; i < s.size(); ++i) r += (i ? "x" : "") + std::to_string(s[i]);
+    return r;
+}
+
+}  // namespace
+
+int inspect(const std::string &file, const Common &c) {
+    ModelFile m = ModelFile::open(file);
+    Table meta({"key", "value"});
+    Table tensors({"name", "type", "shape", "bytes"});
+    json info = json::object();
+    info["file"] = file;
+    if (m.is_gguf()) {
+        info["format"] = "gguf";
+        info["version"] = m.gguf->version();
+        info["alignment"] = m.gguf->alignment();
+        for (const auto &[k, v] : m.gguf->metadata()) meta.add({k, v.to_string()});
+        for (const auto &t : m.gguf->tensors()) tensors.add({t.name, to_string(t.type), shape_text(t.shape), t.bytes});
+    } else {
+        info["format"] = "safetensors";
+        for (const auto &[k, v] : m.st->metadata()) meta.add({k, v});
+        for (const auto &t : m.st->tensors()) tensors.add({t.name, to_string(t.type), shape_text(t.shape), t.bytes});
+    }
+    if (c.json) {
+        info["metadata"] = meta.to_json();
+        info["tensors"] = tensors.to_json();
+        write_json(info);
+        return 0;
+    }
+    std::printf("%s: %s", file.c_str(), info["format"].get<std::string>().c_str());
+    if (m.is_gguf()) std::printf(" v%u, alignment %llu", m.gguf->version(), static_cast<unsigned long long>(m.gguf->alignment()));
+    std::printf(", %zu metadata keys, %zu tensors\n\n", meta.size(), tensors.size());
+    if (meta.size()) {
+        meta.print_text(stdout);
+        std::printf("\n");
+    }
+    tensors.print_text(stdout);
+    return 0;
+}
+
+int dequant(const std::string &file, const std::string &tensor, const std::string &out) {
+    ModelFile m = ModelFile::open(file);
+    std::vector<int64_t> shape;
+    const auto w = m.to_f32(tensor, &shape);
+    write_f32_file(out, w);
+    std::fprintf(stderr, "%s: %s [%s] -> %s (%zu f32 values)\n", file.c_str(), tensor.c_str(), shape_text(shape).c_str(),
+                 out.c_str(), w.size());
+    return 0;
+}
+
+int matmul(const MatmulArgs &a) {
+    ModelFile m = ModelFile::open(a.file);
+    auto layer = m.layer(a.tensor);
+    if (a.tokens <= 0) throw Error("--tokens " + std::to_string(a.tokens) + ": must be at least 1");
+    const auto x = read_f32_file(a.input, a.tokens * layer->in(), "--input X [" + std::to_string(a.tokens) + ", " + std::to_string(layer->in()) + "]");
+    std::vector<float> y(a.tokens * layer->out());
+    ForwardOptions opt;
+    if (a.activations == "f32") opt.activations = Activations::f32;
+    else if (a.activations == "q8") opt.activations = Activations::q8;
+    else if (a.activations != "auto") throw Error("--activations " + a.activations + ": expected f32, q8 or auto");
+    opt.run.target = a.target;
+    layer->forward(ConstMatrix{x.data(), a.tokens, layer->in()}, Matrix{y.data(), a.tokens, layer->out()}, opt);
+    write_f32_file(a.output, y);
+    std::fprintf(stderr, "%s: Y [%lld, %lld] = X [%lld, %lld] * %s^T%s -> %s\n", a.file.c_str(), static_cast<long long>(a.tokens),
+                 static_cast<long long>(layer->out()), static_cast<long long>(a.tokens), static_cast<long long>(layer->in()),
+                 a.tensor.c_str(), layer->has_bias() ? " + bias" : "", a.output.c_str());
+    return 0;
+}
+
+int targets(const Common &c) {
+    Table t({"target", "runs_here", "missing_features"});
+    for (const auto &info : qforge::targets()) {
+        std::string missing;
+        for (const auto &f : info.missing_features) missing += (missing.empty() ? "" : " ") + f;
+        t.add({info.name, info.missing_features.empty() ? "yes" : "no", missing});
+    }
+    const std::string picked = dispatched_target();
+    const std::string why = "the first target in targets/targets.cmake (best first) whose CPU features this machine has";
+    if (c.json) {
+        write_json({{"targets", t.to_json()}, {"dispatched", picked}, {"why", why}, {"kernels", kernels()}});
+        return 0;
+    }
+    t.print_text(stdout);
+    std::printf("\nauto dispatches to: %s (%s)\n", picked.c_str(), why.c_str());
+    std::printf("kernels built in: %zu (each for every target above)\n", kernels().size());
+    return 0;
+}
+
+}  // namespace qforge::cli

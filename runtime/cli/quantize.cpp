@@ -1,0 +1,129 @@
+// qforge quantize: f32/f16/bf16 GGUF or safetensors -> Q4_K (a GGUF file)
+// or int4g (a safetensors file), following a per-layer plan.
+#include "commands.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "model.h"
+#include "qforge/plan.h"
+#include "qforge/quantize.h"
+#include "table.h"
+
+namespace qforge::cli {
+
+namespace {
+
+bool is_float(DType t) { return t == DType::f32 || t == DType::f16 || t == DType::bf16; }
+
+}  // namespace
+
+int quantize(const QuantizeArgs &a, const Common &c) {
+    ModelFile m = ModelFile::open(a.input);
+    const QuantPlan plan = QuantPlan::parse(a.to, a.overrides);
+    const bool to_gguf = plan.default_format.type != DType::u8;
+    std::vector<const TensorView *> all;
+    if (m.is_gguf()) {
+        for (const auto &t : m.gguf->tensors()) all.push_back(&t);
+    } else {
+        for (const auto &t : m.st->tensors()) all.push_back(&t);
+    }
+    // Quantized: 2-D float ".weight" matrices (the linear layers); everything else is copied.
+    std::vector<LayerShape> layers;
+    for (const auto &info : m.linears()) {
+        const TensorView *t = m.is_gguf() ? m.gguf->find(info.name) : m.st->find(info.name);
+        if (t && is_float(t->type)) layers.push_back({info.name, info.out, info.in});
+    }
+    if (layers.empty()) throw Error(a.input + ": no F32/F16/BF16 linear weights to quantize");
+    plan.validate(layers);
+    for (const auto &l : layers) {
+        const FormatSpec &f = plan.for_layer(l.name);
+        if ((f.type == DType::u8) == to_gguf) {
+            throw Error("plan: layer '" + l.name + "' as " + f.to_string() + " cannot go into the " +
+                        (to_gguf ? "GGUF" : "safetensors") + " file that --to " + a.to + " writes");
+        }
+    }
+
+    GGUFWriter gw;
+    SafetensorsWriter sw;
+    if (m.is_gguf() && to_gguf) {
+        for (const auto &[k, v] : m.gguf->metadata()) {
+            if (k != "general.alignment") gw.set(k, v);
+        }
+    }
+    if (!m.is_gguf() && !to_gguf) {
+        for (const auto &[k, v] : m.st->metadata()) sw.set_metadata(k, v);
+    }
+    Table table({"tensor", "shape", "from", "to", "rmse", "rmse_minmax"});
+    Progress progress("quantizing", all.size());
+    double err2 = 0, err2_plain = 0;
+    int64_t n_q4k = 0;
+    for (const TensorView *t : all) {
+        progress.step(t->name);
+        auto layer = std::find_if(layers.begin(), layers.end(), [&](const LayerShape &l) { return l.name == t->name; });
+        if (layer == layers.end()) {
+            if (to_gguf) {
+                gw.add_tensor(t->name, t->type, t->shape, t->data, t->bytes);
+            } else {
+                if (t->type != DType::f32 && t->type != DType::f16 && t->type != DType::bf16 && t->type != DType::u8 &&
+                    t->type != DType::i8 && t->type != DType::i32) {
+                    throw Error("tensor '" + t->name + "' (" + to_string(t->type) + ") has no safetensors dtype to copy into");
+                }
+                sw.add_tensor(t->name, t->type, t->shape, t->data, t->bytes);
+            }
+            continue;
+        }
+        const FormatSpec &f = plan.for_layer(t->name);
+        const auto w = to_f32(t->type, t->data, t->elements());
+        const std::string shape = std::to_string(layer->out) + "x" + std::to_string(layer->in);
+        if (f.type == DType::q4_k) {
+            const BlockQuantized q = quantize_q4k(w.data(), layer->out, layer->in);
+            const BlockQuantized plain = quantize_q4k_minmax(w.data(), layer->out, layer->in);
+            gw.add_tensor(t->name, DType::q4_k, t->shape, q.data.data(), q.data.size());
+            table.add({t->name, shape, to_string(t->type), "Q4_K", q.rmse, plain.rmse});
+            err2 += q.rmse * q.rmse * w.size();
+            err2_plain += plain.rmse * plain.rmse * w.size();
+            n_q4k += static_cast<int64_t>(w.size());
+        } else if (f.type == DType::u8) {
+            const Int4gQuantized q = quantize_int4g(w.data(), layer->out, layer->in, f.group_size, !a.no_search);
+            const std::string prefix = t->name.substr(0, t->name.size() - std::string(".weight").size());
+            sw.add_tensor(prefix + ".weight_4bit", DType::u8, {layer->out, layer->in / 2}, q.weight.data(), q.weight.size());
+            sw.add_tensor(prefix + ".scales_4bit", DType::f16, {layer->out, static_cast<int64_t>(q.scales.size()) / layer->out},
+                          q.scales.data(), q.scales.size() * 2);
+            sw.set_metadata(prefix + ".group_size", std::to_string(f.group_size));
+            table.add({t->name, shape, to_string(t->type), f.to_string(), q.rmse, ""});
+        } else {
+            // f16 / f32 pass-through at the requested precision.
+            std::vector<uint8_t> bytes;
+            if (f.type == DType::f32) {
+                bytes.resize(w.size() * 4);
+                std::memcpy(bytes.data(), w.data(), bytes.size());
+            } else {
+                bytes.resize(w.size() * 2);
+                auto *h = reinterpret_cast<uint16_t *>(bytes.data());
+                for (size_t i = 0; i < w.size(); ++i) h[i] = f32_to_f16_bits(w[i]);
+            }
+            if (to_gguf) gw.add_tensor(t->name, f.type, t->shape, bytes.data(), bytes.size());
+            else sw.add_tensor(t->name, f.type, t->shape, bytes.data(), bytes.size());
+            table.add({t->name, shape, to_string(t->type), to_string(f.type), 0.0, ""});
+        }
+    }
+    if (to_gguf) gw.write(a.output);
+    else sw.write(a.output);
+    if (c.json) {
+        json j = {{"output", a.output}, {"tensors", table.to_json()}};
+        if (n_q4k) j["q4_k_rmse"] = {{"ours", std::sqrt(err2 / n_q4k)}, {"minmax", std::sqrt(err2_plain / n_q4k)}};
+        write_json(j);
+        return 0;
+    }
+    table.print_text(stdout);
+    if (n_q4k) {
+        std::printf("\nQ4_K RMSE over all quantized weights: %.6g (plain min/max recipe: %.6g)\n", std::sqrt(err2 / n_q4k),
+                    std::sqrt(err2_plain / n_q4k));
+    }
+    std::printf("wrote %s\n", a.output.c_str());
+    return 0;
+}
+
+}  // namespace qforge::cli

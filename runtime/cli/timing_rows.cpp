@@ -1,0 +1,33 @@
+#include "timing_rows.h"
+
+#include "commands.h"
+
+namespace qforge::cli {
+
+std::vector<float> random_input(int64_t tokens, int64_t in, uint64_t seed) {
+    std::mt19937_64 g(seed);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<float> x(tokens * in);
+    for (auto &v : x) v = u(g);
+    return x;
+}
+
+LayerTiming time_layer(const LinearLayer &l, const std::vector<float> &x, int64_t tokens, const Roofline &roof,
+                       double budget_s) {
+    std::vector<float> y(tokens * l.out());
+    LayerTiming t;
+    t.ms = median_ms([&] { l.forward(ConstMatrix{x.data(), tokens, l.in()}, Matrix{y.data(), tokens, l.out()}); }, 20,
+                     budget_s);
+    t.gbs = static_cast<double>(l.weight_bytes()) / t.ms / 1e6;
+    t.gflops = 2.0 * tokens * l.out() * l.in() / t.ms / 1e6;
+    if (tokens == 1) {
+        t.roof = "BW";
+        t.roof_fraction = t.gbs / roof.read_gbs;
+    } else {
+        t.roof = "FMA";
+        t.roof_fraction = t.gflops / roof.fma_gflops;
+    }
+    return t;
+}
+
+}  // namespace qforge::cli

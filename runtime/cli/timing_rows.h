@@ -1,0 +1,27 @@
+// Shared by demo and bench: time one layer at one token count and describe
+// the result against this machine's roofline.
+#pragma once
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "qforge/layers.h"
+#include "qforge/roofline.h"
+#include "table.h"
+
+namespace qforge::cli {
+
+struct LayerTiming {
+    double ms = 0, gbs = 0, gflops = 0;
+    double roof_fraction = 0;    // of read bandwidth (decode) or f32 FMA peak (prefill)
+    std::string roof;            // "BW" or "FMA"
+};
+
+// Random x [tokens, in] in [-1, 1].
+std::vector<float> random_input(int64_t tokens, int64_t in, uint64_t seed);
+
+LayerTiming time_layer(const LinearLayer &l, const std::vector<float> &x, int64_t tokens, const Roofline &roof,
+                       double budget_s);
+
+}  // namespace qforge::cli
