@@ -1,0 +1,278 @@
+// Layer objects: every format through forward() on [tokens, in] and
+// [batch, seq, in], both strategies, the activation policy, QKV (fused,
+// separate, concatenated), the quantization plan, quantizers, and
+// concurrent calls.
+#include "test_util.h"
+
+#include "qforge/layers.h"
+#include "qforge/plan.h"
+#include "qforge/qkv.h"
+#include "qforge/quantize.h"
+
+#include <thread>
+
+namespace qforge::test {
+namespace {
+
+std::vector<float> weights(int64_t out, int64_t in) { return random_floats(out * in, -0.05f, 0.05f); }
+
+// A layer of `format` built from w, kept together with its storage.
+struct Built {
+    std::vector<uint8_t> bytes;
+    std::vector<uint16_t> halves;
+    Int4gQuantized i4;
+    std::unique_ptr<LinearLayer> layer;
+    std::vector<float> dequantized;  // what the layer computes with, [out, in]
+};
+
+Built build(const std::string &format, const std::vector<float> &w, int64_t out, int64_t in, const float *bias,
+            const LayerOptions &opt = {}) {
+    Built b;
+    WeightRef r;
+    r.out = out;
+    r.in = in;
+    b.dequantized.resize(out * in);
+    if (format == "f32") {
+        r.type = DType::f32;
+        r.data = w.data();
+        b.dequantized = w;
+    } else if (format == "f16") {
+        b.halves.resize(w.size());
+        for (size_t i = 0; i < w.size(); ++i) b.halves[i] = f16(w[i]);
+        for (size_t i = 0; i < w.size(); ++i) b.dequantized[i] = ref::f16_to_f32(b.halves[i]);
+        r.type = DType::f16;
+        r.data = b.halves.data();
+    } else if (format == "int4g") {
+        b.i4 = quantize_int4g(w.data(), out, in, 32);
+        r.type = DType::u8;
+        r.data = b.i4.weight.data();
+        r.scales = b.i4.scales.data();
+        r.group_size = 32;
+        ref::int4g_dequant(b.i4.weight.data(), b.i4.scales.data(), out, in, 32, b.dequantized.data());
+    } else {
+        r.type = format == "q4_k" ? DType::q4_k : format == "q6_k" ? DType::q6_k : format == "q8_0" ? DType::q8_0 : DType::q4_0;
+        const BlockShape s = block_shape(r.type);
+        if (r.type == DType::q4_k) {
+            b.bytes = quantize_q4k(w.data(), out, in).data;
+        } else {
+            // Random blocks with sane scales (there is no quantizer for these formats).
+            b.bytes = random_bytes(out * in / s.elements * s.bytes);
+            const int d_at = r.type == DType::q6_k ? 208 : 0;
+            for (size_t k = 0; k < b.bytes.size(); k += s.bytes) {
+                const uint16_t h = f16(0.001f + 0.01f * static_cast<float>(k % 7) / 7);
+                b.bytes[k + d_at] = h & 0xFF;
+                b.bytes[k + d_at + 1] = h >> 8;
+            }
+        }
+        r.data = b.bytes.data();
+        if (r.type == DType::q4_k) ref::q4k_dequant(b.bytes.data(), out, in, b.dequantized.data());
+        if (r.type == DType::q6_k) ref::q6k_dequant(b.bytes.data(), out, in, b.dequantized.data());
+        if (r.type == DType::q8_0) ref::q8_0_dequant(b.bytes.data(), out, in, b.dequantized.data());
+        if (r.type == DType::q4_0) ref::q4_0_dequant(b.bytes.data(), out, in, b.dequantized.data());
+    }
+    b.layer = make_linear("layer." + format, r, bias, opt);
+    return b;
+}
+
+double max_rel(const std::vector<float> &y, const std::vector<double> &ref) {
+    double worst = 0, scale = 1e-30;
+    for (size_t i = 0; i < y.size(); ++i) {
+        worst = std::max(worst, std::fabs(y[i] - ref[i]));
+        scale = std::max(scale, std::fabs(ref[i]));
+    }
+    return worst / scale;
+}
+
+const char *kFormats[] = {"f32", "f16", "int4g", "q4_k", "q6_k", "q8_0", "q4_0"};
+
+TEST(Layers, EveryFormatBothShapesBothStrategies) {
+    const int64_t out = 37, in = 512;
+    const auto w = weights(out, in);
+    const auto bias = random_floats(out);
+    for (const char *format : kFormats) {
+        for (Strategy s : {Strategy::fused, Strategy::eager_f32, Strategy::eager_f16}) {
+            SCOPED_TRACE(std::string(format) + " strategy " + std::to_string(static_cast<int>(s)));
+            Built b = build(format, w, out, in, bias.data(), LayerOptions{s, Memory::host});
+            for (std::vector<int64_t> lead : {std::vector<int64_t>{1}, {5}, {2, 3}}) {
+                int64_t tokens = 1;
+                for (auto d : lead) tokens *= d;
+                auto x = random_floats(tokens * in);
+                std::vector<float> y(tokens * out, nan_poison());
+                std::vector<int64_t> xs = lead, ys = lead;
+                xs.push_back(in);
+                ys.push_back(out);
+                b.layer->forward(ConstTensor{x.data(), xs}, Tensor{y.data(), ys});
+                std::vector<double> ref(tokens * out);
+                ref::dense_matmul(b.dequantized, out, in, x.data(), tokens, bias.data(), ref.data());
+                // Q4_K prefill runs Q8_K activations (8-bit x); eager f16 rounds weights to 11 bits.
+                const bool coarse = (std::string(format) == "q4_k" && tokens > 1 && s == Strategy::fused) ||
+                                    s == Strategy::eager_f16;
+                EXPECT_LT(max_rel(y, ref), coarse ? 2e-2 : 1e-5) << "tokens " << tokens;
+            }
+            const int64_t dense = s == Strategy::eager_f32 ? out * in * 4 : s == Strategy::eager_f16 ? out * in * 2 : -1;
+            if (dense > 0) EXPECT_EQ(b.layer->memory_bytes(), dense + out * 4);
+            EXPECT_TRUE(b.layer->has_bias());
+        }
+    }
+}
+
+TEST(Layers, ActivationPolicy) {
+    const int64_t out = 16, in = 512;
+    const auto w = weights(out, in);
+    Built b = build("q4_k", w, out, in, nullptr);
+    auto x = random_floats(3 * in);
+    std::vector<float> y32(3 * out), y8(3 * out);
+    ForwardOptions f32;
+    f32.activations = Activations::f32;
+    ForwardOptions q8;
+    q8.activations = Activations::q8;
+    b.layer->forward(ConstMatrix{x.data(), 3, in}, Matrix{y32.data(), 3, out}, f32);
+    b.layer->forward(ConstMatrix{x.data(), 3, in}, Matrix{y8.data(), 3, out}, q8);
+    std::vector<double> ref(3 * out);
+    ref::dense_matmul(b.dequantized, out, in, x.data(), 3, nullptr, ref.data());
+    EXPECT_LT(max_rel(y32, ref), 1e-5);
+    EXPECT_LT(max_rel(y8, ref), 2e-2);
+    Built q6 = build("q6_k", w, out, in, nullptr);
+    EXPECT_THROW(q6.layer->forward(ConstMatrix{x.data(), 3, in}, Matrix{y8.data(), 3, out}, q8), Error);
+}
+
+TEST(Layers, ShapeErrorsNameTheLayer) {
+    const auto w = weights(8, 256);
+    Built b = build("q4_k", w, 8, 256, nullptr);
+    std::vector<float> x(2 * 256), y(2 * 8);
+    try {
+        b.layer->forward(ConstTensor{x.data(), {2, 255}}, Tensor{y.data(), {2, 8}});
+        FAIL() << "no error";
+    } catch (const Error &e) {
+        EXPECT_NE(std::string(e.what()).find("layer 'layer.q4_k'"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("[2, 255]"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(b.layer->forward(ConstTensor{x.data(), {2, 256}}, Tensor{y.data(), {2, 7}}), Error);
+    EXPECT_THROW(b.layer->forward(ConstTensor{x.data(), {512}}, Tensor{y.data(), {8}}), Error);
+    WeightRef bad;
+    bad.type = DType::q4_k;
+    bad.data = x.data();
+    bad.out = 8;
+    bad.in = 100;
+    EXPECT_THROW(make_linear("bad", bad), Error);
+    bad.type = DType::u8;
+    bad.in = 64;
+    bad.group_size = 48;
+    EXPECT_THROW(make_linear("bad", bad), Error);  // no scales, group size without a kernel
+}
+
+TEST(Layers, ConcurrentCallsAgree) {
+    const int64_t out = 64, in = 1024;
+    const auto w = weights(out, in);
+    Built b = build("q4_k", w, out, in, nullptr);
+    auto x = random_floats(4 * in);
+    std::vector<float> expect(4 * out);
+    b.layer->forward(ConstMatrix{x.data(), 4, in}, Matrix{expect.data(), 4, out});
+    std::vector<std::vector<float>> ys(6, std::vector<float>(4 * out));
+    std::vector<std::thread> pool;
+    for (auto &y : ys) {
+        pool.emplace_back([&] {
+            for (int k = 0; k < 20; ++k) b.layer->forward(ConstMatrix{x.data(), 4, in}, Matrix{y.data(), 4, out});
+        });
+    }
+    for (auto &t : pool) t.join();
+    for (const auto &y : ys) EXPECT_EQ(y, expect);
+}
+
+// GQA shapes as in Qwen3-0.6B (scaled down): q_dim != hidden, kv_dim smaller.
+TEST(QKV, SeparateConcatenatedAndFusedAgree) {
+    const int64_t hidden = 512, q_dim = 768, kv_dim = 256;
+    for (const char *format : {"q4_k", "int4g", "q8_0"}) {
+        SCOPED_TRACE(format);
+        const auto wq = weights(q_dim, hidden), wk = weights(kv_dim, hidden), wv = weights(kv_dim, hidden);
+        const auto bq = random_floats(q_dim);
+        Built q = build(format, wq, q_dim, hidden, bq.data()), k = build(format, wk, kv_dim, hidden, nullptr),
+              v = build(format, wv, kv_dim, hidden, nullptr);
+        Built q2 = build(format, wq, q_dim, hidden, bq.data()), k2 = build(format, wk, kv_dim, hidden, nullptr),
+              v2 = build(format, wv, kv_dim, hidden, nullptr);
+        // Same random quantized bytes for the block formats without a quantizer.
+        auto concat = QKVProjection::separate(std::move(q.layer), std::move(k.layer), std::move(v.layer), true);
+        EXPECT_TRUE(concat.single_call());
+        auto three = QKVProjection::separate(std::move(q2.layer), std::move(k2.layer), std::move(v2.layer), false);
+        EXPECT_FALSE(three.single_call());
+        const int64_t tokens = 3, total = q_dim + 2 * kv_dim;
+        auto x = random_floats(tokens * hidden);
+        std::vector<float> y1(tokens * total, nan_poison()), y2(tokens * total, nan_poison());
+        ForwardOptions f32;
+        f32.activations = Activations::f32;
+        concat.forward(ConstTensor{x.data(), {tokens, hidden}}, Tensor{y1.data(), {tokens, total}}, f32);
+        three.forward(ConstTensor{x.data(), {tokens, hidden}}, Tensor{y2.data(), {tokens, total}}, f32);
+        std::vector<double> rq(tokens * q_dim), rk(tokens * kv_dim);
+        ref::dense_matmul(q.dequantized, q_dim, hidden, x.data(), tokens, bq.data(), rq.data());
+        ref::dense_matmul(k.dequantized, kv_dim, hidden, x.data(), tokens, nullptr, rk.data());
+        for (int64_t n = 0; n < tokens; ++n) {
+            for (int64_t r = 0; r < q_dim; ++r) EXPECT_NEAR(y1[n * total + r], rq[n * q_dim + r], 1e-4);
+            for (int64_t r = 0; r < kv_dim; ++r) EXPECT_NEAR(y1[n * total + q_dim + r], rk[n * kv_dim + r], 1e-4);
+        }
+        if (std::string(format) != "q8_0") {  // q8_0's random blocks differ between the two builds
+            for (size_t i = 0; i < y1.size(); ++i) ASSERT_NEAR(y1[i], y2[i], 1e-4) << i;
+        }
+        for (float f : y2) ASSERT_FALSE(std::isnan(f));
+    }
+    const auto w = weights(q_dim + 2 * kv_dim, hidden);
+    Built fused = build("q4_k", w, q_dim + 2 * kv_dim, hidden, nullptr);
+    EXPECT_NO_THROW(QKVProjection::fused(std::move(fused.layer), q_dim, kv_dim));
+    Built wrong = build("q4_k", w, q_dim + 2 * kv_dim, hidden, nullptr);
+    EXPECT_THROW(QKVProjection::fused(std::move(wrong.layer), q_dim, kv_dim + 1), Error);
+}
+
+TEST(Plan, ValidatesUpFrontNamingTheLayer) {
+    const std::vector<LayerShape> layers = {{"blk.0.attn_q.weight", 4096, 4096}, {"blk.0.ffn_down.weight", 4096, 14336},
+                                            {"odd.weight", 8, 100}};
+    auto plan = QuantPlan::parse("int4g:32", {"blk.0.ffn_down.weight=q4_k"});
+    EXPECT_NO_THROW(plan.validate(layers));
+    EXPECT_EQ(plan.for_layer("blk.0.ffn_down.weight").type, DType::q4_k);
+    auto expect_error = [&](const QuantPlan &p, const std::string &needle) {
+        try {
+            p.validate(layers);
+            ADD_FAILURE() << "no error for " << needle;
+        } catch (const Error &e) {
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+        }
+    };
+    expect_error(QuantPlan::parse("q4_k", {}), "odd.weight");                       // 100 is not whole super-blocks
+    expect_error(QuantPlan::parse("int4g:32", {"nope.weight=q4_k"}), "nope.weight");  // no such layer
+    expect_error(QuantPlan::parse("int4g:32", {"odd.weight=int4g:33"}), "group size");
+    expect_error(QuantPlan::parse("int4g:32", {"odd.weight=int4g:32:3"}), "bits");
+    EXPECT_THROW(QuantPlan::parse("q5_k", {}), Error);
+    EXPECT_THROW(QuantPlan::parse("int4g:x", {}), Error);
+}
+
+TEST(Quantizers, Int4gUsesTheWholeRangeAndSearchHelps) {
+    const int64_t out = 64, in = 512;
+    const auto w = weights(out, in);
+    const auto plain = quantize_int4g(w.data(), out, in, 32, false);
+    const auto searched = quantize_int4g(w.data(), out, in, 32, true);
+    EXPECT_LE(searched.rmse, plain.rmse);
+    // Plain recipe: each group's largest-magnitude weight lands on -8 exactly.
+    std::vector<float> back(out * in);
+    ref::int4g_dequant(plain.weight.data(), plain.scales.data(), out, in, 32, back.data());
+    for (int64_t g = 0; g < out * in / 32; ++g) {
+        int at = 0;
+        for (int i = 1; i < 32; ++i) {
+            if (std::fabs(w[g * 32 + i]) > std::fabs(w[g * 32 + at])) at = i;
+        }
+        const uint8_t byte = plain.weight[(g * 32 + at) / 2];
+        const int nib = (at % 2 == 0) ? (byte & 15) : (byte >> 4);
+        EXPECT_EQ(nib, 0) << "group " << g;  // nibble 0 is -8
+    }
+    EXPECT_NEAR(rmse(w.data(), back.data(), out * in), plain.rmse, 1e-9);
+}
+
+TEST(Quantizers, Q4KNoWorseThanMinMax) {
+    const int64_t out = 32, in = 1024;
+    const auto w = weights(out, in);
+    const auto ours = quantize_q4k(w.data(), out, in);
+    const auto plain = quantize_q4k_minmax(w.data(), out, in);
+    EXPECT_LE(ours.rmse, plain.rmse);
+    EXPECT_LT(ours.rmse, 0.05 * 0.1);  // well under a tenth of the weights' range
+    std::printf("[ qforge  ] Q4_K RMSE %.4g, plain min/max %.4g\n", ours.rmse, plain.rmse);
+}
+
+}  // namespace
+}  // namespace qforge::test
