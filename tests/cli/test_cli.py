@@ -1,0 +1,337 @@
+"""End-to-end tests of the qforge command line and of its file loaders.
+
+GGUF files come from gguf-py's GGUFWriter, safetensors files from the small
+independent writer below (json + struct, not qforge's). Dequantized values are
+compared bit for bit with gguf-py (GGUF types) or numpy (int4g); matmuls with
+a float64 numpy reference. Then a table of bad inputs, each with its expected
+error text and exit code, and no output file left behind.
+
+Usage: test_cli.py QFORGE_BINARY [unittest args]
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+import gguf
+from gguf.constants import GGMLQuantizationType as T
+
+QFORGE = None
+RNG = np.random.default_rng(int(os.environ.get("QF_SEED", "0")) or None)
+
+
+def run(*args, expect=0):
+    p = subprocess.run([QFORGE, *map(str, args)], capture_output=True, text=True)
+    if p.returncode != expect:
+        raise AssertionError(f"qforge {' '.join(map(str, args))}: exit {p.returncode}, expected {expect}\n"
+                             f"stdout:\n{p.stdout[-2000:]}\nstderr:\n{p.stderr[-2000:]}")
+    return p
+
+
+def write_safetensors(path, tensors, metadata=None, header_patch=None):
+    """tensors: name -> (dtype string, shape, raw bytes)."""
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    if header_patch:
+        header_patch(header)
+    text = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        b, end = e["data_offsets"]
+        dt = {"F32": np.float32, "F16": np.float16, "U8": np.uint8}[e["dtype"]]
+        out[name] = np.frombuffer(data[b:end], dtype=dt).reshape(e["shape"])
+    return out, header.get("__metadata__", {})
+
+
+def random_blocks(rows, cols, qtype, d_offset):
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    raw = RNG.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
+    d = (RNG.uniform(-0.02, 0.02, size=(rows, cols // block))).astype(np.float16).view(np.uint8).reshape(rows, cols // block, 2)
+    raw[:, :, d_offset:d_offset + 2] = d
+    if qtype == T.Q4_K:
+        raw[:, :, 2:4] = (RNG.uniform(0, 0.02, size=(rows, cols // block))).astype(np.float16).view(np.uint8).reshape(rows, cols // block, 2)
+    return raw.reshape(rows, -1)
+
+
+def int4g_dequant(w4, scales, in_, g):
+    lo, hi = (w4 & 15).astype(np.int32) - 8, (w4 >> 4).astype(np.int32) - 8
+    q = np.stack([lo, hi], axis=-1).reshape(w4.shape[0], in_)
+    s = np.repeat(scales.astype(np.float32), g, axis=1)[:, :in_]
+    return q.astype(np.float32) * s
+
+
+class Files(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.TemporaryDirectory()
+        d = cls.dir.name
+        cls.out, cls.in_ = 40, 512
+        # GGUF through gguf-py: one tensor of every type with a layer, a bias, metadata.
+        cls.gguf_path = os.path.join(d, "model.gguf")
+        w = gguf.GGUFWriter(cls.gguf_path, "llama")
+        w.add_uint32("test.count", 7)
+        w.add_string("test.name", "qforge")
+        w.add_float32("test.eps", 1e-5)
+        w.add_array("test.list", [1, 2, 3])
+        cls.dense = RNG.uniform(-0.05, 0.05, size=(cls.out, cls.in_)).astype(np.float32)
+        cls.bias = RNG.uniform(-1, 1, size=cls.out).astype(np.float32)
+        w.add_tensor("f32.weight", cls.dense)
+        w.add_tensor("f32.bias", cls.bias)
+        w.add_tensor("f16.weight", cls.dense.astype(np.float16))
+        w.add_tensor("q8_0.weight", gguf.quants.quantize(cls.dense, T.Q8_0), raw_dtype=T.Q8_0)
+        w.add_tensor("q4_0.weight", gguf.quants.quantize(cls.dense, T.Q4_0), raw_dtype=T.Q4_0)
+        w.add_tensor("q4_k.weight", random_blocks(cls.out, cls.in_, T.Q4_K, 0), raw_dtype=T.Q4_K)
+        w.add_tensor("q6_k.weight", random_blocks(cls.out, cls.in_, T.Q6_K, 208), raw_dtype=T.Q6_K)
+        w.add_tensor("norm.weight", np.ones(cls.in_, dtype=np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        cls.reader = gguf.GGUFReader(cls.gguf_path)
+        # safetensors, independent writer: dense f32/f16 and two int4g layers (with and without bias).
+        cls.st_path = os.path.join(d, "model.safetensors")
+        g, in4 = 32, 96
+        cls.w4 = RNG.integers(0, 256, size=(cls.out, in4 // 2), dtype=np.uint8)
+        cls.s4 = RNG.uniform(0.001, 0.01, size=(cls.out, in4 // g)).astype(np.float16)
+        cls.in4, cls.g = in4, g
+        write_safetensors(cls.st_path, {
+            "dense.weight": ("F32", cls.dense.shape, cls.dense.tobytes()),
+            "dense.bias": ("F32", cls.bias.shape, cls.bias.tobytes()),
+            "half.weight": ("F16", cls.dense.shape, cls.dense.astype(np.float16).tobytes()),
+            "lin.weight_4bit": ("U8", cls.w4.shape, cls.w4.tobytes()),
+            "lin.scales_4bit": ("F16", cls.s4.shape, cls.s4.tobytes()),
+            "lin.bias": ("F16", (cls.out,), cls.bias.astype(np.float16).tobytes()),
+            "nob.weight_4bit": ("U8", cls.w4.shape, cls.w4.tobytes()),
+            "nob.scales_4bit": ("F16", cls.s4.shape, cls.s4.tobytes()),
+        }, metadata={"format": "pt"})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dir.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.dir.name, name)
+
+    def dequant(self, file, tensor):
+        out = self.path("deq.f32")
+        run("dequant", file, "--tensor", tensor, "-o", out)
+        return np.fromfile(out, dtype=np.float32)
+
+    def test_inspect_gguf(self):
+        j = json.loads(run("inspect", self.gguf_path, "--json").stdout)
+        self.assertEqual(j["format"], "gguf")
+        self.assertEqual(j["version"], 3)
+        meta = {m["key"]: m["value"] for m in j["metadata"]}
+        self.assertEqual(meta["test.count"], "7")
+        self.assertEqual(meta["test.name"], "qforge")
+        self.assertEqual(meta["test.list"], "[1, 2, 3]")
+        ours = {t["name"]: t for t in j["tensors"]}
+        for t in self.reader.tensors:
+            self.assertIn(t.name, ours)
+            self.assertEqual(ours[t.name]["type"], t.tensor_type.name)
+            self.assertEqual(ours[t.name]["bytes"], int(t.n_bytes))
+            self.assertEqual(ours[t.name]["shape"], "x".join(str(int(s)) for s in reversed(t.shape)))
+        text = run("inspect", self.gguf_path).stdout
+        self.assertIn("q6_k.weight", text)
+
+    def test_inspect_safetensors(self):
+        j = json.loads(run("inspect", self.st_path, "--json").stdout)
+        self.assertEqual(j["format"], "safetensors")
+        names = {t["name"]: t for t in j["tensors"]}
+        self.assertEqual(names["lin.weight_4bit"]["type"], "U8")
+        self.assertEqual(names["lin.scales_4bit"]["shape"], f"{self.out}x{self.in4 // self.g}")
+
+    def test_dequant_gguf_bit_exact_with_gguf_py(self):
+        for t in self.reader.tensors:
+            if t.name == "norm.weight":
+                continue
+            with self.subTest(tensor=t.name):
+                ours = self.dequant(self.gguf_path, t.name)
+                theirs = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(-1)
+                self.assertTrue(np.array_equal(ours.view(np.uint32), theirs.view(np.uint32)))
+
+    def test_dequant_int4g(self):
+        ours = self.dequant(self.st_path, "lin").reshape(self.out, self.in4)
+        ref = int4g_dequant(self.w4, self.s4, self.in4, self.g)
+        self.assertTrue(np.array_equal(ours, ref))
+
+    def matmul(self, file, tensor, w, bias, tokens, activations="f32", tol=1e-5, extra=()):
+        x = RNG.uniform(-1, 1, size=(tokens, w.shape[1])).astype(np.float32)
+        xf, yf = self.path("x.f32"), self.path("y.f32")
+        x.tofile(xf)
+        run("matmul", file, "--tensor", tensor, "--input", xf, "--tokens", tokens, "-o", yf, "--activations",
+            activations, *extra)
+        y = np.fromfile(yf, dtype=np.float32).reshape(tokens, w.shape[0])
+        ref = x.astype(np.float64) @ w.astype(np.float64).T + (0 if bias is None else bias.astype(np.float64))
+        err = np.abs(y - ref).max() / np.abs(ref).max()
+        self.assertLess(err, tol, f"{tensor} tokens={tokens}")
+
+    def test_matmul_every_gguf_type(self):
+        for t in self.reader.tensors:
+            if t.name in ("norm.weight", "f32.bias"):
+                continue
+            w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(self.out, self.in_)
+            bias = self.bias if t.name == "f32.weight" else None
+            for tokens in (1, 5):
+                with self.subTest(tensor=t.name, tokens=tokens):
+                    self.matmul(self.gguf_path, t.name, w, bias, tokens)
+        w = gguf.quants.dequantize(self.reader.tensors[5].data, T.Q4_K).reshape(self.out, self.in_)
+        self.matmul(self.gguf_path, "q4_k.weight", w, None, 3, activations="q8", tol=3e-2)
+        self.matmul(self.gguf_path, "q4_k.weight", w, None, 2, extra=("--target", "x86-avx2"))
+
+    def test_matmul_safetensors(self):
+        ref = int4g_dequant(self.w4, self.s4, self.in4, self.g)
+        self.matmul(self.st_path, "lin", ref, self.bias.astype(np.float16).astype(np.float32), 4)
+        self.matmul(self.st_path, "nob", ref, None, 1)
+        self.matmul(self.st_path, "dense.weight", self.dense, self.bias, 3)
+        self.matmul(self.st_path, "half.weight", self.dense.astype(np.float16).astype(np.float32), None, 2)
+
+    def test_quantize_q4k_readable_by_gguf_py(self):
+        out = self.path("q.gguf")
+        j = json.loads(run("quantize", self.gguf_path, "-o", out, "--to", "q4_k", "--override", "f16.weight=f16",
+                           "--json").stdout)
+        self.assertLessEqual(j["q4_k_rmse"]["ours"], j["q4_k_rmse"]["minmax"])
+        r = gguf.GGUFReader(out)
+        types = {t.name: t.tensor_type for t in r.tensors}
+        self.assertEqual(types["f32.weight"], T.Q4_K)
+        self.assertEqual(types["f16.weight"], T.F16)
+        self.assertEqual(types["q6_k.weight"], T.Q6_K)  # copied unchanged
+        self.assertEqual(r.fields["test.name"].contents(), "qforge")
+        t = [t for t in r.tensors if t.name == "f32.weight"][0]
+        theirs = gguf.quants.dequantize(t.data, T.Q4_K).astype(np.float32).reshape(self.out, self.in_)
+        ours = self.dequant(out, "f32.weight").reshape(self.out, self.in_)
+        self.assertTrue(np.array_equal(ours, theirs))
+        rmse = np.sqrt(np.mean((theirs - self.dense) ** 2))
+        self.assertLess(rmse, 0.05 * 0.1)
+        self.assertTrue(any(abs(row["rmse"] - rmse) < 1e-6 for row in j["tensors"] if row["tensor"] == "f32.weight"))
+
+    def test_quantize_int4g(self):
+        out = self.path("q.safetensors")
+        run("quantize", self.st_path, "-o", out, "--to", "int4g:32")
+        tensors, meta = read_safetensors(out)
+        self.assertEqual(meta["dense.group_size"], "32")
+        ref = int4g_dequant(tensors["dense.weight_4bit"], tensors["dense.scales_4bit"], self.in_, 32)
+        self.assertLess(np.sqrt(np.mean((ref - self.dense) ** 2)), 0.05 * 0.15)
+        ours = self.dequant(out, "dense").reshape(self.out, self.in_)
+        self.assertTrue(np.array_equal(ours, ref))
+        self.assertIn("lin.weight_4bit", tensors)  # already int4g: copied
+
+    def test_bench_and_targets(self):
+        j = json.loads(run("bench", self.gguf_path, "--tokens", "1,3", "--threads", "1", "--json").stdout)
+        self.assertEqual(len(j["layers"]), 6 * 2)
+        self.assertEqual([t["tokens"] for t in j["totals"]], [1, 3])
+        j = json.loads(run("targets", "--json").stdout)
+        self.assertIn(j["dispatched"], [t["target"] for t in j["targets"]])
+        for cmd in ("demo", "inspect", "dequant", "matmul", "quantize", "bench", "targets"):
+            self.assertIn("Usage", run(cmd, "--help").stdout)
+
+    # ---- bad inputs: (file maker, command, exit code, text the error must contain) ----
+
+    def gguf_bytes(self):
+        with open(self.gguf_path, "rb") as f:
+            return bytearray(f.read())
+
+    def hand_gguf(self, tensors, data_bytes, version=3):
+        """A GGUF with no metadata and the given (name, dims, type, offset) tensor infos."""
+        b = bytearray(b"GGUF" + struct.pack("<IQQ", version, len(tensors), 0))
+        for name, dims, ttype, off in tensors:
+            b += struct.pack("<Q", len(name)) + name.encode() + struct.pack("<I", len(dims))
+            b += b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", ttype, off)
+        b += bytes((-len(b)) % 32) + bytes(data_bytes)
+        return b
+
+    def test_bad_inputs(self):
+        good = self.gguf_bytes()
+        st_tensors = {"lin.weight_4bit": ("U8", (4, 16), bytes(64)), "lin.scales_4bit": ("F16", (4, 1), bytes(8))}
+
+        def st(patch=None, tensors=None):
+            return lambda p: write_safetensors(p, tensors or st_tensors, header_patch=patch)
+
+        def raw(b):
+            def make(p):
+                with open(p, "wb") as f:
+                    f.write(bytes(b))
+            return make
+
+        cases = [
+            ("truncated GGUF", raw(good[:100]), ["inspect"], "at byte"),
+            ("truncated GGUF data", raw(good[:-100]), ["inspect"], "past the end of the file"),
+            ("not a model file", raw(b"hello world, this is not a model"), ["inspect"], "header length"),
+            ("tensor offset past the end", raw(self.hand_gguf([("a.weight", (32, 2), 0, 4096)], bytes(256))),
+             ["inspect"], "past the end of the file"),
+            ("overlapping tensors", raw(self.hand_gguf([("a.weight", (32, 2), 0, 0), ("b.weight", (32, 2), 0, 128)],
+                                                       bytes(512))), ["inspect"], "overlap"),
+            ("unknown ggml type", raw(self.hand_gguf([("a.weight", (32, 2), 99, 0)], bytes(256))), ["inspect"],
+             "unknown ggml type 99"),
+            ("GGUF version 1", raw(self.hand_gguf([], b"", version=1)), ["inspect"], "version 1"),
+            ("wrong dtype", st(lambda h: h["lin.weight_4bit"].update(dtype="Q9")), ["inspect"], "unsupported dtype 'Q9'"),
+            ("shape mismatch", st(lambda h: h["lin.weight_4bit"].update(shape=[4, 17])), ["inspect"], "needs 68 bytes"),
+            ("safetensors offsets past the end", st(lambda h: h["lin.scales_4bit"].update(data_offsets=[64, 999])),
+             ["inspect"], "past the end of the file"),
+            ("int4g scales of the wrong shape",
+             st(tensors={"lin.weight_4bit": ("U8", (4, 16), bytes(64)), "lin.scales_4bit": ("F16", (3, 1), bytes(6))}),
+             ["dequant", "--tensor", "lin", "-o", "OUT"], "scales_4bit"),
+            ("int4g bias of the wrong shape",
+             st(tensors={**st_tensors, "lin.bias": ("F32", (5,), bytes(20))}),
+             ["matmul", "--tensor", "lin", "--input", "X1x32", "--tokens", "1", "-o", "OUT"], "bias"),
+            ("no such tensor", raw(good), ["dequant", "--tensor", "nope.weight", "-o", "OUT"], "no tensor named 'nope.weight'"),
+            ("X of the wrong size", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x32", "--tokens", "1",
+                                                "-o", "OUT"], "needs 512 f32 values"),
+            ("tokens = 0", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x32", "--tokens", "0",
+                                       "-o", "OUT"], "at least 1"),
+            ("q8 activations on Q6_K", raw(good), ["matmul", "--tensor", "q6_k.weight", "--input", "X1x512", "--tokens", "1",
+                                                   "--activations", "q8", "-o", "OUT"], "q8 is for Q4_K"),
+            ("unknown target", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x512", "--tokens", "1",
+                                           "--target", "x86-avx1024", "-o", "OUT"], "x86-avx1024"),
+            ("plan: unknown layer", raw(good), ["quantize", "-o", "OUT", "--to", "q4_k", "--override", "zz.weight=q4_k"],
+             "no such layer"),
+            ("plan: odd group size", raw(good), ["quantize", "-o", "OUT", "--to", "int4g:33"], "group size"),
+            ("plan: int4g into GGUF", raw(good), ["quantize", "-o", "OUT", "--to", "q4_k", "--override", "f32.weight=int4g"],
+             "cannot go into the GGUF"),
+        ]
+        np.zeros(32, np.float32).tofile(self.path("X1x32"))
+        np.zeros(512, np.float32).tofile(self.path("X1x512"))
+        for name, make, cmd, needle in cases:
+            with self.subTest(case=name):
+                f, out = self.path("bad.bin"), self.path("out.bin")
+                if os.path.exists(out):
+                    os.remove(out)
+                make(f)
+                args = [a.replace("OUT", out).replace("X1x32", self.path("X1x32")).replace("X1x512", self.path("X1x512"))
+                        for a in cmd]
+                p = run(args[0], f, *args[1:], expect=1)
+                self.assertIn(needle, p.stderr)
+                self.assertTrue(p.stderr.startswith("qforge: error:"), p.stderr)
+                self.assertFalse(os.path.exists(out), "a partial output file was left behind")
+                self.assertFalse(any(n.endswith(".qforge-tmp") for n in os.listdir(self.dir.name)))
+        # Usage errors exit with 2.
+        run("matmul", expect=2)
+        run("frobnicate", expect=2)
+
+
+if __name__ == "__main__":
+    QFORGE = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
