@@ -128,7 +128,7 @@ private:
 // Q4_K, Q6_K, Q8_0 and Q4_0: one class per format for readable call sites.
 class BlockLinear : public LinearLayer {
 public:
-    BlockLinear(std::string name, const WeightRef &w, const float *bias, const LayerOptions &opt);
+    BlockLinear(std::string name, const WeightRef &w, const float *bias = nullptr, const LayerOptions &opt = {});
 private:
     void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const override;
     void dequantize_to(float *w) const override;
