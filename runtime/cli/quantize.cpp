@@ -95,15 +95,7 @@ int quantize(const QuantizeArgs &a, const Common &c) {
             table.add({t->name, shape, to_string(t->type), f.to_string(), q.rmse, ""});
         } else {
             // f16 / f32 pass-through at the requested precision.
-            std::vector<uint8_t> bytes;
-            if (f.type == DType::f32) {
-                bytes.resize(w.size() * 4);
-                std::memcpy(bytes.data(), w.data(), bytes.size());
-            } else {
-                bytes.resize(w.size() * 2);
-                auto *h = reinterpret_cast<uint16_t *>(bytes.data());
-                for (size_t i = 0; i < w.size(); ++i) h[i] = f32_to_f16_bits(w[i]);
-            }
+            const std::vector<uint8_t> bytes = f32_to_bytes(f.type, w);
             if (to_gguf) gw.add_tensor(t->name, f.type, t->shape, bytes.data(), bytes.size());
             else sw.add_tensor(t->name, f.type, t->shape, bytes.data(), bytes.size());
             table.add({t->name, shape, to_string(t->type), to_string(f.type), 0.0, ""});

@@ -72,14 +72,7 @@ void LinearLayer::finish_load() {
     if (opt_.strategy != Strategy::fused) {
         std::vector<float> w(out_ * in_);
         dequantize_to(w.data());
-        if (opt_.strategy == Strategy::eager_f32) {
-            dense_.resize(w.size() * 4);
-            std::memcpy(dense_.data(), w.data(), dense_.size());
-        } else {
-            dense_.resize(w.size() * 2);
-            auto *h = reinterpret_cast<uint16_t *>(dense_.data());
-            for (size_t i = 0; i < w.size(); ++i) h[i] = f32_to_f16_bits(w[i]);
-        }
+        dense_ = f32_to_bytes(opt_.strategy == Strategy::eager_f32 ? DType::f32 : DType::f16, w);
     }
     if (opt_.memory == Memory::cuda) {
         const internal::CudaDevice &d = internal::cuda_device();

@@ -80,6 +80,22 @@ std::vector<float> to_f32(DType type, const void *data, int64_t n) {
     return out;
 }
 
+std::vector<uint8_t> f32_to_bytes(DType type, const std::vector<float> &v) {
+    std::vector<uint8_t> bytes;
+    if (type == DType::f32) {
+        bytes.resize(v.size() * 4);
+        if (!v.empty()) std::memcpy(bytes.data(), v.data(), bytes.size());
+        return bytes;
+    }
+    if (type != DType::f16) throw Error("f32_to_bytes: " + to_string(type) + " is not F32 or F16");
+    bytes.resize(v.size() * 2);
+    for (size_t i = 0; i < v.size(); ++i) {
+        const uint16_t h = f32_to_f16_bits(v[i]);
+        std::memcpy(bytes.data() + 2 * i, &h, 2);
+    }
+    return bytes;
+}
+
 double rmse(const float *a, const float *b, int64_t n) {
     double s = 0;
     for (int64_t i = 0; i < n; ++i) s += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);

@@ -12,6 +12,8 @@ namespace qforge {
 // Any of F32, F16, BF16 elements -> f32. Throws Error for other types.
 std::vector<float> to_f32(DType type, const void *data, int64_t elements);
 uint16_t f32_to_f16_bits(float v);   // round to nearest even
+// f32 values as the little-endian bytes of F32 or F16 (rounded to nearest even).
+std::vector<uint8_t> f32_to_bytes(DType type, const std::vector<float> &v);
 float f16_bits_to_f32(uint16_t bits);
 
 struct Int4gQuantized {
