@@ -8,7 +8,9 @@
 
 #include <benchmark/benchmark.h>
 
+#include <map>
 #include <random>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -21,20 +23,29 @@ struct Shape {
 
 std::unique_ptr<LinearLayer> layer(const std::string &format, int64_t out, int64_t in, std::vector<uint8_t> &bytes,
                                    std::vector<uint16_t> &scales) {
-    std::mt19937 g(out + in);
-    std::normal_distribution<float> n(0, 0.02f);
-    std::vector<float> w(out * in);
-    for (auto &v : w) v = n(g);
+    // Quantized once per shape; the rotating copies share its values.
+    static std::map<std::tuple<std::string, int64_t, int64_t>, std::pair<std::vector<uint8_t>, std::vector<uint16_t>>> cache;
+    auto &cached = cache[{format, out, in}];
+    if (cached.first.empty()) {
+        std::mt19937 g(out + in);
+        std::normal_distribution<float> n(0, 0.02f);
+        std::vector<float> w(out * in);
+        for (auto &v : w) v = n(g);
+        if (format == "q4_k") {
+            cached.first = quantize_q4k(w.data(), out, in).data;
+        } else {
+            auto q = quantize_int4g(w.data(), out, in, 128, false);
+            cached = {std::move(q.weight), std::move(q.scales)};
+        }
+    }
+    bytes = cached.first;
+    scales = cached.second;
     WeightRef r;
     r.out = out;
     r.in = in;
     if (format == "q4_k") {
-        bytes = quantize_q4k(w.data(), out, in).data;
         r.type = DType::q4_k;
     } else {
-        auto q = quantize_int4g(w.data(), out, in, 128, false);
-        bytes = std::move(q.weight);
-        scales = std::move(q.scales);
         r.type = DType::u8;
         r.scales = scales.data();
         r.group_size = 128;
