@@ -1,12 +1,15 @@
 // Layer-level benchmarks: the QKV projection of Llama-3.1-8B (4096 -> 4096 +
 // 2 x 1024) and Qwen3-0.6B (1024 -> 2048 + 2 x 1024) as one call over
 // concatenated rows versus three calls, for Q4_K and int4g, decode and
-// prefill. Eight copies of the weights rotate so that decode is not
-// cache-resident.
+// prefill; and the attention RMSNorm fused into that QKV call versus a
+// separate norm pass that writes the normalised x first. Eight copies of the
+// weights rotate so that decode is not cache-resident.
 #include "qforge/qkv.h"
 #include "qforge/quantize.h"
 
 #include <benchmark/benchmark.h>
+
+#include <cmath>
 
 #include <map>
 #include <random>
@@ -54,22 +57,64 @@ std::unique_ptr<LinearLayer> layer(const std::string &format, int64_t out, int64
     return make_linear(format, r);
 }
 
-void bench_qkv(benchmark::State &state, std::string format, Shape s, bool concatenate, int64_t tokens) {
-    constexpr int kCopies = 8;
-    std::vector<std::vector<uint8_t>> bytes(3 * kCopies);
-    std::vector<std::vector<uint16_t>> scales(3 * kCopies);
+// Rotating copies of one QKV projection, so that decode is not cache-resident.
+struct Rotating {
+    static constexpr int kCopies = 8;
+    std::vector<std::vector<uint8_t>> bytes = std::vector<std::vector<uint8_t>>(3 * kCopies);
+    std::vector<std::vector<uint16_t>> scales = std::vector<std::vector<uint16_t>>(3 * kCopies);
     std::vector<QKVProjection> projs;
-    for (int c = 0; c < kCopies; ++c) {
-        projs.push_back(QKVProjection::separate(layer(format, s.q, s.hidden, bytes[3 * c], scales[3 * c]),
-                                                layer(format, s.kv, s.hidden, bytes[3 * c + 1], scales[3 * c + 1]),
-                                                layer(format, s.kv, s.hidden, bytes[3 * c + 2], scales[3 * c + 2]),
-                                                concatenate));
+    size_t next = 0;
+    Rotating(const std::string &format, Shape s, bool concatenate) {
+        for (int c = 0; c < kCopies; ++c) {
+            projs.push_back(QKVProjection::separate(layer(format, s.q, s.hidden, bytes[3 * c], scales[3 * c]),
+                                                    layer(format, s.kv, s.hidden, bytes[3 * c + 1], scales[3 * c + 1]),
+                                                    layer(format, s.kv, s.hidden, bytes[3 * c + 2], scales[3 * c + 2]),
+                                                    concatenate));
+        }
     }
+    const QKVProjection &operator()() { return projs[next++ % kCopies]; }
+};
+
+void bench_qkv(benchmark::State &state, std::string format, Shape s, bool concatenate, int64_t tokens) {
+    Rotating projs(format, s, concatenate);
     const int64_t total = s.q + 2 * s.kv;
     std::vector<float> x(tokens * s.hidden, 0.25f), y(tokens * total);
-    size_t i = 0;
     for (auto _ : state) {
-        projs[i++ % kCopies].forward({x.data(), {tokens, s.hidden}}, {y.data(), {tokens, total}});
+        projs().forward({x.data(), {tokens, s.hidden}}, {y.data(), {tokens, total}});
+        benchmark::DoNotOptimize(y.data());
+    }
+    state.counters["GFLOP/s"] = benchmark::Counter(2.0 * tokens * total * s.hidden, benchmark::Counter::kIsIterationInvariantRate,
+                                                   benchmark::Counter::kIs1000);
+}
+
+// RMSNorm as an engine without fusion runs it: one pass writing x-hat.
+void rms_norm(const float *x, const float *gamma, int64_t tokens, int64_t in, float eps, float *out) {
+    for (int64_t t = 0; t < tokens; ++t) {
+        const float *row = x + t * in;
+        float ss = 0;
+        for (int64_t c = 0; c < in; ++c) ss += row[c] * row[c];
+        const float inv = 1.0f / std::sqrt(ss / static_cast<float>(in) + eps);
+        for (int64_t c = 0; c < in; ++c) out[t * in + c] = row[c] * inv * gamma[c];
+    }
+}
+
+void bench_norm_qkv(benchmark::State &state, std::string format, Shape s, bool fused, int64_t tokens) {
+    Rotating projs(format, s, true);
+    const int64_t total = s.q + 2 * s.kv;
+    std::vector<float> x(tokens * s.hidden), xn(tokens * s.hidden), gamma(s.hidden), y(tokens * total);
+    std::mt19937 g(7);
+    std::normal_distribution<float> n(0.1f, 1.0f);
+    for (auto &v : x) v = n(g);
+    for (auto &v : gamma) v = 1.0f + 0.1f * n(g);
+    const Norm norm{Norm::Kind::rms, gamma.data(), nullptr, 1e-5f};
+    for (auto _ : state) {
+        const QKVProjection &p = projs();
+        if (fused) {
+            p.forward({x.data(), {tokens, s.hidden}, &norm}, {y.data(), {tokens, total}});
+        } else {
+            rms_norm(x.data(), gamma.data(), tokens, s.hidden, 1e-5f, xn.data());
+            p.forward({xn.data(), {tokens, s.hidden}}, {y.data(), {tokens, total}});
+        }
         benchmark::DoNotOptimize(y.data());
     }
     state.counters["GFLOP/s"] = benchmark::Counter(2.0 * tokens * total * s.hidden, benchmark::Counter::kIsIterationInvariantRate,
@@ -88,6 +133,17 @@ const int registered = [] {
                         ->Unit(benchmark::kMillisecond)
                         ->UseRealTime();
                 }
+            }
+        }
+    }
+    for (const char *format : {"q4_k", "int4g"}) {
+        for (int64_t tokens : {1, 32}) {
+            for (bool fused : {true, false}) {
+                const std::string name = std::string("rmsnorm_qkv/llama-3.1-8b/") + format + "/tokens:" +
+                                         std::to_string(tokens) + (fused ? "/fused" : "/separate_pass");
+                benchmark::RegisterBenchmark(name.c_str(), bench_norm_qkv, format, Shape{4096, 4096, 1024}, fused, tokens)
+                    ->Unit(benchmark::kMillisecond)
+                    ->UseRealTime();
             }
         }
     }

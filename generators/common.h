@@ -15,35 +15,6 @@ inline void check(bool ok, const std::string &what) {
     if (!ok) throw CompileError("qforge: " + what);
 }
 
-// Base of every qforge generator. The algorithm lives in the subclass; the
-// knobs live here so that a tuner can set any of them on any kernel from the
-// generator command line (e.g. `tile_rows=8`) without editing code. 0 means
-// "the schedule's default for this target".
-template <typename T>
-class KernelGenerator : public Generator<T> {
-public:
-    GeneratorParam<std::string> mode{"mode", "decode"};  // decode | prefill: which schedule
-    GeneratorParam<int> vector_width{"vector_width", 0}; // lanes of the widest type
-    GeneratorParam<int> tile_rows{"tile_rows", 0};       // output rows per register tile
-    GeneratorParam<int> tile_tokens{"tile_tokens", 0};   // tokens per register tile
-    GeneratorParam<int> rows_per_task{"rows_per_task", 0};  // rows per parallel task
-    GeneratorParam<int> unroll{"unroll", 0};             // unroll of the reduction loop
-
-protected:
-    Knobs knobs() const {
-        Knobs k;
-        k.prefill = std::string(mode) == "prefill";
-        check(k.prefill || std::string(mode) == "decode",
-              "mode must be decode or prefill, not " + std::string(mode));
-        k.vector_width = vector_width;
-        k.tile_rows = tile_rows;
-        k.tile_tokens = tile_tokens;
-        k.rows_per_task = rows_per_task;
-        k.unroll = unroll;
-        return k;
-    }
-};
-
 // IEEE binary16 bits (uint16) to f32, exactly.
 inline Expr f16_bits_to_f32(const Expr &bits) {
     return cast<float>(reinterpret(Float(16), cast<uint16_t>(bits)));
@@ -71,5 +42,79 @@ Func clamp_outer(const T &in) {
 inline Expr bias_or_zero(const Func &bias, const Expr &has_bias, const Expr &extent, const Expr &r) {
     return select(has_bias, bias(clamp(r, 0, extent - 1)), 0.0f);
 }
+
+// Base of every qforge generator. The algorithm lives in the subclass; the
+// knobs live here so that a tuner can set any of them on any kernel from the
+// generator command line (e.g. `tile_rows=8`) without editing code. 0 means
+// "the schedule's default for this target".
+template <typename T>
+class KernelGenerator : public Generator<T> {
+public:
+    GeneratorParam<std::string> mode{"mode", "decode"};  // decode | prefill: which schedule
+    GeneratorParam<int> vector_width{"vector_width", 0}; // lanes of the widest type
+    GeneratorParam<int> tile_rows{"tile_rows", 0};       // output rows per register tile
+    GeneratorParam<int> tile_tokens{"tile_tokens", 0};   // tokens per register tile
+    GeneratorParam<int> rows_per_task{"rows_per_task", 0};  // rows per parallel task
+    GeneratorParam<int> unroll{"unroll", 0};             // unroll of the reduction loop
+    // true: the activations pass through RMSNorm or LayerNorm first (see
+    // activations()), and the kernel takes four more inputs after its own:
+    // norm_weight [in], norm_bias [in] (or one element), layer_norm, eps.
+    GeneratorParam<bool> norm{"norm", false};
+
+    void configure() {
+        if (!norm) return;
+        norm_weight_ = this->template add_input<Buffer<float, 1>>("norm_weight");
+        norm_bias_ = this->template add_input<Buffer<float, 1>>("norm_bias");
+        layer_norm_ = this->template add_input<bool>("layer_norm");
+        eps_ = this->template add_input<float>("eps");
+    }
+
+protected:
+    // The activations a kernel reads: x (outer dimension clamped), or with
+    // norm=true x normalised per token,
+    //   RMSNorm:   x * inv(n) * weight,                inv = 1/sqrt(mean(x^2) + eps)
+    //   LayerNorm: (x - mean(n)) * inv(n) * weight + bias, inv = 1/sqrt(var(x) + eps)
+    // The normalised values are an inline expression, computed where the
+    // kernel consumes them: only the per-token statistics are ever stored.
+    Func activations(const GeneratorInput<Buffer<float, 2>> &x) {
+        Func x_ = clamp_outer(x);
+        if (!norm) return x_;
+        NormFuncs f;
+        Var c("c"), n = f.n;
+        Expr in = x.dim(0).extent();
+        RDom e(0, in, "e");
+        f.sum(n) = 0.0f;
+        f.sum(n) += x_(e, n);
+        f.mean(n) = select(*layer_norm_, f.sum(n) / cast<float>(in), 0.0f);
+        f.sq(n) = 0.0f;
+        f.sq(n) += (x_(e, n) - f.mean(n)) * (x_(e, n) - f.mean(n));
+        f.inv(n) = 1.0f / sqrt(f.sq(n) / cast<float>(in) + *eps_);
+        f.reduction = e;
+        schedule_family_for(this->get_target()).norm_stats(f, this->get_target(), knobs());
+        const GeneratorInput<Buffer<float, 1>> &beta = *norm_bias_;
+        Func normed("normed");
+        normed(c, n) = (x_(c, n) - f.mean(n)) * f.inv(n) * (*norm_weight_)(c) +
+                       select(*layer_norm_, beta(clamp(c, 0, beta.dim(0).extent() - 1)), 0.0f);
+        return normed;
+    }
+
+    Knobs knobs() const {
+        Knobs k;
+        k.prefill = std::string(mode) == "prefill";
+        check(k.prefill || std::string(mode) == "decode",
+              "mode must be decode or prefill, not " + std::string(mode));
+        k.vector_width = vector_width;
+        k.tile_rows = tile_rows;
+        k.tile_tokens = tile_tokens;
+        k.rows_per_task = rows_per_task;
+        k.unroll = unroll;
+        return k;
+    }
+
+private:
+    GeneratorInput<Buffer<float, 1>> *norm_weight_ = nullptr, *norm_bias_ = nullptr;
+    GeneratorInput<bool> *layer_norm_ = nullptr;
+    GeneratorInput<float> *eps_ = nullptr;
+};
 
 }  // namespace qforge

@@ -19,7 +19,7 @@ public:
         check(weight.type() == Float(32) || weight.type() == Float(16), "weight.type must be float32 or float16");
         const int G = group_size;
         Func weight_ = clamp_outer(weight);
-        Func x_ = clamp_outer(x);
+        Func x_ = activations(x);
         GroupMatmulFuncs f;
         f.group_size = G;
         f.interleave = 1;

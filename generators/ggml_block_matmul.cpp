@@ -17,7 +17,7 @@ public:
     void generate() {
         const GGMLBlockFormat fmt = ggml_block_format(format);
         Func weight_ = clamp_outer(weight);
-        Func x_ = clamp_outer(x);
+        Func x_ = activations(x);
         GroupMatmulFuncs f;
         f.group_size = fmt.block;
         f.interleave = fmt.interleave;

@@ -18,7 +18,7 @@ public:
     void generate() {
         Func weight_ = clamp_outer(weight);
         Func scales_ = clamp_outer(scales);
-        Func x_ = clamp_outer(x);
+        Func x_ = activations(x);
         const int G = group_size;
         check(G >= 2 && G % 2 == 0, "group_size must be even and >= 2");
         GroupMatmulFuncs f;

@@ -16,7 +16,7 @@ public:
 
     void generate() {
         Func weight_ = clamp_outer(weight);
-        Func x_ = clamp_outer(x);
+        Func x_ = activations(x);
         Q4KMatmulF32Funcs f;
         Var r = f.r, n = f.n, l = f.l, j = f.j, b = f.b;
         Q4KRow w{weight_};

@@ -15,17 +15,18 @@ public:
     Output<Buffer<int16_t, 2>> bsums{"bsums"}; // [in/16, tokens]
 
     void generate() {
+        Func xn = activations(x);  // with norm=true: the normalised x, never stored
         Q8KQuantizeFuncs f;
         Var c = f.c, b = f.b, g = f.g, n = f.n;
         RDom e(0, 256, "e");
         f.amax(b, n) = 0.0f;
-        f.amax(b, n) = max(f.amax(b, n), abs(x(b * 256 + e, n)));
+        f.amax(b, n) = max(f.amax(b, n), abs(xn(b * 256 + e, n)));
         f.first(b, n) = 255;
-        f.first(b, n) = min(f.first(b, n), select(abs(x(b * 256 + e, n)) == f.amax(b, n), e, 255));
-        Expr x_max = x(b * 256 + clamp(f.first(b, n), 0, 255), n);
+        f.first(b, n) = min(f.first(b, n), select(abs(xn(b * 256 + e, n)) == f.amax(b, n), e, 255));
+        Expr x_max = xn(b * 256 + clamp(f.first(b, n), 0, 255), n);
         f.iscale(b, n) = select(f.amax(b, n) == 0.0f, 0.0f, -127.0f / x_max);
 
-        Expr v = cast<int32_t>(round(f.iscale(c / 256, n) * x(c, n)));
+        Expr v = cast<int32_t>(round(f.iscale(c / 256, n) * xn(c, n)));
         qs(c, n) = cast<int8_t>(min(127, v));
         d(b, n) = select(f.amax(b, n) == 0.0f, 0.0f, 1.0f / f.iscale(b, n));
         RDom t(0, 16, "t");

@@ -25,6 +25,7 @@ const ScheduleFamily arm_family = {
     cpu::q4k_matmul_f32<kArm>,
     cpu::q8k_quantize<kArm>,
     cpu::q4k_matmul_q8<kArm>,
+    cpu::norm_stats<kArm>,
 };
 const RegisterScheduleFamily registered{&arm_family};
 

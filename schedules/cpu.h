@@ -191,6 +191,25 @@ void q8k_quantize(Q8KQuantizeFuncs &f, const Target &t, const Knobs &k) {
     f.bsums.update().parallel(f.n);
 }
 
+// Statistics of a fused norm, once per call before the kernel (every
+// normalised value needs them): per token, vector partial sums of x and of
+// its squared deviations, then two scalars.
+template <const Tuning &D>
+void norm_stats(NormFuncs &f, const Target &t, const Knobs &k) {
+    const int V = f32_lanes(t, k);
+    for (Func s : {f.sum, f.sq}) {
+        RVar eo("eo"), ei("ei");
+        Var u("u");
+        Func intm = s.update().split(f.reduction.x, eo, ei, V, kGuard).rfactor(ei, u);
+        s.compute_root().parallel(f.n);
+        s.update().parallel(f.n);
+        intm.compute_at(s, f.n).vectorize(u);
+        intm.update().vectorize(u);
+    }
+    f.mean.compute_root();
+    f.inv.compute_root();
+}
+
 template <const Tuning &D>
 void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
     const int tile_rows = pick(k.tile_rows, k.prefill ? D.prefill_tile_rows : D.decode_tile_rows);

@@ -169,10 +169,25 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &, const Knobs &k) {
     f.bmin.update().unroll(f.sub);
 }
 
+// Statistics of a fused norm: a block per token whose 32 threads sum
+// interleaved columns (coalesced loads), then one thread adds their sums.
+// mean and 1/std stay inline: scalars per token, hoisted out of the loops.
+void norm_stats(NormFuncs &f, const Target &, const Knobs &) {
+    for (Func s : {f.sum, f.sq}) {
+        RVar eo("eo"), ei("ei");
+        Var u("u");
+        Func intm = s.update().split(f.reduction.x, eo, ei, kWarp, kGuard).rfactor(ei, u);
+        s.compute_root().gpu_blocks(f.n);
+        s.update().gpu_blocks(f.n);
+        intm.compute_at(s, f.n).gpu_threads(u);
+        intm.update().gpu_threads(u);
+    }
+}
+
 bool is_cuda(const Target &t) { return t.has_feature(Target::CUDA); }
 
 const ScheduleFamily cuda_family = {
-    "cuda", is_cuda, dequant, group_matmul, q4k_matmul_f32, q8k_quantize, q4k_matmul_q8,
+    "cuda", is_cuda, dequant, group_matmul, q4k_matmul_f32, q8k_quantize, q4k_matmul_q8, norm_stats,
 };
 const RegisterScheduleFamily registered{&cuda_family};
 

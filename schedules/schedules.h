@@ -68,6 +68,15 @@ struct Q4KMatmulQ8Funcs {
     Halide::RDom t, sub, main, mins;
 };
 
+// Per-token statistics of a fused RMSNorm/LayerNorm: sum and sq reduce
+// over `reduction` (the columns of x); mean and inv are scalars of them.
+// The normalised x itself is never a Func to schedule: it stays inline.
+struct NormFuncs {
+    Halide::Func sum{"norm_sum"}, mean{"norm_mean"}, sq{"norm_sq"}, inv{"norm_inv"};
+    Halide::Var n{"n"};
+    Halide::RDom reduction;
+};
+
 // One target family's schedules. Families register themselves statically.
 struct ScheduleFamily {
     const char *name;
@@ -77,6 +86,7 @@ struct ScheduleFamily {
     void (*q4k_matmul_f32)(Q4KMatmulF32Funcs &, const Halide::Target &, const Knobs &);
     void (*q8k_quantize)(Q8KQuantizeFuncs &, const Halide::Target &, const Knobs &);
     void (*q4k_matmul_q8)(Q4KMatmulQ8Funcs &, const Halide::Target &, const Knobs &);
+    void (*norm_stats)(NormFuncs &, const Halide::Target &, const Knobs &);
 };
 
 inline std::vector<const ScheduleFamily *> &schedule_families() {

@@ -24,6 +24,7 @@ const ScheduleFamily x86_family = {
     cpu::q4k_matmul_f32<kX86>,
     cpu::q8k_quantize<kX86>,
     cpu::q4k_matmul_q8<kX86>,
+    cpu::norm_stats<kX86>,
 };
 const RegisterScheduleFamily registered{&x86_family};
 

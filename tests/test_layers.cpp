@@ -3,6 +3,7 @@
 // separate, concatenated), the quantization plan, quantizers, and
 // concurrent calls.
 #include "test_util.h"
+#include "layer_util.h"
 
 #include "qforge/layers.h"
 #include "qforge/plan.h"
@@ -13,66 +14,6 @@
 
 namespace qforge::test {
 namespace {
-
-std::vector<float> weights(int64_t out, int64_t in) { return random_floats(out * in, -0.05f, 0.05f); }
-
-// A layer of `format` built from w, kept together with its storage.
-struct Built {
-    std::vector<uint8_t> bytes;
-    std::vector<uint16_t> halves;
-    Int4gQuantized i4;
-    std::unique_ptr<LinearLayer> layer;
-    std::vector<float> dequantized;  // what the layer computes with, [out, in]
-};
-
-Built build(const std::string &format, const std::vector<float> &w, int64_t out, int64_t in, const float *bias,
-            const LayerOptions &opt = {}) {
-    Built b;
-    WeightRef r;
-    r.out = out;
-    r.in = in;
-    b.dequantized.resize(out * in);
-    if (format == "f32") {
-        r.type = DType::f32;
-        r.data = w.data();
-        b.dequantized = w;
-    } else if (format == "f16") {
-        b.halves.resize(w.size());
-        for (size_t i = 0; i < w.size(); ++i) b.halves[i] = f16(w[i]);
-        for (size_t i = 0; i < w.size(); ++i) b.dequantized[i] = ref::f16_to_f32(b.halves[i]);
-        r.type = DType::f16;
-        r.data = b.halves.data();
-    } else if (format == "int4g") {
-        b.i4 = quantize_int4g(w.data(), out, in, 32);
-        r.type = DType::u8;
-        r.data = b.i4.weight.data();
-        r.scales = b.i4.scales.data();
-        r.group_size = 32;
-        ref::int4g_dequant(b.i4.weight.data(), b.i4.scales.data(), out, in, 32, b.dequantized.data());
-    } else {
-        r.type = format == "q4_k" ? DType::q4_k : format == "q6_k" ? DType::q6_k : format == "q8_0" ? DType::q8_0 : DType::q4_0;
-        const BlockShape s = block_shape(r.type);
-        if (r.type == DType::q4_k) {
-            b.bytes = quantize_q4k(w.data(), out, in).data;
-        } else {
-            // Random blocks with sane scales (there is no quantizer for these formats).
-            b.bytes = random_bytes(out * in / s.elements * s.bytes);
-            const int d_at = r.type == DType::q6_k ? 208 : 0;
-            for (size_t k = 0; k < b.bytes.size(); k += s.bytes) {
-                const uint16_t h = f16(0.001f + 0.01f * static_cast<float>(k % 7) / 7);
-                b.bytes[k + d_at] = h & 0xFF;
-                b.bytes[k + d_at + 1] = h >> 8;
-            }
-        }
-        r.data = b.bytes.data();
-        if (r.type == DType::q4_k) ref::q4k_dequant(b.bytes.data(), out, in, b.dequantized.data());
-        if (r.type == DType::q6_k) ref::q6k_dequant(b.bytes.data(), out, in, b.dequantized.data());
-        if (r.type == DType::q8_0) ref::q8_0_dequant(b.bytes.data(), out, in, b.dequantized.data());
-        if (r.type == DType::q4_0) ref::q4_0_dequant(b.bytes.data(), out, in, b.dequantized.data());
-    }
-    b.layer = make_linear("layer." + format, r, bias, opt);
-    return b;
-}
 
 double max_rel(const std::vector<float> &y, const std::vector<double> &ref) {
     double worst = 0, scale = 1e-30;
@@ -272,6 +213,60 @@ TEST(Quantizers, Q4KNoWorseThanMinMax) {
     EXPECT_LE(ours.rmse, plain.rmse);
     EXPECT_LT(ours.rmse, 0.05 * 0.1);  // well under a tenth of the weights' range
     std::printf("[ qforge  ] Q4_K RMSE %.4g, plain min/max %.4g\n", ours.rmse, plain.rmse);
+}
+
+}  // namespace
+}  // namespace qforge::test
+
+namespace qforge::test {
+namespace {
+
+// LayerOptions::memory = cuda: weights uploaded once, forward on device
+// pointers, every format and strategy, the Q8_K scratch reused across calls
+// of growing size; the results match the same layer on the host.
+TEST(Layers, CudaMemoryMatchesHost) {
+    const auto &d = internal::cuda_device();
+    if (!d.present) GTEST_SKIP() << "no CUDA device here (" << d.why_absent << "); the device run covers it";
+    const int64_t out = 40, in = 768;
+    const auto w = weights(out, in);
+    const auto bias = random_floats(out);
+    const VariantParam on_device{"", "cuda-sm80"};  // any CUDA target: Mem only asks whether it is one
+    for (const char *format : kFormats) {
+        for (Strategy s : {Strategy::fused, Strategy::eager_f16}) {
+            SCOPED_TRACE(std::string(format) + (s == Strategy::fused ? " fused" : " eager_f16"));
+            Built host = build(format, w, out, in, bias.data(), LayerOptions{s, Memory::host});
+            // Same bytes on the device (the block formats without a quantizer are random).
+            WeightRef r;
+            r.type = host.layer->format();
+            r.out = out;
+            r.in = in;
+            r.data = host.bytes.empty() ? (host.halves.empty() ? (host.i4.weight.empty() ? static_cast<const void *>(w.data())
+                                                                                       : host.i4.weight.data())
+                                                               : host.halves.data())
+                                        : host.bytes.data();
+            if (r.type == DType::u8) {
+                r.scales = host.i4.scales.data();
+                r.group_size = 32;
+            }
+            auto dev = make_linear("dev", r, bias.data(), LayerOptions{s, Memory::cuda});
+            for (int64_t tokens : {1, 3, 9, 2}) {
+                auto x = random_floats(tokens * in);
+                std::vector<float> expect(tokens * out);
+                host.layer->forward(ConstMatrix{x.data(), tokens, in}, Matrix{expect.data(), tokens, out});
+                Mem m(on_device);
+                Poisoned y(tokens, out);
+                ForwardOptions fo;
+                fo.run.memory = Memory::cuda;
+                dev->forward(ConstMatrix{m.in(x), tokens, in}, m.out(y), fo);
+                m.sync();
+                y.expect_all_written();
+                for (int64_t i = 0; i < tokens * out; ++i) {
+                    // Different summation orders; Q8_K rounding may differ by a step.
+                    ASSERT_NEAR(y.data[i], expect[i], 2e-3 * (1 + std::fabs(expect[i]))) << "tokens " << tokens << " at " << i;
+                }
+            }
+        }
+    }
 }
 
 }  // namespace

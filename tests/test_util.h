@@ -186,7 +186,8 @@ inline const std::vector<MatmulCase> &q4k_matmul_cases() {
 }
 
 // Every registered (kernel, target) pair of the kernels whose names start
-// with `prefix` and end with `suffix`.
+// with `prefix` and end with `suffix`. Fused-norm kernels ("_norm") only
+// when the prefix or suffix asks for them: they take more arguments.
 struct VariantParam {
     std::string kernel, target;
 };
@@ -196,7 +197,9 @@ inline std::vector<VariantParam> variants_of(const std::string &prefix, const st
     for (const auto &v : internal::variants()) {
         const std::string k = v.kernel;
         const bool ends = k.size() >= suffix.size() && k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0;
-        if (k.rfind(prefix, 0) == 0 && ends) out.push_back({k, v.target});
+        const bool norm = k.find("_norm") != std::string::npos;
+        const bool want_norm = (prefix + suffix).find("_norm") != std::string::npos;
+        if (k.rfind(prefix, 0) == 0 && ends && norm == want_norm) out.push_back({k, v.target});
     }
     return out;
 }

@@ -10,8 +10,8 @@ out="${2:-${OUT:-.}}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
-echo "== CUDA correctness tests (every kernel's CUDA variants, the CPU tests' cases)"
-"$carried/qforge_tests" --gtest_filter='*cuda*:Registry.*' --gtest_brief=1 2>&1 | tee "$out/tests.txt" | tail -15
+echo "== CUDA correctness tests (every kernel's CUDA variants, the CPU tests' cases, layers on device memory)"
+"$carried/qforge_tests" --gtest_filter='*cuda*:Registry.*:Layers.Cuda*' --gtest_brief=1 2>&1 | tee "$out/tests.txt" | tail -15
 tests_rc=${PIPESTATUS[0]}
 
 echo "== qforge CUDA kernels"

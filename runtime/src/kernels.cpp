@@ -12,7 +12,9 @@
 #include "HalideRuntimeCuda.h"
 #endif
 
+#include <cmath>
 #include <mutex>
+#include <tuple>
 #include <sstream>
 
 namespace qforge {
@@ -109,16 +111,15 @@ public:
         return v;
     }
 
-    Halide::Runtime::Buffer<const float, 1> bias(const float *bias, int64_t out) {
+    // A [n] f32 vector; nullptr gives a one-element zero the kernel ignores.
+    Halide::Runtime::Buffer<const float, 1> vec(const char *name, const float *data, int64_t n) {
         static const float none = 0.0f;
-        const float *data = bias;
-        int extent = static_cast<int>(out);
-        if (!bias) {
-            // The kernels read a one-element bias they then ignore.
+        int extent = static_cast<int>(n);
+        if (!data) {
             data = cuda_ ? cuda_zero() : &none;
             extent = 1;
         } else {
-            check_pointer("bias", bias);
+            check_pointer(name, data);
         }
         if (!cuda_) return Halide::Runtime::Buffer<const float, 1>(data, extent);
         halide_dimension_t dim = {0, extent, 1};
@@ -206,6 +207,56 @@ void run(const std::string &op, int rc) {
     if (rc != 0) fail(op, "kernel failed: " + halide_message);
 }
 
+// Arguments as the generated functions take them.
+template <typename T, int D>
+halide_buffer_t *arg(Halide::Runtime::Buffer<T, D> &b) { return b.raw_buffer(); }
+inline bool arg(bool b) { return b; }
+inline float arg(float f) { return f; }
+
+// Runs variant v on its arguments, in its generated signature.
+template <typename... A>
+void invoke(const std::string &op, const internal::Variant &v, A &&...a) {
+    auto fn = reinterpret_cast<int (*)(decltype(arg(a))...)>(v.fn);
+    run(op, fn(arg(a)...));
+}
+
+// --- fused norm ----------------------------------------------------------------
+
+void check_norm(const std::string &op, const ConstMatrix &x) {
+    if (!x.norm) return;
+    const Norm &n = *x.norm;
+    require(n.weight != nullptr, op, "norm weight is a null pointer");
+    require(n.kind == Norm::Kind::layer || n.bias == nullptr, op,
+            "norm bias is given, but RMSNorm has none (use Norm::Kind::layer)");
+    require(std::isfinite(n.eps) && n.eps >= 0, op, str("norm eps = ", n.eps, " must be finite and >= 0"));
+}
+
+// Activations [tokens, in], and their norm when they carry one.
+void check_activations(const std::string &op, const ConstMatrix &x, int64_t in) {
+    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, in);
+    check_norm(op, x);
+}
+
+// The kernel that reads norm(x) when x carries a norm.
+std::string normed(const std::string &kernel, const ConstMatrix &x) { return x.norm ? kernel + "_norm" : kernel; }
+
+// Runs v on `inputs`, then (when x carries a norm) the norm's weight, bias,
+// kind and eps, then `outputs`: the generated order.
+template <typename... In, typename... Out>
+void invoke_x(const std::string &op, const internal::Variant &v, Place &p, const ConstMatrix &x,
+              std::tuple<In &...> inputs, Out &...outputs) {
+    std::apply(
+        [&](auto &...in) {
+            if (!x.norm) return invoke(op, v, in..., outputs...);
+            auto weight = p.vec("norm weight", x.norm->weight, x.cols);
+            auto bias = p.vec("norm bias", x.norm->bias, x.cols);
+            bool layer = x.norm->kind == Norm::Kind::layer;
+            float eps = x.norm->eps;
+            invoke(op, v, in..., weight, bias, layer, eps, outputs...);
+        },
+        inputs);
+}
+
 // --- int4g -----------------------------------------------------------------
 
 int64_t int4g_groups(const Int4gWeights &w) { return (w.in + w.group_size - 1) / w.group_size; }
@@ -281,31 +332,28 @@ void int4g_dequant(const Int4gWeights &w, Matrix out, const RunOptions &opt) {
     install_error_handler();
     Place place(op, opt);
     const auto &v = find_variant(opt.kernel.empty() ? op + group_suffix(w) : opt.kernel, opt.target, place.cuda());
-    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *)>(v.fn);
-    auto wv = int4g_weight_view(place, w);
-    auto sv = int4g_scales_view(place, w);
-    auto ov = matrix_view(place, "out", out);
-    run(op, fn(wv, sv, ov));
+    invoke(op, v, int4g_weight_view(place, w), int4g_scales_view(place, w), matrix_view(place, "out", out));
 }
 
 void int4g_matmul(const Int4gWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
     const std::string op = "int4g_matmul";
     check_int4g(op, w);
     check_tokens(op, x.rows);
-    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, w.in);
+    check_activations(op, x, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
     install_error_handler();
     Place place(op, opt);
     const std::string g = group_suffix(w);
-    const auto &v = find_variant(kernel_for(opt, "int4g_matvec_f32" + g, "int4g_matmul_f32" + g, x.rows), opt.target, place.cuda());
-    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, halide_buffer_t *,
-                                       bool, halide_buffer_t *)>(v.fn);
+    const auto &v = find_variant(
+        kernel_for(opt, normed("int4g_matvec_f32", x) + g, normed("int4g_matmul_f32", x) + g, x.rows), opt.target,
+        place.cuda());
     auto wv = int4g_weight_view(place, w);
     auto sv = int4g_scales_view(place, w);
     auto xv = matrix_view(place, "x", x);
-    auto bv = place.bias(bias, w.out);
+    auto bv = place.vec("bias", bias, w.out);
+    bool has_bias = bias != nullptr;
     auto yv = matrix_view(place, "y", y);
-    run(op, fn(wv, sv, xv, bv, bias != nullptr, yv));
+    invoke_x(op, v, place, x, std::tie(wv, sv, xv, bv, has_bias), yv);
 }
 
 void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt) {
@@ -315,28 +363,25 @@ void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt) {
     install_error_handler();
     Place place(op, opt);
     const auto &v = find_variant(opt.kernel.empty() ? op : opt.kernel, opt.target, place.cuda());
-    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *)>(v.fn);
-    auto wv = q4k_view(place, w);
-    auto ov = matrix_view(place, "out", out);
-    run(op, fn(wv, ov));
+    invoke(op, v, q4k_view(place, w), matrix_view(place, "out", out));
 }
 
 void q4k_matmul_f32(const Q4KWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
     const std::string op = "q4k_matmul_f32";
     check_q4k(op, w);
     check_tokens(op, x.rows);
-    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, w.in);
+    check_activations(op, x, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
     install_error_handler();
     Place place(op, opt);
-    const auto &v = find_variant(kernel_for(opt, "q4k_matvec_f32", "q4k_matmul_f32", x.rows), opt.target, place.cuda());
-    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, bool,
-                                       halide_buffer_t *)>(v.fn);
+    const auto &v = find_variant(kernel_for(opt, normed("q4k_matvec_f32", x), normed("q4k_matmul_f32", x), x.rows),
+                                 opt.target, place.cuda());
     auto wv = q4k_view(place, w);
     auto xv = matrix_view(place, "x", x);
-    auto bv = place.bias(bias, w.out);
+    auto bv = place.vec("bias", bias, w.out);
+    bool has_bias = bias != nullptr;
     auto yv = matrix_view(place, "y", y);
-    run(op, fn(wv, xv, bv, bias != nullptr, yv));
+    invoke_x(op, v, place, x, std::tie(wv, xv, bv, has_bias), yv);
 }
 
 void q8k_quantize(ConstMatrix x, const Q8KActivations &a, const RunOptions &opt) {
@@ -344,20 +389,18 @@ void q8k_quantize(ConstMatrix x, const Q8KActivations &a, const RunOptions &opt)
     check_tokens(op, x.rows);
     require(x.cols > 0 && x.cols % kQK == 0, op,
             str("x: in = ", x.cols, " is not a positive multiple of 256 (Q8_K blocks)"));
-    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, x.cols);
+    check_activations(op, x, x.cols);
     require(a.d && a.qs && a.bsums, op, "Q8_K output: d, qs or bsums is a null pointer");
     require(a.tokens == x.rows && a.in == x.cols, op,
             str("Q8_K output is [", a.tokens, ", ", a.in, "], x is [", x.rows, ", ", x.cols, "]"));
     install_error_handler();
     Place place(op, opt);
-    const auto &v = find_variant(opt.kernel.empty() ? op : opt.kernel, opt.target, place.cuda());
-    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, halide_buffer_t *)>(
-        v.fn);
+    const auto &v = find_variant(kernel_for(opt, normed(op, x), normed(op, x), x.rows), opt.target, place.cuda());
     auto xv = matrix_view(place, "x", x);
     auto dv = place.view("Q8_K d", a.d, a.tokens, a.in / kQK, a.in / kQK);
     auto qv = place.view("Q8_K qs", a.qs, a.tokens, a.in, a.in);
     auto sv = place.view("Q8_K bsums", a.bsums, a.tokens, a.in / 16, a.in / 16);
-    run(op, fn(xv, dv, qv, sv));
+    invoke_x(op, v, place, x, std::tie(xv), dv, qv, sv);
 }
 
 void q4k_matmul_q8(const Q4KWeights &w, const Q8KActivations &a, const float *bias, Matrix y,
@@ -369,15 +412,13 @@ void q4k_matmul_q8(const Q4KWeights &w, const Q8KActivations &a, const float *bi
     install_error_handler();
     Place place(op, opt);
     const auto &v = find_variant(kernel_for(opt, "q4k_matvec_q8", "q4k_matmul_q8", a.tokens), opt.target, place.cuda());
-    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, halide_buffer_t *,
-                                       halide_buffer_t *, bool, halide_buffer_t *)>(v.fn);
     auto wv = q4k_view(place, w);
     auto dv = place.view("Q8_K d", static_cast<const float *>(a.d), a.tokens, a.in / kQK, a.in / kQK);
     auto qv = place.view("Q8_K qs", static_cast<const int8_t *>(a.qs), a.tokens, a.in, a.in);
     auto sv = place.view("Q8_K bsums", static_cast<const int16_t *>(a.bsums), a.tokens, a.in / 16, a.in / 16);
-    auto bv = place.bias(bias, w.out);
+    auto bv = place.vec("bias", bias, w.out);
     auto yv = matrix_view(place, "y", y);
-    run(op, fn(wv, dv, qv, sv, bv, bias != nullptr, yv));
+    invoke(op, v, wv, dv, qv, sv, bv, bias != nullptr, yv);
 }
 
 // --- block formats and dense weights ------------------------------------------
@@ -425,29 +466,26 @@ void block_dequant(const BlockWeights &w, Matrix out, const RunOptions &opt) {
     Place place(op, opt);
     const auto &v = find_variant(opt.kernel.empty() ? block_prefix(op, w.type) + "_dequant" : opt.kernel, opt.target,
                                  place.cuda());
-    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *)>(v.fn);
-    auto wv = block_view(place, w);
-    auto ov = matrix_view(place, "out", out);
-    run(op, fn(wv, ov));
+    invoke(op, v, block_view(place, w), matrix_view(place, "out", out));
 }
 
 void block_matmul_f32(const BlockWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
     const std::string op = "block_matmul_f32";
     check_block(op, w);
     check_tokens(op, x.rows);
-    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, w.in);
+    check_activations(op, x, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
     install_error_handler();
     Place place(op, opt);
     const std::string k = block_prefix(op, w.type);
-    const auto &v = find_variant(kernel_for(opt, k + "_matvec_f32", k + "_matmul_f32", x.rows), opt.target, place.cuda());
-    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, bool,
-                                       halide_buffer_t *)>(v.fn);
+    const auto &v = find_variant(kernel_for(opt, normed(k + "_matvec_f32", x), normed(k + "_matmul_f32", x), x.rows),
+                                 opt.target, place.cuda());
     auto wv = block_view(place, w);
     auto xv = matrix_view(place, "x", x);
-    auto bv = place.bias(bias, w.out);
+    auto bv = place.vec("bias", bias, w.out);
+    bool has_bias = bias != nullptr;
     auto yv = matrix_view(place, "y", y);
-    run(op, fn(wv, xv, bv, bias != nullptr, yv));
+    invoke_x(op, v, place, x, std::tie(wv, xv, bv, has_bias), yv);
 }
 
 void dense_matmul(const DenseWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
@@ -456,14 +494,13 @@ void dense_matmul(const DenseWeights &w, ConstMatrix x, const float *bias, Matri
     check_matrix(op, "weight", w.data, w.out, w.in, w.stride, w.out, w.in);
     require(w.out > 0 && w.in > 0, op, str("weight shape [", w.out, ", ", w.in, "] must be positive"));
     check_tokens(op, x.rows);
-    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, w.in);
+    check_activations(op, x, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
     install_error_handler();
     Place place(op, opt);
     const std::string k = w.type == DType::f32 ? "f32" : "f16";
-    const auto &v = find_variant(kernel_for(opt, k + "_matvec_f32", k + "_matmul_f32", x.rows), opt.target, place.cuda());
-    auto fn = reinterpret_cast<int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *, bool,
-                                       halide_buffer_t *)>(v.fn);
+    const auto &v = find_variant(kernel_for(opt, normed(k + "_matvec_f32", x), normed(k + "_matmul_f32", x), x.rows),
+                                 opt.target, place.cuda());
     const int64_t stride = dense_or(w.stride, w.in);
     // The kernel reads f16 weights as halide float16: same bits as uint16.
     Halide::Runtime::Buffer<const void, 2> wv =
@@ -471,9 +508,10 @@ void dense_matmul(const DenseWeights &w, ConstMatrix x, const float *bias, Matri
                              : Halide::Runtime::Buffer<const void, 2>(place.view("weight", static_cast<const uint16_t *>(w.data), w.out, w.in, stride));
     if (w.type == DType::f16) wv.raw_buffer()->type = halide_type_t(halide_type_float, 16);
     auto xv = matrix_view(place, "x", x);
-    auto bv = place.bias(bias, w.out);
+    auto bv = place.vec("bias", bias, w.out);
+    bool has_bias = bias != nullptr;
     auto yv = matrix_view(place, "y", y);
-    run(op, fn(wv, xv, bv, bias != nullptr, yv));
+    invoke_x(op, v, place, x, std::tie(wv, xv, bv, has_bias), yv);
 }
 
 int set_num_threads(int n) { return halide_set_num_threads(n); }

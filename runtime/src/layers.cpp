@@ -4,6 +4,7 @@
 #include "qforge/layers.h"
 
 #include <cstring>
+#include <deque>
 
 #include "cuda_device.h"
 #include "qforge/gguf.h"
@@ -42,8 +43,48 @@ struct DeviceBuffer {
         return *this;
     }
     ~DeviceBuffer() {
-        if (p) internal::cuda_free(p);
+        try {
+            if (p) internal::cuda_free(p);
+        } catch (const Error &) {
+            // The driver is gone (process exit): nothing left to free.
+        }
     }
+};
+
+// Device scratch for the Q8_K planes of GPU layers, one per calling thread
+// and stream: work on one stream runs in order, so the next call on it can
+// reuse the planes without waiting, and no call allocates once the largest
+// size has been seen.
+class DeviceScratch {
+public:
+    Q8KActivations planes(void *stream, int64_t tokens, int64_t in) {
+        const size_t d_bytes = round_up(tokens * (in / 256) * 4), qs_bytes = round_up(tokens * in);
+        const size_t bytes = d_bytes + qs_bytes + round_up(tokens * (in / 16) * 2);
+        Entry *e = nullptr;
+        for (Entry &c : entries_) {
+            if (c.stream == stream) e = &c;
+        }
+        if (!e) e = &entries_.emplace_back();
+        if (e->bytes < bytes) {
+            internal::cuda_synchronize();  // earlier calls may still read the old planes
+            e->buf = DeviceBuffer();
+            e->buf.p = internal::cuda_alloc(bytes);
+            e->bytes = bytes;
+            e->stream = stream;
+        }
+        auto *base = static_cast<uint8_t *>(e->buf.p);
+        return {reinterpret_cast<float *>(base), reinterpret_cast<int8_t *>(base + d_bytes),
+                reinterpret_cast<int16_t *>(base + d_bytes + qs_bytes), tokens, in};
+    }
+
+private:
+    static size_t round_up(int64_t b) { return (static_cast<size_t>(b) + 255) / 256 * 256; }
+    struct Entry {
+        void *stream = nullptr;
+        DeviceBuffer buf;
+        size_t bytes = 0;
+    };
+    std::deque<Entry> entries_;
 };
 
 }  // namespace
@@ -110,7 +151,7 @@ void LinearLayer::forward(const ConstTensor &x, const Tensor &y, const ForwardOp
     int64_t tokens = 1;
     for (size_t i = 0; i + 1 < x.shape.size(); ++i) tokens *= x.shape[i];
     if (tokens <= 0) layer_error(name_, "x is " + shape(x.shape) + ": there must be at least one token");
-    forward(ConstMatrix{x.data, tokens, in_}, Matrix{y.data, tokens, out_}, opt);
+    forward(ConstMatrix{x.data, tokens, in_, 0, x.norm}, Matrix{y.data, tokens, out_}, opt);
 }
 
 void LinearLayer::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
@@ -208,21 +249,17 @@ void BlockLinear::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) 
         return;
     }
     if (!q4k) layer_error(name_, to_string(w_.type) + " layers take f32 activations; q8 is for Q4_K");
+    RunOptions quantize = opt.run;
+    quantize.kernel.clear();  // a forced kernel names the matmul, not the quantizer
     if (opt.run.memory == Memory::cuda) {
-        // Per-call device scratch for the Q8_K planes.
-        const int64_t t = x.rows;
-        DeviceBuffer d(nullptr, 0), qs, bs;
-        d.p = internal::cuda_alloc(t * (in_ / 256) * 4);
-        qs.p = internal::cuda_alloc(t * in_);
-        bs.p = internal::cuda_alloc(t * (in_ / 16) * 2);
-        Q8KActivations a{static_cast<float *>(d.p), static_cast<int8_t *>(qs.p), static_cast<int16_t *>(bs.p), t, in_};
-        q8k_quantize(x, a, opt.run);
+        thread_local DeviceScratch scratch;
+        const Q8KActivations a = scratch.planes(opt.run.stream, x.rows, in_);
+        q8k_quantize(x, a, quantize);
         q4k_matmul_q8({wp, out_, in_}, a, bias_ptr(), y, opt.run);
-        internal::cuda_synchronize();  // the scratch is freed on return
         return;
     }
     Q8KBuffer a(x.rows, in_);
-    q8k_quantize(x, a.view(), opt.run);
+    q8k_quantize(x, a.view(), quantize);
     q4k_matmul_q8({wp, out_, in_}, a.view(), bias_ptr(), y, opt.run);
 }
 

@@ -114,7 +114,7 @@ void QKVProjection::forward(const ConstTensor &x, const Tensor &qkv, const Forwa
     int64_t col = 0;
     for (const auto &l : parts_) {
         // Each layer writes its column range of the shared output (row stride = total).
-        l->forward(ConstMatrix{x.data, tokens, hidden_}, Matrix{qkv.data + col, tokens, l->out(), total}, opt);
+        l->forward(ConstMatrix{x.data, tokens, hidden_, 0, x.norm}, Matrix{qkv.data + col, tokens, l->out(), total}, opt);
         col += l->out();
     }
 }

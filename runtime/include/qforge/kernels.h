@@ -69,11 +69,27 @@ struct DenseWeights {
     int64_t stride = 0;          // elements between rows; 0: in
 };
 
-// A row-major f32 matrix [rows, cols].
+// RMSNorm or LayerNorm over each row (token) of an activation matrix,
+// fused into the kernel that reads it: the kernel sees norm(x), and no
+// normalised copy is written anywhere.
+//   rms:   x / sqrt(mean(x^2) + eps) * weight
+//   layer: (x - mean(x)) / sqrt(var(x) + eps) * weight + bias
+// weight and bias are [cols] f32, in the same memory as x.
+struct Norm {
+    enum class Kind { rms, layer };
+    Kind kind = Kind::rms;
+    const float *weight = nullptr;   // required
+    const float *bias = nullptr;     // LayerNorm only; nullptr: none
+    float eps = 1e-6f;               // finite, >= 0
+};
+
+// A row-major f32 matrix [rows, cols]. As a kernel's activations it may
+// carry a Norm, which the kernel applies to each row as it reads it.
 struct ConstMatrix {
     const float *data = nullptr;
     int64_t rows = 0, cols = 0;
     int64_t stride = 0;          // elements between rows; 0: cols
+    const Norm *norm = nullptr;  // activations only: read norm(x) instead of x
 };
 struct Matrix {
     float *data = nullptr;

@@ -7,7 +7,11 @@
 // A layer is immutable once built and safe to call from several threads at
 // once. forward() takes x as [tokens, in] or [batch, seq, in] (f32,
 // row-major) and writes y as [tokens, out] or [batch, seq, out]. It runs the
-// decode kernel for one token and the prefill kernel otherwise.
+// decode kernel for one token and the prefill kernel otherwise. The norm
+// that precedes a projection can be fused into it:
+//
+//   qforge::Norm attn_norm{qforge::Norm::Kind::rms, gamma, nullptr, 1e-5f};
+//   q->forward({x, {tokens, 4096}, &attn_norm}, {y, {tokens, 4096}});
 #pragma once
 
 #include <cstdint>
@@ -28,6 +32,10 @@ std::unique_ptr<LinearLayer> concatenate_rows(const std::string &name, const std
 struct ConstTensor {
     const float *data = nullptr;
     std::vector<int64_t> shape;   // [tokens, in] or [batch, seq, in]
+    // RMSNorm/LayerNorm applied to each token inside the layer's kernels
+    // (kernels.h, Norm): forward computes norm(x) * W^T + b and writes no
+    // normalised x. Its weight and bias live in the layer's memory.
+    const Norm *norm = nullptr;
 };
 struct Tensor {
     float *data = nullptr;

@@ -1,0 +1,74 @@
+// Test helper: a layer of any format built from f32 weights, together with
+// the exactly dequantized weights it computes with.
+#pragma once
+
+#include "test_util.h"
+
+#include "qforge/layers.h"
+#include "qforge/quantize.h"
+
+#include <memory>
+
+namespace qforge::test {
+
+inline std::vector<float> weights(int64_t out, int64_t in) { return random_floats(out * in, -0.05f, 0.05f); }
+
+// A layer of `format` built from w, kept together with its storage.
+struct Built {
+    std::vector<uint8_t> bytes;
+    std::vector<uint16_t> halves;
+    Int4gQuantized i4;
+    std::unique_ptr<LinearLayer> layer;
+    std::vector<float> dequantized;  // what the layer computes with, [out, in]
+};
+
+inline Built build(const std::string &format, const std::vector<float> &w, int64_t out, int64_t in, const float *bias,
+                   const LayerOptions &opt = {}, int group_size = 32) {
+    Built b;
+    WeightRef r;
+    r.out = out;
+    r.in = in;
+    b.dequantized.resize(out * in);
+    if (format == "f32") {
+        r.type = DType::f32;
+        r.data = w.data();
+        b.dequantized = w;
+    } else if (format == "f16") {
+        b.halves.resize(w.size());
+        for (size_t i = 0; i < w.size(); ++i) b.halves[i] = f16(w[i]);
+        for (size_t i = 0; i < w.size(); ++i) b.dequantized[i] = ref::f16_to_f32(b.halves[i]);
+        r.type = DType::f16;
+        r.data = b.halves.data();
+    } else if (format == "int4g") {
+        b.i4 = quantize_int4g(w.data(), out, in, group_size);
+        r.type = DType::u8;
+        r.data = b.i4.weight.data();
+        r.scales = b.i4.scales.data();
+        r.group_size = group_size;
+        ref::int4g_dequant(b.i4.weight.data(), b.i4.scales.data(), out, in, group_size, b.dequantized.data());
+    } else {
+        r.type = format == "q4_k" ? DType::q4_k : format == "q6_k" ? DType::q6_k : format == "q8_0" ? DType::q8_0 : DType::q4_0;
+        const BlockShape s = block_shape(r.type);
+        if (r.type == DType::q4_k) {
+            b.bytes = quantize_q4k(w.data(), out, in).data;
+        } else {
+            // Random blocks with sane scales (there is no quantizer for these formats).
+            b.bytes = random_bytes(out * in / s.elements * s.bytes);
+            const int d_at = r.type == DType::q6_k ? 208 : 0;
+            for (size_t k = 0; k < b.bytes.size(); k += s.bytes) {
+                const uint16_t h = f16(0.001f + 0.01f * static_cast<float>(k % 7) / 7);
+                b.bytes[k + d_at] = h & 0xFF;
+                b.bytes[k + d_at + 1] = h >> 8;
+            }
+        }
+        r.data = b.bytes.data();
+        if (r.type == DType::q4_k) ref::q4k_dequant(b.bytes.data(), out, in, b.dequantized.data());
+        if (r.type == DType::q6_k) ref::q6k_dequant(b.bytes.data(), out, in, b.dequantized.data());
+        if (r.type == DType::q8_0) ref::q8_0_dequant(b.bytes.data(), out, in, b.dequantized.data());
+        if (r.type == DType::q4_0) ref::q4_0_dequant(b.bytes.data(), out, in, b.dequantized.data());
+    }
+    b.layer = make_linear("layer." + format, r, bias, opt);
+    return b;
+}
+
+}  // namespace qforge::test

@@ -1,0 +1,236 @@
+// Fused RMSNorm/LayerNorm -> linear: every "_norm" kernel of the registry on
+// every target, through the layer objects (which pick it when x carries a
+// Norm), against norm then matmul in float64; the Q8_K quantizer's norm
+// variant directly; and bad norms.
+#include "layer_util.h"
+
+#include "qforge/qkv.h"
+
+#include <cmath>
+
+namespace qforge::test {
+namespace {
+
+// norm(x) per token in float64.
+std::vector<double> normalise(const std::vector<float> &x, int64_t tokens, int64_t in, const Norm &n) {
+    std::vector<double> out(x.size());
+    for (int64_t t = 0; t < tokens; ++t) {
+        const float *row = &x[t * in];
+        double mean = 0, var = 0;
+        if (n.kind == Norm::Kind::layer) {
+            for (int64_t c = 0; c < in; ++c) mean += row[c];
+            mean /= static_cast<double>(in);
+        }
+        for (int64_t c = 0; c < in; ++c) var += (row[c] - mean) * (row[c] - mean);
+        const double inv = 1.0 / std::sqrt(var / static_cast<double>(in) + n.eps);
+        for (int64_t c = 0; c < in; ++c) {
+            out[t * in + c] = (row[c] - mean) * inv * n.weight[c] + (n.bias ? n.bias[c] : 0.0);
+        }
+    }
+    return out;
+}
+
+// y = xn W^T + bias in float64, with sum |w xn| + |bias| per output.
+void reference(const std::vector<double> &xn, int64_t tokens, const Built &b, int64_t out, int64_t in,
+               const float *bias, std::vector<double> &y, std::vector<double> &abs_terms) {
+    y.assign(tokens * out, 0);
+    abs_terms.assign(tokens * out, 0);
+    for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t r = 0; r < out; ++r) {
+            double s = bias ? bias[r] : 0, a = bias ? std::fabs(bias[r]) : 0;
+            for (int64_t c = 0; c < in; ++c) {
+                const double p = static_cast<double>(b.dequantized[r * in + c]) * xn[t * in + c];
+                s += p;
+                a += std::fabs(p);
+            }
+            y[t * out + r] = s;
+            abs_terms[t * out + r] = a;
+        }
+    }
+}
+
+// The layer format a norm kernel belongs to.
+std::string format_of(const std::string &kernel) {
+    for (const char *f : {"int4g", "q6k", "q8_0", "q4_0", "f32", "f16"}) {
+        if (kernel.rfind(f, 0) == 0) return std::string(f) == "q6k" ? "q6_k" : f;
+    }
+    return "q4_k";  // q4k_* and q8k_quantize_norm (Q4_K's Q8_K activations)
+}
+
+class FusedNorm : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(FusedNorm, MatchesNormThenMatmulInFloat64) {
+    const VariantParam &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    const std::string format = format_of(p.kernel);
+    const bool q8 = p.kernel.rfind("q8k_quantize", 0) == 0;
+    const bool decode = p.kernel.find("matvec") != std::string::npos;
+    const int64_t out = 37, in = 768, tokens = decode ? 1 : 5;
+    const int group = p.kernel.rfind("int4g", 0) == 0 ? group_of(p.kernel) : 32;
+    const bool cuda = internal::is_cuda_target(p.target);
+    const auto w = weights(out, in);
+    const auto bias = random_floats(out);
+    Built b = build(format, w, out, in, bias.data(), LayerOptions{Strategy::fused, cuda ? Memory::cuda : Memory::host},
+                    group);
+    // Activations with an offset and a spread per token, as a residual stream has.
+    auto x = random_floats(tokens * in, -2.0f, 4.0f);
+    const auto gamma = random_floats(in, 0.2f, 1.8f), beta = random_floats(in, -0.5f, 0.5f);
+    for (Norm::Kind kind : {Norm::Kind::rms, Norm::Kind::layer}) {
+        SCOPED_TRACE(kind == Norm::Kind::rms ? "RMSNorm" : "LayerNorm");
+        Norm host{kind, gamma.data(), kind == Norm::Kind::layer ? beta.data() : nullptr, 1e-5f};
+        Mem m(p);
+        Norm dev = host;
+        dev.weight = m.in(gamma);
+        if (host.bias) dev.bias = m.in(beta);
+        Poisoned y(tokens, out);
+        ForwardOptions fo;
+        fo.run = options(p);
+        if (q8) {
+            fo.activations = Activations::q8;
+            fo.run.kernel.clear();
+        } else {
+            fo.activations = Activations::f32;
+        }
+        b.layer->forward(ConstMatrix{m.in(x), tokens, in, 0, &dev}, m.out(y), fo);
+        m.sync();
+        y.expect_all_written();
+        std::vector<double> ref, abs_terms;
+        reference(normalise(x, tokens, in, host), tokens, b, out, in, bias.data(), ref, abs_terms);
+        if (q8) {
+            // 8-bit activations: the Q4_K x Q8_K error, as for unnormalised x.
+            EXPECT_LT(relative_error(y, ref), 2e-2);
+        } else {
+            // f32 rounding of the dot product, plus that of the statistics
+            // (sums over `in` values) and of the normalised value itself.
+            expect_within_rounding(y, ref, abs_terms, 3.0 * in + 16);
+            EXPECT_LT(relative_error(y, ref), 1e-5);
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, FusedNorm, testing::ValuesIn(variants_of("", "_norm")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Int4g, FusedNorm, testing::ValuesIn(variants_of("int4g_mat", "_norm_g32")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Int4gG64, FusedNorm, testing::ValuesIn(variants_of("int4g_mat", "_norm_g64")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Int4gG128, FusedNorm, testing::ValuesIn(variants_of("int4g_mat", "_norm_g128")), variant_name);
+
+// The quantizer's norm variant: d * qs reproduces norm(x) to half a step.
+class Q8KNorm : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(Q8KNorm, QuantisesTheNormalisedValues) {
+    const VariantParam &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    const int64_t tokens = 3, in = 1024;
+    auto x = random_floats(tokens * in, -3.0f, 5.0f);
+    const auto gamma = random_floats(in, -1.5f, 1.5f), beta = random_floats(in, -0.3f, 0.3f);
+    Norm host{Norm::Kind::layer, gamma.data(), beta.data(), 1e-6f};
+    Mem m(p);
+    Norm dev = host;
+    dev.weight = m.in(gamma);
+    dev.bias = m.in(beta);
+    std::vector<float> d(tokens * in / 256, nan_poison());
+    std::vector<int8_t> qs(tokens * in, 99);
+    std::vector<int16_t> bsums(tokens * in / 16, 9999);
+    q8k_quantize(ConstMatrix{m.in(x), tokens, in, 0, &dev}, {m.out(d), m.out(qs), m.out(bsums), tokens, in}, options(p));
+    m.sync();
+    const auto xn = normalise(x, tokens, in, host);
+    int64_t bad = 0;
+    for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t c = 0; c < in; ++c) {
+            const double step = d[t * (in / 256) + c / 256];  // signed: ggml's d is -x_max / 127
+            const double err = std::fabs(step * qs[t * in + c] - xn[t * in + c]);
+            if (!(err <= 0.5 * std::fabs(step) * (1 + 1e-3) + 1e-5) && ++bad <= 3) {
+                ADD_FAILURE() << "token " << t << " col " << c << ": " << step * qs[t * in + c] << " vs " << xn[t * in + c];
+            }
+        }
+        for (int64_t g = 0; g < in / 16; ++g) {
+            int sum = 0;
+            for (int l = 0; l < 16; ++l) sum += qs[t * in + g * 16 + l];
+            EXPECT_EQ(bsums[t * (in / 16) + g], sum);
+        }
+    }
+    EXPECT_EQ(bad, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, Q8KNorm, testing::ValuesIn(variants_of("q8k_quantize_norm")), variant_name);
+
+// Through the public API: ConstTensor's norm, every format and strategy,
+// and QKV; the result equals the layer run on x normalised beforehand.
+TEST(FusedNormLayers, EqualsNormalisingFirst) {
+    const int64_t out = 24, in = 512;
+    const auto w = weights(out, in);
+    const auto gamma = random_floats(in, 0.5f, 1.5f);
+    const Norm rms{Norm::Kind::rms, gamma.data(), nullptr, 1e-6f};
+    for (const char *format : {"f32", "f16", "int4g", "q4_k", "q6_k", "q8_0", "q4_0"}) {
+        for (Strategy s : {Strategy::fused, Strategy::eager_f32}) {
+            SCOPED_TRACE(std::string(format) + (s == Strategy::fused ? " fused" : " eager"));
+            Built b = build(format, w, out, in, nullptr, LayerOptions{s, Memory::host});
+            for (int64_t tokens : {1, 4}) {
+                auto x = random_floats(tokens * in, -1.0f, 3.0f);
+                const auto xn = normalise(x, tokens, in, rms);
+                std::vector<float> xf(xn.begin(), xn.end());
+                std::vector<float> y1(tokens * out, nan_poison()), y2(tokens * out, nan_poison());
+                ForwardOptions f32;
+                f32.activations = Activations::f32;
+                b.layer->forward(ConstTensor{x.data(), {tokens, in}, &rms}, Tensor{y1.data(), {tokens, out}}, f32);
+                b.layer->forward(ConstTensor{xf.data(), {tokens, in}}, Tensor{y2.data(), {tokens, out}}, f32);
+                for (int64_t i = 0; i < tokens * out; ++i) {
+                    ASSERT_NEAR(y1[i], y2[i], 1e-4 * (1 + std::fabs(y2[i]))) << "token " << i / out;
+                }
+            }
+        }
+    }
+    // QKV: the same norm reaches all three projections.
+    const int64_t q_dim = 256, kv_dim = 128;
+    const auto wq = weights(q_dim, in), wk = weights(kv_dim, in), wv = weights(kv_dim, in);
+    Built q = build("q4_k", wq, q_dim, in, nullptr), k = build("q4_k", wk, kv_dim, in, nullptr),
+          v = build("q4_k", wv, kv_dim, in, nullptr);
+    for (bool concatenate : {true, false}) {
+        Built q2 = build("q4_k", wq, q_dim, in, nullptr), k2 = build("q4_k", wk, kv_dim, in, nullptr),
+              v2 = build("q4_k", wv, kv_dim, in, nullptr);
+        auto qkv = QKVProjection::separate(std::move(q2.layer), std::move(k2.layer), std::move(v2.layer), concatenate);
+        const int64_t tokens = 2, total = q_dim + 2 * kv_dim;
+        auto x = random_floats(tokens * in, -1.0f, 3.0f);
+        std::vector<float> y(tokens * total, nan_poison());
+        ForwardOptions f32;
+        f32.activations = Activations::f32;
+        qkv.forward(ConstTensor{x.data(), {tokens, in}, &rms}, Tensor{y.data(), {tokens, total}}, f32);
+        const auto xn = normalise(x, tokens, in, rms);
+        for (int64_t t = 0; t < tokens; ++t) {
+            for (int64_t r = 0; r < q_dim; ++r) {
+                double s = 0;
+                for (int64_t c = 0; c < in; ++c) s += q.dequantized[r * in + c] * xn[t * in + c];
+                ASSERT_NEAR(y[t * total + r], s, 1e-4) << "token " << t << " row " << r;
+            }
+            for (int64_t r = 0; r < kv_dim; ++r) {
+                double s = 0;
+                for (int64_t c = 0; c < in; ++c) s += v.dequantized[r * in + c] * xn[t * in + c];
+                ASSERT_NEAR(y[t * total + q_dim + kv_dim + r], s, 1e-4) << "token " << t << " row " << r;
+            }
+        }
+    }
+}
+
+TEST(FusedNormLayers, BadNormsAreErrorsNamingTheNorm) {
+    const int64_t out = 8, in = 256;
+    Built b = build("q4_k", weights(out, in), out, in, nullptr);
+    auto x = random_floats(2 * in);
+    const auto gamma = random_floats(in);
+    std::vector<float> y(2 * out, nan_poison());
+    auto expect_error = [&](const Norm &n, const std::string &needle) {
+        try {
+            b.layer->forward(ConstTensor{x.data(), {2, in}, &n}, Tensor{y.data(), {2, out}});
+            ADD_FAILURE() << "no error for " << needle;
+        } catch (const Error &e) {
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+            EXPECT_NE(std::string(e.what()).find("layer.q4_k"), std::string::npos) << e.what();
+        }
+    };
+    expect_error(Norm{Norm::Kind::rms, nullptr, nullptr, 1e-5f}, "norm weight is a null pointer");
+    expect_error(Norm{Norm::Kind::rms, gamma.data(), gamma.data(), 1e-5f}, "RMSNorm has none");
+    expect_error(Norm{Norm::Kind::layer, gamma.data(), nullptr, NAN}, "norm eps");
+    expect_error(Norm{Norm::Kind::layer, gamma.data(), nullptr, -1.0f}, "norm eps");
+    for (float f : y) EXPECT_TRUE(std::isnan(f)) << "an error wrote y";
+}
+
+}  // namespace
+}  // namespace qforge::test
