@@ -58,7 +58,7 @@ public:
     GeneratorParam<int> unroll{"unroll", 0};             // unroll of the reduction loop
     // true: the activations pass through RMSNorm or LayerNorm first (see
     // activations()), and the kernel takes four more inputs after its own:
-    // norm_weight [in], norm_bias [in] (or one element), layer_norm, eps.
+    // norm_weight [in], norm_bias [in], layer_norm (subtract the mean), eps.
     GeneratorParam<bool> norm{"norm", false};
 
     void configure() {
@@ -91,10 +91,10 @@ protected:
         f.inv(n) = 1.0f / sqrt(f.sq(n) / cast<float>(in) + *eps_);
         f.reduction = e;
         schedule_family_for(this->get_target()).norm_stats(f, this->get_target(), knobs());
-        const GeneratorInput<Buffer<float, 1>> &beta = *norm_bias_;
+        // norm_bias is always [in] (the runtime passes zeros when there is
+        // none): a clamped index here would turn its vector loads into gathers.
         Func normed("normed");
-        normed(c, n) = (x_(c, n) - f.mean(n)) * f.inv(n) * (*norm_weight_)(c) +
-                       select(*layer_norm_, beta(clamp(c, 0, beta.dim(0).extent() - 1)), 0.0f);
+        normed(c, n) = (x_(c, n) - f.mean(n)) * f.inv(n) * (*norm_weight_)(c) + (*norm_bias_)(c);
         return normed;
     }
 

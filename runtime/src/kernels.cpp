@@ -12,6 +12,7 @@
 #include "HalideRuntimeCuda.h"
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 #include <tuple>
@@ -111,13 +112,13 @@ public:
         return v;
     }
 
-    // A [n] f32 vector; nullptr gives a one-element zero the kernel ignores.
-    Halide::Runtime::Buffer<const float, 1> vec(const char *name, const float *data, int64_t n) {
-        static const float none = 0.0f;
+    // A [n] f32 vector; nullptr gives a one-element zero the kernel ignores,
+    // or with `whole` n zeros (for inputs a kernel reads as vectors).
+    Halide::Runtime::Buffer<const float, 1> vec(const char *name, const float *data, int64_t n, bool whole = false) {
         int extent = static_cast<int>(n);
         if (!data) {
-            data = cuda_ ? cuda_zero() : &none;
-            extent = 1;
+            if (!whole) extent = 1;
+            data = zeros(extent);
         } else {
             check_pointer(name, data);
         }
@@ -153,14 +154,30 @@ private:
 #endif
     }
 
-    static const float *cuda_zero() {
-        static const float *zero = [] {
-            auto *p = static_cast<float *>(internal::cuda_alloc(sizeof(float)));
-            const float z = 0.0f;
-            internal::cuda_upload(p, &z, sizeof z);
-            return p;
-        }();
-        return zero;
+    // At least n zeros in this call's memory. Earlier, shorter runs stay
+    // allocated (calls in flight may read them): at most a few per process.
+    const float *zeros(int64_t n) {
+        struct Run {
+            int64_t n = 0;
+            const float *p = nullptr;
+        };
+        static std::mutex mutex;
+        static Run host, device;
+        std::lock_guard<std::mutex> lock(mutex);
+        Run &run = cuda_ ? device : host;
+        if (run.n < n) {
+            const int64_t grown = std::max<int64_t>(n, 2 * run.n);
+            std::vector<float> z(grown, 0.0f);
+            if (cuda_) {
+                void *p = internal::cuda_alloc(grown * sizeof(float));
+                internal::cuda_upload(p, z.data(), grown * sizeof(float));
+                run.p = static_cast<const float *>(p);
+            } else {
+                run.p = (new std::vector<float>(std::move(z)))->data();
+            }
+            run.n = grown;
+        }
+        return run.p;
     }
 
     std::string op_;
@@ -249,7 +266,7 @@ void invoke_x(const std::string &op, const internal::Variant &v, Place &p, const
         [&](auto &...in) {
             if (!x.norm) return invoke(op, v, in..., outputs...);
             auto weight = p.vec("norm weight", x.norm->weight, x.cols);
-            auto bias = p.vec("norm bias", x.norm->bias, x.cols);
+            auto bias = p.vec("norm bias", x.norm->bias, x.cols, /*whole=*/true);
             bool layer = x.norm->kind == Norm::Kind::layer;
             float eps = x.norm->eps;
             invoke(op, v, in..., weight, bias, layer, eps, outputs...);

@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <chrono>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 #include <thread>
 #include <vector>
 
@@ -40,6 +43,38 @@ QF_CLONES __attribute__((noinline)) float fma_loop(long iters, float m, float c)
     return s;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// 12 independent accumulators: each dot instruction is 64 u8 x s8 products.
+__attribute__((target("avx512f,avx512bw,avx512vnni"), noinline)) int dot_vnni(long iters) {
+    __m512i acc[12];
+    for (int k = 0; k < 12; ++k) acc[k] = _mm512_set1_epi32(k);
+    const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+    for (long i = 0; i < iters; ++i) {
+        for (int k = 0; k < 12; ++k) acc[k] = _mm512_dpbusd_epi32(acc[k], a, b);
+    }
+    __m512i s = acc[0];
+    for (int k = 1; k < 12; ++k) s = _mm512_add_epi32(s, acc[k]);
+    return _mm512_reduce_add_epi32(s);
+}
+constexpr int kVnniBytes = 12 * 64;
+
+// AVX2 without VNNI: vpmaddubsw (u8 x s8 pairs -> s16) then vpmaddwd (-> s32).
+__attribute__((target("avx2"), noinline)) int dot_avx2(long iters) {
+    __m256i acc[8];
+    for (int k = 0; k < 8; ++k) acc[k] = _mm256_set1_epi32(k);
+    const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
+    for (long i = 0; i < iters; ++i) {
+        for (int k = 0; k < 8; ++k) {
+            acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+        }
+    }
+    __m256i s = acc[0];
+    for (int k = 1; k < 8; ++k) s = _mm256_add_epi32(s, acc[k]);
+    return _mm256_extract_epi32(s, 0);
+}
+constexpr int kAvx2Bytes = 8 * 32;
+#endif
+
 template <typename F>
 double timed_parallel(int threads, F f) {
     std::vector<std::thread> pool;
@@ -69,6 +104,19 @@ Roofline measure_roofline(int threads) {
         best = std::min(best, timed_parallel(r.threads, [&](int) { sink = sink + fma_loop(iters, 0.999999f, 1e-7f); }));
     }
     r.fma_gflops = 2.0 * 256 * static_cast<double>(iters) * r.threads / best / 1e9;
+#if defined(__x86_64__) && defined(__GNUC__)
+    const bool vnni = __builtin_cpu_supports("avx512vnni");
+    if (vnni || __builtin_cpu_supports("avx2")) {
+        const long dots = 2000000;
+        best = 1e30;
+        for (int rep = 0; rep < 3; ++rep) {
+            best = std::min(best, timed_parallel(r.threads, [&](int) {
+                sink = sink + static_cast<float>(vnni ? dot_vnni(dots) : dot_avx2(dots));
+            }));
+        }
+        r.int8_gops = 2.0 * (vnni ? kVnniBytes : kAvx2Bytes) * static_cast<double>(dots) * r.threads / best / 1e9;
+    }
+#endif
     return r;
 }
 

@@ -1,0 +1,317 @@
+// qforge against its peers in one run, on the same machine, shapes, threads
+// and input data (issue: benchmarks against ggml and the roofline):
+//   qforge layers (Q4_K; int4g G=32 and Q4_0; Q8_0), ggml's CPU kernels
+//   through ggml_mul_mat on a graph (plain and with its weight repacking),
+//   the eager baseline (qforge dequantizes once, OpenBLAS sgemm per call)
+//   and the scalar reference (decode only: it is float64 and slow).
+// Every implementation sees the same quantized weights (ggml's Q4_0 blocks
+// are the int4g G=32 values re-laid out; Q4_K and Q8_0 bytes are shared) and
+// the same activations, and quantizes its activations inside its own time.
+// Implementations are interleaved within each round; each row is printed as
+// one JSON line for bench/report.py.
+//
+// Usage: qforge_compare --threads T [--quick] [--rounds N] [--only NAME_PART] > results.jsonl
+// One thread count per process (bench/compare.sh runs 1 and all cores):
+// Halide's pool, once it has started workers, does not shrink reliably when
+// asked for fewer within a process, so thread counts never share one.
+#include "ggml_peer.h"
+
+#include "qforge/layers.h"
+#include "qforge/quantize.h"
+#include "qforge/roofline.h"
+#include "reference.h"
+
+#include <cblas.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace qforge;
+using json = nlohmann::json;
+
+struct Shape {
+    const char *model, *layer;
+    int64_t out, in;
+};
+
+// One implementation of one configuration: run(copy) computes y from x with
+// the copy-th rotating weight copy.
+struct Impl {
+    std::string name, family;   // family: the weight data it shares (q4_k, q4_0, q8_0)
+    int copies = 1;
+    std::function<void(int)> run;
+};
+
+// Activations quantized to Q8_0 weights the way ggml's reference does it.
+std::vector<uint8_t> quantize_q8_0(const std::vector<float> &w, int64_t out, int64_t in) {
+    std::vector<uint8_t> b(out * in / 32 * 34);
+    for (int64_t blk = 0; blk < out * in / 32; ++blk) {
+        const float *v = &w[blk * 32];
+        float amax = 0;
+        for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(v[l]));
+        const float d = amax / 127.0f;
+        const uint16_t h = ref::f32_to_f16(d);
+        const float id = d ? 1.0f / d : 0.0f;
+        uint8_t *p = &b[blk * 34];
+        p[0] = h & 0xFF;
+        p[1] = h >> 8;
+        for (int l = 0; l < 32; ++l) p[2 + l] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(v[l] * id)));
+    }
+    return b;
+}
+
+// int4g G=32 as Q4_0 blocks (FORMATS.md): the same d and nibbles, byte j of
+// a block holding columns j (low) and j + 16 (high).
+std::vector<uint8_t> int4g_to_q4_0(const Int4gQuantized &q, int64_t out, int64_t in) {
+    std::vector<uint8_t> b(out * in / 32 * 18);
+    auto nib = [&](int64_t r, int64_t c) { return (q.weight[r * in / 2 + c / 2] >> (4 * (c % 2))) & 15; };
+    for (int64_t r = 0; r < out; ++r) {
+        for (int64_t g = 0; g < in / 32; ++g) {
+            uint8_t *p = &b[(r * in / 32 + g) * 18];
+            const uint16_t d = q.scales[r * (in / 32) + g];
+            p[0] = d & 0xFF;
+            p[1] = d >> 8;
+            for (int j = 0; j < 16; ++j) p[2 + j] = static_cast<uint8_t>(nib(r, g * 32 + j) | (nib(r, g * 32 + j + 16) << 4));
+        }
+    }
+    return b;
+}
+
+std::string cpu_name() {
+    std::FILE *f = std::fopen("/proc/cpuinfo", "r");
+    char line[512];
+    std::string name = "unknown";
+    while (f && std::fgets(line, sizeof line, f)) {
+        if (std::strncmp(line, "model name", 10) == 0) {
+            name = std::strchr(line, ':') + 2;
+            name.erase(name.find_last_not_of("\n") + 1);
+            break;
+        }
+    }
+    if (f) std::fclose(f);
+    return name;
+}
+
+// Enough copies of `bytes` (384 MiB in all, over ten times this machine's
+// last-level cache) that every call streams its weights from DRAM.
+int copies_for(int64_t bytes) {
+    return static_cast<int>(std::clamp<int64_t>((int64_t{384} << 20) / std::max<int64_t>(bytes, 1), 1, 128));
+}
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Median seconds per call of `run`, over at least `min_calls` calls and `min_s` seconds, after one warm-up.
+double time_impl(const Impl &impl, double min_s, int min_calls) {
+    // Let the previous implementation's worker threads (OpenMP, OpenBLAS,
+    // Halide) stop spinning, so that they do not take this one's cores.
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    int copy = 0;
+    impl.run(copy++ % impl.copies);
+    std::vector<double> t;
+    const double start = now();
+    while (static_cast<int>(t.size()) < min_calls || now() - start < min_s) {
+        const double t0 = now();
+        impl.run(copy++ % impl.copies);
+        t.push_back(now() - t0);
+        if (t.size() >= 200) break;
+    }
+    std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+    return t[t.size() / 2];
+}
+
+struct Data {
+    std::vector<float> x, y;
+};
+
+// The implementations of one shape, for tokens and threads set at run time.
+class Suite {
+public:
+    Suite(const Shape &s, const std::vector<float> &w, int64_t max_tokens) : s_(s), max_tokens_(max_tokens) {
+        q4k_ = quantize_q4k(w.data(), s.out, s.in).data;
+        i4_ = quantize_int4g(w.data(), s.out, s.in, 32, false);
+        q4_0_ = int4g_to_q4_0(i4_, s.out, s.in);
+        q8_0_ = quantize_q8_0(w, s.out, s.in);
+        dense_.resize(s.out * s.in);
+        ref::q4k_dequant(q4k_.data(), s.out, s.in, dense_.data());
+        std::mt19937 g(11);
+        std::normal_distribution<float> n(0, 1);
+        d_.x.resize(max_tokens * s.in);
+        for (auto &v : d_.x) v = n(g);
+        d_.y.resize(max_tokens * s.out);
+        add_qforge("qforge", "q4_k", DType::q4_k, q4k_);
+        add_qforge("qforge", "q4_k", DType::q4_k, q4k_, Activations::q8);  // decode too through Q8_K, as ggml
+        add_qforge("qforge-int4g", "q4_0", DType::u8, i4_.weight);
+        add_qforge("qforge", "q4_0", DType::q4_0, q4_0_);
+        add_qforge("qforge", "q8_0", DType::q8_0, q8_0_);
+        for (bool repack : {false, true}) {
+            add_ggml("q4_k", GGMLType::q4_k, q4k_, repack);
+            add_ggml("q4_0", GGMLType::q4_0, q4_0_, repack);
+        }
+        add_ggml("q8_0", GGMLType::q8_0, q8_0_, false);  // ggml 0.3.16 has no Q8_0 repacking
+    }
+
+    // The implementations for `tokens` tokens on `threads` threads.
+    std::vector<Impl> impls(int64_t tokens, int threads, bool with_reference) {
+        tokens_ = tokens;
+        set_num_threads(threads);
+        openblas_set_num_threads(threads);
+        for (auto &p : ggml_) p->set_threads(threads);
+        std::vector<Impl> out = impls_;
+        // Eager: dequantized once (not timed), a dense GEMM per call.
+        out.push_back({"eager-f32-openblas", "q4_k", 1, [this](int) {
+                           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tokens_, s_.out, s_.in, 1.0f,
+                                       d_.x.data(), s_.in, dense_.data(), s_.in, 0.0f, d_.y.data(), s_.out);
+                       }});
+        if (with_reference) {
+            out.push_back({"reference-scalar", "q4_k", 1, [this](int) {
+                               std::vector<double> y(tokens_ * s_.out);
+                               ref::q4k_matmul_f32(q4k_.data(), s_.out, s_.in, d_.x.data(), tokens_, nullptr, y.data());
+                           }});
+        }
+        return out;
+    }
+
+    int64_t weight_bytes(const std::string &family) const {
+        if (family == "q4_k") return static_cast<int64_t>(q4k_.size());
+        if (family == "q4_0") return static_cast<int64_t>(q4_0_.size());
+        return static_cast<int64_t>(q8_0_.size());
+    }
+
+private:
+    void add_qforge(const std::string &name, const std::string &family, DType type, const std::vector<uint8_t> &bytes,
+                    Activations act = Activations::automatic) {
+        const int copies = copies_for(static_cast<int64_t>(bytes.size()));
+        auto layers = std::make_shared<std::vector<std::unique_ptr<LinearLayer>>>();
+        auto store = std::make_shared<std::vector<std::vector<uint8_t>>>(copies, bytes);
+        auto scales = std::make_shared<std::vector<std::vector<uint16_t>>>(copies, i4_.scales);
+        for (int c = 0; c < copies; ++c) {
+            WeightRef r;
+            r.type = type;
+            r.out = s_.out;
+            r.in = s_.in;
+            r.data = (*store)[c].data();
+            if (type == DType::u8) {
+                r.scales = (*scales)[c].data();
+                r.group_size = 32;
+            }
+            layers->push_back(make_linear(name + "." + family, r));
+        }
+        ForwardOptions fo;
+        fo.activations = act;
+        impls_.push_back({name + "-" + (type == DType::u8 ? std::string("g32") : family) +
+                              (act == Activations::q8 ? "-q8" : ""),
+                          family, copies, [this, layers, store, scales, fo](int c) {
+                              (*layers)[c]->forward(ConstMatrix{d_.x.data(), tokens_, s_.in},
+                                                    Matrix{d_.y.data(), tokens_, s_.out}, fo);
+                          }});
+    }
+
+    void add_ggml(const std::string &family, GGMLType type, const std::vector<uint8_t> &bytes, bool repack) {
+        // ggml keeps one output tensor per copy's graph: cap those at 256 MiB.
+        const int64_t y_bytes = max_tokens_ * s_.out * 4;
+        const int copies = static_cast<int>(std::min<int64_t>(copies_for(static_cast<int64_t>(bytes.size())),
+                                                              std::max<int64_t>(1, (int64_t{256} << 20) / y_bytes)));
+        auto peer = std::make_shared<GGMLMatmul>(type, bytes.data(), s_.out, s_.in, copies, repack);
+        ggml_.push_back(peer);
+        impls_.push_back({std::string("ggml-") + family + (repack ? "-repack" : ""), family, copies, [this, peer](int c) {
+                              peer->run(c, d_.x.data(), tokens_, d_.y.data());
+                          }});
+    }
+
+    Shape s_;
+    int64_t max_tokens_;
+    std::vector<uint8_t> q4k_, q4_0_, q8_0_;
+    Int4gQuantized i4_;
+    std::vector<float> dense_;
+    Data d_;
+    int64_t tokens_ = 1;
+    std::vector<Impl> impls_;
+    std::vector<std::shared_ptr<GGMLMatmul>> ggml_;
+};
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    bool quick = false;
+    int rounds = 3;
+    const char *only = nullptr;
+    int only_threads = 0;
+    for (int i = 1; i < argc; ++i) {
+        if (!std::strcmp(argv[i], "--quick")) quick = true;
+        if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = std::atoi(argv[++i]);
+        if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = std::atoi(argv[++i]);
+    }
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const std::vector<int> thread_counts = only_threads > 0 ? std::vector<int>{only_threads} : std::vector<int>{1, cores};
+    set_num_threads(thread_counts.front());
+    auto probe = [&] {
+        for (int threads : thread_counts) {
+        const Roofline r = measure_roofline(threads);
+        std::printf("%s\n", json{{"roofline", true}, {"threads", threads}, {"read_gbs", r.read_gbs},
+                                 {"fma_gflops", r.fma_gflops}, {"int8_gops", r.int8_gops},
+                                 {"ggml", ggml_version_string()}, {"cpu", cpu_name()}}
+                                .dump()
+                                .c_str());
+        std::fflush(stdout);
+        }
+    };
+    probe();  // again at the end: the report keeps the better of the two (this machine is shared)
+    // One shape per model and projection kind, as in FORMATS.md; the largest
+    // (ffn) shapes stop at 32 tokens so that the run stays within minutes.
+    std::vector<std::pair<Shape, std::vector<int64_t>>> plan = {
+        {{"llama-3.1-8b", "q", 4096, 4096}, {1, 8, 32, 128, 512}},
+        {{"llama-3.1-8b", "gate", 14336, 4096}, {1, 8, 32}},
+        {{"llama-3.2-1b", "gate", 8192, 2048}, {1, 8, 32, 128}},
+        {{"qwen3-0.6b", "q", 2048, 1024}, {1, 8, 32, 128, 512}},
+    };
+    if (quick) plan = {{{"qwen3-0.6b", "q", 2048, 1024}, {1, 8, 128}}};
+    for (auto &[shape, token_list] : plan) {
+        std::mt19937 g(static_cast<unsigned>(shape.out * 31 + shape.in));
+        std::normal_distribution<float> n(0, 0.02f);
+        std::vector<float> w(shape.out * shape.in);
+        for (auto &v : w) v = n(g);
+        Suite suite(shape, w, *std::max_element(token_list.begin(), token_list.end()));
+        for (int64_t tokens : token_list) {
+            for (int threads : thread_counts) {
+                const bool with_ref = tokens == 1 && threads == 1 && shape.out * shape.in <= 4096 * 4096;
+                auto impls = suite.impls(tokens, threads, with_ref);
+                if (only) {  // --only SUBSTRING: just the implementations whose names contain it
+                    impls.erase(std::remove_if(impls.begin(), impls.end(),
+                                               [&](const Impl &i) { return i.name.find(only) == std::string::npos; }),
+                                impls.end());
+                }
+                for (int round = 0; round < rounds; ++round) {
+                    // Rotate the order each round so that no implementation always runs first.
+                    std::rotate(impls.begin(), impls.begin() + (round % impls.size()), impls.end());
+                    for (const Impl &impl : impls) {
+                        const bool slow = impl.name == "reference-scalar";
+                        const double s = time_impl(impl, slow ? 0.0 : 0.12, slow ? 1 : 3);
+                        std::printf("%s\n", json{{"impl", impl.name}, {"family", impl.family}, {"model", shape.model},
+                                                 {"layer", shape.layer}, {"out", shape.out}, {"in", shape.in},
+                                                 {"tokens", tokens}, {"threads", threads}, {"round", round},
+                                                 {"ms", s * 1e3}, {"weight_bytes", suite.weight_bytes(impl.family)},
+                                                 {"copies", impl.copies}}
+                                                .dump()
+                                                .c_str());
+                        std::fflush(stdout);
+                    }
+                }
+            }
+        }
+    }
+    probe();
+    return 0;
+}
