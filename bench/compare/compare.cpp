@@ -54,7 +54,7 @@ struct Impl {
     std::function<void(int)> run;
 };
 
-// Activations quantized to Q8_0 weights the way ggml's reference does it.
+// Weights to Q8_0 as ggml's quantize_row_q8_0_ref: d = amax / 127, q = round(w / d).
 std::vector<uint8_t> quantize_q8_0(const std::vector<float> &w, int64_t out, int64_t in) {
     std::vector<uint8_t> b(out * in / 32 * 34);
     for (int64_t blk = 0; blk < out * in / 32; ++blk) {
@@ -195,7 +195,8 @@ private:
         const int copies = copies_for(static_cast<int64_t>(bytes.size()));
         auto layers = std::make_shared<std::vector<std::unique_ptr<LinearLayer>>>();
         auto store = std::make_shared<std::vector<std::vector<uint8_t>>>(copies, bytes);
-        auto scales = std::make_shared<std::vector<std::vector<uint16_t>>>(copies, i4_.scales);
+        // int4g keeps its scales beside the nibbles: one copy per weight copy.
+        auto scales = std::make_shared<std::vector<std::vector<uint16_t>>>(type == DType::u8 ? copies : 0, i4_.scales);
         for (int c = 0; c < copies; ++c) {
             WeightRef r;
             r.type = type;

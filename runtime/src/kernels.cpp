@@ -274,6 +274,31 @@ void invoke_x(const std::string &op, const internal::Variant &v, Place &p, const
         inputs);
 }
 
+// What every f32-activation matmul shares once its weights are checked: x
+// (with its norm) and y checked, the decode or prefill variant picked
+// (kernel + "_matvec_f32" or "_matmul_f32", "_norm" when x carries a norm,
+// then `suffix`), and run on the views `weights(place)` returns (a tuple),
+// then x, bias, has_bias, the norm's arguments and y: the generated order.
+template <typename WeightViews>
+void run_matmul_f32(const std::string &op, const std::string &kernel, const std::string &suffix, int64_t out,
+                    int64_t in, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt,
+                    WeightViews weights) {
+    check_tokens(op, x.rows);
+    check_activations(op, x, in);
+    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, out);
+    install_error_handler();
+    Place place(op, opt);
+    const auto &v = find_variant(kernel_for(opt, normed(kernel + "_matvec_f32", x) + suffix,
+                                            normed(kernel + "_matmul_f32", x) + suffix, x.rows),
+                                 opt.target, place.cuda());
+    auto wv = weights(place);
+    auto xv = matrix_view(place, "x", x);
+    auto bv = place.vec("bias", bias, out);
+    bool has_bias = bias != nullptr;
+    auto yv = matrix_view(place, "y", y);
+    std::apply([&](auto &...w) { invoke_x(op, v, place, x, std::tie(w..., xv, bv, has_bias), yv); }, wv);
+}
+
 // --- int4g -----------------------------------------------------------------
 
 int64_t int4g_groups(const Int4gWeights &w) { return (w.in + w.group_size - 1) / w.group_size; }
@@ -355,22 +380,9 @@ void int4g_dequant(const Int4gWeights &w, Matrix out, const RunOptions &opt) {
 void int4g_matmul(const Int4gWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
     const std::string op = "int4g_matmul";
     check_int4g(op, w);
-    check_tokens(op, x.rows);
-    check_activations(op, x, w.in);
-    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
-    install_error_handler();
-    Place place(op, opt);
-    const std::string g = group_suffix(w);
-    const auto &v = find_variant(
-        kernel_for(opt, normed("int4g_matvec_f32", x) + g, normed("int4g_matmul_f32", x) + g, x.rows), opt.target,
-        place.cuda());
-    auto wv = int4g_weight_view(place, w);
-    auto sv = int4g_scales_view(place, w);
-    auto xv = matrix_view(place, "x", x);
-    auto bv = place.vec("bias", bias, w.out);
-    bool has_bias = bias != nullptr;
-    auto yv = matrix_view(place, "y", y);
-    invoke_x(op, v, place, x, std::tie(wv, sv, xv, bv, has_bias), yv);
+    run_matmul_f32(op, "int4g", group_suffix(w), w.out, w.in, x, bias, y, opt, [&](Place &p) {
+        return std::make_tuple(int4g_weight_view(p, w), int4g_scales_view(p, w));
+    });
 }
 
 void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt) {
@@ -386,19 +398,7 @@ void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt) {
 void q4k_matmul_f32(const Q4KWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
     const std::string op = "q4k_matmul_f32";
     check_q4k(op, w);
-    check_tokens(op, x.rows);
-    check_activations(op, x, w.in);
-    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
-    install_error_handler();
-    Place place(op, opt);
-    const auto &v = find_variant(kernel_for(opt, normed("q4k_matvec_f32", x), normed("q4k_matmul_f32", x), x.rows),
-                                 opt.target, place.cuda());
-    auto wv = q4k_view(place, w);
-    auto xv = matrix_view(place, "x", x);
-    auto bv = place.vec("bias", bias, w.out);
-    bool has_bias = bias != nullptr;
-    auto yv = matrix_view(place, "y", y);
-    invoke_x(op, v, place, x, std::tie(wv, xv, bv, has_bias), yv);
+    run_matmul_f32(op, "q4k", "", w.out, w.in, x, bias, y, opt, [&](Place &p) { return std::make_tuple(q4k_view(p, w)); });
 }
 
 void q8k_quantize(ConstMatrix x, const Q8KActivations &a, const RunOptions &opt) {
@@ -489,20 +489,8 @@ void block_dequant(const BlockWeights &w, Matrix out, const RunOptions &opt) {
 void block_matmul_f32(const BlockWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
     const std::string op = "block_matmul_f32";
     check_block(op, w);
-    check_tokens(op, x.rows);
-    check_activations(op, x, w.in);
-    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
-    install_error_handler();
-    Place place(op, opt);
-    const std::string k = block_prefix(op, w.type);
-    const auto &v = find_variant(kernel_for(opt, normed(k + "_matvec_f32", x), normed(k + "_matmul_f32", x), x.rows),
-                                 opt.target, place.cuda());
-    auto wv = block_view(place, w);
-    auto xv = matrix_view(place, "x", x);
-    auto bv = place.vec("bias", bias, w.out);
-    bool has_bias = bias != nullptr;
-    auto yv = matrix_view(place, "y", y);
-    invoke_x(op, v, place, x, std::tie(wv, xv, bv, has_bias), yv);
+    run_matmul_f32(op, block_prefix(op, w.type), "", w.out, w.in, x, bias, y, opt,
+                   [&](Place &p) { return std::make_tuple(block_view(p, w)); });
 }
 
 void dense_matmul(const DenseWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
@@ -510,25 +498,15 @@ void dense_matmul(const DenseWeights &w, ConstMatrix x, const float *bias, Matri
     require(w.type == DType::f32 || w.type == DType::f16, op, "weight type " + to_string(w.type) + " is not F32 or F16");
     check_matrix(op, "weight", w.data, w.out, w.in, w.stride, w.out, w.in);
     require(w.out > 0 && w.in > 0, op, str("weight shape [", w.out, ", ", w.in, "] must be positive"));
-    check_tokens(op, x.rows);
-    check_activations(op, x, w.in);
-    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
-    install_error_handler();
-    Place place(op, opt);
-    const std::string k = w.type == DType::f32 ? "f32" : "f16";
-    const auto &v = find_variant(kernel_for(opt, normed(k + "_matvec_f32", x), normed(k + "_matmul_f32", x), x.rows),
-                                 opt.target, place.cuda());
     const int64_t stride = dense_or(w.stride, w.in);
-    // The kernel reads f16 weights as halide float16: same bits as uint16.
-    Halide::Runtime::Buffer<const void, 2> wv =
-        w.type == DType::f32 ? Halide::Runtime::Buffer<const void, 2>(place.view("weight", static_cast<const float *>(w.data), w.out, w.in, stride))
-                             : Halide::Runtime::Buffer<const void, 2>(place.view("weight", static_cast<const uint16_t *>(w.data), w.out, w.in, stride));
-    if (w.type == DType::f16) wv.raw_buffer()->type = halide_type_t(halide_type_float, 16);
-    auto xv = matrix_view(place, "x", x);
-    auto bv = place.vec("bias", bias, w.out);
-    bool has_bias = bias != nullptr;
-    auto yv = matrix_view(place, "y", y);
-    invoke_x(op, v, place, x, std::tie(wv, xv, bv, has_bias), yv);
+    run_matmul_f32(op, w.type == DType::f32 ? "f32" : "f16", "", w.out, w.in, x, bias, y, opt, [&](Place &p) {
+        // The kernel reads f16 weights as halide float16: same bits as uint16.
+        using Any = Halide::Runtime::Buffer<const void, 2>;
+        Any wv = w.type == DType::f32 ? Any(p.view("weight", static_cast<const float *>(w.data), w.out, w.in, stride))
+                                      : Any(p.view("weight", static_cast<const uint16_t *>(w.data), w.out, w.in, stride));
+        if (w.type == DType::f16) wv.raw_buffer()->type = halide_type_t(halide_type_float, 16);
+        return std::make_tuple(std::move(wv));
+    });
 }
 
 int set_num_threads(int n) { return halide_set_num_threads(n); }
