@@ -23,6 +23,8 @@ public:
         GroupMatmulFuncs f;
         f.group_size = G;
         f.interleave = 1;
+        f.weight = weight;
+        f.x = x;
         Var r = f.r, n = f.n;
         Expr in = x.dim(0).extent();
         f.wq(f.c, r) = cast<float>(weight_(f.c, r));

@@ -21,6 +21,8 @@ public:
         GroupMatmulFuncs f;
         f.group_size = fmt.block;
         f.interleave = fmt.interleave;
+        f.weight = weight;
+        f.x = x;
         Var r = f.r, n = f.n;
         f.wq(f.c, r) = fmt.at_column(weight_, f.c, r);
         f.main = RDom(0, fmt.interleave, 0, fmt.block / fmt.interleave, 0, x.dim(0).extent() / fmt.block, "main");

@@ -9,16 +9,18 @@ public:
 
     Input<Buffer<uint8_t, 2>> weight{"weight"};    // [in/2, out]
     Input<Buffer<uint16_t, 2>> scales{"scales"};   // f16 bits, [n_groups, out]
-    Output<Buffer<float, 2>> out{"out"};           // [in, out]
+    // f32, or f16 (out.type=float16: the weights of the CUDA prefill GEMM)
+    Output<Buffer<void, 2>> out{"out"};  // [in, out]
 
     void generate() {
         const int G = group_size;
         check(G >= 2 && G % 2 == 0, "group_size must be even and >= 2");
         DequantFuncs f;
+        f.weight = weight;
         Var c = f.c, r = f.r;
         Expr byte = weight(c / 2, r);
         Expr nibble = cast<int32_t>((byte >> cast<uint8_t>(4 * (c % 2))) & cast<uint8_t>(15));
-        out(c, r) = cast<float>(nibble - 8) * f16_bits_to_f32(scales(c / G, r));
+        out(c, r) = cast(out.type(), cast<float>(nibble - 8) * f16_bits_to_f32(scales(c / G, r)));
         f.out = out;
         schedule_family_for(get_target()).dequant(f, get_target(), knobs());
     }

@@ -24,6 +24,8 @@ public:
         GroupMatmulFuncs f;
         f.group_size = G;
         f.interleave = 2;
+        f.weight = weight;
+        f.x = x;
         Var r = f.r, n = f.n;
         Expr in = x.dim(0).extent();
         Expr full_groups = in / G;

@@ -18,6 +18,8 @@ public:
         Func weight_ = clamp_outer(weight);
         Func x_ = activations(x);
         Q4KMatmulF32Funcs f;
+        f.weight = weight;
+        f.x = x;
         Var r = f.r, n = f.n, l = f.l, j = f.j, b = f.b;
         Q4KRow w{weight_};
         Expr blocks = x.dim(0).extent() / kQK;

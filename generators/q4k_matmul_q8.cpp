@@ -24,6 +24,8 @@ public:
         Func a_qs_ = clamp_outer(a_qs);
         Func a_bsums_ = clamp_outer(a_bsums);
         Q4KMatmulQ8Funcs f;
+        f.weight = weight;
+        f.x = a_qs;
         Var r = f.r, n = f.n, k = f.k, j = f.j, b = f.b, l = f.l;
         Q4KRow w{weight_};
         Expr blocks = a_qs.dim(0).extent() / kQK;
@@ -39,15 +41,17 @@ public:
         f.bdot(k, b, r, n) += w.sc(b, f.sub, r) * f.dot4(k, f.sub, b, r, n);
 
         Expr pair = cast<int32_t>(a_bsums_(b * 16 + 2 * f.sub, n)) + cast<int32_t>(a_bsums_(b * 16 + 2 * f.sub + 1, n));
+        // Negated here, so that the min term below is a plain sum (what a
+        // schedule can rfactor); negation is exact, the result is unchanged.
         f.bmin(b, r, n) = 0;
-        f.bmin(b, r, n) += w.m(b, f.sub, r) * pair;
+        f.bmin(b, r, n) += -w.m(b, f.sub, r) * pair;
 
         f.main = RDom(0, 8, 0, blocks, "main");
         f.mins = RDom(0, blocks, "mins");
         RVar mk = f.main.x, mb = f.main.y;
         f.acc(r, n) = bias_or_zero(bias, has_bias, bias.dim(0).extent(), r);
         f.acc(r, n) += (a_d_(mb, n) * w.d(mb, r)) * cast<float>(f.bdot(mk, mb, r, n));
-        f.acc(r, n) += -((a_d_(f.mins, n) * w.dmin(f.mins, r)) * cast<float>(f.bmin(f.mins, r, n)));
+        f.acc(r, n) += (a_d_(f.mins, n) * w.dmin(f.mins, r)) * cast<float>(f.bmin(f.mins, r, n));
         y(r, n) = f.acc(r, n);
         f.y = y;
 

@@ -1,9 +1,13 @@
-// The CUDA family. Decode (tokens = 1) gives each output row to one warp:
-// the 32 lanes take interleaved slices of the row's blocks (or groups), so a
-// warp's loads cover contiguous bytes, and the lanes' partial sums meet
-// through warp shuffles (Halide's gpu_lanes). Prefill gives each thread one
-// output (a first cut: weights are re-read through L1/L2 per token). Per-call side products (Q8_K statistics, x sums) run as their
-// own small kernels; nothing is ever computed on the host.
+// The CUDA family. Decode (tokens = 1) gives each output row to one warp
+// (Q4_K with Q8_K activations: to 8 lanes, 4 rows a warp); a lane takes
+// 16-byte chunks of the row's quants (4-byte columns for Q8_K), so a warp's
+// loads are whole contiguous sectors and, where Halide can prove the
+// alignment (the kernels are specialized on it), vector loads; the lanes'
+// partial sums meet through warp shuffles (Halide's gpu_lanes). Prefill gives
+// each thread one output (a first cut: the layers run larger batches as
+// dequantize-to-f16 + cuBLAS instead, see runtime/include/qforge/layers.h).
+// Per-call side products (Q8_K statistics, x sums) run as their own small
+// kernels; nothing is ever computed on the host.
 #include "schedules.h"
 
 #include <algorithm>
@@ -20,9 +24,9 @@ int pick(int knob, int fallback) { return knob > 0 ? knob : fallback; }
 
 // Rows of y over warps (decode): `warps` rows per thread block, one warp per
 // row. Returns the loop at which a warp's lane-partial sums live.
-LoopLevel warp_per_row(Func y, Var r, Var n, const Knobs &k) {
+LoopLevel warp_per_row(Func y, Var r, Var n, const Knobs &k, int rows = 4) {
     Var ro("ro"), ri("ri"), rl("rl");
-    y.split(r, ro, ri, pick(k.rows_per_task, 4), kGuard)
+    y.split(r, ro, ri, pick(k.rows_per_task, rows), kGuard)
         .split(ri, ri, rl, 1)
         .reorder(rl, ri, ro, n)
         .gpu_blocks(ro, n)
@@ -31,12 +35,12 @@ LoopLevel warp_per_row(Func y, Var r, Var n, const Knobs &k) {
 }
 
 // The lane-partial sums `intm(u, ...)` of an rfactored reduction, one per lane.
-void lanes(Func intm, Var u, Var r, Var n, LoopLevel at) {
+void lanes(Func intm, Var u, Var r, Var n, LoopLevel at, int width = kWarp) {
     // All 32 lanes, even when a short row leaves some without work (they
     // hold zeros): a constant extent keeps the partial sums in registers.
     intm.compute_at(at)
         .store_in(MemoryType::Register)
-        .bound(u, 0, kWarp)
+        .bound(u, 0, width)
         .bound_extent(r, 1)
         .bound_extent(n, 1)
         .gpu_lanes(u);
@@ -72,19 +76,43 @@ void dequant(DequantFuncs &f, const Target &, const Knobs &k) {
         .gpu_tile(co, f.r, cb, rb, ct, rt, 64, 4, kGuard);
 }
 
+// Weight bytes a lane loads at once: one ld.global.v4. Halide emits it only
+// where it can prove the address 16-byte aligned, so the weight base is
+// declared so (the runtime checks every CUDA weight pointer) and the kernel
+// is specialized on rows whose byte stride keeps it: other strides run the
+// same loop with narrower loads.
+constexpr int kChunk = 16;
+
+Expr aligned_rows(ImageParam w) {
+    w.set_host_alignment(kChunk);
+    w.dim(0).set_min(0);
+    return (w.dim(1).stride() * w.type().bytes()) % kChunk == 0;
+}
+
 void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
     RVar p = f.main.x, kk = f.main.y, g = f.main.z;
     if (!k.prefill) {
-        // Lane u takes groups u, u + 32, ...: a warp reads 32 consecutive groups.
+        // A warp per row; lane u takes 16-consecutive-byte chunks u, u + 32,
+        // ... of the row (a warp's load is 512 contiguous bytes), and sums a
+        // chunk's products as one vector reduction.
         LoopLevel warp = warp_per_row(f.y, f.r, f.n, k);
-        RVar go("go"), gl("gl");
+        const int run = f.group_size / f.interleave;  // consecutive quants in a group
+        const int vec = std::min(run, kChunk);
+        RVar ko("ko"), ki("ki"), chunk("chunk"), co("co"), cl("cl");
         Var u("u");
-        Func intm = f.acc.update(0).split(g, go, gl, kWarp).rfactor(gl, u);
+        Stage s = f.acc.update(0);
+        if (run > vec) {
+            s.split(kk, ko, ki, vec).fuse(ko, g, chunk);
+        } else {
+            s.rename(kk, ki).rename(g, chunk);
+        }
+        Func intm = s.split(chunk, co, cl, kWarp, kGuard).rfactor(cl, u);
         lanes(intm, u, f.r, f.n, warp);
-        intm.update().reorder(p, kk, go).unroll(p).unroll(kk);
+        intm.update().reorder(ki, p, co).unroll(p).atomic().vectorize(ki);
         if (f.acc.num_update_definitions() > 1) {
             f.acc.update(1).unscheduled();  // a last, partial group: under G columns per lane
         }
+        f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));
         return;
     }
     // One output per thread. (Register tiles of rows x tokens per thread
@@ -106,19 +134,29 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
     RVar ml = f.main.x, mj = f.main.y, mb = f.main.z;
     RVar nj = f.mins.x, nb = f.mins.y;
     if (!k.prefill) {
-        // Lane u takes blocks u, u + 32, ...: per lane, whole 144-byte blocks.
-        // (A lane per sub-block would read less per lane, but a fused lane
-        // index defeats bounds inference: every lane then unpacks all eight.)
+        // A warp per row. A lane's chunk is 16 quant bytes of a block: half
+        // of one 32-byte run, i.e. 16 weights of sub-blocks 2i and 2i+1
+        // (low, high nibbles); a block is 8 chunks, 8 lanes. The chunk's two
+        // sub-block scales are decoded once, its bytes load as vectors.
         LoopLevel warp = warp_per_row(f.y, f.r, f.n, k);
         Var u("u"), v("v");
-        RVar bo("bo"), bl("bl"), no("no"), nl("nl");
-        Func intm = f.acc.update(0).split(mb, bo, bl, kWarp).rfactor(bl, u);
+        RVar lo("lo"), li("li"), jo("jo"), jh("jh"), c1("c1"), chunk("chunk"), co("co"), cl("cl");
+        Func intm = f.acc.update(0)
+                        .split(ml, lo, li, kChunk)
+                        .split(mj, jo, jh, 2)
+                        .fuse(lo, jo, c1)
+                        .fuse(c1, mb, chunk)
+                        .split(chunk, co, cl, kWarp, kGuard)
+                        .rfactor(cl, u);
         lanes(intm, u, f.r, f.n, warp);
-        intm.update().reorder(ml, mj, bo).unroll(ml);
+        intm.update().reorder(li, jh, co).unroll(jh).atomic().vectorize(li);
+        // The min term: lane v takes blocks v, v + 32, ... (eight products each).
+        RVar no("no"), nl("nl");
         Func mins = f.acc.update(1).split(nb, no, nl, kWarp).rfactor(nl, v);
         lanes(mins, v, f.r, f.n, warp);
         mins.update().reorder(nj, no).unroll(nj);
         xsum_kernel(f);
+        f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));
         return;
     }
     xsum_kernel(f);
@@ -147,19 +185,23 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &, const Knobs &k) {
     // dot4 is four u4 x s8 products: one dp4a.
     f.dot4.update().atomic().vectorize(f.t);
     if (!k.prefill) {
-        // Lane u takes blocks u, u + 32, ...: per lane, whole blocks, eight
-        // dp4a per sub-block.
-        LoopLevel warp = warp_per_row(f.y, f.r, f.n, k);
-        Var u("u");
-        RVar bo("bo"), bl("bl");
-        Func intm = f.acc.update(0).split(mb, bo, bl, kWarp).rfactor(bl, u);
-        lanes(intm, u, f.r, f.n, warp);
-        intm.update().reorder(mk, bo);
+        // Eight lanes per row, four rows per warp: lane k takes four-byte
+        // column k of every block (the same four quant bytes of each of its
+        // 32-byte runs: eight dp4a, one per sub-block), so a row's 8 lanes
+        // read whole 32-byte sectors. Lanes are the pure column k of bdot
+        // (not a fused index), so bounds inference gives each lane one k.
+        // Sixteen rows (128 threads) per thread block.
+        LoopLevel warp = warp_per_row(f.y, f.r, f.n, k, 16);
+        Var u("u"), v("v");
+        RVar no("no"), nl("nl");
+        Func intm = f.acc.update(0).rfactor(mk, u);
+        lanes(intm, u, f.r, f.n, warp, 8);
         f.bdot.update().unroll(f.sub);
-        f.acc.update(1).unscheduled();
-        // The min term (one product per block) stays serial in every lane:
-        // rfactor cannot prove `acc - term` associative.
+        // The min term: lane v takes blocks v, v + 8, ...
+        Func mins = f.acc.update(1).split(f.mins.x, no, nl, 8, kGuard).rfactor(nl, v);
+        lanes(mins, v, f.r, f.n, warp, 8);
         f.bmin.update().unroll(f.sub);
+        f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));
         return;
     }
     thread_tiles(f.y, f.r, f.n, 1, 1);   // one output per thread, as for int4g

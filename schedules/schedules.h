@@ -24,6 +24,7 @@ struct Knobs {
 // Any weight format -> f32: out(c, r). Runs of `block` columns share their
 // scales (1: no structure worth splitting on).
 struct DequantFuncs {
+    Halide::ImageParam weight;  // the raw weights (see GroupMatmulFuncs)
     Halide::Func out;
     Halide::Var c, r;
     int block = 1;
@@ -37,6 +38,11 @@ struct DequantFuncs {
 // columns of a last, partial group: a second update of acc, which
 // whole-block formats do not have.
 struct GroupMatmulFuncs {
+    // The raw weight input, so that a schedule can state or specialize on
+    // its layout (alignment, row stride): a GPU emits 16-byte loads only for
+    // addresses it can prove aligned.
+    Halide::ImageParam weight;
+    Halide::ImageParam x;  // the activations, for the same reason
     Halide::Func y, acc, wq;  // y = acc; wq(c, r) is one dequantized weight
     Halide::Var r, n, c;
     Halide::RDom main, tail;
@@ -47,6 +53,7 @@ struct GroupMatmulFuncs {
 // Y(r, n) = bias + sum_{l,j,b} scale(j,b,r) q x - sum_{j,b} min(j,b,r) xsum(j,b,n).
 // `main` is RDom(l in 0..31, j in 0..7, b); `mins` is RDom(j, b).
 struct Q4KMatmulF32Funcs {
+    Halide::ImageParam weight, x;  // the raw inputs (see GroupMatmulFuncs)
     Halide::Func y, acc, scale, neg_min, xsum, wq;  // y = acc; wq(l, j, b, r) = scale * q
     Halide::Var r, n;
     Halide::Var l, j, b;  // pure vars of scale/min/xsum/wq
@@ -59,10 +66,12 @@ struct Q8KQuantizeFuncs {
     Halide::Var c, b, g, n;
 };
 
-// Y(r, n) = bias + sum_{k,b} ad*d*bdot(k,b,r,n) - sum_b ad*dmin*bmin(b,r,n).
+// Y(r, n) = bias + sum_{k,b} ad*d*bdot(k,b,r,n) + sum_b ad*dmin*bmin(b,r,n),
+// bmin being the negated min sums (so that both are plain sums).
 // dot4(k, j, b, r, n) is the sum of 4 u4 x s8 products (the shape of
 // vpdpbusd / sdot / dp4a), bdot scales eight of them by the sub-block scales.
 struct Q4KMatmulQ8Funcs {
+    Halide::ImageParam weight, x;  // the raw weights and a_qs (see GroupMatmulFuncs)
     Halide::Func y, acc, dot4, bdot, bmin, quants;  // y = acc
     Halide::Var r, n, k, j, b, l;
     Halide::RDom t, sub, main, mins;

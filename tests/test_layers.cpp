@@ -260,9 +260,12 @@ TEST(Layers, CudaMemoryMatchesHost) {
                 dev->forward(ConstMatrix{m.in(x), tokens, in}, m.out(y), fo);
                 m.sync();
                 y.expect_all_written();
+                // Different summation orders; Q8_K rounding may differ by a
+                // step. From kCudaGemmMinTokens on, the device runs cuBLAS on
+                // f16 weights and x, the host its fused kernels (Q8_K for Q4_K).
+                const double tol = tokens >= kCudaGemmMinTokens ? 6e-3 : 2e-3;
                 for (int64_t i = 0; i < tokens * out; ++i) {
-                    // Different summation orders; Q8_K rounding may differ by a step.
-                    ASSERT_NEAR(y.data[i], expect[i], 2e-3 * (1 + std::fabs(expect[i]))) << "tokens " << tokens << " at " << i;
+                    ASSERT_NEAR(y.data[i], expect[i], tol * (1 + std::fabs(expect[i]))) << "tokens " << tokens << " at " << i;
                 }
             }
         }

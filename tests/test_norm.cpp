@@ -113,6 +113,20 @@ INSTANTIATE_TEST_SUITE_P(Int4g, FusedNorm, testing::ValuesIn(variants_of("int4g_
 INSTANTIATE_TEST_SUITE_P(Int4gG64, FusedNorm, testing::ValuesIn(variants_of("int4g_mat", "_norm_g64")), variant_name);
 INSTANTIATE_TEST_SUITE_P(Int4gG128, FusedNorm, testing::ValuesIn(variants_of("int4g_mat", "_norm_g128")), variant_name);
 
+// A LayerNorm with random weight and bias, on the host and where `m` puts
+// the kernel's inputs.
+struct RandomNorm {
+    std::vector<float> gamma, beta;
+    Norm host, dev;
+    RandomNorm(int64_t in, Mem &m)
+        : gamma(random_floats(in, -1.5f, 1.5f)), beta(random_floats(in, -0.3f, 0.3f)),
+          host{Norm::Kind::layer, gamma.data(), beta.data(), 1e-6f}, dev(host) {
+        dev.weight = m.in(gamma);
+        dev.bias = m.in(beta);
+    }
+    RandomNorm(const RandomNorm &) = delete;
+};
+
 // The quantizer's norm variant: d * qs reproduces norm(x) to half a step.
 class Q8KNorm : public testing::TestWithParam<VariantParam> {};
 
@@ -121,12 +135,9 @@ TEST_P(Q8KNorm, QuantisesTheNormalisedValues) {
     QF_SKIP_UNLESS_RUNNABLE(p);
     const int64_t tokens = 3, in = 1024;
     auto x = random_floats(tokens * in, -3.0f, 5.0f);
-    const auto gamma = random_floats(in, -1.5f, 1.5f), beta = random_floats(in, -0.3f, 0.3f);
-    Norm host{Norm::Kind::layer, gamma.data(), beta.data(), 1e-6f};
     Mem m(p);
-    Norm dev = host;
-    dev.weight = m.in(gamma);
-    dev.bias = m.in(beta);
+    const RandomNorm norm_(in, m);
+    const Norm &host = norm_.host, &dev = norm_.dev;
     std::vector<float> d(tokens * in / 256, nan_poison());
     std::vector<int8_t> qs(tokens * in, 99);
     std::vector<int16_t> bsums(tokens * in / 16, 9999);
@@ -152,6 +163,42 @@ TEST_P(Q8KNorm, QuantisesTheNormalisedValues) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, Q8KNorm, testing::ValuesIn(variants_of("q8k_quantize_norm")), variant_name);
+
+// The f16 activations of the CUDA prefill path: f16(x) bit for bit (awkward
+// width, padded rows), and f16(norm(x)) within one f16 step of the float64
+// norm (its statistics are f32 sums).
+class F16FromF32 : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(F16FromF32, RoundsToNearestEven) {
+    const VariantParam &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    const bool norm = p.kernel.find("_norm") != std::string::npos;
+    const int64_t tokens = 5, in = 300, pad = 3;
+    std::vector<float> x = random_floats(tokens * (in + pad), -70000.0f, 70000.0f);  // past f16's range too
+    Mem m(p);
+    const RandomNorm norm_(in, m);
+    const Norm &host = norm_.host, &dev = norm_.dev;
+    PoisonedF16 y(tokens, in, 1);
+    f16_from_f32(ConstMatrix{m.in(x), tokens, in, in + pad, norm ? &dev : nullptr}, m.out(y), options(p));
+    m.sync();
+    std::vector<float> dense(tokens * in);
+    for (int64_t t = 0; t < tokens; ++t) std::copy_n(&x[t * (in + pad)], in, &dense[t * in]);
+    if (!norm) {
+        y.expect_f16_of(dense);
+        return;
+    }
+    const auto xn = normalise(dense, tokens, in, host);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < tokens * in; ++i) {
+        const double got = ref::f16_to_f32(y.data[(i / in) * y.stride + i % in]);
+        const double step = std::ldexp(1.0, std::max(-24, std::ilogb(std::fabs(xn[i]) + 1e-30) - 10));
+        if (!(std::fabs(got - xn[i]) <= step) && ++bad <= 3) ADD_FAILURE() << i << ": " << got << " vs " << xn[i];
+    }
+    EXPECT_EQ(bad, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Plain, F16FromF32, testing::ValuesIn(variants_of("f16_from_f32")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Norm, F16FromF32, testing::ValuesIn(variants_of("f16_from_f32_norm")), variant_name);
 
 // Through the public API: ConstTensor's norm, every format and strategy,
 // and QKV; the result equals the layer run on x normalised beforehand.

@@ -165,6 +165,32 @@ inline void expect_bitwise_equal(const Poisoned &y, const std::vector<float> &re
     EXPECT_EQ(mismatches, 0);
 }
 
+// An f16 [rows, cols] output (IEEE binary16 bits) with `pad` extra columns
+// per row, all poisoned with an f16 NaN.
+struct PoisonedF16 {
+    static constexpr uint16_t kPoison = 0x7E01;
+    int64_t rows, cols, stride;
+    std::vector<uint16_t> data;
+    PoisonedF16(int64_t r, int64_t c, int64_t pad = 0) : rows(r), cols(c), stride(c + pad), data(r * (c + pad), kPoison) {}
+    // Every element is ref rounded to nearest even, bit for bit; padding untouched.
+    void expect_f16_of(const std::vector<float> &ref) const {
+        int64_t mismatches = 0, clobbered = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t c = 0; c < stride; ++c) {
+                const uint16_t got = data[r * stride + c];
+                if (c >= cols) {
+                    clobbered += got != kPoison;
+                } else if (got != ref::f32_to_f16(ref[r * cols + c]) && ++mismatches <= 3) {
+                    ADD_FAILURE() << "row " << r << " col " << c << ": f16 bits " << got << " != f16("
+                                  << ref[r * cols + c] << ")";
+                }
+            }
+        }
+        EXPECT_EQ(mismatches, 0);
+        EXPECT_EQ(clobbered, 0) << "padding elements written past the end of a row";
+    }
+};
+
 // Q4_K matmul shapes: out not a multiple of any vector width, tokens in
 // {1, 2, 3, 7, 64, 129}, in from 256 to 14336, bias on and off, padded strides.
 struct MatmulCase {
@@ -199,7 +225,10 @@ inline std::vector<VariantParam> variants_of(const std::string &prefix, const st
         const bool ends = k.size() >= suffix.size() && k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0;
         const bool norm = k.find("_norm") != std::string::npos;
         const bool want_norm = (prefix + suffix).find("_norm") != std::string::npos;
-        if (k.rfind(prefix, 0) == 0 && ends && norm == want_norm) out.push_back({k, v.target});
+        // The activation converter takes an f16 output: only when asked for.
+        const bool convert = k.rfind("f16_from", 0) == 0;
+        const bool want_convert = prefix.rfind("f16_from", 0) == 0;
+        if (k.rfind(prefix, 0) == 0 && ends && norm == want_norm && convert == want_convert) out.push_back({k, v.target});
     }
     return out;
 }
@@ -260,6 +289,7 @@ public:
         return static_cast<T *>(mirror(v.data(), v.size() * sizeof(T), true));
     }
     Matrix out(struct Poisoned &y);
+    MatrixF16 out(PoisonedF16 &y) { return {out(y.data), y.rows, y.cols, y.stride}; }
 
     // Waits for the kernels, brings outputs back, checks inputs unchanged.
     void sync() {
@@ -293,6 +323,26 @@ private:
 };
 
 inline Matrix Mem::out(Poisoned &y) { return {out(y.data), y.rows, y.cols, y.stride}; }
+
+// Runs a dequantizer into a poisoned output, f32 or (for "*_dequant_f16*"
+// kernels) f16, and checks every element against `ref` (f32) bit for bit:
+// run(out) calls the entry point with out a Matrix or a MatrixF16.
+template <typename Run>
+void expect_dequant(const VariantParam &p, Mem &m, int64_t rows, int64_t cols, int64_t pad,
+                    const std::vector<float> &ref, Run run) {
+    if (p.kernel.find("_dequant_f16") != std::string::npos) {
+        PoisonedF16 y(rows, cols, pad);
+        run(m.out(y));
+        m.sync();
+        y.expect_f16_of(ref);
+        return;
+    }
+    Poisoned y(rows, cols, pad);
+    run(m.out(y));
+    m.sync();
+    y.expect_all_written();
+    expect_bitwise_equal(y, ref);
+}
 
 // Group size from a kernel name ending in _gNN.
 inline int group_of(const std::string &kernel) {

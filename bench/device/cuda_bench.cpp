@@ -5,6 +5,7 @@
 // sample of rows against the float64 reference. Prints one table row per
 // case and writes the same as TSV to argv[1] (optional).
 #include "qforge/kernels.h"
+#include "qforge/layers.h"
 
 #include "cuda_device.h"
 #include "reference.h"
@@ -206,6 +207,64 @@ void bench_int4g(int64_t out, int64_t in, int g, const std::vector<int64_t> &tok
     }
 }
 
+// A layer's forward as an app calls it: the runtime's rule picks the fused
+// Halide kernels (tokens < kCudaGemmMinTokens) or dequantize-to-f16 +
+// cuBLAS. Weights rotate over layer copies like the kernels above.
+void bench_layer(const char *name, const WeightRef &w, size_t wbytes, const std::vector<int64_t> &token_counts) {
+    const int ncopies = copies_for(wbytes);
+    LayerOptions lo;
+    lo.memory = Memory::cuda;
+    std::vector<std::unique_ptr<LinearLayer>> layers;
+    for (int i = 0; i < ncopies; ++i) layers.push_back(make_linear(name, w, nullptr, lo));
+    for (int64_t tokens : token_counts) {
+        auto x = randf(tokens * w.in, -1, 1);
+        Dev xd(x), yd(tokens * w.out * 4);
+        ForwardOptions fo;
+        fo.run.memory = Memory::cuda;
+        auto f = [&](int i) {
+            layers[i % ncopies]->forward(ConstMatrix{xd.as<float>(), tokens, w.in}, Matrix{yd.as<float>(), tokens, w.out}, fo);
+        };
+        const double ms = median_ms(f, 50);
+        std::vector<float> y(tokens * w.out);
+        cu::cuda_download(y.data(), yd.p, y.size() * 4);
+        const int64_t check_rows = std::min<int64_t>(w.out, 64);
+        std::vector<double> ref(tokens * check_rows);
+        if (w.type == DType::q4_k) {
+            ref::q4k_matmul_f32(static_cast<const uint8_t *>(w.data), check_rows, w.in, x.data(), tokens, nullptr, ref.data());
+        } else {
+            ref::int4g_matmul(static_cast<const uint8_t *>(w.data), w.scales, check_rows, w.in, w.group_size, x.data(),
+                              tokens, nullptr, ref.data());
+        }
+        const std::string label = std::string(name) + (tokens >= kCudaGemmMinTokens ? "/cublas" : "/halide");
+        row(label.c_str(), w.out, w.in, tokens, ms, wbytes + 4.0 * tokens * (w.in + w.out), 2.0 * w.out * w.in * tokens,
+            max_rel_err(y, ref, tokens, w.out, check_rows), "layer");
+    }
+}
+
+void bench_layers(int64_t out, int64_t in, const std::vector<int64_t> &token_counts) {
+    auto q = q4k_rows(out, in);
+    WeightRef wq;
+    wq.type = DType::q4_k;
+    wq.data = q.data();
+    wq.out = out;
+    wq.in = in;
+    bench_layer("layer_q4k", wq, q.size(), token_counts);
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::vector<uint8_t> w(out * in / 2);
+    for (auto &b : w) b = static_cast<uint8_t>(byte(rng));
+    auto sf = randf(out * (in / 128), -0.05f, 0.05f);
+    std::vector<uint16_t> s(sf.size());
+    for (size_t i = 0; i < s.size(); ++i) s[i] = ref::f32_to_f16(sf[i]);
+    WeightRef wi;
+    wi.type = DType::u8;
+    wi.data = w.data();
+    wi.scales = s.data();
+    wi.group_size = 128;
+    wi.out = out;
+    wi.in = in;
+    bench_layer("layer_int4g_g128", wi, w.size() + s.size() * 2, token_counts);
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -229,6 +288,7 @@ int main(int argc, char **argv) {
             bench_q4k(out, in, tokens, target);
             bench_int4g(out, in, 128, tokens, target);
             bench_int4g(out, in, 32, {1, 16}, target);
+            bench_layers(out, in, {1, 2, 4, 8, 16, 128, 512});
         }
     } catch (const std::exception &e) {
         std::fprintf(stderr, "cuda_bench: %s\n", e.what());

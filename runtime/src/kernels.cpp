@@ -16,6 +16,7 @@
 #include <cmath>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 #include <sstream>
 
 namespace qforge {
@@ -65,6 +66,7 @@ int64_t dense_or(int64_t stride, int64_t dense) { return stride == 0 ? dense : s
 // Halide cannot copy behind anyone's back) and the kernels run on
 // opt.stream in the caller's context.
 thread_local void *call_stream = nullptr;
+constexpr uintptr_t kCudaAlignment = 16;
 
 #ifdef QF_HAVE_CUDA
 int acquire_context(void *, void **ctx, bool) {
@@ -105,6 +107,13 @@ public:
     View<T> view(const char *name, T *data, int64_t rows, int64_t cols, int64_t stride) {
         check_pointer(name, data);
         if (!cuda_) return view2d(data, rows, cols, stride);
+        // The CUDA kernels assume their inputs' base is 16-byte aligned
+        // (their vector loads); outputs may be any sub-view.
+        if constexpr (std::is_const_v<T>) {
+            require(reinterpret_cast<uintptr_t>(data) % kCudaAlignment == 0, op_,
+                    str(name, " is not 16-byte aligned CUDA memory (the kernels load 16 bytes at a time; "
+                              "cudaMalloc gives 256-byte alignment)"));
+        }
         halide_dimension_t dims[2] = {{0, static_cast<int32_t>(cols), 1},
                                       {0, static_cast<int32_t>(rows), static_cast<int32_t>(stride)}};
         View<T> v(nullptr, 2, dims);
@@ -184,6 +193,12 @@ private:
     bool cuda_;
 };
 
+// f16 as Halide's float16 (the same bits as uint16).
+View<uint16_t> matrix_view(Place &p, const char *name, const MatrixF16 &m) {
+    View<uint16_t> v = p.view(name, m.data, m.rows, m.cols, dense_or(m.stride, m.cols));
+    v.raw_buffer()->type = halide_type_t(halide_type_float, 16);
+    return v;
+}
 View<float> matrix_view(Place &p, const char *name, const Matrix &m) {
     return p.view(name, m.data, m.rows, m.cols, dense_or(m.stride, m.cols));
 }
@@ -367,14 +382,55 @@ Q8KBuffer::Q8KBuffer(int64_t tokens, int64_t in)
 
 Q8KActivations Q8KBuffer::view() { return {d_.data(), qs_.data(), bsums_.data(), tokens_, in_}; }
 
-void int4g_dequant(const Int4gWeights &w, Matrix out, const RunOptions &opt) {
+namespace {
+
+// "f32" outputs run `kernel`, f16 ones `kernel` with "_f16" before `suffix`.
+std::string dequant_kernel(const std::string &kernel, const std::string &suffix, const Matrix &) { return kernel + suffix; }
+std::string dequant_kernel(const std::string &kernel, const std::string &suffix, const MatrixF16 &) {
+    return kernel + "_f16" + suffix;
+}
+
+template <typename Out>
+void int4g_dequant_to(const Int4gWeights &w, Out out, const RunOptions &opt) {
     const std::string op = "int4g_dequant";
     check_int4g(op, w);
     check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
     install_error_handler();
     Place place(op, opt);
-    const auto &v = find_variant(opt.kernel.empty() ? op + group_suffix(w) : opt.kernel, opt.target, place.cuda());
+    const auto &v = find_variant(opt.kernel.empty() ? dequant_kernel(op, group_suffix(w), out) : opt.kernel, opt.target,
+                                 place.cuda());
     invoke(op, v, int4g_weight_view(place, w), int4g_scales_view(place, w), matrix_view(place, "out", out));
+}
+
+template <typename Out>
+void q4k_dequant_to(const Q4KWeights &w, Out out, const RunOptions &opt) {
+    const std::string op = "q4k_dequant";
+    check_q4k(op, w);
+    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
+    install_error_handler();
+    Place place(op, opt);
+    const auto &v = find_variant(opt.kernel.empty() ? dequant_kernel(op, "", out) : opt.kernel, opt.target, place.cuda());
+    invoke(op, v, q4k_view(place, w), matrix_view(place, "out", out));
+}
+
+}  // namespace
+
+void int4g_dequant(const Int4gWeights &w, Matrix out, const RunOptions &opt) { int4g_dequant_to(w, out, opt); }
+void int4g_dequant(const Int4gWeights &w, MatrixF16 out, const RunOptions &opt) { int4g_dequant_to(w, out, opt); }
+void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt) { q4k_dequant_to(w, out, opt); }
+void q4k_dequant(const Q4KWeights &w, MatrixF16 out, const RunOptions &opt) { q4k_dequant_to(w, out, opt); }
+
+void f16_from_f32(ConstMatrix x, MatrixF16 out, const RunOptions &opt) {
+    const std::string op = "f16_from_f32";
+    check_tokens(op, x.rows);
+    check_activations(op, x, x.cols);
+    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, x.rows, x.cols);
+    install_error_handler();
+    Place place(op, opt);
+    const auto &v = find_variant(opt.kernel.empty() ? normed(op, x) : opt.kernel, opt.target, place.cuda());
+    auto xv = matrix_view(place, "x", x);
+    auto ov = matrix_view(place, "out", out);
+    invoke_x(op, v, place, x, std::tie(xv), ov);
 }
 
 void int4g_matmul(const Int4gWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
@@ -383,16 +439,6 @@ void int4g_matmul(const Int4gWeights &w, ConstMatrix x, const float *bias, Matri
     run_matmul_f32(op, "int4g", group_suffix(w), w.out, w.in, x, bias, y, opt, [&](Place &p) {
         return std::make_tuple(int4g_weight_view(p, w), int4g_scales_view(p, w));
     });
-}
-
-void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt) {
-    const std::string op = "q4k_dequant";
-    check_q4k(op, w);
-    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
-    install_error_handler();
-    Place place(op, opt);
-    const auto &v = find_variant(opt.kernel.empty() ? op : opt.kernel, opt.target, place.cuda());
-    invoke(op, v, q4k_view(place, w), matrix_view(place, "out", out));
 }
 
 void q4k_matmul_f32(const Q4KWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
@@ -475,16 +521,25 @@ View<const uint8_t> block_view(Place &p, const BlockWeights &w) {
 
 }  // namespace
 
-void block_dequant(const BlockWeights &w, Matrix out, const RunOptions &opt) {
+namespace {
+
+template <typename Out>
+void block_dequant_to(const BlockWeights &w, Out out, const RunOptions &opt) {
     const std::string op = "block_dequant";
     check_block(op, w);
     check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
     install_error_handler();
     Place place(op, opt);
-    const auto &v = find_variant(opt.kernel.empty() ? block_prefix(op, w.type) + "_dequant" : opt.kernel, opt.target,
-                                 place.cuda());
+    const auto &v = find_variant(opt.kernel.empty() ? dequant_kernel(block_prefix(op, w.type) + "_dequant", "", out)
+                                                    : opt.kernel,
+                                 opt.target, place.cuda());
     invoke(op, v, block_view(place, w), matrix_view(place, "out", out));
 }
+
+}  // namespace
+
+void block_dequant(const BlockWeights &w, Matrix out, const RunOptions &opt) { block_dequant_to(w, out, opt); }
+void block_dequant(const BlockWeights &w, MatrixF16 out, const RunOptions &opt) { block_dequant_to(w, out, opt); }
 
 void block_matmul_f32(const BlockWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
     const std::string op = "block_matmul_f32";

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <deque>
 
+#include "cublas.h"
 #include "cuda_device.h"
 #include "qforge/gguf.h"
 #include "qforge/quantize.h"
@@ -51,28 +52,37 @@ struct DeviceBuffer {
     }
 };
 
-// Device scratch for the Q8_K planes of GPU layers, one per calling thread
-// and stream: work on one stream runs in order, so the next call on it can
-// reuse the planes without waiting, and no call allocates once the largest
-// size has been seen.
+// Device scratch of GPU layers (Q8_K planes, f16 operands), one per calling
+// thread, stream and use: work on one stream runs in order, so the next call
+// on it can reuse the memory without waiting, and no call allocates once the
+// largest size has been seen.
 class DeviceScratch {
 public:
-    Q8KActivations planes(void *stream, int64_t tokens, int64_t in) {
-        const size_t d_bytes = round_up(tokens * (in / 256) * 4), qs_bytes = round_up(tokens * in);
-        const size_t bytes = d_bytes + qs_bytes + round_up(tokens * (in / 16) * 2);
+    enum Use { q8k_planes, f16_weights, f16_activations };
+
+    void *get(void *stream, Use use, size_t bytes) {
         Entry *e = nullptr;
         for (Entry &c : entries_) {
-            if (c.stream == stream) e = &c;
+            if (c.stream == stream && c.use == use) e = &c;
         }
-        if (!e) e = &entries_.emplace_back();
+        if (!e) {
+            e = &entries_.emplace_back();
+            e->stream = stream;
+            e->use = use;
+        }
         if (e->bytes < bytes) {
-            internal::cuda_synchronize();  // earlier calls may still read the old planes
+            internal::cuda_synchronize();  // earlier calls may still read the old memory
             e->buf = DeviceBuffer();
             e->buf.p = internal::cuda_alloc(bytes);
             e->bytes = bytes;
-            e->stream = stream;
         }
-        auto *base = static_cast<uint8_t *>(e->buf.p);
+        return e->buf.p;
+    }
+
+    Q8KActivations planes(void *stream, int64_t tokens, int64_t in) {
+        const size_t d_bytes = round_up(tokens * (in / 256) * 4), qs_bytes = round_up(tokens * in);
+        const size_t bytes = d_bytes + qs_bytes + round_up(tokens * (in / 16) * 2);
+        auto *base = static_cast<uint8_t *>(get(stream, q8k_planes, bytes));
         return {reinterpret_cast<float *>(base), reinterpret_cast<int8_t *>(base + d_bytes),
                 reinterpret_cast<int16_t *>(base + d_bytes + qs_bytes), tokens, in};
     }
@@ -81,11 +91,17 @@ private:
     static size_t round_up(int64_t b) { return (static_cast<size_t>(b) + 255) / 256 * 256; }
     struct Entry {
         void *stream = nullptr;
+        Use use = q8k_planes;
         DeviceBuffer buf;
         size_t bytes = 0;
     };
     std::deque<Entry> entries_;
 };
+
+DeviceScratch &device_scratch() {
+    thread_local DeviceScratch scratch;
+    return scratch;
+}
 
 }  // namespace
 
@@ -163,7 +179,9 @@ void LinearLayer::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) co
     if (x.cols != in_) layer_error(name_, "x has " + std::to_string(x.cols) + " columns, in = " + std::to_string(in_));
     if (y.cols != out_) layer_error(name_, "y has " + std::to_string(y.cols) + " columns, out = " + std::to_string(out_));
     try {
-        if (opt_.strategy == Strategy::fused) {
+        if (use_cublas(x, opt)) {
+            run_cublas(x, y, opt);
+        } else if (opt_.strategy == Strategy::fused) {
             run_fused(x, y, opt);
         } else {
             if (opt.activations == Activations::q8) layer_error(name_, "eager layers run dense f32 activations, not q8");
@@ -175,6 +193,33 @@ void LinearLayer::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) co
         if (std::string(e.what()).rfind("layer '", 0) == 0) throw;
         layer_error(name_, e.what());
     }
+}
+
+bool LinearLayer::use_cublas(const ConstMatrix &x, const ForwardOptions &opt) const {
+    if (!device_ || x.rows < kCudaGemmMinTokens || !opt.run.kernel.empty()) return false;
+    if (opt.activations != Activations::automatic || opt_.strategy == Strategy::eager_f32) return false;
+    if (opt_.strategy == Strategy::fused && format_ == DType::f32) return false;  // no f16 copy to make
+    return internal::cublas().present;
+}
+
+// Weights as f16 (the layer's own for f16 and eager_f16, else dequantized
+// into scratch), x through its norm as f16, then cuBLAS. All on opt.run.stream.
+void LinearLayer::run_cublas(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
+    RunOptions run = opt.run;
+    void *stream = run.stream;
+    const uint16_t *w16 = nullptr;
+    if (opt_.strategy == Strategy::eager_f16) {
+        w16 = static_cast<const uint16_t *>(device_->dense.p);
+    } else if (format_ == DType::f16) {
+        w16 = static_cast<const uint16_t *>(device_->weight.p);
+    } else {
+        auto *buf = static_cast<uint16_t *>(device_scratch().get(stream, DeviceScratch::f16_weights, out_ * in_ * 2));
+        dequantize_f16(buf, run);
+        w16 = buf;
+    }
+    auto *x16 = static_cast<uint16_t *>(device_scratch().get(stream, DeviceScratch::f16_activations, x.rows * in_ * 2));
+    f16_from_f32(x, {x16, x.rows, in_, in_}, run);
+    internal::cublas_gemm_f16(w16, x16, bias_ptr(), y.data, out_, in_, x.rows, y.stride ? y.stride : out_, stream);
 }
 
 // ---- Linear: dense f32/f16 (bf16 converted once) ----
@@ -197,6 +242,8 @@ void Linear::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const
     const void *w = device_ ? device_->weight.p : w_.data;
     dense_matmul({w_.type, w, out_, in_}, x, bias_ptr(), y, opt.run);
 }
+
+bool Linear::dequantize_f16(uint16_t *, const RunOptions &) const { return false; }
 
 void Linear::dequantize_to(float *w) const {
     auto v = to_f32(w_.type, w_.data, out_ * in_);
@@ -221,6 +268,13 @@ void Int4gLinear::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) 
     const auto *wp = static_cast<const uint8_t *>(device_ ? device_->weight.p : w_.data);
     const auto *sp = device_ ? static_cast<const uint16_t *>(device_->scales.p) : w_.scales;
     int4g_matmul({wp, sp, out_, in_, w_.group_size}, x, bias_ptr(), y, opt.run);
+}
+
+bool Int4gLinear::dequantize_f16(uint16_t *w16, const RunOptions &run) const {
+    int4g_dequant({static_cast<const uint8_t *>(device_->weight.p), static_cast<const uint16_t *>(device_->scales.p),
+                   out_, in_, w_.group_size},
+                  MatrixF16{w16, out_, in_}, run);
+    return true;
 }
 
 void Int4gLinear::dequantize_to(float *w) const {
@@ -252,8 +306,7 @@ void BlockLinear::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) 
     RunOptions quantize = opt.run;
     quantize.kernel.clear();  // a forced kernel names the matmul, not the quantizer
     if (opt.run.memory == Memory::cuda) {
-        thread_local DeviceScratch scratch;
-        const Q8KActivations a = scratch.planes(opt.run.stream, x.rows, in_);
+        const Q8KActivations a = device_scratch().planes(opt.run.stream, x.rows, in_);
         q8k_quantize(x, a, quantize);
         q4k_matmul_q8({wp, out_, in_}, a, bias_ptr(), y, opt.run);
         return;
@@ -261,6 +314,16 @@ void BlockLinear::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) 
     Q8KBuffer a(x.rows, in_);
     q8k_quantize(x, a.view(), quantize);
     q4k_matmul_q8({wp, out_, in_}, a.view(), bias_ptr(), y, opt.run);
+}
+
+bool BlockLinear::dequantize_f16(uint16_t *w16, const RunOptions &run) const {
+    const auto *wp = static_cast<const uint8_t *>(device_->weight.p);
+    if (w_.type == DType::q4_k) {
+        q4k_dequant({wp, out_, in_}, MatrixF16{w16, out_, in_}, run);
+    } else {
+        block_dequant({w_.type, wp, out_, in_}, MatrixF16{w16, out_, in_}, run);
+    }
+    return true;
 }
 
 void BlockLinear::dequantize_to(float *w) const {

@@ -20,7 +20,9 @@ namespace qforge {
 // variant. cuda: CUDA device memory (cudaMalloc or cuMemAlloc, in the
 // calling thread's current context), run on a CUDA variant, asynchronously
 // on `stream`. qforge never copies between the two: a pointer in the wrong
-// place is an Error naming the tensor.
+// place is an Error naming the tensor. CUDA inputs (weights, activations)
+// must start on a 16-byte boundary, as cudaMalloc's do: the kernels load 16
+// bytes at a time.
 enum class Memory { host, cuda };
 
 // Which compiled variant runs. target: "auto" (for host memory the
@@ -119,9 +121,22 @@ private:
     std::vector<int16_t> bsums_;
 };
 
-// W as f32 [out, in].
+// IEEE binary16 values (as their bits) [rows, cols]: the operands of an f16
+// GEMM, e.g. cuBLAS (the CUDA prefill path of the layers).
+struct MatrixF16 {
+    uint16_t *data = nullptr;
+    int64_t rows = 0, cols = 0;
+    int64_t stride = 0;
+};
+
+// W as f32 [out, in], or as f16 (the f32 values rounded to nearest even).
 void int4g_dequant(const Int4gWeights &w, Matrix out, const RunOptions &opt = {});
 void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt = {});
+void int4g_dequant(const Int4gWeights &w, MatrixF16 out, const RunOptions &opt = {});
+void q4k_dequant(const Q4KWeights &w, MatrixF16 out, const RunOptions &opt = {});
+
+// x [tokens, in] as f16, through x.norm first when it carries one.
+void f16_from_f32(ConstMatrix x, MatrixF16 out, const RunOptions &opt = {});
 
 // y [tokens, out] = x [tokens, in] * W^T + bias (bias: [out] or nullptr).
 void int4g_matmul(const Int4gWeights &w, ConstMatrix x, const float *bias, Matrix y,
@@ -133,6 +148,7 @@ void q4k_matmul_q8(const Q4KWeights &w, const Q8KActivations &a, const float *bi
 
 // The same for every block format (Q4_K runs the q4k_* kernels above).
 void block_dequant(const BlockWeights &w, Matrix out, const RunOptions &opt = {});
+void block_dequant(const BlockWeights &w, MatrixF16 out, const RunOptions &opt = {});
 void block_matmul_f32(const BlockWeights &w, ConstMatrix x, const float *bias, Matrix y,
                       const RunOptions &opt = {});
 // y = x * W^T + bias with dense f32 or f16 weights.

@@ -49,6 +49,15 @@ struct Tensor {
 //   large batches.
 enum class Strategy { fused, eager_f32, eager_f16 };
 
+// On CUDA, forward with tokens >= kCudaGemmMinTokens and automatic
+// activations (no forced kernel) dequantizes the weights to f16 into a
+// per-thread, per-stream device scratch (out x in x 2 bytes), converts x
+// (through its norm) to f16, and runs cuBLAS's f16 GEMM with f32
+// accumulation; eager_f16 layers skip the dequantization. Below it, and
+// where cuBLAS cannot be loaded, the fused Halide kernels run. The threshold
+// is measured: bench/device/RESULTS.md.
+constexpr int64_t kCudaGemmMinTokens = 2;
+
 // Activation type of Q4_K layers (other formats always use f32).
 //   automatic: f32 for decode (one token; the fused f32 kernel streams the
 //   weights at least as fast) and Q8_K for prefill (integer dot products,
@@ -101,6 +110,11 @@ protected:
     LinearLayer(std::string name, const WeightRef &w, const float *bias, const LayerOptions &opt);
     virtual void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const = 0;
     virtual void dequantize_to(float *w) const = 0;  // [out, in] f32, for eager strategies
+    // The device weights as f16 [out, in] into w16 (device memory), for the
+    // cuBLAS path; false when the format has no f16 dequantizer (dense f32).
+    virtual bool dequantize_f16(uint16_t *w16, const RunOptions &run) const = 0;
+    bool use_cublas(const ConstMatrix &x, const ForwardOptions &opt) const;
+    void run_cublas(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;
     const float *bias_ptr() const;
     void finish_load();  // eager dequantization and uploads; call last in a constructor
 
@@ -122,6 +136,7 @@ public:
 private:
     void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const override;
     void dequantize_to(float *w) const override;
+    bool dequantize_f16(uint16_t *w16, const RunOptions &run) const override;
     std::vector<float> converted_;
 };
 
@@ -131,6 +146,7 @@ public:
 private:
     void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const override;
     void dequantize_to(float *w) const override;
+    bool dequantize_f16(uint16_t *w16, const RunOptions &run) const override;
 };
 
 // Q4_K, Q6_K, Q8_0 and Q4_0: one class per format for readable call sites.
@@ -140,6 +156,7 @@ public:
 private:
     void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const override;
     void dequantize_to(float *w) const override;
+    bool dequantize_f16(uint16_t *w16, const RunOptions &run) const override;
 };
 class Q4KLinear final : public BlockLinear { using BlockLinear::BlockLinear; };
 class Q6KLinear final : public BlockLinear { using BlockLinear::BlockLinear; };
