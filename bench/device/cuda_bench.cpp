@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -47,6 +48,19 @@ std::vector<uint8_t> q4k_rows(int64_t out, int64_t in) {
     return d;
 }
 
+struct Int4gWeights {
+    std::vector<uint8_t> nibbles;
+    std::vector<uint16_t> scales;   // f16
+};
+
+Int4gWeights int4g_random(int64_t out, int64_t in, int g) {
+    std::uniform_int_distribution<int> byte(0, 255);
+    Int4gWeights w{std::vector<uint8_t>(out * in / 2), {}};
+    for (auto &b : w.nibbles) b = static_cast<uint8_t>(byte(rng));
+    for (float f : randf(out * (in / g), -0.05f, 0.05f)) w.scales.push_back(ref::f32_to_f16(f));
+    return w;
+}
+
 struct Dev {
     void *p = nullptr;
     size_t bytes = 0;
@@ -61,9 +75,13 @@ struct Dev {
     T *as() const { return static_cast<T *>(p); }
 };
 
+// QF_BENCH_QUICK=1: decode rows only, few runs (for a profiler's pass).
+const bool quick = std::getenv("QF_BENCH_QUICK") != nullptr;
+
 // Median milliseconds of `reps` runs of f(i), each bracketed by events.
 template <typename F>
 double median_ms(F f, int reps) {
+    if (quick) reps = 10;
     for (int i = 0; i < 5; ++i) f(i);
     cu::cuda_synchronize();
     std::vector<void *> ev(reps + 1);
@@ -93,7 +111,7 @@ double copy_bw = 0;
 void row(const char *kernel, int64_t out, int64_t in, int64_t tokens, double ms, double bytes, double flops,
          double err, const char *target) {
     const double gbs = bytes / (ms * 1e-3) / 1e9;
-    std::printf("%-22s %6lldx%-6lld %5lld %10.4f %9.1f %7.1f%% %9.1f %10.2e  %s\n", kernel, (long long)out,
+    std::printf("%-26s %6lldx%-6lld %5lld %10.4f %9.1f %7.1f%% %9.1f %10.2e  %s\n", kernel, (long long)out,
                 (long long)in, (long long)tokens, ms, gbs, 100.0 * bytes / (ms * 1e-3) / copy_bw,
                 flops / (ms * 1e-3) / 1e12, err, target);
     if (tsv) {
@@ -126,12 +144,13 @@ void bench_q4k(int64_t out, int64_t in, const std::vector<int64_t> &token_counts
     std::vector<Dev> ws;
     for (int i = 0; i < ncopies; ++i) ws.emplace_back(w);
     const int64_t check_rows = std::min<int64_t>(out, 64);
+    RunOptions o1;
+    o1.memory = Memory::cuda;
+    o1.target = target;
     for (int64_t tokens : token_counts) {
         auto x = randf(tokens * in, -1, 1);
         Dev xd(x), yd(tokens * out * 4);
-        RunOptions o;
-        o.memory = Memory::cuda;
-        o.target = target;
+        const RunOptions &o = o1;
         std::vector<double> ref(tokens * check_rows), mag(tokens * check_rows);
         ref::q4k_matmul_f32(w.data(), check_rows, in, x.data(), tokens, nullptr, ref.data(), mag.data());
         std::vector<float> y(tokens * out);
@@ -164,22 +183,18 @@ void bench_q4k(int64_t out, int64_t in, const std::vector<int64_t> &token_counts
         row(tokens == 1 ? "q4k_matvec_q8" : "q4k_matmul_q8", out, in, tokens, ms8o, bytes, flops, NAN,
             target.c_str());
     }
-    // Dequantize to f32 (the first half of dequant + cuBLAS prefill).
-    Dev wf(out * in * 4);
-    const double ms = median_ms([&](int i) { q4k_dequant({ws[i % ncopies].as<uint8_t>(), out, in}, {wf.as<float>(), out, in}, {"auto", "", Memory::cuda}); }, 50);
-    row("q4k_dequant", out, in, 0, ms, wbytes + 4.0 * out * in, 0, NAN, target.c_str());
+    // Dequantize to f16: the first half of the layers' prefill path.
+    if (quick) return;
+    Dev wh(out * in * 2);
+    const double ms = median_ms([&](int i) { q4k_dequant({ws[i % ncopies].as<uint8_t>(), out, in}, MatrixF16{wh.as<uint16_t>(), out, in}, o1); }, 50);
+    row("q4k_dequant_f16", out, in, 0, ms, wbytes + 2.0 * out * in, 0, NAN, target.c_str());
 }
 
 void bench_int4g(int64_t out, int64_t in, int g, const std::vector<int64_t> &token_counts, const std::string &target) {
     const int64_t ng = in / g;
     const size_t wbytes = out * in / 2 + out * ng * 2;
     const int ncopies = copies_for(wbytes);
-    std::uniform_int_distribution<int> byte(0, 255);
-    std::vector<uint8_t> w(out * in / 2);
-    for (auto &b : w) b = static_cast<uint8_t>(byte(rng));
-    auto sf = randf(out * ng, -0.05f, 0.05f);
-    std::vector<uint16_t> s(sf.size());
-    for (size_t i = 0; i < s.size(); ++i) s[i] = ref::f32_to_f16(sf[i]);
+    const auto [w, s] = int4g_random(out, in, g);
     std::vector<Dev> wd, sd;
     for (int i = 0; i < ncopies; ++i) {
         wd.emplace_back(w);
@@ -207,27 +222,22 @@ void bench_int4g(int64_t out, int64_t in, int g, const std::vector<int64_t> &tok
     }
 }
 
-// A layer's forward as an app calls it: the runtime's rule picks the fused
-// Halide kernels (tokens < kCudaGemmMinTokens) or dequantize-to-f16 +
-// cuBLAS. Weights rotate over layer copies like the kernels above.
-void bench_layer(const char *name, const WeightRef &w, size_t wbytes, const std::vector<int64_t> &token_counts) {
+// A layer's forward as an app calls it, down each CUDA path (the fused
+// Halide kernels, dequantize-to-f16 + cuBLAS) and as the runtime's rule
+// picks (kCudaGemmMinTokens); `peer` is an eager_f16 layer on cuBLAS, i.e.
+// cuBLAS fp16 in this process. Weights rotate over layer copies.
+void bench_layer(const char *name, const WeightRef &w, size_t wbytes, const std::vector<int64_t> &token_counts,
+                 Strategy strategy = Strategy::fused) {
     const int ncopies = copies_for(wbytes);
     LayerOptions lo;
     lo.memory = Memory::cuda;
+    lo.strategy = strategy;
     std::vector<std::unique_ptr<LinearLayer>> layers;
     for (int i = 0; i < ncopies; ++i) layers.push_back(make_linear(name, w, nullptr, lo));
+    const int64_t check_rows = std::min<int64_t>(w.out, 64);
     for (int64_t tokens : token_counts) {
         auto x = randf(tokens * w.in, -1, 1);
         Dev xd(x), yd(tokens * w.out * 4);
-        ForwardOptions fo;
-        fo.run.memory = Memory::cuda;
-        auto f = [&](int i) {
-            layers[i % ncopies]->forward(ConstMatrix{xd.as<float>(), tokens, w.in}, Matrix{yd.as<float>(), tokens, w.out}, fo);
-        };
-        const double ms = median_ms(f, 50);
-        std::vector<float> y(tokens * w.out);
-        cu::cuda_download(y.data(), yd.p, y.size() * 4);
-        const int64_t check_rows = std::min<int64_t>(w.out, 64);
         std::vector<double> ref(tokens * check_rows);
         if (w.type == DType::q4_k) {
             ref::q4k_matmul_f32(static_cast<const uint8_t *>(w.data), check_rows, w.in, x.data(), tokens, nullptr, ref.data());
@@ -235,34 +245,45 @@ void bench_layer(const char *name, const WeightRef &w, size_t wbytes, const std:
             ref::int4g_matmul(static_cast<const uint8_t *>(w.data), w.scales, check_rows, w.in, w.group_size, x.data(),
                               tokens, nullptr, ref.data());
         }
-        const std::string label = std::string(name) + (tokens >= kCudaGemmMinTokens ? "/cublas" : "/halide");
-        row(label.c_str(), w.out, w.in, tokens, ms, wbytes + 4.0 * tokens * (w.in + w.out), 2.0 * w.out * w.in * tokens,
-            max_rel_err(y, ref, tokens, w.out, check_rows), "layer");
+        const std::pair<CudaGemm, const char *> paths[] = {
+            {CudaGemm::halide, "/halide"}, {CudaGemm::cublas, "/cublas"}, {CudaGemm::automatic, "/auto"}};
+        for (auto [path, suffix] : paths) {
+            if (strategy == Strategy::eager_f16 && path != CudaGemm::cublas) continue;
+            ForwardOptions fo;
+            fo.run.memory = Memory::cuda;
+            fo.cuda_gemm = path;
+            auto f = [&](int i) {
+                layers[i % ncopies]->forward(ConstMatrix{xd.as<float>(), tokens, w.in}, Matrix{yd.as<float>(), tokens, w.out}, fo);
+            };
+            const double ms = median_ms(f, 50);
+            std::vector<float> y(tokens * w.out);
+            cu::cuda_download(y.data(), yd.p, y.size() * 4);
+            const std::string label = std::string(name) + suffix;
+            row(label.c_str(), w.out, w.in, tokens, ms, wbytes + 4.0 * tokens * (w.in + w.out), 2.0 * w.out * w.in * tokens,
+                max_rel_err(y, ref, tokens, w.out, check_rows), "layer");
+        }
     }
 }
 
 void bench_layers(int64_t out, int64_t in, const std::vector<int64_t> &token_counts) {
-    auto q = q4k_rows(out, in);
+    const auto q = q4k_rows(out, in);
     WeightRef wq;
     wq.type = DType::q4_k;
     wq.data = q.data();
     wq.out = out;
     wq.in = in;
     bench_layer("layer_q4k", wq, q.size(), token_counts);
-    std::uniform_int_distribution<int> byte(0, 255);
-    std::vector<uint8_t> w(out * in / 2);
-    for (auto &b : w) b = static_cast<uint8_t>(byte(rng));
-    auto sf = randf(out * (in / 128), -0.05f, 0.05f);
-    std::vector<uint16_t> s(sf.size());
-    for (size_t i = 0; i < s.size(); ++i) s[i] = ref::f32_to_f16(sf[i]);
+    const auto [nib, sc] = int4g_random(out, in, 128);
     WeightRef wi;
     wi.type = DType::u8;
-    wi.data = w.data();
-    wi.scales = s.data();
+    wi.data = nib.data();
+    wi.scales = sc.data();
     wi.group_size = 128;
     wi.out = out;
     wi.in = in;
-    bench_layer("layer_int4g_g128", wi, w.size() + s.size() * 2, token_counts);
+    bench_layer("layer_int4g_g128", wi, nib.size() + sc.size() * 2, token_counts);
+    // cuBLAS fp16 on the same values (the int4g layer dequantized once, f16 weights read per call).
+    bench_layer("cublas_f16_peer", wi, 2 * out * in, token_counts, Strategy::eager_f16);
 }
 
 }  // namespace
@@ -280,13 +301,14 @@ int main(int argc, char **argv) {
         std::printf("device: %s (sm_%d%d); auto CUDA target: %s\n", d.name.c_str(), d.major, d.minor,
                     dispatched_cuda_target().c_str());
         std::printf("device-to-device copy: %.0f GB/s (read + write, 1 GiB, median of 20)\n", copy_bw / 1e9);
-        std::printf("%-22s %13s %5s %10s %9s %8s %9s %10s  %s\n", "kernel", "out x in", "tok", "ms", "GB/s",
+        std::printf("%-26s %13s %5s %10s %9s %8s %9s %10s  %s\n", "kernel", "out x in", "tok", "ms", "GB/s",
                     "%copy", "TFLOP/s", "max err", "target");
-        const std::vector<int64_t> tokens = {1, 2, 16, 128, 512};
+        const std::vector<int64_t> tokens = quick ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 2, 16, 128, 512};
         const std::string target = dispatched_cuda_target();
         for (auto [out, in] : std::vector<std::pair<int64_t, int64_t>>{{14336, 4096}, {4096, 14336}}) {
             bench_q4k(out, in, tokens, target);
             bench_int4g(out, in, 128, tokens, target);
+            if (quick) continue;
             bench_int4g(out, in, 32, {1, 16}, target);
             bench_layers(out, in, {1, 2, 4, 8, 16, 128, 512});
         }

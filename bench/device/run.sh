@@ -10,13 +10,30 @@ out="${2:-${OUT:-.}}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
+# The runtime dlopens libcublas (layers' prefill path). Where the loader
+# does not find it (CUDA's lib64 outside ld.so.conf), point QF_CUBLAS at it.
+if [ -z "${QF_CUBLAS:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libcublas\.so\.1[23] '; then
+    for lib in /usr/local/cuda/lib64/libcublas.so.13 /usr/local/cuda/lib64/libcublas.so.12 \
+               $(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib", "libcublas.so.13"))' 2>/dev/null); do
+        if [ -e "$lib" ]; then export QF_CUBLAS="$lib"; break; fi
+    done
+fi
+echo "cuBLAS: ${QF_CUBLAS:-found by the dynamic loader}" | tee -a "$out/gpu.txt"
+
 echo "== CUDA correctness tests (every kernel's CUDA variants, the CPU tests' cases, layers on device memory)"
-"$carried/qforge_tests" --gtest_filter='*cuda*:Registry.*:Layers.Cuda*' --gtest_brief=1 2>&1 | tee "$out/tests.txt" | tail -15
+"$carried/qforge_tests" --gtest_filter='*cuda*:*F16FromF32*:Registry.*:Layers.Cuda*' --gtest_brief=1 2>&1 | tee "$out/tests.txt" | tail -15
 tests_rc=${PIPESTATUS[0]}
 
 echo "== qforge CUDA kernels"
 "$carried/qforge_cuda_bench" "$out/qforge.tsv" 2>&1 | tee "$out/qforge.txt"
 echo "== peers (PyTorch)"
 python3 "$here/peers.py" "$out/peers.tsv" 2>&1 | tee "$out/peers.txt"
+if command -v ncu >/dev/null; then
+    echo "== GPU time per kernel of the decode rows (Nsight Compute; the rest of a row's time is launching)"
+    QF_BENCH_QUICK=1 ncu --clock-control none --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__issue_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active --csv --log-file "$out/ncu.csv" \
+        "$carried/qforge_cuda_bench" > "$out/ncu.out" 2> "$out/ncu.err" &&
+        python3 "$here/kernel_times.py" "$out/ncu.csv" | tee "$out/kernel_times.txt" ||
+        { echo "ncu failed:"; tail -5 "$out/ncu.err"; }
+fi
 echo "== tests exit code: $tests_rc"
 exit "$tests_rc"

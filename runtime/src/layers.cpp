@@ -196,9 +196,15 @@ void LinearLayer::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) co
 }
 
 bool LinearLayer::use_cublas(const ConstMatrix &x, const ForwardOptions &opt) const {
-    if (!device_ || x.rows < kCudaGemmMinTokens || !opt.run.kernel.empty()) return false;
-    if (opt.activations != Activations::automatic || opt_.strategy == Strategy::eager_f32) return false;
-    if (opt_.strategy == Strategy::fused && format_ == DType::f32) return false;  // no f16 copy to make
+    if (!device_ || opt.cuda_gemm == CudaGemm::halide) return false;
+    const bool forced = opt.cuda_gemm == CudaGemm::cublas;
+    if (!forced && (x.rows < kCudaGemmMinTokens || !opt.run.kernel.empty())) return false;
+    if (opt.activations != Activations::automatic || opt_.strategy == Strategy::eager_f32 ||
+        (opt_.strategy == Strategy::fused && format_ == DType::f32)) {  // no f16 copy to make
+        if (forced) layer_error(name_, "CudaGemm::cublas needs automatic activations and f16 weights or a quantized format");
+        return false;
+    }
+    if (forced && !internal::cublas().present) layer_error(name_, "CudaGemm::cublas: " + internal::cublas().why_absent);
     return internal::cublas().present;
 }
 
@@ -243,7 +249,9 @@ void Linear::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const
     dense_matmul({w_.type, w, out_, in_}, x, bias_ptr(), y, opt.run);
 }
 
-bool Linear::dequantize_f16(uint16_t *, const RunOptions &) const { return false; }
+void Linear::dequantize_f16(uint16_t *, const RunOptions &) const {
+    throw Error("internal: dense layers use their own f16 weights on the cuBLAS path");
+}
 
 void Linear::dequantize_to(float *w) const {
     auto v = to_f32(w_.type, w_.data, out_ * in_);
@@ -270,11 +278,10 @@ void Int4gLinear::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) 
     int4g_matmul({wp, sp, out_, in_, w_.group_size}, x, bias_ptr(), y, opt.run);
 }
 
-bool Int4gLinear::dequantize_f16(uint16_t *w16, const RunOptions &run) const {
+void Int4gLinear::dequantize_f16(uint16_t *w16, const RunOptions &run) const {
     int4g_dequant({static_cast<const uint8_t *>(device_->weight.p), static_cast<const uint16_t *>(device_->scales.p),
                    out_, in_, w_.group_size},
                   MatrixF16{w16, out_, in_}, run);
-    return true;
 }
 
 void Int4gLinear::dequantize_to(float *w) const {
@@ -316,14 +323,13 @@ void BlockLinear::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) 
     q4k_matmul_q8({wp, out_, in_}, a.view(), bias_ptr(), y, opt.run);
 }
 
-bool BlockLinear::dequantize_f16(uint16_t *w16, const RunOptions &run) const {
+void BlockLinear::dequantize_f16(uint16_t *w16, const RunOptions &run) const {
     const auto *wp = static_cast<const uint8_t *>(device_->weight.p);
     if (w_.type == DType::q4_k) {
         q4k_dequant({wp, out_, in_}, MatrixF16{w16, out_, in_}, run);
     } else {
         block_dequant({w_.type, wp, out_, in_}, MatrixF16{w16, out_, in_}, run);
     }
-    return true;
 }
 
 void BlockLinear::dequantize_to(float *w) const {

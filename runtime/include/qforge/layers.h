@@ -69,8 +69,15 @@ struct LayerOptions {
     Memory memory = Memory::host;   // cuda: weights are uploaded once, forward takes device pointers
 };
 
+// Which path a CUDA forward takes: automatic applies the rule above;
+// halide always runs the fused Halide kernels; cublas always dequantizes to
+// f16 and runs cuBLAS (an error if cuBLAS cannot be loaded). For tuning and
+// benchmarks; host layers ignore it.
+enum class CudaGemm { automatic, halide, cublas };
+
 struct ForwardOptions {
     Activations activations = Activations::automatic;
+    CudaGemm cuda_gemm = CudaGemm::automatic;
     RunOptions run;                 // target, forced kernel, stream; run.memory must match the layer's
 };
 
@@ -111,8 +118,8 @@ protected:
     virtual void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const = 0;
     virtual void dequantize_to(float *w) const = 0;  // [out, in] f32, for eager strategies
     // The device weights as f16 [out, in] into w16 (device memory), for the
-    // cuBLAS path; false when the format has no f16 dequantizer (dense f32).
-    virtual bool dequantize_f16(uint16_t *w16, const RunOptions &run) const = 0;
+    // cuBLAS path (dense layers never get here: use_cublas).
+    virtual void dequantize_f16(uint16_t *w16, const RunOptions &run) const = 0;
     bool use_cublas(const ConstMatrix &x, const ForwardOptions &opt) const;
     void run_cublas(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;
     const float *bias_ptr() const;
@@ -136,7 +143,7 @@ public:
 private:
     void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const override;
     void dequantize_to(float *w) const override;
-    bool dequantize_f16(uint16_t *w16, const RunOptions &run) const override;
+    void dequantize_f16(uint16_t *w16, const RunOptions &run) const override;
     std::vector<float> converted_;
 };
 
@@ -146,7 +153,7 @@ public:
 private:
     void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const override;
     void dequantize_to(float *w) const override;
-    bool dequantize_f16(uint16_t *w16, const RunOptions &run) const override;
+    void dequantize_f16(uint16_t *w16, const RunOptions &run) const override;
 };
 
 // Q4_K, Q6_K, Q8_0 and Q4_0: one class per format for readable call sites.
@@ -156,7 +163,7 @@ public:
 private:
     void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const override;
     void dequantize_to(float *w) const override;
-    bool dequantize_f16(uint16_t *w16, const RunOptions &run) const override;
+    void dequantize_f16(uint16_t *w16, const RunOptions &run) const override;
 };
 class Q4KLinear final : public BlockLinear { using BlockLinear::BlockLinear; };
 class Q6KLinear final : public BlockLinear { using BlockLinear::BlockLinear; };
