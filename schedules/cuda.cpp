@@ -22,27 +22,35 @@ constexpr int kWarp = 32;
 
 int pick(int knob, int fallback) { return knob > 0 ? knob : fallback; }
 
-// Rows of y over warps (decode): `warps` rows per thread block, one warp per
-// row. Returns the loop at which a warp's lane-partial sums live.
-LoopLevel warp_per_row(Func y, Var r, Var n, const Knobs &k, int rows = 4) {
-    Var ro("ro"), ri("ri"), rl("rl");
-    y.split(r, ro, ri, pick(k.rows_per_task, rows), kGuard)
+// Rows of y over warps (decode): `rows` rows per warp, `warps` warps per
+// thread block. A warp's rows share its loads of x (the unrolled rows read
+// the same addresses, which LLVM merges), so x's traffic through L1, which
+// exceeds the weights' (4 bytes a column against half a byte), is divided
+// by `rows`. Returns the loop at which a warp's lane-partial sums live.
+LoopLevel warp_rows(Func y, Var r, Var n, const Knobs &k, int rows, int warps = 4) {
+    Var ro("ro"), ri("ri"), rl("rl"), rr("rr");
+    y.split(r, ro, ri, pick(k.rows_per_task, warps) * rows, kGuard)
+        .split(ri, ri, rr, rows)
         .split(ri, ri, rl, 1)
-        .reorder(rl, ri, ro, n)
+        .reorder(rr, rl, ri, ro, n)
+        .unroll(rr)
         .gpu_blocks(ro, n)
         .gpu_threads(ri, rl);
     return LoopLevel(y, ri);
 }
 
-// The lane-partial sums `intm(u, ...)` of an rfactored reduction, one per lane.
-void lanes(Func intm, Var u, Var r, Var n, LoopLevel at, int width = kWarp) {
+// The lane-partial sums `intm(u, r, n)` of an rfactored reduction, one per
+// lane and row of the warp.
+void lanes(Func intm, Var u, Var r, Var n, LoopLevel at, int width = kWarp, int rows = 1) {
     // All 32 lanes, even when a short row leaves some without work (they
     // hold zeros): a constant extent keeps the partial sums in registers.
     intm.compute_at(at)
         .store_in(MemoryType::Register)
         .bound(u, 0, width)
-        .bound_extent(r, 1)
+        .bound_extent(r, rows)
         .bound_extent(n, 1)
+        .reorder_storage(u, r, n)   // lane-major: a warp's registers are its rows
+        .unroll(r)
         .gpu_lanes(u);
     intm.update().gpu_lanes(u);
 }
@@ -69,35 +77,40 @@ void own_kernel(Func f, Var x, Var y, int tx, int ty) {
 }
 
 void dequant(DequantFuncs &f, const Target &, const Knobs &k) {
-    // Eight columns (four int4 bytes) per thread.
+    // Eight columns (four int4 bytes) per thread, unrolled: vectorized, the
+    // int4g nibble pairs and per-column scales became byte gathers and
+    // 16-bit stores in the PTX (Halide 21), no better.
     Var co("co"), ci("ci"), cb("cb"), ct("ct"), rb("rb"), rt("rt");
     f.out.split(f.c, co, ci, pick(k.vector_width, 8), kGuard)
         .unroll(ci)
         .gpu_tile(co, f.r, cb, rb, ct, rt, 64, 4, kGuard);
 }
 
-// Weight bytes a lane loads at once: one ld.global.v4. Halide emits it only
-// where it can prove the address 16-byte aligned, so the weight base is
-// declared so (the runtime checks every CUDA weight pointer) and the kernel
-// is specialized on rows whose byte stride keeps it: other strides run the
-// same loop with narrower loads.
-constexpr int kChunk = 16;
+// Vector loads need addresses Halide can prove aligned, so the weight and
+// activation bases are declared 16-byte aligned (the runtime checks every
+// CUDA input pointer) and the kernels are specialized on rows whose byte
+// stride keeps that: other strides run the same loop with narrower loads.
+constexpr int kAlign = 16;
 
 Expr aligned_rows(ImageParam w) {
-    w.set_host_alignment(kChunk);
+    w.set_host_alignment(kAlign);
     w.dim(0).set_min(0);
-    return (w.dim(1).stride() * w.type().bytes()) % kChunk == 0;
+    return (w.dim(1).stride() * w.type().bytes()) % kAlign == 0;
 }
+
+// Decode: rows per warp (see warp_rows).
+constexpr int kDecodeRows = 2;
 
 void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
     RVar p = f.main.x, kk = f.main.y, g = f.main.z;
     if (!k.prefill) {
-        // A warp per row; lane u takes 16-consecutive-byte chunks u, u + 32,
-        // ... of the row (a warp's load is 512 contiguous bytes), and sums a
-        // chunk's products as one vector reduction.
-        LoopLevel warp = warp_per_row(f.y, f.r, f.n, k);
+        // Lane u takes 4-consecutive-quant chunks u, u + 32, ... of the row
+        // (int4g: 4 bytes, 8 columns): a warp's weight load is 128
+        // contiguous bytes and its x load 1 KB, both whole lines, where
+        // longer chunks per lane would spread one x load over 32 lines.
+        LoopLevel warp = warp_rows(f.y, f.r, f.n, k, kDecodeRows);
         const int run = f.group_size / f.interleave;  // consecutive quants in a group
-        const int vec = std::min(run, kChunk);
+        const int vec = std::min(run, pick(k.vector_width, 4));
         RVar ko("ko"), ki("ki"), chunk("chunk"), co("co"), cl("cl");
         Var u("u");
         Stage s = f.acc.update(0);
@@ -107,8 +120,8 @@ void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
             s.rename(kk, ki).rename(g, chunk);
         }
         Func intm = s.split(chunk, co, cl, kWarp, kGuard).rfactor(cl, u);
-        lanes(intm, u, f.r, f.n, warp);
-        intm.update().reorder(ki, p, co).unroll(p).atomic().vectorize(ki);
+        lanes(intm, u, f.r, f.n, warp, kWarp, kDecodeRows);
+        intm.update().reorder(ki, p, f.r, co).unroll(p).unroll(f.r).atomic().vectorize(ki);
         if (f.acc.num_update_definitions() > 1) {
             f.acc.update(1).unscheduled();  // a last, partial group: under G columns per lane
         }
@@ -123,38 +136,40 @@ void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
 }
 
 // The per-sub-block sums of x, once per call as a small kernel of their own
-// (a lane cannot index its registers by a fused sub-block number).
+// (a lane cannot index its registers by a fused sub-block number): one
+// kernel, not two, since every launch costs microseconds next to a decode:
+// the kernel is a wrapper whose threads each compute one sum in registers.
 void xsum_kernel(Q4KMatmulF32Funcs &f) {
-    own_kernel(f.xsum, f.j, f.b, 8, 32);
+    Func sums = f.xsum.in();
     Var xo("xo"), xi("xi"), yo("yo"), yi("yi");
-    f.xsum.update().gpu_tile(f.j, f.b, xo, yo, xi, yi, 8, 32, kGuard);
+    sums.compute_root().gpu_tile(f.j, f.b, xo, yo, xi, yi, 8, 32, kGuard);
+    f.xsum.compute_at(sums, xi);
 }
 
 void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
     RVar ml = f.main.x, mj = f.main.y, mb = f.main.z;
     RVar nj = f.mins.x, nb = f.mins.y;
     if (!k.prefill) {
-        // A warp per row. A lane's chunk is 16 quant bytes of a block: half
-        // of one 32-byte run, i.e. 16 weights of sub-blocks 2i and 2i+1
-        // (low, high nibbles); a block is 8 chunks, 8 lanes. The chunk's two
-        // sub-block scales are decoded once, its bytes load as vectors.
-        LoopLevel warp = warp_per_row(f.y, f.r, f.n, k);
+        // Lane u = 8 jo + lo takes quant bytes 4u..4u+3 of every block: in
+        // 32-byte run jo, the low and high nibbles are 4 weights each of
+        // sub-blocks 2 jo and 2 jo + 1 (two scales, decoded once a block).
+        // A warp reads a block's 128 quant bytes at once, and x as 16-byte
+        // pieces, eight lanes to a 128-byte line.
+        LoopLevel warp = warp_rows(f.y, f.r, f.n, k, kDecodeRows);
         Var u("u"), v("v");
-        RVar lo("lo"), li("li"), jo("jo"), jh("jh"), c1("c1"), chunk("chunk"), co("co"), cl("cl");
+        RVar lo("lo"), li("li"), jo("jo"), jh("jh"), lane("lane");
         Func intm = f.acc.update(0)
-                        .split(ml, lo, li, kChunk)
+                        .split(ml, lo, li, 4)
                         .split(mj, jo, jh, 2)
-                        .fuse(lo, jo, c1)
-                        .fuse(c1, mb, chunk)
-                        .split(chunk, co, cl, kWarp, kGuard)
-                        .rfactor(cl, u);
-        lanes(intm, u, f.r, f.n, warp);
-        intm.update().reorder(li, jh, co).unroll(jh).atomic().vectorize(li);
+                        .fuse(lo, jo, lane)
+                        .rfactor(lane, u);
+        lanes(intm, u, f.r, f.n, warp, kWarp, kDecodeRows);
+        intm.update().reorder(li, jh, f.r, mb).unroll(jh).unroll(f.r).atomic().vectorize(li);
         // The min term: lane v takes blocks v, v + 32, ... (eight products each).
         RVar no("no"), nl("nl");
-        Func mins = f.acc.update(1).split(nb, no, nl, kWarp).rfactor(nl, v);
-        lanes(mins, v, f.r, f.n, warp);
-        mins.update().reorder(nj, no).unroll(nj);
+        Func mins = f.acc.update(1).split(nb, no, nl, kWarp, kGuard).rfactor(nl, v);
+        lanes(mins, v, f.r, f.n, warp, kWarp, kDecodeRows);
+        mins.update().reorder(nj, f.r, no).unroll(nj).unroll(f.r);
         xsum_kernel(f);
         f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));
         return;
@@ -191,7 +206,7 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &, const Knobs &k) {
         // read whole 32-byte sectors. Lanes are the pure column k of bdot
         // (not a fused index), so bounds inference gives each lane one k.
         // Sixteen rows (128 threads) per thread block.
-        LoopLevel warp = warp_per_row(f.y, f.r, f.n, k, 16);
+        LoopLevel warp = warp_rows(f.y, f.r, f.n, k, 1, 16);
         Var u("u"), v("v");
         RVar no("no"), nl("nl");
         Func intm = f.acc.update(0).rfactor(mk, u);
