@@ -121,7 +121,16 @@ void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
         }
         Func intm = s.split(chunk, co, cl, kWarp, kGuard).rfactor(cl, u);
         lanes(intm, u, f.r, f.n, warp, kWarp, kDecodeRows);
-        intm.update().reorder(ki, p, f.r, co).unroll(p).unroll(f.r).atomic().vectorize(ki);
+        // Two chunks per iteration: twice the loads in flight per warp.
+        RVar c2("c2");
+        intm.update()
+            .split(co, co, c2, 2, kGuard)
+            .reorder(ki, p, f.r, c2, co)
+            .unroll(p)
+            .unroll(f.r)
+            .unroll(c2)
+            .atomic()
+            .vectorize(ki);
         if (f.acc.num_update_definitions() > 1) {
             f.acc.update(1).unscheduled();  // a last, partial group: under G columns per lane
         }
@@ -144,6 +153,7 @@ void xsum_kernel(Q4KMatmulF32Funcs &f) {
     Var xo("xo"), xi("xi"), yo("yo"), yi("yi");
     sums.compute_root().gpu_tile(f.j, f.b, xo, yo, xi, yi, 8, 32, kGuard);
     f.xsum.compute_at(sums, xi);
+    f.xsum.update().unroll(f.xsum.rvars(0)[0]);   // 32 independent loads, not a chain
 }
 
 void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
@@ -164,7 +174,15 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
                         .fuse(lo, jo, lane)
                         .rfactor(lane, u);
         lanes(intm, u, f.r, f.n, warp, kWarp, kDecodeRows);
-        intm.update().reorder(li, jh, f.r, mb).unroll(jh).unroll(f.r).atomic().vectorize(li);
+        RVar b2("b2");
+        intm.update()
+            .split(mb, mb, b2, 2, kGuard)   // two blocks per iteration: more loads in flight
+            .reorder(li, jh, f.r, b2, mb)
+            .unroll(jh)
+            .unroll(f.r)
+            .unroll(b2)
+            .atomic()
+            .vectorize(li);
         // The min term: lane v takes blocks v, v + 32, ... (eight products each).
         RVar no("no"), nl("nl");
         Func mins = f.acc.update(1).split(nb, no, nl, kWarp, kGuard).rfactor(nl, v);

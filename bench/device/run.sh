@@ -36,4 +36,17 @@ if command -v ncu >/dev/null; then
         { echo "ncu failed:"; tail -5 "$out/ncu.err"; }
 fi
 echo "== tests exit code: $tests_rc"
+# The same, as the page bench/device/RESULTS.md is made of.
+{
+    echo "$(head -1 "$out/gpu.txt"); $(date -u +%F)"
+    echo
+    echo "CUDA correctness tests on the device: $(grep -E '^\[  (PASSED|FAILED) ' "$out/tests.txt" | tr '\n' ' ')"
+    for part in qforge peers kernel_times; do
+        [ -s "$out/$part.txt" ] || continue
+        echo
+        echo '```'
+        cat "$out/$part.txt"
+        echo '```'
+    done
+} > "$out/RESULTS.md"
 exit "$tests_rc"
