@@ -56,15 +56,15 @@ enum class Strategy { fused, eager_f32, eager_f16 };
 // accumulation; eager_f16 layers skip the dequantization. Below it, and
 // where cuBLAS cannot be loaded, the fused Halide kernels run.
 //
-// The rule, measured (bench/device/RESULTS.md, H100, Llama-3.1-8B MLP
-// shapes, both paths timed in one run): decode stays on Halide, whose
-// matvec streams the quantized weights (Q4_K 14336x4096: 0.041 ms against
+// The rule, measured (bench/device/RESULTS.md: H100, Llama-3.1-8B MLP
+// shapes, both paths timed in one run). Decode stays on Halide, whose
+// matvec streams the quantized weights (Q4_K 14336x4096: 0.040 ms, against
 // 0.163 ms for dequantize + cuBLAS). From 2 tokens cuBLAS wins in three of
 // the four Q4_K/int4g shapes (Q4_K 14336x4096: 0.163 against 0.223 ms;
-// 4096x14336: 0.162 against 0.348 ms) and loses one (int4g 14336x4096:
-// 0.199 against 0.159 ms); from 4 tokens it wins everywhere (by 2.0x to
-// 8.9x at 4 to 16 tokens), because the Halide batch kernels compute one
-// output per thread on CUDA cores. So: 2.
+// 4096x14336: 0.162 against 0.347 ms) and loses one (int4g 14336x4096:
+// 0.199 against 0.160 ms). From 4 tokens it wins everywhere: by 1.6x to 3.0x
+// at 4 tokens, 5.8x to 9.0x at 16 and 44x to 65x at 128, because the Halide
+// batch kernels compute one output per thread on CUDA cores. So: 2.
 constexpr int64_t kCudaGemmMinTokens = 2;
 
 // Activation type of Q4_K layers (other formats always use f32).
