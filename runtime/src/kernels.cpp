@@ -390,27 +390,33 @@ std::string dequant_kernel(const std::string &kernel, const std::string &suffix,
     return kernel + "_f16" + suffix;
 }
 
+// Every dequantizer: checks `out` against [rows, cols], picks the variant
+// (dequant_kernel, or the forced one) and calls it with the weight views
+// that `views(place)` returns as a tuple, then out.
+template <typename Out, typename Views>
+void run_dequant(const std::string &op, const std::string &kernel, const std::string &suffix, const Out &out,
+                 int64_t rows, int64_t cols, const RunOptions &opt, Views views) {
+    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, rows, cols);
+    install_error_handler();
+    Place place(op, opt);
+    const auto &v =
+        find_variant(opt.kernel.empty() ? dequant_kernel(kernel, suffix, out) : opt.kernel, opt.target, place.cuda());
+    std::apply([&](auto &&...w) { invoke(op, v, w..., matrix_view(place, "out", out)); }, views(place));
+}
+
 template <typename Out>
 void int4g_dequant_to(const Int4gWeights &w, Out out, const RunOptions &opt) {
     const std::string op = "int4g_dequant";
     check_int4g(op, w);
-    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
-    install_error_handler();
-    Place place(op, opt);
-    const auto &v = find_variant(opt.kernel.empty() ? dequant_kernel(op, group_suffix(w), out) : opt.kernel, opt.target,
-                                 place.cuda());
-    invoke(op, v, int4g_weight_view(place, w), int4g_scales_view(place, w), matrix_view(place, "out", out));
+    run_dequant(op, op, group_suffix(w), out, w.out, w.in, opt,
+                [&](Place &p) { return std::make_tuple(int4g_weight_view(p, w), int4g_scales_view(p, w)); });
 }
 
 template <typename Out>
 void q4k_dequant_to(const Q4KWeights &w, Out out, const RunOptions &opt) {
     const std::string op = "q4k_dequant";
     check_q4k(op, w);
-    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
-    install_error_handler();
-    Place place(op, opt);
-    const auto &v = find_variant(opt.kernel.empty() ? dequant_kernel(op, "", out) : opt.kernel, opt.target, place.cuda());
-    invoke(op, v, q4k_view(place, w), matrix_view(place, "out", out));
+    run_dequant(op, op, "", out, w.out, w.in, opt, [&](Place &p) { return std::make_tuple(q4k_view(p, w)); });
 }
 
 }  // namespace
@@ -527,13 +533,8 @@ template <typename Out>
 void block_dequant_to(const BlockWeights &w, Out out, const RunOptions &opt) {
     const std::string op = "block_dequant";
     check_block(op, w);
-    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
-    install_error_handler();
-    Place place(op, opt);
-    const auto &v = find_variant(opt.kernel.empty() ? dequant_kernel(block_prefix(op, w.type) + "_dequant", "", out)
-                                                    : opt.kernel,
-                                 opt.target, place.cuda());
-    invoke(op, v, block_view(place, w), matrix_view(place, "out", out));
+    run_dequant(op, block_prefix(op, w.type) + "_dequant", "", out, w.out, w.in, opt,
+                [&](Place &p) { return std::make_tuple(block_view(p, w)); });
 }
 
 }  // namespace
