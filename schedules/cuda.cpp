@@ -1,11 +1,12 @@
-// The CUDA family. Decode (tokens = 1) gives each output row to one warp
-// (Q4_K with Q8_K activations: to 8 lanes, 4 rows a warp); a lane takes
-// 16-byte chunks of the row's quants (4-byte columns for Q8_K), so a warp's
-// loads are whole contiguous sectors and, where Halide can prove the
-// alignment (the kernels are specialized on it), vector loads; the lanes'
-// partial sums meet through warp shuffles (Halide's gpu_lanes). Prefill gives
-// each thread one output (a first cut: the layers run larger batches as
-// dequantize-to-f16 + cuBLAS instead, see runtime/include/qforge/layers.h).
+// The CUDA family. The matmuls with f32 activations give a warp 2 rows
+// (decode) or 2 rows x 4 tokens (batches); a lane takes 4-quant chunks of
+// the rows, so a warp's loads are whole contiguous lines and, where Halide
+// can prove the alignment (the kernels are specialized on it), vector
+// loads; the lanes' partial sums meet through warp shuffles (Halide's
+// gpu_lanes). Q4_K with Q8_K activations gives a row 8 lanes (4 rows a
+// warp) for decode and a thread one output for batches. Large batches run
+// as dequantize-to-f16 + cuBLAS in the layers (runtime/include/qforge/
+// layers.h), since Halide 21 cannot emit tensor-core instructions.
 // Per-call side products (Q8_K statistics, x sums) run as their own small
 // kernels; nothing is ever computed on the host.
 #include "schedules.h"
@@ -22,35 +23,44 @@ constexpr int kWarp = 32;
 
 int pick(int knob, int fallback) { return knob > 0 ? knob : fallback; }
 
-// Rows of y over warps (decode): `rows` rows per warp, `warps` warps per
-// thread block. A warp's rows share its loads of x (the unrolled rows read
-// the same addresses, which LLVM merges), so x's traffic through L1, which
-// exceeds the weights' (4 bytes a column against half a byte), is divided
-// by `rows`. Returns the loop at which a warp's lane-partial sums live.
-LoopLevel warp_rows(Func y, Var r, Var n, const Knobs &k, int rows, int warps = 4) {
-    Var ro("ro"), ri("ri"), rl("rl"), rr("rr");
-    y.split(r, ro, ri, pick(k.rows_per_task, warps) * rows, kGuard)
-        .split(ri, ri, rr, rows)
-        .split(ri, ri, rl, 1)
-        .reorder(rr, rl, ri, ro, n)
-        .unroll(rr)
-        .gpu_blocks(ro, n)
-        .gpu_threads(ri, rl);
+// Rows of y over warps: `rows` rows per warp, `warps` warps per thread
+// block, and (batches) `tokens` tokens per warp. A warp's rows share its
+// loads of x and its tokens share its loads and unpacking of the weights:
+// the unrolled rows and tokens compute the same addresses and nibbles,
+// which LLVM merges. x's traffic through L1 exceeds the weights' (4 bytes a
+// column against half a byte), so rows divide the larger stream. A batch's
+// token tiles of the same rows are neighbouring thread blocks, so the
+// weights they re-read come from L2. Returns the loop at which a warp's
+// lane-partial sums live.
+LoopLevel warp_rows(Func y, Var r, Var n, const Knobs &k, int rows, int tokens, int warps = 4) {
+    Var ro("ro"), ri("ri"), rl("rl"), rr("rr"), no("no"), nn("nn");
+    y.split(r, ro, ri, pick(k.rows_per_task, warps) * rows, kGuard).split(ri, ri, rr, rows).split(ri, ri, rl, 1);
+    if (tokens == 1) {
+        y.reorder(rr, rl, ri, ro, n).unroll(rr).gpu_blocks(ro, n).gpu_threads(ri, rl);
+    } else {
+        y.split(n, no, nn, tokens, kGuard)
+            .reorder(rr, nn, rl, ri, no, ro)
+            .unroll(rr)
+            .unroll(nn)
+            .gpu_blocks(no, ro)
+            .gpu_threads(ri, rl);
+    }
     return LoopLevel(y, ri);
 }
 
 // The lane-partial sums `intm(u, r, n)` of an rfactored reduction, one per
-// lane and row of the warp.
-void lanes(Func intm, Var u, Var r, Var n, LoopLevel at, int width = kWarp, int rows = 1) {
+// lane, row and token of the warp.
+void lanes(Func intm, Var u, Var r, Var n, LoopLevel at, int width = kWarp, int rows = 1, int tokens = 1) {
     // All 32 lanes, even when a short row leaves some without work (they
     // hold zeros): a constant extent keeps the partial sums in registers.
     intm.compute_at(at)
         .store_in(MemoryType::Register)
         .bound(u, 0, width)
         .bound_extent(r, rows)
-        .bound_extent(n, 1)
+        .bound_extent(n, tokens)
         .reorder_storage(u, r, n)   // lane-major: a warp's registers are its rows
         .unroll(r)
+        .unroll(n)
         .gpu_lanes(u);
     intm.update().gpu_lanes(u);
 }
@@ -98,50 +108,47 @@ Expr aligned_rows(ImageParam w) {
     return (w.dim(1).stride() * w.type().bytes()) % kAlign == 0;
 }
 
-// Decode: rows per warp (see warp_rows).
-constexpr int kDecodeRows = 2;
+// Rows and tokens per warp (see warp_rows): decode is one token; batches
+// take 4 (x is read through clamp_outer, so a tile past the last token
+// re-reads it and is never stored).
+constexpr int kWarpRows = 2;
+constexpr int kWarpTokens = 4;
 
 void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
     RVar p = f.main.x, kk = f.main.y, g = f.main.z;
-    if (!k.prefill) {
-        // Lane u takes 4-consecutive-quant chunks u, u + 32, ... of the row
-        // (int4g: 4 bytes, 8 columns): a warp's weight load is 128
-        // contiguous bytes and its x load 1 KB, both whole lines, where
-        // longer chunks per lane would spread one x load over 32 lines.
-        LoopLevel warp = warp_rows(f.y, f.r, f.n, k, kDecodeRows);
-        const int run = f.group_size / f.interleave;  // consecutive quants in a group
-        const int vec = std::min(run, pick(k.vector_width, 4));
-        RVar ko("ko"), ki("ki"), chunk("chunk"), co("co"), cl("cl");
-        Var u("u");
-        Stage s = f.acc.update(0);
-        if (run > vec) {
-            s.split(kk, ko, ki, vec).fuse(ko, g, chunk);
-        } else {
-            s.rename(kk, ki).rename(g, chunk);
-        }
-        Func intm = s.split(chunk, co, cl, kWarp, kGuard).rfactor(cl, u);
-        lanes(intm, u, f.r, f.n, warp, kWarp, kDecodeRows);
-        // Two chunks per iteration: twice the loads in flight per warp.
-        RVar c2("c2");
-        intm.update()
-            .split(co, co, c2, 2, kGuard)
-            .reorder(ki, p, f.r, c2, co)
-            .unroll(p)
-            .unroll(f.r)
-            .unroll(c2)
-            .atomic()
-            .vectorize(ki);
-        if (f.acc.num_update_definitions() > 1) {
-            f.acc.update(1).unscheduled();  // a last, partial group: under G columns per lane
-        }
-        f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));
-        return;
+    // Lane u takes 4-consecutive-quant chunks u, u + 32, ... of the row
+    // (int4g: 4 bytes, 8 columns): a warp's weight load is 128 contiguous
+    // bytes and its x load 1 KB, both whole lines, where longer chunks per
+    // lane would spread one x load over 32 lines.
+    const int rows = pick(k.tile_rows, kWarpRows), tokens = k.prefill ? pick(k.tile_tokens, kWarpTokens) : 1;
+    LoopLevel warp = warp_rows(f.y, f.r, f.n, k, rows, tokens);
+    const int run = f.group_size / f.interleave;  // consecutive quants in a group
+    const int vec = std::min(run, pick(k.vector_width, 4));
+    RVar ko("ko"), ki("ki"), chunk("chunk"), co("co"), cl("cl");
+    Var u("u");
+    Stage s = f.acc.update(0);
+    if (run > vec) {
+        s.split(kk, ko, ki, vec).fuse(ko, g, chunk);
+    } else {
+        s.rename(kk, ki).rename(g, chunk);
     }
-    // One output per thread. (Register tiles of rows x tokens per thread
-    // trapped on the device with Halide 21: see the issue note.)
-    thread_tiles(f.y, f.r, f.n, 1, 1);
-    f.acc.update(0).unroll(p);
-    if (f.acc.num_update_definitions() > 1) f.acc.update(1).unscheduled();
+    Func intm = s.split(chunk, co, cl, kWarp, kGuard).rfactor(cl, u);
+    lanes(intm, u, f.r, f.n, warp, kWarp, rows, tokens);
+    // Two chunks per iteration: twice the loads in flight per warp.
+    RVar c2("c2");
+    intm.update()
+        .split(co, co, c2, 2, kGuard)
+        .reorder(ki, p, f.n, f.r, c2, co)
+        .unroll(p)
+        .unroll(f.n)
+        .unroll(f.r)
+        .unroll(c2)
+        .atomic()
+        .vectorize(ki);
+    if (f.acc.num_update_definitions() > 1) {
+        f.acc.update(1).unscheduled();  // a last, partial group: under G columns per lane
+    }
+    f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));
 }
 
 // The per-sub-block sums of x, once per call as a small kernel of their own
@@ -151,7 +158,7 @@ void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
 void xsum_kernel(Q4KMatmulF32Funcs &f) {
     Func sums = f.xsum.in();
     Var xo("xo"), xi("xi"), yo("yo"), yi("yi");
-    sums.compute_root().gpu_tile(f.j, f.b, xo, yo, xi, yi, 8, 32, kGuard);
+    sums.compute_root().gpu_tile(f.j, f.b, xo, yo, xi, yi, 8, 32, kGuard).gpu_blocks(f.n);
     f.xsum.compute_at(sums, xi);
     f.xsum.update().unroll(f.xsum.rvars(0)[0]);   // 32 independent loads, not a chain
 }
@@ -159,43 +166,34 @@ void xsum_kernel(Q4KMatmulF32Funcs &f) {
 void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
     RVar ml = f.main.x, mj = f.main.y, mb = f.main.z;
     RVar nj = f.mins.x, nb = f.mins.y;
-    if (!k.prefill) {
-        // Lane u = 8 jo + lo takes quant bytes 4u..4u+3 of every block: in
-        // 32-byte run jo, the low and high nibbles are 4 weights each of
-        // sub-blocks 2 jo and 2 jo + 1 (two scales, decoded once a block).
-        // A warp reads a block's 128 quant bytes at once, and x as 16-byte
-        // pieces, eight lanes to a 128-byte line.
-        LoopLevel warp = warp_rows(f.y, f.r, f.n, k, kDecodeRows);
-        Var u("u"), v("v");
-        RVar lo("lo"), li("li"), jo("jo"), jh("jh"), lane("lane");
-        Func intm = f.acc.update(0)
-                        .split(ml, lo, li, 4)
-                        .split(mj, jo, jh, 2)
-                        .fuse(lo, jo, lane)
-                        .rfactor(lane, u);
-        lanes(intm, u, f.r, f.n, warp, kWarp, kDecodeRows);
-        RVar b2("b2");
-        intm.update()
-            .split(mb, mb, b2, 2, kGuard)   // two blocks per iteration: more loads in flight
-            .reorder(li, jh, f.r, b2, mb)
-            .unroll(jh)
-            .unroll(f.r)
-            .unroll(b2)
-            .atomic()
-            .vectorize(li);
-        // The min term: lane v takes blocks v, v + 32, ... (eight products each).
-        RVar no("no"), nl("nl");
-        Func mins = f.acc.update(1).split(nb, no, nl, kWarp, kGuard).rfactor(nl, v);
-        lanes(mins, v, f.r, f.n, warp, kWarp, kDecodeRows);
-        mins.update().reorder(nj, f.r, no).unroll(nj).unroll(f.r);
-        xsum_kernel(f);
-        f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));
-        return;
-    }
+    // Lane u = 8 jo + lo takes quant bytes 4u..4u+3 of every block: in
+    // 32-byte run jo, the low and high nibbles are 4 weights each of
+    // sub-blocks 2 jo and 2 jo + 1 (two scales, decoded once a block). A
+    // warp reads a block's 128 quant bytes at once, and x as 16-byte pieces,
+    // eight lanes to a 128-byte line.
+    const int rows = pick(k.tile_rows, kWarpRows), tokens = k.prefill ? pick(k.tile_tokens, kWarpTokens) : 1;
+    LoopLevel warp = warp_rows(f.y, f.r, f.n, k, rows, tokens);
+    Var u("u"), v("v");
+    RVar lo("lo"), li("li"), jo("jo"), jh("jh"), lane("lane");
+    Func intm = f.acc.update(0).split(ml, lo, li, 4).split(mj, jo, jh, 2).fuse(lo, jo, lane).rfactor(lane, u);
+    lanes(intm, u, f.r, f.n, warp, kWarp, rows, tokens);
+    RVar b2("b2");
+    intm.update()
+        .split(mb, mb, b2, 2, kGuard)   // two blocks per iteration: more loads in flight
+        .reorder(li, jh, f.n, f.r, b2, mb)
+        .unroll(jh)
+        .unroll(f.n)
+        .unroll(f.r)
+        .unroll(b2)
+        .atomic()
+        .vectorize(li);
+    // The min term: lane v takes blocks v, v + 32, ... (eight products each).
+    RVar no("no"), nl("nl");
+    Func mins = f.acc.update(1).split(nb, no, nl, kWarp, kGuard).rfactor(nl, v);
+    lanes(mins, v, f.r, f.n, warp, kWarp, rows, tokens);
+    mins.update().reorder(nj, f.n, f.r, no).unroll(nj).unroll(f.n).unroll(f.r);
     xsum_kernel(f);
-    thread_tiles(f.y, f.r, f.n, 1, 1);   // one output per thread, as for int4g
-    f.acc.update(0).unroll(ml);
-    f.acc.update(1).unscheduled();
+    f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));
 }
 
 void q8k_quantize(Q8KQuantizeFuncs &f, const Target &, const Knobs &) {
@@ -224,7 +222,7 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &, const Knobs &k) {
         // read whole 32-byte sectors. Lanes are the pure column k of bdot
         // (not a fused index), so bounds inference gives each lane one k.
         // Sixteen rows (128 threads) per thread block.
-        LoopLevel warp = warp_rows(f.y, f.r, f.n, k, 1, 16);
+        LoopLevel warp = warp_rows(f.y, f.r, f.n, k, 1, 1, 16);
         Var u("u"), v("v");
         RVar no("no"), nl("nl");
         Func intm = f.acc.update(0).rfactor(mk, u);

@@ -252,7 +252,9 @@ TEST(Layers, CudaMemoryMatchesHost) {
             for (int64_t tokens : {1, 3, 9, 2}) {
                 auto x = random_floats(tokens * in);
                 std::vector<float> expect(tokens * out);
-                host.layer->forward(ConstMatrix{x.data(), tokens, in}, Matrix{expect.data(), tokens, out});
+                ForwardOptions host_f32;   // what the device's Halide path runs (Q4_K too)
+                host_f32.activations = Activations::f32;
+                host.layer->forward(ConstMatrix{x.data(), tokens, in}, Matrix{expect.data(), tokens, out}, host_f32);
                 for (CudaGemm path : {CudaGemm::automatic, CudaGemm::halide}) {
                     Mem m(on_device);
                     Poisoned y(tokens, out);
@@ -262,12 +264,11 @@ TEST(Layers, CudaMemoryMatchesHost) {
                     dev->forward(ConstMatrix{m.in(x), tokens, in}, m.out(y), fo);
                     m.sync();
                     y.expect_all_written();
-                    // Different summation orders; Q8_K rounding may differ by a
-                    // step. From kCudaGemmMinTokens on, the automatic path runs
-                    // cuBLAS on f16 weights and x (each product within 2^-10
-                    // relative, so the sum within 2^-10 sum |w x|; 2^-9 leaves
-                    // room for the quantized weights' magnitude over w's), the
-                    // host its fused kernels (Q8_K for Q4_K).
+                    // Different summation orders. From kCudaGemmMinTokens on,
+                    // the automatic path runs cuBLAS on f16 weights and x
+                    // (each product within 2^-10 relative, so the sum within
+                    // 2^-10 sum |w x|; 2^-9 leaves room for the quantized
+                    // weights' magnitude over w's).
                     const bool f16 = path == CudaGemm::automatic && tokens >= kCudaGemmMinTokens;
                     for (int64_t i = 0; i < tokens * out; ++i) {
                         double tol = 2e-3 * (1 + std::fabs(expect[i]));

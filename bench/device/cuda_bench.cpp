@@ -310,7 +310,7 @@ int main(int argc, char **argv) {
             bench_int4g(out, in, 128, tokens, target);
             if (quick) continue;
             bench_int4g(out, in, 32, {1, 16}, target);
-            bench_layers(out, in, {1, 2, 4, 8, 16, 128, 512});
+            bench_layers(out, in, {1, 2, 4, 8, 16, 32, 64, 128, 512});
         }
     } catch (const std::exception &e) {
         std::fprintf(stderr, "cuda_bench: %s\n", e.what());

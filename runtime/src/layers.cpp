@@ -304,7 +304,10 @@ BlockLinear::BlockLinear(std::string name, const WeightRef &w, const float *bias
 void BlockLinear::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
     const auto *wp = static_cast<const uint8_t *>(device_ ? device_->weight.p : w_.data);
     const bool q4k = w_.type == DType::q4_k;
-    const bool q8 = opt.activations == Activations::q8 || (opt.activations == Activations::automatic && q4k && x.rows > 1);
+    // Automatic: Q8_K for batches on the CPU; on CUDA f32, since the Q8_K
+    // quantizer is several small kernels that cost more than they save there.
+    const bool q8 = opt.activations == Activations::q8 ||
+                    (opt.activations == Activations::automatic && q4k && x.rows > 1 && opt.run.memory != Memory::cuda);
     if (!q8) {
         block_matmul_f32({w_.type, wp, out_, in_}, x, bias_ptr(), y, opt.run);
         return;

@@ -57,20 +57,21 @@ enum class Strategy { fused, eager_f32, eager_f16 };
 // where cuBLAS cannot be loaded, the fused Halide kernels run.
 //
 // The rule, measured (bench/device/RESULTS.md: H100, Llama-3.1-8B MLP
-// shapes, both paths timed in one run). Decode stays on Halide, whose
-// matvec streams the quantized weights (Q4_K 14336x4096: 0.040 ms, against
-// 0.163 ms for dequantize + cuBLAS). From 2 tokens cuBLAS wins in three of
-// the four Q4_K/int4g shapes (Q4_K 14336x4096: 0.163 against 0.223 ms;
-// 4096x14336: 0.162 against 0.347 ms) and loses one (int4g 14336x4096:
-// 0.199 against 0.160 ms). From 4 tokens it wins everywhere: by 1.6x to 3.0x
-// at 4 tokens, 5.8x to 9.0x at 16 and 44x to 65x at 128, because the Halide
-// batch kernels compute one output per thread on CUDA cores. So: 2.
-constexpr int64_t kCudaGemmMinTokens = 2;
+// shapes, Q4_K and int4g, both paths timed in one run). The Halide kernels
+// give a warp 2 rows x 4 tokens, so their time steps with each tile of 4
+// tokens: 0.063-0.076 ms for up to 4 tokens, 0.113-0.144 ms for 8,
+// 0.209-0.275 ms for 16. Dequantize + cuBLAS costs 0.160-0.199 ms whatever
+// the batch up to 128 tokens (the dequantization dominates). So Halide
+// wins up to 8 tokens (by 1.3x to 2.7x) and cuBLAS from 9, where Halide
+// needs a third tile (about cuBLAS's time) and beyond.
+constexpr int64_t kCudaGemmMinTokens = 9;
 
 // Activation type of Q4_K layers (other formats always use f32).
 //   automatic: f32 for decode (one token; the fused f32 kernel streams the
-//   weights at least as fast) and Q8_K for prefill (integer dot products,
-//   the prefill bottleneck), as llama.cpp quantizes activations.
+//   weights at least as fast) and Q8_K for prefill on the CPU (integer dot
+//   products, the prefill bottleneck), as llama.cpp quantizes activations.
+//   On CUDA always f32: the Q8_K quantizer is nine small kernels there
+//   (0.05 ms at one token), more than the integer dots save.
 enum class Activations { automatic, f32, q8 };
 
 struct LayerOptions {
