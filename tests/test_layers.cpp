@@ -221,68 +221,77 @@ TEST(Quantizers, Q4KNoWorseThanMinMax) {
 namespace qforge::test {
 namespace {
 
-// LayerOptions::memory = cuda: weights uploaded once, forward on device
-// pointers, every format and strategy, the Q8_K scratch reused across calls
-// of growing size; the results match the same layer on the host.
-TEST(Layers, CudaMemoryMatchesHost) {
-    const auto &d = internal::cuda_device();
-    if (!d.present) GTEST_SKIP() << "no CUDA device here (" << d.why_absent << "); the device run covers it";
-    const int64_t out = 40, in = 768;
+// The layer `format` of [out, in] with `strategy`, on the host and on the
+// device (the same bytes), run for each token count down each CUDA path;
+// the device's results, poisoned first, match the host's (f32 activations,
+// what the Halide path runs) within what the path's arithmetic allows.
+void expect_device_matches_host(const char *format, Strategy strategy, int64_t out, int64_t in,
+                                std::initializer_list<int64_t> token_counts, std::initializer_list<CudaGemm> paths) {
+    SCOPED_TRACE(std::string(format) + (strategy == Strategy::fused ? " fused " : " eager_f16 ") +
+                 std::to_string(out) + "x" + std::to_string(in));
     const auto w = weights(out, in);
     const auto bias = random_floats(out);
     const VariantParam on_device{"", "cuda-sm80"};  // any CUDA target: Mem only asks whether it is one
+    Built host = build(format, w, out, in, bias.data(), LayerOptions{strategy, Memory::host});
+    // Same bytes on the device (the block formats without a quantizer are random).
+    WeightRef r;
+    r.type = host.layer->format();
+    r.out = out;
+    r.in = in;
+    r.data = host.bytes.empty()
+                 ? (host.halves.empty()
+                        ? (host.i4.weight.empty() ? static_cast<const void *>(w.data()) : host.i4.weight.data())
+                        : host.halves.data())
+                 : host.bytes.data();
+    if (r.type == DType::u8) {
+        r.scales = host.i4.scales.data();
+        r.group_size = 32;
+    }
+    auto dev = make_linear("dev", r, bias.data(), LayerOptions{strategy, Memory::cuda});
+    for (int64_t tokens : token_counts) {
+        auto x = random_floats(tokens * in);
+        std::vector<float> expect(tokens * out);
+        ForwardOptions host_f32;
+        host_f32.activations = Activations::f32;
+        host.layer->forward(ConstMatrix{x.data(), tokens, in}, Matrix{expect.data(), tokens, out}, host_f32);
+        for (CudaGemm path : paths) {
+            Mem m(on_device);
+            Poisoned y(tokens, out);
+            ForwardOptions fo;
+            fo.run.memory = Memory::cuda;
+            fo.cuda_gemm = path;
+            dev->forward(ConstMatrix{m.in(x), tokens, in}, m.out(y), fo);
+            m.sync();
+            y.expect_all_written();
+            // Different summation orders. cuBLAS runs on f16 weights and x:
+            // each product within 2^-10 relative, so the sum within 2^-10
+            // sum |w x|; 2^-9 leaves room for the quantized weights'
+            // magnitude over w's.
+            const bool f16 = path == CudaGemm::cublas || (path == CudaGemm::automatic && tokens >= kCudaGemmMinTokens);
+            for (int64_t i = 0; i < tokens * out; ++i) {
+                double tol = 2e-3 * (1 + std::fabs(expect[i]));
+                if (f16) {
+                    const int64_t n = i / out, row = i % out;
+                    double mag = std::fabs(bias[row]);
+                    for (int64_t k = 0; k < in; ++k) mag += std::fabs(w[row * in + k] * x[n * in + k]);
+                    tol += std::ldexp(mag, -9);
+                }
+                ASSERT_NEAR(y.data[i], expect[i], tol) << "tokens " << tokens << " at " << i
+                                                       << (path == CudaGemm::halide ? " (halide)" : "");
+            }
+        }
+    }
+}
+
+// LayerOptions::memory = cuda: weights uploaded once, forward on device
+// pointers, every format and strategy, both paths, the device scratch
+// reused across calls of growing and shrinking size.
+TEST(Layers, CudaMemoryMatchesHost) {
+    const auto &d = internal::cuda_device();
+    if (!d.present) GTEST_SKIP() << "no CUDA device here (" << d.why_absent << "); the device run covers it";
     for (const char *format : kFormats) {
         for (Strategy s : {Strategy::fused, Strategy::eager_f16}) {
-            SCOPED_TRACE(std::string(format) + (s == Strategy::fused ? " fused" : " eager_f16"));
-            Built host = build(format, w, out, in, bias.data(), LayerOptions{s, Memory::host});
-            // Same bytes on the device (the block formats without a quantizer are random).
-            WeightRef r;
-            r.type = host.layer->format();
-            r.out = out;
-            r.in = in;
-            r.data = host.bytes.empty() ? (host.halves.empty() ? (host.i4.weight.empty() ? static_cast<const void *>(w.data())
-                                                                                       : host.i4.weight.data())
-                                                               : host.halves.data())
-                                        : host.bytes.data();
-            if (r.type == DType::u8) {
-                r.scales = host.i4.scales.data();
-                r.group_size = 32;
-            }
-            auto dev = make_linear("dev", r, bias.data(), LayerOptions{s, Memory::cuda});
-            for (int64_t tokens : {1, 3, 9, 2}) {
-                auto x = random_floats(tokens * in);
-                std::vector<float> expect(tokens * out);
-                ForwardOptions host_f32;   // what the device's Halide path runs (Q4_K too)
-                host_f32.activations = Activations::f32;
-                host.layer->forward(ConstMatrix{x.data(), tokens, in}, Matrix{expect.data(), tokens, out}, host_f32);
-                for (CudaGemm path : {CudaGemm::automatic, CudaGemm::halide}) {
-                    Mem m(on_device);
-                    Poisoned y(tokens, out);
-                    ForwardOptions fo;
-                    fo.run.memory = Memory::cuda;
-                    fo.cuda_gemm = path;
-                    dev->forward(ConstMatrix{m.in(x), tokens, in}, m.out(y), fo);
-                    m.sync();
-                    y.expect_all_written();
-                    // Different summation orders. From kCudaGemmMinTokens on,
-                    // the automatic path runs cuBLAS on f16 weights and x
-                    // (each product within 2^-10 relative, so the sum within
-                    // 2^-10 sum |w x|; 2^-9 leaves room for the quantized
-                    // weights' magnitude over w's).
-                    const bool f16 = path == CudaGemm::automatic && tokens >= kCudaGemmMinTokens;
-                    for (int64_t i = 0; i < tokens * out; ++i) {
-                        double tol = 2e-3 * (1 + std::fabs(expect[i]));
-                        if (f16) {
-                            const int64_t n = i / out, r = i % out;
-                            double mag = std::fabs(bias[r]);
-                            for (int64_t k = 0; k < in; ++k) mag += std::fabs(w[r * in + k] * x[n * in + k]);
-                            tol += std::ldexp(mag, -9);
-                        }
-                        ASSERT_NEAR(y.data[i], expect[i], tol)
-                            << "tokens " << tokens << " at " << i << (path == CudaGemm::halide ? " (halide)" : "");
-                    }
-                }
-            }
+            expect_device_matches_host(format, s, 40, 768, {1, 3, 9, 2}, {CudaGemm::automatic, CudaGemm::halide});
         }
     }
 }

@@ -11,6 +11,7 @@
 #include "reference.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -78,6 +79,11 @@ struct Dev {
 // QF_BENCH_QUICK=1: decode rows only, few runs (for a profiler's pass).
 const bool quick = std::getenv("QF_BENCH_QUICK") != nullptr;
 
+// Host microseconds per call of the last median_ms: the time to issue the
+// calls (launches return before the GPU runs them). A row whose GPU time is
+// not much above it is bound by launching, not by the kernels.
+double host_us = 0;
+
 // Median milliseconds of `reps` runs of f(i), each bracketed by events.
 template <typename F>
 double median_ms(F f, int reps) {
@@ -86,11 +92,13 @@ double median_ms(F f, int reps) {
     cu::cuda_synchronize();
     std::vector<void *> ev(reps + 1);
     for (auto &e : ev) e = cu::cuda_event();
+    const auto t0 = std::chrono::steady_clock::now();
     cu::cuda_record(ev[0]);
     for (int i = 0; i < reps; ++i) {
         f(i);
         cu::cuda_record(ev[i + 1]);
     }
+    host_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / reps;
     cu::cuda_synchronize();
     std::vector<double> t(reps);
     for (int i = 0; i < reps; ++i) t[i] = cu::cuda_elapsed_ms(ev[i], ev[i + 1]);
@@ -111,13 +119,13 @@ double copy_bw = 0;
 void row(const char *kernel, int64_t out, int64_t in, int64_t tokens, double ms, double bytes, double flops,
          double err, const char *target) {
     const double gbs = bytes / (ms * 1e-3) / 1e9;
-    std::printf("%-26s %6lldx%-6lld %5lld %10.4f %9.1f %7.1f%% %9.1f %10.2e  %s\n", kernel, (long long)out,
+    std::printf("%-26s %6lldx%-6lld %5lld %10.4f %9.1f %7.1f%% %9.1f %10.2e %8.1f  %s\n", kernel, (long long)out,
                 (long long)in, (long long)tokens, ms, gbs, 100.0 * bytes / (ms * 1e-3) / copy_bw,
-                flops / (ms * 1e-3) / 1e12, err, target);
+                flops / (ms * 1e-3) / 1e12, err, host_us, target);
     if (tsv) {
-        std::fprintf(tsv, "%s\t%lld\t%lld\t%lld\t%.5f\t%.1f\t%.2f\t%.2f\t%.3e\t%s\n", kernel, (long long)out,
+        std::fprintf(tsv, "%s\t%lld\t%lld\t%lld\t%.5f\t%.1f\t%.2f\t%.2f\t%.3e\t%.1f\t%s\n", kernel, (long long)out,
                      (long long)in, (long long)tokens, ms, gbs, 100.0 * bytes / (ms * 1e-3) / copy_bw,
-                     flops / (ms * 1e-3) / 1e12, err, target);
+                     flops / (ms * 1e-3) / 1e12, err, host_us, target);
         std::fflush(tsv);
     }
 }
@@ -286,6 +294,34 @@ void bench_layers(int64_t out, int64_t in, const std::vector<int64_t> &token_cou
     bench_layer("cublas_f16_peer", wi, 2 * out * in, token_counts, Strategy::eager_f16);
 }
 
+// Where a call's host time goes: the driver queries every entry point
+// makes per pointer, and a whole call of a one-kernel pipeline (x to f16,
+// 16 values) that does no real work.
+void host_costs() {
+    Dev d(1 << 20), x(64 * 4), y(64 * 2);
+    std::vector<float> h(1024);
+    auto per_call = [](auto f, int n) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < n; ++i) f();
+        return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / n;
+    };
+    const double dev_kind = per_call([&] { (void)cu::cuda_pointer_kind(d.p); }, 10000);
+    const double host_kind = per_call([&] { (void)cu::cuda_pointer_kind(h.data()); }, 10000);
+    const double ctx = per_call([] { (void)cu::cuda_context(); }, 10000);
+    RunOptions o;
+    o.memory = Memory::cuda;
+    f16_from_f32({x.as<float>(), 1, 16}, MatrixF16{y.as<uint16_t>(), 1, 16}, o);   // loads the module
+    cu::cuda_synchronize();
+    const double call = per_call([&] { f16_from_f32({x.as<float>(), 1, 16}, MatrixF16{y.as<uint16_t>(), 1, 16}, o); }, 2000);
+    cu::cuda_synchronize();
+    std::vector<float> hx(64, 1.0f);
+    std::vector<uint16_t> hy(64);
+    const double host_call = per_call([&] { f16_from_f32({hx.data(), 1, 16}, MatrixF16{hy.data(), 1, 16}); }, 20000);
+    std::printf("host us per call: cuda_pointer_kind device %.2f, host %.2f; cuda_context %.2f; "
+                "f16_from_f32 1x16 on CUDA %.2f, on the host %.2f\n",
+                dev_kind, host_kind, ctx, call, host_call);
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -301,8 +337,10 @@ int main(int argc, char **argv) {
         std::printf("device: %s (sm_%d%d); auto CUDA target: %s\n", d.name.c_str(), d.major, d.minor,
                     dispatched_cuda_target().c_str());
         std::printf("device-to-device copy: %.0f GB/s (read + write, 1 GiB, median of 20)\n", copy_bw / 1e9);
-        std::printf("%-26s %13s %5s %10s %9s %8s %9s %10s  %s\n", "kernel", "out x in", "tok", "ms", "GB/s",
-                    "%copy", "TFLOP/s", "max err", "target");
+        std::printf("%-26s %13s %5s %10s %9s %8s %9s %10s %8s  %s\n", "kernel", "out x in", "tok", "ms", "GB/s",
+                    "%copy", "TFLOP/s", "max err", "host us", "target");
+        if (quick) host_costs();
+        if (quick && std::string(std::getenv("QF_BENCH_QUICK")) == "host") return 0;
         const std::vector<int64_t> tokens = quick ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 2, 16, 128, 512};
         const std::string target = dispatched_cuda_target();
         for (auto [out, in] : std::vector<std::pair<int64_t, int64_t>>{{14336, 4096}, {4096, 14336}}) {

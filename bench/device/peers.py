@@ -36,11 +36,11 @@ def main():
     def row(name, out, inn, tok, ms, nbytes, flops):
         gbs = nbytes / (ms * 1e-3) / 1e9
         line = (f"{name:<22} {out:6d}x{inn:<6d} {tok:5d} {ms:10.4f} {gbs:9.1f} "
-                f"{100 * nbytes / (ms * 1e-3) / copy_bw:7.1f}% {flops / (ms * 1e-3) / 1e12:9.1f} {'-':>10}  torch")
+                f"{100 * nbytes / (ms * 1e-3) / copy_bw:7.1f}% {flops / (ms * 1e-3) / 1e12:9.1f} {'-':>10} {'-':>8}  torch")
         print(line, flush=True)
         if out_tsv:
             out_tsv.write(f"{name}\t{out}\t{inn}\t{tok}\t{ms:.5f}\t{gbs:.1f}\t"
-                          f"{100 * nbytes / (ms * 1e-3) / copy_bw:.2f}\t{flops / (ms * 1e-3) / 1e12:.2f}\tnan\ttorch\n")
+                          f"{100 * nbytes / (ms * 1e-3) / copy_bw:.2f}\t{flops / (ms * 1e-3) / 1e12:.2f}\tnan\tnan\ttorch\n")
             out_tsv.flush()
 
     torch.manual_seed(0)

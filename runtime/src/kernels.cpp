@@ -44,8 +44,11 @@ std::string str(const Args &...args) {
     return s.str();
 }
 
-void require(bool ok, const std::string &op, const std::string &what) {
-    if (!ok) fail(op, what);
+// The message is formatted only on failure: calls check a dozen things
+// each, and formatting them all cost more host time than a decode's kernel.
+template <typename... Args>
+void require(bool ok, const std::string &op, const Args &...what) {
+    if (!ok) fail(op, str(what...));
 }
 
 template <typename T>
@@ -94,7 +97,7 @@ public:
             halide_reuse_device_allocations(nullptr, true);
         });
         const internal::CudaDevice &d = internal::cuda_device();
-        require(d.present, op, "RunOptions::memory is cuda, but there is no CUDA device: " + d.why_absent);
+        require(d.present, op, "RunOptions::memory is cuda, but there is no CUDA device: ", d.why_absent);
         call_stream = opt.stream;
 #else
         fail(op, "RunOptions::memory is cuda, but this build has no CUDA targets");
@@ -111,8 +114,8 @@ public:
         // (their vector loads); outputs may be any sub-view.
         if constexpr (std::is_const_v<T>) {
             require(reinterpret_cast<uintptr_t>(data) % kCudaAlignment == 0, op_,
-                    str(name, " is not 16-byte aligned CUDA memory (the kernels load 16 bytes at a time; "
-                              "cudaMalloc gives 256-byte alignment)"));
+                    name, " is not 16-byte aligned CUDA memory (the kernels load 16 bytes at a time; "
+                              "cudaMalloc gives 256-byte alignment)");
         }
         halide_dimension_t dims[2] = {{0, static_cast<int32_t>(cols), 1},
                                       {0, static_cast<int32_t>(rows), static_cast<int32_t>(stride)}};
@@ -144,11 +147,11 @@ private:
         const auto kind = internal::cuda_pointer_kind(p);
         if (cuda_) {
             require(kind == internal::PointerKind::device, op_,
-                    str(name, " is not CUDA device memory, but RunOptions::memory is cuda "
-                              "(qforge never copies: upload it first)"));
+                    name, " is not CUDA device memory, but RunOptions::memory is cuda "
+                              "(qforge never copies: upload it first)");
         } else {
             require(kind != internal::PointerKind::device, op_,
-                    str(name, " is CUDA device memory; set RunOptions::memory = Memory::cuda"));
+                    name, " is CUDA device memory; set RunOptions::memory = Memory::cuda");
         }
     }
 
@@ -156,7 +159,7 @@ private:
     void wrap(B &v, const void *data) {
 #ifdef QF_HAVE_CUDA
         const int rc = v.device_wrap_native(halide_cuda_device_interface(), reinterpret_cast<uint64_t>(data));
-        require(rc == 0, op_, "cannot wrap a CUDA pointer: " + halide_message);
+        require(rc == 0, op_, "cannot wrap a CUDA pointer: ", halide_message);
 #else
         (void)v;
         (void)data;
@@ -211,16 +214,15 @@ constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
 // Checks a [rows, cols] matrix the caller passes: pointer, sizes, stride.
 void check_matrix(const std::string &op, const char *name, const void *data, int64_t rows,
                   int64_t cols, int64_t stride, int64_t want_rows, int64_t want_cols) {
-    require(data != nullptr, op, str(name, " is a null pointer"));
+    require(data != nullptr, op, name, " is a null pointer");
     require(rows == want_rows && cols == want_cols, op,
-            str(name, " is [", rows, ", ", cols, "], expected [", want_rows, ", ", want_cols, "]"));
-    require(stride == 0 || stride >= cols, op,
-            str(name, " row stride ", stride, " is smaller than its ", cols, " columns"));
-    require(rows * dense_or(stride, cols) <= kMaxDim, op, str(name, " is too large for 32-bit indexing"));
+            name, " is [", rows, ", ", cols, "], expected [", want_rows, ", ", want_cols, "]");
+    require(stride == 0 || stride >= cols, op, name, " row stride ", stride, " is smaller than its ", cols, " columns");
+    require(rows * dense_or(stride, cols) <= kMaxDim, op, name, " is too large for 32-bit indexing");
 }
 
 void check_tokens(const std::string &op, int64_t tokens) {
-    require(tokens > 0, op, str("tokens = ", tokens, ": there must be at least one token"));
+    require(tokens > 0, op, "tokens = ", tokens, ": there must be at least one token");
 }
 
 std::string kernel_for(const RunOptions &opt, const std::string &decode, const std::string &prefill,
@@ -260,7 +262,7 @@ void check_norm(const std::string &op, const ConstMatrix &x) {
     require(n.weight != nullptr, op, "norm weight is a null pointer");
     require(n.kind == Norm::Kind::layer || n.bias == nullptr, op,
             "norm bias is given, but RMSNorm has none (use Norm::Kind::layer)");
-    require(std::isfinite(n.eps) && n.eps >= 0, op, str("norm eps = ", n.eps, " must be finite and >= 0"));
+    require(std::isfinite(n.eps) && n.eps >= 0, op, "norm eps = ", n.eps, " must be finite and >= 0");
 }
 
 // Activations [tokens, in], and their norm when they carry one.
@@ -321,14 +323,14 @@ int64_t int4g_groups(const Int4gWeights &w) { return (w.in + w.group_size - 1) /
 void check_int4g(const std::string &op, const Int4gWeights &w) {
     require(w.weight != nullptr, op, "weight_4bit is a null pointer");
     require(w.scales != nullptr, op, "scales_4bit is a null pointer");
-    require(w.out > 0 && w.in > 0, op, str("weight shape [", w.out, ", ", w.in, "] must be positive"));
-    require(w.in % 2 == 0, op, str("weight_4bit: in = ", w.in, " is odd; int4g packs two columns per byte"));
+    require(w.out > 0 && w.in > 0, op, "weight shape [", w.out, ", ", w.in, "] must be positive");
+    require(w.in % 2 == 0, op, "weight_4bit: in = ", w.in, " is odd; int4g packs two columns per byte");
     require(w.group_size == 32 || w.group_size == 64 || w.group_size == 128, op,
-            str("group size ", w.group_size, " is not compiled in (32, 64, 128)"));
+            "group size ", w.group_size, " is not compiled in (32, 64, 128)");
     require(w.weight_stride == 0 || w.weight_stride >= w.in / 2, op,
-            str("weight_4bit row stride ", w.weight_stride, " is smaller than in/2 = ", w.in / 2));
+            "weight_4bit row stride ", w.weight_stride, " is smaller than in/2 = ", w.in / 2);
     require(w.scales_stride == 0 || w.scales_stride >= int4g_groups(w), op,
-            str("scales_4bit row stride ", w.scales_stride, " is smaller than n_groups = ", int4g_groups(w)));
+            "scales_4bit row stride ", w.scales_stride, " is smaller than n_groups = ", int4g_groups(w));
     require(w.out * dense_or(w.weight_stride, w.in / 2) <= kMaxDim, op, "weight_4bit is too large");
 }
 
@@ -347,12 +349,11 @@ constexpr int64_t kQK = 256, kQ4KBytes = 144;
 
 void check_q4k(const std::string &op, const Q4KWeights &w) {
     require(w.data != nullptr, op, "Q4_K weight is a null pointer");
-    require(w.out > 0 && w.in > 0, op, str("weight shape [", w.out, ", ", w.in, "] must be positive"));
-    require(w.in % kQK == 0, op,
-            str("Q4_K weight: in = ", w.in, " is not a multiple of 256 (rows are whole super-blocks)"));
+    require(w.out > 0 && w.in > 0, op, "weight shape [", w.out, ", ", w.in, "] must be positive");
+    require(w.in % kQK == 0, op, "Q4_K weight: in = ", w.in, " is not a multiple of 256 (rows are whole super-blocks)");
     const int64_t row_bytes = w.in / kQK * kQ4KBytes;
     require(w.row_stride == 0 || w.row_stride >= row_bytes, op,
-            str("Q4_K row stride ", w.row_stride, " is smaller than a row's ", row_bytes, " bytes"));
+            "Q4_K row stride ", w.row_stride, " is smaller than a row's ", row_bytes, " bytes");
     require(w.out * dense_or(w.row_stride, row_bytes) <= kMaxDim, op, "Q4_K weight is too large");
 }
 
@@ -364,7 +365,7 @@ View<const uint8_t> q4k_view(Place &p, const Q4KWeights &w) {
 void check_q8k(const std::string &op, const Q8KActivations &a, int64_t in) {
     require(a.d && a.qs && a.bsums, op, "Q8_K activations: d, qs or bsums is a null pointer");
     check_tokens(op, a.tokens);
-    require(a.in == in, op, str("Q8_K activations have in = ", a.in, ", the weight has in = ", in));
+    require(a.in == in, op, "Q8_K activations have in = ", a.in, ", the weight has in = ", in);
 }
 
 }  // namespace
@@ -457,11 +458,11 @@ void q8k_quantize(ConstMatrix x, const Q8KActivations &a, const RunOptions &opt)
     const std::string op = "q8k_quantize";
     check_tokens(op, x.rows);
     require(x.cols > 0 && x.cols % kQK == 0, op,
-            str("x: in = ", x.cols, " is not a positive multiple of 256 (Q8_K blocks)"));
+            "x: in = ", x.cols, " is not a positive multiple of 256 (Q8_K blocks)");
     check_activations(op, x, x.cols);
     require(a.d && a.qs && a.bsums, op, "Q8_K output: d, qs or bsums is a null pointer");
     require(a.tokens == x.rows && a.in == x.cols, op,
-            str("Q8_K output is [", a.tokens, ", ", a.in, "], x is [", x.rows, ", ", x.cols, "]"));
+            "Q8_K output is [", a.tokens, ", ", a.in, "], x is [", x.rows, ", ", x.cols, "]");
     install_error_handler();
     Place place(op, opt);
     const auto &v = find_variant(kernel_for(opt, normed(op, x), normed(op, x), x.rows), opt.target, place.cuda());
@@ -509,14 +510,14 @@ void check_block(const std::string &op, const BlockWeights &w) {
     block_prefix(op, w.type);
     const BlockShape b = block_shape(w.type);
     const std::string name = to_string(w.type) + " weight";
-    require(w.data != nullptr, op, name + " is a null pointer");
-    require(w.out > 0 && w.in > 0, op, str(name, " shape [", w.out, ", ", w.in, "] must be positive"));
+    require(w.data != nullptr, op, name, " is a null pointer");
+    require(w.out > 0 && w.in > 0, op, name, " shape [", w.out, ", ", w.in, "] must be positive");
     require(w.in % b.elements == 0, op,
-            str(name, ": in = ", w.in, " is not a multiple of ", b.elements, " (rows are whole blocks)"));
+            name, ": in = ", w.in, " is not a multiple of ", b.elements, " (rows are whole blocks)");
     const int64_t row_bytes = w.in / b.elements * b.bytes;
     require(w.row_stride == 0 || w.row_stride >= row_bytes, op,
-            str(name, " row stride ", w.row_stride, " is smaller than a row's ", row_bytes, " bytes"));
-    require(w.out * dense_or(w.row_stride, row_bytes) <= kMaxDim, op, name + " is too large");
+            name, " row stride ", w.row_stride, " is smaller than a row's ", row_bytes, " bytes");
+    require(w.out * dense_or(w.row_stride, row_bytes) <= kMaxDim, op, name, " is too large");
 }
 
 View<const uint8_t> block_view(Place &p, const BlockWeights &w) {
@@ -551,9 +552,9 @@ void block_matmul_f32(const BlockWeights &w, ConstMatrix x, const float *bias, M
 
 void dense_matmul(const DenseWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
     const std::string op = "dense_matmul";
-    require(w.type == DType::f32 || w.type == DType::f16, op, "weight type " + to_string(w.type) + " is not F32 or F16");
+    require(w.type == DType::f32 || w.type == DType::f16, op, "weight type ", to_string(w.type), " is not F32 or F16");
     check_matrix(op, "weight", w.data, w.out, w.in, w.stride, w.out, w.in);
-    require(w.out > 0 && w.in > 0, op, str("weight shape [", w.out, ", ", w.in, "] must be positive"));
+    require(w.out > 0 && w.in > 0, op, "weight shape [", w.out, ", ", w.in, "] must be positive");
     const int64_t stride = dense_or(w.stride, w.in);
     run_matmul_f32(op, w.type == DType::f32 ? "f32" : "f16", "", w.out, w.in, x, bias, y, opt, [&](Place &p) {
         // The kernel reads f16 weights as halide float16: same bits as uint16.

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <sstream>
+#include <unordered_map>
 
 namespace qforge::internal {
 
@@ -28,13 +29,23 @@ const std::vector<TargetRow> &target_rows() {
     return table;
 }
 
-static std::vector<std::string> missing_features(const TargetRow &t) {
-    std::vector<std::string> missing;
-    std::istringstream in(t.features);
-    for (std::string f; in >> f;) {
-        if (!machine_has(f)) missing.push_back(f);
-    }
-    return missing;
+// What the machine lacks of a target's features. The machine does not change
+// while the process runs, so each target is checked once: every kernel call
+// asks, and parsing the lists each time cost microseconds a call.
+static const std::vector<std::string> &missing_features(const TargetRow &t) {
+    static const std::vector<std::vector<std::string>> all = [] {
+        std::vector<std::vector<std::string>> m;
+        for (const TargetRow &row : target_rows()) {
+            std::vector<std::string> missing;
+            std::istringstream in(row.features);
+            for (std::string f; in >> f;) {
+                if (!machine_has(f)) missing.push_back(f);
+            }
+            m.push_back(std::move(missing));
+        }
+        return m;
+    }();
+    return all[&t - target_rows().data()];
 }
 
 static const TargetRow *find_target(const std::string &name) {
@@ -63,16 +74,21 @@ const Variant &find_variant(const std::string &kernel, const std::string &reques
             for (const TargetRow &r : target_rows()) known += std::string(", ") + r.name;
             throw Error("unknown target '" + target + "' (built: " + known + ")");
         }
-        auto missing = missing_features(*t);
+        const auto &missing = missing_features(*t);
         if (!missing.empty()) {
             std::string m;
             for (auto &f : missing) m += " " + f;
             throw Error("target '" + target + "' cannot run on this CPU (missing:" + m + ")");
         }
     }
-    for (const Variant &v : variants()) {
-        if (kernel == v.kernel && target == v.target) return v;
-    }
+    // An index, not a scan of the table's thousand rows on every call.
+    static const std::unordered_map<std::string, const Variant *> index = [] {
+        std::unordered_map<std::string, const Variant *> m;
+        for (const Variant &v : variants()) m.emplace(std::string(v.kernel) + '@' + v.target, &v);
+        return m;
+    }();
+    const auto it = index.find(kernel + '@' + target);
+    if (it != index.end()) return *it->second;
     throw Error("kernel '" + kernel + "' is not built for target '" + target + "'");
 }
 
