@@ -59,9 +59,9 @@ enum class Strategy { fused, eager_f32, eager_f16 };
 // The rule, measured (bench/device/RESULTS.md: H100, Llama-3.1-8B MLP
 // shapes, Q4_K and int4g, both paths timed in one run). The Halide kernels
 // give a warp 2 rows x 4 tokens, so their time steps with each tile of 4
-// tokens: 0.063-0.076 ms for up to 4 tokens, 0.113-0.144 ms for 8,
-// 0.209-0.275 ms for 16. Dequantize + cuBLAS costs 0.160-0.199 ms whatever
-// the batch up to 128 tokens (the dequantization dominates). So Halide
+// tokens: 0.063-0.092 ms for up to 4 tokens, 0.114-0.145 ms for 8,
+// 0.211-0.275 ms for 16. Dequantize + cuBLAS costs 0.161-0.214 ms for any
+// batch up to 128 tokens (the dequantization dominates). So Halide
 // wins up to 8 tokens (by 1.3x to 2.7x) and cuBLAS from 9, where Halide
 // needs a third tile (about cuBLAS's time) and beyond.
 constexpr int64_t kCudaGemmMinTokens = 9;
