@@ -115,7 +115,7 @@ public:
         if constexpr (std::is_const_v<T>) {
             require(reinterpret_cast<uintptr_t>(data) % kCudaAlignment == 0, op_,
                     name, " is not 16-byte aligned CUDA memory (the kernels load 16 bytes at a time; "
-                              "cudaMalloc gives 256-byte alignment)");
+                          "cudaMalloc gives 256-byte alignment)");
         }
         halide_dimension_t dims[2] = {{0, static_cast<int32_t>(cols), 1},
                                       {0, static_cast<int32_t>(rows), static_cast<int32_t>(stride)}};
@@ -148,7 +148,7 @@ private:
         if (cuda_) {
             require(kind == internal::PointerKind::device, op_,
                     name, " is not CUDA device memory, but RunOptions::memory is cuda "
-                              "(qforge never copies: upload it first)");
+                          "(qforge never copies: upload it first)");
         } else {
             require(kind != internal::PointerKind::device, op_,
                     name, " is CUDA device memory; set RunOptions::memory = Memory::cuda");
