@@ -56,6 +56,7 @@ public:
     GeneratorParam<int> tile_tokens{"tile_tokens", 0};   // tokens per register tile
     GeneratorParam<int> rows_per_task{"rows_per_task", 0};  // rows per parallel task
     GeneratorParam<int> unroll{"unroll", 0};             // unroll of the reduction loop
+    GeneratorParam<int> lanes{"lanes", 0};               // GPU: lanes of a warp that share one row
     // true: the activations pass through RMSNorm or LayerNorm first (see
     // activations()), and the kernel takes four more inputs after its own:
     // norm_weight [in], norm_bias [in], layer_norm (subtract the mean), eps.
@@ -108,6 +109,7 @@ protected:
         k.tile_tokens = tile_tokens;
         k.rows_per_task = rows_per_task;
         k.unroll = unroll;
+        k.lanes = lanes;
         return k;
     }
 

@@ -1,14 +1,15 @@
 // The CUDA family. The matmuls with f32 activations give a warp 2 rows
-// (decode) or 2 rows x 4 tokens (batches); a lane takes 4-quant chunks of
-// the rows, so a warp's loads are whole contiguous lines and, where Halide
-// can prove the alignment (the kernels are specialized on it), vector
-// loads; the lanes' partial sums meet through warp shuffles (Halide's
-// gpu_lanes). Q4_K with Q8_K activations gives a row 8 lanes (4 rows a
-// warp) for decode and a thread one output for batches. Large batches run
-// as dequantize-to-f16 + cuBLAS in the layers (runtime/include/qforge/
-// layers.h), since Halide 21 cannot emit tensor-core instructions.
-// Per-call side products (Q8_K statistics, x sums) run as their own small
-// kernels; nothing is ever computed on the host.
+// (decode; Q4_K: 1 row of 8-byte lane chunks) or 2 rows x 4 tokens
+// (batches); a lane takes 4-quant chunks of the rows, so a warp's loads are
+// whole contiguous lines and, where Halide can prove the alignment (the
+// kernels are specialized on it), vector loads; the lanes' partial sums
+// meet through warp shuffles (Halide's gpu_lanes). Q4_K with Q8_K
+// activations gives a row 8 lanes (4 rows a warp) for decode and a thread
+// one output for batches. Large batches run as dequantize-to-f16 + cuBLAS
+// in the layers (runtime/include/qforge/layers.h), since Halide 21 cannot
+// emit tensor-core instructions. Per-call side products (Q8_K statistics,
+// x sums) run as small kernels of their own; nothing is computed on the
+// host.
 #include "schedules.h"
 
 #include <algorithm>
@@ -86,16 +87,6 @@ void own_kernel(Func f, Var x, Var y, int tx, int ty) {
     f.compute_root().gpu_tile(x, y, xo, yo, xi, yi, tx, ty, kGuard);
 }
 
-void dequant(DequantFuncs &f, const Target &, const Knobs &k) {
-    // Eight columns (four int4 bytes) per thread, unrolled: vectorized, the
-    // int4g nibble pairs and per-column scales became byte gathers and
-    // 16-bit stores in the PTX (Halide 21), no better.
-    Var co("co"), ci("ci"), cb("cb"), ct("ct"), rb("rb"), rt("rt");
-    f.out.split(f.c, co, ci, pick(k.vector_width, 8), kGuard)
-        .unroll(ci)
-        .gpu_tile(co, f.r, cb, rb, ct, rt, 64, 4, kGuard);
-}
-
 // Vector loads need addresses Halide can prove aligned, so the weight and
 // activation bases are declared 16-byte aligned (the runtime checks every
 // CUDA input pointer) and the kernels are specialized on rows whose byte
@@ -106,6 +97,18 @@ Expr aligned_rows(ImageParam w) {
     w.set_host_alignment(kAlign);
     w.dim(0).set_min(0);
     return (w.dim(1).stride() * w.type().bytes()) % kAlign == 0;
+}
+
+void dequant(DequantFuncs &f, const Target &, const Knobs &k) {
+    // Eight columns (four int4 bytes) per thread, unrolled: vectorized, the
+    // int4g nibble pairs and per-column scales became byte gathers and
+    // 16-bit stores in the PTX (Halide 21), no better. A thread per 32
+    // columns with 16-byte stores (specialized on aligned rows) measured
+    // 1.5x slower for Q4_K on the H100.
+    Var co("co"), ci("ci"), cb("cb"), ct("ct"), rb("rb"), rt("rt");
+    f.out.split(f.c, co, ci, pick(k.vector_width, 8), kGuard)
+        .unroll(ci)
+        .gpu_tile(co, f.r, cb, rb, ct, rt, 64, 4, kGuard);
 }
 
 // Rows and tokens per warp (see warp_rows): decode is one token; batches
@@ -126,7 +129,8 @@ void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
     // bytes and its x load 1 KB, both whole lines, where longer chunks per
     // lane would spread one x load over 32 lines.
     const int rows = pick(k.tile_rows, kWarpRows), tokens = k.prefill ? pick(k.tile_tokens, kWarpTokens) : 1;
-    LoopLevel warp = warp_rows(f.y, f.r, f.n, k, rows, tokens);
+    const int width = pick(k.lanes, kWarp);
+    LoopLevel warp = warp_rows(f.y, f.r, f.n, k, rows, tokens, 4 * kWarp / width);
     const int run = f.group_size / f.interleave;  // consecutive quants in a group
     const int vec = std::min(run, pick(k.vector_width, 4));
     RVar ko("ko"), ki("ki"), chunk("chunk"), co("co"), cl("cl");
@@ -137,19 +141,21 @@ void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
     } else {
         s.rename(kk, ki).rename(g, chunk);
     }
-    Func intm = s.split(chunk, co, cl, kWarp, kGuard).rfactor(cl, u);
-    lanes(intm, u, f.r, f.n, warp, kWarp, rows, tokens);
+    Func intm = s.split(chunk, co, cl, width, kGuard).rfactor(cl, u);
+    lanes(intm, u, f.r, f.n, warp, width, rows, tokens);
     // Several chunks per iteration, for more loads in flight per warp.
-    RVar c2("c2");
+    RVar c2("c2"), kv("kv");
     intm.update()
         .split(co, co, c2, in_flight(k), kGuard)
-        .reorder(ki, p, f.n, f.r, c2, co)
+        .split(ki, ki, kv, std::min(vec, 4))
+        .reorder(kv, ki, p, f.n, f.r, c2, co)
+        .unroll(ki)
         .unroll(p)
         .unroll(f.n)
         .unroll(f.r)
         .unroll(c2)
         .atomic()
-        .vectorize(ki);
+        .vectorize(kv);
     if (f.acc.num_update_definitions() > 1) {
         f.acc.update(1).unscheduled();  // a last, partial group: under G columns per lane
     }
@@ -171,31 +177,47 @@ void xsum_kernel(Q4KMatmulF32Funcs &f) {
 void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
     RVar ml = f.main.x, mj = f.main.y, mb = f.main.z;
     RVar nj = f.mins.x, nb = f.mins.y;
-    // Lane u = 8 jo + lo takes quant bytes 4u..4u+3 of every block: in
-    // 32-byte run jo, the low and high nibbles are 4 weights each of
-    // sub-blocks 2 jo and 2 jo + 1 (two scales, decoded once a block). A
-    // warp reads a block's 128 quant bytes at once, and x as 16-byte pieces,
-    // eight lanes to a 128-byte line.
-    const int rows = pick(k.tile_rows, kWarpRows), tokens = k.prefill ? pick(k.tile_tokens, kWarpTokens) : 1;
-    LoopLevel warp = warp_rows(f.y, f.r, f.n, k, rows, tokens);
+    // A row's `width` lanes each take `bytes` consecutive quant bytes of a
+    // 32-byte run (low nibbles: sub-block 2 jo, high: 2 jo + 1, so a lane
+    // decodes two scales a block); 128 / bytes lanes cover a block, and a
+    // row's lanes cover width * bytes / 128 consecutive blocks a step.
+    // Decode takes 8 bytes, one row a warp: the scale decoding spreads over
+    // twice the weights of 4 bytes, while a warp's x load still covers whole
+    // 32-byte sectors (16 bytes scatter it over 16 lines). Measured on the
+    // H100 (targets.cmake, QF_TUNING_KERNELS): 0.037 / 0.040 ms against
+    // 0.040 / 0.053 ms for 4 bytes and 2 rows (14336x4096 / 4096x14336);
+    // batches keep 4 bytes x 2 rows x 4 tokens (8 bytes lost 10-50%).
+    const int rows = pick(k.tile_rows, k.prefill ? kWarpRows : 1), tokens = k.prefill ? pick(k.tile_tokens, kWarpTokens) : 1;
+    const int bytes = pick(k.vector_width, k.prefill ? 4 : 8);
+    const int width = pick(k.lanes, kWarp);
+    const int per_block = 128 / bytes;
+    LoopLevel warp = warp_rows(f.y, f.r, f.n, k, rows, tokens, 4 * kWarp / width);
     Var u("u"), v("v");
-    RVar lo("lo"), li("li"), jo("jo"), jh("jh"), lane("lane");
-    Func intm = f.acc.update(0).split(ml, lo, li, 4).split(mj, jo, jh, 2).fuse(lo, jo, lane).rfactor(lane, u);
-    lanes(intm, u, f.r, f.n, warp, kWarp, rows, tokens);
-    RVar b2("b2");
+    RVar lo("lo"), li("li"), jo("jo"), jh("jh"), lane("lane"), mbo("mbo"), mbi("mbi");
+    Func intm = f.acc.update(0)
+                    .split(ml, lo, li, bytes)
+                    .split(mj, jo, jh, 2)
+                    .split(mb, mbo, mbi, width / per_block, kGuard)
+                    .fuse(lo, jo, lane)
+                    .fuse(lane, mbi, lane)
+                    .rfactor(lane, u);
+    lanes(intm, u, f.r, f.n, warp, width, rows, tokens);
+    RVar b2("b2"), lv("lv");
     intm.update()
-        .split(mb, mb, b2, in_flight(k), kGuard)   // several blocks per iteration: more loads in flight
-        .reorder(li, jh, f.n, f.r, b2, mb)
+        .split(mbo, mbo, b2, in_flight(k), kGuard)   // several blocks per iteration: more loads in flight
+        .split(li, li, lv, 4)
+        .reorder(lv, li, jh, f.n, f.r, b2, mbo)
+        .unroll(li)
         .unroll(jh)
         .unroll(f.n)
         .unroll(f.r)
         .unroll(b2)
         .atomic()
-        .vectorize(li);
-    // The min term: lane v takes blocks v, v + 32, ... (eight products each).
+        .vectorize(lv);
+    // The min term: lane v takes blocks v, v + width, ... (eight products each).
     RVar no("no"), nl("nl");
-    Func mins = f.acc.update(1).split(nb, no, nl, kWarp, kGuard).rfactor(nl, v);
-    lanes(mins, v, f.r, f.n, warp, kWarp, rows, tokens);
+    Func mins = f.acc.update(1).split(nb, no, nl, width, kGuard).rfactor(nl, v);
+    lanes(mins, v, f.r, f.n, warp, width, rows, tokens);
     mins.update().reorder(nj, f.n, f.r, no).unroll(nj).unroll(f.n).unroll(f.r);
     xsum_kernel(f);
     f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));

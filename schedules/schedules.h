@@ -19,6 +19,7 @@ struct Knobs {
     int tile_tokens = 0;
     int rows_per_task = 0;
     int unroll = 0;
+    int lanes = 0;   // GPU: lanes of a warp that share one row
 };
 
 // Any weight format -> f32: out(c, r). Runs of `block` columns share their

@@ -86,3 +86,27 @@ set(QF_KERNELS
     "f16_from_f32|f16_convert|"
     "f16_from_f32_norm|f16_convert|norm=true"
 )
+
+# Schedule variants to time against the defaults on a device (configure with
+# -DQF_TUNING=ON; bench/device/cuda_bench times them with QF_BENCH_TUNE=1).
+# A row as in QF_KERNELS, named kernel@tag: the runtime runs it where
+# RunOptions::kernel names it. Built for the CUDA targets only.
+set(QF_TUNING_KERNELS
+    "q4k_matvec_f32@b4w32r2|q4k_matmul_f32|mode=decode vector_width=4 lanes=32 tile_rows=2"
+    "q4k_matvec_f32@b8w32r2|q4k_matmul_f32|mode=decode vector_width=8 lanes=32 tile_rows=2"
+    "q4k_matvec_f32@b8w16r2|q4k_matmul_f32|mode=decode vector_width=8 lanes=16 tile_rows=2"
+    "q4k_matvec_f32@b8w16r1|q4k_matmul_f32|mode=decode vector_width=8 lanes=16 tile_rows=1"
+    "q4k_matvec_f32@b8w32r1u1|q4k_matmul_f32|mode=decode vector_width=8 lanes=32 tile_rows=1 unroll=1"
+    "q4k_matvec_f32@b8w32r1u4|q4k_matmul_f32|mode=decode vector_width=8 lanes=32 tile_rows=1 unroll=4"
+    "q4k_matvec_f32@b16w16r2|q4k_matmul_f32|mode=decode vector_width=16 lanes=16 tile_rows=2"
+    "int4g_matvec_f32_g128@b4w32r1|int4g_matmul|group_size=128 mode=decode vector_width=4 lanes=32 tile_rows=1"
+    "int4g_matvec_f32_g128@b4w32r2u4|int4g_matmul|group_size=128 mode=decode vector_width=4 lanes=32 tile_rows=2 unroll=4"
+    "int4g_matvec_f32_g128@b4w16r2|int4g_matmul|group_size=128 mode=decode vector_width=4 lanes=16 tile_rows=2"
+    "int4g_matvec_f32_g128@b4w32r4|int4g_matmul|group_size=128 mode=decode vector_width=4 lanes=32 tile_rows=4"
+    "int4g_matvec_f32_g128@b8w16r2|int4g_matmul|group_size=128 mode=decode vector_width=8 lanes=16 tile_rows=2"
+    "q4k_matmul_f32@b4w32r2t4|q4k_matmul_f32|mode=prefill vector_width=4 lanes=32 tile_rows=2 tile_tokens=4"
+    "q4k_matmul_f32@b8w32r2t4|q4k_matmul_f32|mode=prefill vector_width=8 lanes=32 tile_rows=2 tile_tokens=4"
+    "q4k_matmul_f32@b8w32r1t4|q4k_matmul_f32|mode=prefill vector_width=8 lanes=32 tile_rows=1 tile_tokens=4"
+    "q4k_matmul_f32@b8w32r1t8|q4k_matmul_f32|mode=prefill vector_width=8 lanes=32 tile_rows=1 tile_tokens=8"
+    "q4k_matmul_f32@b4w32r1t8|q4k_matmul_f32|mode=prefill vector_width=4 lanes=32 tile_rows=1 tile_tokens=8"
+)

@@ -93,6 +93,13 @@ TEST(Errors, UnknownTargetAndKernel) {
     o.kernel = "int4g_matvec_f32_g32";
     expect_error([&] { q4k_matmul_f32({w.data(), 1, 256}, {x.data(), 1, 256}, nullptr, {y.data(), 1, 1}, o); },
                  {"does not compute this operation"});
+    // A schedule variant (kernel@tag) of another operation, or one not built.
+    o.kernel = "int4g_matvec_f32_g32@b8w32r1";
+    expect_error([&] { q4k_matmul_f32({w.data(), 1, 256}, {x.data(), 1, 256}, nullptr, {y.data(), 1, 1}, o); },
+                 {"does not compute this operation"});
+    o.kernel = "q4k_matvec_f32@no_such_tag";
+    expect_error([&] { q4k_matmul_f32({w.data(), 1, 256}, {x.data(), 1, 256}, nullptr, {y.data(), 1, 1}, o); },
+                 {"q4k_matvec_f32@no_such_tag"});
 }
 
 }  // namespace

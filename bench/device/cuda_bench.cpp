@@ -8,6 +8,7 @@
 #include "qforge/layers.h"
 
 #include "cuda_device.h"
+#include "registry.h"
 #include "reference.h"
 
 #include <algorithm>
@@ -146,28 +147,44 @@ double max_rel_err(const std::vector<float> &y, const std::vector<double> &ref, 
 
 int copies_for(size_t bytes) { return static_cast<int>(std::max<size_t>(2, (size_t{400} << 20) / bytes + 1)); }
 
+// Options that run `kernel` (or the default one) of `target` on device pointers.
+RunOptions on_cuda(const std::string &target, const std::string &kernel = "") {
+    RunOptions o;
+    o.memory = Memory::cuda;
+    o.target = target;
+    o.kernel = kernel;
+    return o;
+}
+
+// A random Q4_K matrix and enough device copies of it that rotating over
+// them defeats the L2.
+struct Q4KOnDevice {
+    size_t bytes;
+    std::vector<uint8_t> host;
+    std::vector<Dev> copies;
+    Q4KOnDevice(int64_t out, int64_t in) : bytes(out * (in / 256) * 144), host(q4k_rows(out, in)) {
+        for (int i = 0, n = copies_for(bytes); i < n; ++i) copies.emplace_back(host);
+    }
+    const uint8_t *at(int i) const { return copies[i % copies.size()].as<uint8_t>(); }
+};
+
 void bench_q4k(int64_t out, int64_t in, const std::vector<int64_t> &token_counts, const std::string &target) {
-    const size_t wbytes = out * (in / 256) * 144;
-    const int ncopies = copies_for(wbytes);
-    auto w = q4k_rows(out, in);
-    std::vector<Dev> ws;
-    for (int i = 0; i < ncopies; ++i) ws.emplace_back(w);
+    const Q4KOnDevice w(out, in);
+    const size_t wbytes = w.bytes;
     const int64_t check_rows = std::min<int64_t>(out, 64);
-    RunOptions o1;
-    o1.memory = Memory::cuda;
-    o1.target = target;
+    const RunOptions o1 = on_cuda(target);
     for (int64_t tokens : token_counts) {
         auto x = randf(tokens * in, -1, 1);
         Dev xd(x), yd(tokens * out * 4);
         const RunOptions &o = o1;
         std::vector<double> ref(tokens * check_rows), mag(tokens * check_rows);
-        ref::q4k_matmul_f32(w.data(), check_rows, in, x.data(), tokens, nullptr, ref.data(), mag.data());
+        ref::q4k_matmul_f32(w.host.data(), check_rows, in, x.data(), tokens, nullptr, ref.data(), mag.data());
         std::vector<float> y(tokens * out);
         const double flops = 2.0 * out * in * tokens;
         const double bytes = wbytes + 4.0 * tokens * (in + out);
         // f32 activations.
         auto f32 = [&](int i) {
-            q4k_matmul_f32({ws[i % ncopies].as<uint8_t>(), out, in}, {xd.as<float>(), tokens, in}, nullptr,
+            q4k_matmul_f32({w.at(i), out, in}, {xd.as<float>(), tokens, in}, nullptr,
                            {yd.as<float>(), tokens, out}, o);
         };
         const double ms = median_ms(f32, 100);
@@ -179,14 +196,14 @@ void bench_q4k(int64_t out, int64_t in, const std::vector<int64_t> &token_counts
         Q8KActivations a{qd.as<float>(), qq.as<int8_t>(), qb.as<int16_t>(), tokens, in};
         auto q8 = [&](int i) {
             q8k_quantize({xd.as<float>(), tokens, in}, a, o);
-            q4k_matmul_q8({ws[i % ncopies].as<uint8_t>(), out, in}, a, nullptr, {yd.as<float>(), tokens, out}, o);
+            q4k_matmul_q8({w.at(i), out, in}, a, nullptr, {yd.as<float>(), tokens, out}, o);
         };
         const double ms8 = median_ms(q8, 100);
         cu::cuda_download(y.data(), yd.p, y.size() * 4);
         row(tokens == 1 ? "q8k+q4k_matvec_q8" : "q8k+q4k_matmul_q8", out, in, tokens, ms8, bytes, flops,
             max_rel_err(y, ref, tokens, out, check_rows), target.c_str());
         auto q8only = [&](int i) {
-            q4k_matmul_q8({ws[i % ncopies].as<uint8_t>(), out, in}, a, nullptr, {yd.as<float>(), tokens, out}, o);
+            q4k_matmul_q8({w.at(i), out, in}, a, nullptr, {yd.as<float>(), tokens, out}, o);
         };
         const double ms8o = median_ms(q8only, 100);
         row(tokens == 1 ? "q4k_matvec_q8" : "q4k_matmul_q8", out, in, tokens, ms8o, bytes, flops, NAN,
@@ -195,11 +212,12 @@ void bench_q4k(int64_t out, int64_t in, const std::vector<int64_t> &token_counts
     // Dequantize to f16: the first half of the layers' prefill path.
     if (quick) return;
     Dev wh(out * in * 2);
-    const double ms = median_ms([&](int i) { q4k_dequant({ws[i % ncopies].as<uint8_t>(), out, in}, MatrixF16{wh.as<uint16_t>(), out, in}, o1); }, 50);
+    const double ms = median_ms([&](int i) { q4k_dequant({w.at(i), out, in}, MatrixF16{wh.as<uint16_t>(), out, in}, o1); }, 50);
     row("q4k_dequant_f16", out, in, 0, ms, wbytes + 2.0 * out * in, 0, NAN, target.c_str());
 }
 
-void bench_int4g(int64_t out, int64_t in, int g, const std::vector<int64_t> &token_counts, const std::string &target) {
+void bench_int4g(int64_t out, int64_t in, int g, const std::vector<int64_t> &token_counts, const std::string &target,
+                 const std::string &kernel = "") {
     const int64_t ng = in / g;
     const size_t wbytes = out * in / 2 + out * ng * 2;
     const int ncopies = copies_for(wbytes);
@@ -213,9 +231,7 @@ void bench_int4g(int64_t out, int64_t in, int g, const std::vector<int64_t> &tok
     for (int64_t tokens : token_counts) {
         auto x = randf(tokens * in, -1, 1);
         Dev xd(x), yd(tokens * out * 4);
-        RunOptions o;
-        o.memory = Memory::cuda;
-        o.target = target;
+        const RunOptions o = on_cuda(target, kernel);
         std::vector<double> ref(tokens * check_rows), mag(tokens * check_rows);
         ref::int4g_matmul(w.data(), s.data(), check_rows, in, g, x.data(), tokens, nullptr, ref.data(), mag.data());
         auto f = [&](int i) {
@@ -225,9 +241,76 @@ void bench_int4g(int64_t out, int64_t in, int g, const std::vector<int64_t> &tok
         const double ms = median_ms(f, 100);
         std::vector<float> y(tokens * out);
         cu::cuda_download(y.data(), yd.p, y.size() * 4);
-        const std::string name = std::string(tokens == 1 ? "int4g_matvec_f32_g" : "int4g_matmul_f32_g") + std::to_string(g);
+        const std::string name = kernel.empty() ? std::string(tokens == 1 ? "int4g_matvec_f32_g" : "int4g_matmul_f32_g") + std::to_string(g) : kernel;
         row(name.c_str(), out, in, tokens, ms, wbytes + 4.0 * tokens * (in + out), 2.0 * out * in * tokens,
             max_rel_err(y, ref, tokens, out, check_rows), target.c_str());
+    }
+}
+
+// QF_BENCH_TUNE=1: the schedule variants built with -DQF_TUNING=ON
+// (kernel@tag, targets.cmake) next to the defaults, decode only.
+void bench_q4k_variant(int64_t out, int64_t in, const std::string &kernel, const std::string &target,
+                       int64_t tokens = 1) {
+    const Q4KOnDevice w(out, in);
+    const size_t wbytes = w.bytes;
+    const int64_t check_rows = std::min<int64_t>(out, 64);
+    const RunOptions o = on_cuda(target, kernel);
+    auto x = randf(tokens * in, -1, 1);
+    Dev xd(x), yd(tokens * out * 4);
+    std::vector<double> ref(tokens * check_rows), mag(tokens * check_rows);
+    ref::q4k_matmul_f32(w.host.data(), check_rows, in, x.data(), tokens, nullptr, ref.data(), mag.data());
+    std::vector<float> y(tokens * out);
+    auto f = [&](int i) {
+        q4k_matmul_f32({w.at(i), out, in}, {xd.as<float>(), tokens, in}, nullptr,
+                       {yd.as<float>(), tokens, out}, o);
+    };
+    const double ms = median_ms(f, 200);
+    cu::cuda_download(y.data(), yd.p, y.size() * 4);
+    row(kernel.c_str(), out, in, tokens, ms, wbytes + 4.0 * tokens * (in + out), 2.0 * out * in * tokens,
+        max_rel_err(y, ref, tokens, out, check_rows), target.c_str());
+}
+
+void bench_q4k_q8_variant(int64_t out, int64_t in, const std::string &kernel, const std::string &target) {
+    const Q4KOnDevice w(out, in);
+    const size_t wbytes = w.bytes;
+    const int64_t check_rows = std::min<int64_t>(out, 64);
+    RunOptions o = on_cuda(target);
+    auto x = randf(in, -1, 1);
+    Dev xd(x), yd(out * 4);
+    std::vector<double> ref(check_rows), mag(check_rows);
+    ref::q4k_matmul_f32(w.host.data(), check_rows, in, x.data(), 1, nullptr, ref.data(), mag.data());
+    Dev qd((in / 256) * 4), qq(in), qb((in / 16) * 2);
+    Q8KActivations a{qd.as<float>(), qq.as<int8_t>(), qb.as<int16_t>(), 1, in};
+    if (kernel.find('@') == std::string::npos) {
+        const double qms = median_ms([&](int) { q8k_quantize({xd.as<float>(), 1, in}, a, o); }, 200);
+        row("q8k_quantize", 1, in, 1, qms, 4.0 * in + in + in / 8 + in / 64, 0, NAN, target.c_str());
+    }
+    q8k_quantize({xd.as<float>(), 1, in}, a, o);
+    o.kernel = kernel;
+    auto f = [&](int i) { q4k_matmul_q8({w.at(i), out, in}, a, nullptr, {yd.as<float>(), 1, out}, o); };
+    const double ms = median_ms(f, 200);
+    std::vector<float> y(out);
+    cu::cuda_download(y.data(), yd.p, y.size() * 4);
+    row(kernel.c_str(), out, in, 1, ms, wbytes + 4.0 * (in + out), 2.0 * out * in, max_rel_err(y, ref, 1, out, check_rows),
+        target.c_str());
+}
+
+void bench_variants(const std::string &target) {
+    for (auto [out, in] : std::vector<std::pair<int64_t, int64_t>>{{14336, 4096}, {4096, 14336}}) {
+        bench_q4k_variant(out, in, "q4k_matvec_f32", target);
+        for (int64_t t : {2, 4, 8}) bench_q4k_variant(out, in, "q4k_matmul_f32", target, t);
+        bench_q4k_q8_variant(out, in, "q4k_matvec_q8", target);
+        bench_int4g(out, in, 128, {1}, target);
+        for (const auto &v : internal::variants()) {
+            const std::string k = v.kernel;
+            if (k.find('@') == std::string::npos || target != v.target) continue;
+            if (k.rfind("q4k_matvec_f32@", 0) == 0) bench_q4k_variant(out, in, k, target);
+            if (k.rfind("int4g_matvec_f32_g128@", 0) == 0) bench_int4g(out, in, 128, {1}, target, k);
+            if (k.rfind("q4k_matvec_q8@", 0) == 0) bench_q4k_q8_variant(out, in, k, target);
+            if (k.rfind("q4k_matmul_f32@", 0) == 0) {
+                for (int64_t t : {2, 4, 8}) bench_q4k_variant(out, in, k, target, t);
+            }
+        }
     }
 }
 
@@ -344,6 +427,10 @@ int main(int argc, char **argv) {
         const std::string mode = quick ? std::getenv("QF_BENCH_QUICK") : "";
         if (!quick || mode == "host") host_costs();
         if (mode == "host") return 0;
+        if (std::getenv("QF_BENCH_TUNE")) {
+            bench_variants(dispatched_cuda_target());
+            return 0;
+        }
         const std::vector<int64_t> tokens = quick ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 2, 16, 128, 512};
         const std::string target = dispatched_cuda_target();
         for (auto [out, in] : std::vector<std::pair<int64_t, int64_t>>{{14336, 4096}, {4096, 14336}}) {

@@ -228,7 +228,9 @@ void check_tokens(const std::string &op, int64_t tokens) {
 std::string kernel_for(const RunOptions &opt, const std::string &decode, const std::string &prefill,
                        int64_t tokens) {
     if (!opt.kernel.empty()) {
-        if (opt.kernel != decode && opt.kernel != prefill) {
+        // kernel@tag: a schedule variant of the kernel (targets.cmake, QF_TUNING_KERNELS).
+        const std::string base = opt.kernel.substr(0, opt.kernel.find('@'));
+        if (base != decode && base != prefill) {
             throw Error("kernel '" + opt.kernel + "' does not compute this operation (expected " + decode +
                         " or " + prefill + ")");
         }

@@ -6,6 +6,7 @@
 #include "qforge_kernel_headers.h"
 
 #include <algorithm>
+#include <cstring>
 #include <sstream>
 #include <unordered_map>
 
@@ -144,6 +145,7 @@ std::string dispatched_cuda_target() {
 std::vector<std::string> kernels() {
     std::vector<std::string> out;
     for (const auto &v : internal::variants()) {
+        if (std::strchr(v.kernel, '@')) continue;   // a schedule variant (QF_TUNING), not a kernel of its own
         if (std::find(out.begin(), out.end(), v.kernel) == out.end()) out.push_back(v.kernel);
     }
     return out;

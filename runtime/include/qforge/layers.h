@@ -70,8 +70,10 @@ constexpr int64_t kCudaGemmMinTokens = 9;
 //   automatic: f32 for decode (one token; the fused f32 kernel streams the
 //   weights at least as fast) and Q8_K for prefill on the CPU (integer dot
 //   products, the prefill bottleneck), as llama.cpp quantizes activations.
-//   On CUDA always f32: the Q8_K quantizer is nine small kernels there
-//   (0.05 ms at one token), more than the integer dots save.
+//   On CUDA always f32: the Q8_K quantizer is nine small kernels there,
+//   more than the integer dots save (H100, 14336x4096 / 4096x14336, one
+//   token: quantize + Q8 kernel 0.059 / 0.079 ms, the f32 kernel 0.037 /
+//   0.040 ms; bench/device/RESULTS.md).
 enum class Activations { automatic, f32, q8 };
 
 struct LayerOptions {
