@@ -104,6 +104,7 @@ set(QF_TUNING_KERNELS
     "int4g_matvec_f32_g128@b4w16r2|int4g_matmul|group_size=128 mode=decode vector_width=4 lanes=16 tile_rows=2"
     "int4g_matvec_f32_g128@b4w32r4|int4g_matmul|group_size=128 mode=decode vector_width=4 lanes=32 tile_rows=4"
     "int4g_matvec_f32_g128@b8w16r2|int4g_matmul|group_size=128 mode=decode vector_width=8 lanes=16 tile_rows=2"
+    "q4k_dequant_f16@c8|q4k_dequant|out.type=float16 vector_width=8"
     "q4k_matmul_f32@b4w32r2t4|q4k_matmul_f32|mode=prefill vector_width=4 lanes=32 tile_rows=2 tile_tokens=4"
     "q4k_matmul_f32@b8w32r2t4|q4k_matmul_f32|mode=prefill vector_width=8 lanes=32 tile_rows=2 tile_tokens=4"
     "q4k_matmul_f32@b8w32r1t4|q4k_matmul_f32|mode=prefill vector_width=8 lanes=32 tile_rows=1 tile_tokens=4"

@@ -267,7 +267,7 @@ void expect_device_matches_host(const char *format, Strategy strategy, int64_t o
             // each product within 2^-10 relative, so the sum within 2^-10
             // sum |w x|; 2^-9 leaves room for the quantized weights'
             // magnitude over w's.
-            const bool f16 = path == CudaGemm::cublas || (path == CudaGemm::automatic && tokens >= kCudaGemmMinTokens);
+            const bool f16 = path == CudaGemm::cublas || (path == CudaGemm::automatic && tokens >= cuda_gemm_min_tokens(r.type));
             for (int64_t i = 0; i < tokens * out; ++i) {
                 double tol = 2e-3 * (1 + std::fabs(expect[i]));
                 if (f16) {
@@ -291,7 +291,7 @@ TEST(Layers, CudaMemoryMatchesHost) {
     if (!d.present) GTEST_SKIP() << "no CUDA device here (" << d.why_absent << "); the device run covers it";
     for (const char *format : kFormats) {
         for (Strategy s : {Strategy::fused, Strategy::eager_f16}) {
-            expect_device_matches_host(format, s, 40, 768, {1, 3, 9, 2}, {CudaGemm::automatic, CudaGemm::halide});
+            expect_device_matches_host(format, s, 40, 768, {1, 3, 5, 9, 2}, {CudaGemm::automatic, CudaGemm::halide});
         }
     }
 }

@@ -168,6 +168,15 @@ struct Q4KOnDevice {
     const uint8_t *at(int i) const { return copies[i % copies.size()].as<uint8_t>(); }
 };
 
+// Q4_K -> f16, the first half of the layers' prefill path.
+void bench_q4k_dequant(int64_t out, int64_t in, const std::string &kernel, const std::string &target) {
+    const Q4KOnDevice w(out, in);
+    Dev wh(out * in * 2);
+    const RunOptions o = on_cuda(target, kernel);
+    const double ms = median_ms([&](int i) { q4k_dequant({w.at(i), out, in}, MatrixF16{wh.as<uint16_t>(), out, in}, o); }, 50);
+    row(kernel.empty() ? "q4k_dequant_f16" : kernel.c_str(), out, in, 0, ms, w.bytes + 2.0 * out * in, 0, NAN, target.c_str());
+}
+
 void bench_q4k(int64_t out, int64_t in, const std::vector<int64_t> &token_counts, const std::string &target) {
     const Q4KOnDevice w(out, in);
     const size_t wbytes = w.bytes;
@@ -209,11 +218,7 @@ void bench_q4k(int64_t out, int64_t in, const std::vector<int64_t> &token_counts
         row(tokens == 1 ? "q4k_matvec_q8" : "q4k_matmul_q8", out, in, tokens, ms8o, bytes, flops, NAN,
             target.c_str());
     }
-    // Dequantize to f16: the first half of the layers' prefill path.
-    if (quick) return;
-    Dev wh(out * in * 2);
-    const double ms = median_ms([&](int i) { q4k_dequant({w.at(i), out, in}, MatrixF16{wh.as<uint16_t>(), out, in}, o1); }, 50);
-    row("q4k_dequant_f16", out, in, 0, ms, wbytes + 2.0 * out * in, 0, NAN, target.c_str());
+    if (!quick) bench_q4k_dequant(out, in, "", target);
 }
 
 void bench_int4g(int64_t out, int64_t in, int g, const std::vector<int64_t> &token_counts, const std::string &target,
@@ -300,6 +305,7 @@ void bench_variants(const std::string &target) {
         bench_q4k_variant(out, in, "q4k_matvec_f32", target);
         for (int64_t t : {2, 4, 8}) bench_q4k_variant(out, in, "q4k_matmul_f32", target, t);
         bench_q4k_q8_variant(out, in, "q4k_matvec_q8", target);
+        bench_q4k_dequant(out, in, "", target);
         bench_int4g(out, in, 128, {1}, target);
         for (const auto &v : internal::variants()) {
             const std::string k = v.kernel;
@@ -307,6 +313,7 @@ void bench_variants(const std::string &target) {
             if (k.rfind("q4k_matvec_f32@", 0) == 0) bench_q4k_variant(out, in, k, target);
             if (k.rfind("int4g_matvec_f32_g128@", 0) == 0) bench_int4g(out, in, 128, {1}, target, k);
             if (k.rfind("q4k_matvec_q8@", 0) == 0) bench_q4k_q8_variant(out, in, k, target);
+            if (k.rfind("q4k_dequant_f16@", 0) == 0) bench_q4k_dequant(out, in, k, target);
             if (k.rfind("q4k_matmul_f32@", 0) == 0) {
                 for (int64_t t : {2, 4, 8}) bench_q4k_variant(out, in, k, target, t);
             }
@@ -316,7 +323,7 @@ void bench_variants(const std::string &target) {
 
 // A layer's forward as an app calls it, down each CUDA path (the fused
 // Halide kernels, dequantize-to-f16 + cuBLAS) and as the runtime's rule
-// picks (kCudaGemmMinTokens); `peer` is an eager_f16 layer on cuBLAS, i.e.
+// picks (cuda_gemm_min_tokens); `peer` is an eager_f16 layer on cuBLAS, i.e.
 // cuBLAS fp16 in this process. Weights rotate over layer copies.
 void bench_layer(const char *name, const WeightRef &w, size_t wbytes, const std::vector<int64_t> &token_counts,
                  Strategy strategy = Strategy::fused) {

@@ -198,7 +198,7 @@ void LinearLayer::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) co
 bool LinearLayer::use_cublas(const ConstMatrix &x, const ForwardOptions &opt) const {
     if (!device_ || opt.cuda_gemm == CudaGemm::halide) return false;
     const bool forced = opt.cuda_gemm == CudaGemm::cublas;
-    if (!forced && (x.rows < kCudaGemmMinTokens || !opt.run.kernel.empty())) return false;
+    if (!forced && (x.rows < cuda_gemm_min_tokens(format_) || !opt.run.kernel.empty())) return false;
     if (opt.activations != Activations::automatic || opt_.strategy == Strategy::eager_f32 ||
         (opt_.strategy == Strategy::fused && format_ == DType::f32)) {  // no f16 copy to make
         if (forced) layer_error(name_, "CudaGemm::cublas needs automatic activations and f16 weights or a quantized format");

@@ -49,22 +49,24 @@ struct Tensor {
 //   large batches.
 enum class Strategy { fused, eager_f32, eager_f16 };
 
-// On CUDA, forward with tokens >= kCudaGemmMinTokens and automatic
-// activations (no forced kernel) dequantizes the weights to f16 into a
-// per-thread, per-stream device scratch (out x in x 2 bytes), converts x
-// (through its norm) to f16, and runs cuBLAS's f16 GEMM with f32
+// On CUDA, forward with tokens >= cuda_gemm_min_tokens(weight type) and
+// automatic activations (no forced kernel) dequantizes the weights to f16
+// into a per-thread, per-stream device scratch (out x in x 2 bytes),
+// converts x (through its norm) to f16, and runs cuBLAS's f16 GEMM with f32
 // accumulation; eager_f16 layers skip the dequantization. Below it, and
 // where cuBLAS cannot be loaded, the fused Halide kernels run.
 //
 // The rule, measured (bench/device/RESULTS.md: H100, Llama-3.1-8B MLP
-// shapes, Q4_K and int4g, both paths timed in one run). The Halide kernels
-// give a warp 2 rows x 4 tokens, so their time steps with each tile of 4
-// tokens: 0.063-0.092 ms for up to 4 tokens, 0.114-0.145 ms for 8,
-// 0.211-0.275 ms for 16. Dequantize + cuBLAS costs 0.161-0.214 ms for any
-// batch up to 128 tokens (the dequantization dominates). So Halide
-// wins up to 8 tokens (by 1.3x to 2.7x) and cuBLAS from 9, where Halide
-// needs a third tile (about cuBLAS's time) and beyond.
-constexpr int64_t kCudaGemmMinTokens = 9;
+// shapes, 14336x4096 and 4096x14336, both paths timed in one run). The
+// Halide kernels give a warp 2 rows x 4 tokens, so their time steps with
+// each tile of 4 tokens: Q4_K 0.063-0.093 ms for 2 to 4 tokens, 0.114-0.125
+// for 8, 0.209-0.211 for 16; int4g 0.072-0.077, 0.138-0.144, 0.262-0.275.
+// Dequantize + cuBLAS costs about the same for any batch up to 128 tokens:
+// Q4_K 0.112-0.128 ms (its dequantizer streams at 82% of copy), int4g
+// 0.198-0.213 (47%). So cuBLAS wins for Q4_K from 5 tokens (the second
+// Halide tile ties it at 14336x4096 and loses by 10% at 4096x14336) and for
+// int4g from 9. The other formats keep 9 (their batches were not measured).
+constexpr int64_t cuda_gemm_min_tokens(DType weights) { return weights == DType::q4_k ? 5 : 9; }
 
 // Activation type of Q4_K layers (other formats always use f32).
 //   automatic: f32 for decode (one token; the fused f32 kernel streams the
