@@ -13,6 +13,7 @@
 #include "schedules.h"
 
 #include <algorithm>
+#include <string>
 
 namespace qforge {
 namespace {
@@ -200,7 +201,12 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
     const int rows = pick(k.tile_rows, k.prefill ? kWarpRows : 1), tokens = k.prefill ? pick(k.tile_tokens, kWarpTokens) : 1;
     const int bytes = pick(k.vector_width, k.prefill ? 4 : 8);
     const int width = pick(k.lanes, kWarp);
-    const int per_block = 128 / bytes;
+    const int per_block = 128 / bytes;   // lanes a block
+    if (bytes <= 0 || 32 % bytes != 0 || width % per_block != 0 || kWarp % width != 0) {
+        throw CompileError("q4k_matmul_f32 on CUDA: vector_width (quant bytes a lane, " + std::to_string(bytes) +
+                           ") must divide 32, and lanes (" + std::to_string(width) +
+                           ") divide 32 and be a multiple of 128 / vector_width");
+    }
     LoopLevel warp = warp_rows(f.y, f.r, f.n, k, rows, tokens, 4 * kWarp / width);
     Var u("u"), v("v");
     RVar lo("lo"), li("li"), jo("jo"), jh("jh"), lane("lane"), mbo("mbo"), mbi("mbi");
