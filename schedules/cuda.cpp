@@ -198,6 +198,15 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
     // H100 (targets.cmake, QF_TUNING_KERNELS): 0.037 / 0.040 ms against
     // 0.040 / 0.053 ms for 4 bytes and 2 rows (14336x4096 / 4096x14336);
     // batches keep 4 bytes x 2 rows x 4 tokens (8 bytes lost 10-50%).
+    // Also measured there and dropped, since the loop is not bound by one
+    // kind of instruction but by its count (8.3 SASS instructions a weight)
+    // and latency: quants made f32 from the bits of 2^23 + q (an OR and a
+    // subtract, no conversion) ran 0-7% slower (int4g too), as ptxas
+    // already issues most conversions as the full-rate I2FP; f16x2 products
+    // (q from the bits 0x6400 | q, x rounded to f16, a lane per 8-quant run,
+    // 2 rows a warp) ran 8% / 38% slower in the same run: 7.0 instructions
+    // a weight, most of them the lane's scale decoding and loads, with a
+    // 3e-4 relative error.
     const int rows = pick(k.tile_rows, k.prefill ? kWarpRows : 1), tokens = k.prefill ? pick(k.tile_tokens, kWarpTokens) : 1;
     const int bytes = pick(k.vector_width, k.prefill ? 4 : 8);
     const int width = pick(k.lanes, kWarp);
