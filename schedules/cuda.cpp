@@ -201,8 +201,10 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
     // Also measured there and dropped, since the loop is not bound by one
     // kind of instruction but by its count (8.3 SASS instructions a weight)
     // and latency: quants made f32 from the bits of 2^23 + q (an OR and a
-    // subtract, no conversion) ran 0-7% slower (int4g too), as ptxas
-    // already issues most conversions as the full-rate I2FP; f16x2 products
+    // subtract, no conversion) ran 0-7% slower (int4g too): ptxas already
+    // makes 16 of the loop's 36 conversions I2FP (an ALU conversion on
+    // sm_90), and the OR/subtract pairs made the loop longer (311 SASS
+    // instructions against 267); f16x2 products
     // (q from the bits 0x6400 | q, x rounded to f16, a lane per 8-quant run,
     // 2 rows a warp) ran 8% / 38% slower in the same run: 7.0 instructions
     // a weight, most of them the lane's scale decoding and loads, with a
