@@ -24,7 +24,7 @@ struct Shape {
     int64_t hidden, q, kv;
 };
 
-std::unique_ptr<LinearLayer> layer(const std::string &format, int64_t out, int64_t in, std::vector<uint8_t> &bytes,
+std::unique_ptr<Linear> layer(const std::string &format, int64_t out, int64_t in, std::vector<uint8_t> &bytes,
                                    std::vector<uint16_t> &scales) {
     // Quantized once per shape; the rotating copies share its values.
     static std::map<std::tuple<std::string, int64_t, int64_t>, std::pair<std::vector<uint8_t>, std::vector<uint16_t>>> cache;
@@ -46,10 +46,8 @@ std::unique_ptr<LinearLayer> layer(const std::string &format, int64_t out, int64
     WeightRef r;
     r.out = out;
     r.in = in;
-    if (format == "q4_k") {
-        r.type = DType::q4_k;
-    } else {
-        r.type = DType::u8;
+    r.format = format_from_string(format);
+    if (r.format == Format::int4g) {
         r.scales = scales.data();
         r.group_size = 128;
     }

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Installs what qforge needs to build and test, idempotently: Debian packages
-# with apt-get, and the pinned Python tools (Halide, CMake, ninja, numpy, gguf)
-# into the project-local virtual environment .venv.
+# Installs what qforge needs, idempotently: Debian packages with apt-get, and
+# the pinned Python tools (Halide, CMake, ninja, numpy, gguf) into the
+# project-local virtual environment .venv.
+#   setup.sh         what the main job needs (build the library and the CLI)
+#   setup.sh tests   also what the tests and benchmarks need: GoogleTest,
+#                    Google Benchmark, the aarch64 cross toolchain and qemu
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-apt_packages=(build-essential python3-venv libgtest-dev libbenchmark-dev googletest
-              g++-aarch64-linux-gnu qemu-user nlohmann-json3-dev libcli11-dev)
+apt_packages=(build-essential python3-venv nlohmann-json3-dev libcli11-dev)
+if [ "${1:-}" = "tests" ]; then
+  apt_packages+=(libgtest-dev libbenchmark-dev googletest g++-aarch64-linux-gnu qemu-user)
+fi
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is missing, configures, builds, runs every test.
+# The README's test command: installs what is missing, configures every
+# variant (each target's own libraries, the ARM64 cross build under qemu,
+# CUDA where a toolkit is found), builds, runs every test.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$root/scripts/setup.sh"
+"$root/scripts/setup.sh" tests
 source "$root/scripts/env.sh"
-cmake -S "$root" -B "$QF_BUILD_DIR" $QF_CMAKE_ARGS
+cmake -S "$root" -B "$QF_BUILD_DIR" $QF_CMAKE_ARGS -DQF_VARIANTS=all -DQF_ARM64=ON -DBUILD_TESTING=ON -DQF_BENCH=ON
 cmake --build "$QF_BUILD_DIR"
 cd "$QF_BUILD_DIR"
 ctest --output-on-failure -j "$(nproc)" "$@"

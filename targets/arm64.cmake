@@ -2,7 +2,7 @@
 # (exported by add_halide_generator) compile the arm64 targets, Debian's
 # aarch64 toolchain builds the runtime and the tests, and the tests join this
 # build's ctest run under qemu-aarch64 with an "aarch64/" prefix.
-option(QF_ARM64 "Cross-build the ARM64 kernels and run their tests under qemu-aarch64" ON)
+option(QF_ARM64 "Cross-build the ARM64 kernels and run their tests under qemu-aarch64 (the test command turns it on)" OFF)
 if (NOT QF_ARM64)
     return ()
 endif ()
@@ -11,7 +11,7 @@ find_program(QF_AARCH64_CXX aarch64-linux-gnu-g++)
 find_program(QF_QEMU_AARCH64 qemu-aarch64)
 if (NOT QF_AARCH64_CXX OR NOT QF_QEMU_AARCH64)
     message(FATAL_ERROR "qforge: the ARM64 build needs Debian's g++-aarch64-linux-gnu and qemu-user "
-                        "(scripts/setup.sh installs them), or configure with -DQF_ARM64=OFF")
+                        "(scripts/setup.sh tests installs them), or configure with -DQF_ARM64=OFF")
 endif ()
 
 include(ExternalProject)

@@ -18,57 +18,57 @@ struct Built {
     std::vector<uint8_t> bytes;
     std::vector<uint16_t> halves;
     Int4gQuantized i4;
-    std::unique_ptr<LinearLayer> layer;
+    std::unique_ptr<Linear> layer;
     std::vector<float> dequantized;  // what the layer computes with, [out, in]
 };
 
-inline Built build(const std::string &format, const std::vector<float> &w, int64_t out, int64_t in, const float *bias,
+inline Built build(Format format, const std::vector<float> &w, int64_t out, int64_t in, const float *bias,
                    const LayerOptions &opt = {}, int group_size = 32) {
     Built b;
     WeightRef r;
+    r.format = format;
     r.out = out;
     r.in = in;
     b.dequantized.resize(out * in);
-    if (format == "f32") {
-        r.type = DType::f32;
+    const FormatTraits &t = traits(format);
+    if (format == Format::f32) {
         r.data = w.data();
         b.dequantized = w;
-    } else if (format == "f16") {
+    } else if (format == Format::f16) {
         b.halves.resize(w.size());
         for (size_t i = 0; i < w.size(); ++i) b.halves[i] = f16(w[i]);
         for (size_t i = 0; i < w.size(); ++i) b.dequantized[i] = ref::f16_to_f32(b.halves[i]);
-        r.type = DType::f16;
         r.data = b.halves.data();
-    } else if (format == "int4g") {
+    } else if (format == Format::int4g) {
         b.i4 = quantize_int4g(w.data(), out, in, group_size);
-        r.type = DType::u8;
         r.data = b.i4.weight.data();
         r.scales = b.i4.scales.data();
         r.group_size = group_size;
         ref::int4g_dequant(b.i4.weight.data(), b.i4.scales.data(), out, in, group_size, b.dequantized.data());
     } else {
-        r.type = format == "q4_k" ? DType::q4_k : format == "q6_k" ? DType::q6_k : format == "q8_0" ? DType::q8_0 : DType::q4_0;
-        const BlockShape s = block_shape(r.type);
-        if (r.type == DType::q4_k) {
+        if (format == Format::q4_k) {
             b.bytes = quantize_q4k(w.data(), out, in).data;
         } else {
             // Random blocks with sane scales (there is no quantizer for these formats).
-            b.bytes = random_bytes(out * in / s.elements * s.bytes);
-            const int d_at = r.type == DType::q6_k ? 208 : 0;
-            for (size_t k = 0; k < b.bytes.size(); k += s.bytes) {
+            b.bytes = random_bytes(out * in / t.block_elements * t.block_bytes);
+            for (size_t k = 0; k < b.bytes.size(); k += t.block_bytes) {
                 const uint16_t h = f16(0.001f + 0.01f * static_cast<float>(k % 7) / 7);
-                b.bytes[k + d_at] = h & 0xFF;
-                b.bytes[k + d_at + 1] = h >> 8;
+                for (int at : t.f16_fields) {
+                    b.bytes[k + at] = h & 0xFF;
+                    b.bytes[k + at + 1] = h >> 8;
+                }
             }
         }
         r.data = b.bytes.data();
-        if (r.type == DType::q4_k) ref::q4k_dequant(b.bytes.data(), out, in, b.dequantized.data());
-        if (r.type == DType::q6_k) ref::q6k_dequant(b.bytes.data(), out, in, b.dequantized.data());
-        if (r.type == DType::q8_0) ref::q8_0_dequant(b.bytes.data(), out, in, b.dequantized.data());
-        if (r.type == DType::q4_0) ref::q4_0_dequant(b.bytes.data(), out, in, b.dequantized.data());
+        ref::block_dequant(format, b.bytes.data(), out, in, b.dequantized.data());
     }
-    b.layer = make_linear("layer." + format, r, bias, opt);
+    b.layer = make_linear("layer." + std::string(t.name), r, bias, opt);
     return b;
+}
+
+inline Built build(const std::string &format, const std::vector<float> &w, int64_t out, int64_t in, const float *bias,
+                   const LayerOptions &opt = {}, int group_size = 32) {
+    return build(format_from_string(format), w, out, in, bias, opt, group_size);
 }
 
 }  // namespace qforge::test

@@ -6,41 +6,46 @@
 namespace qforge::test {
 namespace {
 
-struct Format {
-    const char *prefix;
-    DType type;
+// The block formats of this file, with their references.
+struct RefBlock {
+    Format format;
     void (*dequant)(const uint8_t *, int64_t, int64_t, float *);
-    int d_offset;  // where the block's f16 scale sits
 };
 
-const Format kFormats[] = {
-    {"q6k", DType::q6_k, ref::q6k_dequant, 208},
-    {"q8_0", DType::q8_0, ref::q8_0_dequant, 0},
-    {"q4_0", DType::q4_0, ref::q4_0_dequant, 0},
+const RefBlock kBlocks[] = {
+    {Format::q6_k, ref::q6k_dequant},
+    {Format::q8_0, ref::q8_0_dequant},
+    {Format::q4_0, ref::q4_0_dequant},
 };
 
-const Format &format_of(const std::string &kernel) {
-    for (const Format &f : kFormats) {
-        if (kernel.rfind(std::string(f.prefix) + "_", 0) == 0) return f;
+const RefBlock &block_of(const VariantParam &p) {
+    for (const RefBlock &f : kBlocks) {
+        if (f.format == p.row->format) return f;
     }
-    throw std::runtime_error("no format for " + kernel);
+    throw std::runtime_error("no reference for " + p.kernel);
+}
+
+bool is_block(const KernelRow &r) {
+    return r.weights && std::any_of(std::begin(kBlocks), std::end(kBlocks), [&](const RefBlock &b) { return b.format == r.format; });
 }
 
 // Random blocks; `realistic` scales of LLM-like magnitude, else any finite f16.
-std::vector<uint8_t> random_blocks(const Format &f, int64_t out, int64_t in, bool realistic) {
-    const BlockShape b = block_shape(f.type);
-    auto data = random_bytes(out * (in / b.elements) * b.bytes);
+std::vector<uint8_t> random_blocks(const RefBlock &f, int64_t out, int64_t in, bool realistic) {
+    const FormatTraits &b = traits(f.format);
+    auto data = random_bytes(out * (in / b.block_elements) * b.block_bytes);
     std::uniform_real_distribution<float> scale(-0.02f, 0.02f);
     std::uniform_int_distribution<int> bits(0, 0xFFFF);
-    for (size_t blk = 0; blk < data.size(); blk += b.bytes) {
+    for (size_t blk = 0; blk < data.size(); blk += b.block_bytes) {
         uint16_t h;
         if (realistic) {
             h = f16(scale(rng()));
         } else {
             do h = static_cast<uint16_t>(bits(rng())); while (((h >> 10) & 0x1F) == 0x1F);
         }
-        data[blk + f.d_offset] = h & 0xFF;
-        data[blk + f.d_offset + 1] = h >> 8;
+        for (int at : b.f16_fields) {
+            data[blk + at] = h & 0xFF;
+            data[blk + at + 1] = h >> 8;
+        }
     }
     return data;
 }
@@ -50,7 +55,7 @@ class BlockDequant : public testing::TestWithParam<VariantParam> {};
 TEST_P(BlockDequant, BitExactAgainstReference) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
-    const Format &f = format_of(p.kernel);
+    const RefBlock &f = block_of(p);
     struct Case { int64_t out, in, pad; };
     for (Case c : std::vector<Case>{{1, 256, 0}, {3, 512, 0}, {257, 768, 3}, {5, 14336, 0}, {2, 4096, 1}}) {
         SCOPED_TRACE("out=" + std::to_string(c.out) + " in=" + std::to_string(c.in));
@@ -60,25 +65,25 @@ TEST_P(BlockDequant, BitExactAgainstReference) {
         f.dequant(data.data(), c.out, c.in, ref.data());
         Mem m(p);
         expect_dequant(p, m, c.out, c.in, c.pad, ref,
-                       [&](auto out) { block_dequant({f.type, m.in(data), c.out, c.in}, out, options(p)); });
+                       [&](auto out) { dequant(Weights{f.format, m.in(data), c.out, c.in}, out, options(p)); });
         EXPECT_EQ(before, data) << "the kernel modified its input";
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Q6K, BlockDequant, testing::ValuesIn(variants_of("q6k_dequant")), variant_name);
-INSTANTIATE_TEST_SUITE_P(Q8_0, BlockDequant, testing::ValuesIn(variants_of("q8_0_dequant")), variant_name);
-INSTANTIATE_TEST_SUITE_P(Q4_0, BlockDequant, testing::ValuesIn(variants_of("q4_0_dequant")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Formats, BlockDequant, testing::ValuesIn(variants_where("BlockDequant", [](const KernelRow &r) {
+                             return is_block(r) && r.op == Op::dequant;
+                         })), variant_name);
 
 class BlockMatmul : public testing::TestWithParam<VariantParam> {};
 
 TEST_P(BlockMatmul, MatchesFloat64Reference) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
-    const Format &f = format_of(p.kernel);
-    const BlockShape b = block_shape(f.type);
+    const RefBlock &f = block_of(p);
+    const FormatTraits &b = traits(f.format);
     for (const MatmulCase &c : q4k_matmul_cases()) {
         SCOPED_TRACE(c.name());
-        const int64_t row_bytes = c.in / b.elements * b.bytes, wstride = row_bytes + c.pad * 5;
+        const int64_t row_bytes = c.in / b.block_elements * b.block_bytes, wstride = row_bytes + c.pad * 5;
         auto data = random_blocks(f, c.out, c.in, true);
         std::vector<uint8_t> strided(c.out * wstride, 0xAB);
         for (int64_t r = 0; r < c.out; ++r) std::memcpy(&strided[r * wstride], &data[r * row_bytes], row_bytes);
@@ -87,8 +92,8 @@ TEST_P(BlockMatmul, MatchesFloat64Reference) {
         auto bias = random_floats(c.out);
         Poisoned y(c.tokens, c.out, c.pad);
         Mem m(p);
-        block_matmul_f32({f.type, m.in(strided), c.out, c.in, wstride}, {m.in(x), c.tokens, c.in, xstride},
-                         c.bias ? m.in(bias) : nullptr, m.out(y), options(p));
+        matmul(Weights{f.format, m.in(strided), c.out, c.in, wstride}, ConstMatrix{m.in(x), c.tokens, c.in, xstride},
+               c.bias ? m.in(bias) : nullptr, m.out(y), options(p));
         m.sync();
         y.expect_all_written();
         std::vector<float> xd(c.tokens * c.in), w(c.out * c.in);
@@ -100,16 +105,16 @@ TEST_P(BlockMatmul, MatchesFloat64Reference) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Q6K, BlockMatmul, testing::ValuesIn(variants_of("q6k_mat")), variant_name);
-INSTANTIATE_TEST_SUITE_P(Q8_0, BlockMatmul, testing::ValuesIn(variants_of("q8_0_mat")), variant_name);
-INSTANTIATE_TEST_SUITE_P(Q4_0, BlockMatmul, testing::ValuesIn(variants_of("q4_0_mat")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Formats, BlockMatmul, testing::ValuesIn(variants_where("BlockMatmul", [](const KernelRow &r) {
+                             return is_block(r) && is_matmul(r) && r.act == ActType::f32 && !r.norm;
+                         })), variant_name);
 
 class DenseMatmul : public testing::TestWithParam<VariantParam> {};
 
 TEST_P(DenseMatmul, MatchesFloat64Reference) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
-    const bool half = p.kernel.rfind("f16_", 0) == 0;
+    const bool half = p.row->format == Format::f16;
     struct Case { int64_t out, in, tokens; bool bias; int64_t pad; };
     // in need not be a multiple of anything: 1, 63, 65 and 1001 exercise the tail.
     for (Case c : std::vector<Case>{{1, 1, 1, false, 0}, {3, 63, 2, true, 0}, {257, 65, 3, false, 3},
@@ -131,8 +136,9 @@ TEST_P(DenseMatmul, MatchesFloat64Reference) {
         Poisoned y(c.tokens, c.out, c.pad);
         Mem m(p);
         const void *wp = half ? static_cast<const void *>(m.in(wh)) : static_cast<const void *>(m.in(wf));
-        dense_matmul({half ? DType::f16 : DType::f32, wp, c.out, c.in, wstride}, {m.in(x), c.tokens, c.in, xstride},
-                     c.bias ? m.in(bias) : nullptr, m.out(y), options(p));
+        const int64_t wbytes = wstride * (half ? 2 : 4);
+        matmul(Weights{half ? Format::f16 : Format::f32, wp, c.out, c.in, wbytes}, ConstMatrix{m.in(x), c.tokens, c.in, xstride},
+               c.bias ? m.in(bias) : nullptr, m.out(y), options(p));
         m.sync();
         y.expect_all_written();
         std::vector<float> xd(c.tokens * c.in);
@@ -143,8 +149,10 @@ TEST_P(DenseMatmul, MatchesFloat64Reference) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(F32, DenseMatmul, testing::ValuesIn(variants_of("f32_mat")), variant_name);
-INSTANTIATE_TEST_SUITE_P(F16, DenseMatmul, testing::ValuesIn(variants_of("f16_mat")), variant_name);
+INSTANTIATE_TEST_SUITE_P(F32, DenseMatmul, testing::ValuesIn(weight_variants("DenseMatmul", Format::f32, {Op::matvec, Op::matmul})),
+                         variant_name);
+INSTANTIATE_TEST_SUITE_P(F16, DenseMatmul, testing::ValuesIn(weight_variants("DenseMatmul", Format::f16, {Op::matvec, Op::matmul})),
+                         variant_name);
 
 }  // namespace
 }  // namespace qforge::test

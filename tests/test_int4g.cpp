@@ -17,8 +17,8 @@ struct Int4gData {
         weight = random_bytes(out * wstride);
         scales = random_f16(out * sstride, -0.05f, 0.05f);
     }
-    Int4gWeights view(Mem &m) const {
-        return {m.in(weight), m.in(scales), out, in, g, wstride, sstride};
+    Weights view(Mem &m) const {
+        return {Format::int4g, m.in(weight), out, in, wstride, m.in(scales), g, sstride};
     }
     // Dense copies for the reference.
     std::vector<uint8_t> dense_weight() const {
@@ -39,7 +39,7 @@ class Int4gDequant : public testing::TestWithParam<VariantParam> {};
 TEST_P(Int4gDequant, BitExactAgainstReference) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
-    const int g = group_of(p.kernel);
+    const int g = p.row->group;
     struct Case { int64_t out, in, wpad, spad, opad; };
     for (Case c : std::vector<Case>{{1, 2, 0, 0, 0}, {3, 300, 0, 0, 0}, {257, 130, 3, 1, 5}, {5, 14336, 0, 0, 0},
                                     {17, 4098, 0, 0, 1}, {2, 2 * g + 2, 0, 0, 0}}) {
@@ -51,19 +51,19 @@ TEST_P(Int4gDequant, BitExactAgainstReference) {
         auto ds = w.dense_scales();
         ref::int4g_dequant(dw.data(), ds.data(), c.out, c.in, g, ref.data());
         Mem m(p);
-        expect_dequant(p, m, c.out, c.in, c.opad, ref, [&](auto out) { int4g_dequant(w.view(m), out, options(p)); });
+        expect_dequant(p, m, c.out, c.in, c.opad, ref, [&](auto out) { dequant(w.view(m), out, options(p)); });
         EXPECT_EQ(before, w.weight) << "the kernel modified its input";
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Int4gDequant, testing::ValuesIn(variants_of("int4g_dequant")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Variants, Int4gDequant, testing::ValuesIn(weight_variants("Int4gDequant", Format::int4g, {Op::dequant})), variant_name);
 
 class Int4gMatmul : public testing::TestWithParam<VariantParam> {};
 
 TEST_P(Int4gMatmul, MatchesFloat64Reference) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
-    const int g = group_of(p.kernel);
+    const int g = p.row->group;
     const std::vector<MatmulCase> cases = {
         {1, 256, 1, false, 0},   {3, 300, 2, true, 0},    {257, 128, 3, false, 3}, {5, 14336, 1, true, 0},
         {17, 4098, 7, false, 0}, {33, 1000, 64, true, 2}, {7, 2306, 129, false, 0}, {4, g, 1, true, 0},
@@ -78,8 +78,8 @@ TEST_P(Int4gMatmul, MatchesFloat64Reference) {
         const auto x_before = x;
         Poisoned y(c.tokens, c.out, c.pad);
         Mem m(p);
-        int4g_matmul(w.view(m), {m.in(x), c.tokens, c.in, xstride}, c.bias ? m.in(bias) : nullptr, m.out(y),
-                     options(p));
+        matmul(w.view(m), ConstMatrix{m.in(x), c.tokens, c.in, xstride}, c.bias ? m.in(bias) : nullptr, m.out(y),
+               options(p));
         m.sync();
         y.expect_all_written();
         std::vector<float> xd(c.tokens * c.in);
@@ -94,7 +94,7 @@ TEST_P(Int4gMatmul, MatchesFloat64Reference) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Int4gMatmul, testing::ValuesIn(variants_of("int4g_mat")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Variants, Int4gMatmul, testing::ValuesIn(weight_variants("Int4gMatmul", Format::int4g, {Op::matvec, Op::matmul})), variant_name);
 
 }  // namespace
 }  // namespace qforge::test

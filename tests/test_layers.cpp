@@ -24,13 +24,21 @@ double max_rel(const std::vector<float> &y, const std::vector<double> &ref) {
     return worst / scale;
 }
 
-const char *kFormats[] = {"f32", "f16", "int4g", "q4_k", "q6_k", "q8_0", "q4_0"};
+// Every format with kernels of its own (a new row of the format table joins these tests).
+std::vector<std::string> layer_formats() {
+    std::vector<std::string> out;
+    for (const FormatTraits &t : all_formats()) {
+        if (!t.activations.empty()) out.push_back(t.name);
+    }
+    return out;
+}
 
 TEST(Layers, EveryFormatBothShapesBothStrategies) {
     const int64_t out = 37, in = 512;
     const auto w = weights(out, in);
     const auto bias = random_floats(out);
-    for (const char *format : kFormats) {
+    for (const std::string &format_name : layer_formats()) {
+        const char *format = format_name.c_str();
         for (Strategy s : {Strategy::fused, Strategy::eager_f32, Strategy::eager_f16}) {
             SCOPED_TRACE(std::string(format) + " strategy " + std::to_string(static_cast<int>(s)));
             Built b = build(format, w, out, in, bias.data(), LayerOptions{s, Memory::host});
@@ -91,12 +99,12 @@ TEST(Layers, ShapeErrorsNameTheLayer) {
     EXPECT_THROW(b.layer->forward(ConstTensor{x.data(), {2, 256}}, Tensor{y.data(), {2, 7}}), Error);
     EXPECT_THROW(b.layer->forward(ConstTensor{x.data(), {512}}, Tensor{y.data(), {8}}), Error);
     WeightRef bad;
-    bad.type = DType::q4_k;
+    bad.format = Format::q4_k;
     bad.data = x.data();
     bad.out = 8;
     bad.in = 100;
     EXPECT_THROW(make_linear("bad", bad), Error);
-    bad.type = DType::u8;
+    bad.format = Format::int4g;
     bad.in = 64;
     bad.group_size = 48;
     EXPECT_THROW(make_linear("bad", bad), Error);  // no scales, group size without a kernel
@@ -167,7 +175,7 @@ TEST(Plan, ValidatesUpFrontNamingTheLayer) {
                                             {"odd.weight", 8, 100}};
     auto plan = QuantPlan::parse("int4g:32", {"blk.0.ffn_down.weight=q4_k"});
     EXPECT_NO_THROW(plan.validate(layers));
-    EXPECT_EQ(plan.for_layer("blk.0.ffn_down.weight").type, DType::q4_k);
+    EXPECT_EQ(plan.for_layer("blk.0.ffn_down.weight").format, Format::q4_k);
     auto expect_error = [&](const QuantPlan &p, const std::string &needle) {
         try {
             p.validate(layers);
@@ -231,11 +239,11 @@ void expect_device_matches_host(const char *format, Strategy strategy, int64_t o
                  std::to_string(out) + "x" + std::to_string(in));
     const auto w = weights(out, in);
     const auto bias = random_floats(out);
-    const VariantParam on_device{"", "cuda-sm80"};  // any CUDA target: Mem only asks whether it is one
+    const VariantParam on_device{nullptr, "", "cuda-sm80"};  // any CUDA target: Mem only asks whether it is one
     Built host = build(format, w, out, in, bias.data(), LayerOptions{strategy, Memory::host});
     // Same bytes on the device (the block formats without a quantizer are random).
     WeightRef r;
-    r.type = host.layer->format();
+    r.format = host.layer->format();
     r.out = out;
     r.in = in;
     r.data = host.bytes.empty()
@@ -243,7 +251,7 @@ void expect_device_matches_host(const char *format, Strategy strategy, int64_t o
                         ? (host.i4.weight.empty() ? static_cast<const void *>(w.data()) : host.i4.weight.data())
                         : host.halves.data())
                  : host.bytes.data();
-    if (r.type == DType::u8) {
+    if (traits(r.format).separate_scales) {
         r.scales = host.i4.scales.data();
         r.group_size = 32;
     }
@@ -267,7 +275,7 @@ void expect_device_matches_host(const char *format, Strategy strategy, int64_t o
             // each product within 2^-10 relative, so the sum within 2^-10
             // sum |w x|; 2^-9 leaves room for the quantized weights'
             // magnitude over w's.
-            const bool f16 = path == CudaGemm::cublas || (path == CudaGemm::automatic && tokens >= cuda_gemm_min_tokens(r.type));
+            const bool f16 = path == CudaGemm::cublas || (path == CudaGemm::automatic && tokens >= traits(r.format).cuda_gemm_min_tokens);
             for (int64_t i = 0; i < tokens * out; ++i) {
                 double tol = 2e-3 * (1 + std::fabs(expect[i]));
                 if (f16) {
@@ -289,7 +297,8 @@ void expect_device_matches_host(const char *format, Strategy strategy, int64_t o
 TEST(Layers, CudaMemoryMatchesHost) {
     const auto &d = internal::cuda_device();
     if (!d.present) GTEST_SKIP() << "no CUDA device here (" << d.why_absent << "); the device run covers it";
-    for (const char *format : kFormats) {
+    for (const std::string &format_name : layer_formats()) {
+        const char *format = format_name.c_str();
         for (Strategy s : {Strategy::fused, Strategy::eager_f16}) {
             expect_device_matches_host(format, s, 40, 768, {1, 3, 5, 9, 2}, {CudaGemm::automatic, CudaGemm::halide});
         }

@@ -49,24 +49,17 @@ void reference(const std::vector<double> &xn, int64_t tokens, const Built &b, in
     }
 }
 
-// The layer format a norm kernel belongs to.
-std::string format_of(const std::string &kernel) {
-    for (const char *f : {"int4g", "q6k", "q8_0", "q4_0", "f32", "f16"}) {
-        if (kernel.rfind(f, 0) == 0) return std::string(f) == "q6k" ? "q6_k" : f;
-    }
-    return "q4_k";  // q4k_* and q8k_quantize_norm (Q4_K's Q8_K activations)
-}
-
 class FusedNorm : public testing::TestWithParam<VariantParam> {};
 
 TEST_P(FusedNorm, MatchesNormThenMatmulInFloat64) {
     const VariantParam &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
-    const std::string format = format_of(p.kernel);
-    const bool q8 = p.kernel.rfind("q8k_quantize", 0) == 0;
-    const bool decode = p.kernel.find("matvec") != std::string::npos;
+    // The quantizer's norm variant runs inside a Q4_K layer with 8-bit activations.
+    const bool q8 = p.row->op == Op::quantize;
+    const Format format = q8 ? Format::q4_k : p.row->format;
+    const bool decode = p.row->op == Op::matvec;
     const int64_t out = 37, in = 768, tokens = decode ? 1 : 5;
-    const int group = p.kernel.rfind("int4g", 0) == 0 ? group_of(p.kernel) : 32;
+    const int group = p.row->group ? p.row->group : 32;
     const bool cuda = internal::is_cuda_target(p.target);
     const auto w = weights(out, in);
     const auto bias = random_floats(out);
@@ -108,10 +101,10 @@ TEST_P(FusedNorm, MatchesNormThenMatmulInFloat64) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernels, FusedNorm, testing::ValuesIn(variants_of("", "_norm")), variant_name);
-INSTANTIATE_TEST_SUITE_P(Int4g, FusedNorm, testing::ValuesIn(variants_of("int4g_mat", "_norm_g32")), variant_name);
-INSTANTIATE_TEST_SUITE_P(Int4gG64, FusedNorm, testing::ValuesIn(variants_of("int4g_mat", "_norm_g64")), variant_name);
-INSTANTIATE_TEST_SUITE_P(Int4gG128, FusedNorm, testing::ValuesIn(variants_of("int4g_mat", "_norm_g128")), variant_name);
+// Every fused-norm matmul, and the quantizer's norm variant, through a layer.
+INSTANTIATE_TEST_SUITE_P(Kernels, FusedNorm, testing::ValuesIn(variants_where("FusedNorm", [](const KernelRow &r) {
+                             return r.norm && (is_matmul(r) || r.op == Op::quantize);
+                         })), variant_name);
 
 // A LayerNorm with random weight and bias, on the host and where `m` puts
 // the kernel's inputs.
@@ -162,7 +155,9 @@ TEST_P(Q8KNorm, QuantisesTheNormalisedValues) {
     EXPECT_EQ(bad, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernels, Q8KNorm, testing::ValuesIn(variants_of("q8k_quantize_norm")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Kernels, Q8KNorm, testing::ValuesIn(variants_where("Q8KNorm", [](const KernelRow &r) {
+                             return r.op == Op::quantize && r.norm;
+                         })), variant_name);
 
 // The f16 activations of the CUDA prefill path: f16(x) bit for bit (awkward
 // width, padded rows), and f16(norm(x)) within one f16 step of the float64
@@ -172,7 +167,7 @@ class F16FromF32 : public testing::TestWithParam<VariantParam> {};
 TEST_P(F16FromF32, RoundsToNearestEven) {
     const VariantParam &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
-    const bool norm = p.kernel.find("_norm") != std::string::npos;
+    const bool norm = p.row->norm;
     const int64_t tokens = 5, in = 300, pad = 3;
     std::vector<float> x = random_floats(tokens * (in + pad), -70000.0f, 70000.0f);  // past f16's range too
     Mem m(p);
@@ -197,8 +192,11 @@ TEST_P(F16FromF32, RoundsToNearestEven) {
     EXPECT_EQ(bad, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Plain, F16FromF32, testing::ValuesIn(variants_of("f16_from_f32")), variant_name);
-INSTANTIATE_TEST_SUITE_P(Norm, F16FromF32, testing::ValuesIn(variants_of("f16_from_f32_norm")), variant_name);
+// CUDA-only rows: a build without CUDA (the ARM cross build) has none.
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(F16FromF32);
+INSTANTIATE_TEST_SUITE_P(Kernels, F16FromF32, testing::ValuesIn(variants_where("F16FromF32", [](const KernelRow &r) {
+                             return r.op == Op::convert;
+                         })), variant_name);
 
 // Through the public API: ConstTensor's norm, every format and strategy,
 // and QKV; the result equals the layer run on x normalised beforehand.

@@ -20,12 +20,12 @@ TEST_P(Q4KDequant, BitExactAgainstReference) {
         ref::q4k_dequant(data.data(), c.out, c.in, ref.data());
         Mem m(p);
         expect_dequant(p, m, c.out, c.in, c.pad, ref,
-                       [&](auto out) { q4k_dequant({m.in(data), c.out, c.in}, out, options(p)); });
+                       [&](auto out) { dequant(Weights{Format::q4_k, m.in(data), c.out, c.in}, out, options(p)); });
         EXPECT_EQ(before, data) << "the kernel modified its input";
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Q4KDequant, testing::ValuesIn(variants_of("q4k_dequant")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Variants, Q4KDequant, testing::ValuesIn(weight_variants("Q4KDequant", Format::q4_k, {Op::dequant})), variant_name);
 
 class Q4KMatmulF32 : public testing::TestWithParam<VariantParam> {};
 
@@ -43,8 +43,8 @@ TEST_P(Q4KMatmulF32, MatchesFloat64Reference) {
         auto bias = random_floats(c.out);
         Poisoned y(c.tokens, c.out, c.pad);
         Mem m(p);
-        q4k_matmul_f32({m.in(strided), c.out, c.in, wstride}, {m.in(x), c.tokens, c.in, xstride},
-                       c.bias ? m.in(bias) : nullptr, m.out(y), options(p));
+        matmul(Weights{Format::q4_k, m.in(strided), c.out, c.in, wstride}, ConstMatrix{m.in(x), c.tokens, c.in, xstride},
+               c.bias ? m.in(bias) : nullptr, m.out(y), options(p));
         m.sync();
         y.expect_all_written();
         std::vector<float> xd(c.tokens * c.in);
@@ -56,7 +56,7 @@ TEST_P(Q4KMatmulF32, MatchesFloat64Reference) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Q4KMatmulF32, testing::ValuesIn(variants_of("q4k_mat", "_f32")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Variants, Q4KMatmulF32, testing::ValuesIn(weight_variants("Q4KMatmulF32", Format::q4_k, {Op::matvec, Op::matmul})), variant_name);
 
 }  // namespace
 }  // namespace qforge::test

@@ -58,7 +58,9 @@ TEST_P(Q8KQuantize, BitExactAgainstGgmlRule) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Q8KQuantize, testing::ValuesIn(variants_of("q8k_quantize")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Variants, Q8KQuantize, testing::ValuesIn(variants_where("Q8KQuantize", [](const KernelRow &r) {
+                             return r.op == Op::quantize && r.out == Out::q8_k && !r.norm;
+                         })), variant_name);
 
 class Q4KMatmulQ8 : public testing::TestWithParam<VariantParam> {};
 
@@ -75,7 +77,7 @@ TEST_P(Q4KMatmulQ8, MatchesIntegerReferenceAndF32) {
         ref::q8k_quantize(x.data(), c.tokens, c.in, a.d.data(), a.qs.data(), a.bsums.data());
         Poisoned y(c.tokens, c.out, c.pad);
         Mem mem(p);
-        q4k_matmul_q8({mem.in(data), c.out, c.in}, a.input(mem), b ? mem.in(bias) : nullptr, mem.out(y), options(p));
+        matmul(Weights{Format::q4_k, mem.in(data), c.out, c.in}, a.input(mem), b ? mem.in(bias) : nullptr, mem.out(y), options(p));
         mem.sync();
         y.expect_all_written();
 
@@ -110,7 +112,7 @@ TEST_P(Q4KMatmulQ8, MatchesIntegerReferenceAndF32) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Q4KMatmulQ8, testing::ValuesIn(variants_of("q4k_mat", "_q8")), variant_name);
+INSTANTIATE_TEST_SUITE_P(Variants, Q4KMatmulQ8, testing::ValuesIn(weight_variants("Q4KMatmulQ8", Format::q4_k, {Op::matvec, Op::matmul}, ActType::q8_k)), variant_name);
 
 }  // namespace
 }  // namespace qforge::test

@@ -1,22 +1,57 @@
-// The registry: every kernel is built for every target and as "auto", and
-// dispatch picks a target this CPU can run.
+// The kernel table: every row is built for every target of its families
+// (and as "auto" on the CPU), every variant is a parameter of some test
+// suite, dispatch picks a target this CPU can run, and the format table
+// agrees with the file formats' block sizes.
 #include "test_util.h"
 
 #include <set>
+#include <sstream>
 
 namespace qforge::test {
 namespace {
 
-TEST(Registry, EveryKernelOnEveryTarget) {
-    const auto names = kernels();
-    EXPECT_GE(names.size(), 15u);
-    for (const auto &k : names) {
+bool in_families(const KernelRow &r, const std::string &family) {
+    std::istringstream in(r.families);
+    for (std::string f; in >> f;) {
+        if (f == family) return true;
+    }
+    return false;
+}
+
+TEST(Registry, EveryRowOnEveryTargetOfItsFamilies) {
+    EXPECT_GE(internal::kernel_rows().size(), 15u);
+    for (const KernelRow &r : internal::kernel_rows()) {
+        if (*r.tag) continue;  // schedule variants are built for the targets they tune
         std::set<std::string> have;
         for (const auto &v : internal::variants()) {
-            if (k == v.kernel) have.insert(v.target);
+            if (v.row == &r) have.insert(v.target);
         }
-        EXPECT_TRUE(have.count("auto")) << k;
-        for (const auto &t : targets()) EXPECT_TRUE(have.count(t.name)) << k << " lacks " << t.name;
+        const std::string name = internal::kernel_name(r);
+        bool cpu = false;
+        for (const auto &t : internal::target_rows()) {
+            if (!in_families(r, t.family)) continue;
+            cpu |= std::string(t.family) != "cuda";
+            if (t.built) EXPECT_TRUE(have.count(t.name)) << name << " lacks " << t.name;
+        }
+        if (cpu) EXPECT_TRUE(have.count("auto")) << name << " lacks auto";
+    }
+}
+
+// A variant no suite takes is a kernel nobody checks: adding a row without
+// its tests fails here.
+TEST(Registry, EveryVariantIsTested) {
+    for (const internal::Variant &v : internal::variants()) {
+        EXPECT_TRUE(claims().count(&v)) << internal::kernel_name(*v.row) << " on " << v.target
+                                        << " is not a parameter of any test suite";
+    }
+}
+
+TEST(Registry, KernelNamesAreUniqueAndFindTheirRows) {
+    std::set<std::string> names;
+    for (const KernelRow &r : internal::kernel_rows()) {
+        const std::string name = internal::kernel_name(r);
+        EXPECT_TRUE(names.insert(name).second) << "two rows are named " << name;
+        EXPECT_EQ(internal::find_row(name), &r) << name;
     }
 }
 
@@ -28,6 +63,50 @@ TEST(Registry, DispatchPicksARunnableTarget) {
         if (std::string(t.family) != "cuda") fallback = t.name;
     }
     EXPECT_TRUE(cpu_can_run(fallback)) << fallback;
+}
+
+TEST(Registry, CudaVariantsAreBuilt) {
+    bool any = false;
+    for (const auto &t : internal::target_rows()) any |= std::string(t.family) == "cuda";
+    if (!any) GTEST_SKIP() << "CUDA variants not built: no CUDA toolkit at configure time (-DQF_CUDA=ON builds them)";
+    int n = 0;
+    for (const auto &v : internal::variants()) n += internal::is_cuda_target(v.target);
+    EXPECT_GT(n, 0);
+}
+
+// The format table against the file formats and the kernel table: a format
+// row with the wrong block size, or activations with no kernels, fails here.
+TEST(Formats, TraitsAgreeWithFilesAndKernels) {
+    std::set<std::string> prefixes;
+    for (const FormatTraits &t : all_formats()) {
+        SCOPED_TRACE(t.name);
+        EXPECT_EQ(traits(t.format).format, t.format);
+        EXPECT_EQ(format_from_string(t.name), t.format);
+        EXPECT_TRUE(prefixes.insert(t.kernel_prefix).second) << "kernel prefix " << t.kernel_prefix << " twice";
+        if (t.in_files) {
+            EXPECT_EQ(format_of(t.file_type), t.format);
+            EXPECT_EQ(block_shape(t.file_type).elements, t.block_elements);
+            EXPECT_EQ(block_shape(t.file_type).bytes, t.block_bytes);
+        }
+        EXPECT_EQ(t.separate_scales, !t.group_sizes.empty());
+        for (int at : t.f16_fields) EXPECT_LE(at + 2, t.block_bytes);
+        // Every activation type it lists has decode and prefill kernels, for every group size.
+        const std::vector<int> groups = t.group_sizes.empty() ? std::vector<int>{0} : t.group_sizes;
+        for (ActType act : t.activations) {
+            for (int g : groups) {
+                for (Op op : {Op::matvec, Op::matmul}) {
+                    internal::KernelKey k;
+                    k.format = t.format;
+                    k.op = op;
+                    k.act = act;
+                    k.group = g;
+                    EXPECT_NE(internal::find_row(k), nullptr) << "no kernel row for group " << g;
+                }
+            }
+        }
+    }
+    EXPECT_THROW(format_from_string("q3_k"), Error);
+    EXPECT_THROW(format_of(DType::q3_k), Error);
 }
 
 }  // namespace

@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -211,26 +213,45 @@ inline const std::vector<MatmulCase> &q4k_matmul_cases() {
     return cases;
 }
 
-// Every registered (kernel, target) pair of the kernels whose names start
-// with `prefix` and end with `suffix`. Fused-norm kernels ("_norm") only
-// when the prefix or suffix asks for them: they take more arguments.
+// One variant of the kernel table (a row on a target), as a test parameter.
 struct VariantParam {
-    std::string kernel, target;
+    const internal::KernelRow *row = nullptr;
+    std::string kernel, target;   // kernel_name(*row), for messages and RunOptions::kernel
 };
 
-inline std::vector<VariantParam> variants_of(const std::string &prefix, const std::string &suffix = "") {
+using internal::KernelRow;
+using internal::Op;
+using internal::Out;
+inline bool is_matmul(const KernelRow &r) { return r.op == Op::matvec || r.op == Op::matmul; }
+
+// Which suites took each variant as a parameter. Every INSTANTIATE_TEST_SUITE_P
+// generator runs before any test does, so by then this is complete
+// (Registry.EveryVariantIsTested checks that no variant is left out).
+inline std::map<const internal::Variant *, std::vector<std::string>> &claims() {
+    static std::map<const internal::Variant *, std::vector<std::string>> c;
+    return c;
+}
+
+// Every variant of the rows `keep` accepts, claimed by `suite`.
+template <typename Keep>
+std::vector<VariantParam> variants_where(const std::string &suite, Keep keep) {
     std::vector<VariantParam> out;
-    for (const auto &v : internal::variants()) {
-        const std::string k = v.kernel;
-        const bool ends = k.size() >= suffix.size() && k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0;
-        const bool norm = k.find("_norm") != std::string::npos;
-        const bool want_norm = (prefix + suffix).find("_norm") != std::string::npos;
-        // The activation converter takes an f16 output: only when asked for.
-        const bool convert = k.rfind("f16_from", 0) == 0;
-        const bool want_convert = prefix.rfind("f16_from", 0) == 0;
-        if (k.rfind(prefix, 0) == 0 && ends && norm == want_norm && convert == want_convert) out.push_back({k, v.target});
+    for (const internal::Variant &v : internal::variants()) {
+        if (!keep(*v.row)) continue;
+        claims()[&v].push_back(suite);
+        out.push_back({v.row, internal::kernel_name(*v.row), v.target});
     }
     return out;
+}
+
+// The variants of a weight format's kernels of one kind.
+inline std::vector<VariantParam> weight_variants(const std::string &suite, Format f, std::initializer_list<Op> op_list,
+                                                 ActType act = ActType::f32, bool norm = false) {
+    const std::vector<Op> ops(op_list);
+    return variants_where(suite, [&](const KernelRow &r) {
+        return r.weights && r.format == f && std::find(ops.begin(), ops.end(), r.op) != ops.end() &&
+               (!r.has_act || r.act == act) && r.norm == norm;
+    });
 }
 
 inline void PrintTo(const VariantParam &p, std::ostream *os) { *os << p.kernel << " on " << p.target; }
@@ -330,7 +351,7 @@ inline Matrix Mem::out(Poisoned &y) { return {out(y.data), y.rows, y.cols, y.str
 template <typename Run>
 void expect_dequant(const VariantParam &p, Mem &m, int64_t rows, int64_t cols, int64_t pad,
                     const std::vector<float> &ref, Run run) {
-    if (p.kernel.find("_dequant_f16") != std::string::npos) {
+    if (p.row->out == Out::f16) {
         PoisonedF16 y(rows, cols, pad);
         run(m.out(y));
         m.sync();
@@ -342,11 +363,6 @@ void expect_dequant(const VariantParam &p, Mem &m, int64_t rows, int64_t cols, i
     m.sync();
     y.expect_all_written();
     expect_bitwise_equal(y, ref);
-}
-
-// Group size from a kernel name ending in _gNN.
-inline int group_of(const std::string &kernel) {
-    return std::stoi(kernel.substr(kernel.rfind("_g") + 2));
 }
 
 }  // namespace qforge::test

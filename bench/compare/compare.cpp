@@ -150,11 +150,11 @@ public:
         d_.x.resize(max_tokens * s.in);
         for (auto &v : d_.x) v = n(g);
         d_.y.resize(max_tokens * s.out);
-        add_qforge("qforge", "q4_k", DType::q4_k, q4k_);
-        add_qforge("qforge", "q4_k", DType::q4_k, q4k_, Activations::q8);  // decode too through Q8_K, as ggml
-        add_qforge("qforge-int4g", "q4_0", DType::u8, i4_.weight);
-        add_qforge("qforge", "q4_0", DType::q4_0, q4_0_);
-        add_qforge("qforge", "q8_0", DType::q8_0, q8_0_);
+        add_qforge("qforge", "q4_k", Format::q4_k, q4k_);
+        add_qforge("qforge", "q4_k", Format::q4_k, q4k_, Activations::q8);  // decode too through Q8_K, as ggml
+        add_qforge("qforge-int4g", "q4_0", Format::int4g, i4_.weight);
+        add_qforge("qforge", "q4_0", Format::q4_0, q4_0_);
+        add_qforge("qforge", "q8_0", Format::q8_0, q8_0_);
         for (bool repack : {false, true}) {
             add_ggml("q4_k", GGMLType::q4_k, q4k_, repack);
             add_ggml("q4_0", GGMLType::q4_0, q4_0_, repack);
@@ -190,20 +190,20 @@ public:
     }
 
 private:
-    void add_qforge(const std::string &name, const std::string &family, DType type, const std::vector<uint8_t> &bytes,
+    void add_qforge(const std::string &name, const std::string &family, Format type, const std::vector<uint8_t> &bytes,
                     Activations act = Activations::automatic) {
         const int copies = copies_for(static_cast<int64_t>(bytes.size()));
-        auto layers = std::make_shared<std::vector<std::unique_ptr<LinearLayer>>>();
+        auto layers = std::make_shared<std::vector<std::unique_ptr<Linear>>>();
         auto store = std::make_shared<std::vector<std::vector<uint8_t>>>(copies, bytes);
         // int4g keeps its scales beside the nibbles: one copy per weight copy.
-        auto scales = std::make_shared<std::vector<std::vector<uint16_t>>>(type == DType::u8 ? copies : 0, i4_.scales);
+        auto scales = std::make_shared<std::vector<std::vector<uint16_t>>>(type == Format::int4g ? copies : 0, i4_.scales);
         for (int c = 0; c < copies; ++c) {
             WeightRef r;
-            r.type = type;
+            r.format = type;
             r.out = s_.out;
             r.in = s_.in;
             r.data = (*store)[c].data();
-            if (type == DType::u8) {
+            if (type == Format::int4g) {
                 r.scales = (*scales)[c].data();
                 r.group_size = 32;
             }
@@ -211,7 +211,7 @@ private:
         }
         ForwardOptions fo;
         fo.activations = act;
-        impls_.push_back({name + "-" + (type == DType::u8 ? std::string("g32") : family) +
+        impls_.push_back({name + "-" + (type == Format::int4g ? std::string("g32") : family) +
                               (act == Activations::q8 ? "-q8" : ""),
                           family, copies, [this, layers, store, scales, fo](int c) {
                               (*layers)[c]->forward(ConstMatrix{d_.x.data(), tokens_, s_.in},

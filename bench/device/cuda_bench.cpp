@@ -50,14 +50,14 @@ std::vector<uint8_t> q4k_rows(int64_t out, int64_t in) {
     return d;
 }
 
-struct Int4gWeights {
+struct Int4gHost {
     std::vector<uint8_t> nibbles;
     std::vector<uint16_t> scales;   // f16
 };
 
-Int4gWeights int4g_random(int64_t out, int64_t in, int g) {
+Int4gHost int4g_random(int64_t out, int64_t in, int g) {
     std::uniform_int_distribution<int> byte(0, 255);
-    Int4gWeights w{std::vector<uint8_t>(out * in / 2), {}};
+    Int4gHost w{std::vector<uint8_t>(out * in / 2), {}};
     for (auto &b : w.nibbles) b = static_cast<uint8_t>(byte(rng));
     for (float f : randf(out * (in / g), -0.05f, 0.05f)) w.scales.push_back(ref::f32_to_f16(f));
     return w;
@@ -173,7 +173,7 @@ void bench_q4k_dequant(int64_t out, int64_t in, const std::string &kernel, const
     const Q4KOnDevice w(out, in);
     Dev wh(out * in * 2);
     const RunOptions o = on_cuda(target, kernel);
-    const double ms = median_ms([&](int i) { q4k_dequant({w.at(i), out, in}, MatrixF16{wh.as<uint16_t>(), out, in}, o); }, 50);
+    const double ms = median_ms([&](int i) { dequant(Weights{Format::q4_k, w.at(i), out, in}, MatrixF16{wh.as<uint16_t>(), out, in}, o); }, 50);
     row(kernel.empty() ? "q4k_dequant_f16" : kernel.c_str(), out, in, 0, ms, w.bytes + 2.0 * out * in, 0, NAN, target.c_str());
 }
 
@@ -193,7 +193,7 @@ void bench_q4k(int64_t out, int64_t in, const std::vector<int64_t> &token_counts
         const double bytes = wbytes + 4.0 * tokens * (in + out);
         // f32 activations.
         auto f32 = [&](int i) {
-            q4k_matmul_f32({w.at(i), out, in}, {xd.as<float>(), tokens, in}, nullptr,
+            matmul(Weights{Format::q4_k, w.at(i), out, in}, ConstMatrix{xd.as<float>(), tokens, in}, nullptr,
                            {yd.as<float>(), tokens, out}, o);
         };
         const double ms = median_ms(f32, 100);
@@ -205,14 +205,14 @@ void bench_q4k(int64_t out, int64_t in, const std::vector<int64_t> &token_counts
         Q8KActivations a{qd.as<float>(), qq.as<int8_t>(), qb.as<int16_t>(), tokens, in};
         auto q8 = [&](int i) {
             q8k_quantize({xd.as<float>(), tokens, in}, a, o);
-            q4k_matmul_q8({w.at(i), out, in}, a, nullptr, {yd.as<float>(), tokens, out}, o);
+            matmul(Weights{Format::q4_k, w.at(i), out, in}, a, nullptr, {yd.as<float>(), tokens, out}, o);
         };
         const double ms8 = median_ms(q8, 100);
         cu::cuda_download(y.data(), yd.p, y.size() * 4);
         row(tokens == 1 ? "q8k+q4k_matvec_q8" : "q8k+q4k_matmul_q8", out, in, tokens, ms8, bytes, flops,
             max_rel_err(y, ref, tokens, out, check_rows), target.c_str());
         auto q8only = [&](int i) {
-            q4k_matmul_q8({w.at(i), out, in}, a, nullptr, {yd.as<float>(), tokens, out}, o);
+            matmul(Weights{Format::q4_k, w.at(i), out, in}, a, nullptr, {yd.as<float>(), tokens, out}, o);
         };
         const double ms8o = median_ms(q8only, 100);
         row(tokens == 1 ? "q4k_matvec_q8" : "q4k_matmul_q8", out, in, tokens, ms8o, bytes, flops, NAN,
@@ -240,8 +240,8 @@ void bench_int4g(int64_t out, int64_t in, int g, const std::vector<int64_t> &tok
         std::vector<double> ref(tokens * check_rows), mag(tokens * check_rows);
         ref::int4g_matmul(w.data(), s.data(), check_rows, in, g, x.data(), tokens, nullptr, ref.data(), mag.data());
         auto f = [&](int i) {
-            int4g_matmul({wd[i % ncopies].as<uint8_t>(), sd[i % ncopies].as<uint16_t>(), out, in, g},
-                         {xd.as<float>(), tokens, in}, nullptr, {yd.as<float>(), tokens, out}, o);
+            matmul(Weights{Format::int4g, wd[i % ncopies].as<uint8_t>(), out, in, 0, sd[i % ncopies].as<uint16_t>(), g},
+                   ConstMatrix{xd.as<float>(), tokens, in}, nullptr, {yd.as<float>(), tokens, out}, o);
         };
         const double ms = median_ms(f, 100);
         std::vector<float> y(tokens * out);
@@ -266,7 +266,7 @@ void bench_q4k_variant(int64_t out, int64_t in, const std::string &kernel, const
     ref::q4k_matmul_f32(w.host.data(), check_rows, in, x.data(), tokens, nullptr, ref.data(), mag.data());
     std::vector<float> y(tokens * out);
     auto f = [&](int i) {
-        q4k_matmul_f32({w.at(i), out, in}, {xd.as<float>(), tokens, in}, nullptr,
+        matmul(Weights{Format::q4_k, w.at(i), out, in}, ConstMatrix{xd.as<float>(), tokens, in}, nullptr,
                        {yd.as<float>(), tokens, out}, o);
     };
     const double ms = median_ms(f, 200);
@@ -286,13 +286,13 @@ void bench_q4k_q8_variant(int64_t out, int64_t in, const std::string &kernel, co
     ref::q4k_matmul_f32(w.host.data(), check_rows, in, x.data(), 1, nullptr, ref.data(), mag.data());
     Dev qd((in / 256) * 4), qq(in), qb((in / 16) * 2);
     Q8KActivations a{qd.as<float>(), qq.as<int8_t>(), qb.as<int16_t>(), 1, in};
-    if (kernel.find('@') == std::string::npos) {
+    if (kernel == "q4k_matvec_q8") {  // the default: time its quantizer too
         const double qms = median_ms([&](int) { q8k_quantize({xd.as<float>(), 1, in}, a, o); }, 200);
         row("q8k_quantize", 1, in, 1, qms, 4.0 * in + in + in / 8 + in / 64, 0, NAN, target.c_str());
     }
     q8k_quantize({xd.as<float>(), 1, in}, a, o);
     o.kernel = kernel;
-    auto f = [&](int i) { q4k_matmul_q8({w.at(i), out, in}, a, nullptr, {yd.as<float>(), 1, out}, o); };
+    auto f = [&](int i) { matmul(Weights{Format::q4_k, w.at(i), out, in}, a, nullptr, {yd.as<float>(), 1, out}, o); };
     const double ms = median_ms(f, 200);
     std::vector<float> y(out);
     cu::cuda_download(y.data(), yd.p, y.size() * 4);
@@ -307,14 +307,19 @@ void bench_variants(const std::string &target) {
         bench_q4k_q8_variant(out, in, "q4k_matvec_q8", target);
         bench_q4k_dequant(out, in, "", target);
         bench_int4g(out, in, 128, {1}, target);
+        // The schedule variants (tagged rows) of this target, by their columns.
         for (const auto &v : internal::variants()) {
-            const std::string k = v.kernel;
-            if (k.find('@') == std::string::npos || target != v.target) continue;
-            if (k.rfind("q4k_matvec_f32@", 0) == 0) bench_q4k_variant(out, in, k, target);
-            if (k.rfind("int4g_matvec_f32_g128@", 0) == 0) bench_int4g(out, in, 128, {1}, target, k);
-            if (k.rfind("q4k_matvec_q8@", 0) == 0) bench_q4k_q8_variant(out, in, k, target);
-            if (k.rfind("q4k_dequant_f16@", 0) == 0) bench_q4k_dequant(out, in, k, target);
-            if (k.rfind("q4k_matmul_f32@", 0) == 0) {
+            const internal::KernelRow &r = *v.row;
+            const std::string k = internal::kernel_name(r);
+            if (!*r.tag || target != v.target) continue;
+            const bool q4k = r.format == Format::q4_k, f32 = r.act == ActType::f32;
+            if (q4k && r.op == internal::Op::matvec && f32) bench_q4k_variant(out, in, k, target);
+            if (r.format == Format::int4g && r.group == 128 && r.op == internal::Op::matvec) {
+                bench_int4g(out, in, 128, {1}, target, k);
+            }
+            if (q4k && r.op == internal::Op::matvec && !f32) bench_q4k_q8_variant(out, in, k, target);
+            if (q4k && r.op == internal::Op::dequant && r.out == internal::Out::f16) bench_q4k_dequant(out, in, k, target);
+            if (q4k && r.op == internal::Op::matmul && f32) {
                 for (int64_t t : {2, 4, 8}) bench_q4k_variant(out, in, k, target, t);
             }
         }
@@ -331,14 +336,14 @@ void bench_layer(const char *name, const WeightRef &w, size_t wbytes, const std:
     LayerOptions lo;
     lo.memory = Memory::cuda;
     lo.strategy = strategy;
-    std::vector<std::unique_ptr<LinearLayer>> layers;
+    std::vector<std::unique_ptr<Linear>> layers;
     for (int i = 0; i < ncopies; ++i) layers.push_back(make_linear(name, w, nullptr, lo));
     const int64_t check_rows = std::min<int64_t>(w.out, 64);
     for (int64_t tokens : token_counts) {
         auto x = randf(tokens * w.in, -1, 1);
         Dev xd(x), yd(tokens * w.out * 4);
         std::vector<double> ref(tokens * check_rows);
-        if (w.type == DType::q4_k) {
+        if (w.format == Format::q4_k) {
             ref::q4k_matmul_f32(static_cast<const uint8_t *>(w.data), check_rows, w.in, x.data(), tokens, nullptr, ref.data());
         } else {
             ref::int4g_matmul(static_cast<const uint8_t *>(w.data), w.scales, check_rows, w.in, w.group_size, x.data(),
@@ -367,14 +372,14 @@ void bench_layer(const char *name, const WeightRef &w, size_t wbytes, const std:
 void bench_layers(int64_t out, int64_t in, const std::vector<int64_t> &token_counts) {
     const auto q = q4k_rows(out, in);
     WeightRef wq;
-    wq.type = DType::q4_k;
+    wq.format = Format::q4_k;
     wq.data = q.data();
     wq.out = out;
     wq.in = in;
     bench_layer("layer_q4k", wq, q.size(), token_counts);
     const auto [nib, sc] = int4g_random(out, in, 128);
     WeightRef wi;
-    wi.type = DType::u8;
+    wi.format = Format::int4g;
     wi.data = nib.data();
     wi.scales = sc.data();
     wi.group_size = 128;

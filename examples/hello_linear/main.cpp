@@ -18,11 +18,11 @@ int main() {
 
     const qforge::BlockQuantized q = qforge::quantize_q4k(w.data(), out, in);
     qforge::WeightRef ref;
-    ref.type = qforge::DType::q4_k;
+    ref.format = qforge::Format::q4_k;
     ref.data = q.data.data();
     ref.out = out;
     ref.in = in;
-    qforge::Q4KLinear layer("hello", ref);
+    qforge::Linear layer("hello", ref);
 
     std::vector<float> y(4 * out);
     qforge::ForwardOptions f32;
@@ -30,7 +30,7 @@ int main() {
     layer.forward({x.data(), {4, in}}, {y.data(), {4, out}}, f32);
 
     std::vector<float> wq(out * in);
-    qforge::block_dequant({qforge::DType::q4_k, q.data.data(), out, in}, {wq.data(), out, in});
+    qforge::dequant(qforge::Weights{qforge::Format::q4_k, q.data.data(), out, in}, qforge::Matrix{wq.data(), out, in});
     double worst = 0, scale = 0;
     for (int t = 0; t < 4; ++t) {
         for (int64_t r = 0; r < out; ++r) {

@@ -113,7 +113,7 @@ int targets(const Common &c) {
     }
     t.print_text(stdout);
     std::printf("\nauto dispatches to: %s (%s)\n", picked.c_str(), why.c_str());
-    std::printf("kernels built in: %zu (each for every target above)\n", kernels().size());
+    std::printf("kernels built in: %zu (each for every target of its families)\n", kernels().size());
     return 0;
 }
 

@@ -49,7 +49,7 @@ std::vector<float> synthetic_weights(int64_t out, int64_t in, uint64_t seed) {
 
 // max |y - ref| / max |ref| over `rows` sample rows and every token, ref in
 // float64 from the layer's own dequantized weights.
-double sample_error(const LinearLayer &l, const std::vector<float> &dequant_rows, int64_t rows,
+double sample_error(const Linear &l, const std::vector<float> &dequant_rows, int64_t rows,
                     const std::vector<float> &x, int64_t tokens, const std::vector<float> &y) {
     double worst = 0, scale = 1e-30;
     for (int64_t n = 0; n < tokens; ++n) {
@@ -78,7 +78,7 @@ int demo(const Common &c) {
         const std::string layer = std::string(p.model) + "." + p.name;
         for (const char *format : {"Q4_K", "int4g:128"}) {
             progress.step(layer + " " + format);
-            std::unique_ptr<LinearLayer> l;
+            std::unique_ptr<Linear> l;
             BlockQuantized q4k;
             Int4gQuantized i4;
             WeightRef ref;
@@ -86,25 +86,21 @@ int demo(const Common &c) {
             ref.in = p.in;
             if (format[0] == 'Q') {
                 q4k = quantize_q4k(w.data(), p.out, p.in);
-                ref.type = DType::q4_k;
+                ref.format = Format::q4_k;
                 ref.data = q4k.data.data();
-                l = std::make_unique<Q4KLinear>(layer, ref, nullptr, LayerOptions{});
             } else {
                 i4 = quantize_int4g(w.data(), p.out, p.in, kInt4gGroup);
-                ref.type = DType::u8;
+                ref.format = Format::int4g;
                 ref.data = i4.weight.data();
                 ref.scales = i4.scales.data();
                 ref.group_size = kInt4gGroup;
-                l = std::make_unique<Int4gLinear>(layer, ref, nullptr, LayerOptions{});
             }
+            l = make_linear(layer, ref);
             // The reference: the first 8 rows, dequantized by the kernels' own scalar definition.
             const int64_t rows = 8;
             std::vector<float> dq(rows * p.in);
-            if (format[0] == 'Q') {
-                block_dequant({DType::q4_k, q4k.data.data(), rows, p.in}, {dq.data(), rows, p.in});
-            } else {
-                int4g_dequant({i4.weight.data(), i4.scales.data(), rows, p.in, kInt4gGroup}, {dq.data(), rows, p.in});
-            }
+            Weights first{ref.format, ref.data, rows, p.in, 0, ref.scales, ref.group_size};
+            dequant(first, Matrix{dq.data(), rows, p.in});
             for (int64_t tokens : {int64_t{1}, kPrefill}) {
                 const LayerTiming t = time_layer(*l, x, tokens, roof, 1.0);
                 std::vector<float> y(tokens * p.out);

@@ -14,14 +14,6 @@ bool ends_with(const std::string &s, const std::string &suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-bool has_layer_kind(DType t) {
-    switch (t) {
-    case DType::f32: case DType::f16: case DType::bf16: case DType::q4_k: case DType::q6_k: case DType::q8_0: case DType::q4_0:
-        return true;
-    default: return false;
-    }
-}
-
 // Linear weights: 2-D ".weight" matrices, not embedding tables (those are looked up, not multiplied).
 bool is_linear(const TensorView &t) {
     return t.shape.size() == 2 && ends_with(t.name, ".weight") && t.name.find("embd") == std::string::npos &&
@@ -50,7 +42,7 @@ std::vector<LinearInfo> ModelFile::linears() const {
     std::vector<LinearInfo> r;
     if (gguf) {
         for (const auto &t : gguf->tensors()) {
-            if (is_linear(t) && has_layer_kind(t.type)) {
+            if (is_linear(t) && has_format(t.type)) {
                 r.push_back({t.name, to_string(t.type), t.shape[0], t.shape[1], static_cast<int64_t>(t.bytes)});
             }
         }
@@ -62,38 +54,38 @@ std::vector<LinearInfo> ModelFile::linears() const {
                      static_cast<int64_t>(g.weight->bytes + g.scales->bytes)});
     }
     for (const auto &t : st->tensors()) {
-        if (is_linear(t) && (t.type == DType::f32 || t.type == DType::f16 || t.type == DType::bf16)) {
+        if (is_linear(t) && has_format(t.type) && traits(format_of(t.type)).block_elements == 1) {
             r.push_back({t.name, to_string(t.type), t.shape[0], t.shape[1], static_cast<int64_t>(t.bytes)});
         }
     }
     return r;
 }
 
-std::unique_ptr<LinearLayer> ModelFile::layer(const std::string &name, const LayerOptions &opt) const {
+std::unique_ptr<Linear> ModelFile::layer(const std::string &name, const LayerOptions &opt) const {
     return gguf ? load_linear(*gguf, name, opt) : load_linear(*st, name, opt);
 }
 
 std::vector<float> ModelFile::to_f32(const std::string &name, std::vector<int64_t> *shape) const {
+    Weights w;
     if (st && st->find(name + ".weight_4bit")) {
-        auto l = layer(name);
-        std::vector<float> w(l->out() * l->in());
         const Int4gTensors g = st->int4g(name);
-        int4g_dequant({g.weight->data, reinterpret_cast<const uint16_t *>(g.scales->data), g.out, g.in, g.group_size},
-                      {w.data(), g.out, g.in});
+        w = {Format::int4g, g.weight->data, g.out, g.in, 0, reinterpret_cast<const uint16_t *>(g.scales->data), g.group_size};
         *shape = {g.out, g.in};
-        return w;
+    } else {
+        const TensorView &t = gguf ? gguf->tensor(name) : st->tensor(name);
+        *shape = t.shape;
+        if (!has_format(t.type)) {
+            throw Error(path_ + ": tensor '" + name + "' is " + to_string(t.type) + ", which qforge cannot dequantize");
+        }
+        const Format f = format_of(t.type);
+        // Dense values convert directly; f32 and f16 have no dequantizer kernel.
+        if (traits(f).block_elements == 1) return qforge::to_f32(t.type, t.data, t.elements());
+        const int64_t in = t.shape.back();
+        w = {f, t.data, t.elements() / in, in};
     }
-    const TensorView &t = gguf ? gguf->tensor(name) : st->tensor(name);
-    *shape = t.shape;
-    if (t.type == DType::f32 || t.type == DType::f16 || t.type == DType::bf16) return qforge::to_f32(t.type, t.data, t.elements());
-    if (t.type == DType::q4_k || t.type == DType::q6_k || t.type == DType::q8_0 || t.type == DType::q4_0) {
-        const int64_t in = t.shape.back(), out = t.elements() / in;
-        std::vector<float> w(t.elements());
-        block_dequant({t.type, t.data, out, in}, {w.data(), out, in});
-        return w;
-    }
-    throw Error(path_ + ": tensor '" + name + "' is " + to_string(t.type) + ", which qforge cannot dequantize "
-                "(F32, F16, BF16, Q4_K, Q6_K, Q8_0, Q4_0 and int4g it can)");
+    std::vector<float> out(w.out * w.in);
+    dequant(w, Matrix{out.data(), w.out, w.in});
+    return out;
 }
 
 std::vector<float> read_f32_file(const std::string &path, int64_t expected, const std::string &what) {

@@ -26,7 +26,7 @@ public:
     const std::string &path() const { return path_; }
 
     std::vector<LinearInfo> linears() const;
-    std::unique_ptr<LinearLayer> layer(const std::string &name, const LayerOptions &opt = {}) const;
+    std::unique_ptr<Linear> layer(const std::string &name, const LayerOptions &opt = {}) const;
     // The tensor (or int4g prefix) as f32 [out, in] (or its own shape, flattened).
     std::vector<float> to_f32(const std::string &name, std::vector<int64_t> *shape) const;
 

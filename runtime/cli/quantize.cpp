@@ -22,7 +22,8 @@ bool is_float(DType t) { return t == DType::f32 || t == DType::f16 || t == DType
 int quantize(const QuantizeArgs &a, const Common &c) {
     ModelFile m = ModelFile::open(a.input);
     const QuantPlan plan = QuantPlan::parse(a.to, a.overrides);
-    const bool to_gguf = plan.default_format.type != DType::u8;
+    // Formats stored as one tensor go into GGUF; those with a scale plane (int4g) into safetensors.
+    const bool to_gguf = traits(plan.default_format.format).in_files;
     std::vector<const TensorView *> all;
     if (m.is_gguf()) {
         for (const auto &t : m.gguf->tensors()) all.push_back(&t);
@@ -39,7 +40,7 @@ int quantize(const QuantizeArgs &a, const Common &c) {
     plan.validate(layers);
     for (const auto &l : layers) {
         const FormatSpec &f = plan.for_layer(l.name);
-        if ((f.type == DType::u8) == to_gguf) {
+        if (traits(f.format).in_files != to_gguf) {
             throw Error("plan: layer '" + l.name + "' as " + f.to_string() + " cannot go into the " +
                         (to_gguf ? "GGUF" : "safetensors") + " file that --to " + a.to + " writes");
         }
@@ -77,7 +78,7 @@ int quantize(const QuantizeArgs &a, const Common &c) {
         const FormatSpec &f = plan.for_layer(t->name);
         const auto w = to_f32(t->type, t->data, t->elements());
         const std::string shape = std::to_string(layer->out) + "x" + std::to_string(layer->in);
-        if (f.type == DType::q4_k) {
+        if (f.format == Format::q4_k) {
             const BlockQuantized q = quantize_q4k(w.data(), layer->out, layer->in);
             const BlockQuantized plain = quantize_q4k_minmax(w.data(), layer->out, layer->in);
             gw.add_tensor(t->name, DType::q4_k, t->shape, q.data.data(), q.data.size());
@@ -85,7 +86,7 @@ int quantize(const QuantizeArgs &a, const Common &c) {
             err2 += q.rmse * q.rmse * w.size();
             err2_plain += plain.rmse * plain.rmse * w.size();
             n_q4k += static_cast<int64_t>(w.size());
-        } else if (f.type == DType::u8) {
+        } else if (f.format == Format::int4g) {
             const Int4gQuantized q = quantize_int4g(w.data(), layer->out, layer->in, f.group_size, !a.no_search);
             const std::string prefix = t->name.substr(0, t->name.size() - std::string(".weight").size());
             sw.add_tensor(prefix + ".weight_4bit", DType::u8, {layer->out, layer->in / 2}, q.weight.data(), q.weight.size());
@@ -95,10 +96,11 @@ int quantize(const QuantizeArgs &a, const Common &c) {
             table.add({t->name, shape, to_string(t->type), f.to_string(), q.rmse, ""});
         } else {
             // f16 / f32 pass-through at the requested precision.
-            const std::vector<uint8_t> bytes = f32_to_bytes(f.type, w);
-            if (to_gguf) gw.add_tensor(t->name, f.type, t->shape, bytes.data(), bytes.size());
-            else sw.add_tensor(t->name, f.type, t->shape, bytes.data(), bytes.size());
-            table.add({t->name, shape, to_string(t->type), to_string(f.type), 0.0, ""});
+            const DType type = traits(f.format).file_type;
+            const std::vector<uint8_t> bytes = f32_to_bytes(type, w);
+            if (to_gguf) gw.add_tensor(t->name, type, t->shape, bytes.data(), bytes.size());
+            else sw.add_tensor(t->name, type, t->shape, bytes.data(), bytes.size());
+            table.add({t->name, shape, to_string(t->type), f.to_string(), 0.0, ""});
         }
     }
     if (to_gguf) gw.write(a.output);

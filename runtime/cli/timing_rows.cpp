@@ -12,7 +12,7 @@ std::vector<float> random_input(int64_t tokens, int64_t in, uint64_t seed) {
     return x;
 }
 
-LayerTiming time_layer(const LinearLayer &l, const std::vector<float> &x, int64_t tokens, const Roofline &roof,
+LayerTiming time_layer(const Linear &l, const std::vector<float> &x, int64_t tokens, const Roofline &roof,
                        double budget_s) {
     std::vector<float> y(tokens * l.out());
     LayerTiming t;

@@ -21,7 +21,7 @@ struct LayerTiming {
 // Random x [tokens, in] in [-1, 1].
 std::vector<float> random_input(int64_t tokens, int64_t in, uint64_t seed);
 
-LayerTiming time_layer(const LinearLayer &l, const std::vector<float> &x, int64_t tokens, const Roofline &roof,
+LayerTiming time_layer(const Linear &l, const std::vector<float> &x, int64_t tokens, const Roofline &roof,
                        double budget_s);
 
 }  // namespace qforge::cli

@@ -22,7 +22,6 @@
 namespace qforge {
 namespace {
 
-using internal::find_variant;
 
 // Halide reports errors through a callback; keep the message for the throw.
 thread_local std::string halide_message;
@@ -225,35 +224,42 @@ void check_tokens(const std::string &op, int64_t tokens) {
     require(tokens > 0, op, "tokens = ", tokens, ": there must be at least one token");
 }
 
-std::string kernel_for(const RunOptions &opt, const std::string &decode, const std::string &prefill,
-                       int64_t tokens) {
-    if (!opt.kernel.empty()) {
-        // kernel@tag: a schedule variant of the kernel (targets.cmake, QF_TUNING_KERNELS).
-        const std::string base = opt.kernel.substr(0, opt.kernel.find('@'));
-        if (base != decode && base != prefill) {
-            throw Error("kernel '" + opt.kernel + "' does not compute this operation (expected " + decode +
-                        " or " + prefill + ")");
-        }
-        return opt.kernel;
-    }
-    return tokens == 1 ? decode : prefill;
-}
-
 void run(const std::string &op, int rc) {
     if (rc != 0) fail(op, "kernel failed: " + halide_message);
 }
 
-// Arguments as the generated functions take them.
-template <typename T, int D>
-halide_buffer_t *arg(Halide::Runtime::Buffer<T, D> &b) { return b.raw_buffer(); }
-inline bool arg(bool b) { return b; }
-inline float arg(float f) { return f; }
+using internal::KernelKey;
+using internal::KernelRow;
+using internal::Op;
+using internal::Out;
+using internal::Sig;
+using internal::Variant;
 
-// Runs variant v on its arguments, in its generated signature.
-template <typename... A>
-void invoke(const std::string &op, const internal::Variant &v, A &&...a) {
-    auto fn = reinterpret_cast<int (*)(decltype(arg(a))...)>(v.fn);
-    run(op, fn(arg(a)...));
+// The variant a call runs: the row of `key` (decode or prefill by `tokens`
+// for matmuls), or the one RunOptions::kernel names, which must compute the
+// same thing (any schedule variant of it, either of matvec/matmul).
+const Variant &pick(const std::string &op, KernelKey key, int64_t tokens, const RunOptions &opt, bool cuda) {
+    if (key.op == Op::matvec || key.op == Op::matmul) key.op = tokens == 1 ? Op::matvec : Op::matmul;
+    const KernelRow *row = nullptr;
+    if (opt.kernel.empty()) {
+        row = internal::find_row(key);
+        if (!row) {
+            KernelKey any = key;
+            any.norm = false;
+            const std::string what = key.weights ? std::string(to_string(key.format)) + " weights" : "these activations";
+            fail(op, internal::find_row(any) ? "no fused-norm kernel for " + what
+                                             : "no kernel computes this for " + what);
+        }
+    } else {
+        row = internal::find_row(opt.kernel);
+        require(row != nullptr, op, "kernel '", opt.kernel, "' is not in the kernel table (qforge targets lists them)");
+        const bool matmuls = (row->op == Op::matvec || row->op == Op::matmul) && (key.op == Op::matvec || key.op == Op::matmul);
+        const bool same = row->weights == key.weights && (!row->weights || row->format == key.format) &&
+                          (row->op == key.op || matmuls) && (!row->has_act || row->act == key.act) &&
+                          row->norm == key.norm && row->out == key.out && row->group == key.group;
+        require(same, op, "kernel '", opt.kernel, "' does not compute this operation");
+    }
+    return internal::find_variant(*row, opt.target, cuda);
 }
 
 // --- fused norm ----------------------------------------------------------------
@@ -269,106 +275,114 @@ void check_norm(const std::string &op, const ConstMatrix &x) {
 
 // Activations [tokens, in], and their norm when they carry one.
 void check_activations(const std::string &op, const ConstMatrix &x, int64_t in) {
+    check_tokens(op, x.rows);
     check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, in);
     check_norm(op, x);
 }
 
-// The kernel that reads norm(x) when x carries a norm.
-std::string normed(const std::string &kernel, const ConstMatrix &x) { return x.norm ? kernel + "_norm" : kernel; }
+// The norm's arguments as the _norm kernels take them, after their inputs.
+struct NormArgs {
+    Halide::Runtime::Buffer<const float, 1> weight, bias;
+    bool layer = false;
+    float eps = 0;
+    NormArgs(Place &p, const ConstMatrix &x) {
+        if (!x.norm) return;
+        weight = p.vec("norm weight", x.norm->weight, x.cols);
+        bias = p.vec("norm bias", x.norm->bias, x.cols, /*whole=*/true);
+        layer = x.norm->kind == Norm::Kind::layer;
+        eps = x.norm->eps;
+    }
+};
 
-// Runs v on `inputs`, then (when x carries a norm) the norm's weight, bias,
-// kind and eps, then `outputs`: the generated order.
-template <typename... In, typename... Out>
-void invoke_x(const std::string &op, const internal::Variant &v, Place &p, const ConstMatrix &x,
-              std::tuple<In &...> inputs, Out &...outputs) {
-    std::apply(
-        [&](auto &...in) {
-            if (!x.norm) return invoke(op, v, in..., outputs...);
-            auto weight = p.vec("norm weight", x.norm->weight, x.cols);
-            auto bias = p.vec("norm bias", x.norm->bias, x.cols, /*whole=*/true);
-            bool layer = x.norm->kind == Norm::Kind::layer;
-            float eps = x.norm->eps;
-            invoke(op, v, in..., weight, bias, layer, eps, outputs...);
-        },
-        inputs);
+// --- weights -------------------------------------------------------------------
+
+int64_t row_bytes(const FormatTraits &t, int64_t in) { return in / t.block_elements * t.block_bytes; }
+int64_t groups(const Weights &w) { return (w.in + w.group_size - 1) / w.group_size; }
+
+// Everything a format's traits ask of a Weights view.
+void check_weights(const std::string &op, const Weights &w) {
+    const FormatTraits &t = traits(w.format);
+    const std::string name = std::string(t.name) + " weight";
+    require(w.data != nullptr, op, name, " is a null pointer");
+    require(w.out > 0 && w.in > 0, op, name, " shape [", w.out, ", ", w.in, "] must be positive");
+    require(w.in % t.block_elements == 0, op, name, ": in = ", w.in, " is not a multiple of ", t.block_elements,
+            " (rows are whole blocks of ", t.block_elements, " values)");
+    const int64_t bytes = row_bytes(t, w.in);
+    require(w.row_stride == 0 || w.row_stride >= bytes, op,
+            name, " row stride ", w.row_stride, " is smaller than a row's ", bytes, " bytes");
+    require(w.row_stride % (t.block_elements == 1 ? t.block_bytes : 1) == 0, op,
+            name, " row stride ", w.row_stride, " is not whole ", t.block_bytes, "-byte values");
+    require(w.out * dense_or(w.row_stride, bytes) <= kMaxDim, op, name, " is too large for 32-bit indexing");
+    if (!t.separate_scales) return;
+    require(w.scales != nullptr, op, t.name, " scales are a null pointer");
+    require(std::find(t.group_sizes.begin(), t.group_sizes.end(), w.group_size) != t.group_sizes.end(), op,
+            "group size ", w.group_size, " is not compiled in (", t.name, " has kernels for groups of ",
+            [&] {
+                std::string s;
+                for (int g : t.group_sizes) s += (s.empty() ? "" : ", ") + std::to_string(g);
+                return s;
+            }(), ")");
+    require(w.scales_stride == 0 || w.scales_stride >= groups(w), op,
+            t.name, " scales row stride ", w.scales_stride, " is smaller than n_groups = ", groups(w));
 }
 
-// What every f32-activation matmul shares once its weights are checked: x
-// (with its norm) and y checked, the decode or prefill variant picked
-// (kernel + "_matvec_f32" or "_matmul_f32", "_norm" when x carries a norm,
-// then `suffix`), and run on the views `weights(place)` returns (a tuple),
-// then x, bias, has_bias, the norm's arguments and y: the generated order.
-template <typename WeightViews>
-void run_matmul_f32(const std::string &op, const std::string &kernel, const std::string &suffix, int64_t out,
-                    int64_t in, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt,
-                    WeightViews weights) {
-    check_tokens(op, x.rows);
-    check_activations(op, x, in);
-    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, out);
-    install_error_handler();
-    Place place(op, opt);
-    const auto &v = find_variant(kernel_for(opt, normed(kernel + "_matvec_f32", x) + suffix,
-                                            normed(kernel + "_matmul_f32", x) + suffix, x.rows),
-                                 opt.target, place.cuda());
-    auto wv = weights(place);
-    auto xv = matrix_view(place, "x", x);
-    auto bv = place.vec("bias", bias, out);
-    bool has_bias = bias != nullptr;
-    auto yv = matrix_view(place, "y", y);
-    std::apply([&](auto &...w) { invoke_x(op, v, place, x, std::tie(w..., xv, bv, has_bias), yv); }, wv);
+KernelKey weights_key(const Weights &w, Op op) {
+    KernelKey k;
+    k.format = w.format;
+    k.op = op;
+    k.group = traits(w.format).separate_scales ? w.group_size : 0;
+    return k;
 }
 
-// --- int4g -----------------------------------------------------------------
+// The weight planes as the kernels take them: bytes [out, row bytes], or for
+// dense formats their values (f32, or f16 as Halide's float16), and the
+// scale plane of formats that keep one apart.
+struct WeightArgs {
+    Halide::Runtime::Buffer<const void, 2> weight;
+    Halide::Runtime::Buffer<const void, 2> scales;
+    WeightArgs(Place &p, const Weights &w) {
+        const FormatTraits &t = traits(w.format);
+        const int64_t bytes = row_bytes(t, w.in), stride = dense_or(w.row_stride, bytes);
+        const auto *data = static_cast<const uint8_t *>(w.data);
+        if (t.block_elements > 1) {
+            weight = p.view("weight", data, w.out, bytes, stride);
+        } else {
+            // Values of block_bytes each, viewed as such (dims in elements).
+            const int64_t size = t.block_bytes;
+            weight = p.view("weight", data, w.out, w.in * size, stride);
+            halide_buffer_t *b = weight.raw_buffer();
+            b->type = halide_type_t(halide_type_float, static_cast<uint8_t>(8 * size));
+            b->dim[0].extent = static_cast<int32_t>(w.in);
+            b->dim[1].stride = static_cast<int32_t>(stride / size);
+        }
+        if (t.separate_scales) {
+            scales = p.view("scales", w.scales, w.out, groups(w), dense_or(w.scales_stride, groups(w)));
+        }
+    }
+    halide_buffer_t *w() { return weight.raw_buffer(); }
+    halide_buffer_t *s() { return scales.raw_buffer(); }
+};
 
-int64_t int4g_groups(const Int4gWeights &w) { return (w.in + w.group_size - 1) / w.group_size; }
+// --- Q8_K ----------------------------------------------------------------------
 
-void check_int4g(const std::string &op, const Int4gWeights &w) {
-    require(w.weight != nullptr, op, "weight_4bit is a null pointer");
-    require(w.scales != nullptr, op, "scales_4bit is a null pointer");
-    require(w.out > 0 && w.in > 0, op, "weight shape [", w.out, ", ", w.in, "] must be positive");
-    require(w.in % 2 == 0, op, "weight_4bit: in = ", w.in, " is odd; int4g packs two columns per byte");
-    require(w.group_size == 32 || w.group_size == 64 || w.group_size == 128, op,
-            "group size ", w.group_size, " is not compiled in (32, 64, 128)");
-    require(w.weight_stride == 0 || w.weight_stride >= w.in / 2, op,
-            "weight_4bit row stride ", w.weight_stride, " is smaller than in/2 = ", w.in / 2);
-    require(w.scales_stride == 0 || w.scales_stride >= int4g_groups(w), op,
-            "scales_4bit row stride ", w.scales_stride, " is smaller than n_groups = ", int4g_groups(w));
-    require(w.out * dense_or(w.weight_stride, w.in / 2) <= kMaxDim, op, "weight_4bit is too large");
-}
-
-std::string group_suffix(const Int4gWeights &w) { return "_g" + std::to_string(w.group_size); }
-
-View<const uint8_t> int4g_weight_view(Place &p, const Int4gWeights &w) {
-    return p.view("weight_4bit", w.weight, w.out, w.in / 2, dense_or(w.weight_stride, w.in / 2));
-}
-View<const uint16_t> int4g_scales_view(Place &p, const Int4gWeights &w) {
-    return p.view("scales_4bit", w.scales, w.out, int4g_groups(w), dense_or(w.scales_stride, int4g_groups(w)));
-}
-
-// --- Q4_K --------------------------------------------------------------------
-
-constexpr int64_t kQK = 256, kQ4KBytes = 144;
-
-void check_q4k(const std::string &op, const Q4KWeights &w) {
-    require(w.data != nullptr, op, "Q4_K weight is a null pointer");
-    require(w.out > 0 && w.in > 0, op, "weight shape [", w.out, ", ", w.in, "] must be positive");
-    require(w.in % kQK == 0, op, "Q4_K weight: in = ", w.in, " is not a multiple of 256 (rows are whole super-blocks)");
-    const int64_t row_bytes = w.in / kQK * kQ4KBytes;
-    require(w.row_stride == 0 || w.row_stride >= row_bytes, op,
-            "Q4_K row stride ", w.row_stride, " is smaller than a row's ", row_bytes, " bytes");
-    require(w.out * dense_or(w.row_stride, row_bytes) <= kMaxDim, op, "Q4_K weight is too large");
-}
-
-View<const uint8_t> q4k_view(Place &p, const Q4KWeights &w) {
-    const int64_t row_bytes = w.in / kQK * kQ4KBytes;
-    return p.view("Q4_K weight", w.data, w.out, row_bytes, dense_or(w.row_stride, row_bytes));
-}
+constexpr int64_t kQK = 256;
 
 void check_q8k(const std::string &op, const Q8KActivations &a, int64_t in) {
     require(a.d && a.qs && a.bsums, op, "Q8_K activations: d, qs or bsums is a null pointer");
     check_tokens(op, a.tokens);
     require(a.in == in, op, "Q8_K activations have in = ", a.in, ", the weight has in = ", in);
 }
+
+// The three planes, as inputs (const) or outputs.
+template <typename F, typename I8, typename I16>
+struct Q8KArgs {
+    View<F> d;
+    View<I8> qs;
+    View<I16> bsums;
+    Q8KArgs(Place &p, F *d_, I8 *qs_, I16 *bsums_, int64_t tokens, int64_t in)
+        : d(p.view("Q8_K d", d_, tokens, in / kQK, in / kQK)), qs(p.view("Q8_K qs", qs_, tokens, in, in)),
+          bsums(p.view("Q8_K bsums", bsums_, tokens, in / 16, in / 16)) {}
+};
 
 }  // namespace
 
@@ -387,74 +401,112 @@ Q8KActivations Q8KBuffer::view() { return {d_.data(), qs_.data(), bsums_.data(),
 
 namespace {
 
-// "f32" outputs run `kernel`, f16 ones `kernel` with "_f16" before `suffix`.
-std::string dequant_kernel(const std::string &kernel, const std::string &suffix, const Matrix &) { return kernel + suffix; }
-std::string dequant_kernel(const std::string &kernel, const std::string &suffix, const MatrixF16 &) {
-    return kernel + "_f16" + suffix;
-}
+std::string op_name(const Weights &w, const char *op) { return std::string(to_string(w.format)) + " " + op; }
 
-// Every dequantizer: checks `out` against [rows, cols], picks the variant
-// (dequant_kernel, or the forced one) and calls it with the weight views
-// that `views(place)` returns as a tuple, then out.
-template <typename Out, typename Views>
-void run_dequant(const std::string &op, const std::string &kernel, const std::string &suffix, const Out &out,
-                 int64_t rows, int64_t cols, const RunOptions &opt, Views views) {
-    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, rows, cols);
-    install_error_handler();
-    Place place(op, opt);
-    const auto &v =
-        find_variant(opt.kernel.empty() ? dequant_kernel(kernel, suffix, out) : opt.kernel, opt.target, place.cuda());
-    std::apply([&](auto &&...w) { invoke(op, v, w..., matrix_view(place, "out", out)); }, views(place));
-}
+// What every call on weights shares once its inputs are checked: where it
+// runs, the variant its key picks, the weight views.
+struct WeightCall {
+    Place place;
+    const Variant &v;
+    WeightArgs wa;
+    WeightCall(const std::string &op, const Weights &w, const KernelKey &key, int64_t tokens, const RunOptions &opt)
+        : place((install_error_handler(), op), opt), v(pick(op, key, tokens, opt, place.cuda())), wa(place, w) {}
+};
 
-template <typename Out>
-void int4g_dequant_to(const Int4gWeights &w, Out out, const RunOptions &opt) {
-    const std::string op = "int4g_dequant";
-    check_int4g(op, w);
-    run_dequant(op, op, group_suffix(w), out, w.out, w.in, opt,
-                [&](Place &p) { return std::make_tuple(int4g_weight_view(p, w), int4g_scales_view(p, w)); });
-}
-
-template <typename Out>
-void q4k_dequant_to(const Q4KWeights &w, Out out, const RunOptions &opt) {
-    const std::string op = "q4k_dequant";
-    check_q4k(op, w);
-    run_dequant(op, op, "", out, w.out, w.in, opt, [&](Place &p) { return std::make_tuple(q4k_view(p, w)); });
+template <typename OutMatrix>
+void dequant_to(const Weights &w, const OutMatrix &out, Out type, const RunOptions &opt) {
+    const std::string op = op_name(w, "dequant");
+    check_weights(op, w);
+    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, w.out, w.in);
+    KernelKey key = weights_key(w, Op::dequant);
+    key.out = type;
+    WeightCall c(op, w, key, 0, opt);
+    const Variant &v = c.v;
+    WeightArgs &wa = c.wa;
+    auto ov = matrix_view(c.place, "out", out);
+    switch (v.sig) {
+    case Sig::dequant: return run(op, v.fn_as<Sig::dequant>()(wa.w(), ov.raw_buffer()));
+    case Sig::dequant_scaled: return run(op, v.fn_as<Sig::dequant_scaled>()(wa.w(), wa.s(), ov.raw_buffer()));
+    default: fail(op, "internal: not a dequantizer");
+    }
 }
 
 }  // namespace
 
-void int4g_dequant(const Int4gWeights &w, Matrix out, const RunOptions &opt) { int4g_dequant_to(w, out, opt); }
-void int4g_dequant(const Int4gWeights &w, MatrixF16 out, const RunOptions &opt) { int4g_dequant_to(w, out, opt); }
-void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt) { q4k_dequant_to(w, out, opt); }
-void q4k_dequant(const Q4KWeights &w, MatrixF16 out, const RunOptions &opt) { q4k_dequant_to(w, out, opt); }
+void dequant(const Weights &w, Matrix out, const RunOptions &opt) { dequant_to(w, out, Out::f32, opt); }
+void dequant(const Weights &w, MatrixF16 out, const RunOptions &opt) { dequant_to(w, out, Out::f16, opt); }
 
-void f16_from_f32(ConstMatrix x, MatrixF16 out, const RunOptions &opt) {
-    const std::string op = "f16_from_f32";
-    check_tokens(op, x.rows);
-    check_activations(op, x, x.cols);
-    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, x.rows, x.cols);
-    install_error_handler();
-    Place place(op, opt);
-    const auto &v = find_variant(opt.kernel.empty() ? normed(op, x) : opt.kernel, opt.target, place.cuda());
+void matmul(const Weights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
+    const std::string op = op_name(w, "matmul");
+    check_weights(op, w);
+    check_activations(op, x, w.in);
+    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
+    KernelKey key = weights_key(w, Op::matvec);
+    key.norm = x.norm != nullptr;
+    WeightCall c(op, w, key, x.rows, opt);
+    const Variant &v = c.v;
+    WeightArgs &wa = c.wa;
+    Place &place = c.place;
     auto xv = matrix_view(place, "x", x);
-    auto ov = matrix_view(place, "out", out);
-    invoke_x(op, v, place, x, std::tie(xv), ov);
+    auto bv = place.vec("bias", bias, w.out);
+    const bool has_bias = bias != nullptr;
+    NormArgs n(place, x);
+    auto yv = matrix_view(place, "y", y);
+    halide_buffer_t *X = xv.raw_buffer(), *b = bv.raw_buffer(), *Y = yv.raw_buffer();
+    halide_buffer_t *nw = n.weight.raw_buffer(), *nb = n.bias.raw_buffer();
+    switch (v.sig) {
+    case Sig::matmul: return run(op, v.fn_as<Sig::matmul>()(wa.w(), X, b, has_bias, Y));
+    case Sig::matmul_scaled: return run(op, v.fn_as<Sig::matmul_scaled>()(wa.w(), wa.s(), X, b, has_bias, Y));
+    case Sig::matmul_norm:
+        return run(op, v.fn_as<Sig::matmul_norm>()(wa.w(), X, b, has_bias, nw, nb, n.layer, n.eps, Y));
+    case Sig::matmul_scaled_norm:
+        return run(op, v.fn_as<Sig::matmul_scaled_norm>()(wa.w(), wa.s(), X, b, has_bias, nw, nb, n.layer, n.eps, Y));
+    default: fail(op, "internal: not an f32-activation matmul");
+    }
 }
 
-void int4g_matmul(const Int4gWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
-    const std::string op = "int4g_matmul";
-    check_int4g(op, w);
-    run_matmul_f32(op, "int4g", group_suffix(w), w.out, w.in, x, bias, y, opt, [&](Place &p) {
-        return std::make_tuple(int4g_weight_view(p, w), int4g_scales_view(p, w));
-    });
+void matmul(const Weights &w, const Q8KActivations &a, const float *bias, Matrix y, const RunOptions &opt) {
+    const std::string op = op_name(w, "matmul (Q8_K activations)");
+    check_weights(op, w);
+    check_q8k(op, a, w.in);
+    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, a.tokens, w.out);
+    KernelKey key = weights_key(w, Op::matvec);
+    key.act = ActType::q8_k;
+    WeightCall c(op, w, key, a.tokens, opt);
+    const Variant &v = c.v;
+    WeightArgs &wa = c.wa;
+    Place &place = c.place;
+    Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in);
+    auto bv = place.vec("bias", bias, w.out);
+    auto yv = matrix_view(place, "y", y);
+    run(op, v.fn_as<Sig::matmul_q8k>()(wa.w(), q.d.raw_buffer(), q.qs.raw_buffer(), q.bsums.raw_buffer(),
+                                        bv.raw_buffer(), bias != nullptr, yv.raw_buffer()));
 }
 
-void q4k_matmul_f32(const Q4KWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
-    const std::string op = "q4k_matmul_f32";
-    check_q4k(op, w);
-    run_matmul_f32(op, "q4k", "", w.out, w.in, x, bias, y, opt, [&](Place &p) { return std::make_tuple(q4k_view(p, w)); });
-}
+namespace {
+
+// What the kernels of the activations alone (quantize, convert) share: the
+// variant for `op` and `out` (its norm variant when x carries a norm), and
+// the views of x and of its norm.
+struct ActivationCall {
+    Place place;
+    const Variant &v;
+    View<const float> x;
+    NormArgs norm;
+    ActivationCall(const std::string &op, Op kind, Out out, const ConstMatrix &xm, const RunOptions &opt)
+        : place((install_error_handler(), op), opt), v(pick(op, key(kind, out, xm), xm.rows, opt, place.cuda())),
+          x(matrix_view(place, "x", xm)), norm(place, xm) {}
+    static KernelKey key(Op kind, Out out, const ConstMatrix &xm) {
+        KernelKey k;
+        k.weights = false;
+        k.op = kind;
+        k.norm = xm.norm != nullptr;
+        k.out = out;
+        return k;
+    }
+};
+
+}  // namespace
 
 void q8k_quantize(ConstMatrix x, const Q8KActivations &a, const RunOptions &opt) {
     const std::string op = "q8k_quantize";
@@ -465,107 +517,29 @@ void q8k_quantize(ConstMatrix x, const Q8KActivations &a, const RunOptions &opt)
     require(a.d && a.qs && a.bsums, op, "Q8_K output: d, qs or bsums is a null pointer");
     require(a.tokens == x.rows && a.in == x.cols, op,
             "Q8_K output is [", a.tokens, ", ", a.in, "], x is [", x.rows, ", ", x.cols, "]");
-    install_error_handler();
-    Place place(op, opt);
-    const auto &v = find_variant(kernel_for(opt, normed(op, x), normed(op, x), x.rows), opt.target, place.cuda());
-    auto xv = matrix_view(place, "x", x);
-    auto dv = place.view("Q8_K d", a.d, a.tokens, a.in / kQK, a.in / kQK);
-    auto qv = place.view("Q8_K qs", a.qs, a.tokens, a.in, a.in);
-    auto sv = place.view("Q8_K bsums", a.bsums, a.tokens, a.in / 16, a.in / 16);
-    invoke_x(op, v, place, x, std::tie(xv), dv, qv, sv);
+    ActivationCall c(op, Op::quantize, Out::q8_k, x, opt);
+    const Variant &v = c.v;
+    NormArgs &n = c.norm;
+    auto &xv = c.x;
+    Q8KArgs<float, int8_t, int16_t> q(c.place, a.d, a.qs, a.bsums, a.tokens, a.in);
+    halide_buffer_t *d = q.d.raw_buffer(), *qs = q.qs.raw_buffer(), *bs = q.bsums.raw_buffer();
+    if (v.sig == Sig::quantize) return run(op, v.fn_as<Sig::quantize>()(xv.raw_buffer(), d, qs, bs));
+    run(op, v.fn_as<Sig::quantize_norm>()(xv.raw_buffer(), n.weight.raw_buffer(), n.bias.raw_buffer(), n.layer, n.eps,
+                                          d, qs, bs));
 }
 
-void q4k_matmul_q8(const Q4KWeights &w, const Q8KActivations &a, const float *bias, Matrix y,
-                   const RunOptions &opt) {
-    const std::string op = "q4k_matmul_q8";
-    check_q4k(op, w);
-    check_q8k(op, a, w.in);
-    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, a.tokens, w.out);
-    install_error_handler();
-    Place place(op, opt);
-    const auto &v = find_variant(kernel_for(opt, "q4k_matvec_q8", "q4k_matmul_q8", a.tokens), opt.target, place.cuda());
-    auto wv = q4k_view(place, w);
-    auto dv = place.view("Q8_K d", static_cast<const float *>(a.d), a.tokens, a.in / kQK, a.in / kQK);
-    auto qv = place.view("Q8_K qs", static_cast<const int8_t *>(a.qs), a.tokens, a.in, a.in);
-    auto sv = place.view("Q8_K bsums", static_cast<const int16_t *>(a.bsums), a.tokens, a.in / 16, a.in / 16);
-    auto bv = place.vec("bias", bias, w.out);
-    auto yv = matrix_view(place, "y", y);
-    invoke(op, v, wv, dv, qv, sv, bv, bias != nullptr, yv);
-}
-
-// --- block formats and dense weights ------------------------------------------
-
-namespace {
-
-// Kernel-name prefix of each block format.
-std::string block_prefix(const std::string &op, DType t) {
-    switch (t) {
-    case DType::q4_k: return "q4k";
-    case DType::q6_k: return "q6k";
-    case DType::q8_0: return "q8_0";
-    case DType::q4_0: return "q4_0";
-    default: fail(op, "weight type " + to_string(t) + " has no kernels (Q4_K, Q6_K, Q8_0, Q4_0 do)");
-    }
-}
-
-void check_block(const std::string &op, const BlockWeights &w) {
-    block_prefix(op, w.type);
-    const BlockShape b = block_shape(w.type);
-    const std::string name = to_string(w.type) + " weight";
-    require(w.data != nullptr, op, name, " is a null pointer");
-    require(w.out > 0 && w.in > 0, op, name, " shape [", w.out, ", ", w.in, "] must be positive");
-    require(w.in % b.elements == 0, op,
-            name, ": in = ", w.in, " is not a multiple of ", b.elements, " (rows are whole blocks)");
-    const int64_t row_bytes = w.in / b.elements * b.bytes;
-    require(w.row_stride == 0 || w.row_stride >= row_bytes, op,
-            name, " row stride ", w.row_stride, " is smaller than a row's ", row_bytes, " bytes");
-    require(w.out * dense_or(w.row_stride, row_bytes) <= kMaxDim, op, name, " is too large");
-}
-
-View<const uint8_t> block_view(Place &p, const BlockWeights &w) {
-    const BlockShape b = block_shape(w.type);
-    const int64_t row_bytes = w.in / b.elements * b.bytes;
-    return p.view("weight", w.data, w.out, row_bytes, dense_or(w.row_stride, row_bytes));
-}
-
-}  // namespace
-
-namespace {
-
-template <typename Out>
-void block_dequant_to(const BlockWeights &w, Out out, const RunOptions &opt) {
-    const std::string op = "block_dequant";
-    check_block(op, w);
-    run_dequant(op, block_prefix(op, w.type) + "_dequant", "", out, w.out, w.in, opt,
-                [&](Place &p) { return std::make_tuple(block_view(p, w)); });
-}
-
-}  // namespace
-
-void block_dequant(const BlockWeights &w, Matrix out, const RunOptions &opt) { block_dequant_to(w, out, opt); }
-void block_dequant(const BlockWeights &w, MatrixF16 out, const RunOptions &opt) { block_dequant_to(w, out, opt); }
-
-void block_matmul_f32(const BlockWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
-    const std::string op = "block_matmul_f32";
-    check_block(op, w);
-    run_matmul_f32(op, block_prefix(op, w.type), "", w.out, w.in, x, bias, y, opt,
-                   [&](Place &p) { return std::make_tuple(block_view(p, w)); });
-}
-
-void dense_matmul(const DenseWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
-    const std::string op = "dense_matmul";
-    require(w.type == DType::f32 || w.type == DType::f16, op, "weight type ", to_string(w.type), " is not F32 or F16");
-    check_matrix(op, "weight", w.data, w.out, w.in, w.stride, w.out, w.in);
-    require(w.out > 0 && w.in > 0, op, "weight shape [", w.out, ", ", w.in, "] must be positive");
-    const int64_t stride = dense_or(w.stride, w.in);
-    run_matmul_f32(op, w.type == DType::f32 ? "f32" : "f16", "", w.out, w.in, x, bias, y, opt, [&](Place &p) {
-        // The kernel reads f16 weights as halide float16: same bits as uint16.
-        using Any = Halide::Runtime::Buffer<const void, 2>;
-        Any wv = w.type == DType::f32 ? Any(p.view("weight", static_cast<const float *>(w.data), w.out, w.in, stride))
-                                      : Any(p.view("weight", static_cast<const uint16_t *>(w.data), w.out, w.in, stride));
-        if (w.type == DType::f16) wv.raw_buffer()->type = halide_type_t(halide_type_float, 16);
-        return std::make_tuple(std::move(wv));
-    });
+void f16_from_f32(ConstMatrix x, MatrixF16 out, const RunOptions &opt) {
+    const std::string op = "f16_from_f32";
+    check_activations(op, x, x.cols);
+    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, x.rows, x.cols);
+    ActivationCall c(op, Op::convert, Out::f16, x, opt);
+    const Variant &v = c.v;
+    NormArgs &n = c.norm;
+    auto &xv = c.x;
+    auto ov = matrix_view(c.place, "out", out);
+    if (v.sig == Sig::convert) return run(op, v.fn_as<Sig::convert>()(xv.raw_buffer(), ov.raw_buffer()));
+    run(op, v.fn_as<Sig::convert_norm>()(xv.raw_buffer(), n.weight.raw_buffer(), n.bias.raw_buffer(), n.layer, n.eps,
+                                         ov.raw_buffer()));
 }
 
 int set_num_threads(int n) { return halide_set_num_threads(n); }

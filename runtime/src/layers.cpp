@@ -3,6 +3,7 @@
 // entry points of kernels.h.
 #include "qforge/layers.h"
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 
@@ -19,14 +20,6 @@ namespace {
 
 [[noreturn]] void layer_error(const std::string &layer, const std::string &what) {
     throw Error("layer '" + layer + "': " + what);
-}
-
-int64_t quantized_bytes(const WeightRef &w) {
-    if (w.type == DType::u8) {
-        const int64_t groups = (w.in + w.group_size - 1) / w.group_size;
-        return w.out * (w.in / 2) + w.out * groups * 2;
-    }
-    return storage_bytes(w.type, w.out * w.in);
 }
 
 // A device copy of host bytes, freed with the layer.
@@ -105,255 +98,286 @@ DeviceScratch &device_scratch() {
 
 }  // namespace
 
-struct LinearLayer::Device {
-    DeviceBuffer weight, scales, bias, dense;
+// Everything a layer holds; immutable once built.
+struct Linear::Impl {
+    std::string name;
+    int64_t in = 0, out = 0;
+    LayerOptions opt;
+    WeightRef w;                      // format is what the kernels run (bf16 converted)
+    std::vector<float> converted;     // bf16 weights as f32
+    std::vector<float> bias;
+    std::vector<uint8_t> dense;       // eager: f32 or f16 [out, in]
+    DeviceBuffer dev_weight, dev_scales, dev_bias, dev_dense;
+    bool on_device = false;
+
+    [[noreturn]] void error(const std::string &what) const { layer_error(name, what); }
+    const FormatTraits &traits_() const { return traits(w.format); }
+    int64_t quantized_bytes() const { return qforge::weight_bytes(w.format, out, in, w.group_size); }
+    int64_t weight_plane_bytes() const { return out * (in / traits_().block_elements) * traits_().block_bytes; }
+
+    // The weights as kernels take them, in host or device memory.
+    Weights weights() const {
+        Weights v;
+        v.format = w.format;
+        v.data = on_device ? dev_weight.p : w.data;
+        v.out = out;
+        v.in = in;
+        v.scales = on_device ? static_cast<const uint16_t *>(dev_scales.p) : w.scales;
+        v.group_size = w.group_size;
+        return v;
+    }
+    const float *bias_ptr() const {
+        if (bias.empty()) return nullptr;
+        return on_device ? static_cast<const float *>(dev_bias.p) : bias.data();
+    }
+
+    void load();
+    void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;
+    bool use_cublas(const ConstMatrix &x, const ForwardOptions &opt) const;
+    void run_cublas(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;
 };
 
-LinearLayer::~LinearLayer() = default;
+Linear::~Linear() = default;
 
-LinearLayer::LinearLayer(std::string name, const WeightRef &w, const float *bias, const LayerOptions &opt)
-    : name_(std::move(name)), in_(w.in), out_(w.out), format_(w.type), opt_(opt), w_(w) {
-    if (!w.data) layer_error(name_, "weight is a null pointer");
+Linear::Linear(std::string name, const WeightRef &w, const float *bias, const LayerOptions &opt) {
+    auto impl = std::make_shared<Impl>();
+    Impl &m = *impl;
+    m.name = std::move(name);
+    m.in = w.in;
+    m.out = w.out;
+    m.opt = opt;
+    m.w = w;
+    const FormatTraits &t = traits(w.format);
+    if (!w.data) m.error("weight is a null pointer");
     if (w.out <= 0 || w.in <= 0) {
-        layer_error(name_, "weight shape [" + std::to_string(w.out) + ", " + std::to_string(w.in) + "] must be positive");
+        m.error("weight shape [" + std::to_string(w.out) + ", " + std::to_string(w.in) + "] must be positive");
     }
-    if (bias) bias_.assign(bias, bias + w.out);
-}
-
-const float *LinearLayer::bias_ptr() const {
-    if (bias_.empty()) return nullptr;
-    return device_ ? static_cast<const float *>(device_->bias.p) : bias_.data();
-}
-
-void LinearLayer::finish_load() {
-    if (opt_.strategy != Strategy::fused) {
-        std::vector<float> w(out_ * in_);
-        dequantize_to(w.data());
-        dense_ = f32_to_bytes(opt_.strategy == Strategy::eager_f32 ? DType::f32 : DType::f16, w);
+    if (t.activations.empty() && t.kernel_format == t.format) {
+        m.error(std::string(t.name) + " weights have no kernels");
     }
-    if (opt_.memory == Memory::cuda) {
-        const internal::CudaDevice &d = internal::cuda_device();
-        if (!d.present) layer_error(name_, "LayerOptions::memory is cuda, but there is no CUDA device: " + d.why_absent);
-        device_ = std::make_shared<Device>();
-        if (opt_.strategy == Strategy::fused) {
-            const int64_t weight_part = w_.type == DType::u8 ? w_.out * (w_.in / 2) : quantized_bytes(w_);
-            device_->weight = DeviceBuffer(w_.data, weight_part);
-            if (w_.scales) device_->scales = DeviceBuffer(w_.scales, quantized_bytes(w_) - weight_part);
-        } else {
-            device_->dense = DeviceBuffer(dense_.data(), dense_.size());
+    if (w.in % t.block_elements != 0) {
+        m.error("in = " + std::to_string(w.in) + " is not whole " + t.name + " blocks of " +
+                std::to_string(t.block_elements));
+    }
+    if (t.separate_scales) {
+        if (!w.scales) m.error(std::string(t.name) + " scales are a null pointer");
+        if (std::find(t.group_sizes.begin(), t.group_sizes.end(), w.group_size) == t.group_sizes.end()) {
+            std::string have;
+            for (int g : t.group_sizes) have += (have.empty() ? "" : ", ") + std::to_string(g);
+            m.error(std::string(t.name) + " group size " + std::to_string(w.group_size) + " has no kernel (" + have +
+                    " do)");
         }
-        device_->bias = DeviceBuffer(bias_.data(), bias_.size() * 4);
+    } else {
+        m.w.scales = nullptr;
+        m.w.group_size = 0;
     }
+    if (t.kernel_format != t.format) {
+        // No kernels of its own (bf16): converted once to the format that has them.
+        m.converted = to_f32(t.file_type, w.data, w.out * w.in);
+        m.w.format = t.kernel_format;
+        m.w.data = m.converted.data();
+    }
+    if (bias) m.bias.assign(bias, bias + w.out);
+    m.load();
+    impl_ = std::move(impl);
 }
 
-int64_t LinearLayer::weight_bytes() const {
-    if (opt_.strategy == Strategy::fused) return quantized_bytes(w_);
-    return static_cast<int64_t>(dense_.size());
+// Eager dequantization and uploads.
+void Linear::Impl::load() {
+    if (opt.strategy != Strategy::fused) {
+        std::vector<float> f(out * in);
+        if (traits_().block_elements == 1) {
+            f = to_f32(traits_().file_type, w.data, out * in);  // dense values
+        } else {
+            dequant(weights(), Matrix{f.data(), out, in});
+        }
+        dense = f32_to_bytes(opt.strategy == Strategy::eager_f32 ? DType::f32 : DType::f16, f);
+    }
+    if (opt.memory != Memory::cuda) return;
+    const internal::CudaDevice &d = internal::cuda_device();
+    if (!d.present) error("LayerOptions::memory is cuda, but there is no CUDA device: " + d.why_absent);
+    if (opt.strategy == Strategy::fused) {
+        dev_weight = DeviceBuffer(w.data, weight_plane_bytes());
+        if (w.scales) dev_scales = DeviceBuffer(w.scales, quantized_bytes() - weight_plane_bytes());
+    } else {
+        dev_dense = DeviceBuffer(dense.data(), dense.size());
+    }
+    dev_bias = DeviceBuffer(bias.data(), bias.size() * 4);
+    on_device = true;
 }
 
-int64_t LinearLayer::memory_bytes() const { return weight_bytes() + static_cast<int64_t>(bias_.size()) * 4; }
+const std::string &Linear::name() const { return impl_->name; }
+int64_t Linear::in() const { return impl_->in; }
+int64_t Linear::out() const { return impl_->out; }
+Format Linear::format() const { return impl_->w.format; }
+int Linear::group_size() const { return impl_->w.group_size; }
+Strategy Linear::strategy() const { return impl_->opt.strategy; }
+Memory Linear::memory() const { return impl_->opt.memory; }
+bool Linear::has_bias() const { return !impl_->bias.empty(); }
 
-void LinearLayer::forward(const ConstTensor &x, const Tensor &y, const ForwardOptions &opt) const {
+int64_t Linear::weight_bytes() const {
+    if (impl_->opt.strategy == Strategy::fused) return impl_->quantized_bytes();
+    return static_cast<int64_t>(impl_->dense.size());
+}
+
+int64_t Linear::memory_bytes() const { return weight_bytes() + static_cast<int64_t>(impl_->bias.size()) * 4; }
+
+void Linear::forward(const ConstTensor &x, const Tensor &y, const ForwardOptions &opt) const {
+    const Impl &m = *impl_;
     auto shape = [](const std::vector<int64_t> &s) { return shape_string(s); };
     if (x.shape.size() != 2 && x.shape.size() != 3) {
-        layer_error(name_, "x is " + shape(x.shape) + ": expected [tokens, in] or [batch, seq, in]");
+        m.error("x is " + shape(x.shape) + ": expected [tokens, in] or [batch, seq, in]");
     }
-    if (x.shape.back() != in_) {
-        layer_error(name_, "x is " + shape(x.shape) + ": its last dimension must be in = " + std::to_string(in_));
+    if (x.shape.back() != m.in) {
+        m.error("x is " + shape(x.shape) + ": its last dimension must be in = " + std::to_string(m.in));
     }
     std::vector<int64_t> want = x.shape;
-    want.back() = out_;
-    if (y.shape != want) layer_error(name_, "y is " + shape(y.shape) + ", expected " + shape(want));
+    want.back() = m.out;
+    if (y.shape != want) m.error("y is " + shape(y.shape) + ", expected " + shape(want));
     int64_t tokens = 1;
     for (size_t i = 0; i + 1 < x.shape.size(); ++i) tokens *= x.shape[i];
-    if (tokens <= 0) layer_error(name_, "x is " + shape(x.shape) + ": there must be at least one token");
-    forward(ConstMatrix{x.data, tokens, in_, 0, x.norm}, Matrix{y.data, tokens, out_}, opt);
+    if (tokens <= 0) m.error("x is " + shape(x.shape) + ": there must be at least one token");
+    forward(ConstMatrix{x.data, tokens, m.in, 0, x.norm}, Matrix{y.data, tokens, m.out}, opt);
 }
 
-void LinearLayer::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
-    if (opt.run.memory != opt_.memory) {
-        layer_error(name_, std::string("ForwardOptions::run.memory is ") + (opt.run.memory == Memory::cuda ? "cuda" : "host") +
-                               " but the layer's weights are in " + (opt_.memory == Memory::cuda ? "cuda" : "host") +
-                               " memory");
+void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
+    const Impl &m = *impl_;
+    if (opt.run.memory != m.opt.memory) {
+        m.error(std::string("ForwardOptions::run.memory is ") + (opt.run.memory == Memory::cuda ? "cuda" : "host") +
+                " but the layer's weights are in " + (m.opt.memory == Memory::cuda ? "cuda" : "host") + " memory");
     }
-    if (x.cols != in_) layer_error(name_, "x has " + std::to_string(x.cols) + " columns, in = " + std::to_string(in_));
-    if (y.cols != out_) layer_error(name_, "y has " + std::to_string(y.cols) + " columns, out = " + std::to_string(out_));
+    if (x.cols != m.in) m.error("x has " + std::to_string(x.cols) + " columns, in = " + std::to_string(m.in));
+    if (y.cols != m.out) m.error("y has " + std::to_string(y.cols) + " columns, out = " + std::to_string(m.out));
     try {
-        if (use_cublas(x, opt)) {
-            run_cublas(x, y, opt);
-        } else if (opt_.strategy == Strategy::fused) {
-            run_fused(x, y, opt);
+        if (m.use_cublas(x, opt)) {
+            m.run_cublas(x, y, opt);
+        } else if (m.opt.strategy == Strategy::fused) {
+            m.run_fused(x, y, opt);
         } else {
-            if (opt.activations == Activations::q8) layer_error(name_, "eager layers run dense f32 activations, not q8");
-            const void *w = device_ ? device_->dense.p : dense_.data();
-            dense_matmul({opt_.strategy == Strategy::eager_f32 ? DType::f32 : DType::f16, w, out_, in_}, x, bias_ptr(), y,
-                         opt.run);
+            if (opt.activations == Activations::q8) m.error("eager layers run dense f32 activations, not q8");
+            Weights w;
+            w.format = m.opt.strategy == Strategy::eager_f32 ? Format::f32 : Format::f16;
+            w.data = m.on_device ? m.dev_dense.p : m.dense.data();
+            w.out = m.out;
+            w.in = m.in;
+            matmul(w, x, m.bias_ptr(), y, opt.run);
         }
     } catch (const Error &e) {
         if (std::string(e.what()).rfind("layer '", 0) == 0) throw;
-        layer_error(name_, e.what());
+        m.error(e.what());
     }
 }
 
-bool LinearLayer::use_cublas(const ConstMatrix &x, const ForwardOptions &opt) const {
-    if (!device_ || opt.cuda_gemm == CudaGemm::halide) return false;
-    const bool forced = opt.cuda_gemm == CudaGemm::cublas;
-    if (!forced && (x.rows < cuda_gemm_min_tokens(format_) || !opt.run.kernel.empty())) return false;
-    if (opt.activations != Activations::automatic || opt_.strategy == Strategy::eager_f32 ||
-        (opt_.strategy == Strategy::fused && format_ == DType::f32)) {  // no f16 copy to make
-        if (forced) layer_error(name_, "CudaGemm::cublas needs automatic activations and f16 weights or a quantized format");
+// Automatic activations are 8-bit for batches on the CPU where the format
+// has 8-bit kernels; on CUDA f32, since the Q8_K quantizer is several small
+// kernels that cost more than they save there.
+void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) const {
+    const auto &acts = traits_().activations;
+    const bool has_q8 = std::find(acts.begin(), acts.end(), ActType::q8_k) != acts.end();
+    const bool cuda = fo.run.memory == Memory::cuda;
+    const bool q8 = fo.activations == Activations::q8 ||
+                    (fo.activations == Activations::automatic && has_q8 && x.rows > 1 && !cuda);
+    if (!q8) return matmul(weights(), x, bias_ptr(), y, fo.run);
+    if (!has_q8) {
+        std::string with;
+        for (const FormatTraits &t : all_formats()) {
+            if (std::find(t.activations.begin(), t.activations.end(), ActType::q8_k) != t.activations.end()) {
+                with += (with.empty() ? "" : ", ") + std::string(t.name);
+            }
+        }
+        error(std::string(traits_().name) + " layers take f32 activations; q8 is for formats with 8-bit kernels (" + with + ")");
+    }
+    RunOptions quantize = fo.run;
+    quantize.kernel.clear();  // a forced kernel names the matmul, not the quantizer
+    if (cuda) {
+        const Q8KActivations a = device_scratch().planes(fo.run.stream, x.rows, in);
+        q8k_quantize(x, a, quantize);
+        return matmul(weights(), a, bias_ptr(), y, fo.run);
+    }
+    Q8KBuffer a(x.rows, in);
+    q8k_quantize(x, a.view(), quantize);
+    matmul(weights(), a.view(), bias_ptr(), y, fo.run);
+}
+
+bool Linear::Impl::use_cublas(const ConstMatrix &x, const ForwardOptions &fo) const {
+    if (!on_device || fo.cuda_gemm == CudaGemm::halide) return false;
+    const bool forced = fo.cuda_gemm == CudaGemm::cublas;
+    const int64_t min_tokens = traits_().cuda_gemm_min_tokens;
+    if (!forced && (min_tokens == 0 || x.rows < min_tokens || !fo.run.kernel.empty())) return false;
+    if (fo.activations != Activations::automatic || opt.strategy == Strategy::eager_f32 ||
+        (opt.strategy == Strategy::fused && w.format == Format::f32)) {  // no f16 copy to make
+        if (forced) error("CudaGemm::cublas needs automatic activations and f16 weights or a quantized format");
         return false;
     }
-    if (forced && !internal::cublas().present) layer_error(name_, "CudaGemm::cublas: " + internal::cublas().why_absent);
+    if (forced && !internal::cublas().present) error("CudaGemm::cublas: " + internal::cublas().why_absent);
     return internal::cublas().present;
 }
 
 // Weights as f16 (the layer's own for f16 and eager_f16, else dequantized
-// into scratch), x through its norm as f16, then cuBLAS. All on opt.run.stream.
-// (Dequantizing in row chunks on a second stream, overlapped with the GEMM,
-// measured 2-3x slower on the H100: each chunk's calls cost more host time
-// than its GPU work.)
-void LinearLayer::run_cublas(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
-    RunOptions run = opt.run;
+// into scratch), x through its norm as f16, then cuBLAS. All on the call's
+// stream. (Dequantizing in row chunks on a second stream, overlapped with
+// the GEMM, measured 2-3x slower on the H100: each chunk's calls cost more
+// host time than its GPU work.)
+void Linear::Impl::run_cublas(ConstMatrix x, Matrix y, const ForwardOptions &fo) const {
+    const RunOptions &run = fo.run;
     void *stream = run.stream;
     const uint16_t *w16 = nullptr;
-    if (opt_.strategy == Strategy::eager_f16) {
-        w16 = static_cast<const uint16_t *>(device_->dense.p);
-    } else if (format_ == DType::f16) {
-        w16 = static_cast<const uint16_t *>(device_->weight.p);
+    if (opt.strategy == Strategy::eager_f16) {
+        w16 = static_cast<const uint16_t *>(dev_dense.p);
+    } else if (w.format == Format::f16) {
+        w16 = static_cast<const uint16_t *>(dev_weight.p);
     } else {
-        auto *buf = static_cast<uint16_t *>(device_scratch().get(stream, DeviceScratch::f16_weights, out_ * in_ * 2));
-        dequantize_f16(buf, run);
+        auto *buf = static_cast<uint16_t *>(device_scratch().get(stream, DeviceScratch::f16_weights, out * in * 2));
+        dequant(weights(), MatrixF16{buf, out, in}, run);
         w16 = buf;
     }
-    auto *x16 = static_cast<uint16_t *>(device_scratch().get(stream, DeviceScratch::f16_activations, x.rows * in_ * 2));
-    f16_from_f32(x, {x16, x.rows, in_, in_}, run);
-    internal::cublas_gemm_f16(w16, x16, bias_ptr(), y.data, out_, in_, x.rows, y.stride ? y.stride : out_, stream);
+    auto *x16 = static_cast<uint16_t *>(device_scratch().get(stream, DeviceScratch::f16_activations, x.rows * in * 2));
+    f16_from_f32(x, {x16, x.rows, in, in}, run);
+    internal::cublas_gemm_f16(w16, x16, bias_ptr(), y.data, out, in, x.rows, y.stride ? y.stride : out, stream);
 }
 
-// ---- Linear: dense f32/f16 (bf16 converted once) ----
+std::unique_ptr<Linear> make_linear(std::string name, const WeightRef &w, const float *bias, const LayerOptions &opt) {
+    return std::make_unique<Linear>(std::move(name), w, bias, opt);
+}
 
-Linear::Linear(std::string name, const WeightRef &w, const float *bias, const LayerOptions &opt)
-    : LinearLayer(std::move(name), w, bias, opt) {
-    if (w.type != DType::f32 && w.type != DType::f16 && w.type != DType::bf16) {
-        layer_error(name_, "Linear takes F32, F16 or BF16 weights, not " + to_string(w.type));
+std::unique_ptr<Linear> concatenate_rows(const std::string &name, const std::vector<const Linear *> &layers) {
+    auto fail = [](const std::string &what) { throw Error("QKV projection: " + what); };
+    if (layers.empty()) fail("nothing to concatenate");
+    const Linear::Impl &a = *layers[0]->impl_;
+    int64_t out = 0;
+    bool any_bias = false;
+    for (const Linear *l : layers) {
+        const Linear::Impl &m = *l->impl_;
+        if (m.w.format != a.w.format || m.in != a.in || m.w.group_size != a.w.group_size ||
+            m.opt.strategy != a.opt.strategy || m.opt.memory != a.opt.memory) {
+            fail("'" + m.name + "' (" + to_string(m.w.format) + ", in " + std::to_string(m.in) +
+                 ") cannot share rows with '" + a.name + "' (" + to_string(a.w.format) + ", in " +
+                 std::to_string(a.in) + ")");
+        }
+        out += m.out;
+        any_bias |= !m.bias.empty();
     }
-    if (w.type == DType::bf16) {
-        converted_ = to_f32(w.type, w.data, w.out * w.in);
-        w_.type = format_ = DType::f32;
-        w_.data = converted_.data();
+    // Rows are contiguous in every format: the weight plane, then the scale plane.
+    const int64_t row_bytes = a.weight_plane_bytes() / a.out;
+    const int64_t scale_row_bytes = (a.quantized_bytes() - a.weight_plane_bytes()) / a.out;
+    auto storage = std::make_shared<std::vector<uint8_t>>(out * (row_bytes + scale_row_bytes));
+    std::vector<float> bias(any_bias ? out : 0, 0.0f);
+    int64_t row = 0;
+    for (const Linear *l : layers) {
+        const Linear::Impl &m = *l->impl_;
+        std::memcpy(storage->data() + row * row_bytes, m.w.data, m.out * row_bytes);
+        if (scale_row_bytes) {
+            std::memcpy(storage->data() + out * row_bytes + row * scale_row_bytes, m.w.scales, m.out * scale_row_bytes);
+        }
+        if (!m.bias.empty()) std::memcpy(bias.data() + row, m.bias.data(), m.out * 4);
+        row += m.out;
     }
-    finish_load();
-}
-
-void Linear::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
-    if (opt.activations == Activations::q8) layer_error(name_, "dense layers take f32 activations, not q8");
-    const void *w = device_ ? device_->weight.p : w_.data;
-    dense_matmul({w_.type, w, out_, in_}, x, bias_ptr(), y, opt.run);
-}
-
-void Linear::dequantize_f16(uint16_t *, const RunOptions &) const {
-    throw Error("internal: dense layers use their own f16 weights on the cuBLAS path");
-}
-
-void Linear::dequantize_to(float *w) const {
-    auto v = to_f32(w_.type, w_.data, out_ * in_);
-    std::memcpy(w, v.data(), v.size() * 4);
-}
-
-// ---- int4g ----
-
-Int4gLinear::Int4gLinear(std::string name, const WeightRef &w, const float *bias, const LayerOptions &opt)
-    : LinearLayer(std::move(name), w, bias, opt) {
-    if (w.type != DType::u8) layer_error(name_, "int4g weights are U8 nibbles, not " + to_string(w.type));
-    if (!w.scales) layer_error(name_, "int4g scales are a null pointer");
-    if (w.in % 2 != 0) layer_error(name_, "int4g in = " + std::to_string(w.in) + " must be even");
-    if (w.group_size != 32 && w.group_size != 64 && w.group_size != 128) {
-        layer_error(name_, "int4g group size " + std::to_string(w.group_size) + " has no kernel (32, 64, 128 do)");
-    }
-    finish_load();
-}
-
-void Int4gLinear::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
-    if (opt.activations == Activations::q8) layer_error(name_, "int4g layers take f32 activations, not q8");
-    const auto *wp = static_cast<const uint8_t *>(device_ ? device_->weight.p : w_.data);
-    const auto *sp = device_ ? static_cast<const uint16_t *>(device_->scales.p) : w_.scales;
-    int4g_matmul({wp, sp, out_, in_, w_.group_size}, x, bias_ptr(), y, opt.run);
-}
-
-void Int4gLinear::dequantize_f16(uint16_t *w16, const RunOptions &run) const {
-    int4g_dequant({static_cast<const uint8_t *>(device_->weight.p), static_cast<const uint16_t *>(device_->scales.p),
-                   out_, in_, w_.group_size},
-                  MatrixF16{w16, out_, in_}, run);
-}
-
-void Int4gLinear::dequantize_to(float *w) const {
-    int4g_dequant({static_cast<const uint8_t *>(w_.data), w_.scales, out_, in_, w_.group_size}, {w, out_, in_});
-}
-
-// ---- GGUF block formats ----
-
-BlockLinear::BlockLinear(std::string name, const WeightRef &w, const float *bias, const LayerOptions &opt)
-    : LinearLayer(std::move(name), w, bias, opt) {
-    if (w.type != DType::q4_k && w.type != DType::q6_k && w.type != DType::q8_0 && w.type != DType::q4_0) {
-        layer_error(name_, "block layers take Q4_K, Q6_K, Q8_0 or Q4_0 weights, not " + to_string(w.type));
-    }
-    if (w.in % block_shape(w.type).elements != 0) {
-        layer_error(name_, "in = " + std::to_string(w.in) + " is not whole " + to_string(w.type) + " blocks");
-    }
-    finish_load();
-}
-
-void BlockLinear::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
-    const auto *wp = static_cast<const uint8_t *>(device_ ? device_->weight.p : w_.data);
-    const bool q4k = w_.type == DType::q4_k;
-    // Automatic: Q8_K for batches on the CPU; on CUDA f32, since the Q8_K
-    // quantizer is several small kernels that cost more than they save there.
-    const bool q8 = opt.activations == Activations::q8 ||
-                    (opt.activations == Activations::automatic && q4k && x.rows > 1 && opt.run.memory != Memory::cuda);
-    if (!q8) {
-        block_matmul_f32({w_.type, wp, out_, in_}, x, bias_ptr(), y, opt.run);
-        return;
-    }
-    if (!q4k) layer_error(name_, to_string(w_.type) + " layers take f32 activations; q8 is for Q4_K");
-    RunOptions quantize = opt.run;
-    quantize.kernel.clear();  // a forced kernel names the matmul, not the quantizer
-    if (opt.run.memory == Memory::cuda) {
-        const Q8KActivations a = device_scratch().planes(opt.run.stream, x.rows, in_);
-        q8k_quantize(x, a, quantize);
-        q4k_matmul_q8({wp, out_, in_}, a, bias_ptr(), y, opt.run);
-        return;
-    }
-    Q8KBuffer a(x.rows, in_);
-    q8k_quantize(x, a.view(), quantize);
-    q4k_matmul_q8({wp, out_, in_}, a.view(), bias_ptr(), y, opt.run);
-}
-
-void BlockLinear::dequantize_f16(uint16_t *w16, const RunOptions &run) const {
-    const auto *wp = static_cast<const uint8_t *>(device_->weight.p);
-    if (w_.type == DType::q4_k) {
-        q4k_dequant({wp, out_, in_}, MatrixF16{w16, out_, in_}, run);
-    } else {
-        block_dequant({w_.type, wp, out_, in_}, MatrixF16{w16, out_, in_}, run);
-    }
-}
-
-void BlockLinear::dequantize_to(float *w) const {
-    block_dequant({w_.type, static_cast<const uint8_t *>(w_.data), out_, in_}, {w, out_, in_});
-}
-
-// ---- factories ----
-
-std::unique_ptr<LinearLayer> make_linear(std::string name, const WeightRef &w, const float *bias, const LayerOptions &opt) {
-    switch (w.type) {
-    case DType::f32: case DType::f16: case DType::bf16: return std::make_unique<Linear>(std::move(name), w, bias, opt);
-    case DType::u8: return std::make_unique<Int4gLinear>(std::move(name), w, bias, opt);
-    case DType::q4_k: return std::make_unique<Q4KLinear>(std::move(name), w, bias, opt);
-    case DType::q6_k: return std::make_unique<Q6KLinear>(std::move(name), w, bias, opt);
-    case DType::q8_0: return std::make_unique<Q8_0Linear>(std::move(name), w, bias, opt);
-    case DType::q4_0: return std::make_unique<Q4_0Linear>(std::move(name), w, bias, opt);
-    default: layer_error(name, "weight type " + to_string(w.type) + " has no layer (F32, F16, BF16, int4g, Q4_K, Q6_K, Q8_0, Q4_0 do)");
-    }
+    WeightRef w = a.w;
+    w.data = storage->data();
+    w.out = out;
+    w.scales = scale_row_bytes ? reinterpret_cast<const uint16_t *>(storage->data() + out * row_bytes) : nullptr;
+    w.owner = storage;
+    return make_linear(name, w, any_bias ? bias.data() : nullptr, a.opt);
 }
 
 namespace {
@@ -379,8 +403,9 @@ std::vector<float> bias_values(const TensorView &b, int64_t out, const std::stri
 
 WeightRef weight_of(const TensorView &t, std::shared_ptr<const void> owner, const std::string &layer) {
     if (t.shape.size() != 2) layer_error(layer, "tensor '" + t.name + "' is " + shape_string(t.shape) + ", not a [out, in] matrix");
+    if (!has_format(t.type)) layer_error(layer, "tensor '" + t.name + "' is " + to_string(t.type) + ", which has no kernels");
     WeightRef w;
-    w.type = t.type;
+    w.format = format_of(t.type);
     w.data = t.data;
     w.out = t.shape[0];
     w.in = t.shape[1];
@@ -390,7 +415,7 @@ WeightRef weight_of(const TensorView &t, std::shared_ptr<const void> owner, cons
 
 }  // namespace
 
-std::unique_ptr<LinearLayer> load_linear(const GGUFFile &f, const std::string &tensor, const LayerOptions &opt) {
+std::unique_ptr<Linear> load_linear(const GGUFFile &f, const std::string &tensor, const LayerOptions &opt) {
     const TensorView &t = f.tensor(tensor);
     WeightRef w = weight_of(t, f.keep_alive(), tensor);
     std::vector<float> bias;
@@ -398,12 +423,12 @@ std::unique_ptr<LinearLayer> load_linear(const GGUFFile &f, const std::string &t
     return make_linear(tensor, w, bias.empty() ? nullptr : bias.data(), opt);
 }
 
-std::unique_ptr<LinearLayer> load_linear(const SafetensorsFile &f, const std::string &name, const LayerOptions &opt) {
+std::unique_ptr<Linear> load_linear(const SafetensorsFile &f, const std::string &name, const LayerOptions &opt) {
     std::vector<float> bias;
     if (f.find(name + ".weight_4bit")) {
         const Int4gTensors g = f.int4g(name);
         WeightRef w;
-        w.type = DType::u8;
+        w.format = Format::int4g;
         w.data = g.weight->data;
         w.scales = reinterpret_cast<const uint16_t *>(g.scales->data);
         w.out = g.out;

@@ -1,6 +1,7 @@
 #include "qforge/plan.h"
 
 #include "qforge/error.h"
+#include "qforge/format.h"
 
 namespace qforge {
 
@@ -29,28 +30,25 @@ FormatSpec FormatSpec::parse(const std::string &text) {
         start = colon + 1;
     }
     const std::string &kind = parts[0];
-    if (kind == "int4g") {
-        f.type = DType::u8;
+    // The formats runtime/src/quantize.cpp writes.
+    static const Format kQuantizable[] = {Format::q4_k, Format::int4g, Format::f16, Format::f32};
+    bool known = false;
+    for (Format q : kQuantizable) known |= kind == qforge::to_string(q);
+    if (!known) throw Error("format '" + text + "' is not one of q4_k, int4g[:G], f16, f32");
+    f.format = format_from_string(kind);
+    if (traits(f.format).separate_scales) {
         f.group_size = parts.size() > 1 ? parse_int(parts[1], "group size", text) : 128;
         f.bits = parts.size() > 2 ? parse_int(parts[2], "bits", text) : 4;
-        if (parts.size() > 3) throw Error("format '" + text + "': expected int4g[:G[:bits]]");
+        if (parts.size() > 3) throw Error("format '" + text + "': expected " + kind + "[:G[:bits]]");
         return f;
     }
     if (parts.size() > 1) throw Error("format '" + text + "': only int4g takes parameters");
-    if (kind == "q4_k") f.type = DType::q4_k;
-    else if (kind == "f16") f.type = DType::f16;
-    else if (kind == "f32") f.type = DType::f32;
-    else throw Error("format '" + text + "' is not one of q4_k, int4g[:G], f16, f32");
     return f;
 }
 
 std::string FormatSpec::to_string() const {
-    switch (type) {
-    case DType::u8: return "int4g:" + std::to_string(group_size);
-    case DType::q4_k: return "q4_k";
-    case DType::f16: return "f16";
-    default: return "f32";
-    }
+    const std::string name = qforge::to_string(format);
+    return traits(format).separate_scales ? name + ":" + std::to_string(group_size) : name;
 }
 
 QuantPlan QuantPlan::parse(const std::string &default_format, const std::vector<std::string> &overrides) {
@@ -79,12 +77,16 @@ void QuantPlan::validate(const std::vector<LayerShape> &layers) const {
         const FormatSpec &f = for_layer(l.name);
         const std::string where = "plan: layer '" + l.name + "' [" + std::to_string(l.out) + ", " + std::to_string(l.in) +
                                   "] as " + f.to_string() + ": ";
-        if (f.type == DType::u8) {
+        const FormatTraits &t = traits(f.format);
+        if (t.separate_scales) {
             if (f.group_size <= 0 || f.group_size % 2 != 0) throw Error(where + "group size must be positive and even");
             if (f.bits != 4) throw Error(where + "bits = " + std::to_string(f.bits) + " is out of range (int4g is 4-bit)");
             if (l.in % 2 != 0) throw Error(where + "in must be even (two columns per byte)");
         }
-        if (f.type == DType::q4_k && l.in % 256 != 0) throw Error(where + "in must be a multiple of 256 (Q4_K super-blocks)");
+        if (!t.separate_scales && l.in % t.block_elements != 0) {
+            throw Error(where + "in must be a multiple of " + std::to_string(t.block_elements) + " (whole " + t.name +
+                        " blocks)");
+        }
     }
 }
 

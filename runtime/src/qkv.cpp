@@ -1,7 +1,5 @@
 #include "qforge/qkv.h"
 
-#include <cstring>
-
 #include "tensor_views.h"
 
 namespace qforge {
@@ -12,46 +10,7 @@ namespace {
 
 }  // namespace
 
-std::unique_ptr<LinearLayer> concatenate_rows(const std::string &name, const std::vector<const LinearLayer *> &layers) {
-    if (layers.empty()) qkv_error("nothing to concatenate");
-    const LinearLayer &a = *layers[0];
-    int64_t out = 0;
-    bool any_bias = false;
-    for (const LinearLayer *l : layers) {
-        if (l->format_ != a.format_ || l->in_ != a.in_ || l->w_.group_size != a.w_.group_size ||
-            l->opt_.strategy != a.opt_.strategy || l->opt_.memory != a.opt_.memory) {
-            qkv_error("'" + l->name_ + "' (" + to_string(l->format_) + ", in " + std::to_string(l->in_) +
-                      ") cannot share rows with '" + a.name_ + "' (" + to_string(a.format_) + ", in " +
-                      std::to_string(a.in_) + ")");
-        }
-        out += l->out_;
-        any_bias |= l->has_bias();
-    }
-    // Row bytes of the weight (and, for int4g, of the scales): rows are contiguous in every format.
-    auto row_bytes = [&](const LinearLayer &l) {
-        return l.format_ == DType::u8 ? l.in_ / 2 : storage_bytes(l.format_, l.in_);
-    };
-    const int64_t groups = a.format_ == DType::u8 ? (a.in_ + a.w_.group_size - 1) / a.w_.group_size : 0;
-    auto storage = std::make_shared<std::vector<uint8_t>>(out * row_bytes(a) + out * groups * 2);
-    std::vector<float> bias(any_bias ? out : 0, 0.0f);
-    int64_t row = 0;
-    for (const LinearLayer *l : layers) {
-        std::memcpy(storage->data() + row * row_bytes(a), l->w_.data, l->out_ * row_bytes(a));
-        if (groups) {
-            std::memcpy(storage->data() + out * row_bytes(a) + row * groups * 2, l->w_.scales, l->out_ * groups * 2);
-        }
-        if (l->has_bias()) std::memcpy(bias.data() + row, l->bias_.data(), l->out_ * 4);
-        row += l->out_;
-    }
-    WeightRef w = a.w_;
-    w.data = storage->data();
-    w.out = out;
-    w.scales = groups ? reinterpret_cast<const uint16_t *>(storage->data() + out * row_bytes(a)) : nullptr;
-    w.owner = storage;
-    return make_linear(name, w, any_bias ? bias.data() : nullptr, a.opt_);
-}
-
-QKVProjection QKVProjection::fused(std::unique_ptr<LinearLayer> qkv, int64_t q_dim, int64_t kv_dim) {
+QKVProjection QKVProjection::fused(std::unique_ptr<Linear> qkv, int64_t q_dim, int64_t kv_dim) {
     if (!qkv) qkv_error("no layer");
     if (q_dim <= 0 || kv_dim <= 0 || q_dim + 2 * kv_dim != qkv->out()) {
         qkv_error("layer '" + qkv->name() + "' has " + std::to_string(qkv->out()) + " rows, but q_dim " +
@@ -66,8 +25,8 @@ QKVProjection QKVProjection::fused(std::unique_ptr<LinearLayer> qkv, int64_t q_d
     return p;
 }
 
-QKVProjection QKVProjection::separate(std::unique_ptr<LinearLayer> q, std::unique_ptr<LinearLayer> k,
-                                      std::unique_ptr<LinearLayer> v, bool concatenate) {
+QKVProjection QKVProjection::separate(std::unique_ptr<Linear> q, std::unique_ptr<Linear> k,
+                                      std::unique_ptr<Linear> v, bool concatenate) {
     if (!q || !k || !v) qkv_error("Q, K and V layers are all needed");
     if (k->in() != q->in() || v->in() != q->in()) {
         qkv_error("inputs differ: '" + q->name() + "' in " + std::to_string(q->in()) + ", '" + k->name() + "' in " +

@@ -330,7 +330,7 @@ BlockQuantized q4k(const float *w, int64_t out, int64_t in, bool search) {
         for (int64_t b = row * nb; b < (row + 1) * nb; ++b) q4k_block(w + b * 256, r.data.data() + b * 144, search);
     });
     std::vector<float> back(out * in);
-    block_dequant({DType::q4_k, r.data.data(), out, in}, {back.data(), out, in});
+    dequant(Weights{Format::q4_k, r.data.data(), out, in}, Matrix{back.data(), out, in});
     r.rmse = rmse(w, back.data(), out * in);
     return r;
 }

@@ -1,4 +1,5 @@
-// The variant and target tables, generated from targets/ (qforge_*.inc).
+// The kernel, variant and target tables, generated from targets/
+// (qforge_kernel_table.inc, qforge_targets.inc).
 #include "registry.h"
 
 #include "qforge/kernels.h"
@@ -7,15 +8,44 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <sstream>
-#include <unordered_map>
 
 namespace qforge::internal {
 
+namespace {
+
+// The rows as a constant array, so that each variant's signature is a
+// constant of its row.
+constexpr KernelRow kRows[] = {
+#define QF_ROW(id, ...) KernelRow{__VA_ARGS__},
+#define QF_VARIANT(id, target, fn, asm_path)
+#include "qforge_kernel_table.inc"
+#undef QF_ROW
+#undef QF_VARIANT
+};
+
+// Only a function of exactly the row's signature converts: a generated
+// header that disagrees with the row is a compile error here.
+template <Sig S>
+AnyFn typed(SigFn<S> fn) {
+    return reinterpret_cast<AnyFn>(fn);
+}
+
+}  // namespace
+
+const std::vector<KernelRow> &kernel_rows() {
+    static const std::vector<KernelRow> rows(std::begin(kRows), std::end(kRows));
+    return rows;
+}
+
 const std::vector<Variant> &variants() {
     static const std::vector<Variant> table = {
-#define QF_VARIANT(kernel, target, fn) {kernel, target, reinterpret_cast<AnyFn>(&fn)},
-#include "qforge_variants.inc"
+#define QF_ROW(...)
+#define QF_VARIANT(id, target, fn, asm_path) \
+    {&kernel_rows()[id], target, signature_of(kRows[id]), typed<signature_of(kRows[id])>(&fn), asm_path},
+#include "qforge_kernel_table.inc"
+#undef QF_ROW
 #undef QF_VARIANT
     };
     return table;
@@ -23,11 +53,48 @@ const std::vector<Variant> &variants() {
 
 const std::vector<TargetRow> &target_rows() {
     static const std::vector<TargetRow> table = {
-#define QF_TARGET(name, family, halide_target, features) {name, family, halide_target, features},
+#define QF_TARGET(name, family, halide_target, features, built, dot) {name, family, halide_target, features, built, dot},
 #include "qforge_targets.inc"
 #undef QF_TARGET
     };
     return table;
+}
+
+std::string kernel_name(const KernelRow &r) {
+    static const char *const ops[] = {"dequant", "matvec", "matmul", "quantize", "convert"};
+    static const char *const outs[] = {"f32", "f16", "q8k"};
+    const char *act = r.act == ActType::q8_k ? "q8" : "f32";
+    std::string s;
+    switch (r.op) {
+    case Op::quantize: s = std::string(outs[static_cast<int>(r.out)]) + "_quantize"; break;
+    case Op::convert: s = std::string(outs[static_cast<int>(r.out)]) + "_from_" + act; break;
+    case Op::dequant: s = std::string(traits(r.format).kernel_prefix) + "_dequant" + (r.out == Out::f16 ? "_f16" : ""); break;
+    default: s = std::string(traits(r.format).kernel_prefix) + "_" + ops[static_cast<int>(r.op)] + "_" + act;
+    }
+    if (r.norm) s += "_norm";
+    if (r.group) s += "_g" + std::to_string(r.group);
+    if (*r.tag) s += std::string("@") + r.tag;
+    return s;
+}
+
+const KernelRow *find_row(const std::string &name) {
+    static const std::map<std::string, const KernelRow *> index = [] {
+        std::map<std::string, const KernelRow *> m;
+        for (const KernelRow &r : kernel_rows()) m.emplace(kernel_name(r), &r);
+        return m;
+    }();
+    const auto it = index.find(name);
+    return it == index.end() ? nullptr : it->second;
+}
+
+const KernelRow *find_row(const KernelKey &k) {
+    for (const KernelRow &r : kernel_rows()) {
+        if (*r.tag || r.weights != k.weights || r.op != k.op || r.norm != k.norm || r.out != k.out || r.group != k.group) continue;
+        if (r.weights && r.format != k.format) continue;
+        if (r.has_act && r.act != k.act) continue;
+        return &r;
+    }
+    return nullptr;
 }
 
 // What the machine lacks of a target's features. The machine does not change
@@ -61,7 +128,7 @@ bool is_cuda_target(const std::string &target) {
     return t && std::string(t->family) == "cuda";
 }
 
-const Variant &find_variant(const std::string &kernel, const std::string &requested, bool cuda) {
+const Variant &find_variant(const KernelRow &row, const std::string &requested, bool cuda) {
     std::string target = requested;
     if (cuda && target == "auto") target = dispatched_cuda_target();
     if (target != "auto" && is_cuda_target(target) != cuda) {
@@ -73,7 +140,7 @@ const Variant &find_variant(const std::string &kernel, const std::string &reques
         if (!t) {
             std::string known = "auto";
             for (const TargetRow &r : target_rows()) known += std::string(", ") + r.name;
-            throw Error("unknown target '" + target + "' (built: " + known + ")");
+            throw Error("unknown target '" + target + "' (known: " + known + ")");
         }
         const auto &missing = missing_features(*t);
         if (!missing.empty()) {
@@ -82,22 +149,28 @@ const Variant &find_variant(const std::string &kernel, const std::string &reques
             throw Error("target '" + target + "' cannot run on this CPU (missing:" + m + ")");
         }
     }
-    // An index, not a scan of the table's thousand rows on every call.
-    static const std::unordered_map<std::string, const Variant *> index = [] {
-        std::unordered_map<std::string, const Variant *> m;
-        for (const Variant &v : variants()) m.emplace(std::string(v.kernel) + '@' + v.target, &v);
+    // An index, not a scan of the table's rows on every call.
+    static const std::map<std::pair<const KernelRow *, std::string>, const Variant *> index = [] {
+        std::map<std::pair<const KernelRow *, std::string>, const Variant *> m;
+        for (const Variant &v : variants()) m.emplace(std::make_pair(v.row, std::string(v.target)), &v);
         return m;
     }();
-    const auto it = index.find(kernel + '@' + target);
+    const auto it = index.find({&row, target});
     if (it != index.end()) return *it->second;
-    throw Error("kernel '" + kernel + "' is not built for target '" + target + "'");
+    const TargetRow *t = find_target(target);
+    if (t && !t->built) {
+        throw Error("kernel '" + kernel_name(row) + "' is built only inside 'auto' here (configure with "
+                    "-DQF_VARIANTS=all for a library per target)");
+    }
+    throw Error("kernel '" + kernel_name(row) + "' is not built for target '" + target + "'");
 }
 
-std::vector<const Variant *> runnable_variants(const std::string &kernel) {
+std::vector<const Variant *> runnable_variants(const KernelRow &row) {
     std::vector<const Variant *> out;
     for (const Variant &v : variants()) {
-        if (kernel != v.kernel) continue;
-        if (std::string(v.target) == "auto" || missing_features(*find_target(v.target)).empty()) {
+        if (v.row != &row) continue;
+        const TargetRow *t = find_target(v.target);
+        if (std::string(v.target) == "auto" || (t && std::string(t->family) != "cuda" && missing_features(*t).empty())) {
             out.push_back(&v);
         }
     }
@@ -125,28 +198,33 @@ bool cpu_can_run(const std::string &target) {
 std::string dispatched_target() {
     // The multitarget library tries targets in table order and takes the first
     // this CPU supports, the last one being the unconditional fallback.
-    const auto &rows = internal::target_rows();
-    for (const auto &t : rows) {
+    const internal::TargetRow *last = nullptr;
+    for (const auto &t : internal::target_rows()) {
+        if (std::string(t.family) == "cuda") continue;
         if (internal::missing_features(t).empty()) return t.name;
+        last = &t;
     }
-    return rows.empty() ? "none" : rows.back().name;
+    return last ? last->name : "none";
 }
 
 std::string dispatched_cuda_target() {
     const internal::CudaDevice &d = internal::cuda_device();
-    if (!d.present) throw Error("no CUDA device: " + d.why_absent);
+    bool any = false;
     for (const auto &t : internal::target_rows()) {
-        if (std::string(t.family) == "cuda" && internal::missing_features(t).empty()) return t.name;
+        if (std::string(t.family) != "cuda") continue;
+        any = true;
+        if (d.present && internal::missing_features(t).empty()) return t.name;
     }
+    if (!any) throw Error("this build has no CUDA variants (no CUDA toolkit at configure time; -DQF_CUDA=ON builds them)");
+    if (!d.present) throw Error("no CUDA device: " + d.why_absent);
     throw Error("no built CUDA target runs on " + d.name + " (compute capability " + std::to_string(d.major) + "." +
                 std::to_string(d.minor) + ")");
 }
 
 std::vector<std::string> kernels() {
     std::vector<std::string> out;
-    for (const auto &v : internal::variants()) {
-        if (std::strchr(v.kernel, '@')) continue;   // a schedule variant (QF_TUNING), not a kernel of its own
-        if (std::find(out.begin(), out.end(), v.kernel) == out.end()) out.push_back(v.kernel);
+    for (const auto &r : internal::kernel_rows()) {
+        if (!*r.tag) out.push_back(internal::kernel_name(r));  // tagged rows are schedule variants, not kernels
     }
     return out;
 }

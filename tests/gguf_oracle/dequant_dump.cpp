@@ -35,10 +35,13 @@ int main(int argc, char **argv) {
         std::vector<float> w(out * in);
         qforge::ref::q4k_dequant(data.data(), out, in, w.data());
         write(dir + "/reference.f32", w);
-        for (const auto *v : qforge::internal::runnable_variants("q4k_dequant")) {
+        qforge::internal::KernelKey key;
+        key.format = qforge::Format::q4_k;
+        key.op = qforge::internal::Op::dequant;
+        for (const auto *v : qforge::internal::runnable_variants(*qforge::internal::find_row(key))) {
             qforge::RunOptions o;
             o.target = v->target;
-            qforge::q4k_dequant({data.data(), out, in}, {w.data(), out, in}, o);
+            qforge::dequant(qforge::Weights{qforge::Format::q4_k, data.data(), out, in}, qforge::Matrix{w.data(), out, in}, o);
             write(dir + "/" + v->target + ".f32", w);
             std::cout << v->target << "\n";
         }

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 namespace qforge::ref {
 
@@ -232,6 +234,20 @@ void q6k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
             }
         }
     }
+}
+
+// The references of the block formats, one row each.
+void block_dequant(Format f, const uint8_t *data, int64_t out, int64_t in, float *w) {
+    static const struct {
+        Format format;
+        void (*dequant)(const uint8_t *, int64_t, int64_t, float *);
+    } kBlocks[] = {
+        {Format::q4_k, q4k_dequant}, {Format::q6_k, q6k_dequant}, {Format::q8_0, q8_0_dequant}, {Format::q4_0, q4_0_dequant},
+    };
+    for (const auto &b : kBlocks) {
+        if (b.format == f) return b.dequant(data, out, in, w);
+    }
+    throw std::runtime_error(std::string("no reference dequantizer for ") + to_string(f));
 }
 
 }  // namespace qforge::ref

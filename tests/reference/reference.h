@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "qforge/format.h"
+
 namespace qforge::ref {
 
 float f16_to_f32(uint16_t bits);          // exact, subnormals included
@@ -29,6 +31,9 @@ void dense_matmul(const std::vector<float> &w, int64_t out, int64_t in, const fl
 void q4_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 void q8_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 void q6k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+
+// Any GGUF block format above (and Q4_K below) by its qforge::Format.
+void block_dequant(Format f, const uint8_t *data, int64_t out, int64_t in, float *w);
 
 // Q4_K: data is out rows of in/256 blocks of 144 bytes.
 void q4k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);

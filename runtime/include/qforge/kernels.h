@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "qforge/dtype.h"
+#include "qforge/format.h"
 #include "qforge/error.h"
 
 namespace qforge {
@@ -29,7 +29,8 @@ enum class Memory { host, cuda };
 // multitarget library picks from CPU features; for CUDA memory the best
 // CUDA target the device runs) or a name from targets(). kernel: empty picks
 // decode (tokens = 1) or prefill kernels by token count; a kernel name from
-// kernels() forces one (tests, benchmarks, tuning).
+// kernels() forces one (tests, benchmarks, tuning): it must compute the
+// call's operation on the call's format, or the call is an Error.
 struct RunOptions {
     std::string target = "auto";
     std::string kernel;
@@ -37,38 +38,17 @@ struct RunOptions {
     void *stream = nullptr;      // a CUstream / cudaStream_t for Memory::cuda; nullptr: the default stream
 };
 
-// int4g weights: weight uint8 [out, in/2], scales f16 bits [out, ceil(in/G)].
-struct Int4gWeights {
-    const uint8_t *weight = nullptr;
-    const uint16_t *scales = nullptr;
-    int64_t out = 0, in = 0;
-    int group_size = 0;          // 32, 64 or 128 are compiled in
-    int64_t weight_stride = 0;   // bytes between rows; 0: in/2
-    int64_t scales_stride = 0;   // elements between rows; 0: ceil(in/G)
-};
-
-// Q4_K weights: `out` rows of in/256 blocks of 144 bytes.
-struct Q4KWeights {
-    const uint8_t *data = nullptr;
-    int64_t out = 0, in = 0;
-    int64_t row_stride = 0;      // bytes between rows; 0: in/256*144
-};
-
-// Weights in a GGUF block format: Q4_K, Q6_K, Q8_0 or Q4_0. `out` rows of
-// in/block blocks (FORMATS.md).
-struct BlockWeights {
-    DType type = DType::q4_k;
-    const uint8_t *data = nullptr;
-    int64_t out = 0, in = 0;
-    int64_t row_stride = 0;      // bytes between rows; 0: dense
-};
-
-// Dense weights [out, in], f32 or f16 (IEEE bits).
-struct DenseWeights {
-    DType type = DType::f32;
+// Weights in any format (format.h), row-major [out, in]: f32/f16 values,
+// int4g nibbles with their f16 scale plane, or rows of GGUF blocks
+// (FORMATS.md). What a format needs of the fields is in its traits row.
+struct Weights {
+    Format format = Format::f32;
     const void *data = nullptr;
     int64_t out = 0, in = 0;
-    int64_t stride = 0;          // elements between rows; 0: in
+    int64_t row_stride = 0;            // bytes between rows; 0: dense
+    const uint16_t *scales = nullptr;  // int4g only: f16 bits [out, ceil(in/G)]
+    int group_size = 0;                // int4g only: one of traits(int4g).group_sizes
+    int64_t scales_stride = 0;         // int4g only: elements between scale rows; 0: ceil(in/G)
 };
 
 // RMSNorm or LayerNorm over each row (token) of an activation matrix,
@@ -130,32 +110,20 @@ struct MatrixF16 {
 };
 
 // W as f32 [out, in], or as f16 (the f32 values rounded to nearest even).
-void int4g_dequant(const Int4gWeights &w, Matrix out, const RunOptions &opt = {});
-void q4k_dequant(const Q4KWeights &w, Matrix out, const RunOptions &opt = {});
-void int4g_dequant(const Int4gWeights &w, MatrixF16 out, const RunOptions &opt = {});
-void q4k_dequant(const Q4KWeights &w, MatrixF16 out, const RunOptions &opt = {});
+void dequant(const Weights &w, Matrix out, const RunOptions &opt = {});
+void dequant(const Weights &w, MatrixF16 out, const RunOptions &opt = {});
 
+// y [tokens, out] = x [tokens, in] * W^T + bias (bias: [out] or nullptr),
+// with f32 activations (through x.norm when it carries one) or with Q8_K
+// activations (formats whose traits list ActType::q8_k).
+void matmul(const Weights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt = {});
+void matmul(const Weights &w, const Q8KActivations &a, const float *bias, Matrix y, const RunOptions &opt = {});
+
+// x [tokens, in] -> Q8_K (ggml's rule), through x.norm first when it
+// carries one. in must be a multiple of 256.
+void q8k_quantize(ConstMatrix x, const Q8KActivations &out, const RunOptions &opt = {});
 // x [tokens, in] as f16, through x.norm first when it carries one.
 void f16_from_f32(ConstMatrix x, MatrixF16 out, const RunOptions &opt = {});
-
-// y [tokens, out] = x [tokens, in] * W^T + bias (bias: [out] or nullptr).
-void int4g_matmul(const Int4gWeights &w, ConstMatrix x, const float *bias, Matrix y,
-                  const RunOptions &opt = {});
-void q4k_matmul_f32(const Q4KWeights &w, ConstMatrix x, const float *bias, Matrix y,
-                    const RunOptions &opt = {});
-void q4k_matmul_q8(const Q4KWeights &w, const Q8KActivations &a, const float *bias, Matrix y,
-                   const RunOptions &opt = {});
-
-// The same for every block format (Q4_K runs the q4k_* kernels above).
-void block_dequant(const BlockWeights &w, Matrix out, const RunOptions &opt = {});
-void block_dequant(const BlockWeights &w, MatrixF16 out, const RunOptions &opt = {});
-void block_matmul_f32(const BlockWeights &w, ConstMatrix x, const float *bias, Matrix y,
-                      const RunOptions &opt = {});
-// y = x * W^T + bias with dense f32 or f16 weights.
-void dense_matmul(const DenseWeights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt = {});
-
-// x [tokens, in] -> Q8_K (ggml's rule). in must be a multiple of 256.
-void q8k_quantize(ConstMatrix x, const Q8KActivations &out, const RunOptions &opt = {});
 
 // What is compiled in and what this CPU runs.
 struct TargetInfo {

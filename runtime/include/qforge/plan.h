@@ -10,14 +10,14 @@
 #include <string>
 #include <vector>
 
-#include "qforge/dtype.h"
+#include "qforge/format.h"
 
 namespace qforge {
 
 struct FormatSpec {
-    DType type = DType::q4_k;   // F32, F16, Q4_K, or U8 for int4g
-    int group_size = 0;         // int4g only
-    int bits = 4;               // int4g only: 4 is the one width qforge packs
+    Format format = Format::q4_k;   // one qforge can quantize to: f32, f16, q4_k, int4g
+    int group_size = 0;             // formats with separate scales (int4g) only
+    int bits = 4;                   // int4g only: 4 is the one width qforge packs
 
     // "q4_k", "int4g" (G = 128), "int4g:G", "int4g:G:bits", "f16", "f32".
     static FormatSpec parse(const std::string &text);

@@ -14,13 +14,13 @@ namespace qforge {
 class QKVProjection {
 public:
     // One fused tensor [q_dim + 2 kv_dim, hidden] (phi-2 style).
-    static QKVProjection fused(std::unique_ptr<LinearLayer> qkv, int64_t q_dim, int64_t kv_dim);
+    static QKVProjection fused(std::unique_ptr<Linear> qkv, int64_t q_dim, int64_t kv_dim);
     // Separate Q, K, V layers (llama style). With `concatenate`, layers of the
     // same format, input size and strategy are joined row-wise at load so
     // that one kernel call computes all three (their bytes are copied once);
     // otherwise, or when they differ, three calls write the three column ranges.
-    static QKVProjection separate(std::unique_ptr<LinearLayer> q, std::unique_ptr<LinearLayer> k,
-                                  std::unique_ptr<LinearLayer> v, bool concatenate = true);
+    static QKVProjection separate(std::unique_ptr<Linear> q, std::unique_ptr<Linear> k,
+                                  std::unique_ptr<Linear> v, bool concatenate = true);
 
     int64_t hidden() const { return hidden_; }
     int64_t q_dim() const { return q_dim_; }
@@ -32,13 +32,8 @@ public:
     void forward(const ConstTensor &x, const Tensor &qkv, const ForwardOptions &opt = {}) const;
 
 private:
-    std::vector<std::shared_ptr<LinearLayer>> parts_;  // one (fused/concatenated) or three
+    std::vector<std::shared_ptr<Linear>> parts_;  // one (fused/concatenated) or three
     int64_t hidden_ = 0, q_dim_ = 0, kv_dim_ = 0;
 };
-
-// Rows of `layers` (same format, in, group size and strategy) stacked into one
-// layer named `name`; their biases (zero where a layer has none) too.
-std::unique_ptr<LinearLayer> concatenate_rows(const std::string &name,
-                                              const std::vector<const LinearLayer *> &layers);
 
 }  // namespace qforge
