@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The README's main job: installs what is missing, builds what this host runs
 # (the CLI and the kernels' "auto" libraries: no per-target libraries, no
-# tests, no ARM cross build), runs the built-in default workload.
+# CUDA, no tests, no ARM cross build), runs the built-in default workload.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
 source "$root/scripts/env.sh"
-cmake -S "$root" -B "$QF_BUILD_DIR" $QF_CMAKE_ARGS -DQF_VARIANTS=auto -DQF_ARM64=OFF -DBUILD_TESTING=OFF -DQF_BENCH=OFF >/dev/null
+cmake -S "$root" -B "$QF_BUILD_DIR" $QF_CMAKE_ARGS -DQF_VARIANTS=auto -DQF_CUDA=OFF -DQF_ARM64=OFF -DBUILD_TESTING=OFF -DQF_BENCH=OFF >/dev/null
 cmake --build "$QF_BUILD_DIR" --target qforge_cli
 "$QF_BUILD_DIR/runtime/qforge" "$@"
