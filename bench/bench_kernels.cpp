@@ -9,6 +9,7 @@
 // The whole matrix is large: pick with --benchmark_filter, e.g.
 //   qforge_bench --benchmark_filter='q4k_matvec_f32/x86-avx512-vnni/llama-3.1-8b'
 #include "qforge/kernels.h"
+#include "random_weights.h"
 #include "registry.h"
 
 #include <benchmark/benchmark.h>
@@ -47,41 +48,12 @@ const std::vector<Shape> &shapes() {
     return s;
 }
 
-// Random weight bytes of any format whose f16 fields (scales, mins, the
-// int4g scale plane, f16 values) are small normal numbers, so the kernels
-// see realistic values (no NaN or infinity paths); f32 weights are normal.
-struct RandomWeights {
-    std::vector<uint8_t> bytes;   // the weight plane, then the scale plane
-    int64_t plane = 0;            // bytes of the weight plane
-};
-
-RandomWeights weight_data(const KernelRow &r, int64_t out, int64_t in) {
-    const FormatTraits &t = traits(r.format);
-    std::mt19937 g(static_cast<unsigned>(out * 7 + in));
-    RandomWeights w;
-    w.plane = out * (in / t.block_elements) * t.block_bytes;
-    w.bytes.resize(static_cast<size_t>(weight_bytes(r.format, out, in, r.group)));
-    for (auto &b : w.bytes) b = static_cast<uint8_t>(g());
-    const uint16_t small = 0x1400;  // f16 ~ 0.001
-    auto put = [&](size_t at) { w.bytes[at] = small & 0xFF; w.bytes[at + 1] = small >> 8; };
-    for (size_t at = w.plane; at + 1 < w.bytes.size(); at += 2) put(at);
-    for (size_t blk = 0; blk < static_cast<size_t>(w.plane); blk += t.block_bytes) {
-        for (int f : t.f16_fields) put(blk + f);
-    }
-    if (r.format == Format::f32) {
-        std::normal_distribution<float> n(0, 0.02f);
-        auto *f = reinterpret_cast<float *>(w.bytes.data());
-        for (int64_t i = 0; i < out * in; ++i) f[i] = n(g);
-    }
-    return w;
-}
-
 void run_kernel(benchmark::State &state, const KernelRow *row, std::string target, Shape s, int64_t tokens,
                 int threads) {
     const KernelRow &r = *row;
     const int64_t bytes = weight_bytes(r.format, s.out, s.in, r.group);
     const size_t copies = std::max<size_t>(1, std::min<size_t>(64, kRotateBytes / static_cast<size_t>(bytes)));
-    const RandomWeights one = weight_data(r, s.out, s.in);
+    const bench::RandomWeights one = bench::random_weights(r.format, s.out, s.in, r.group);
     std::vector<std::vector<uint8_t>> ws(copies, one.bytes);
     std::mt19937 g(3);
     std::normal_distribution<float> n(0, 1);
@@ -99,8 +71,7 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
     const int old_threads = set_num_threads(threads);
     size_t i = 0;
     for (auto _ : state) {
-        const uint8_t *p = ws[i++ % copies].data();
-        Weights w{r.format, p, s.out, s.in, 0, reinterpret_cast<const uint16_t *>(p + one.plane), r.group};
+        const Weights w = one.at(ws[i++ % copies].data());
         if (dequantize) {
             dequant(w, Matrix{y.data(), s.out, s.in}, o);
         } else if (a) {

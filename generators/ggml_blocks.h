@@ -1,5 +1,5 @@
 // GGUF block formats whose weights dequantize one at a time (FORMATS.md:
-// Q4_0, Q8_0, Q6_K): the bit layout of each, written once, shared by its
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q6_K): the bit layout of each, written once, shared by its
 // dequantize and matmul generators. Adding such a format is one entry here
 // plus a row per kernel in targets/targets.cmake.
 #pragma once
@@ -41,6 +41,40 @@ inline GGMLBlockFormat q4_0_format() {
             }};
 }
 
+// Q4_1: f16 d, f16 m; qs[16] as Q4_0's: d * q + m.
+inline GGMLBlockFormat q4_1_format() {
+    return {32, 20, 2, [](const Func &b, const Expr &g, const Expr &p, const Expr &k, const Expr &r) {
+                Expr base = g * 20;
+                Expr q = (b(base + 4 + k, r) >> cast<uint8_t>(4 * p)) & cast<uint8_t>(15);
+                return block_f16(b, base, r) * cast<float>(q) + block_f16(b, base + 2, r);
+            }};
+}
+
+// Bit j (0..31) of the little-endian uint32 qh at byte `at`: the fifth bit of weight j.
+inline Expr qh_bit(const Func &b, const Expr &at, const Expr &j, const Expr &r) {
+    return (b(at + j / 8, r) >> cast<uint8_t>(j % 8)) & cast<uint8_t>(1);
+}
+
+// Q5_0: f16 d; uint32 qh; qs[16]: q = nibble as Q4_0's | bit j of qh << 4; d * (q - 16).
+inline GGMLBlockFormat q5_0_format() {
+    return {32, 22, 2, [](const Func &b, const Expr &g, const Expr &p, const Expr &k, const Expr &r) {
+                Expr base = g * 22;
+                Expr lo = (b(base + 6 + k, r) >> cast<uint8_t>(4 * p)) & cast<uint8_t>(15);
+                Expr q = cast<int32_t>(lo | (qh_bit(b, base + 2, 16 * p + k, r) << 4)) - 16;
+                return block_f16(b, base, r) * cast<float>(q);
+            }};
+}
+
+// Q5_1: f16 d, f16 m; uint32 qh; qs[16]: q as Q5_0's without the offset; d * q + m.
+inline GGMLBlockFormat q5_1_format() {
+    return {32, 24, 2, [](const Func &b, const Expr &g, const Expr &p, const Expr &k, const Expr &r) {
+                Expr base = g * 24;
+                Expr lo = (b(base + 8 + k, r) >> cast<uint8_t>(4 * p)) & cast<uint8_t>(15);
+                Expr q = lo | (qh_bit(b, base + 4, 16 * p + k, r) << 4);
+                return block_f16(b, base, r) * cast<float>(q) + block_f16(b, base + 2, r);
+            }};
+}
+
 // Q8_0: f16 d; int8 qs[32]: q * d.
 inline GGMLBlockFormat q8_0_format() {
     return {32, 34, 1, [](const Func &b, const Expr &g, const Expr &, const Expr &k, const Expr &r) {
@@ -65,9 +99,12 @@ inline GGMLBlockFormat q6_k_format() {
 
 inline GGMLBlockFormat ggml_block_format(const std::string &name) {
     if (name == "q4_0") return q4_0_format();
+    if (name == "q4_1") return q4_1_format();
+    if (name == "q5_0") return q5_0_format();
+    if (name == "q5_1") return q5_1_format();
     if (name == "q8_0") return q8_0_format();
     if (name == "q6_k") return q6_k_format();
-    throw CompileError("qforge: unknown block format '" + name + "' (q4_0, q8_0, q6_k)");
+    throw CompileError("qforge: unknown block format '" + name + "' (q4_0, q4_1, q5_0, q5_1, q8_0, q6_k)");
 }
 
 }  // namespace qforge

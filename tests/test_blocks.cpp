@@ -1,4 +1,4 @@
-// GGUF block formats (Q6_K, Q8_0, Q4_0) and dense f32/f16 weights:
+// GGUF block formats (Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) and dense f32/f16 weights:
 // dequantization bit-exact against the reference (any finite f16 scale),
 // matmuls within the f32 rounding bound of float64, every registered variant.
 #include "test_util.h"
@@ -16,6 +16,9 @@ const RefBlock kBlocks[] = {
     {Format::q6_k, ref::q6k_dequant},
     {Format::q8_0, ref::q8_0_dequant},
     {Format::q4_0, ref::q4_0_dequant},
+    {Format::q4_1, ref::q4_1_dequant},
+    {Format::q5_0, ref::q5_0_dequant},
+    {Format::q5_1, ref::q5_1_dequant},
 };
 
 const RefBlock &block_of(const VariantParam &p) {

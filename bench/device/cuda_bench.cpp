@@ -9,6 +9,7 @@
 
 #include "cuda_device.h"
 #include "registry.h"
+#include "random_weights.h"
 #include "reference.h"
 
 #include <algorithm>
@@ -418,6 +419,44 @@ void host_costs() {
                 dev_kind, host_kind, ctx, call, host_call);
 }
 
+// Every CUDA row of the kernel table that computes on weights (decode,
+// batch, dequantize), at one shape, as the CPU benchmark covers every CPU
+// row: a new row is timed here without edits.
+void bench_table(const std::string &target) {
+    const int64_t out = 4096, in = 4096, batch = 16;
+    for (const auto &v : cu::variants()) {
+        const cu::KernelRow &r = *v.row;
+        if (target != v.target || *r.tag || !r.weights) continue;
+        const int64_t tokens = r.op == cu::Op::matmul ? batch : 1;
+        const bench::RandomWeights w = bench::random_weights(r.format, out, in, r.group);
+        std::vector<Dev> copies;
+        for (int i = 0, n = copies_for(w.bytes.size()); i < n; ++i) copies.emplace_back(w.bytes);
+        Dev xd(randf(tokens * in, -1, 1)), yd(std::max(tokens * out, out * in) * 4), gamma(std::vector<float>(in, 1.0f));
+        const Norm norm{Norm::Kind::rms, gamma.as<float>(), nullptr, 1e-5f};
+        const ConstMatrix x{xd.as<float>(), tokens, in, 0, r.norm ? &norm : nullptr};
+        Dev qd(tokens * (in / 256) * 4), qq(tokens * in), qb(tokens * (in / 16) * 2);
+        const Q8KActivations a{qd.as<float>(), qq.as<int8_t>(), qb.as<int16_t>(), tokens, in};
+        const RunOptions o = on_cuda(target, cu::kernel_name(r));
+        if (r.act == ActType::q8_k) q8k_quantize(x, a, on_cuda(target));
+        auto f = [&](int i) {
+            const Weights wv = w.at(copies[i % copies.size()].as<uint8_t>());
+            if (r.op == cu::Op::dequant && r.out == cu::Out::f16) {
+                dequant(wv, MatrixF16{yd.as<uint16_t>(), out, in}, o);
+            } else if (r.op == cu::Op::dequant) {
+                dequant(wv, Matrix{yd.as<float>(), out, in}, o);
+            } else if (r.act == ActType::q8_k) {
+                matmul(wv, a, nullptr, Matrix{yd.as<float>(), tokens, out}, o);
+            } else {
+                matmul(wv, x, nullptr, Matrix{yd.as<float>(), tokens, out}, o);
+            }
+        };
+        const double ms = median_ms(f, 50);
+        const double out_bytes = r.op == cu::Op::dequant ? (r.out == cu::Out::f16 ? 2.0 : 4.0) * out * in : 4.0 * tokens * out;
+        row(cu::kernel_name(r).c_str(), out, in, r.op == cu::Op::dequant ? 0 : tokens, ms, w.bytes.size() + out_bytes,
+            r.op == cu::Op::dequant ? 0 : 2.0 * out * in * tokens, NAN, target.c_str());
+    }
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -442,6 +481,11 @@ int main(int argc, char **argv) {
         if (std::getenv("QF_BENCH_TUNE")) {
             bench_variants(dispatched_cuda_target());
             return 0;
+        }
+        if (!quick) {
+            std::printf("-- every CUDA row of the kernel table, 4096x4096 (matmul rows at 16 tokens)\n");
+            bench_table(dispatched_cuda_target());
+            std::printf("-- the goal shapes\n");
         }
         const std::vector<int64_t> tokens = quick ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 2, 16, 128, 512};
         const std::string target = dispatched_cuda_target();

@@ -25,6 +25,9 @@ const std::vector<FormatTraits> kFormats = {
     {Format::q6_k,  "q6_k",  "q6k",   true,  DType::q6_k, 256,  210,  {208},  false, {},            {A::f32},          {},    Format::q6_k,  9},
     {Format::q8_0,  "q8_0",  "q8_0",  true,  DType::q8_0, 32,   34,   {0},    false, {},            {A::f32},          {},    Format::q8_0,  9},
     {Format::q4_0,  "q4_0",  "q4_0",  true,  DType::q4_0, 32,   18,   {0},    false, {},            {A::f32},          {},    Format::q4_0,  9},
+    {Format::q4_1,  "q4_1",  "q4_1",  true,  DType::q4_1, 32,   20,   {0, 2}, false, {},            {A::f32},          {},    Format::q4_1,  9},
+    {Format::q5_0,  "q5_0",  "q5_0",  true,  DType::q5_0, 32,   22,   {0},    false, {},            {A::f32},          {},    Format::q5_0,  9},
+    {Format::q5_1,  "q5_1",  "q5_1",  true,  DType::q5_1, 32,   24,   {0, 2}, false, {},            {A::f32},          {},    Format::q5_1,  9},
 };
 
 std::string known_names() {

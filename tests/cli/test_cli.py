@@ -105,6 +105,8 @@ class Files(unittest.TestCase):
         w.add_tensor("q4_0.weight", gguf.quants.quantize(cls.dense, T.Q4_0), raw_dtype=T.Q4_0)
         w.add_tensor("q4_k.weight", random_blocks(cls.out, cls.in_, T.Q4_K, 0), raw_dtype=T.Q4_K)
         w.add_tensor("q6_k.weight", random_blocks(cls.out, cls.in_, T.Q6_K, 208), raw_dtype=T.Q6_K)
+        for t in (T.Q4_1, T.Q5_0, T.Q5_1):
+            w.add_tensor(t.name.lower() + ".weight", gguf.quants.quantize(cls.dense, t), raw_dtype=t)
         w.add_tensor("norm.weight", np.ones(cls.in_, dtype=np.float32))
         w.write_header_to_file()
         w.write_kv_data_to_file()
@@ -241,7 +243,8 @@ class Files(unittest.TestCase):
 
     def test_bench_and_targets(self):
         j = json.loads(run("bench", self.gguf_path, "--tokens", "1,3", "--threads", "1", "--json").stdout)
-        self.assertEqual(len(j["layers"]), 6 * 2)
+        linears = [t for t in self.reader.tensors if t.name.endswith(".weight") and t.name != "norm.weight"]
+        self.assertEqual(len(j["layers"]), len(linears) * 2)  # every linear layer, both token counts
         self.assertEqual([t["tokens"] for t in j["totals"]], [1, 3])
         j = json.loads(run("targets", "--json").stdout)
         self.assertIn(j["dispatched"], [t["target"] for t in j["targets"]])

@@ -205,6 +205,40 @@ void q4_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
     }
 }
 
+void q4_1_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    for (int64_t blk = 0; blk < out * (in / 32); ++blk) {
+        const uint8_t *b = data + blk * 20;
+        const float d = block_d(b), m = block_d(b + 2);
+        for (int l = 0; l < 16; ++l) {
+            w[blk * 32 + l] = d * static_cast<float>(b[4 + l] & 0x0F) + m;
+            w[blk * 32 + l + 16] = d * static_cast<float>(b[4 + l] >> 4) + m;
+        }
+    }
+}
+
+// Q5_0 / Q5_1: weight l's fifth bit is bit l of the little-endian uint32 qh.
+static int q5_quant(const uint8_t *qh, const uint8_t *qs, int l) {
+    const uint32_t h = qh[0] | (qh[1] << 8) | (qh[2] << 16) | (static_cast<uint32_t>(qh[3]) << 24);
+    const int lo = l < 16 ? (qs[l] & 0x0F) : (qs[l - 16] >> 4);
+    return lo | (((h >> l) & 1) << 4);
+}
+
+void q5_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    for (int64_t blk = 0; blk < out * (in / 32); ++blk) {
+        const uint8_t *b = data + blk * 22;
+        const float d = block_d(b);
+        for (int l = 0; l < 32; ++l) w[blk * 32 + l] = d * static_cast<float>(q5_quant(b + 2, b + 6, l) - 16);
+    }
+}
+
+void q5_1_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    for (int64_t blk = 0; blk < out * (in / 32); ++blk) {
+        const uint8_t *b = data + blk * 24;
+        const float d = block_d(b), m = block_d(b + 2);
+        for (int l = 0; l < 32; ++l) w[blk * 32 + l] = d * static_cast<float>(q5_quant(b + 4, b + 8, l)) + m;
+    }
+}
+
 void q8_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
     for (int64_t blk = 0; blk < out * (in / 32); ++blk) {
         const uint8_t *b = data + blk * 34;
@@ -242,7 +276,9 @@ void block_dequant(Format f, const uint8_t *data, int64_t out, int64_t in, float
         Format format;
         void (*dequant)(const uint8_t *, int64_t, int64_t, float *);
     } kBlocks[] = {
-        {Format::q4_k, q4k_dequant}, {Format::q6_k, q6k_dequant}, {Format::q8_0, q8_0_dequant}, {Format::q4_0, q4_0_dequant},
+        {Format::q4_k, q4k_dequant}, {Format::q6_k, q6k_dequant}, {Format::q8_0, q8_0_dequant},
+        {Format::q4_0, q4_0_dequant}, {Format::q4_1, q4_1_dequant}, {Format::q5_0, q5_0_dequant},
+        {Format::q5_1, q5_1_dequant},
     };
     for (const auto &b : kBlocks) {
         if (b.format == f) return b.dequant(data, out, in, w);

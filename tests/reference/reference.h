@@ -29,6 +29,9 @@ void dense_matmul(const std::vector<float> &w, int64_t out, int64_t in, const fl
 
 // GGUF block formats of FORMATS.md, `out` rows of in/block blocks each.
 void q4_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+void q4_1_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+void q5_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+void q5_1_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 void q8_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 void q6k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 
