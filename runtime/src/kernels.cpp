@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <shared_mutex>
 #include <tuple>
 #include <type_traits>
 #include <sstream>
@@ -22,6 +23,16 @@
 namespace qforge {
 namespace {
 
+
+// Kernel calls hold this shared; set_num_threads holds it alone. Halide's
+// thread pool keeps every worker it ever started, and an idle worker takes
+// tasks whatever halide_set_num_threads says (the count only limits how many
+// it starts), so lowering the count means shutting the pool down, which is
+// legal only while no pipeline runs.
+std::shared_mutex &pool_mutex() {
+    static std::shared_mutex m;
+    return m;
+}
 
 // Halide reports errors through a callback; keep the message for the throw.
 thread_local std::string halide_message;
@@ -406,6 +417,7 @@ std::string op_name(const Weights &w, const char *op) { return std::string(to_st
 // What every call on weights shares once its inputs are checked: where it
 // runs, the variant its key picks, the weight views.
 struct WeightCall {
+    std::shared_lock<std::shared_mutex> pool{pool_mutex()};
     Place place;
     const Variant &v;
     WeightArgs wa;
@@ -489,6 +501,7 @@ namespace {
 // variant for `op` and `out` (its norm variant when x carries a norm), and
 // the views of x and of its norm.
 struct ActivationCall {
+    std::shared_lock<std::shared_mutex> pool{pool_mutex()};
     Place place;
     const Variant &v;
     View<const float> x;
@@ -542,6 +555,13 @@ void f16_from_f32(ConstMatrix x, MatrixF16 out, const RunOptions &opt) {
                                          ov.raw_buffer()));
 }
 
-int set_num_threads(int n) { return halide_set_num_threads(n); }
+int set_num_threads(int n) {
+    if (n < 0) throw Error("set_num_threads: n = " + std::to_string(n) + " must be >= 0 (0: one per core)");
+    std::unique_lock<std::shared_mutex> lock(pool_mutex());  // waits for the calls in flight
+    const int old = halide_set_num_threads(n);
+    const int now = halide_set_num_threads(n);  // n, or for 0 the default Halide resolved it to
+    if (now < old) halide_shutdown_thread_pool();  // the next parallel call starts `now` - 1 workers
+    return old;
+}
 
 }  // namespace qforge

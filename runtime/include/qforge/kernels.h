@@ -137,7 +137,10 @@ std::string dispatched_target();      // the variant "auto" runs on this CPU
 std::string dispatched_cuda_target(); // the variant "auto" runs for CUDA memory; throws Error without a device
 std::vector<std::string> kernels();   // every kernel name in the registry
 
-// Worker threads of the kernels (default: one per core). Returns the old value.
+// Threads the kernels use from the next call on (0: one per core, the
+// default). Takes effect in this process from any thread at any time: it
+// waits for the kernel calls in flight, and lowering it stops the extra
+// workers. Returns the old value.
 int set_num_threads(int n);
 
 }  // namespace qforge
