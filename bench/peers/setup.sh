@@ -7,11 +7,11 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
-bash scripts/setup.sh
+bash scripts/setup.sh tests
 source scripts/env.sh
 
-LLAMA_CPP_PYTHON_VERSION=0.3.16   # vendors llama.cpp with ggml's CPU repacking (Q4_0, Q4_K)
-LLAMA_CPP_PYTHON_SHA256=34ed0f9bd9431af045bb63d9324ae620ad0536653740e9bb163a2e1fcb973be6
+# Must match bench/peers/ggml-source.txt: it vendors llama.cpp with ggml's CPU repacking (Q4_0, Q4_K).
+LLAMA_CPP_PYTHON_VERSION=0.3.16
 peers="$root/bench/.peers"
 mkdir -p "$peers"
 
@@ -31,20 +31,10 @@ fi
 src="$peers/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
 if [ ! -d "$src/vendor/llama.cpp/ggml" ]; then
   echo "peers: fetching the llama-cpp-python $LLAMA_CPP_PYTHON_VERSION source distribution"
-  # The sdist file itself, from PyPI's simple index (pip download would
-  # build its metadata first), checked against the pinned digest.
-  python - "$peers" "$LLAMA_CPP_PYTHON_VERSION" "$LLAMA_CPP_PYTHON_SHA256" <<'PY'
-import hashlib, json, sys, urllib.request
-dest, version, sha = sys.argv[1:4]
-req = urllib.request.Request("https://pypi.org/simple/llama-cpp-python/",
-                             headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-files = json.load(urllib.request.urlopen(req))["files"]
-url = next(f["url"] for f in files if f["filename"] == f"llama_cpp_python-{version}.tar.gz")
-data = urllib.request.urlopen(url).read()
-if hashlib.sha256(data).hexdigest() != sha:
-    sys.exit(f"peers: {url} does not match the pinned sha256")
-open(f"{dest}/llama_cpp_python-{version}.tar.gz", "wb").write(data)
-PY
+  # pip's own client fetches the sdist (no build: --no-deps, metadata only)
+  # and checks it against the digest pinned in ggml-source.txt.
+  python -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: --require-hashes \
+    -r bench/peers/ggml-source.txt -d "$peers"
   tar -xzf "$peers/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz" -C "$peers"
 fi
 
