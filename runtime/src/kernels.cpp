@@ -16,7 +16,6 @@
 #include <cmath>
 #include <mutex>
 #include <shared_mutex>
-#include <tuple>
 #include <type_traits>
 #include <sstream>
 
@@ -96,6 +95,7 @@ int get_stream(void *, void *, void **stream) {
 class Place {
 public:
     Place(const std::string &op, const RunOptions &opt) : op_(op), cuda_(opt.memory == Memory::cuda) {
+        install_error_handler();  // every call makes a Place before it runs a kernel
         if (!cuda_) return;
 #ifdef QF_HAVE_CUDA
         static std::once_flag once;
@@ -422,7 +422,7 @@ struct WeightCall {
     const Variant &v;
     WeightArgs wa;
     WeightCall(const std::string &op, const Weights &w, const KernelKey &key, int64_t tokens, const RunOptions &opt)
-        : place((install_error_handler(), op), opt), v(pick(op, key, tokens, opt, place.cuda())), wa(place, w) {}
+        : place(op, opt), v(pick(op, key, tokens, opt, place.cuda())), wa(place, w) {}
 };
 
 template <typename OutMatrix>
@@ -507,7 +507,7 @@ struct ActivationCall {
     View<const float> x;
     NormArgs norm;
     ActivationCall(const std::string &op, Op kind, Out out, const ConstMatrix &xm, const RunOptions &opt)
-        : place((install_error_handler(), op), opt), v(pick(op, key(kind, out, xm), xm.rows, opt, place.cuda())),
+        : place(op, opt), v(pick(op, key(kind, out, xm), xm.rows, opt, place.cuda())),
           x(matrix_view(place, "x", xm)), norm(place, xm) {}
     static KernelKey key(Op kind, Out out, const ConstMatrix &xm) {
         KernelKey k;
