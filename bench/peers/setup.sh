@@ -31,9 +31,9 @@ fi
 src="$peers/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
 if [ ! -d "$src/vendor/llama.cpp/ggml" ]; then
   echo "peers: fetching the llama-cpp-python $LLAMA_CPP_PYTHON_VERSION source distribution"
-  # pip's own client fetches the sdist (no build: --no-deps, metadata only)
+  # pip's own client fetches the sdist (it builds no wheel, only reads metadata)
   # and checks it against the digest pinned in ggml-source.txt.
-  python -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: --require-hashes \
+  python -m pip download -q --disable-pip-version-check --no-deps --no-binary llama-cpp-python --require-hashes \
     -r bench/peers/ggml-source.txt -d "$peers"
   tar -xzf "$peers/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz" -C "$peers"
 fi
