@@ -8,6 +8,7 @@ namespace qforge {
 
 constexpr int kQK = 256;           // weights per super-block
 constexpr int kQ4KBlockBytes = 144;
+constexpr int kQ4KPackedBlockBytes = 148;  // per row of a packed tile
 
 // `bytes(i, r)` is byte i of row r; `b` is the block index within the row.
 struct Q4KRow {
@@ -43,6 +44,33 @@ struct Q4KRow {
     Expr q(const Expr &b, const Expr &j, const Expr &l, const Expr &r) const {
         Expr byte_ = bytes(b * kQ4KBlockBytes + 16 + 32 * (j / 2) + l, r);
         return (byte_ >> cast<uint8_t>(4 * (j % 2))) & cast<uint8_t>(15);
+    }
+};
+
+// Field access into packed Q4_K (FORMATS.md, "Packed Q4_K"): `bytes(i, sb,
+// t)` is byte i of super-block sb of tile t, a run of 148 R bytes.
+struct Q4KPacked {
+    Func bytes;
+    int R;
+
+    // Nibble h of byte b4 (0..3) of group g (0..7) of chunk jp (0..3), row r:
+    // weight 64 jp + 32 h + 4 g + b4, as uint8.
+    Expr q(const Expr &b4, const Expr &r, const Expr &g, const Expr &h, const Expr &jp, const Expr &sb,
+           const Expr &t) const {
+        Expr p = bytes(b4 + 4 * r + 4 * R * g + 32 * R * jp, sb, t);
+        return select(h == 0, p & cast<uint8_t>(15), p >> cast<uint8_t>(4));
+    }
+    Expr sc(const Expr &r, const Expr &j, const Expr &sb, const Expr &t) const {
+        return bytes(128 * R + R * j + r, sb, t);
+    }
+    Expr m(const Expr &r, const Expr &j, const Expr &sb, const Expr &t) const {
+        return bytes(136 * R + R * j + r, sb, t);
+    }
+    Expr d(const Expr &r, const Expr &sb, const Expr &t) const {
+        return f16_bits_to_f32(u16_le(bytes(144 * R + 2 * r, sb, t), bytes(144 * R + 2 * r + 1, sb, t)));
+    }
+    Expr dmin(const Expr &r, const Expr &sb, const Expr &t) const {
+        return f16_bits_to_f32(u16_le(bytes(146 * R + 2 * r, sb, t), bytes(146 * R + 2 * r + 1, sb, t)));
     }
 };
 

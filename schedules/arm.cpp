@@ -10,8 +10,12 @@ namespace {
 constexpr cpu::Tuning kArm = {
     /*decode_tile_rows=*/4, /*prefill_tile_rows=*/2, /*prefill_tile_tokens=*/4,
     /*decode_rows_per_task=*/16, /*prefill_rows_per_task=*/32,
-    /*stage_quants=*/false,
+    /*stage_quants=*/false, /*packed_tile_tokens=*/4,
+    /*packed_prefill_rows_per_task=*/128,
 };
+
+// sdot/udot take operands of one sign: the nibbles narrow to s8 beside s8 activations.
+DotForm arm_dot_form(const Halide::Target &) { return DotForm::s8_dot4; }
 
 bool is_arm_cpu(const Halide::Target &t) {
     return t.arch == Halide::Target::ARM && t.bits == 64 && !t.has_gpu_feature();
@@ -26,6 +30,9 @@ const ScheduleFamily arm_family = {
     cpu::q8k_quantize<kArm>,
     cpu::q4k_matmul_q8<kArm>,
     cpu::norm_stats<kArm>,
+    arm_dot_form,
+    cpu::q4k_packed_q8<kArm>,
+    cpu::block32_packed_q8<kArm>,
 };
 const RegisterScheduleFamily registered{&arm_family};
 

@@ -24,6 +24,8 @@ struct Tuning {
     // (x86: the u8 x s8 shape of vpdpbusd). Left inline, the nibbles are
     // provably under 128 and become s8, the shape of ARM's sdot.
     bool stage_quants;
+    int packed_tile_tokens;  // tokens per register tile of the packed prefill kernels
+    int packed_prefill_rows_per_task;  // rows sharing one staging of a token tile's activations
 };
 
 
@@ -237,6 +239,106 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
     if (D.stage_quants) {
         f.quants.compute_at(intm, block).vectorize(f.l, 32);
     }
+}
+
+// Packed Q4_K x Q8_K. Lanes are rows of the tile (R of them), so every
+// vector op serves R rows and the activation bytes are broadcast; a tile
+// is rows x tokens (tokens: tile_tokens in prefill, 1 in decode), and one
+// pass over a tile's packed bytes serves all its tokens. A sub-block's
+// integer dot is folded into sacc as soon as it is done, so only the tile's
+// acc, sacc and one part per token stay live in registers.
+// The output of a packed kernel: tiles of R rows (the lanes) x T tokens,
+// tiles grouped into parallel tasks; acc(r, t, n) is the tile's
+// accumulator, reduced over `blocks`. Returns the loop over blocks.
+// In prefill, a task is `rows_per_task` rows x all tokens: for each token
+// tile its activations are staged once (act4 interleaved by token, so that
+// one pointer serves the tile and no token index is clamped in the loop)
+// and reused by every row tile of the task, whose packed weights stay in L2.
+template <const Tuning &D>
+RVar packed_tiles(Func y, Func acc, Var o, Var n, Var r, Var t, RDom blocks, int R, const Knobs &k,
+                  Func act4, Func act_d, Func act_sum) {
+    const int T = pick(k.tile_tokens, k.prefill ? D.packed_tile_tokens : 1);
+    const int tiles_per_task = std::max(pick(k.rows_per_task, k.prefill ? D.packed_prefill_rows_per_task : D.decode_rows_per_task) / R, 1);
+    Var ot("ot"), ri("ri"), task("task"), nt("nt"), ni("ni");
+    y.split(o, ot, ri, R, kGuard).vectorize(ri);
+    y.split(ot, task, ot, tiles_per_task, kGuard);
+    if (k.prefill) {
+        y.split(n, nt, ni, T, kGuard).reorder(ri, ni, ot, nt, task);
+        const std::vector<Var> a4 = act4.args();
+        act4.compute_at(y, nt).reorder_storage(a4[0], a4[2], a4[1]).reorder(a4[0], a4[2], a4[1]).vectorize(a4[0]).unroll(a4[2]);
+        for (Func f : {act_d, act_sum}) {
+            std::vector<Var> order = f.args();  // tokens (the last) first
+            std::rotate(order.begin(), order.end() - 1, order.end());
+            f.compute_at(y, nt).reorder_storage(order);
+        }
+    } else {
+        y.rename(n, nt).reorder(ri, ot, nt, task);
+    }
+    y.parallel(task);
+    // One tile: its row tile t is exactly one (o / R over R aligned rows),
+    // which bounds inference cannot prove by itself.
+    acc.compute_at(y, ot).bound_extent(r, R).bound_extent(n, T).vectorize(r).unroll(n);
+    if (k.prefill) acc.bound_extent(t, 1);
+    acc.update().reorder(r, n, blocks.x).vectorize(r).unroll(n);
+    return unroll_reduction(acc.update(), blocks.x, k);
+}
+
+// A packed kernel's integer dot `part`, computed at `at`: for u8s8_pairs
+// the i16 pair sums `pair` (vpmaddubsw) summed over `groups`; otherwise
+// 4-byte dot products (vpdpbusd, sdot) over dot.x, unrolled over the rest.
+inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &dot, const RDom &groups, DotForm form,
+                       const LoopLevel &at) {
+    if (form == DotForm::u8s8_pairs) {
+        part.compute_at(at).bound_extent(kp, 2).reorder_storage(kp, r, n).vectorize(kp).vectorize(r).unroll(n);
+        Stage pu = part.update();
+        // Tokens innermost: one load and unpack of a group's weights serves all of them.
+        std::vector<VarOrRVar> order = {kp, r, n};
+        for (int i = 0; i < groups.dimensions(); ++i) order.push_back(groups[i]);
+        pu.reorder(order).vectorize(kp).vectorize(r).unroll(n);
+        for (int i = 0; i < groups.dimensions(); ++i) pu.unroll(groups[i]);
+        pair.compute_at(part, groups[0]).bound_extent(kp, 2).vectorize(kp).vectorize(r).unroll(n);
+        pair.update().atomic(true).reorder(dot.x, kp, r, n).vectorize(dot.x).vectorize(kp).vectorize(r).unroll(n);
+    } else {
+        part.compute_at(at).vectorize(r).unroll(n);
+        Stage pu = part.update();
+        std::vector<VarOrRVar> order = {dot.x, r, n};
+        for (int i = 1; i < dot.dimensions(); ++i) order.push_back(dot[i]);
+        // The 4 bytes of a group are the dot instruction's reduction.
+        pu.reorder(order).atomic().vectorize(dot.x).vectorize(r).unroll(n);
+        for (int i = 1; i < dot.dimensions(); ++i) pu.unroll(dot[i]);
+    }
+}
+
+template <const Tuning &D>
+void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
+    const RVar block = packed_tiles<D>(f.y, f.acc, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d, f.act_sum);
+    for (Func s : {f.sacc, f.macc}) {
+        s.compute_at(f.acc, block).vectorize(f.r).unroll(f.n);
+    }
+    f.macc.update().reorder(f.r, f.n, f.mins.x).vectorize(f.r).unroll(f.n).unroll(f.mins.x);
+    RVar skp = f.subs.x, sh = f.subs.y, sjp = f.subs.z;
+    if (f.form == DotForm::u8s8_pairs) {
+        // part's two i16 halves against the scale: a factor-2 i16 dot (vpmaddwd).
+        f.sacc.update().reorder(skp, f.r, f.n, sh, sjp).atomic().vectorize(skp).vectorize(f.r)
+            .unroll(f.n).unroll(sh).unroll(sjp);
+    } else {
+        f.sacc.update().reorder(f.r, f.n, skp, sh, sjp).vectorize(f.r).unroll(f.n).unroll(skp).unroll(sh).unroll(sjp);
+    }
+    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.sacc, sh));
+}
+
+// Packed 32-blocks x Q8_0: as q4k_packed_q8, one block's dot at a time.
+template <const Tuning &D>
+void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
+    const RVar block = packed_tiles<D>(f.y, f.acc, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d, f.act_sum);
+    f.isum.compute_at(f.acc, block).vectorize(f.r).unroll(f.n);
+    if (f.form == DotForm::u8s8_pairs) {
+        // The two i16 halves widened and added: a factor-2 reduction (vpmaddwd by ones).
+        f.isum.update().reorder(f.halves.x, f.r, f.n).atomic().vectorize(f.halves.x).vectorize(f.r).unroll(f.n);
+    } else {
+        f.isum.update().reorder(f.r, f.n, f.halves.x).vectorize(f.r).unroll(f.n);
+    }
+    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.acc, block));
 }
 
 }  // namespace qforge::cpu

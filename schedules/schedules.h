@@ -78,6 +78,50 @@ struct Q4KMatmulQ8Funcs {
     Halide::RDom t, sub, main, mins;
 };
 
+// How a packed kernel writes its integer dot, all exact and equal: what
+// each target's instruction needs from the expression (../HALIDE_DOTS in
+// the comments of cpu.h). u8s8_dot4: sums of 4 u8 x s8 products in i32
+// (vpdpbusd). u8s8_pairs: pairs of u8 x s8 products saturating-added in i16
+// (vpmaddubsw), summed in i16, widened by the scale multiply (vpmaddwd).
+// s8_dot4: sums of 4 products whose nibbles narrow to s8 (sdot, dp4a).
+enum class DotForm { u8s8_dot4, u8s8_pairs, s8_dot4 };
+
+// The activations of a packed kernel are read through three Funcs, so
+// that a prefill schedule can stage a token tile's worth once per task:
+// act4(b4, kq, n) (byte b4 of the kq-th group of 4 of token n; staged with
+// tokens interleaved per group, one pointer serves the whole tile), act_d
+// (per block scale) and act_sum (per block or sub-block sums).
+// Packed Q4_K x Q8_K: Y(o, n) = acc(o % R, o / R, n) + bias, with r the
+// row within a tile of R (the vector lanes), t the tile, sb the super-block.
+// part(kp, r, h, jp, sb, t, n): the integer dot of sub-block 2 jp + h over
+// `dot` (kp has extent 1, or 2 for u8s8_pairs, whose i16 pair sums `pair`
+// fill over `groups`). sacc sums part * scale over `subs` (kp, h, jp),
+// macc the mins against the activation sums over `mins`; acc sums both,
+// in f32, over `blocks`.
+struct PackedQ4KFuncs {
+    Halide::ImageParam weight;
+    Halide::Func y, acc{"acc"}, sacc{"sacc"}, macc{"macc"}, part{"part"}, pair{"pair"};
+    Halide::Func act4{"act4"}, act_d{"act_d"}, act_sum{"act_sum"};  // see PackedActs
+    Halide::Var r{"r"}, t{"t"}, n{"n"}, o{"o"}, kp{"kp"}, h{"h"}, jp{"jp"}, sb{"sb"}, g{"g"};
+    Halide::RDom dot, groups, subs, mins, blocks;
+    int rows = 0;  // R
+    DotForm form = DotForm::u8s8_dot4;
+};
+
+// Packed 32-blocks (Q4_0, int4g) x Q8_0: Y(o, n) = acc(o % R, o / R, n) +
+// bias; part(kp, r, kb, t, n) is block kb's integer dot over `dot` (for
+// u8s8_pairs: i16 sums over `groups` of the pairs in `pair`), isum adds its
+// `halves` to the zero-point correction, acc sums over `blocks` in f32.
+struct PackedBlock32Funcs {
+    Halide::ImageParam weight;
+    Halide::Func y, acc{"acc"}, isum{"isum"}, part{"part"}, pair{"pair"};
+    Halide::Func act4{"act4"}, act_d{"act_d"}, act_sum{"act_sum"};
+    Halide::Var r{"r"}, t{"t"}, n{"n"}, o{"o"}, kp{"kp"}, kb{"kb"}, g{"g"}, h{"h"};
+    Halide::RDom dot, groups, halves, blocks;
+    int rows = 0;
+    DotForm form = DotForm::u8s8_dot4;
+};
+
 // Per-token statistics of a fused RMSNorm/LayerNorm: sum and sq reduce
 // over `reduction` (the columns of x); mean and inv are scalars of them.
 // The normalised x itself is never a Func to schedule: it stays inline.
@@ -97,6 +141,9 @@ struct ScheduleFamily {
     void (*q8k_quantize)(Q8KQuantizeFuncs &, const Halide::Target &, const Knobs &);
     void (*q4k_matmul_q8)(Q4KMatmulQ8Funcs &, const Halide::Target &, const Knobs &);
     void (*norm_stats)(NormFuncs &, const Halide::Target &, const Knobs &);
+    DotForm (*dot_form)(const Halide::Target &);
+    void (*q4k_packed_q8)(PackedQ4KFuncs &, const Halide::Target &, const Knobs &);
+    void (*block32_packed_q8)(PackedBlock32Funcs &, const Halide::Target &, const Knobs &);
 };
 
 inline std::vector<const ScheduleFamily *> &schedule_families() {

@@ -9,8 +9,17 @@ namespace {
 constexpr cpu::Tuning kX86 = {
     /*decode_tile_rows=*/2, /*prefill_tile_rows=*/2, /*prefill_tile_tokens=*/4,
     /*decode_rows_per_task=*/16, /*prefill_rows_per_task=*/32,
-    /*stage_quants=*/true,
+    /*stage_quants=*/true, /*packed_tile_tokens=*/4,
+    /*packed_prefill_rows_per_task=*/128,
 };
+
+// Halide 21 emits vpdpbusd only for targets with avx512_zen4 (or
+// avx512_sapphirerapids); every other x86 target takes vpmaddubsw.
+DotForm x86_dot_form(const Halide::Target &t) {
+    using T = Halide::Target;
+    return t.has_feature(T::AVX512_Zen4) || t.has_feature(T::AVX512_SapphireRapids) ? DotForm::u8s8_dot4
+                                                                                     : DotForm::u8s8_pairs;
+}
 
 bool is_x86_cpu(const Halide::Target &t) {
     return t.arch == Halide::Target::X86 && !t.has_gpu_feature();
@@ -25,6 +34,9 @@ const ScheduleFamily x86_family = {
     cpu::q8k_quantize<kX86>,
     cpu::q4k_matmul_q8<kX86>,
     cpu::norm_stats<kX86>,
+    x86_dot_form,
+    cpu::q4k_packed_q8<kX86>,
+    cpu::block32_packed_q8<kX86>,
 };
 const RegisterScheduleFamily registered{&x86_family};
 

@@ -5,17 +5,6 @@
 namespace qforge::test {
 namespace {
 
-// Runs `f`, expects a qforge::Error whose message contains every `needle`.
-template <typename F>
-void expect_error(F f, std::initializer_list<const char *> needles) {
-    try {
-        f();
-        ADD_FAILURE() << "no error";
-    } catch (const Error &e) {
-        for (const char *n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-    }
-}
-
 TEST(Errors, Q4KInNotMultipleOf256) {
     std::vector<uint8_t> w(144 * 4, 0);
     std::vector<float> x(300, 1.0f), y(2, nan_poison());

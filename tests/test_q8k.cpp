@@ -10,6 +10,8 @@
 // which the test checks element by element.
 #include "test_util.h"
 
+#include "qforge/pack.h"
+
 namespace qforge::test {
 namespace {
 
@@ -77,7 +79,17 @@ TEST_P(Q4KMatmulQ8, MatchesIntegerReferenceAndF32) {
         ref::q8k_quantize(x.data(), c.tokens, c.in, a.d.data(), a.qs.data(), a.bsums.data());
         Poisoned y(c.tokens, c.out, c.pad);
         Mem mem(p);
-        matmul(Weights{Format::q4_k, mem.in(data), c.out, c.in}, a.input(mem), b ? mem.in(bias) : nullptr, mem.out(y), options(p));
+        Weights wt{Format::q4_k, nullptr, c.out, c.in};
+        // Packed kernels read the same weights packed (tail tiles padded).
+        std::vector<uint8_t> packed;
+        if (p.row->pack) {
+            packed.resize(packed_bytes(Format::q4_k, c.out, c.in, p.row->pack));
+            wt.data = data.data();
+            pack_weights(wt, p.row->pack, packed.data());
+            wt.pack_rows = p.row->pack;
+        }
+        wt.data = mem.in(p.row->pack ? packed : data);
+        matmul(wt, a.input(mem), b ? mem.in(bias) : nullptr, mem.out(y), options(p));
         mem.sync();
         y.expect_all_written();
 

@@ -39,6 +39,17 @@ inline std::mt19937_64 &rng() {
     return g;
 }
 
+// Runs `f`, expects a qforge::Error whose message contains every `needle`.
+template <typename F>
+inline void expect_error(F f, std::initializer_list<const char *> needles) {
+    try {
+        f();
+        ADD_FAILURE() << "no error";
+    } catch (const Error &e) {
+        for (const char *n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+    }
+}
+
 inline std::vector<float> random_floats(size_t n, float lo = -1.0f, float hi = 1.0f) {
     std::uniform_real_distribution<float> u(lo, hi);
     std::vector<float> v(n);

@@ -150,8 +150,10 @@ public:
         d_.x.resize(max_tokens * s.in);
         for (auto &v : d_.x) v = n(g);
         d_.y.resize(max_tokens * s.out);
-        add_qforge("qforge", "q4_k", Format::q4_k, q4k_);
-        add_qforge("qforge", "q4_k", Format::q4_k, q4k_, Activations::q8);  // decode too through Q8_K, as ggml
+        add_qforge("qforge", "q4_k", Format::q4_k, q4k_);  // packed, Q8_K activations (the layer's default here)
+        add_qforge("qforge", "q4_k", Format::q4_k, q4k_, Activations::f32, "-f32");  // the exact path
+        // What main ran before packed layouts: f32 decode, Q8_K over the file's layout for batches.
+        add_qforge("qforge", "q4_k", Format::q4_k, q4k_, Activations::automatic, "-before");
         add_qforge("qforge-int4g", "q4_0", Format::int4g, i4_.weight);
         add_qforge("qforge", "q4_0", Format::q4_0, q4_0_);
         add_qforge("qforge", "q8_0", Format::q8_0, q8_0_);
@@ -191,7 +193,7 @@ public:
 
 private:
     void add_qforge(const std::string &name, const std::string &family, Format type, const std::vector<uint8_t> &bytes,
-                    Activations act = Activations::automatic) {
+                    Activations act = Activations::automatic, const std::string &suffix = "") {
         const int copies = copies_for(static_cast<int64_t>(bytes.size()));
         auto layers = std::make_shared<std::vector<std::unique_ptr<Linear>>>();
         auto store = std::make_shared<std::vector<std::vector<uint8_t>>>(copies, bytes);
@@ -211,11 +213,16 @@ private:
         }
         ForwardOptions fo;
         fo.activations = act;
-        impls_.push_back({name + "-" + (type == Format::int4g ? std::string("g32") : family) +
-                              (act == Activations::q8 ? "-q8" : ""),
-                          family, copies, [this, layers, store, scales, fo](int c) {
+        const bool before = suffix == "-before";
+        impls_.push_back({name + "-" + (type == Format::int4g ? std::string("g32") : family) + suffix,
+                          family, copies, [this, layers, store, scales, fo, before](int c) {
+                              ForwardOptions o = fo;
+                              if (before) {
+                                  o.activations = tokens_ == 1 ? Activations::f32 : Activations::q8;
+                                  if (tokens_ > 1) o.run.kernel = "q4k_matmul_q8";  // the file's layout
+                              }
                               (*layers)[c]->forward(ConstMatrix{d_.x.data(), tokens_, s_.in},
-                                                    Matrix{d_.y.data(), tokens_, s_.out}, fo);
+                                                    Matrix{d_.y.data(), tokens_, s_.out}, o);
                           }});
     }
 

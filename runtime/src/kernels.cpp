@@ -2,6 +2,7 @@
 // halide_buffer_t views (no copies), run the chosen variant, turn Halide
 // runtime errors into qforge::Error.
 #include "qforge/kernels.h"
+#include "qforge/pack.h"
 
 #include "cuda_device.h"
 #include "registry.h"
@@ -257,7 +258,8 @@ const Variant &pick(const std::string &op, KernelKey key, int64_t tokens, const 
         if (!row) {
             KernelKey any = key;
             any.norm = false;
-            const std::string what = key.weights ? std::string(to_string(key.format)) + " weights" : "these activations";
+            std::string what = key.weights ? std::string(to_string(key.format)) + " weights" : "these activations";
+            if (key.pack) what = "packed " + what + " (R = " + std::to_string(key.pack) + "; they take 8-bit activations)";
             fail(op, internal::find_row(any) ? "no fused-norm kernel for " + what
                                              : "no kernel computes this for " + what);
         }
@@ -267,7 +269,8 @@ const Variant &pick(const std::string &op, KernelKey key, int64_t tokens, const 
         const bool matmuls = (row->op == Op::matvec || row->op == Op::matmul) && (key.op == Op::matvec || key.op == Op::matmul);
         const bool same = row->weights == key.weights && (!row->weights || row->format == key.format) &&
                           (row->op == key.op || matmuls) && (!row->has_act || row->act == key.act) &&
-                          row->norm == key.norm && row->out == key.out && row->group == key.group;
+                          row->norm == key.norm && row->out == key.out && row->group == key.group &&
+                          row->pack == key.pack;
         require(same, op, "kernel '", opt.kernel, "' does not compute this operation");
     }
     return internal::find_variant(*row, opt.target, cuda);
@@ -318,6 +321,15 @@ void check_weights(const std::string &op, const Weights &w) {
     require(w.out > 0 && w.in > 0, op, name, " shape [", w.out, ", ", w.in, "] must be positive");
     require(w.in % t.block_elements == 0, op, name, ": in = ", w.in, " is not a multiple of ", t.block_elements,
             " (rows are whole blocks of ", t.block_elements, " values)");
+    if (w.pack_rows) {
+        require(t.packed_block_bytes > 0, op, name, ": pack_rows = ", w.pack_rows, ", but ", t.name,
+                " has no packed layout");
+        require(w.pack_rows > 0 && w.pack_rows % 4 == 0, op, name, ": pack_rows = ", w.pack_rows,
+                " is not a positive multiple of 4");
+        require(w.row_stride == 0, op, name, ": a packed weight has no row stride (", w.row_stride, " given)");
+        require(packed_bytes(w.format, w.out, w.in, w.pack_rows) <= kMaxDim, op, name, " is too large for 32-bit indexing");
+        return;
+    }
     const int64_t bytes = row_bytes(t, w.in);
     require(w.row_stride == 0 || w.row_stride >= bytes, op,
             name, " row stride ", w.row_stride, " is smaller than a row's ", bytes, " bytes");
@@ -342,6 +354,7 @@ KernelKey weights_key(const Weights &w, Op op) {
     k.format = w.format;
     k.op = op;
     k.group = traits(w.format).separate_scales ? w.group_size : 0;
+    k.pack = w.pack_rows;
     return k;
 }
 
@@ -351,8 +364,19 @@ KernelKey weights_key(const Weights &w, Op op) {
 struct WeightArgs {
     Halide::Runtime::Buffer<const void, 2> weight;
     Halide::Runtime::Buffer<const void, 2> scales;
+    Halide::Runtime::Buffer<const uint8_t, 3> packed;  // [R * packed block bytes, blocks, tiles]
     WeightArgs(Place &p, const Weights &w) {
         const FormatTraits &t = traits(w.format);
+        if (w.pack_rows) {
+            require(!p.cuda(), "matmul", "packed weights run on the CPU kernels only (upload the file's layout)");
+            const int64_t chunk = w.pack_rows * t.packed_block_bytes, blocks = w.in / t.block_elements;
+            halide_dimension_t dims[3] = {{0, static_cast<int32_t>(chunk), 1},
+                                          {0, static_cast<int32_t>(blocks), static_cast<int32_t>(chunk)},
+                                          {0, static_cast<int32_t>((w.out + w.pack_rows - 1) / w.pack_rows),
+                                           static_cast<int32_t>(chunk * blocks)}};
+            packed = Halide::Runtime::Buffer<const uint8_t, 3>(static_cast<const uint8_t *>(w.data), 3, dims);
+            return;
+        }
         const int64_t bytes = row_bytes(t, w.in), stride = dense_or(w.row_stride, bytes);
         const auto *data = static_cast<const uint8_t *>(w.data);
         if (t.block_elements > 1) {
@@ -370,7 +394,7 @@ struct WeightArgs {
             scales = p.view("scales", w.scales, w.out, groups(w), dense_or(w.scales_stride, groups(w)));
         }
     }
-    halide_buffer_t *w() { return weight.raw_buffer(); }
+    halide_buffer_t *w() { return packed.data() ? packed.raw_buffer() : weight.raw_buffer(); }
     halide_buffer_t *s() { return scales.raw_buffer(); }
 };
 

@@ -10,8 +10,10 @@
 #include "cublas.h"
 #include "cuda_device.h"
 #include "qforge/gguf.h"
+#include "qforge/pack.h"
 #include "qforge/quantize.h"
 #include "qforge/safetensors.h"
+#include "registry.h"
 #include "tensor_views.h"
 
 namespace qforge {
@@ -91,6 +93,12 @@ private:
     std::deque<Entry> entries_;
 };
 
+// A forced kernel (RunOptions::kernel) reads the packed layout or the file's.
+bool kernel_is_packed(const std::string &kernel) {
+    const internal::KernelRow *r = internal::find_row(kernel);
+    return r && r->pack;
+}
+
 DeviceScratch &device_scratch() {
     thread_local DeviceScratch scratch;
     return scratch;
@@ -107,6 +115,8 @@ struct Linear::Impl {
     std::vector<float> converted;     // bf16 weights as f32
     std::vector<float> bias;
     std::vector<uint8_t> dense;       // eager: f32 or f16 [out, in]
+    std::vector<uint8_t> packed;      // fused on the CPU: the packed layout its 8-bit kernels read
+    int pack_rows = 0;
     DeviceBuffer dev_weight, dev_scales, dev_bias, dev_dense;
     bool on_device = false;
 
@@ -115,8 +125,9 @@ struct Linear::Impl {
     int64_t quantized_bytes() const { return qforge::weight_bytes(w.format, out, in, w.group_size); }
     int64_t weight_plane_bytes() const { return out * (in / traits_().block_elements) * traits_().block_bytes; }
 
-    // The weights as kernels take them, in host or device memory.
-    Weights weights() const {
+    // The weights as kernels take them, in host or device memory: packed
+    // for the 8-bit kernels where the layer packed them.
+    Weights weights(bool q8 = false) const {
         Weights v;
         v.format = w.format;
         v.data = on_device ? dev_weight.p : w.data;
@@ -124,6 +135,10 @@ struct Linear::Impl {
         v.in = in;
         v.scales = on_device ? static_cast<const uint16_t *>(dev_scales.p) : w.scales;
         v.group_size = w.group_size;
+        if (q8 && pack_rows) {
+            v.data = packed.data();
+            v.pack_rows = pack_rows;
+        }
         return v;
     }
     const float *bias_ptr() const {
@@ -182,8 +197,16 @@ Linear::Linear(std::string name, const WeightRef &w, const float *bias, const La
     impl_ = std::move(impl);
 }
 
-// Eager dequantization and uploads.
+// Eager dequantization, packing and uploads.
 void Linear::Impl::load() {
+    if (opt.strategy == Strategy::fused && opt.memory == Memory::host) {
+        // This CPU's fastest kernels read the packed layout: pack once, here.
+        pack_rows = preferred_pack_rows(w.format);
+        if (pack_rows) {
+            packed.resize(packed_bytes(w.format, out, in, pack_rows));
+            pack_weights(weights(), pack_rows, packed.data());
+        }
+    }
     if (opt.strategy != Strategy::fused) {
         std::vector<float> f(out * in);
         if (traits_().block_elements == 1) {
@@ -215,7 +238,10 @@ Strategy Linear::strategy() const { return impl_->opt.strategy; }
 Memory Linear::memory() const { return impl_->opt.memory; }
 bool Linear::has_bias() const { return !impl_->bias.empty(); }
 
+int Linear::pack_rows() const { return impl_->pack_rows; }
+
 int64_t Linear::weight_bytes() const {
+    if (impl_->pack_rows) return static_cast<int64_t>(impl_->packed.size());
     if (impl_->opt.strategy == Strategy::fused) return impl_->quantized_bytes();
     return static_cast<int64_t>(impl_->dense.size());
 }
@@ -268,15 +294,17 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
     }
 }
 
-// Automatic activations are 8-bit for batches on the CPU where the format
-// has 8-bit kernels; on CUDA f32, since the Q8_K quantizer is several small
-// kernels that cost more than they save there.
+// Automatic activations are 8-bit on the CPU where the format has 8-bit
+// kernels, for batches, and for one token too where the layer is packed
+// (integer dots over packed tiles beat the f32 decode kernels); on CUDA f32,
+// since the Q8_K quantizer is several small kernels that cost more than
+// they save there.
 void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) const {
     const auto &acts = traits_().activations;
     const bool has_q8 = std::find(acts.begin(), acts.end(), ActType::q8_k) != acts.end();
     const bool cuda = fo.run.memory == Memory::cuda;
     const bool q8 = fo.activations == Activations::q8 ||
-                    (fo.activations == Activations::automatic && has_q8 && x.rows > 1 && !cuda);
+                    (fo.activations == Activations::automatic && has_q8 && (x.rows > 1 || pack_rows) && !cuda);
     if (!q8) return matmul(weights(), x, bias_ptr(), y, fo.run);
     if (!has_q8) {
         std::string with;
@@ -296,7 +324,7 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
     }
     Q8KBuffer a(x.rows, in);
     q8k_quantize(x, a.view(), quantize);
-    matmul(weights(), a.view(), bias_ptr(), y, fo.run);
+    matmul(weights(/*q8=*/fo.run.kernel.empty() || kernel_is_packed(fo.run.kernel)), a.view(), bias_ptr(), y, fo.run);
 }
 
 bool Linear::Impl::use_cublas(const ConstMatrix &x, const ForwardOptions &fo) const {

@@ -73,6 +73,7 @@ std::string kernel_name(const KernelRow &r) {
     }
     if (r.norm) s += "_norm";
     if (r.group) s += "_g" + std::to_string(r.group);
+    if (r.pack) s += "_x" + std::to_string(r.pack);
     if (*r.tag) s += std::string("@") + r.tag;
     return s;
 }
@@ -89,7 +90,8 @@ const KernelRow *find_row(const std::string &name) {
 
 const KernelRow *find_row(const KernelKey &k) {
     for (const KernelRow &r : kernel_rows()) {
-        if (*r.tag || r.weights != k.weights || r.op != k.op || r.norm != k.norm || r.out != k.out || r.group != k.group) continue;
+        if (*r.tag || r.weights != k.weights || r.op != k.op || r.norm != k.norm || r.out != k.out || r.group != k.group ||
+            r.pack != k.pack) continue;
         if (r.weights && r.format != k.format) continue;
         if (r.has_act && r.act != k.act) continue;
         return &r;
@@ -163,6 +165,13 @@ const Variant &find_variant(const KernelRow &row, const std::string &requested, 
                     "-DQF_VARIANTS=all for a library per target)");
     }
     throw Error("kernel '" + kernel_name(row) + "' is not built for target '" + target + "'");
+}
+
+std::string cpu_family() {
+    for (const TargetRow &t : target_rows()) {
+        if (std::string(t.family) != "cuda") return t.family;
+    }
+    return "";
 }
 
 std::vector<const Variant *> runnable_variants(const KernelRow &row) {

@@ -27,6 +27,7 @@ struct KernelRow {
     bool norm;
     Out out;
     int group;        // int4g's group size; 0 otherwise
+    int pack;         // R: reads the packed layout in tiles of R rows (FORMATS.md); 0: the file's layout
     const char *tag;  // "" or a schedule variant's tag (QF_TUNING_KERNELS)
     const char *families;  // the target families it is built for: "x86 arm64 cuda"
 };
@@ -104,7 +105,7 @@ const std::vector<Variant> &variants();
 const std::vector<TargetRow> &target_rows();
 
 // "q4k_matvec_f32", "int4g_dequant_f16_g32", "q8k_quantize_norm",
-// "q4k_matvec_f32@b8w32r2": built from the columns, for people (and for
+// "q4k_matvec_q8_x16" (packed, R = 16), "q4k_matvec_f32@b8w32r2": built from the columns, for people (and for
 // RunOptions::kernel, which is looked up by it).
 std::string kernel_name(const KernelRow &r);
 const KernelRow *find_row(const std::string &name);
@@ -118,6 +119,7 @@ struct KernelKey {
     bool norm = false;
     Out out = Out::f32;
     int group = 0;
+    int pack = 0;
 };
 const KernelRow *find_row(const KernelKey &key);
 
@@ -126,6 +128,9 @@ const KernelRow *find_row(const KernelKey &key);
 // machine cannot run it, or it does not run on that memory.
 const Variant &find_variant(const KernelRow &row, const std::string &target, bool cuda = false);
 bool is_cuda_target(const std::string &target);
+
+// The CPU family this build's host kernels belong to: "x86" or "arm64".
+std::string cpu_family();
 
 // Variants of `row` this machine's CPU can run, "auto" included.
 std::vector<const Variant *> runnable_variants(const KernelRow &row);

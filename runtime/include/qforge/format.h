@@ -29,7 +29,9 @@ struct FormatTraits {
     bool separate_scales;         // int4g: an f16 scale plane [out, ceil(in/G)] beside the weights
     std::vector<int> group_sizes; // int4g: the compiled group sizes; empty: scales live in the blocks
     std::vector<ActType> activations;  // what its matmul kernels read; empty: no kernels of its own
-    std::vector<const char *> packed_layouts;  // weight layouts besides the file's (none yet)
+    // Bytes per row per block in its packed layout (qforge/pack.h, FORMATS.md
+    // "Packed layouts"); 0: it has none, its kernels read the file's layout.
+    int64_t packed_block_bytes;
     Format kernel_format;         // what a layer runs: bf16 is converted to f32 at load
     // On CUDA, from this many tokens a layer dequantizes to f16 and runs
     // cuBLAS instead of the Halide kernels; 0: never (bench/device/RULES.md).

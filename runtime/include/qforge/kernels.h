@@ -49,6 +49,10 @@ struct Weights {
     const uint16_t *scales = nullptr;  // int4g only: f16 bits [out, ceil(in/G)]
     int group_size = 0;                // int4g only: one of traits(int4g).group_sizes
     int64_t scales_stride = 0;         // int4g only: elements between scale rows; 0: ceil(in/G)
+    // 0: `data` is in the file's layout. R: `data` is packed in tiles of R
+    // rows (qforge/pack.h), row_stride unused; only kernels of that layout
+    // read it (8-bit activations).
+    int pack_rows = 0;
 };
 
 // RMSNorm or LayerNorm over each row (token) of an activation matrix,

@@ -48,11 +48,11 @@ struct Tensor {
 enum class Strategy { fused, eager_f32, eager_f16 };
 
 // Activation type of the layer's kernels.
-//   automatic: f32 for decode (one token) and, on the CPU, 8-bit for
-//   prefill in formats that have 8-bit kernels (Q4_K's Q8_K: integer dot
-//   products, the prefill bottleneck), as llama.cpp quantizes activations;
-//   f32 on CUDA, where the quantizer costs more than it saves
-//   (bench/device/RULES.md).
+//   automatic: on the CPU, 8-bit in formats that have 8-bit kernels (Q4_K's
+//   Q8_K: integer dot products), as llama.cpp quantizes activations, for
+//   prefill and, where the layer is packed (pack_rows()), for decode too;
+//   f32 otherwise, and on CUDA, where the quantizer costs more than it saves
+//   (bench/device/RULES.md). f32 is the exact path.
 enum class Activations { automatic, f32, q8 };
 
 struct LayerOptions {
@@ -102,6 +102,9 @@ public:
     Strategy strategy() const;
     Memory memory() const;
     bool has_bias() const;
+    // Tile height of the packed copy its 8-bit kernels read (qforge/pack.h),
+    // made at load on CPUs whose best kernels want it; 0: none.
+    int pack_rows() const;
     // Bytes this layer keeps: weights (mapped or owned), scales, bias and any
     // dequantized copy.
     int64_t memory_bytes() const;

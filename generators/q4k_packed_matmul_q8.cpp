@@ -1,0 +1,100 @@
+// Y = X * W^T + b with Q4_K weights in the packed layout (FORMATS.md,
+// "Packed Q4_K") and Q8_K activations. Rows are the vector lanes: a tile of
+// R rows stores, for each super-block, 4 consecutive bytes of every row
+// side by side, so one vector load holds 4 k of R rows and one broadcast of
+// 4 activation bytes serves them all (vpdpbusd, vpmaddubsw, sdot). The
+// sub-block scales and mins are bytes already, so nothing is decoded in
+// the loop:
+//   y += a.d * (d * sum_j sc_j * isum_j  -  dmin * sum_j m_j * asum_j)
+// where isum_j is sub-block j's integer dot and asum_j the sum of its 32
+// activations (from Q8_K's bsums). Integer sums are exact: every DotForm
+// computes the same isum.
+#include "q4k_block.h"
+
+namespace qforge {
+
+class Q4KPackedMatmulQ8 : public KernelGenerator<Q4KPackedMatmulQ8> {
+public:
+    GeneratorParam<int> pack_rows{"pack_rows", 16};  // R: rows per packed tile
+
+    Input<Buffer<uint8_t, 3>> weight{"weight"};   // [148 R, in/256, tiles]
+    Input<Buffer<float, 2>> a_d{"a_d"};           // [in/256, tokens]
+    Input<Buffer<int8_t, 2>> a_qs{"a_qs"};        // [in, tokens]
+    Input<Buffer<int16_t, 2>> a_bsums{"a_bsums"}; // [in/16, tokens]
+    Input<Buffer<float, 1>> bias{"bias"};         // [out], or one element when absent
+    Input<bool> has_bias{"has_bias"};
+    Output<Buffer<float, 2>> y{"y"};              // [out, tokens]
+
+    void generate() {
+        const int R = pack_rows;
+        check(R > 0 && R % 4 == 0, "pack_rows must be a positive multiple of 4");
+        const int tile_bytes = kQ4KPackedBlockBytes * R;
+        weight.dim(0).set_bounds(0, tile_bytes).set_stride(1);
+        weight.dim(1).set_min(0).set_stride(tile_bytes);
+        weight.dim(2).set_min(0);
+        y.dim(0).set_min(0);
+        Func a_d_ = clamp_outer(a_d), a_qs_ = clamp_outer(a_qs), a_bsums_ = clamp_outer(a_bsums);
+
+        PackedQ4KFuncs f;
+        f.rows = R;
+        f.form = schedule_family_for(get_target()).dot_form(get_target());
+        f.weight = weight;
+        Var r = f.r, t = f.t, n = f.n, kp = f.kp, h = f.h, jp = f.jp, sb = f.sb, o = f.o;
+        Q4KPacked w{weight, R};
+
+        // The integer dot of sub-block j = 2 jp + h, in parts of `kp`. Byte
+        // b = 4 g + (its place in the group of 4) of a 32-byte chunk.
+        auto quant = [&](const Expr &b4, const Expr &g) { return w.q(b4, r, g, h, jp, sb, t); };
+        // Activations as the schedule may stage them per token tile: act4(b4,
+        // kq, n) is byte b4 of group kq of 4; act_d and act_sum per block.
+        Var b4v("b4"), kq("kq"), j("j");
+        f.act4(b4v, kq, n) = a_qs_(4 * kq + b4v, n);
+        f.act_d(sb, n) = a_d_(sb, n);
+        f.act_sum(j, sb, n) = cast<int32_t>(a_bsums_(16 * sb + 2 * j, n)) + cast<int32_t>(a_bsums_(16 * sb + 2 * j + 1, n));
+        auto act = [&](const Expr &b4, const Expr &g) { return f.act4(b4, 64 * sb + 8 * (2 * jp + h) + g, n); };
+        if (f.form == DotForm::u8s8_pairs) {
+            // vpmaddubsw: pairs of u8 x s8 products summed in i16 (never
+            // saturates: 2 * 15 * 127 < 32767), then the 8 groups in i16
+            // (8 * 3810 < 32767); the scale multiply pairs them in i32.
+            f.dot = RDom(0, 2, "dot");
+            f.groups = RDom(0, 8, "groups");
+            Expr b4 = 2 * kp + f.dot;
+            f.pair(kp, r, f.g, h, jp, sb, t, n) = cast<int16_t>(0);
+            f.pair(kp, r, f.g, h, jp, sb, t, n) = saturating_add(f.pair(kp, r, f.g, h, jp, sb, t, n),
+                                                                 widening_mul(quant(b4, f.g), act(b4, f.g)));
+            f.part(kp, r, h, jp, sb, t, n) = cast<int16_t>(0);
+            f.part(kp, r, h, jp, sb, t, n) += f.pair(kp, r, f.groups, h, jp, sb, t, n);
+        } else {
+            f.dot = RDom(0, 4, 0, 8, "dot");  // byte in the group of 4, group
+            Expr q = quant(f.dot.x, f.dot.y), a = act(f.dot.x, f.dot.y);
+            // x86 wants the nibble kept u8 (u8 x s8 is vpdpbusd); left plain,
+            // FindIntrinsics narrows it to s8, which ARM's sdot takes.
+            Expr term = f.form == DotForm::u8s8_dot4 ? cast<int32_t>(widening_mul(q, a))
+                                                      : cast<int32_t>(q) * cast<int32_t>(a);
+            f.part(kp, r, h, jp, sb, t, n) = 0;
+            f.part(kp, r, h, jp, sb, t, n) += term;
+        }
+        const int parts = f.form == DotForm::u8s8_pairs ? 2 : 1;
+        f.subs = RDom(0, parts, 0, 2, 0, 4, "subs");  // kp, h, jp
+        f.sacc(r, sb, t, n) = 0;
+        f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, f.subs.z, sb, t, n)) *
+                               cast<int32_t>(cast<int16_t>(w.sc(r, 2 * f.subs.z + f.subs.y, sb, t)));
+        f.mins = RDom(0, 8, "mins");
+        f.macc(r, sb, t, n) = 0;
+        f.macc(r, sb, t, n) += cast<int32_t>(w.m(r, f.mins, sb, t)) * f.act_sum(f.mins, sb, n);
+
+        f.blocks = RDom(0, weight.dim(1).extent(), "blocks");
+        Expr b = f.blocks;
+        f.acc(r, t, n) = 0.0f;
+        f.acc(r, t, n) += f.act_d(b, n) * (w.d(r, b, t) * cast<float>(f.sacc(r, b, t, n)) -
+                                        w.dmin(r, b, t) * cast<float>(f.macc(r, b, t, n)));
+        y(o, n) = f.acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias.dim(0).extent(), o);
+        f.y = y;
+
+        schedule_family_for(get_target()).q4k_packed_q8(f, get_target(), knobs());
+    }
+};
+
+}  // namespace qforge
+
+HALIDE_REGISTER_GENERATOR(qforge::Q4KPackedMatmulQ8, q4k_packed_matmul_q8)
