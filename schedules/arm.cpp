@@ -33,6 +33,7 @@ const ScheduleFamily arm_family = {
     arm_dot_form,
     cpu::q4k_packed_q8<kArm>,
     cpu::block32_packed_q8<kArm>,
+    cpu::q8_0_quantize<kArm>,
 };
 const RegisterScheduleFamily registered{&arm_family};
 

@@ -193,6 +193,18 @@ void q8k_quantize(Q8KQuantizeFuncs &f, const Target &t, const Knobs &k) {
     f.bsums.update().parallel(f.n);
 }
 
+template <const Tuning &D>
+void q8_0_quantize(Q80QuantizeFuncs &f, const Target &t, const Knobs &k) {
+    const int V = f32_lanes(t, k);
+    f.amax.compute_root().parallel(f.n).vectorize(f.b, V, kGuard);
+    f.amax.update().parallel(f.n).vectorize(f.b, V, kGuard);
+    f.iscale.compute_root().parallel(f.n).vectorize(f.b, V, kGuard);
+    f.qs.vectorize(f.c, 32).parallel(f.n);
+    f.d.vectorize(f.b, V, kGuard).parallel(f.n);
+    f.sums.parallel(f.n);
+    f.sums.update().parallel(f.n);
+}
+
 // Statistics of a fused norm, once per call before the kernel (every
 // normalised value needs them): per token, vector partial sums of x and of
 // its squared deviations, then two scalars.

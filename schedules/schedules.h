@@ -67,6 +67,12 @@ struct Q8KQuantizeFuncs {
     Halide::Var c, b, g, n;
 };
 
+// f32 -> Q8_0 planes: per block (b, n) amax and iscale, then qs(c, n), d(b, n), sums(b, n).
+struct Q80QuantizeFuncs {
+    Halide::Func amax{"amax"}, iscale{"iscale"}, qs, d, sums;  // qs, d, sums are the outputs
+    Halide::Var c{"c"}, b{"b"}, n{"n"};
+};
+
 // Y(r, n) = bias + sum_{k,b} ad*d*bdot(k,b,r,n) + sum_b ad*dmin*bmin(b,r,n),
 // bmin being the negated min sums (so that both are plain sums).
 // dot4(k, j, b, r, n) is the sum of 4 u4 x s8 products (the shape of
@@ -144,6 +150,7 @@ struct ScheduleFamily {
     DotForm (*dot_form)(const Halide::Target &);
     void (*q4k_packed_q8)(PackedQ4KFuncs &, const Halide::Target &, const Knobs &);
     void (*block32_packed_q8)(PackedBlock32Funcs &, const Halide::Target &, const Knobs &);
+    void (*q8_0_quantize)(Q80QuantizeFuncs &, const Halide::Target &, const Knobs &);
 };
 
 inline std::vector<const ScheduleFamily *> &schedule_families() {

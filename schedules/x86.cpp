@@ -37,6 +37,7 @@ const ScheduleFamily x86_family = {
     x86_dot_form,
     cpu::q4k_packed_q8<kX86>,
     cpu::block32_packed_q8<kX86>,
+    cpu::q8_0_quantize<kX86>,
 };
 const RegisterScheduleFamily registered{&x86_family};
 

@@ -28,9 +28,9 @@ set(QF_TARGETS
 #              kernels of the activations alone (quantize, convert)
 #   op         dequant | matvec (decode, one token) | matmul (prefill) |
 #              quantize (activations to 8 bits) | convert (activations to f16)
-#   act        the activation type it reads: f32 | q8_k ("-" for dequant)
+#   act        the activation type it reads: f32 | q8_k | q8_0 ("-" for dequant)
 #   norm       "norm": it reads RMSNorm/LayerNorm(x), computed inline
-#   out        its output: f32 | f16 | q8_k
+#   out        its output: f32 | f16 | q8_k | q8_0
 #   group      int4g's group size
 #   pack       R: the kernel reads the packed layout of FORMATS.md ("Packed
 #              layouts"), tiles of R rows interleaved ("-": the file's own
@@ -111,6 +111,24 @@ set(QF_KERNELS
     "q4_k   matmul   q8_k -    f32  -     16   x86      q4k_packed_matmul_q8 -"
     "q4_k   matvec   q8_k -    f32  -     8    arm64    q4k_packed_matmul_q8 -"
     "q4_k   matmul   q8_k -    f32  -     8    arm64    q4k_packed_matmul_q8 -"
+    "-      quantize f32  -    q8_0 -     -    x86,arm64 q8_0_quantize     -"
+    "-      quantize f32  norm q8_0 -     -    x86,arm64 q8_0_quantize     -"
+    "q4_0   matvec   q8_0 -    f32  -     16   x86      block32_packed_matmul_q8 -"
+    "q4_0   matmul   q8_0 -    f32  -     16   x86      block32_packed_matmul_q8 -"
+    "int4g  matvec   q8_0 -    f32  32    16   x86      block32_packed_matmul_q8 -"
+    "int4g  matmul   q8_0 -    f32  32    16   x86      block32_packed_matmul_q8 -"
+    "int4g  matvec   q8_0 -    f32  64    16   x86      block32_packed_matmul_q8 -"
+    "int4g  matmul   q8_0 -    f32  64    16   x86      block32_packed_matmul_q8 -"
+    "int4g  matvec   q8_0 -    f32  128   16   x86      block32_packed_matmul_q8 -"
+    "int4g  matmul   q8_0 -    f32  128   16   x86      block32_packed_matmul_q8 -"
+    "q4_0   matvec   q8_0 -    f32  -     8    arm64    block32_packed_matmul_q8 -"
+    "q4_0   matmul   q8_0 -    f32  -     8    arm64    block32_packed_matmul_q8 -"
+    "int4g  matvec   q8_0 -    f32  32    8    arm64    block32_packed_matmul_q8 -"
+    "int4g  matmul   q8_0 -    f32  32    8    arm64    block32_packed_matmul_q8 -"
+    "int4g  matvec   q8_0 -    f32  64    8    arm64    block32_packed_matmul_q8 -"
+    "int4g  matmul   q8_0 -    f32  64    8    arm64    block32_packed_matmul_q8 -"
+    "int4g  matvec   q8_0 -    f32  128   8    arm64    block32_packed_matmul_q8 -"
+    "int4g  matmul   q8_0 -    f32  128   8    arm64    block32_packed_matmul_q8 -"
     "int4g  dequant  -    -    f16  32    -    cuda     int4g_dequant      -"
     "int4g  dequant  -    -    f16  64    -    cuda     int4g_dequant      -"
     "int4g  dequant  -    -    f16  128   -    cuda     int4g_dequant      -"

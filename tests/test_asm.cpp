@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <cstdint>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -58,30 +59,32 @@ std::string mnemonic(const std::string &line) {
     return m;
 }
 
-// A scalar integer instruction: general-purpose-register arithmetic, the
-// kind that decoding scales in the loop costs (moves, loads into vectors,
-// branches and compares are not counted).
-bool scalar_integer(const std::string &line) {
+// A scalar bit-twiddling instruction: shifts, masks, ors and multiplies on
+// general-purpose registers, which is what decoding packed scales in the
+// loop costs. Address arithmetic (add, sub, lea), loads, moves, compares and
+// branches are not counted: ARM's broadcast loads take only a base register,
+// so their adds say nothing about the algorithm.
+bool scalar_bit_op(const std::string &line) {
     const std::string m = mnemonic(line);
-    static const char *const x86[] = {"add", "sub", "imul", "shl", "shr", "sar", "and", "or", "xor", "movzb",
-                                      "movsb", "movzw", "movsw", "lea", "neg", "not"};
-    static const char *const arm[] = {"add", "sub", "mul", "madd", "msub", "lsl", "lsr", "asr", "and", "orr",
-                                      "eor", "ubfx", "sbfx", "sxth", "sxtb", "uxtb", "uxth", "ldrsh", "ldrb", "ldrh",
-                                      "ldrsb", "bfi", "neg"};
+    static const char *const x86[] = {"shl", "shr", "sar", "and", "or", "xor", "imul", "movzb", "rol", "ror", "bextr", "pext"};
+    static const char *const arm[] = {"and", "orr", "eor", "lsl", "lsr", "asr", "ubfx", "sbfx", "bfi", "bfxil", "mul", "madd", "msub", "ubfiz", "sbfiz"};
     if (m.empty() || m[0] == 'v') return false;  // x86 vector instructions
     std::istringstream ws(line);
     std::string op, first;
     ws >> op >> first;
-    const bool gpr_arm = !first.empty() && (first[0] == 'w' || first[0] == 'x') && isdigit(static_cast<unsigned char>(first[1]));
-    if (gpr_arm) {
+    if (first.size() > 1 && (first[0] == 'w' || first[0] == 'x') && isdigit(static_cast<unsigned char>(first[1]))) {
         for (const char *p : arm) {
             if (m == p) return true;
         }
         return false;
     }
-    if (first.empty() || first[0] != '%') {
+    if (first.empty() || first[0] == '%' || first[0] == '$' || first[0] == '(' || first[0] == '-' || isdigit(static_cast<unsigned char>(first[0]))) {
+        // AT&T syntax: an x86 mnemonic with its size suffix (shll, andq, imull, movzbl).
         for (const char *p : x86) {
-            if (m.rfind(p, 0) == 0 && m.size() <= std::string(p).size() + 2) return true;
+            if (m.rfind(p, 0) == 0 && m.size() <= std::string(p).size() + 2 && line.find("%xmm") == std::string::npos &&
+                line.find("%ymm") == std::string::npos && line.find("%zmm") == std::string::npos) {
+                return true;
+            }
         }
     }
     return false;
@@ -104,7 +107,7 @@ TEST(Assembly, IntegerDotKernelsUseDotInstructions) {
     for (const qforge::internal::Variant &a : qforge::internal::variants()) {
         if (!a.asm_path) continue;
         const std::string kernel = qforge::internal::kernel_name(*a.row);
-        EXPECT_EQ(a.row->act, qforge::ActType::q8_k) << kernel << " keeps assembly nobody reads";
+        EXPECT_NE(a.row->act, qforge::ActType::f32) << kernel << " keeps assembly nobody reads";
         std::ifstream f(a.asm_path);
         ASSERT_TRUE(f) << "cannot read " << a.asm_path;
         std::stringstream text;
@@ -127,23 +130,28 @@ TEST(Assembly, IntegerDotKernelsUseDotInstructions) {
         if (!a.row->pack) continue;
         // Packed kernels: the hottest loop (the one with the most of the
         // target's first-listed, preferred dot instruction: vpmaddubsw, not
-        // only vpmaddwd, on AVX2) has it, and at most one scalar integer
-        // instruction per dot instruction: scale decoding stays out.
+        // only vpmaddwd, on AVX2) has it, and at most one scalar bit
+        // operation per 4 dot instructions: scale decoding stays out (the
+        // file-layout Q4_K kernel had 5 per vpdpbusd).
         std::string preferred;
         std::istringstream(target->dot) >> preferred;
+        // The hottest loop: the innermost (smallest) loop that has the
+        // instruction; loops around it (tiles, tasks, staging) are not it.
         int best = 0, scalar = 0;
+        size_t size = SIZE_MAX;
         for (const auto &body : loops(text.str())) {
             int dots = 0, sc = 0;
             for (const std::string &l : body) {
                 dots += mnemonic(l) == preferred;
-                sc += scalar_integer(l);
+                sc += scalar_bit_op(l);
             }
-            if (dots > best) best = dots, scalar = sc;
+            if (dots > 0 && body.size() < size) best = dots, scalar = sc, size = body.size();
         }
         EXPECT_GT(best, 0) << kernel << " on " << a.target << ": no loop has " << preferred;
-        EXPECT_LE(scalar, best) << kernel << " on " << a.target << ": " << scalar
-                                << " scalar integer instructions beside " << best << " dot instructions in its hottest loop";
-        std::printf("[ asm      ] %s on %s: hottest loop %d dot, %d scalar integer\n", kernel.c_str(), a.target, best, scalar);
+        EXPECT_LE(4 * scalar, best) << kernel << " on " << a.target << ": " << scalar
+                                    << " scalar bit operations beside " << best << " dot instructions in its hottest loop";
+        std::printf("[ asm      ] %s on %s: hottest loop %d %s, %d scalar bit ops\n", kernel.c_str(), a.target, best,
+                    preferred.c_str(), scalar);
     }
     // Every integer-dot row on every target of its families built one by one
     // (none where only "auto" is).
@@ -152,7 +160,7 @@ TEST(Assembly, IntegerDotKernelsUseDotInstructions) {
         if (!t.built) continue;
         for (const auto &r : qforge::internal::kernel_rows()) {
             const std::string fams = std::string(" ") + r.families + " ";
-            expected += r.has_act && r.act == qforge::ActType::q8_k && !*r.tag &&
+            expected += r.has_act && r.act != qforge::ActType::f32 && !*r.tag &&
                         fams.find(std::string(" ") + t.family + " ") != std::string::npos;
         }
     }

@@ -4,6 +4,7 @@
 // concurrent calls.
 #include "test_util.h"
 #include "layer_util.h"
+#include "qforge/pack.h"
 
 #include "qforge/layers.h"
 #include "qforge/plan.h"
@@ -53,13 +54,20 @@ TEST(Layers, EveryFormatBothShapesBothStrategies) {
                 b.layer->forward(ConstTensor{x.data(), xs}, Tensor{y.data(), ys});
                 std::vector<double> ref(tokens * out);
                 ref::dense_matmul(b.dequantized, out, in, x.data(), tokens, bias.data(), ref.data());
-                // Q4_K prefill runs Q8_K activations (8-bit x); eager f16 rounds weights to 11 bits.
-                const bool coarse = (std::string(format) == "q4_k" && tokens > 1 && s == Strategy::fused) ||
+                // Packed layers (any token count) and Q4_K prefill run 8-bit activations;
+                // eager f16 rounds weights to 11 bits.
+                const bool coarse = (s == Strategy::fused && (b.layer->pack_rows() > 0 ||
+                                                              (std::string(format) == "q4_k" && tokens > 1))) ||
                                     s == Strategy::eager_f16;
                 EXPECT_LT(max_rel(y, ref), coarse ? 2e-2 : 1e-5) << "tokens " << tokens;
             }
             const int64_t dense = s == Strategy::eager_f32 ? out * in * 4 : s == Strategy::eager_f16 ? out * in * 2 : -1;
             if (dense > 0) EXPECT_EQ(b.layer->memory_bytes(), dense + out * 4);
+            // A fused layer packs at load wherever this CPU's kernels want it, and reports the packed bytes.
+            const Format f = format_from_string(format);
+            const int R = s == Strategy::fused ? preferred_pack_rows(f, b.layer->group_size()) : 0;
+            EXPECT_EQ(b.layer->pack_rows(), R);
+            if (R) EXPECT_EQ(b.layer->memory_bytes(), packed_bytes(f, out, in, R) + out * 4);
             EXPECT_TRUE(b.layer->has_bias());
         }
     }

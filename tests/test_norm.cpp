@@ -54,9 +54,10 @@ class FusedNorm : public testing::TestWithParam<VariantParam> {};
 TEST_P(FusedNorm, MatchesNormThenMatmulInFloat64) {
     const VariantParam &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
-    // The quantizer's norm variant runs inside a Q4_K layer with 8-bit activations.
+    // The quantizer's norm variant runs inside a layer with 8-bit activations
+    // of its type: Q4_K for Q8_K, Q4_0 (packed) for Q8_0.
     const bool q8 = p.row->op == Op::quantize;
-    const Format format = q8 ? Format::q4_k : p.row->format;
+    const Format format = q8 ? (p.row->out == Out::q8_0 ? Format::q4_0 : Format::q4_k) : p.row->format;
     const bool decode = p.row->op == Op::matvec;
     const int64_t out = 37, in = 768, tokens = decode ? 1 : 5;
     const int group = p.row->group ? p.row->group : 32;
@@ -127,29 +128,32 @@ TEST_P(Q8KNorm, QuantisesTheNormalisedValues) {
     const VariantParam &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
     const int64_t tokens = 3, in = 1024;
+    const ActType type = p.row->out == Out::q8_0 ? ActType::q8_0 : ActType::q8_k;
+    const int64_t B = act_block(type), S = act_sum_block(type);
     auto x = random_floats(tokens * in, -3.0f, 5.0f);
     Mem m(p);
     const RandomNorm norm_(in, m);
     const Norm &host = norm_.host, &dev = norm_.dev;
-    std::vector<float> d(tokens * in / 256, nan_poison());
+    std::vector<float> d(tokens * in / B, nan_poison());
     std::vector<int8_t> qs(tokens * in, 99);
-    std::vector<int16_t> bsums(tokens * in / 16, 9999);
-    q8k_quantize(ConstMatrix{m.in(x), tokens, in, 0, &dev}, {m.out(d), m.out(qs), m.out(bsums), tokens, in}, options(p));
+    std::vector<int16_t> bsums(tokens * in / S, 9999);
+    q8k_quantize(ConstMatrix{m.in(x), tokens, in, 0, &dev}, {m.out(d), m.out(qs), m.out(bsums), tokens, in, type},
+                 options(p));
     m.sync();
     const auto xn = normalise(x, tokens, in, host);
     int64_t bad = 0;
     for (int64_t t = 0; t < tokens; ++t) {
         for (int64_t c = 0; c < in; ++c) {
-            const double step = d[t * (in / 256) + c / 256];  // signed: ggml's d is -x_max / 127
+            const double step = d[t * (in / B) + c / B];  // Q8_K's is signed: ggml's d is -x_max / 127
             const double err = std::fabs(step * qs[t * in + c] - xn[t * in + c]);
             if (!(err <= 0.5 * std::fabs(step) * (1 + 1e-3) + 1e-5) && ++bad <= 3) {
                 ADD_FAILURE() << "token " << t << " col " << c << ": " << step * qs[t * in + c] << " vs " << xn[t * in + c];
             }
         }
-        for (int64_t g = 0; g < in / 16; ++g) {
+        for (int64_t g = 0; g < in / S; ++g) {
             int sum = 0;
-            for (int l = 0; l < 16; ++l) sum += qs[t * in + g * 16 + l];
-            EXPECT_EQ(bsums[t * (in / 16) + g], sum);
+            for (int l = 0; l < S; ++l) sum += qs[t * in + g * S + l];
+            EXPECT_EQ(bsums[t * (in / S) + g], sum);
         }
     }
     EXPECT_EQ(bad, 0);

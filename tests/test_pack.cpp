@@ -11,41 +11,49 @@
 namespace qforge::test {
 namespace {
 
-std::vector<uint8_t> random_blocks(Format f, int64_t out, int64_t in) {
+// Random weights in `f`'s file layout: the weight plane, then (int4g) the scale plane.
+std::vector<uint8_t> random_blocks(Format f, int64_t out, int64_t in, int group) {
     if (f == Format::q4_k) return random_q4k(out, in, /*realistic=*/false);
-    return random_bytes(weight_bytes(f, out, in));
+    return random_bytes(weight_bytes(f, out, in, group));
 }
 
 TEST(Pack, RoundTripsBitExactly) {
     for (const FormatTraits &t : all_formats()) {
         if (!has_packed_layout(t.format)) continue;
-        for (int R : {4, 8, 16, 32}) {
-            for (auto [out, in] : std::vector<std::pair<int64_t, int64_t>>{{1, 256}, {17, 512}, {64, 768}, {33, 2304}}) {
-                SCOPED_TRACE(std::string(t.name) + " R=" + std::to_string(R) + " [" + std::to_string(out) + ", " +
-                             std::to_string(in) + "]");
-                const int64_t k = in / t.block_elements * t.block_elements;
-                auto file = random_blocks(t.format, out, k);
-                const auto before = file;
-                std::vector<uint8_t> packed(packed_bytes(t.format, out, k, R), 0xA5);
-                Weights w{t.format, file.data(), out, k};
-                pack_weights(w, R, packed.data(), /*threads=*/3);
-                EXPECT_EQ(file, before) << "packing changed its input";
+        const std::vector<int> groups = t.separate_scales ? std::vector<int>{32, 64, 128} : std::vector<int>{0};
+        for (int G : groups) {
+            for (int R : {4, 8, 16, 32}) {
+                for (auto [out, in] : std::vector<std::pair<int64_t, int64_t>>{{1, 256}, {17, 512}, {64, 768}, {33, 2304}}) {
+                    SCOPED_TRACE(std::string(t.name) + " G=" + std::to_string(G) + " R=" + std::to_string(R) + " [" +
+                                 std::to_string(out) + ", " + std::to_string(in) + "]");
+                    auto file = random_blocks(t.format, out, in, G);
+                    const auto before = file;
+                    const int64_t plane = out * (in / t.block_elements) * t.block_bytes;
+                    std::vector<uint8_t> packed(packed_bytes(t.format, out, in, R), 0xA5);
+                    Weights w{t.format, file.data(), out, in};
+                    if (t.separate_scales) w.scales = reinterpret_cast<const uint16_t *>(file.data() + plane);
+                    w.group_size = G;
+                    pack_weights(w, R, packed.data(), /*threads=*/3);
+                    EXPECT_EQ(file, before) << "packing changed its input";
 
-                std::vector<uint8_t> back(file.size(), 0x5A);
-                Weights pw = w;
-                pw.data = packed.data();
-                pw.pack_rows = R;
-                unpack_weights(pw, back.data());
-                EXPECT_EQ(back, file);
+                    std::vector<uint8_t> back(file.size(), 0x5A);
+                    Weights pw = w;
+                    pw.data = packed.data();
+                    pw.pack_rows = R;
+                    unpack_weights(pw, back.data());
+                    EXPECT_EQ(back, file);
 
-                // Pad rows: repacking with the real rows zeroed gives all zeros.
-                std::vector<uint8_t> zero(file.size(), 0), zpacked(packed.size(), 0xA5);
-                Weights zw{t.format, zero.data(), out, k};
-                pack_weights(zw, R, zpacked.data(), 1);
-                EXPECT_TRUE(std::all_of(zpacked.begin(), zpacked.end(), [](uint8_t b) { return b == 0; }))
-                    << "pad rows or fields are not zero";
-                if (out % R == 0) {
-                    EXPECT_LE(static_cast<double>(packed.size()), 1.10 * static_cast<double>(file.size()));
+                    // Pad rows: packing all-zero weights gives all zeros.
+                    std::vector<uint8_t> zero(file.size(), 0), zpacked(packed.size(), 0xA5);
+                    Weights zw = w;
+                    zw.data = zero.data();
+                    if (t.separate_scales) zw.scales = reinterpret_cast<const uint16_t *>(zero.data() + plane);
+                    pack_weights(zw, R, zpacked.data(), 1);
+                    EXPECT_TRUE(std::all_of(zpacked.begin(), zpacked.end(), [](uint8_t b) { return b == 0; }))
+                        << "pad rows or fields are not zero";
+                    if (out % R == 0) {
+                        EXPECT_LE(static_cast<double>(packed.size()), 1.10 * static_cast<double>(file.size()));
+                    }
                 }
             }
         }
@@ -70,6 +78,13 @@ TEST(Pack, BadRequestsAreErrors) {
     expect_error([&] { packed_bytes(Format::f32, 4, 256, 16); }, {"f32 has no packed layout"});
     expect_error([&] { packed_bytes(Format::q4_k, 4, 256, 6); }, {"multiple of 4"});
     expect_error([&] { packed_bytes(Format::q4_k, 4, 300, 16); }, {"not whole blocks of 256"});
+    expect_error([&] { packed_bytes(Format::int4g, 4, 48, 16); }, {"not whole blocks of 32"});
+    std::vector<uint8_t> i4(4 * 64 / 2);
+    std::vector<uint16_t> sc(4 * 4);
+    Weights g16{Format::int4g, i4.data(), 4, 64};
+    g16.scales = sc.data();
+    g16.group_size = 16;
+    expect_error([&] { pack_weights(g16, 16, dst.data()); }, {"group size 16", "multiple of 32"});
     expect_error([&] { packed_bytes(Format::q4_k, 0, 256, 16); }, {"out = 0"});
     Weights w{Format::q4_k, data.data(), 4, 256};
     w.pack_rows = 16;
@@ -86,12 +101,13 @@ TEST(Pack, BadRequestsAreErrors) {
 
 TEST(Pack, PreferredRowsHaveKernels) {
     for (const FormatTraits &t : all_formats()) {
-        const int R = preferred_pack_rows(t.format);
+        const int R = preferred_pack_rows(t.format, t.separate_scales ? 32 : 0);
         if (!R) continue;
         internal::KernelKey k;
         k.format = t.format;
-        k.act = ActType::q8_k;
+        k.act = t.activations.back();
         k.pack = R;
+        k.group = t.separate_scales ? 32 : 0;
         for (Op op : {Op::matvec, Op::matmul}) {
             k.op = op;
             EXPECT_NE(internal::find_row(k), nullptr) << t.name << " R=" << R;

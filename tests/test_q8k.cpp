@@ -128,3 +128,119 @@ INSTANTIATE_TEST_SUITE_P(Variants, Q4KMatmulQ8, testing::ValuesIn(weight_variant
 
 }  // namespace
 }  // namespace qforge::test
+
+namespace qforge::test {
+namespace {
+
+// Q8_0 activation planes (FORMATS.md, "Q8_0 activations").
+struct Q80 {
+    int64_t tokens, in;
+    std::vector<float> d;
+    std::vector<int8_t> qs;
+    std::vector<int16_t> sums;
+    Q80(int64_t t, int64_t i) : tokens(t), in(i), d(t * (i / 32), nan_poison()), qs(t * i, 0x55), sums(t * (i / 32), 0x5555) {}
+    Q8KActivations out(Mem &m) { return {m.out(d), m.out(qs), m.out(sums), tokens, in, ActType::q8_0}; }
+    Q8KActivations input(Mem &m) const {
+        return {const_cast<float *>(m.in(d)), const_cast<int8_t *>(m.in(qs)), const_cast<int16_t *>(m.in(sums)), tokens,
+                in, ActType::q8_0};
+    }
+};
+
+class Q80Quantize : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(Q80Quantize, BitExactAgainstReference) {
+    const auto &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    for (auto [tokens, in] : std::vector<std::pair<int64_t, int64_t>>{{1, 32}, {3, 96}, {7, 4096}, {129, 800}, {2, 14336}}) {
+        SCOPED_TRACE("tokens=" + std::to_string(tokens) + " in=" + std::to_string(in));
+        auto x = random_floats(tokens * in, -3.0f, 3.0f);
+        std::fill(x.begin(), x.begin() + 32, 0.0f);  // a zero block
+        if (in >= 96) {
+            x[40] = -1000.0f;                                  // one huge value
+            for (int i = 64; i < 96; ++i) x[i] = 0.5f * (i - 80);  // exact halves: ties to even
+        }
+        Q80 got(tokens, in), want(tokens, in);
+        Mem m(p);
+        q8k_quantize({m.in(x), tokens, in}, got.out(m), options(p));
+        m.sync();
+        ref::q8_0_quantize(x.data(), tokens, in, want.d.data(), want.qs.data(), want.sums.data());
+        EXPECT_EQ(0, std::memcmp(got.d.data(), want.d.data(), got.d.size() * 4)) << "d differs";
+        EXPECT_EQ(got.qs, want.qs);
+        EXPECT_EQ(got.sums, want.sums);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, Q80Quantize, testing::ValuesIn(variants_where("Q80Quantize", [](const KernelRow &r) {
+                             return r.op == Op::quantize && r.out == Out::q8_0 && !r.norm;
+                         })), variant_name);
+
+// Packed 32-block kernels (Q4_0, int4g) x Q8_0, against the float64
+// reference on the same 8-bit activations; rows not a multiple of R (the
+// tail tile), NaN-poisoned outputs, every element checked. Each block's
+// integer sum is exact; f32 rounds w.d * a.d, their product with it, and the
+// running sum: 3 roundings per block, plus the bias.
+class Block32PackedQ8 : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(Block32PackedQ8, MatchesReference) {
+    const auto &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    const Format f = p.row->format;
+    const int G = p.row->group;
+    const std::vector<MatmulCase> cases = {
+        {1, 32, 1, false, 0},  {3, 96, 2, true, 0},  {17, 4096, 1, false, 3}, {33, 160, 5, true, 0},
+        {257, 1024, 9, true, 1}, {7, 2304, 130, false, 0}, {16, 512, 4, true, 0},
+    };
+    for (const MatmulCase &c : cases) {
+        SCOPED_TRACE(c.name());
+        std::vector<uint8_t> data;
+        std::vector<uint16_t> scales;
+        std::vector<float> w(c.out * c.in);
+        if (f == Format::int4g) {
+            data = random_bytes(c.out * c.in / 2);
+            const int64_t groups = (c.in + G - 1) / G;
+            scales = random_f16(c.out * groups, -0.02f, 0.02f);
+            ref::int4g_dequant(data.data(), scales.data(), c.out, c.in, G, w.data());
+        } else {
+            data = random_bytes(weight_bytes(f, c.out, c.in));
+            for (size_t b = 0; b < data.size(); b += 18) {
+                const uint16_t h = f16(random_floats(1, -0.02f, 0.02f)[0]);
+                data[b] = h & 0xFF;
+                data[b + 1] = h >> 8;
+            }
+            ref::block_dequant(f, data.data(), c.out, c.in, w.data());
+        }
+        Weights wt{f, data.data(), c.out, c.in};
+        wt.scales = scales.empty() ? nullptr : scales.data();
+        wt.group_size = G;
+        std::vector<uint8_t> packed(packed_bytes(f, c.out, c.in, p.row->pack));
+        pack_weights(wt, p.row->pack, packed.data());
+        auto x = random_floats(c.tokens * c.in, -2.0f, 2.0f);
+        auto bias = random_floats(c.out);
+        const float *b = c.bias ? bias.data() : nullptr;
+        Q80 a(c.tokens, c.in);
+        ref::q8_0_quantize(x.data(), c.tokens, c.in, a.d.data(), a.qs.data(), a.sums.data());
+        Poisoned y(c.tokens, c.out, c.pad);
+        Mem mem(p);
+        Weights pw{f, mem.in(packed), c.out, c.in};
+        pw.group_size = G;
+        pw.pack_rows = p.row->pack;
+        matmul(pw, a.input(mem), b ? mem.in(bias) : nullptr, mem.out(y), options(p));
+        mem.sync();
+        y.expect_all_written();
+        std::vector<double> ref(c.tokens * c.out), mag(c.tokens * c.out);
+        ref::matmul_q8_0(w.data(), c.out, c.in, a.d.data(), a.qs.data(), c.tokens, b, ref.data(), mag.data());
+        expect_within_rounding(y, ref, mag, 3.0 * (c.in / 32) + 2);
+    }
+}
+
+std::vector<VariantParam> block32_packed_variants() {
+    auto v = weight_variants("Block32PackedQ8", Format::q4_0, {Op::matvec, Op::matmul}, ActType::q8_0);
+    auto g = weight_variants("Block32PackedQ8", Format::int4g, {Op::matvec, Op::matmul}, ActType::q8_0);
+    v.insert(v.end(), g.begin(), g.end());
+    return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, Block32PackedQ8, testing::ValuesIn(block32_packed_variants()), variant_name);
+
+}  // namespace
+}  // namespace qforge::test

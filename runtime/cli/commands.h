@@ -31,6 +31,10 @@ struct BenchArgs {
     int threads = 0;
 };
 int bench(const BenchArgs &a, const Common &c);
+struct PackArgs {
+    std::string input, output, target = "auto";
+};
+int pack(const PackArgs &a, const Common &c);
 int targets(const Common &c);
 int demo(const Common &c);
 

@@ -54,6 +54,14 @@ int main(int argc, char **argv) {
     bench_cmd->add_option("--threads", ba.threads, "worker threads (default: one per core)");
     json_flag(bench_cmd);
 
+    PackArgs pa;
+    auto *pack_cmd = app.add_subcommand("pack", "a GGUF or int4g safetensors file -> a GGUF with its linear weights packed "
+                                                "for one CPU family's kernels (mapped as is at load)");
+    pack_cmd->add_option("IN", pa.input, "input model file")->required();
+    pack_cmd->add_option("-o,--output", pa.output, "output GGUF file")->required();
+    pack_cmd->add_option("--target", pa.target, "a CPU family (x86, arm64) or target name, or auto (this CPU)");
+    json_flag(pack_cmd);
+
     auto *targets_cmd = app.add_subcommand("targets", "built-in kernel variants and which one this CPU runs");
     json_flag(targets_cmd);
 
@@ -73,6 +81,7 @@ int main(int argc, char **argv) {
         if (*matmul_cmd) return matmul(mm);
         if (*quantize_cmd) return quantize(qa, common);
         if (*bench_cmd) return bench(ba, common);
+        if (*pack_cmd) return pack(pa, common);
         if (*targets_cmd) return targets(common);
         return demo(common);
     } catch (const std::exception &e) {

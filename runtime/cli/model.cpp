@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "mapped_file.h"
+#include "qforge/pack.h"
 #include "qforge/quantize.h"
 
 namespace qforge::cli {
@@ -42,6 +43,12 @@ std::vector<LinearInfo> ModelFile::linears() const {
     std::vector<LinearInfo> r;
     if (gguf) {
         for (const auto &t : gguf->tensors()) {
+            if (const auto p = packed_tensor(*gguf, t.name)) {  // written by `qforge pack`
+                std::string f = to_string(p->format);
+                if (p->group_size && traits(p->format).separate_scales) f += ":" + std::to_string(p->group_size);
+                r.push_back({t.name, f + " packed x" + std::to_string(p->rows), p->out, p->in, static_cast<int64_t>(t.bytes)});
+                continue;
+            }
             if (is_linear(t) && has_format(t.type)) {
                 r.push_back({t.name, to_string(t.type), t.shape[0], t.shape[1], static_cast<int64_t>(t.bytes)});
             }
@@ -67,7 +74,22 @@ std::unique_ptr<Linear> ModelFile::layer(const std::string &name, const LayerOpt
 
 std::vector<float> ModelFile::to_f32(const std::string &name, std::vector<int64_t> *shape) const {
     Weights w;
-    if (st && st->find(name + ".weight_4bit")) {
+    std::vector<uint8_t> unpacked;
+    const auto packed = gguf ? packed_tensor(*gguf, name) : std::nullopt;
+    if (packed) {
+        const PackedTensor &p = *packed;
+        Weights pw{p.format, gguf->tensor(name).data, p.out, p.in};
+        pw.group_size = p.group_size;
+        pw.pack_rows = p.rows;
+        unpacked.resize(weight_bytes(p.format, p.out, p.in, p.group_size));
+        unpack_weights(pw, unpacked.data());
+        w = {p.format, unpacked.data(), p.out, p.in};
+        if (traits(p.format).separate_scales) {
+            w.scales = reinterpret_cast<const uint16_t *>(unpacked.data() + p.out * (p.in / 2));
+            w.group_size = p.group_size;
+        }
+        *shape = {p.out, p.in};
+    } else if (st && st->find(name + ".weight_4bit")) {
         const Int4gTensors g = st->int4g(name);
         w = {Format::int4g, g.weight->data, g.out, g.in, 0, reinterpret_cast<const uint16_t *>(g.scales->data), g.group_size};
         *shape = {g.out, g.in};

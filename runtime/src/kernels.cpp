@@ -326,6 +326,8 @@ void check_weights(const std::string &op, const Weights &w) {
                 " has no packed layout");
         require(w.pack_rows > 0 && w.pack_rows % 4 == 0, op, name, ": pack_rows = ", w.pack_rows,
                 " is not a positive multiple of 4");
+        require(w.in % t.packed_block_elements == 0, op, name, ": in = ", w.in, " is not whole packed blocks of ",
+                t.packed_block_elements);
         require(w.row_stride == 0, op, name, ": a packed weight has no row stride (", w.row_stride, " given)");
         require(packed_bytes(w.format, w.out, w.in, w.pack_rows) <= kMaxDim, op, name, " is too large for 32-bit indexing");
         return;
@@ -369,7 +371,7 @@ struct WeightArgs {
         const FormatTraits &t = traits(w.format);
         if (w.pack_rows) {
             require(!p.cuda(), "matmul", "packed weights run on the CPU kernels only (upload the file's layout)");
-            const int64_t chunk = w.pack_rows * t.packed_block_bytes, blocks = w.in / t.block_elements;
+            const int64_t chunk = w.pack_rows * t.packed_block_bytes, blocks = w.in / t.packed_block_elements;
             halide_dimension_t dims[3] = {{0, static_cast<int32_t>(chunk), 1},
                                           {0, static_cast<int32_t>(blocks), static_cast<int32_t>(chunk)},
                                           {0, static_cast<int32_t>((w.out + w.pack_rows - 1) / w.pack_rows),
@@ -398,14 +400,18 @@ struct WeightArgs {
     halide_buffer_t *s() { return scales.raw_buffer(); }
 };
 
-// --- Q8_K ----------------------------------------------------------------------
+// --- 8-bit activations (Q8_K, Q8_0) -----------------------------------------------
 
-constexpr int64_t kQK = 256;
+const char *act_name(ActType t) { return t == ActType::q8_k ? "Q8_K" : t == ActType::q8_0 ? "Q8_0" : "f32"; }
 
 void check_q8k(const std::string &op, const Q8KActivations &a, int64_t in) {
-    require(a.d && a.qs && a.bsums, op, "Q8_K activations: d, qs or bsums is a null pointer");
+    const char *name = act_name(a.type);
+    require(a.type != ActType::f32, op, "8-bit activations have type f32");
+    require(a.d && a.qs && a.bsums, op, name, " activations: d, qs or bsums is a null pointer");
     check_tokens(op, a.tokens);
-    require(a.in == in, op, "Q8_K activations have in = ", a.in, ", the weight has in = ", in);
+    require(a.in == in, op, name, " activations have in = ", a.in, ", the weight has in = ", in);
+    require(in % act_block(a.type) == 0, op, name, " activations: in = ", in, " is not whole blocks of ",
+            act_block(a.type));
 }
 
 // The three planes, as inputs (const) or outputs.
@@ -414,25 +420,28 @@ struct Q8KArgs {
     View<F> d;
     View<I8> qs;
     View<I16> bsums;
-    Q8KArgs(Place &p, F *d_, I8 *qs_, I16 *bsums_, int64_t tokens, int64_t in)
-        : d(p.view("Q8_K d", d_, tokens, in / kQK, in / kQK)), qs(p.view("Q8_K qs", qs_, tokens, in, in)),
-          bsums(p.view("Q8_K bsums", bsums_, tokens, in / 16, in / 16)) {}
+    Q8KArgs(Place &p, F *d_, I8 *qs_, I16 *bsums_, int64_t tokens, int64_t in, ActType t)
+        : d(p.view("activation d", d_, tokens, in / act_block(t), in / act_block(t))),
+          qs(p.view("activation qs", qs_, tokens, in, in)),
+          bsums(p.view("activation sums", bsums_, tokens, in / act_sum_block(t), in / act_sum_block(t))) {}
 };
 
 }  // namespace
 
-static int64_t checked_q8k_tokens(int64_t tokens, int64_t in) {
-    if (tokens <= 0 || in <= 0 || in % kQK != 0) {
-        throw Error(str("Q8KBuffer: [", tokens, ", ", in, "] needs tokens > 0 and in a positive multiple of 256"));
+static int64_t checked_q8k_tokens(int64_t tokens, int64_t in, ActType t) {
+    if (t == ActType::f32) throw Error("Q8KBuffer: type must be an 8-bit activation type (q8_k, q8_0)");
+    if (tokens <= 0 || in <= 0 || in % act_block(t) != 0) {
+        throw Error(str("Q8KBuffer: [", tokens, ", ", in, "] needs tokens > 0 and in a positive multiple of ",
+                        act_block(t)));
     }
     return tokens;
 }
 
-Q8KBuffer::Q8KBuffer(int64_t tokens, int64_t in)
-    : tokens_(checked_q8k_tokens(tokens, in)), in_(in), d_(tokens * (in / kQK)), qs_(tokens * in),
-      bsums_(tokens * (in / 16)) {}
+Q8KBuffer::Q8KBuffer(int64_t tokens, int64_t in, ActType type)
+    : tokens_(checked_q8k_tokens(tokens, in, type)), in_(in), type_(type), d_(tokens * (in / act_block(type))),
+      qs_(tokens * in), bsums_(tokens * (in / act_sum_block(type))) {}
 
-Q8KActivations Q8KBuffer::view() { return {d_.data(), qs_.data(), bsums_.data(), tokens_, in_}; }
+Q8KActivations Q8KBuffer::view() { return {d_.data(), qs_.data(), bsums_.data(), tokens_, in_, type_}; }
 
 namespace {
 
@@ -502,17 +511,17 @@ void matmul(const Weights &w, ConstMatrix x, const float *bias, Matrix y, const 
 }
 
 void matmul(const Weights &w, const Q8KActivations &a, const float *bias, Matrix y, const RunOptions &opt) {
-    const std::string op = op_name(w, "matmul (Q8_K activations)");
+    const std::string op = op_name(w, a.type == ActType::q8_0 ? "matmul (Q8_0 activations)" : "matmul (Q8_K activations)");
     check_weights(op, w);
     check_q8k(op, a, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, a.tokens, w.out);
     KernelKey key = weights_key(w, Op::matvec);
-    key.act = ActType::q8_k;
+    key.act = a.type;
     WeightCall c(op, w, key, a.tokens, opt);
     const Variant &v = c.v;
     WeightArgs &wa = c.wa;
     Place &place = c.place;
-    Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in);
+    Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
     auto bv = place.vec("bias", bias, w.out);
     auto yv = matrix_view(place, "y", y);
     run(op, v.fn_as<Sig::matmul_q8k>()(wa.w(), q.d.raw_buffer(), q.qs.raw_buffer(), q.bsums.raw_buffer(),
@@ -546,19 +555,21 @@ struct ActivationCall {
 }  // namespace
 
 void q8k_quantize(ConstMatrix x, const Q8KActivations &a, const RunOptions &opt) {
-    const std::string op = "q8k_quantize";
+    const std::string op = a.type == ActType::q8_0 ? "q8_0_quantize" : "q8k_quantize";
+    const char *name = act_name(a.type);
+    require(a.type != ActType::f32, op, "the output's type must be q8_k or q8_0");
     check_tokens(op, x.rows);
-    require(x.cols > 0 && x.cols % kQK == 0, op,
-            "x: in = ", x.cols, " is not a positive multiple of 256 (Q8_K blocks)");
+    require(x.cols > 0 && x.cols % act_block(a.type) == 0, op,
+            "x: in = ", x.cols, " is not a positive multiple of ", act_block(a.type), " (", name, " blocks)");
     check_activations(op, x, x.cols);
-    require(a.d && a.qs && a.bsums, op, "Q8_K output: d, qs or bsums is a null pointer");
+    require(a.d && a.qs && a.bsums, op, name, " output: d, qs or bsums is a null pointer");
     require(a.tokens == x.rows && a.in == x.cols, op,
-            "Q8_K output is [", a.tokens, ", ", a.in, "], x is [", x.rows, ", ", x.cols, "]");
-    ActivationCall c(op, Op::quantize, Out::q8_k, x, opt);
+            name, " output is [", a.tokens, ", ", a.in, "], x is [", x.rows, ", ", x.cols, "]");
+    ActivationCall c(op, Op::quantize, a.type == ActType::q8_0 ? Out::q8_0 : Out::q8_k, x, opt);
     const Variant &v = c.v;
     NormArgs &n = c.norm;
     auto &xv = c.x;
-    Q8KArgs<float, int8_t, int16_t> q(c.place, a.d, a.qs, a.bsums, a.tokens, a.in);
+    Q8KArgs<float, int8_t, int16_t> q(c.place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
     halide_buffer_t *d = q.d.raw_buffer(), *qs = q.qs.raw_buffer(), *bs = q.bsums.raw_buffer();
     if (v.sig == Sig::quantize) return run(op, v.fn_as<Sig::quantize>()(xv.raw_buffer(), d, qs, bs));
     run(op, v.fn_as<Sig::quantize_norm>()(xv.raw_buffer(), n.weight.raw_buffer(), n.bias.raw_buffer(), n.layer, n.eps,

@@ -4,8 +4,10 @@
 #include "qforge/layers.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <deque>
+#include <mutex>
 
 #include "cublas.h"
 #include "cuda_device.h"
@@ -116,7 +118,12 @@ struct Linear::Impl {
     std::vector<float> bias;
     std::vector<uint8_t> dense;       // eager: f32 or f16 [out, in]
     std::vector<uint8_t> packed;      // fused on the CPU: the packed layout its 8-bit kernels read
+    const void *packed_view = nullptr;  // ... or the caller's (a packed file's) bytes, used as they are
     int pack_rows = 0;
+    // A layer built from packed bytes makes the file's layout only when a
+    // call needs it (f32 activations).
+    mutable std::once_flag unpack_once;
+    mutable std::vector<uint8_t> unpacked;
     DeviceBuffer dev_weight, dev_scales, dev_bias, dev_dense;
     bool on_device = false;
 
@@ -136,10 +143,32 @@ struct Linear::Impl {
         v.scales = on_device ? static_cast<const uint16_t *>(dev_scales.p) : w.scales;
         v.group_size = w.group_size;
         if (q8 && pack_rows) {
-            v.data = packed.data();
+            v.data = packed_view ? packed_view : packed.data();
             v.pack_rows = pack_rows;
+        } else if (!v.data && !on_device) {
+            file_layout();
+            v.data = unpacked.data();
+            v.scales = w.scales ? w.scales : scale_plane();
         }
         return v;
+    }
+    // The file's layout of a layer built from packed bytes, made once.
+    void file_layout() const {
+        std::call_once(unpack_once, [&] {
+            unpacked.resize(quantized_bytes());
+            Weights p;
+            p.format = w.format;
+            p.data = packed_view;
+            p.out = out;
+            p.in = in;
+            p.group_size = w.group_size;
+            p.pack_rows = pack_rows;
+            unpack_weights(p, unpacked.data());
+        });
+    }
+    const uint16_t *scale_plane() const {
+        if (!traits_().separate_scales) return nullptr;
+        return reinterpret_cast<const uint16_t *>(unpacked.data() + weight_plane_bytes());
     }
     const float *bias_ptr() const {
         if (bias.empty()) return nullptr;
@@ -147,6 +176,7 @@ struct Linear::Impl {
     }
 
     void load();
+    void adopt_packed();
     void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;
     bool use_cublas(const ConstMatrix &x, const ForwardOptions &opt) const;
     void run_cublas(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;
@@ -175,7 +205,7 @@ Linear::Linear(std::string name, const WeightRef &w, const float *bias, const La
                 std::to_string(t.block_elements));
     }
     if (t.separate_scales) {
-        if (!w.scales) m.error(std::string(t.name) + " scales are a null pointer");
+        if (!w.scales && !w.pack_rows) m.error(std::string(t.name) + " scales are a null pointer");
         if (std::find(t.group_sizes.begin(), t.group_sizes.end(), w.group_size) == t.group_sizes.end()) {
             std::string have;
             for (int g : t.group_sizes) have += (have.empty() ? "" : ", ") + std::to_string(g);
@@ -193,15 +223,47 @@ Linear::Linear(std::string name, const WeightRef &w, const float *bias, const La
         m.w.data = m.converted.data();
     }
     if (bias) m.bias.assign(bias, bias + w.out);
+    if (w.pack_rows) m.adopt_packed();
     m.load();
     impl_ = std::move(impl);
 }
 
+// Packed bytes (a packed file's): read as they are where this CPU's kernels
+// take their tile height; elsewhere unpacked to the file's layout, which
+// load() repacks for this CPU (said once per process on stderr).
+void Linear::Impl::adopt_packed() {
+    if (!has_packed_layout(w.format)) error(std::string(traits_().name) + " has no packed layout (pack_rows = " +
+                                            std::to_string(w.pack_rows) + ")");
+    const int want = preferred_pack_rows(w.format, w.group_size);
+    packed_view = w.data;
+    pack_rows = w.pack_rows;
+    w.data = nullptr;
+    w.scales = nullptr;
+    if (opt.strategy == Strategy::fused && opt.memory == Memory::host && want == pack_rows) return;
+    file_layout();
+    w.data = unpacked.data();
+    w.scales = scale_plane();
+    packed_view = nullptr;
+    pack_rows = 0;
+    if (opt.strategy == Strategy::fused && opt.memory == Memory::host) {
+        static std::once_flag said;
+        std::call_once(said, [&] {
+            std::fprintf(stderr, "qforge: '%s' was packed in tiles of %d rows; this CPU's kernels take %s: %s at load\n",
+                         name.c_str(), w.pack_rows, want ? std::to_string(want).c_str() : "the file's layout",
+                         want ? "repacked" : "unpacked");
+        });
+    }
+}
+
 // Eager dequantization, packing and uploads.
 void Linear::Impl::load() {
-    if (opt.strategy == Strategy::fused && opt.memory == Memory::host) {
+    if (opt.strategy == Strategy::fused && opt.memory == Memory::host && !packed_view) {
         // This CPU's fastest kernels read the packed layout: pack once, here.
-        pack_rows = preferred_pack_rows(w.format);
+        pack_rows = preferred_pack_rows(w.format, w.group_size);
+        const FormatTraits &t = traits_();
+        if (pack_rows && (in % t.packed_block_elements != 0 || (t.separate_scales && w.group_size % 32 != 0))) {
+            pack_rows = 0;  // no packed layout for this shape: the file's layout and its kernels
+        }
         if (pack_rows) {
             packed.resize(packed_bytes(w.format, out, in, pack_rows));
             pack_weights(weights(), pack_rows, packed.data());
@@ -241,12 +303,14 @@ bool Linear::has_bias() const { return !impl_->bias.empty(); }
 int Linear::pack_rows() const { return impl_->pack_rows; }
 
 int64_t Linear::weight_bytes() const {
-    if (impl_->pack_rows) return static_cast<int64_t>(impl_->packed.size());
+    if (impl_->pack_rows) return packed_bytes(impl_->w.format, impl_->out, impl_->in, impl_->pack_rows);
     if (impl_->opt.strategy == Strategy::fused) return impl_->quantized_bytes();
     return static_cast<int64_t>(impl_->dense.size());
 }
 
-int64_t Linear::memory_bytes() const { return weight_bytes() + static_cast<int64_t>(impl_->bias.size()) * 4; }
+int64_t Linear::memory_bytes() const {
+    return weight_bytes() + static_cast<int64_t>(impl_->unpacked.size() + impl_->bias.size() * 4);
+}
 
 void Linear::forward(const ConstTensor &x, const Tensor &y, const ForwardOptions &opt) const {
     const Impl &m = *impl_;
@@ -301,15 +365,24 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
 // they save there.
 void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) const {
     const auto &acts = traits_().activations;
-    const bool has_q8 = std::find(acts.begin(), acts.end(), ActType::q8_k) != acts.end();
+    // The format's 8-bit activation type (Q8_K for Q4_K, Q8_0 for the 32-blocks), if any.
+    const auto q8_type = std::find_if(acts.begin(), acts.end(), [](ActType a) { return a != ActType::f32; });
+    const bool has_q8 = q8_type != acts.end();
     const bool cuda = fo.run.memory == Memory::cuda;
+    // Batches take 8 bits through the file's layout only where such kernels exist (Q4_K).
+    internal::KernelKey file_q8;
+    file_q8.format = w.format;
+    file_q8.op = internal::Op::matmul;
+    file_q8.act = has_q8 ? *q8_type : ActType::f32;
+    file_q8.group = traits_().separate_scales ? w.group_size : 0;
+    const bool batch_q8 = x.rows > 1 && internal::find_row(file_q8) != nullptr;
     const bool q8 = fo.activations == Activations::q8 ||
-                    (fo.activations == Activations::automatic && has_q8 && (x.rows > 1 || pack_rows) && !cuda);
+                    (fo.activations == Activations::automatic && has_q8 && (pack_rows || batch_q8) && !cuda);
     if (!q8) return matmul(weights(), x, bias_ptr(), y, fo.run);
     if (!has_q8) {
         std::string with;
         for (const FormatTraits &t : all_formats()) {
-            if (std::find(t.activations.begin(), t.activations.end(), ActType::q8_k) != t.activations.end()) {
+            if (t.activations.size() > 1) {
                 with += (with.empty() ? "" : ", ") + std::string(t.name);
             }
         }
@@ -318,11 +391,12 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
     RunOptions quantize = fo.run;
     quantize.kernel.clear();  // a forced kernel names the matmul, not the quantizer
     if (cuda) {
+        if (*q8_type != ActType::q8_k) error(std::string(traits_().name) + " has no 8-bit CUDA kernels");
         const Q8KActivations a = device_scratch().planes(fo.run.stream, x.rows, in);
         q8k_quantize(x, a, quantize);
         return matmul(weights(), a, bias_ptr(), y, fo.run);
     }
-    Q8KBuffer a(x.rows, in);
+    Q8KBuffer a(x.rows, in, *q8_type);
     q8k_quantize(x, a.view(), quantize);
     matmul(weights(/*q8=*/fo.run.kernel.empty() || kernel_is_packed(fo.run.kernel)), a.view(), bias_ptr(), y, fo.run);
 }
@@ -393,14 +467,18 @@ std::unique_ptr<Linear> concatenate_rows(const std::string &name, const std::vec
     int64_t row = 0;
     for (const Linear *l : layers) {
         const Linear::Impl &m = *l->impl_;
-        std::memcpy(storage->data() + row * row_bytes, m.w.data, m.out * row_bytes);
+        if (!m.w.data) m.file_layout();  // built from packed bytes
+        const void *data = m.w.data ? m.w.data : m.unpacked.data();
+        const uint16_t *scales = m.w.data ? m.w.scales : m.scale_plane();
+        std::memcpy(storage->data() + row * row_bytes, data, m.out * row_bytes);
         if (scale_row_bytes) {
-            std::memcpy(storage->data() + out * row_bytes + row * scale_row_bytes, m.w.scales, m.out * scale_row_bytes);
+            std::memcpy(storage->data() + out * row_bytes + row * scale_row_bytes, scales, m.out * scale_row_bytes);
         }
         if (!m.bias.empty()) std::memcpy(bias.data() + row, m.bias.data(), m.out * 4);
         row += m.out;
     }
     WeightRef w = a.w;
+    w.pack_rows = 0;
     w.data = storage->data();
     w.out = out;
     w.scales = scale_row_bytes ? reinterpret_cast<const uint16_t *>(storage->data() + out * row_bytes) : nullptr;
@@ -445,7 +523,18 @@ WeightRef weight_of(const TensorView &t, std::shared_ptr<const void> owner, cons
 
 std::unique_ptr<Linear> load_linear(const GGUFFile &f, const std::string &tensor, const LayerOptions &opt) {
     const TensorView &t = f.tensor(tensor);
-    WeightRef w = weight_of(t, f.keep_alive(), tensor);
+    WeightRef w;
+    if (const auto p = packed_tensor(f, tensor)) {  // written by `qforge pack`
+        w.format = p->format;
+        w.data = t.data;
+        w.out = p->out;
+        w.in = p->in;
+        w.group_size = p->group_size;
+        w.pack_rows = p->rows;
+        w.owner = f.keep_alive();
+    } else {
+        w = weight_of(t, f.keep_alive(), tensor);
+    }
     std::vector<float> bias;
     if (const TensorView *b = f.find(bias_name(tensor))) bias = bias_values(*b, w.out, tensor);
     return make_linear(tensor, w, bias.empty() ? nullptr : bias.data(), opt);

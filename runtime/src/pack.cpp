@@ -11,23 +11,40 @@
 #include <thread>
 #include <vector>
 
+#include "qforge/gguf.h"
 #include "registry.h"
 
 namespace qforge {
 namespace {
 
-// One format's shuffle: file block <-> row r of a packed tile of R rows.
+// Where one row's block lives in the file's layout (and its scale, for
+// formats that keep scales apart), for both directions of the shuffle.
+struct RowBlock {
+    const Weights &w;
+    int64_t row, block;
+    int64_t stride;  // bytes between the file's rows
+    const uint8_t *src() const {
+        const FormatTraits &t = traits(w.format);
+        return static_cast<const uint8_t *>(w.data) + row * stride +
+               block * t.packed_block_elements / t.block_elements * t.block_bytes;
+    }
+};
+
+// One format's shuffle: a row's block <-> row r of a packed run of R rows.
+// unpack writes the block's file bytes to `dst` and, for int4g, its
+// group's scale to `scale` (the last block of a group writes it).
 struct PackRow {
     Format format;
-    void (*pack)(const uint8_t *block, uint8_t *tile, int r, int R);
-    void (*unpack)(const uint8_t *tile, int r, int R, uint8_t *block);
+    void (*pack)(const RowBlock &b, uint8_t *run, int r, int R);
+    void (*unpack)(const uint8_t *run, int r, int R, uint8_t *dst, uint16_t *scale);
 };
 
 // Q4_K, 148 R bytes per super-block of a tile: quants [128 R] with byte b
 // of group g of chunk jp of row r at b + 4r + 4Rg + 32R jp (Q4_K's own
 // nibble pairing kept), sc [8 R] at 128R + Rj + r, m [8 R] at 136R + Rj + r,
 // d (f16) at 144R + 2r, dmin (f16) at 146R + 2r.
-void q4k_pack(const uint8_t *b, uint8_t *t, int r, int R) {
+void q4k_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
+    const uint8_t *b = rb.src();
     const uint8_t *s = b + 4;
     for (int j = 0; j < 8; ++j) {
         const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
@@ -44,7 +61,7 @@ void q4k_pack(const uint8_t *b, uint8_t *t, int r, int R) {
     std::memcpy(t + 146 * R + 2 * r, b + 2, 2);
 }
 
-void q4k_unpack(const uint8_t *t, int r, int R, uint8_t *b) {
+void q4k_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
     auto sc = [&](int j) { return t[128 * R + R * j + r]; };
     auto m = [&](int j) { return t[136 * R + R * j + r]; };
     uint8_t *s = b + 4;
@@ -62,8 +79,47 @@ void q4k_unpack(const uint8_t *t, int r, int R, uint8_t *b) {
     std::memcpy(b + 2, t + 146 * R + 2 * r, 2);
 }
 
+// Packed 32-blocks (Q4_0, int4g), 18 R bytes per block of a tile: quants
+// [16 R] with byte l = 4g + b (low nibble: weight l, high: weight l + 16,
+// Q4_0's pairing) of row r at b + 4r + 4Rg, then the block's scale (f16) at
+// 16R + 2r.
+void put_block32(uint8_t *t, int r, int R, const uint8_t q[16], const uint8_t d[2]) {
+    for (int g = 0; g < 4; ++g) std::memcpy(t + 4 * r + 4 * R * g, q + 4 * g, 4);
+    std::memcpy(t + 16 * R + 2 * r, d, 2);
+}
+void get_block32(const uint8_t *t, int r, int R, uint8_t q[16], uint8_t d[2]) {
+    for (int g = 0; g < 4; ++g) std::memcpy(q + 4 * g, t + 4 * r + 4 * R * g, 4);
+    std::memcpy(d, t + 16 * R + 2 * r, 2);
+}
+
+void q4_0_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
+    const uint8_t *b = rb.src();
+    put_block32(t, r, R, b + 2, b);
+}
+void q4_0_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) { get_block32(t, r, R, b + 2, b); }
+
+// int4g: byte k holds columns 2k (low) and 2k + 1; packed, Q4_0's pairing.
+// Every block carries its group's scale (G is a multiple of 32).
+void int4g_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
+    const uint8_t *b = rb.src();
+    auto nib = [&](int c) { return (b[c / 2] >> (4 * (c % 2))) & 15; };
+    uint8_t q[16];
+    for (int l = 0; l < 16; ++l) q[l] = static_cast<uint8_t>(nib(l) | (nib(l + 16) << 4));
+    const int64_t scales_stride = rb.w.scales_stride ? rb.w.scales_stride : (rb.w.in + rb.w.group_size - 1) / rb.w.group_size;
+    const uint16_t s = rb.w.scales[rb.row * scales_stride + rb.block * 32 / rb.w.group_size];
+    put_block32(t, r, R, q, reinterpret_cast<const uint8_t *>(&s));
+}
+void int4g_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *scale) {
+    uint8_t q[16];
+    get_block32(t, r, R, q, reinterpret_cast<uint8_t *>(scale));
+    auto nib = [&](int c) { return c < 16 ? q[c] & 15 : q[c - 16] >> 4; };
+    for (int k = 0; k < 16; ++k) b[k] = static_cast<uint8_t>(nib(2 * k) | (nib(2 * k + 1) << 4));
+}
+
 const PackRow kPackRows[] = {
     {Format::q4_k, q4k_pack, q4k_unpack},
+    {Format::q4_0, q4_0_pack, q4_0_unpack},
+    {Format::int4g, int4g_pack, int4g_unpack},
 };
 
 const PackRow &pack_row(Format f) {
@@ -76,15 +132,23 @@ const PackRow &pack_row(Format f) {
 [[noreturn]] void fail(const std::string &what) { throw Error("pack: " + what); }
 
 int64_t blocks_per_row(const FormatTraits &t, int64_t in) {
-    if (in <= 0 || in % t.block_elements != 0) {
+    if (in <= 0 || in % t.packed_block_elements != 0) {
         fail(std::string(t.name) + " weight: in = " + std::to_string(in) + " is not whole blocks of " +
-             std::to_string(t.block_elements));
+             std::to_string(t.packed_block_elements));
     }
-    return in / t.block_elements;
+    return in / t.packed_block_elements;
 }
 
 void check_rows(int rows) {
     if (rows <= 0 || rows % 4 != 0) fail("tile rows R = " + std::to_string(rows) + " must be a positive multiple of 4");
+}
+
+void check_group(const Weights &w) {
+    if (!traits(w.format).separate_scales) return;
+    if (w.group_size <= 0 || w.group_size % 32 != 0) {
+        fail(std::string(traits(w.format).name) + " group size " + std::to_string(w.group_size) +
+             " is not a multiple of 32 (a packed block's 32 values share one scale)");
+    }
 }
 
 }  // namespace
@@ -100,11 +164,32 @@ int64_t packed_bytes(Format format, int64_t out, int64_t in, int rows) {
     return tiles * rows * blocks_per_row(t, in) * t.packed_block_bytes;
 }
 
-int preferred_pack_rows(Format format) {
-    if (!has_packed_layout(format)) return 0;
+std::string target_family(const std::string &target) {
+    for (const internal::TargetRow &t : internal::target_rows()) {
+        if (target == t.name || target == t.family) {
+            if (std::string(t.family) == "cuda") break;
+            return t.family;
+        }
+    }
+    for (const char *f : {"x86", "arm64"}) {
+        if (target == f) return f;  // a family whose targets this build does not compile
+    }
+    throw Error("pack: unknown target '" + target + "' (a CPU family, x86 or arm64, or a target name of this build)");
+}
+
+int preferred_pack_rows(Format format, int group_size) {
     const std::string family = internal::cpu_family();
+    return family.empty() ? 0 : pack_rows_for(family, format, group_size);
+}
+
+// The pack column of the rows built for `family`. The kernel table lists
+// every family's rows, whatever this build compiles.
+int pack_rows_for(const std::string &target, Format format, int group_size) {
+    const std::string family = target_family(target);
+    if (!has_packed_layout(format)) return 0;
     for (const internal::KernelRow &r : internal::kernel_rows()) {
         if (!r.pack || *r.tag || !r.weights || r.format != format || r.op != internal::Op::matvec) continue;
+        if (traits(format).separate_scales && r.group != group_size) continue;
         if (std::string(" ").append(r.families).append(" ").find(" " + family + " ") == std::string::npos) continue;
         return r.pack;
     }
@@ -117,15 +202,16 @@ void pack_weights(const Weights &w, int rows, void *dst, int threads) {
     if (w.pack_rows) fail("the weight is packed already");
     if (!w.data || !dst) fail("a null pointer");
     const int64_t bytes_total = packed_bytes(w.format, w.out, w.in, rows);
+    check_group(w);
+    if (t.separate_scales && !w.scales) fail(std::string(t.name) + " scales are a null pointer");
     const int64_t blocks = blocks_per_row(t, w.in);
-    const int64_t row_bytes = blocks * t.block_bytes;
+    const int64_t row_bytes = w.in / t.block_elements * t.block_bytes;
     if (w.row_stride != 0 && w.row_stride < row_bytes) {
         fail("row stride " + std::to_string(w.row_stride) + " is smaller than a row's " + std::to_string(row_bytes) + " bytes");
     }
     const int64_t stride = w.row_stride ? w.row_stride : row_bytes;
     const int64_t chunk = rows * t.packed_block_bytes;  // one block of one tile
     const int64_t tiles = bytes_total / (chunk * blocks);
-    const auto *src = static_cast<const uint8_t *>(w.data);
     auto *out = static_cast<uint8_t *>(dst);
     auto work = [&](int64_t t0, int64_t t1) {
         for (int64_t tile = t0; tile < t1; ++tile) {
@@ -135,7 +221,7 @@ void pack_weights(const Weights &w, int rows, void *dst, int threads) {
                 for (int r = 0; r < rows; ++r) {
                     const int64_t row = tile * rows + r;
                     if (row >= w.out) break;
-                    p.pack(src + row * stride + b * t.block_bytes, c, r, rows);
+                    p.pack(RowBlock{w, row, b, stride}, c, r, rows);
                 }
             }
         }
@@ -154,18 +240,80 @@ void unpack_weights(const Weights &w, void *dst) {
     if (!w.pack_rows) fail("the weight is not packed (pack_rows = 0)");
     if (!w.data || !dst) fail("a null pointer");
     packed_bytes(w.format, w.out, w.in, w.pack_rows);  // validates
+    check_group(w);
     const int rows = w.pack_rows;
     const int64_t blocks = blocks_per_row(t, w.in);
     const int64_t chunk = rows * t.packed_block_bytes;
+    const int64_t block_file_bytes = t.packed_block_elements / t.block_elements * t.block_bytes;
+    const int64_t groups = t.separate_scales ? (w.in + w.group_size - 1) / w.group_size : 0;
     const auto *src = static_cast<const uint8_t *>(w.data);
     auto *out = static_cast<uint8_t *>(dst);
+    auto *scales = reinterpret_cast<uint16_t *>(out + w.out * blocks * block_file_bytes);
     for (int64_t row = 0; row < w.out; ++row) {
         const int64_t tile = row / rows;
         for (int64_t b = 0; b < blocks; ++b) {
+            uint16_t scale = 0;
             p.unpack(src + (tile * blocks + b) * chunk, static_cast<int>(row % rows), rows,
-                     out + (row * blocks + b) * t.block_bytes);
+                     out + (row * blocks + b) * block_file_bytes, &scale);
+            if (groups) std::memcpy(scales + row * groups + b * 32 / w.group_size, &scale, 2);
         }
     }
+}
+
+namespace {
+
+std::string pack_key(const std::string &name, const char *field) { return "qforge.pack." + name + "." + field; }
+
+}  // namespace
+
+std::optional<PackedTensor> packed_tensor(const GGUFFile &f, const std::string &name) {
+    const auto &md = f.metadata();
+    const auto it = md.find(pack_key(name, "format"));
+    if (it == md.end()) return std::nullopt;
+    auto get = [&](const char *field) -> const GGUFValue & {
+        const auto v = md.find(pack_key(name, field));
+        if (v == md.end()) throw Error(f.path() + ": packed tensor '" + name + "' has no key " + pack_key(name, field));
+        return v->second;
+    };
+    auto integer = [&](const char *field, int64_t lo, int64_t hi) {
+        const GGUFValue &v = get(field);
+        if (v.type == GGUFValue::Type::string || v.type == GGUFValue::Type::array || v.type == GGUFValue::Type::f32 ||
+            v.type == GGUFValue::Type::f64 || v.i < lo || v.i > hi) {
+            throw Error(f.path() + ": " + pack_key(name, field) + " must be an integer in [" + std::to_string(lo) + ", " +
+                        std::to_string(hi) + "]");
+        }
+        return v.i;
+    };
+    if (it->second.type != GGUFValue::Type::string) throw Error(f.path() + ": " + pack_key(name, "format") + " is not a string");
+    PackedTensor p;
+    p.format = format_from_string(it->second.s);
+    p.out = integer("out", 1, int64_t{1} << 31);
+    p.in = integer("in", 1, int64_t{1} << 31);
+    p.group_size = static_cast<int>(integer("group", 0, 1 << 20));
+    p.rows = static_cast<int>(integer("rows", 4, 1024));
+    const GGUFValue &fam = get("family");
+    if (fam.type != GGUFValue::Type::string) throw Error(f.path() + ": " + pack_key(name, "family") + " is not a string");
+    p.family = fam.s;
+    const TensorView &t = f.tensor(name);
+    const int64_t want = packed_bytes(p.format, p.out, p.in, p.rows);
+    if (t.type != DType::i8 || t.shape.size() != 1 || static_cast<int64_t>(t.bytes) != want) {
+        throw Error(f.path() + ": packed tensor '" + name + "' is " + to_string(t.type) + " of " + std::to_string(t.bytes) +
+                    " bytes; its keys say I8 [" + std::to_string(want) + "] (" + to_string(p.format) + " [" +
+                    std::to_string(p.out) + ", " + std::to_string(p.in) + "] in tiles of " + std::to_string(p.rows) + ")");
+    }
+    return p;
+}
+
+void add_packed_tensor(GGUFWriter &out, const std::string &name, const Weights &w, const PackedTensor &p) {
+    std::vector<uint8_t> bytes(packed_bytes(w.format, w.out, w.in, p.rows));
+    pack_weights(w, p.rows, bytes.data());
+    out.add_tensor(name, DType::i8, {static_cast<int64_t>(bytes.size())}, bytes.data(), bytes.size());
+    out.set_string(pack_key(name, "format"), to_string(w.format));
+    out.set_u32(pack_key(name, "out"), static_cast<uint32_t>(w.out));
+    out.set_u32(pack_key(name, "in"), static_cast<uint32_t>(w.in));
+    out.set_u32(pack_key(name, "group"), static_cast<uint32_t>(traits(w.format).separate_scales ? w.group_size : 0));
+    out.set_u32(pack_key(name, "rows"), static_cast<uint32_t>(p.rows));
+    out.set_string(pack_key(name, "family"), p.family);
 }
 
 }  // namespace qforge

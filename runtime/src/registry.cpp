@@ -62,8 +62,8 @@ const std::vector<TargetRow> &target_rows() {
 
 std::string kernel_name(const KernelRow &r) {
     static const char *const ops[] = {"dequant", "matvec", "matmul", "quantize", "convert"};
-    static const char *const outs[] = {"f32", "f16", "q8k"};
-    const char *act = r.act == ActType::q8_k ? "q8" : "f32";
+    static const char *const outs[] = {"f32", "f16", "q8k", "q8_0"};
+    const char *act = r.act == ActType::q8_k ? "q8" : r.act == ActType::q8_0 ? "q8_0" : "f32";
     std::string s;
     switch (r.op) {
     case Op::quantize: s = std::string(outs[static_cast<int>(r.out)]) + "_quantize"; break;

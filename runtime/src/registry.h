@@ -14,7 +14,7 @@
 namespace qforge::internal {
 
 enum class Op : uint8_t { dequant, matvec, matmul, quantize, convert };
-enum class Out : uint8_t { f32, f16, q8_k };
+enum class Out : uint8_t { f32, f16, q8_k, q8_0 };
 
 // A kernel's columns (targets.cmake). `weights` is false for kernels of the
 // activations alone (quantize, convert), whose `format` means nothing.
@@ -57,7 +57,7 @@ constexpr Sig signature_of(const KernelRow &r) {
     case Op::quantize: return r.norm ? Sig::quantize_norm : Sig::quantize;
     case Op::convert: return r.norm ? Sig::convert_norm : Sig::convert;
     default:
-        if (r.act == ActType::q8_k) return Sig::matmul_q8k;
+        if (r.act != ActType::f32) return Sig::matmul_q8k;  // q8_k and q8_0 planes alike
         if (separate_scales(r)) return r.norm ? Sig::matmul_scaled_norm : Sig::matmul_scaled;
         return r.norm ? Sig::matmul_norm : Sig::matmul;
     }

@@ -211,6 +211,46 @@ class Files(unittest.TestCase):
         self.matmul(self.st_path, "dense.weight", self.dense, self.bias, 3)
         self.matmul(self.st_path, "half.weight", self.dense.astype(np.float16).astype(np.float32), None, 2)
 
+    def test_pack(self):
+        # A packed GGUF opens in gguf-py and inspect, keeps every other tensor
+        # and key, dequantizes to the original's bits, and multiplies as the
+        # original does, on this CPU's family and on another's (repacked, said once).
+        for target in ("auto", "x86", "arm64"):
+            with self.subTest(target=target):
+                out = self.path(f"packed-{target}.gguf")
+                j = json.loads(run("pack", self.gguf_path, "-o", out, "--target", target, "--json").stdout)
+                packed = {t["tensor"] for t in j["tensors"]}
+                self.assertEqual(packed, {"q4_k.weight", "q4_0.weight"})
+                self.assertGreater(j["ms_per_gb"], 0)
+                r = gguf.GGUFReader(out)
+                self.assertIn("qforge.pack.q4_k.weight.rows", r.fields)
+                self.assertIn("test.name", r.fields)
+                self.assertEqual({t.name for t in r.tensors}, {t.name for t in self.reader.tensors})
+                self.assertIn("q4_k.weight", run("inspect", out).stdout)
+                for t in self.reader.tensors:
+                    if t.name in ("norm.weight", "f32.bias"):
+                        continue
+                    ours, want = self.dequant(out, t.name), self.dequant(self.gguf_path, t.name)
+                    self.assertTrue(np.array_equal(ours.view(np.uint32), want.view(np.uint32)), t.name)
+                for name, qt in (("q4_k.weight", T.Q4_K), ("q4_0.weight", T.Q4_0)):
+                    src = next(t for t in self.reader.tensors if t.name == name)
+                    w = gguf.quants.dequantize(src.data, qt).reshape(self.out, self.in_)
+                    for tokens in (1, 6):
+                        self.matmul(out, name, w, None, tokens, activations="auto", tol=3e-2)
+                    self.matmul(out, name, w, None, 2, activations="f32")  # the exact path, from packed bytes
+                xf, yf = self.path("x.f32"), self.path("y.f32")
+                RNG.uniform(-1, 1, size=(1, self.in_)).astype(np.float32).tofile(xf)
+                p = run("matmul", out, "--tensor", "q4_k.weight", "--input", xf, "--tokens", 1, "-o", yf)
+                self.assertEqual("repacked" in p.stderr, target == "arm64", p.stderr)
+        out = self.path("packed-int4g.gguf")
+        j = json.loads(run("pack", self.st_path, "-o", out, "--json").stdout)
+        self.assertEqual({t["tensor"] for t in j["tensors"]}, {"lin", "nob"})
+        ref = int4g_dequant(self.w4, self.s4, self.in4, self.g)
+        self.assertTrue(np.array_equal(self.dequant(out, "lin").reshape(self.out, self.in4), ref))
+        self.matmul(out, "lin", ref, self.bias.astype(np.float16).astype(np.float32), 4, activations="auto", tol=3e-2)
+        self.matmul(out, "nob", ref, None, 1, activations="auto", tol=3e-2)
+        self.matmul(out, "dense.weight", self.dense, self.bias, 3)
+
     def test_quantize_q4k_readable_by_gguf_py(self):
         out = self.path("q.gguf")
         j = json.loads(run("quantize", self.gguf_path, "-o", out, "--to", "q4_k", "--override", "f16.weight=f16",

@@ -1,5 +1,6 @@
 #include "reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -284,6 +285,48 @@ void block_dequant(Format f, const uint8_t *data, int64_t out, int64_t in, float
         if (b.format == f) return b.dequant(data, out, in, w);
     }
     throw std::runtime_error(std::string("no reference dequantizer for ") + to_string(f));
+}
+
+void q8_0_quantize(const float *x, int64_t tokens, int64_t in, float *d, int8_t *qs, int16_t *sums) {
+    const int64_t nb = in / 32;
+    for (int64_t n = 0; n < tokens; ++n) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const float *v = x + n * in + b * 32;
+            float amax = 0.0f;
+            for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(v[i]));
+            const float iscale = amax == 0.0f ? 0.0f : 127.0f / amax;
+            int8_t *q = qs + n * in + b * 32;
+            int sum = 0;
+            for (int i = 0; i < 32; ++i) {
+                q[i] = static_cast<int8_t>(std::clamp(static_cast<int>(std::nearbyint(iscale * v[i])), -127, 127));
+                sum += q[i];
+            }
+            d[n * nb + b] = amax * (1.0f / 127.0f);
+            sums[n * nb + b] = static_cast<int16_t>(sum);
+        }
+    }
+}
+
+void matmul_q8_0(const float *w, int64_t out, int64_t in, const float *d, const int8_t *qs, int64_t tokens,
+                 const float *bias, double *y, double *abs_terms) {
+    const int64_t nb = in / 32;
+    for (int64_t n = 0; n < tokens; ++n) {
+        for (int64_t r = 0; r < out; ++r) {
+            double acc = bias ? bias[r] : 0.0, mag = bias ? std::fabs(bias[r]) : 0.0;
+            for (int64_t b = 0; b < nb; ++b) {
+                double s = 0, m = 0;
+                for (int k = 0; k < 32; ++k) {
+                    const double t = static_cast<double>(w[r * in + 32 * b + k]) * qs[n * in + 32 * b + k];
+                    s += t;
+                    m += std::fabs(t);
+                }
+                acc += d[n * nb + b] * s;
+                mag += std::fabs(d[n * nb + b]) * m;
+            }
+            y[n * out + r] = acc;
+            if (abs_terms) abs_terms[n * out + r] = mag;
+        }
+    }
 }
 
 }  // namespace qforge::ref

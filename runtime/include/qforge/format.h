@@ -13,8 +13,13 @@ namespace qforge {
 enum class Format : uint8_t { f32, f16, bf16, int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1 };
 
 // The activations a kernel reads: f32, or quantized to 8 bits per block
-// (Q8_K: 256 values with an f32 scale and 16-value sums).
-enum class ActType : uint8_t { f32, q8_k };
+// (Q8_K: 256 values with an f32 scale and 16-value sums; Q8_0: 32 values
+// with an f32 scale and their sum; FORMATS.md).
+enum class ActType : uint8_t { f32, q8_k, q8_0 };
+
+// Values per block and per sum of an 8-bit activation type (q8_k: 256, 16; q8_0: 32, 32).
+constexpr int64_t act_block(ActType a) { return a == ActType::q8_k ? 256 : 32; }
+constexpr int64_t act_sum_block(ActType a) { return a == ActType::q8_k ? 16 : 32; }
 
 struct FormatTraits {
     Format format;
@@ -29,8 +34,9 @@ struct FormatTraits {
     bool separate_scales;         // int4g: an f16 scale plane [out, ceil(in/G)] beside the weights
     std::vector<int> group_sizes; // int4g: the compiled group sizes; empty: scales live in the blocks
     std::vector<ActType> activations;  // what its matmul kernels read; empty: no kernels of its own
-    // Bytes per row per block in its packed layout (qforge/pack.h, FORMATS.md
-    // "Packed layouts"); 0: it has none, its kernels read the file's layout.
+    // Values and bytes per row per block of its packed layout (qforge/pack.h,
+    // FORMATS.md "Packed layouts"); 0: it has none, its kernels read the file's layout.
+    int64_t packed_block_elements;
     int64_t packed_block_bytes;
     Format kernel_format;         // what a layer runs: bf16 is converted to f32 at load
     // On CUDA, from this many tokens a layer dequantizes to f16 and runs

@@ -83,23 +83,29 @@ struct Matrix {
     int64_t stride = 0;
 };
 
-// Q8_K activations for `tokens` rows of `in` values, as three dense planes:
-// d [tokens, in/256], qs [tokens, in], bsums [tokens, in/16].
+// 8-bit activations for `tokens` rows of `in` values, as three dense
+// planes, in blocks of B = act_block(type) values with sums over runs of
+// S = act_sum_block(type) (format.h): d [tokens, in/B], qs [tokens, in],
+// bsums [tokens, in/S]. Q8_K (B = 256, S = 16) is what Q4_K's kernels
+// read; Q8_0 (B = S = 32) what the packed Q4_0 and int4g kernels read
+// (FORMATS.md, "Q8_K" and "Q8_0 activations").
 struct Q8KActivations {
     float *d = nullptr;
     int8_t *qs = nullptr;
     int16_t *bsums = nullptr;
     int64_t tokens = 0, in = 0;
+    ActType type = ActType::q8_k;
 };
 
 // Owns the planes of a Q8KActivations.
 class Q8KBuffer {
 public:
-    Q8KBuffer(int64_t tokens, int64_t in);
+    Q8KBuffer(int64_t tokens, int64_t in, ActType type = ActType::q8_k);
     Q8KActivations view();
 
 private:
     int64_t tokens_, in_;
+    ActType type_;
     std::vector<float> d_;
     std::vector<int8_t> qs_;
     std::vector<int16_t> bsums_;
@@ -119,12 +125,12 @@ void dequant(const Weights &w, MatrixF16 out, const RunOptions &opt = {});
 
 // y [tokens, out] = x [tokens, in] * W^T + bias (bias: [out] or nullptr),
 // with f32 activations (through x.norm when it carries one) or with Q8_K
-// activations (formats whose traits list ActType::q8_k).
+// activations (formats whose traits list the activations' type).
 void matmul(const Weights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt = {});
 void matmul(const Weights &w, const Q8KActivations &a, const float *bias, Matrix y, const RunOptions &opt = {});
 
-// x [tokens, in] -> Q8_K (ggml's rule), through x.norm first when it
-// carries one. in must be a multiple of 256.
+// x [tokens, in] -> out.type: Q8_K (ggml's rule) or Q8_0 (FORMATS.md),
+// through x.norm first when it carries one. in must be whole blocks.
 void q8k_quantize(ConstMatrix x, const Q8KActivations &out, const RunOptions &opt = {});
 // x [tokens, in] as f16, through x.norm first when it carries one.
 void f16_from_f32(ConstMatrix x, MatrixF16 out, const RunOptions &opt = {});

@@ -84,6 +84,11 @@ struct WeightRef {
     int64_t out = 0, in = 0;
     const uint16_t *scales = nullptr;  // formats with separate scales (int4g): f16 [out, ceil(in/G)]
     int group_size = 0;
+    // 0: data is the file's layout. R: data is packed in tiles of R rows
+    // (qforge/pack.h), as `qforge pack` writes it; a layer on a CPU whose
+    // kernels take this R reads it as is (no copy), elsewhere it repacks
+    // once at load and says so on stderr.
+    int pack_rows = 0;
     std::shared_ptr<const void> owner;
 };
 

@@ -13,28 +13,60 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string>
 
 #include "qforge/format.h"
 #include "qforge/kernels.h"
 
 namespace qforge {
 
+class GGUFFile;
+class GGUFWriter;
+
 // Whether `format` has a packed layout (traits(format).packed_block_bytes).
 bool has_packed_layout(Format format);
 // Bytes of an [out, in] weight packed in tiles of `rows`: ceil(out/rows)
 // tiles, the last one padded with zero rows. Throws Error for a format
-// without a packed layout, in not whole blocks, or rows not a multiple of 4.
+// without a packed layout, in not whole packed blocks
+// (traits(format).packed_block_elements), or rows not a multiple of 4.
+// int4g packs where its group size is a multiple of 32.
 int64_t packed_bytes(Format format, int64_t out, int64_t in, int rows);
-// The tile height R of this CPU's packed kernels for `format` (the kernel
-// table's `pack` column for this CPU's family), 0 where none is built.
-int preferred_pack_rows(Format format);
+// The tile height R of this CPU's packed kernels for `format` (and int4g's
+// group size) (the kernel table's `pack` column for this CPU's family), 0
+// where none is built.
+int preferred_pack_rows(Format format, int group_size = 0);
+// The same for a target family ("x86", "arm64") or a target name of it
+// ("x86-avx2"): what `qforge pack --target` packs for. Throws Error for an
+// unknown name.
+int pack_rows_for(const std::string &target, Format format, int group_size = 0);
+// "x86" or "arm64" for a family or target name; throws Error for others.
+std::string target_family(const std::string &target);
 
 // `w` (the file's layout, any row stride) packed in tiles of `rows` into
 // `dst` (packed_bytes of it). Runs on the calling thread and `threads` - 1
 // more (0: one per core).
 void pack_weights(const Weights &w, int rows, void *dst, int threads = 0);
 // The inverse: packed `w` (w.pack_rows set) back to the file's dense rows
-// in `dst` (out x row bytes).
+// in `dst`: weight_bytes(format, out, in, group_size) bytes, the weight
+// plane followed, for int4g, by its scale plane [out, ceil(in/G)].
 void unpack_weights(const Weights &w, void *dst);
+
+// Packed tensors in GGUF files (FORMATS.md, "Packed GGUF files"), as
+// `qforge pack` writes them: the packed bytes as a 1-D I8 tensor under the
+// layer's name, described by metadata keys qforge.pack.<name>.{format, out,
+// in, group, rows, family}.
+struct PackedTensor {
+    Format format;
+    int64_t out, in;
+    int group_size;
+    int rows;
+    std::string family;
+};
+// How `name` is packed in `f`, or nothing if it is not a packed tensor.
+// Throws Error (naming the key) for inconsistent metadata.
+std::optional<PackedTensor> packed_tensor(const GGUFFile &f, const std::string &name);
+// Adds `w` packed in tiles of `p.rows` to `out` as `name`, with its keys.
+void add_packed_tensor(GGUFWriter &out, const std::string &name, const Weights &w, const PackedTensor &p);
 
 }  // namespace qforge

@@ -1,0 +1,89 @@
+// qforge pack: a model file -> a GGUF whose linear weights are packed for
+// one CPU family's kernels (FORMATS.md, "Packed GGUF files"), so that layers
+// map them as they are instead of packing at every load.
+#include "commands.h"
+
+#include <chrono>
+
+#include "model.h"
+#include "qforge/pack.h"
+#include "table.h"
+
+namespace qforge::cli {
+
+int pack(const PackArgs &a, const Common &c) {
+    ModelFile m = ModelFile::open(a.input);
+    const std::string family = target_family(a.target.empty() || a.target == "auto" ? dispatched_target() : a.target);
+    GGUFWriter gw;
+    std::vector<const TensorView *> copy;  // copied as they are
+    if (m.is_gguf()) {
+        for (const auto &[k, v] : m.gguf->metadata()) {
+            if (k != "general.alignment") gw.set(k, v);
+        }
+        for (const auto &t : m.gguf->tensors()) copy.push_back(&t);
+    } else {
+        for (const auto &t : m.st->tensors()) copy.push_back(&t);
+    }
+    Table table({"tensor", "format", "shape", "rows", "file_bytes", "packed_bytes", "ms"});
+    const auto linears = m.linears();
+    Progress progress("packing", linears.size());
+    double pack_s = 0;
+    int64_t packed_in = 0, packed_out = 0;
+    auto drop = [&](const std::string &name) {
+        copy.erase(std::remove_if(copy.begin(), copy.end(), [&](const TensorView *t) { return t->name == name; }), copy.end());
+    };
+    for (const LinearInfo &l : linears) {
+        progress.step(l.name);
+        if (m.is_gguf() && packed_tensor(*m.gguf, l.name)) continue;  // packed already: copied as it is
+        Weights w;
+        if (m.is_gguf()) {
+            const TensorView &t = m.gguf->tensor(l.name);
+            w = {format_of(t.type), t.data, l.out, l.in};
+        } else if (m.st->find(l.name + ".weight_4bit")) {
+            const Int4gTensors g = m.st->int4g(l.name);
+            w = {Format::int4g, g.weight->data, g.out, g.in, 0, reinterpret_cast<const uint16_t *>(g.scales->data), g.group_size};
+        } else {
+            continue;  // dense safetensors weights: copied
+        }
+        const FormatTraits &t = traits(w.format);
+        const int R = pack_rows_for(family, w.format, w.group_size);
+        const bool fits = R && w.in % t.packed_block_elements == 0 && (!t.separate_scales || w.group_size % 32 == 0);
+        if (!fits) {
+            if (!t.in_files) {
+                throw Error(a.input + ": '" + l.name + "' (" + l.format + " [" + std::to_string(l.out) + ", " +
+                            std::to_string(l.in) + "]) has no packed layout for " + family +
+                            ", and a GGUF file cannot hold it unpacked");
+            }
+            continue;  // no packed layout here: copied in the file's layout
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        add_packed_tensor(gw, l.name, w, PackedTensor{w.format, w.out, w.in, w.group_size, R, family});
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        pack_s += s;
+        const int64_t out_bytes = packed_bytes(w.format, w.out, w.in, R);
+        packed_in += l.bytes;
+        packed_out += out_bytes;
+        table.add({l.name, l.format, std::to_string(l.out) + "x" + std::to_string(l.in), R, l.bytes, out_bytes, s * 1e3});
+        if (m.is_gguf()) {
+            drop(l.name);
+        } else {
+            drop(l.name + ".weight_4bit");
+            drop(l.name + ".scales_4bit");
+        }
+    }
+    for (const TensorView *t : copy) gw.add_tensor(t->name, t->type, t->shape, t->data, t->bytes);
+    gw.write(a.output);
+    if (c.json) {
+        write_json({{"tensors", table.to_json()}, {"family", family}, {"file_bytes", packed_in},
+                    {"packed_bytes", packed_out}, {"pack_ms", pack_s * 1e3},
+                    {"ms_per_gb", packed_in ? pack_s * 1e3 / (packed_in / 1e9) : 0.0}});
+        return 0;
+    }
+    table.print_text(stdout);
+    std::printf("\n%s: %zu tensors packed for %s, %.1f MB -> %.1f MB, %.1f ms (%.0f ms per GB)\n", a.output.c_str(),
+                table.size(), family.c_str(), packed_in / 1e6, packed_out / 1e6, pack_s * 1e3,
+                packed_in ? pack_s * 1e3 / (packed_in / 1e9) : 0.0);
+    return 0;
+}
+
+}  // namespace qforge::cli
