@@ -90,6 +90,14 @@ bool scalar_bit_op(const std::string &line) {
     return false;
 }
 
+// A vector instruction (ARM's smull also has a scalar, 64-bit form).
+bool is_vector(const std::string &line) {
+    std::istringstream ws(line);
+    std::string op, first;
+    ws >> op >> first;
+    return line.find("mm") != std::string::npos || (first.size() > 1 && first[0] == 'v' && isdigit(static_cast<unsigned char>(first[1])));
+}
+
 int count(const std::string &text, const std::string &mnemonic) {
     int n = 0;
     std::istringstream in(text);
@@ -142,7 +150,7 @@ TEST(Assembly, IntegerDotKernelsUseDotInstructions) {
         for (const auto &body : loops(text.str())) {
             int dots = 0, sc = 0;
             for (const std::string &l : body) {
-                dots += mnemonic(l) == preferred;
+                dots += mnemonic(l) == preferred && is_vector(l);
                 sc += scalar_bit_op(l);
             }
             if (dots > 0 && body.size() < size) best = dots, scalar = sc, size = body.size();
