@@ -190,7 +190,11 @@ def main():
           "each round, and every ratio is computed per round, then reported as median (min–max). "
           "`ggml-*-repack` loads the weights through ggml's CPU_REPACK buffer type (its AVX2 8x8 "
           "interleaved Q4_0/Q4_K kernels); Q8_0 has no repacking in this ggml. Both sides take f32 "
-          "activations and quantize them inside their own time where they use 8-bit dot products.\n",
+          "activations and quantize them inside their own time where they use 8-bit dot products. "
+          "`qforge-q4_k`, `qforge-int4g-g32` and `qforge-q4_0` are layers as users get them: packed at "
+          "load (FORMATS.md, \"Packed layouts\") with 8-bit activations (Q8_K, Q8_0); `qforge-q4_k-f32` "
+          "is the exact f32-activation path, `qforge-q4_k-before` what main ran before packed layouts "
+          "(f32 decode, Q8_K over the file's layout for batches), measured in the same run.\n",
           "A cell is `time · fraction of the binding ceiling`: BW = weight bytes over the measured read "
           "bandwidth (decode, small batches), int8 / FMA = arithmetic over the measured int8 dot-product "
           "or f32 FMA peak (prefill; int8 for paths that quantize activations, FMA for f32 paths).\n",
@@ -198,7 +202,7 @@ def main():
           "| threads | read GB/s | f32 FMA GFLOP/s | int8 dot Gop/s |", "| --- | --- | --- | --- |"]
     for t, r in sorted(roof.items()):
         md.append(f"| {t} | {r['read_gbs']:.1f} | {r['fma_gflops']:.0f} | {r['int8_gops']:.0f} |")
-    md += ["", "## Goals (ratios against ggml with repacking on, f32 activations in both)\n",
+    md += ["", "## Goals (ratios against the faster of ggml's two CPU paths, per round)\n",
            goals_table(summary, cores), ""]
     for family in ("q4_k", "q4_0", "q8_0"):
         md += [f"## {FAMILY_TITLE[family]}\n"]

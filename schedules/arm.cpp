@@ -10,7 +10,7 @@ namespace {
 constexpr cpu::Tuning kArm = {
     /*decode_tile_rows=*/4, /*prefill_tile_rows=*/2, /*prefill_tile_tokens=*/4,
     /*decode_rows_per_task=*/16, /*prefill_rows_per_task=*/32,
-    /*stage_quants=*/false, /*packed_tile_tokens=*/4,
+    /*stage_quants=*/false, /*packed_q4k_tile_tokens=*/{4, 4}, /*packed_block32_tile_tokens=*/{4, 4},
     /*packed_prefill_rows_per_task=*/128, /*packed_decode_tasks=*/8,
     /*packed_decode_min_parallel_bytes=*/1 << 20,
     /*packed_prefetch_blocks=*/0,

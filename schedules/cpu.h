@@ -13,6 +13,16 @@
 
 namespace qforge::cpu {
 
+// Tokens per packed prefill tile: {16-register targets, 32-register ones
+// (AVX-512, NEON)}. The tile's accumulators and per-token partial sums must
+// stay in registers; measured from the assembly of the innermost loop
+// (x86, R = 16): AVX-512 VNNI Q4_K at 8 tokens 2.0 instructions per
+// vpdpbusd (4 tokens: 2.2); AVX2 Q4_K spills from 2 tokens (419 stack moves
+// per 256 vpmaddubsw), the 32-block kernel from 4.
+struct TileTokens {
+    int narrow, wide;
+};
+
 // A family's defaults, used where a knob is 0.
 struct Tuning {
     int decode_tile_rows;
@@ -24,7 +34,8 @@ struct Tuning {
     // (x86: the u8 x s8 shape of vpdpbusd). Left inline, the nibbles are
     // provably under 128 and become s8, the shape of ARM's sdot.
     bool stage_quants;
-    int packed_tile_tokens;  // tokens per register tile of the packed prefill kernels
+    TileTokens packed_q4k_tile_tokens;      // tokens per register tile of the packed prefill kernels
+    TileTokens packed_block32_tile_tokens;
     int packed_prefill_rows_per_task;  // rows sharing one staging of a token tile's activations
     int packed_decode_tasks;           // parallel tasks a packed decode kernel splits its rows into
     int packed_decode_min_parallel_bytes;  // below this many weight bytes, one task
@@ -271,8 +282,8 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
 // and reused by every row tile of the task, whose packed weights stay in L2.
 template <const Tuning &D>
 RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var t, RDom blocks, int R, const Knobs &k,
-                  Func act4, Func act_d, Func act_sum) {
-    const int T = pick(k.tile_tokens, k.prefill ? D.packed_tile_tokens : 1);
+                  Func act4, Func act_d, Func act_sum, int prefill_tokens) {
+    const int T = pick(k.tile_tokens, k.prefill ? prefill_tokens : 1);
     Expr tiles_per_task = std::max(pick(k.rows_per_task, k.prefill ? D.packed_prefill_rows_per_task : D.decode_rows_per_task) / R, 1);
     if (!k.prefill && k.rows_per_task == 0) {
         // Decode: a few long contiguous runs (one per task) rather than many
@@ -310,6 +321,12 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
     return unroll_reduction(acc.update(), blocks.x, k);
 }
 
+// Tokens per packed prefill tile (TileTokens, in Tuning) for this target.
+inline int packed_tile_tokens(const TileTokens &tt, const Target &t) {
+    const bool wide = t.arch == Target::ARM || t.has_feature(Target::AVX512);
+    return wide ? tt.wide : tt.narrow;
+}
+
 // Software prefetch of the packed weights `ahead` blocks ahead of the block
 // loop: one thread's stream is regular, but the loop's work per cache line
 // is small enough that hardware prefetch alone leaves DRAM latency exposed.
@@ -345,7 +362,8 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
 
 template <const Tuning &D>
 void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
-    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d, f.act_sum);
+    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d,
+                                       f.act_sum, packed_tile_tokens(D.packed_q4k_tile_tokens, t));
     prefetch_weights(f.acc, f.weight, block, D.packed_prefetch_blocks);
     for (Func s : {f.sacc, f.macc}) {
         s.compute_at(f.acc, block).vectorize(f.r).unroll(f.n);
@@ -365,7 +383,8 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
 // Packed 32-blocks x Q8_0: as q4k_packed_q8, one block's dot at a time.
 template <const Tuning &D>
 void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
-    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d, f.act_sum);
+    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d,
+                                       f.act_sum, packed_tile_tokens(D.packed_block32_tile_tokens, t));
     prefetch_weights(f.acc, f.weight, block, 8 * D.packed_prefetch_blocks);
     f.isum.compute_at(f.acc, block).vectorize(f.r).unroll(f.n);
     if (f.form == DotForm::u8s8_pairs) {

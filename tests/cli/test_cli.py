@@ -286,9 +286,11 @@ class Files(unittest.TestCase):
         linears = [t for t in self.reader.tensors if t.name.endswith(".weight") and t.name != "norm.weight"]
         self.assertEqual(len(j["layers"]), len(linears) * 2)  # every linear layer, both token counts
         self.assertEqual([t["tokens"] for t in j["totals"]], [1, 3])
+        self.assertGreater(j["load_ms_per_gb"], 0)  # load (packing) time is reported
+        self.assertGreaterEqual(j["packed_layers"], 2 if "x86" in j["target"] else 0)  # q4_k, q4_0 pack here
         j = json.loads(run("targets", "--json").stdout)
         self.assertIn(j["dispatched"], [t["target"] for t in j["targets"]])
-        for cmd in ("demo", "inspect", "dequant", "matmul", "quantize", "bench", "targets"):
+        for cmd in ("demo", "inspect", "dequant", "matmul", "quantize", "bench", "pack", "targets"):
             self.assertIn("Usage", run(cmd, "--help").stdout)
 
     # ---- bad inputs: (file maker, command, exit code, text the error must contain) ----
