@@ -348,7 +348,7 @@ class Files(unittest.TestCase):
             ("tokens = 0", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x32", "--tokens", "0",
                                        "-o", "OUT"], "at least 1"),
             ("q8 activations on Q6_K", raw(good), ["matmul", "--tensor", "q6_k.weight", "--input", "X1x512", "--tokens", "1",
-                                                   "--activations", "q8", "-o", "OUT"], "q8 is for formats with 8-bit kernels (q4_k)"),
+                                                   "--activations", "q8", "-o", "OUT"], "q8 is for formats with 8-bit kernels (int4g, q4_k, q4_0)"),
             ("unknown target", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x512", "--tokens", "1",
                                            "--target", "x86-avx1024", "-o", "OUT"], "x86-avx1024"),
             ("plan: unknown layer", raw(good), ["quantize", "-o", "OUT", "--to", "q4_k", "--override", "zz.weight=q4_k"],
