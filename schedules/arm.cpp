@@ -13,7 +13,7 @@ constexpr cpu::Tuning kArm = {
     /*stage_quants=*/false, /*packed_q4k_tile_tokens=*/{4, 4}, /*packed_block32_tile_tokens=*/{4, 4},
     /*packed_prefill_rows_per_task=*/128, /*packed_decode_tasks=*/8,
     /*packed_decode_min_parallel_bytes=*/1 << 20,
-    /*packed_prefetch_blocks=*/0,
+    /*packed_prefetch_blocks=*/0, /*packed_decode_chains=*/2,
 };
 
 // sdot/udot take operands of one sign: the nibbles narrow to s8 beside s8 activations.

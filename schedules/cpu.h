@@ -40,6 +40,7 @@ struct Tuning {
     int packed_decode_tasks;           // parallel tasks a packed decode kernel splits its rows into
     int packed_decode_min_parallel_bytes;  // below this many weight bytes, one task
     int packed_prefetch_blocks;        // Q4_K super-blocks the weight prefetch runs ahead (0: none)
+    int packed_decode_chains;          // independent accumulators of one block's integer dot in decode
 };
 
 
@@ -312,6 +313,10 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
         }
     } else {
         y.rename(n, nt).reorder(ri, ot, nt, task);
+        // The per-block activation sums, once per call rather than once per
+        // row tile (Q4_K's pair up bsums: 24 scalar instructions a
+        // super-block in the loop otherwise).
+        act_sum.compute_root();
     }
     y.parallel(task);
     // One tile: its row tile t is exactly one (o / R over R aligned rows),
@@ -338,7 +343,7 @@ inline void prefetch_weights(Func acc, ImageParam weight, RVar block, int ahead)
 // the i16 pair sums `pair` (vpmaddubsw) summed over `groups`; otherwise
 // 4-byte dot products (vpdpbusd, sdot) over dot.x, unrolled over the rest.
 inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &dot, const RDom &groups, DotForm form,
-                       const LoopLevel &at) {
+                       const LoopLevel &at, int chains) {
     if (form == DotForm::u8s8_pairs) {
         part.compute_at(at).bound_extent(kp, 2).reorder_storage(kp, r, n).vectorize(kp).vectorize(r).unroll(n);
         Stage pu = part.update();
@@ -351,10 +356,27 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
         pair.update().atomic(true).reorder(dot.x, kp, r, n).vectorize(dot.x).vectorize(kp).vectorize(r).unroll(n);
     } else {
         part.compute_at(at).vectorize(r).unroll(n);
+        // The 4 bytes of a group are the dot instruction's reduction. In
+        // decode (one token) the groups are summed in `chains` accumulators
+        // (rfactor), not one: a single chain of dependent vpdpbusd is
+        // latency-bound.
         Stage pu = part.update();
         std::vector<VarOrRVar> order = {dot.x, r, n};
+        if (chains > 1) {
+            RVar go("go"), gi("gi");
+            Var u("u");
+            const int groups_ = *as_const_int(dot[1].extent());
+            Func intm = pu.split(dot[1], go, gi, groups_ / chains).rfactor(go, u);
+            pu.vectorize(r).unroll(n).unroll(go);
+            intm.compute_at(part, r).vectorize(r).unroll(u).unroll(n);
+            std::vector<VarOrRVar> io = {dot.x, r, n, u, gi};
+            for (int i = 2; i < dot.dimensions(); ++i) io.push_back(dot[i]);
+            Stage iu = intm.update();
+            iu.reorder(io).atomic().vectorize(dot.x).vectorize(r).unroll(n).unroll(u).unroll(gi);
+            for (int i = 2; i < dot.dimensions(); ++i) iu.unroll(dot[i]);
+            return;
+        }
         for (int i = 1; i < dot.dimensions(); ++i) order.push_back(dot[i]);
-        // The 4 bytes of a group are the dot instruction's reduction.
         pu.reorder(order).atomic().vectorize(dot.x).vectorize(r).unroll(n);
         for (int i = 1; i < dot.dimensions(); ++i) pu.unroll(dot[i]);
     }
@@ -377,7 +399,8 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
     } else {
         f.sacc.update().reorder(f.r, f.n, skp, sh, sjp).vectorize(f.r).unroll(f.n).unroll(skp).unroll(sh).unroll(sjp);
     }
-    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.sacc, sh));
+    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.sacc, sh),
+               k.prefill ? 1 : D.packed_decode_chains);
 }
 
 // Packed 32-blocks x Q8_0: as q4k_packed_q8, one block's dot at a time.
@@ -393,7 +416,8 @@ void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
     } else {
         f.isum.update().reorder(f.r, f.n, f.halves.x).vectorize(f.r).unroll(f.n);
     }
-    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.acc, block));
+    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.acc, block),
+               k.prefill ? 1 : D.packed_decode_chains);
 }
 
 }  // namespace qforge::cpu
