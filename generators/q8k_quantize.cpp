@@ -19,6 +19,7 @@ public:
         Q8KQuantizeFuncs f;
         Var c = f.c, b = f.b, g = f.g, n = f.n;
         RDom e(0, 256, "e");
+        f.e = e;
         f.amax(b, n) = 0.0f;
         f.amax(b, n) = max(f.amax(b, n), abs(xn(b * 256 + e, n)));
         f.first(b, n) = 255;

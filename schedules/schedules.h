@@ -65,6 +65,7 @@ struct Q4KMatmulF32Funcs {
 struct Q8KQuantizeFuncs {
     Halide::Func amax, first, iscale, qs, d, bsums;  // qs, d, bsums are the outputs
     Halide::Var c, b, g, n;
+    Halide::RDom e;  // a block's 256 values: the reduction of amax and first
 };
 
 // f32 -> Q8_0 planes: per block (b, n) amax and iscale, then qs(c, n), d(b, n), sums(b, n).
