@@ -29,11 +29,7 @@ public:
     void generate() {
         const int R = pack_rows;
         check(R > 0 && R % 4 == 0, "pack_rows must be a positive multiple of 4");
-        const int run = kBlock32PackedBytes * R;
-        weight.dim(0).set_bounds(0, run).set_stride(1);
-        weight.dim(1).set_min(0).set_stride(run);
-        weight.dim(2).set_min(0);
-        y.dim(0).set_min(0);
+        constrain_packed(weight, y, kBlock32PackedBytes * R);
         Func a_d_ = clamp_outer(a_d), a_qs_ = clamp_outer(a_qs), a_sums_ = clamp_outer(a_sums);
 
         PackedBlock32Funcs f;
@@ -67,11 +63,8 @@ public:
             f.part(kp, r, kb, t, n) += f.pair(kp, r, f.groups.x, f.groups.y, kb, t, n);
         } else {
             f.dot = RDom(0, 4, 0, 4, 0, 2, "dot");  // byte in the group of 4, group, nibble
-            Expr q = quant(f.dot.x, f.dot.y, f.dot.z), a = act(f.dot.x, f.dot.y, f.dot.z);
-            Expr term = f.form == DotForm::u8s8_dot4 ? cast<int32_t>(widening_mul(q, a))
-                                                      : cast<int32_t>(q) * cast<int32_t>(a);
             f.part(kp, r, kb, t, n) = 0;
-            f.part(kp, r, kb, t, n) += term;
+            f.part(kp, r, kb, t, n) += packed_dot_term(f.form, quant(f.dot.x, f.dot.y, f.dot.z), act(f.dot.x, f.dot.y, f.dot.z));
         }
         const int parts = f.form == DotForm::u8s8_pairs ? 2 : 1;
         f.halves = RDom(0, parts, "halves");

@@ -36,6 +36,25 @@ Func clamp_outer(const T &in) {
         in, {Range(), Range(in.dim(1).min(), in.dim(1).extent())});
 }
 
+// A packed kernel's weight input: runs of `run` bytes (one block of a tile
+// of rows), blocks, tiles (FORMATS.md, "Packed layouts"); outputs start at
+// row 0, so that row o is lane o % R of tile o / R.
+template <typename W, typename Y>
+void constrain_packed(W &weight, Y &y, int run) {
+    weight.dim(0).set_bounds(0, run).set_stride(1);
+    weight.dim(1).set_min(0).set_stride(run);
+    weight.dim(2).set_min(0);
+    y.dim(0).set_min(0);
+}
+
+// One term of a packed kernel's 4-byte integer dot, u4 weight `q` (uint8)
+// times s8 activation `a`, as the target's instruction wants it: x86 keeps
+// the nibble u8 (u8 x s8 is vpdpbusd); left plain, FindIntrinsics narrows
+// it to s8, which ARM's sdot takes (../HALIDE_DOTS in schedules.h).
+inline Expr packed_dot_term(DotForm form, const Expr &q, const Expr &a) {
+    return form == DotForm::u8s8_dot4 ? cast<int32_t>(widening_mul(q, a)) : cast<int32_t>(q) * cast<int32_t>(a);
+}
+
 // Optional per-row bias: the caller passes a one-element buffer and has_bias
 // = false when there is none. The index is clamped so that bounds inference
 // asks only for what the buffer has.

@@ -28,11 +28,7 @@ public:
     void generate() {
         const int R = pack_rows;
         check(R > 0 && R % 4 == 0, "pack_rows must be a positive multiple of 4");
-        const int tile_bytes = kQ4KPackedBlockBytes * R;
-        weight.dim(0).set_bounds(0, tile_bytes).set_stride(1);
-        weight.dim(1).set_min(0).set_stride(tile_bytes);
-        weight.dim(2).set_min(0);
-        y.dim(0).set_min(0);
+        constrain_packed(weight, y, kQ4KPackedBlockBytes * R);
         Func a_d_ = clamp_outer(a_d), a_qs_ = clamp_outer(a_qs), a_bsums_ = clamp_outer(a_bsums);
 
         PackedQ4KFuncs f;
@@ -66,13 +62,8 @@ public:
             f.part(kp, r, h, jp, sb, t, n) += f.pair(kp, r, f.groups, h, jp, sb, t, n);
         } else {
             f.dot = RDom(0, 4, 0, 8, "dot");  // byte in the group of 4, group
-            Expr q = quant(f.dot.x, f.dot.y), a = act(f.dot.x, f.dot.y);
-            // x86 wants the nibble kept u8 (u8 x s8 is vpdpbusd); left plain,
-            // FindIntrinsics narrows it to s8, which ARM's sdot takes.
-            Expr term = f.form == DotForm::u8s8_dot4 ? cast<int32_t>(widening_mul(q, a))
-                                                      : cast<int32_t>(q) * cast<int32_t>(a);
             f.part(kp, r, h, jp, sb, t, n) = 0;
-            f.part(kp, r, h, jp, sb, t, n) += term;
+            f.part(kp, r, h, jp, sb, t, n) += packed_dot_term(f.form, quant(f.dot.x, f.dot.y), act(f.dot.x, f.dot.y));
         }
         const int parts = f.form == DotForm::u8s8_pairs ? 2 : 1;
         f.subs = RDom(0, parts, 0, 2, 0, 4, "subs");  // kp, h, jp

@@ -301,7 +301,8 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
         // short ones, so that each thread's stream stays prefetched; and one
         // task, on the calling thread, for a layer too small to gain from
         // two. Measured (x86-avx512-vnni, 2-core EPYC, packed Q4_K streamed
-        // from DRAM, /tmp-style harness in the note): 2 threads vs 1 were
+        // from DRAM by a scratch harness, not committed: matmul on packed
+        // weights rotated through copies larger than L3): 2 threads vs 1 were
         // 0.95x at 152 KB, 1.07x at 303 KB, 1.11x at 606 KB, 0.99x at 1.2 MB,
         // 1.15x at 2.4 MB, 1.10x at 4.9 MB, 1.26x at 9.7 MB.
         Expr tiles = (y.output_buffer().dim(0).extent() + (R - 1)) / R;
