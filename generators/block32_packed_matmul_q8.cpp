@@ -1,24 +1,29 @@
-// Y = X * W^T + b with 4-bit weights in blocks of 32 with one f16 scale and
-// zero point 8 (Q4_0, and int4g whose groups are whole blocks of 32), in
-// the packed layout (FORMATS.md, "Packed Q4_0 and int4g"), and Q8_0
-// activations (32-value blocks with their sums). Rows are the vector lanes
-// as in q4k_packed_matmul_q8.cpp:
-//   y += w.d * a.d * (isum - 8 * asum)
-// per block, isum the u4 x s8 integer dot and asum the activation block's
-// sum, so no nibble is ever offset in the loop. Integer sums are exact:
-// every DotForm computes the same isum.
+// Y = X * W^T + b with weights in blocks of 32 with one f16 scale, in the
+// packed layouts of FORMATS.md ("Packed Q4_0 and int4g", "Packed Q8_0"),
+// and Q8_0 activations (32-value blocks with their sums). Rows are the
+// vector lanes as in q4k_packed_matmul_q8.cpp:
+//   y += w.d * a.d * (isum - z * asum)
+// per block, isum the integer dot of the stored values and asum the
+// activation block's sum, so no weight is ever offset in the loop.
+// bits=4 (Q4_0, int4g whose groups are whole blocks of 32): u4 nibbles,
+// zero point z = 8. bits=8 (Q8_0): s8 values, which each DotForm reads its
+// own way: vpdpbusd wants u8, so s8 ^ 0x80 = s8 + 128 and z = 128;
+// vpmaddubsw saturates on 2 * 255 * 127, so |w| x (a with w's sign), z = 0;
+// sdot takes s8 as is, z = 0. Integer sums are exact.
 #include "common.h"
 
 namespace qforge {
 
-constexpr int kBlock32PackedBytes = 18;  // per row of a packed tile
+// Bytes per row of a packed tile: 32 values of `bits` bits and the f16 scale.
+constexpr int block32_packed_bytes(int bits) { return 4 * bits + 2; }
 
 class Block32PackedMatmulQ8 : public KernelGenerator<Block32PackedMatmulQ8> {
 public:
     GeneratorParam<int> pack_rows{"pack_rows", 16};   // R: rows per packed tile
     GeneratorParam<int> group_size{"group_size", 0};  // int4g's G (its scales are repeated per block); unused
+    GeneratorParam<int> bits{"bits", 4};              // 4: Q4_0 and int4g; 8: Q8_0
 
-    Input<Buffer<uint8_t, 3>> weight{"weight"};   // [18 R, in/32, tiles]
+    Input<Buffer<uint8_t, 3>> weight{"weight"};   // [(4 bits + 2) R, in/32, tiles]
     Input<Buffer<float, 2>> a_d{"a_d"};           // [in/32, tokens]
     Input<Buffer<int8_t, 2>> a_qs{"a_qs"};        // [in, tokens]
     Input<Buffer<int16_t, 2>> a_sums{"a_sums"};   // [in/32, tokens]
@@ -28,8 +33,10 @@ public:
 
     void generate() {
         const int R = pack_rows;
+        const int B = bits;
         check(R > 0 && R % 4 == 0, "pack_rows must be a positive multiple of 4");
-        constrain_packed(weight, y, kBlock32PackedBytes * R);
+        check(B == 4 || B == 8, "bits must be 4 or 8");
+        constrain_packed(weight, y, block32_packed_bytes(B) * R);
         Func a_d_ = clamp_outer(a_d), a_qs_ = clamp_outer(a_qs), a_sums_ = clamp_outer(a_sums);
 
         PackedBlock32Funcs f;
@@ -38,19 +45,47 @@ public:
         f.weight = weight;
         Var r = f.r, t = f.t, n = f.n, kp = f.kp, kb = f.kb, o = f.o, g = f.g, h = f.h;
 
-        // Nibble h of byte 4 g + b4 (g, b4 in 0..3) of row r: weight 16 h + 4 g + b4.
-        auto quant = [&](const Expr &b4, const Expr &g_, const Expr &h_) {
+        // Weight 16 h + 4 g + b4 (g, b4 in 0..3) of row r, as stored: nibble h
+        // of byte 4 g + b4 (bits=4), or byte 4 (g + 4 h) + b4 (bits=8).
+        auto stored = [&](const Expr &b4, const Expr &g_, const Expr &h_) {
+            if (B == 8) return weight(b4 + 4 * r + 4 * R * (g_ + 4 * h_), kb, t);
             Expr p = weight(b4 + 4 * r + 4 * R * g_, kb, t);
             return select(h_ == 0, p & cast<uint8_t>(15), p >> cast<uint8_t>(4));
         };
+        auto s8 = [&](const Expr &b4, const Expr &g_, const Expr &h_) { return reinterpret<int8_t>(stored(b4, g_, h_)); };
         // Activations as the schedule may stage them per token tile: act4(b4,
         // kq, n) is byte b4 of group kq of 4; act_d and act_sum per block.
         Var b4v("b4"), kq("kq");
         f.act4(b4v, kq, n) = a_qs_(4 * kq + b4v, n);
         f.act_d(kb, n) = a_d_(kb, n);
         f.act_sum(kb, n) = cast<int32_t>(a_sums_(kb, n));
-        auto act = [&](const Expr &b4, const Expr &g_, const Expr &h_) { return f.act4(b4, 8 * kb + 4 * h_ + g_, n); };
-        if (f.form == DotForm::u8s8_pairs) {
+        auto act_raw = [&](const Expr &b4, const Expr &g_, const Expr &h_) { return f.act4(b4, 8 * kb + 4 * h_ + g_, n); };
+        // The weight operand of the dot as its DotForm wants it, and the
+        // activation operand that goes with it.
+        auto quant = [&](const Expr &b4, const Expr &g_, const Expr &h_) {
+            if (B == 4) return stored(b4, g_, h_);
+            if (f.form == DotForm::u8s8_dot4) return stored(b4, g_, h_) ^ cast<uint8_t>(0x80);
+            if (f.form == DotForm::u8s8_pairs) return abs(s8(b4, g_, h_));
+            return s8(b4, g_, h_);
+        };
+        auto act = [&](const Expr &b4, const Expr &g_, const Expr &h_) {
+            Expr a = act_raw(b4, g_, h_);
+            return B == 8 && f.form == DotForm::u8s8_pairs ? select(s8(b4, g_, h_) < 0, -a, a) : a;
+        };
+        const int zero = B == 4 ? 8 : f.form == DotForm::u8s8_dot4 ? 128 : 0;
+        if (f.form == DotForm::u8s8_pairs && B == 8) {
+            // vpmaddubsw pairs (|w| <= 128: 2 * 128 * 127 < 32767), each pair
+            // widened at once (vpmaddwd by ones: two pairs in i16 could
+            // overflow) and summed in i32 over kp and the 8 (g, h) groups.
+            f.dot = RDom(0, 2, "dot");
+            f.groups = RDom(0, 2, 0, 4, 0, 2, "groups");  // kp, g, h
+            Expr b4 = 2 * kp + f.dot;
+            f.pair(kp, r, g, h, kb, t, n) = cast<int16_t>(0);
+            f.pair(kp, r, g, h, kb, t, n) = saturating_add(f.pair(kp, r, g, h, kb, t, n),
+                                                           widening_mul(quant(b4, g, h), act(b4, g, h)));
+            f.part(kp, r, kb, t, n) = 0;
+            f.part(kp, r, kb, t, n) += cast<int32_t>(f.pair(f.groups.x, r, f.groups.y, f.groups.z, kb, t, n));
+        } else if (f.form == DotForm::u8s8_pairs) {
             // vpmaddubsw pairs in i16, the 8 (g, h) groups summed in i16
             // (8 * 2 * 15 * 127 < 32767), the two halves widened to i32.
             f.dot = RDom(0, 2, "dot");
@@ -66,13 +101,14 @@ public:
             f.part(kp, r, kb, t, n) = 0;
             f.part(kp, r, kb, t, n) += packed_dot_term(f.form, quant(f.dot.x, f.dot.y, f.dot.z), act(f.dot.x, f.dot.y, f.dot.z));
         }
-        const int parts = f.form == DotForm::u8s8_pairs ? 2 : 1;
+        const int parts = f.form == DotForm::u8s8_pairs && B == 4 ? 2 : 1;
+        f.wide_part = B == 8;
         f.halves = RDom(0, parts, "halves");
-        f.isum(r, kb, t, n) = -8 * f.act_sum(kb, n);
+        f.isum(r, kb, t, n) = -zero * f.act_sum(kb, n);
         f.isum(r, kb, t, n) += cast<int32_t>(f.part(f.halves, r, kb, t, n));
 
         auto wd = [&](const Expr &blk) {
-            return f16_bits_to_f32(u16_le(weight(16 * R + 2 * r, blk, t), weight(16 * R + 2 * r + 1, blk, t)));
+            return f16_bits_to_f32(u16_le(weight(4 * B * R + 2 * r, blk, t), weight(4 * B * R + 2 * r + 1, blk, t)));
         };
         f.blocks = RDom(0, weight.dim(1).extent(), "blocks");
         Expr b = f.blocks;

@@ -36,6 +36,7 @@ const ScheduleFamily arm_family = {
     cpu::q4k_packed_q8<kArm>,
     cpu::block32_packed_q8<kArm>,
     cpu::q8_0_quantize<kArm>,
+    cpu::q6k_packed_q8<kArm>,
 };
 const RegisterScheduleFamily registered{&arm_family};
 

@@ -354,8 +354,19 @@ inline void prefetch_weights(Func acc, ImageParam weight, RVar block, int ahead)
 // the i16 pair sums `pair` (vpmaddubsw) summed over `groups`; otherwise
 // 4-byte dot products (vpdpbusd, sdot) over dot.x, unrolled over the rest.
 inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &dot, const RDom &groups, DotForm form,
-                       const LoopLevel &at, int chains) {
-    if (form == DotForm::u8s8_pairs) {
+                       const LoopLevel &at, int chains, bool wide = false) {
+    if (form == DotForm::u8s8_pairs && wide) {
+        // i32 part: each pair vector widened by a factor-2 i16 -> i32 sum
+        // over groups[0] (vpmaddwd by ones), the other groups unrolled.
+        part.compute_at(at).vectorize(r).unroll(n);
+        Stage pu = part.update();
+        std::vector<VarOrRVar> order = {groups[0], r, n};
+        for (int i = 1; i < groups.dimensions(); ++i) order.push_back(groups[i]);
+        pu.reorder(order).atomic().vectorize(groups[0]).vectorize(r).unroll(n);
+        for (int i = 1; i < groups.dimensions(); ++i) pu.unroll(groups[i]);
+        pair.compute_at(part, groups[1]).bound_extent(kp, 2).vectorize(kp).vectorize(r).unroll(n);
+        pair.update().atomic(true).reorder(dot.x, kp, r, n).vectorize(dot.x).vectorize(kp).vectorize(r).unroll(n);
+    } else if (form == DotForm::u8s8_pairs) {
         part.compute_at(at).bound_extent(kp, 2).reorder_storage(kp, r, n).vectorize(kp).vectorize(r).unroll(n);
         Stage pu = part.update();
         // Tokens innermost: one load and unpack of a group's weights serves all of them.
@@ -414,6 +425,26 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
                k.prefill ? 1 : D.packed_decode_chains);
 }
 
+// Packed Q6_K x Q8_K: as q4k_packed_q8, a unit (sub-block, or half of one
+// for u8s8_pairs) at a time.
+template <const Tuning &D>
+void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
+    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d,
+                                       f.act_sum, packed_tile_tokens(D.packed_q4k_tile_tokens, t));
+    for (Func s : {f.sacc, f.macc}) {
+        s.compute_at(f.acc, block).vectorize(f.r).unroll(f.n);
+    }
+    f.macc.update().reorder(f.r, f.n, f.mins.x).vectorize(f.r).unroll(f.n).unroll(f.mins.x);
+    RVar skp = f.subs.x, su = f.subs.y;
+    if (f.form == DotForm::u8s8_pairs) {
+        f.sacc.update().reorder(skp, f.r, f.n, su).atomic().vectorize(skp).vectorize(f.r).unroll(f.n).unroll(su);
+    } else {
+        f.sacc.update().reorder(f.r, f.n, skp, su).vectorize(f.r).unroll(f.n).unroll(skp).unroll(su);
+    }
+    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.sacc, su),
+               k.prefill ? 1 : D.packed_decode_chains);
+}
+
 // Packed 32-blocks x Q8_0: as q4k_packed_q8, one block's dot at a time.
 template <const Tuning &D>
 void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
@@ -421,14 +452,14 @@ void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
                                        f.act_sum, packed_tile_tokens(D.packed_block32_tile_tokens, t));
     prefetch_weights(f.acc, f.weight, block, 8 * D.packed_prefetch_blocks);
     f.isum.compute_at(f.acc, block).vectorize(f.r).unroll(f.n);
-    if (f.form == DotForm::u8s8_pairs) {
+    if (f.form == DotForm::u8s8_pairs && !f.wide_part) {
         // The two i16 halves widened and added: a factor-2 reduction (vpmaddwd by ones).
         f.isum.update().reorder(f.halves.x, f.r, f.n).atomic().vectorize(f.halves.x).vectorize(f.r).unroll(f.n);
     } else {
         f.isum.update().reorder(f.r, f.n, f.halves.x).vectorize(f.r).unroll(f.n);
     }
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.acc, block),
-               k.prefill ? 1 : D.packed_decode_chains);
+               k.prefill ? 1 : D.packed_decode_chains, f.wide_part);
 }
 
 }  // namespace qforge::cpu

@@ -115,9 +115,10 @@ struct PackedQ4KFuncs {
     DotForm form = DotForm::u8s8_dot4;
 };
 
-// Packed 32-blocks (Q4_0, int4g) x Q8_0: Y(o, n) = acc(o % R, o / R, n) +
-// bias; part(kp, r, kb, t, n) is block kb's integer dot over `dot` (for
-// u8s8_pairs: i16 sums over `groups` of the pairs in `pair`), isum adds its
+// Packed 32-blocks (Q4_0, int4g, Q8_0) x Q8_0: Y(o, n) = acc(o % R, o / R,
+// n) + bias; part(kp, r, kb, t, n) is block kb's integer dot over `dot`
+// (for u8s8_pairs: sums over `groups` of the pairs in `pair`, in i16, or
+// with wide_part in i32, kp then the first of `groups`), isum adds its
 // `halves` to the zero-point correction, acc sums over `blocks` in f32.
 struct PackedBlock32Funcs {
     Halide::ImageParam weight;
@@ -126,6 +127,21 @@ struct PackedBlock32Funcs {
     Halide::Var r{"r"}, t{"t"}, n{"n"}, o{"o"}, kp{"kp"}, kb{"kb"}, g{"g"}, h{"h"};
     Halide::RDom dot, groups, halves, blocks;
     int rows = 0;
+    DotForm form = DotForm::u8s8_dot4;
+    bool wide_part = false;  // 8-bit weights: pairs are widened to i32 one by one
+};
+
+// Packed Q6_K x Q8_K: as PackedQ4KFuncs, with part(kp, r, u, sb, t, n) the
+// integer dot of unit u, `units` units per 16-value sub-block (1, or 2 for
+// u8s8_pairs, whose i16 sums hold only two groups' pairs), pair(kp, r, G,
+// ...) the pairs of group G; `subs` is (kp, u), `mins` the 16 sub-blocks.
+struct PackedQ6KFuncs {
+    Halide::ImageParam weight;
+    Halide::Func y, acc{"acc"}, sacc{"sacc"}, macc{"macc"}, part{"part"}, pair{"pair"};
+    Halide::Func act4{"act4"}, act_d{"act_d"}, act_sum{"act_sum"};
+    Halide::Var r{"r"}, t{"t"}, n{"n"}, o{"o"}, kp{"kp"}, u{"unit"}, sb{"sb"}, G{"G"};
+    Halide::RDom dot, groups, subs, mins, blocks;
+    int rows = 0, units = 1;
     DotForm form = DotForm::u8s8_dot4;
 };
 
@@ -152,6 +168,7 @@ struct ScheduleFamily {
     void (*q4k_packed_q8)(PackedQ4KFuncs &, const Halide::Target &, const Knobs &);
     void (*block32_packed_q8)(PackedBlock32Funcs &, const Halide::Target &, const Knobs &);
     void (*q8_0_quantize)(Q80QuantizeFuncs &, const Halide::Target &, const Knobs &);
+    void (*q6k_packed_q8)(PackedQ6KFuncs &, const Halide::Target &, const Knobs &);
 };
 
 inline std::vector<const ScheduleFamily *> &schedule_families() {

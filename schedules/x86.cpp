@@ -41,6 +41,7 @@ const ScheduleFamily x86_family = {
     cpu::q4k_packed_q8<kX86>,
     cpu::block32_packed_q8<kX86>,
     cpu::q8_0_quantize<kX86>,
+    cpu::q6k_packed_q8<kX86>,
 };
 const RegisterScheduleFamily registered{&x86_family};
 

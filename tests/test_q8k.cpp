@@ -174,7 +174,7 @@ INSTANTIATE_TEST_SUITE_P(Variants, Q80Quantize, testing::ValuesIn(variants_where
                              return r.op == Op::quantize && r.out == Out::q8_0 && !r.norm;
                          })), variant_name);
 
-// Packed 32-block kernels (Q4_0, int4g) x Q8_0, against the float64
+// Packed 32-block kernels (Q4_0, int4g, Q8_0) x Q8_0, against the float64
 // reference on the same 8-bit activations; rows not a multiple of R (the
 // tail tile), NaN-poisoned outputs, every element checked. Each block's
 // integer sum is exact; f32 rounds w.d * a.d, their product with it, and the
@@ -202,7 +202,7 @@ TEST_P(Block32PackedQ8, MatchesReference) {
             ref::int4g_dequant(data.data(), scales.data(), c.out, c.in, G, w.data());
         } else {
             data = random_bytes(weight_bytes(f, c.out, c.in));
-            for (size_t b = 0; b < data.size(); b += 18) {
+            for (size_t b = 0; b < data.size(); b += traits(f).block_bytes) {
                 const uint16_t h = f16(random_floats(1, -0.02f, 0.02f)[0]);
                 data[b] = h & 0xFF;
                 data[b + 1] = h >> 8;
@@ -228,19 +228,64 @@ TEST_P(Block32PackedQ8, MatchesReference) {
         mem.sync();
         y.expect_all_written();
         std::vector<double> ref(c.tokens * c.out), mag(c.tokens * c.out);
-        ref::matmul_q8_0(w.data(), c.out, c.in, a.d.data(), a.qs.data(), c.tokens, b, ref.data(), mag.data());
+        ref::matmul_q8(w.data(), c.out, c.in, 32, a.d.data(), a.qs.data(), c.tokens, b, ref.data(), mag.data());
         expect_within_rounding(y, ref, mag, 3.0 * (c.in / 32) + 2);
     }
 }
 
 std::vector<VariantParam> block32_packed_variants() {
     auto v = weight_variants("Block32PackedQ8", Format::q4_0, {Op::matvec, Op::matmul}, ActType::q8_0);
-    auto g = weight_variants("Block32PackedQ8", Format::int4g, {Op::matvec, Op::matmul}, ActType::q8_0);
-    v.insert(v.end(), g.begin(), g.end());
+    for (Format f : {Format::int4g, Format::q8_0}) {
+        auto g = weight_variants("Block32PackedQ8", f, {Op::matvec, Op::matmul}, ActType::q8_0);
+        v.insert(v.end(), g.begin(), g.end());
+    }
     return v;
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, Block32PackedQ8, testing::ValuesIn(block32_packed_variants()), variant_name);
+
+// Packed Q6_K x Q8_K against the float64 reference on the same 8-bit
+// activations, as Block32PackedQ8. Per super-block the integer sum is
+// exact; f32 rounds its conversion, a.d * w.d, their product and the
+// running sum: 4 roundings, plus the bias.
+class Q6KPackedQ8 : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(Q6KPackedQ8, MatchesReference) {
+    const auto &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    for (const MatmulCase &c : q4k_matmul_cases()) {
+        SCOPED_TRACE(c.name());
+        auto data = random_bytes(weight_bytes(Format::q6_k, c.out, c.in));
+        for (size_t b = 0; b < data.size(); b += 210) {  // d of LLM-like magnitude; scales, quants any bytes
+            const uint16_t h = f16(random_floats(1, -0.02f, 0.02f)[0]);
+            data[b + 208] = h & 0xFF;
+            data[b + 209] = h >> 8;
+        }
+        std::vector<float> w(c.out * c.in);
+        ref::q6k_dequant(data.data(), c.out, c.in, w.data());
+        std::vector<uint8_t> packed(packed_bytes(Format::q6_k, c.out, c.in, p.row->pack));
+        pack_weights(Weights{Format::q6_k, data.data(), c.out, c.in}, p.row->pack, packed.data());
+        auto x = awkward_activations(c.tokens, c.in);
+        auto bias = random_floats(c.out);
+        const float *b = c.bias ? bias.data() : nullptr;
+        Q8K a(c.tokens, c.in);
+        ref::q8k_quantize(x.data(), c.tokens, c.in, a.d.data(), a.qs.data(), a.bsums.data());
+        Poisoned y(c.tokens, c.out, c.pad);
+        Mem mem(p);
+        Weights pw{Format::q6_k, mem.in(packed), c.out, c.in};
+        pw.pack_rows = p.row->pack;
+        matmul(pw, a.input(mem), b ? mem.in(bias) : nullptr, mem.out(y), options(p));
+        mem.sync();
+        y.expect_all_written();
+        std::vector<double> ref(c.tokens * c.out), mag(c.tokens * c.out);
+        ref::matmul_q8(w.data(), c.out, c.in, 256, a.d.data(), a.qs.data(), c.tokens, b, ref.data(), mag.data());
+        expect_within_rounding(y, ref, mag, 4.0 * (c.in / 256) + 2);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, Q6KPackedQ8,
+                         testing::ValuesIn(weight_variants("Q6KPackedQ8", Format::q6_k, {Op::matvec, Op::matmul}, ActType::q8_k)),
+                         variant_name);
 
 }  // namespace
 }  // namespace qforge::test

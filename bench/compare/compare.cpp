@@ -1,6 +1,6 @@
 // qforge against its peers in one run, on the same machine, shapes, threads
 // and input data (issue: benchmarks against ggml and the roofline):
-//   qforge layers (Q4_K; int4g G=32 and Q4_0; Q8_0), ggml's CPU kernels
+//   qforge layers (Q4_K; int4g G=32 and Q4_0; Q8_0; Q6_K), ggml's CPU kernels
 //   through ggml_mul_mat on a graph (plain and with its weight repacking),
 //   the eager baseline (qforge dequantizes once, OpenBLAS sgemm per call)
 //   and the scalar reference (decode only: it is float64 and slow).
@@ -49,7 +49,7 @@ struct Shape {
 // One implementation of one configuration: run(copy) computes y from x with
 // the copy-th rotating weight copy.
 struct Impl {
-    std::string name, family;   // family: the weight data it shares (q4_k, q4_0, q8_0)
+    std::string name, family;   // family: the weight data it shares (q4_k, q4_0, q8_0, q6_k)
     int copies = 1;
     std::function<void(int)> run;
 };
@@ -68,6 +68,41 @@ std::vector<uint8_t> quantize_q8_0(const std::vector<float> &w, int64_t out, int
         p[0] = h & 0xFF;
         p[1] = h >> 8;
         for (int l = 0; l < 32; ++l) p[2 + l] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(v[l] * id)));
+    }
+    return b;
+}
+
+// Weights to Q6_K (FORMATS.md) by the plain rule: sub-block scales
+// amax / 31, stored as int8 multiples of d = max scale / 127, q = round(w /
+// (d sc)) + 32 in 0..63. Not ggml's error-minimising search: the benchmark
+// times kernels, and every implementation reads the same bytes.
+std::vector<uint8_t> quantize_q6k(const std::vector<float> &w, int64_t out, int64_t in) {
+    std::vector<uint8_t> b(out * in / 256 * 210, 0);
+    for (int64_t sb = 0; sb < out * in / 256; ++sb) {
+        const float *v = &w[sb * 256];
+        uint8_t *p = &b[sb * 210];
+        float s[16], smax = 0;
+        for (int j = 0; j < 16; ++j) {
+            float amax = 0;
+            for (int l = 0; l < 16; ++l) amax = std::max(amax, std::fabs(v[16 * j + l]));
+            s[j] = amax / 31.0f;
+            smax = std::max(smax, s[j]);
+        }
+        const uint16_t h = ref::f32_to_f16(smax / 127.0f);
+        const float d = ref::f16_to_f32(h);
+        p[208] = h & 0xFF;
+        p[209] = h >> 8;
+        for (int j = 0; j < 16; ++j) {
+            const int sc = d > 0 ? static_cast<int>(std::min(127L, std::lround(s[j] / d))) : 0;
+            p[192 + j] = static_cast<uint8_t>(static_cast<int8_t>(sc));
+            for (int l = 0; l < 16; ++l) {
+                const int k = 16 * j + l;
+                const long q = sc ? std::clamp(std::lround(v[k] / (d * sc)), -32L, 31L) + 32 : 32;
+                const int c = k / 128, i = (k / 32) % 4, kl = k % 32;
+                p[64 * c + 32 * (i % 2) + kl] |= static_cast<uint8_t>((q & 15) << (4 * (i / 2)));
+                p[128 + 32 * c + kl] |= static_cast<uint8_t>((q >> 4) << (2 * i));
+            }
+        }
     }
     return b;
 }
@@ -143,6 +178,7 @@ public:
         i4_ = quantize_int4g(w.data(), s.out, s.in, 32, false);
         q4_0_ = int4g_to_q4_0(i4_, s.out, s.in);
         q8_0_ = quantize_q8_0(w, s.out, s.in);
+        q6k_ = quantize_q6k(w, s.out, s.in);
         dense_.resize(s.out * s.in);
         ref::q4k_dequant(q4k_.data(), s.out, s.in, dense_.data());
         std::mt19937 g(11);
@@ -157,11 +193,13 @@ public:
         add_qforge("qforge-int4g", "q4_0", Format::int4g, i4_.weight);
         add_qforge("qforge", "q4_0", Format::q4_0, q4_0_);
         add_qforge("qforge", "q8_0", Format::q8_0, q8_0_);
+        add_qforge("qforge", "q6_k", Format::q6_k, q6k_);
         for (bool repack : {false, true}) {
             add_ggml("q4_k", GGMLType::q4_k, q4k_, repack);
             add_ggml("q4_0", GGMLType::q4_0, q4_0_, repack);
         }
         add_ggml("q8_0", GGMLType::q8_0, q8_0_, false);  // ggml 0.3.16 has no Q8_0 repacking
+        add_ggml("q6_k", GGMLType::q6_k, q6k_, false);  // nor Q6_K
     }
 
     // The implementations for `tokens` tokens on `threads` threads.
@@ -188,6 +226,7 @@ public:
     int64_t weight_bytes(const std::string &family) const {
         if (family == "q4_k") return static_cast<int64_t>(q4k_.size());
         if (family == "q4_0") return static_cast<int64_t>(q4_0_.size());
+        if (family == "q6_k") return static_cast<int64_t>(q6k_.size());
         return static_cast<int64_t>(q8_0_.size());
     }
 
@@ -240,7 +279,7 @@ private:
 
     Shape s_;
     int64_t max_tokens_;
-    std::vector<uint8_t> q4k_, q4_0_, q8_0_;
+    std::vector<uint8_t> q4k_, q4_0_, q8_0_, q6k_;
     Int4gQuantized i4_;
     std::vector<float> dense_;
     Data d_;

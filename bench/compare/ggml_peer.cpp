@@ -32,6 +32,7 @@ namespace {
 ggml_type to_ggml(GGMLType t) {
     switch (t) {
     case GGMLType::q4_k: return GGML_TYPE_Q4_K;
+    case GGMLType::q6_k: return GGML_TYPE_Q6_K;
     case GGMLType::q4_0: return GGML_TYPE_Q4_0;
     case GGMLType::q8_0: return GGML_TYPE_Q8_0;
     }

@@ -116,8 +116,45 @@ void int4g_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *scale) {
     for (int k = 0; k < 16; ++k) b[k] = static_cast<uint8_t>(nib(2 * k) | (nib(2 * k + 1) << 4));
 }
 
+// Q6_K, 210 R bytes per super-block of a tile (the file's own bit
+// pairings kept): ql [128 R] with byte 4g + b of run q (0..3) of row r, the
+// file's ql[32q + 4g + b], at b + 4r + 4Rg + 32R q; qh [64 R] likewise, the
+// file's qh[32c + 4g + b] at 128R + b + 4r + 4Rg + 32R c; scales [16 R] at
+// 192R + Rj + r; d (f16) at 208R + 2r.
+void q6k_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
+    const uint8_t *b = rb.src();
+    for (int run = 0; run < 6; ++run) {  // 4 runs of ql, 2 of qh: contiguous in both layouts
+        for (int g = 0; g < 8; ++g) std::memcpy(t + 4 * r + 4 * R * g + 32 * R * run, b + 32 * run + 4 * g, 4);
+    }
+    for (int j = 0; j < 16; ++j) t[192 * R + R * j + r] = b[192 + j];
+    std::memcpy(t + 208 * R + 2 * r, b + 208, 2);
+}
+
+void q6k_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
+    for (int run = 0; run < 6; ++run) {
+        for (int g = 0; g < 8; ++g) std::memcpy(b + 32 * run + 4 * g, t + 4 * r + 4 * R * g + 32 * R * run, 4);
+    }
+    for (int j = 0; j < 16; ++j) b[192 + j] = t[192 * R + R * j + r];
+    std::memcpy(b + 208, t + 208 * R + 2 * r, 2);
+}
+
+// Q8_0, 34 R bytes per block of a tile: qs [32 R] with byte 4g + b (g in
+// 0..7) of row r at b + 4r + 4Rg, then d (f16) at 32R + 2r.
+void q8_0_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
+    const uint8_t *b = rb.src();
+    for (int g = 0; g < 8; ++g) std::memcpy(t + 4 * r + 4 * R * g, b + 2 + 4 * g, 4);
+    std::memcpy(t + 32 * R + 2 * r, b, 2);
+}
+
+void q8_0_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
+    for (int g = 0; g < 8; ++g) std::memcpy(b + 2 + 4 * g, t + 4 * r + 4 * R * g, 4);
+    std::memcpy(b, t + 32 * R + 2 * r, 2);
+}
+
 const PackRow kPackRows[] = {
     {Format::q4_k, q4k_pack, q4k_unpack},
+    {Format::q6_k, q6k_pack, q6k_unpack},
+    {Format::q8_0, q8_0_pack, q8_0_unpack},
     {Format::q4_0, q4_0_pack, q4_0_unpack},
     {Format::int4g, int4g_pack, int4g_unpack},
 };

@@ -220,7 +220,7 @@ class Files(unittest.TestCase):
                 out = self.path(f"packed-{target}.gguf")
                 j = json.loads(run("pack", self.gguf_path, "-o", out, "--target", target, "--json").stdout)
                 packed = {t["tensor"] for t in j["tensors"]}
-                self.assertEqual(packed, {"q4_k.weight", "q4_0.weight"})
+                self.assertEqual(packed, {"q4_k.weight", "q6_k.weight", "q4_0.weight", "q8_0.weight"})
                 self.assertGreater(j["ms_per_gb"], 0)
                 r = gguf.GGUFReader(out)
                 self.assertIn("qforge.pack.q4_k.weight.rows", r.fields)
@@ -232,7 +232,8 @@ class Files(unittest.TestCase):
                         continue
                     ours, want = self.dequant(out, t.name), self.dequant(self.gguf_path, t.name)
                     self.assertTrue(np.array_equal(ours.view(np.uint32), want.view(np.uint32)), t.name)
-                for name, qt in (("q4_k.weight", T.Q4_K), ("q4_0.weight", T.Q4_0)):
+                for name, qt in (("q4_k.weight", T.Q4_K), ("q6_k.weight", T.Q6_K), ("q4_0.weight", T.Q4_0),
+                                 ("q8_0.weight", T.Q8_0)):
                     src = next(t for t in self.reader.tensors if t.name == name)
                     w = gguf.quants.dequantize(src.data, qt).reshape(self.out, self.in_)
                     for tokens in (1, 6):
@@ -287,7 +288,7 @@ class Files(unittest.TestCase):
         self.assertEqual(len(j["layers"]), len(linears) * 2)  # every linear layer, both token counts
         self.assertEqual([t["tokens"] for t in j["totals"]], [1, 3])
         self.assertGreater(j["load_ms_per_gb"], 0)  # load (packing) time is reported
-        self.assertGreaterEqual(j["packed_layers"], 2 if "x86" in j["target"] else 0)  # q4_k, q4_0 pack here
+        self.assertGreaterEqual(j["packed_layers"], 4 if "x86" in j["target"] else 0)  # q4_k, q6_k, q4_0, q8_0 pack here
         j = json.loads(run("targets", "--json").stdout)
         self.assertIn(j["dispatched"], [t["target"] for t in j["targets"]])
         for cmd in ("demo", "inspect", "dequant", "matmul", "quantize", "bench", "pack", "targets"):
@@ -347,8 +348,9 @@ class Files(unittest.TestCase):
                                                 "-o", "OUT"], "needs 512 f32 values"),
             ("tokens = 0", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x32", "--tokens", "0",
                                        "-o", "OUT"], "at least 1"),
-            ("q8 activations on Q6_K", raw(good), ["matmul", "--tensor", "q6_k.weight", "--input", "X1x512", "--tokens", "1",
-                                                   "--activations", "q8", "-o", "OUT"], "q8 is for formats with 8-bit kernels (int4g, q4_k, q4_0)"),
+            ("q8 activations on Q4_1", raw(good), ["matmul", "--tensor", "q4_1.weight", "--input", "X1x512", "--tokens", "1",
+                                                   "--activations", "q8", "-o", "OUT"],
+             "q8 is for formats with 8-bit kernels (int4g, q4_k, q6_k, q8_0, q4_0)"),
             ("unknown target", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x512", "--tokens", "1",
                                            "--target", "x86-avx1024", "-o", "OUT"], "x86-avx1024"),
             ("plan: unknown layer", raw(good), ["quantize", "-o", "OUT", "--to", "q4_k", "--override", "zz.weight=q4_k"],

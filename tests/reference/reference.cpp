@@ -307,16 +307,16 @@ void q8_0_quantize(const float *x, int64_t tokens, int64_t in, float *d, int8_t 
     }
 }
 
-void matmul_q8_0(const float *w, int64_t out, int64_t in, const float *d, const int8_t *qs, int64_t tokens,
-                 const float *bias, double *y, double *abs_terms) {
-    const int64_t nb = in / 32;
+void matmul_q8(const float *w, int64_t out, int64_t in, int block, const float *d, const int8_t *qs, int64_t tokens,
+               const float *bias, double *y, double *abs_terms) {
+    const int64_t nb = in / block;
     for (int64_t n = 0; n < tokens; ++n) {
         for (int64_t r = 0; r < out; ++r) {
             double acc = bias ? bias[r] : 0.0, mag = bias ? std::fabs(bias[r]) : 0.0;
             for (int64_t b = 0; b < nb; ++b) {
                 double s = 0, m = 0;
-                for (int k = 0; k < 32; ++k) {
-                    const double t = static_cast<double>(w[r * in + 32 * b + k]) * qs[n * in + 32 * b + k];
+                for (int k = 0; k < block; ++k) {
+                    const double t = static_cast<double>(w[r * in + block * b + k]) * qs[n * in + block * b + k];
                     s += t;
                     m += std::fabs(t);
                 }

@@ -54,11 +54,12 @@ void q4k_matmul_q8(const uint8_t *data, int64_t out, int64_t in, const float *d,
 
 // Q8_0 activations (FORMATS.md): d [tokens, in/32], qs [tokens, in], sums [tokens, in/32].
 void q8_0_quantize(const float *x, int64_t tokens, int64_t in, float *d, int8_t *qs, int16_t *sums);
-// y = bias + sum_b a.d_b sum_{k in b} w[r, k] qs[k] in float64, for weights
-// `w` [out, in] whose values are a 32-block's f16 scale times a small
-// integer (Q4_0, int4g: exact in f32), so every block's inner sum is exact.
+// y = bias + sum_b a.d_b sum_{k in b} w[r, k] qs[k] in float64 over the
+// activation blocks b of `block` values (32: Q8_0, 256: Q8_K), for weights
+// `w` [out, in] whose values are an f16 scale times a small integer (Q4_0,
+// int4g, Q8_0, Q6_K: exact in f32), so every block's inner sum is exact.
 // abs_terms as q4k_matmul_q8's.
-void matmul_q8_0(const float *w, int64_t out, int64_t in, const float *d, const int8_t *qs, int64_t tokens,
-                 const float *bias, double *y, double *abs_terms);
+void matmul_q8(const float *w, int64_t out, int64_t in, int block, const float *d, const int8_t *qs, int64_t tokens,
+               const float *bias, double *y, double *abs_terms);
 
 }  // namespace qforge::ref
