@@ -9,6 +9,7 @@
 // The whole matrix is large: pick with --benchmark_filter, e.g.
 //   qforge_bench --benchmark_filter='q4k_matvec_f32/x86-avx512-vnni/llama-3.1-8b'
 #include "qforge/kernels.h"
+#include "qforge/pack.h"
 #include "random_weights.h"
 #include "registry.h"
 
@@ -54,7 +55,13 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
     const int64_t bytes = weight_bytes(r.format, s.out, s.in, r.group);
     const size_t copies = std::max<size_t>(1, std::min<size_t>(64, kRotateBytes / static_cast<size_t>(bytes)));
     const bench::RandomWeights one = bench::random_weights(r.format, s.out, s.in, r.group);
-    std::vector<std::vector<uint8_t>> ws(copies, one.bytes);
+    // Packed rows read the packed layout (R = the row's pack column), as a layer packs it at load.
+    std::vector<uint8_t> packed;
+    if (r.pack) {
+        packed.resize(packed_bytes(r.format, s.out, s.in, r.pack));
+        pack_weights(one.at(one.bytes.data()), r.pack, packed.data());
+    }
+    std::vector<std::vector<uint8_t>> ws(copies, r.pack ? packed : one.bytes);
     std::mt19937 g(3);
     std::normal_distribution<float> n(0, 1);
     const bool dequantize = r.op == Op::dequant;
@@ -64,14 +71,15 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
     const ConstMatrix xm{x.data(), tokens, s.in, 0, r.norm ? &norm : nullptr};
     const Matrix ym{y.data(), tokens, s.out};
     std::unique_ptr<Q8KBuffer> a;
-    if (r.act == ActType::q8_k) a = std::make_unique<Q8KBuffer>(tokens, s.in);
+    if (r.act != ActType::f32 && r.has_act) a = std::make_unique<Q8KBuffer>(tokens, s.in, r.act);
     RunOptions o;
     o.target = target;
     o.kernel = internal::kernel_name(r);
     const int old_threads = set_num_threads(threads);
     size_t i = 0;
     for (auto _ : state) {
-        const Weights w = one.at(ws[i++ % copies].data());
+        Weights w = one.at(ws[i++ % copies].data());
+        w.pack_rows = r.pack;
         if (dequantize) {
             dequant(w, Matrix{y.data(), s.out, s.in}, o);
         } else if (a) {
@@ -104,7 +112,10 @@ int main(int argc, char **argv) {
         for (int64_t tokens : token_counts) {
             for (const Shape &s : shapes()) {
                 const FormatTraits &t = traits(r.format);
-                if (s.in % t.block_elements != 0 || (r.act == ActType::q8_k && s.in % 256 != 0)) continue;
+                if (s.in % t.block_elements != 0 || (r.act == ActType::q8_k && s.in % 256 != 0) ||
+                    (r.pack && s.in % t.packed_block_elements != 0)) {
+                    continue;
+                }
                 for (int threads : {1, cores}) {
                     const std::string name = kernel + "/" + target + "/" + s.model + "." + s.layer + "/" +
                                              std::to_string(s.out) + "x" + std::to_string(s.in) +

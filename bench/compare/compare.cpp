@@ -10,7 +10,7 @@
 // Implementations are interleaved within each round; each row is printed as
 // one JSON line for bench/report.py.
 //
-// Usage: qforge_compare --threads T [--quick] [--rounds N] [--only NAME_PART] > results.jsonl
+// Usage: qforge_compare --threads T [--quick] [--rounds N] [--only NAME_PART] [--tokens N] > results.jsonl
 // One thread count per process (bench/compare.sh runs 1 and all cores):
 // Halide's pool, once it has started workers, does not shrink reliably when
 // asked for fewer within a process, so thread counts never share one.
@@ -292,6 +292,7 @@ private:
 
 int main(int argc, char **argv) {
     bool quick = false;
+    int64_t only_tokens = 0;  // --tokens N: just that token count
     int rounds = 3;
     const char *only = nullptr;
     int only_threads = 0;
@@ -299,6 +300,7 @@ int main(int argc, char **argv) {
         if (!std::strcmp(argv[i], "--quick")) quick = true;
         if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = std::atoi(argv[++i]);
         if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        if (!std::strcmp(argv[i], "--tokens") && i + 1 < argc) only_tokens = std::atoll(argv[++i]);
         if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = std::atoi(argv[++i]);
     }
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -325,6 +327,9 @@ int main(int argc, char **argv) {
         {{"qwen3-0.6b", "q", 2048, 1024}, {1, 8, 32, 128, 512}},
     };
     if (quick) plan = {{{"qwen3-0.6b", "q", 2048, 1024}, {1, 8, 128}}};
+    if (only_tokens > 0) {
+        for (auto &p : plan) p.second = {only_tokens};
+    }
     for (auto &[shape, token_list] : plan) {
         std::mt19937 g(static_cast<unsigned>(shape.out * 31 + shape.in));
         std::normal_distribution<float> n(0, 0.02f);
