@@ -41,6 +41,7 @@ struct Tuning {
     int packed_decode_min_parallel_bytes;  // below this many weight bytes, one task
     int packed_prefetch_blocks;        // Q4_K super-blocks the weight prefetch runs ahead (0: none)
     int packed_decode_chains;          // independent accumulators of one block's integer dot in decode
+    int packed_q6k_prefetch_blocks;    // as packed_prefetch_blocks, for packed Q6_K
 };
 
 
@@ -431,6 +432,7 @@ template <const Tuning &D>
 void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d,
                                        f.act_sum, packed_tile_tokens(D.packed_q4k_tile_tokens, t));
+    prefetch_weights(f.acc, f.weight, block, D.packed_q6k_prefetch_blocks);
     for (Func s : {f.sacc, f.macc}) {
         s.compute_at(f.acc, block).vectorize(f.r).unroll(f.n);
     }
