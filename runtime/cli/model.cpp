@@ -26,12 +26,10 @@ bool is_linear(const TensorView &t) {
 ModelFile ModelFile::open(const std::string &path) {
     ModelFile m;
     m.path_ = path;
-    FILE *f = std::fopen(path.c_str(), "rb");
-    if (!f) throw Error(path + ": cannot open");
-    char magic[4] = {};
-    const size_t got = std::fread(magic, 1, 4, f);
-    std::fclose(f);
-    if (got == 4 && std::memcmp(magic, "GGUF", 4) == 0) {
+    // Through the reader's own open, which refuses anything but a regular
+    // file without waiting on it (a FIFO would block a plain fopen).
+    const auto file = MappedFile::open(path);
+    if (file->size() >= 4 && std::memcmp(file->data(), "GGUF", 4) == 0) {
         m.gguf = GGUFFile::open(path);
     } else {
         m.st = SafetensorsFile::open(path);

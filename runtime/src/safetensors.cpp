@@ -3,7 +3,10 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
+#include <limits>
+#include <set>
 
 #include "mapped_file.h"
 #include "tensor_views.h"
@@ -24,6 +27,62 @@ constexpr StDtype kDtypes[] = {
     {"I64", DType::i64},
 };
 
+// The JSON nesting a header may have; the format needs 3 (header, tensor,
+// its arrays). Checked before parsing: nlohmann's parser and its error
+// messages recurse once per level, so thousands of '[' overflow the stack.
+constexpr int kMaxJsonDepth = 16;
+
+void check_json_depth(const char *text, uint64_t n, const std::string &path) {
+    int depth = 0;
+    bool in_string = false, escaped = false;
+    for (uint64_t i = 0; i < n; ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (escaped) {
+                escaped = false;
+            } else if (c == '\\') {
+                escaped = true;
+            } else if (c == '"') {
+                in_string = false;
+            }
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > kMaxJsonDepth) {
+                throw Error(path + ": JSON header nests deeper than " + std::to_string(kMaxJsonDepth) + " levels at byte " +
+                            std::to_string(8 + i));
+            }
+        } else if (c == ']' || c == '}') {
+            --depth;
+        }
+    }
+}
+
+// Parses the header, refusing a key that appears twice in one object (JSON
+// leaves it open; nlohmann would keep the last one silently).
+json parse_header(const char *text, uint64_t n, const std::string &path) {
+    check_json_depth(text, n, path);
+    std::vector<std::set<std::string>> keys;  // one per open object
+    std::string twice;
+    auto track = [&](int, json::parse_event_t event, json &parsed) {
+        if (event == json::parse_event_t::object_start) keys.emplace_back();
+        if (event == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+        if (event == json::parse_event_t::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second &&
+            twice.empty()) {
+            twice = parsed.get<std::string>();
+        }
+        return true;
+    };
+    json header;
+    try {
+        header = json::parse(text, text + n, track);
+    } catch (const json::parse_error &e) {
+        throw Error(path + ": JSON header at byte 8: " + e.what());
+    }
+    if (!twice.empty()) throw Error(path + ": JSON header: key '" + twice + "' appears twice in one object");
+    return header;
+}
+
 const char *st_name(DType t) {
     for (const auto &d : kDtypes) {
         if (d.type == t) return d.name;
@@ -42,68 +101,72 @@ SafetensorsFile SafetensorsFile::open(const std::string &path) {
     if (n > kMaxHeader) in.fail("header length", 0, std::to_string(n) + " bytes exceeds the 100 MB limit (not a safetensors file?)");
     in.need(n, "JSON header");
     const char *text = reinterpret_cast<const char *>(s.file_->data() + 8);
-    json header;
-    try {
-        header = json::parse(text, text + n);
-    } catch (const json::parse_error &e) {
-        throw Error(path + ": JSON header at byte 8: " + e.what());
-    }
+    const json header = parse_header(text, n, path);
     if (!header.is_object()) throw Error(path + ": JSON header at byte 8 is not an object");
     const uint64_t data_begin = 8 + n;
-    const uint64_t room = s.file_->size() - data_begin;
-    for (auto it = header.begin(); it != header.end(); ++it) {
-        const std::string &name = it.key();
-        if (name == "__metadata__") {
-            if (!it->is_object()) throw Error(path + ": __metadata__ is not an object");
-            for (auto m = it->begin(); m != it->end(); ++m) {
-                if (!m->is_string()) throw Error(path + ": __metadata__ '" + m.key() + "' is not a string");
-                s.metadata_[m.key()] = m->get<std::string>();
+    auto read_entries = [&] {
+        const uint64_t room = s.file_->size() - data_begin;
+        for (auto it = header.begin(); it != header.end(); ++it) {
+            const std::string &name = it.key();
+            if (name == "__metadata__") {
+                if (!it->is_object()) throw Error(path + ": __metadata__ is not an object");
+                for (auto m = it->begin(); m != it->end(); ++m) {
+                    if (!m->is_string()) throw Error(path + ": __metadata__ '" + m.key() + "' is not a string");
+                    s.metadata_[m.key()] = m->get<std::string>();
+                }
+                continue;
             }
-            continue;
-        }
-        const std::string where = path + ": tensor '" + name + "'";
-        const json &e = *it;
-        if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) {
-            throw Error(where + ": needs dtype, shape and data_offsets");
-        }
-        TensorView v;
-        v.name = name;
-        if (!e["dtype"].is_string()) throw Error(where + ": dtype is not a string");
-        const std::string dt = e["dtype"].get<std::string>();
-        bool known = false;
-        for (const auto &d : kDtypes) {
-            if (dt == d.name) {
-                v.type = d.type;
-                known = true;
+            const std::string where = path + ": tensor '" + name + "'";
+            const json &e = *it;
+            if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) {
+                throw Error(where + ": needs dtype, shape and data_offsets");
             }
+            TensorView v;
+            v.name = name;
+            if (!e["dtype"].is_string()) throw Error(where + ": dtype is not a string");
+            const std::string dt = e["dtype"].get<std::string>();
+            bool known = false;
+            for (const auto &d : kDtypes) {
+                if (dt == d.name) {
+                    v.type = d.type;
+                    known = true;
+                }
+            }
+            if (!known) throw Error(where + ": unsupported dtype '" + dt + "'");
+            if (!e["shape"].is_array()) throw Error(where + ": shape is not an array");
+            for (const auto &d : e["shape"]) {
+                if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+                    throw Error(where + ": shape " + e["shape"].dump() + " has a dimension that is not an integer in [0, 2^63)");
+                }
+                v.shape.push_back(d.get<int64_t>());
+            }
+            const json &off = e["data_offsets"];
+            if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
+                throw Error(where + ": data_offsets must be two unsigned integers, not " + off.dump());
+            }
+            const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+            if (begin > end || end > room) {
+                throw Error(where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                            "] (file bytes " + std::to_string(data_begin + begin) + ".." + std::to_string(data_begin + end) +
+                            ") run past the end of the file (" + std::to_string(s.file_->size()) + " bytes)");
+            }
+            const int64_t elements = v.shape.empty() ? 1 : checked_elements(v.shape, where);
+            v.bytes = end - begin;
+            const uint64_t want = static_cast<uint64_t>(elements) * block_shape(v.type).bytes;
+            if (v.bytes != want) {
+                throw Error(where + ": " + dt + " " + shape_string(v.shape) + " needs " + std::to_string(want) +
+                            " bytes but data_offsets give " + std::to_string(v.bytes) + " (at byte " +
+                            std::to_string(data_begin + begin) + ")");
+            }
+            v.offset = data_begin + begin;
+            v.data = s.file_->data() + v.offset;
+            s.tensors_.push_back(std::move(v));
         }
-        if (!known) throw Error(where + ": unsupported dtype '" + dt + "'");
-        if (!e["shape"].is_array()) throw Error(where + ": shape is not an array");
-        for (const auto &d : e["shape"]) {
-            if (!d.is_number_unsigned()) throw Error(where + ": shape " + e["shape"].dump() + " has a non-integer dimension");
-            v.shape.push_back(d.get<int64_t>());
-        }
-        const json &off = e["data_offsets"];
-        if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
-            throw Error(where + ": data_offsets must be two unsigned integers, not " + off.dump());
-        }
-        const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
-        if (begin > end || end > room) {
-            throw Error(where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-                        "] (file bytes " + std::to_string(data_begin + begin) + ".." + std::to_string(data_begin + end) +
-                        ") run past the end of the file (" + std::to_string(s.file_->size()) + " bytes)");
-        }
-        const int64_t elements = v.shape.empty() ? 1 : checked_elements(v.shape, where);
-        v.bytes = end - begin;
-        const uint64_t want = static_cast<uint64_t>(elements) * block_shape(v.type).bytes;
-        if (v.bytes != want) {
-            throw Error(where + ": " + dt + " " + shape_string(v.shape) + " needs " + std::to_string(want) +
-                        " bytes but data_offsets give " + std::to_string(v.bytes) + " (at byte " +
-                        std::to_string(data_begin + begin) + ")");
-        }
-        v.offset = data_begin + begin;
-        v.data = s.file_->data() + v.offset;
-        s.tensors_.push_back(std::move(v));
+    };
+    try {
+        read_entries();
+    } catch (const json::exception &e) {  // only qforge::Error leaves a reader
+        throw Error(path + ": JSON header: " + e.what());
     }
     std::sort(s.tensors_.begin(), s.tensors_.end(), [](const TensorView &a, const TensorView &b) { return a.offset < b.offset; });
     check_no_overlap(s.tensors_, path);
@@ -155,11 +218,16 @@ Int4gTensors SafetensorsFile::int4g(const std::string &prefix) const {
     const int64_t groups = s.shape[1];
     int64_t G = (g.in + groups - 1) / groups;
     if (auto it = metadata_.find(prefix + ".group_size"); it != metadata_.end()) {
-        try {
-            G = std::stoll(it->second);
-        } catch (...) {
-            throw Error(where + ": metadata " + prefix + ".group_size = '" + it->second + "' is not an integer");
+        const std::string &v = it->second;  // the whole string, digits only ("32abc" is not 32)
+        const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), G);
+        if (ec != std::errc() || end != v.data() + v.size()) {
+            throw Error(where + ": metadata " + prefix + ".group_size = '" + v + "' is not an integer");
         }
+    }
+    // Checked before the narrowing to int below: a group size past int's
+    // range would otherwise wrap to a small one whose scales the file lacks.
+    if (G > std::numeric_limits<int>::max()) {
+        throw Error(where + ": group size " + std::to_string(G) + " is larger than 2^31 - 1");
     }
     if (G < 2 || G % 2 != 0 || (g.in + G - 1) / G != groups) {
         throw Error(where + ": " + s.name + " " + shape_string(s.shape) + " does not fit in = " + std::to_string(g.in) +

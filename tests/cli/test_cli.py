@@ -322,6 +322,15 @@ class Files(unittest.TestCase):
                     f.write(bytes(b))
             return make
 
+        def st_text(text, data=b""):
+            """A safetensors file with this exact header text (for JSON json.dumps cannot write)."""
+            return raw(struct.pack("<Q", len(text)) + text.encode() + data)
+
+        def meta(**kv):
+            return st(lambda h: h.update({"__metadata__": {k.replace("_", ".", 1): v for k, v in kv.items()}}))
+
+        entry = '{"dtype":"U8","shape":[1],"data_offsets":[0,1]}'
+
         cases = [
             ("truncated GGUF", raw(good[:100]), ["inspect"], "at byte"),
             ("truncated GGUF data", raw(good[:-100]), ["inspect"], "past the end of the file"),
@@ -337,6 +346,17 @@ class Files(unittest.TestCase):
             ("shape mismatch", st(lambda h: h["lin.weight_4bit"].update(shape=[4, 17])), ["inspect"], "needs 68 bytes"),
             ("safetensors offsets past the end", st(lambda h: h["lin.scales_4bit"].update(data_offsets=[64, 999])),
              ["inspect"], "past the end of the file"),
+            # Hostile headers (issue 17): each a class of reader bug, fixed at its root.
+            ("int4g group size past int's range", meta(lin_group_size=str(2 ** 32 + 32)),
+             ["dequant", "--tensor", "lin", "-o", "OUT"], "larger than 2^31 - 1"),
+            ("int4g group size with trailing garbage", meta(lin_group_size="32abc"),
+             ["dequant", "--tensor", "lin", "-o", "OUT"], "'32abc' is not an integer"),
+            ("deeply nested JSON header", st_text('{"x":' + "[" * 100000 + "]" * 100000 + "}"), ["inspect"],
+             "nests deeper than 16 levels"),
+            ("duplicate JSON key", st_text('{"a":' + entry + ',"a":' + entry + "}", b"\0"), ["inspect"],
+             "key 'a' appears twice"),
+            ("dimension past int64", st_text('{"a":{"dtype":"U8","shape":[18446744073709551615],"data_offsets":[0,1]}}',
+                                             b"\0"), ["inspect"], "not an integer in [0, 2^63)"),
             ("int4g scales of the wrong shape",
              st(tensors={"lin.weight_4bit": ("U8", (4, 16), bytes(64)), "lin.scales_4bit": ("F16", (3, 1), bytes(6))}),
              ["dequant", "--tensor", "lin", "-o", "OUT"], "scales_4bit"),
@@ -374,6 +394,12 @@ class Files(unittest.TestCase):
                 self.assertTrue(p.stderr.startswith("qforge: error:"), p.stderr)
                 self.assertFalse(os.path.exists(out), "a partial output file was left behind")
                 self.assertFalse(any(n.endswith(".qforge-tmp") for n in os.listdir(self.dir.name)))
+        # A FIFO is refused at once (opening one for reading would wait for a writer).
+        fifo = self.path("model.fifo")
+        os.mkfifo(fifo)
+        p = subprocess.run([QFORGE, "inspect", fifo], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("not a regular file", p.stderr)
         # Usage errors exit with 2.
         run("matmul", expect=2)
         run("frobnicate", expect=2)
