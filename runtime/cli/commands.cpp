@@ -58,7 +58,7 @@ int inspect(const std::string &file, const Common &c) {
         write_json(info);
         return 0;
     }
-    std::printf("%s: %s", file.c_str(), info["format"].get<std::string>().c_str());
+    std::printf("%s: %s", printable(file).c_str(), info["format"].get<std::string>().c_str());
     if (m.is_gguf()) std::printf(" v%u, alignment %llu", m.gguf->version(), static_cast<unsigned long long>(m.gguf->alignment()));
     std::printf(", %zu metadata keys, %zu tensors\n\n", meta.size(), tensors.size());
     if (meta.size()) {

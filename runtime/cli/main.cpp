@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "table.h"
 #include "qforge/error.h"
 
 int main(int argc, char **argv) {
@@ -85,7 +86,7 @@ int main(int argc, char **argv) {
         if (*targets_cmd) return targets(common);
         return demo(common);
     } catch (const std::exception &e) {
-        std::fprintf(stderr, "qforge: error: %s\n", e.what());
+        std::fprintf(stderr, "qforge: error: %s\n", printable(e.what()).c_str());
         return 1;
     }
 }

@@ -36,6 +36,22 @@ std::string fmt(double v, int decimals) {
     return b;
 }
 
+std::string printable(const std::string &s) {
+    std::string r;
+    r.reserve(s.size());
+    for (const char ch : s) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c < 0x20 || c == 0x7f) {
+            char b[8];
+            std::snprintf(b, sizeof b, "\\x%02x", c);
+            r += b;
+        } else {
+            r += ch;
+        }
+    }
+    return r;
+}
+
 void Table::add(std::vector<json> values) { rows_.push_back(std::move(values)); }
 
 json Table::to_json() const {
@@ -55,7 +71,7 @@ void Table::print_text(FILE *out) const {
     for (const auto &r : rows_) {
         std::vector<std::string> c;
         for (size_t i = 0; i < columns_.size(); ++i) {
-            c.push_back(i < r.size() ? text_of(r[i]) : "");
+            c.push_back(i < r.size() ? printable(text_of(r[i])) : "");
             width[i] = std::max(width[i], c.back().size());
         }
         cells.push_back(std::move(c));

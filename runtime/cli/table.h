@@ -40,6 +40,10 @@ private:
 };
 
 std::string fmt(double v, int decimals);
+
+// `s` safe for a terminal: control bytes (< 0x20, 0x7f), which a crafted
+// file's names and metadata may hold (escape sequences), as \xHH.
+std::string printable(const std::string &s);
 void write_json(const json &j);  // to stdout, indented
 
 }  // namespace qforge::cli

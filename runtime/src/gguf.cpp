@@ -162,8 +162,7 @@ GGUFFile GGUFFile::open(const std::string &path) {
             in.fail(f + " ne", dims_at + 4, "row length " + std::to_string(ne[0]) + " is not a multiple of the " +
                                                 to_string(v.type) + " block size " + std::to_string(bs.elements));
         }
-        const int64_t elements = checked_elements(v.shape, path + ": " + f);
-        v.bytes = static_cast<uint64_t>(elements / bs.elements * bs.bytes);
+        v.bytes = checked_bytes(v.type, v.shape, path + ": " + f);
         if (!names.insert(v.name).second) in.fail(f + " name", info_at.back(), "duplicate tensor name");
         g.tensors_.push_back(std::move(v));
     }

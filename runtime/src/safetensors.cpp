@@ -150,9 +150,8 @@ SafetensorsFile SafetensorsFile::open(const std::string &path) {
                             "] (file bytes " + std::to_string(data_begin + begin) + ".." + std::to_string(data_begin + end) +
                             ") run past the end of the file (" + std::to_string(s.file_->size()) + " bytes)");
             }
-            const int64_t elements = v.shape.empty() ? 1 : checked_elements(v.shape, where);
             v.bytes = end - begin;
-            const uint64_t want = static_cast<uint64_t>(elements) * block_shape(v.type).bytes;
+            const uint64_t want = checked_bytes(v.type, v.shape, where);
             if (v.bytes != want) {
                 throw Error(where + ": " + dt + " " + shape_string(v.shape) + " needs " + std::to_string(want) +
                             " bytes but data_offsets give " + std::to_string(v.bytes) + " (at byte " +

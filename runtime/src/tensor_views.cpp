@@ -26,6 +26,16 @@ int64_t checked_elements(const std::vector<int64_t> &shape, const std::string &w
     return n;
 }
 
+uint64_t checked_bytes(DType type, const std::vector<int64_t> &shape, const std::string &where) {
+    const int64_t elements = shape.empty() ? 1 : checked_elements(shape, where);
+    const BlockShape bs = block_shape(type);
+    const int64_t blocks = elements / bs.elements;
+    if (blocks > INT64_MAX / bs.bytes) {
+        throw Error(where + ": shape " + shape_string(shape) + " of " + to_string(type) + " overflows: more than 2^63 bytes");
+    }
+    return static_cast<uint64_t>(blocks * bs.bytes);
+}
+
 void check_no_overlap(const std::vector<TensorView> &views, const std::string &file) {
     std::vector<const TensorView *> order;
     for (const auto &v : views) order.push_back(&v);

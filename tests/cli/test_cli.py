@@ -357,6 +357,11 @@ class Files(unittest.TestCase):
              "key 'a' appears twice"),
             ("dimension past int64", st_text('{"a":{"dtype":"U8","shape":[18446744073709551615],"data_offsets":[0,1]}}',
                                              b"\0"), ["inspect"], "not an integer in [0, 2^63)"),
+            # shape x element size past 2^64: the byte count wrapped to 0 and matched empty data_offsets
+            ("byte count that wraps", st_text('{"a":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,0]}}'),
+             ["inspect"], "more than 2^63 bytes"),
+            ("GGUF byte count that wraps", raw(self.hand_gguf([("a.weight", (2 ** 22, 2 ** 40), 0, 0)], bytes(256))),
+             ["inspect"], "more than 2^63 bytes"),
             ("int4g scales of the wrong shape",
              st(tensors={"lin.weight_4bit": ("U8", (4, 16), bytes(64)), "lin.scales_4bit": ("F16", (3, 1), bytes(6))}),
              ["dequant", "--tensor", "lin", "-o", "OUT"], "scales_4bit"),
@@ -400,6 +405,13 @@ class Files(unittest.TestCase):
         p = subprocess.run([QFORGE, "inspect", fifo], capture_output=True, text=True, timeout=60)
         self.assertEqual(p.returncode, 1, p.stderr)
         self.assertIn("not a regular file", p.stderr)
+        # Names and metadata with terminal escape codes are printed escaped, never raw.
+        evil = self.path("evil.safetensors")
+        write_safetensors(evil, {"evil\x1b[2J.weight": ("U8", (1,), b"\0")}, metadata={"k\x1b]0;x\x07": "v\x1b[31m"})
+        p = run("inspect", evil)
+        self.assertNotIn("\x1b", p.stdout)
+        self.assertNotIn("\x07", p.stdout)
+        self.assertIn("evil\\x1b[2J.weight", p.stdout)
         # Usage errors exit with 2.
         run("matmul", expect=2)
         run("frobnicate", expect=2)
