@@ -17,8 +17,8 @@ bool ends_with(const std::string &s, const std::string &suffix) {
 
 // Linear weights: 2-D ".weight" matrices, not embedding tables (those are looked up, not multiplied).
 bool is_linear(const TensorView &t) {
-    return t.shape.size() == 2 && ends_with(t.name, ".weight") && t.name.find("embd") == std::string::npos &&
-           t.name.find("embed") == std::string::npos;
+    return t.shape.size() == 2 && t.shape[0] > 0 && t.shape[1] > 0 && ends_with(t.name, ".weight") &&
+           t.name.find("embd") == std::string::npos && t.name.find("embed") == std::string::npos;
 }
 
 }  // namespace

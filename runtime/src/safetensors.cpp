@@ -151,7 +151,7 @@ SafetensorsFile SafetensorsFile::open(const std::string &path) {
                             ") run past the end of the file (" + std::to_string(s.file_->size()) + " bytes)");
             }
             v.bytes = end - begin;
-            const uint64_t want = checked_bytes(v.type, v.shape, where);
+            const uint64_t want = checked_bytes(v.type, v.shape, where, /*allow_zero=*/true);  // the format allows empty tensors
             if (v.bytes != want) {
                 throw Error(where + ": " + dt + " " + shape_string(v.shape) + " needs " + std::to_string(want) +
                             " bytes but data_offsets give " + std::to_string(v.bytes) + " (at byte " +
@@ -250,7 +250,7 @@ void SafetensorsWriter::add_tensor(const std::string &name, DType type, const st
                                    const void *data, uint64_t bytes) {
     const std::string where = "safetensors tensor '" + name + "'";
     if (!st_name(type)) throw Error(where + ": type " + to_string(type) + " has no safetensors dtype");
-    const int64_t n = shape.empty() ? 1 : checked_elements(shape, where);
+    const int64_t n = shape.empty() ? 1 : checked_elements(shape, where, /*allow_zero=*/true);
     if (static_cast<uint64_t>(n) * block_shape(type).bytes != bytes) {
         throw Error(where + ": " + shape_string(shape) + " of " + to_string(type) + " is not " + std::to_string(bytes) + " bytes");
     }

@@ -16,18 +16,23 @@ std::string shape_string(const std::vector<int64_t> &shape) {
     return s + "]";
 }
 
-int64_t checked_elements(const std::vector<int64_t> &shape, const std::string &where) {
+int64_t checked_elements(const std::vector<int64_t> &shape, const std::string &where, bool allow_zero) {
     int64_t n = 1;
+    bool empty = false;
     for (int64_t d : shape) {
-        if (d <= 0) throw Error(where + ": shape " + shape_string(shape) + " has a dimension <= 0");
+        if (d < 0 || (d == 0 && !allow_zero)) throw Error(where + ": shape " + shape_string(shape) + " has a dimension <= 0");
+        if (d == 0) {
+            empty = true;  // still checked: the other dimensions must not overflow either
+            continue;
+        }
         if (n > INT64_MAX / d) throw Error(where + ": shape " + shape_string(shape) + " overflows");
         n *= d;
     }
-    return n;
+    return empty ? 0 : n;
 }
 
-uint64_t checked_bytes(DType type, const std::vector<int64_t> &shape, const std::string &where) {
-    const int64_t elements = shape.empty() ? 1 : checked_elements(shape, where);
+uint64_t checked_bytes(DType type, const std::vector<int64_t> &shape, const std::string &where, bool allow_zero) {
+    const int64_t elements = shape.empty() ? 1 : checked_elements(shape, where, allow_zero);
     const BlockShape bs = block_shape(type);
     const int64_t blocks = elements / bs.elements;
     if (blocks > INT64_MAX / bs.bytes) {

@@ -9,12 +9,13 @@
 
 namespace qforge {
 
-// Shape dims positive and their product within int64; returns the product.
-int64_t checked_elements(const std::vector<int64_t> &shape, const std::string &where);
+// Shape dims positive (or zero, where the format allows empty tensors) and
+// their product within int64; returns the product.
+int64_t checked_elements(const std::vector<int64_t> &shape, const std::string &where, bool allow_zero = false);
 
 // The exact storage bytes of `shape` in `type` (whole blocks), checked: a
 // shape whose byte count passes 2^63 is an error, never a wrapped size.
-uint64_t checked_bytes(DType type, const std::vector<int64_t> &shape, const std::string &where);
+uint64_t checked_bytes(DType type, const std::vector<int64_t> &shape, const std::string &where, bool allow_zero = false);
 
 // No two views share a byte. Errors name both tensors and the offset.
 void check_no_overlap(const std::vector<TensorView> &views, const std::string &file);

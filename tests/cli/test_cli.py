@@ -412,6 +412,12 @@ class Files(unittest.TestCase):
         self.assertNotIn("\x1b", p.stdout)
         self.assertNotIn("\x07", p.stdout)
         self.assertIn("evil\\x1b[2J.weight", p.stdout)
+        # A zero-length dimension, which safetensors allows, is an empty tensor, not an error.
+        empty = self.path("empty.safetensors")
+        write_safetensors(empty, {"empty.weight": ("F32", (0, 4), b""), "x.weight": ("F32", (1, 4), bytes(16))})
+        self.assertIn("empty.weight", run("inspect", empty).stdout)
+        run("dequant", empty, "--tensor", "empty.weight", "-o", self.path("empty.f32"))
+        self.assertEqual(os.path.getsize(self.path("empty.f32")), 0)
         # Usage errors exit with 2.
         run("matmul", expect=2)
         run("frobnicate", expect=2)
