@@ -405,24 +405,42 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
     }
 }
 
+// The K-quants' per-block integer sums, computed per block of `acc`:
+// sacc (the sub-block dots `part` times their scales, over subs = (kp,
+// sub-block dims...)) and macc (scales or mins against the activation sums,
+// over mins). Returns where `part` is computed: once per sub-block.
+inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, Var n, const RDom &subs, const RDom &mins,
+                             DotForm form) {
+    for (Func s : {sacc, macc}) {
+        s.compute_at(acc, block).vectorize(r).unroll(n);
+    }
+    macc.update().reorder(r, n, mins.x).vectorize(r).unroll(n).unroll(mins.x);
+    Stage su = sacc.update();
+    std::vector<VarOrRVar> order;
+    if (form == DotForm::u8s8_pairs) {
+        // part's two i16 halves against the scale: a factor-2 i16 dot (vpmaddwd).
+        order = {subs.x, r, n};
+    } else {
+        order = {r, n, subs.x};
+    }
+    for (int i = 1; i < subs.dimensions(); ++i) order.push_back(subs[i]);
+    su.reorder(order);
+    if (form == DotForm::u8s8_pairs) {
+        su.atomic().vectorize(subs.x).vectorize(r).unroll(n);
+    } else {
+        su.vectorize(r).unroll(n).unroll(subs.x);
+    }
+    for (int i = 1; i < subs.dimensions(); ++i) su.unroll(subs[i]);
+    return LoopLevel(sacc, subs[1]);
+}
+
 template <const Tuning &D>
 void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d,
                                        f.act_sum, packed_tile_tokens(D.packed_q4k_tile_tokens, t));
     prefetch_weights(f.acc, f.weight, block, D.packed_prefetch_blocks);
-    for (Func s : {f.sacc, f.macc}) {
-        s.compute_at(f.acc, block).vectorize(f.r).unroll(f.n);
-    }
-    f.macc.update().reorder(f.r, f.n, f.mins.x).vectorize(f.r).unroll(f.n).unroll(f.mins.x);
-    RVar skp = f.subs.x, sh = f.subs.y, sjp = f.subs.z;
-    if (f.form == DotForm::u8s8_pairs) {
-        // part's two i16 halves against the scale: a factor-2 i16 dot (vpmaddwd).
-        f.sacc.update().reorder(skp, f.r, f.n, sh, sjp).atomic().vectorize(skp).vectorize(f.r)
-            .unroll(f.n).unroll(sh).unroll(sjp);
-    } else {
-        f.sacc.update().reorder(f.r, f.n, skp, sh, sjp).vectorize(f.r).unroll(f.n).unroll(skp).unroll(sh).unroll(sjp);
-    }
-    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.sacc, sh),
+    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
+               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form),
                k.prefill ? 1 : D.packed_decode_chains);
 }
 
@@ -433,17 +451,8 @@ void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d,
                                        f.act_sum, packed_tile_tokens(D.packed_q4k_tile_tokens, t));
     prefetch_weights(f.acc, f.weight, block, D.packed_q6k_prefetch_blocks);
-    for (Func s : {f.sacc, f.macc}) {
-        s.compute_at(f.acc, block).vectorize(f.r).unroll(f.n);
-    }
-    f.macc.update().reorder(f.r, f.n, f.mins.x).vectorize(f.r).unroll(f.n).unroll(f.mins.x);
-    RVar skp = f.subs.x, su = f.subs.y;
-    if (f.form == DotForm::u8s8_pairs) {
-        f.sacc.update().reorder(skp, f.r, f.n, su).atomic().vectorize(skp).vectorize(f.r).unroll(f.n).unroll(su);
-    } else {
-        f.sacc.update().reorder(f.r, f.n, skp, su).vectorize(f.r).unroll(f.n).unroll(skp).unroll(su);
-    }
-    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.sacc, su),
+    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
+               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form),
                k.prefill ? 1 : D.packed_decode_chains);
 }
 
