@@ -79,7 +79,10 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
     size_t i = 0;
     for (auto _ : state) {
         Weights w = one.at(ws[i++ % copies].data());
-        w.pack_rows = r.pack;
+        if (r.pack) {
+            w.pack_rows = r.pack;
+            w.scales = nullptr;  // a packed tile carries its blocks' scales
+        }
         if (dequantize) {
             dequant(w, Matrix{y.data(), s.out, s.in}, o);
         } else if (a) {
