@@ -1,7 +1,7 @@
 #include "qforge/gguf.h"
 
 #include <cstring>
-#include <set>
+#include <iterator>
 
 #include "mapped_file.h"
 #include "tensor_views.h"
@@ -11,6 +11,9 @@ namespace {
 
 constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 constexpr uint64_t kMaxString = 1ull << 24;
+constexpr uint64_t kMaxKey = 65535;      // the GGUF spec's limit on a key
+constexpr uint64_t kMaxKv = 1ull << 16;  // llama.cpp's files have < 100; bounds the per-key overhead
+constexpr uint64_t kMaxTensors = 1ull << 31;
 constexpr uint64_t kMaxDims = 4;         // GGML_MAX_DIMS
 
 using VT = GGUFValue::Type;
@@ -25,50 +28,99 @@ uint64_t scalar_size(VT t) {
     }
 }
 
-GGUFValue read_value(ByteReader &in, VT type, const std::string &field, int depth) {
+// A scalar of type t from its little-endian bytes at p.
+GGUFValue scalar_at(VT t, const uint8_t *p) {
+    GGUFValue v;
+    v.type = t;
+    auto get = [&](auto x) {
+        std::memcpy(&x, p, sizeof x);
+        return x;
+    };
+    switch (t) {
+    case VT::u8: case VT::boolean: v.i = get(uint8_t{}); break;
+    case VT::i8: v.i = get(int8_t{}); break;
+    case VT::u16: v.i = get(uint16_t{}); break;
+    case VT::i16: v.i = get(int16_t{}); break;
+    case VT::u32: v.i = get(uint32_t{}); break;
+    case VT::i32: v.i = get(int32_t{}); break;
+    case VT::f32: v.f = get(float{}); break;
+    case VT::f64: v.f = get(double{}); break;
+    case VT::i64: v.i = get(int64_t{}); break;
+    case VT::u64: v.u = get(uint64_t{}); v.i = static_cast<int64_t>(v.u); break;
+    default: break;
+    }
+    return v;
+}
+
+void check_bools(ByteReader &in, const uint8_t *p, uint64_t n, std::string_view field) {
+    for (uint64_t k = 0; k < n; ++k) {
+        if (p[k] > 1) in.fail(field, in.pos() + k, "bool value " + std::to_string(p[k]) + " is neither 0 nor 1");
+    }
+}
+
+GGUFValue read_value(ByteReader &in, VT type, std::string_view field) {
+    const uint64_t at = in.pos();
+    if (type == VT::string) {
+        GGUFValue v;
+        v.type = type;
+        v.s = in.read_string(field, kMaxString);
+        return v;
+    }
+    if (type != VT::array) {
+        const uint64_t size = scalar_size(type);
+        if (size == 0) in.fail(field, at, "unknown value type " + std::to_string(static_cast<uint32_t>(type)));
+        in.need(size, field);
+        if (type == VT::boolean) check_bools(in, in.here(), 1, field);
+        GGUFValue v = scalar_at(type, in.here());
+        in.skip(size, field);
+        return v;
+    }
     GGUFValue v;
     v.type = type;
-    const uint64_t at = in.pos();
-    switch (type) {
-    case VT::u8: v.i = in.read<uint8_t>(field); break;
-    case VT::i8: v.i = in.read<int8_t>(field); break;
-    case VT::u16: v.i = in.read<uint16_t>(field); break;
-    case VT::i16: v.i = in.read<int16_t>(field); break;
-    case VT::u32: v.i = in.read<uint32_t>(field); break;
-    case VT::i32: v.i = in.read<int32_t>(field); break;
-    case VT::f32: v.f = in.read<float>(field); break;
-    case VT::f64: v.f = in.read<double>(field); break;
-    case VT::i64: v.i = in.read<int64_t>(field); break;
-    case VT::u64: v.u = in.read<uint64_t>(field); v.i = static_cast<int64_t>(v.u); break;
-    case VT::boolean: {
-        const uint8_t b = in.read<uint8_t>(field);
-        if (b > 1) in.fail(field, at, "bool value " + std::to_string(b) + " is neither 0 nor 1");
-        v.i = b;
-        break;
+    const uint32_t et = in.read<uint32_t>(field, " element type");
+    if (et > 12) in.fail(field, at, "unknown array element type " + std::to_string(et));
+    if (static_cast<VT>(et) == VT::array) in.fail(field, at, "nested arrays are not supported");
+    v.element_type = static_cast<VT>(et);
+    const uint64_t count_at = in.pos();
+    const uint64_t n = in.read<uint64_t>(field, " count");
+    // Each element takes at least one byte (8 for a string's length).
+    const uint64_t min_bytes = v.element_type == VT::string ? 8 : scalar_size(v.element_type);
+    if (n > in.left() / min_bytes) in.fail(field, count_at, std::to_string(n) + " elements cannot fit in the rest of the file", " count");
+    v.count = n;
+    if (v.element_type != VT::string) {
+        // Numbers stay as the file's bytes: n x their size, no more.
+        const uint64_t bytes = n * min_bytes;
+        if (v.element_type == VT::boolean) check_bools(in, in.here(), n, field);
+        v.raw.assign(in.here(), in.here() + bytes);
+        in.skip(bytes, field);
+        return v;
     }
-    case VT::string: v.s = in.read_string(field, kMaxString); break;
-    case VT::array: {
-        if (depth > 0) in.fail(field, at, "nested arrays are not supported");
-        const uint32_t et = in.read<uint32_t>(field + " element type");
-        if (et > 12 || static_cast<VT>(et) == VT::array) in.fail(field, at, "unknown array element type " + std::to_string(et));
-        v.element_type = static_cast<VT>(et);
-        const uint64_t count_at = in.pos();
-        const uint64_t n = in.read<uint64_t>(field + " count");
-        // Each element takes at least one byte (8 for a string's length).
-        const uint64_t min_bytes = v.element_type == VT::string ? 8 : scalar_size(v.element_type);
-        if (n > (in.size() - in.pos()) / min_bytes) {
-            in.fail(field + " count", count_at, std::to_string(n) + " elements cannot fit in the rest of the file");
-        }
-        v.array.reserve(n);
-        for (uint64_t i = 0; i < n; ++i) v.array.push_back(read_value(in, v.element_type, field, depth + 1));
-        break;
-    }
-    default: in.fail(field, at, "unknown value type " + std::to_string(static_cast<uint32_t>(type)));
+    // Strings: measured first so that both buffers are allocated once, at their size.
+    ByteReader probe = in;
+    uint64_t chars = 0;
+    for (uint64_t k = 0; k < n; ++k) chars += probe.read_string(field, kMaxString).size();
+    v.s.reserve(chars);
+    v.string_ends.reserve(n);
+    for (uint64_t k = 0; k < n; ++k) {
+        v.s += in.read_string(field, kMaxString);
+        v.string_ends.push_back(v.s.size());
     }
     return v;
 }
 
 }  // namespace
+
+GGUFValue GGUFValue::at(uint64_t k) const {
+    if (type != Type::array || k >= count) {
+        throw Error("GGUF value: element " + std::to_string(k) + " of " + (type == Type::array ? std::to_string(count) + " elements" : "a non-array"));
+    }
+    if (element_type != Type::string) return scalar_at(element_type, raw.data() + k * scalar_size(element_type));
+    GGUFValue v;
+    v.type = Type::string;
+    const uint64_t begin = k ? string_ends[k - 1] : 0;
+    v.s = s.substr(begin, string_ends[k] - begin);
+    return v;
+}
 
 std::string GGUFValue::to_string(size_t max_elements) const {
     switch (type) {
@@ -82,10 +134,8 @@ std::string GGUFValue::to_string(size_t max_elements) const {
     case Type::string: return s;
     case Type::array: {
         std::string r = "[";
-        for (size_t k = 0; k < array.size() && k < max_elements; ++k) {
-            r += (k ? ", " : "") + array[k].to_string();
-        }
-        if (array.size() > max_elements) r += ", ... (" + std::to_string(array.size()) + " elements)";
+        for (uint64_t k = 0; k < count && k < max_elements; ++k) r += (k ? ", " : "") + at(k).to_string();
+        if (count > max_elements) r += ", ... (" + std::to_string(count) + " elements)";
         return r + "]";
     }
     default: return std::to_string(i);
@@ -107,15 +157,18 @@ GGUFFile GGUFFile::open(const std::string &path) {
     const uint64_t n_kv = in.read<uint64_t>("metadata count");
     // Every key/value takes at least 8+0+4+1 bytes and every tensor info 8+4+8+4+8.
     if (n_kv > in.size() / 13) in.fail("metadata count", 16, std::to_string(n_kv) + " entries cannot fit in the file");
+    if (n_kv > kMaxKv) in.fail("metadata count", 16, std::to_string(n_kv) + " entries (qforge reads at most " + std::to_string(kMaxKv) + ")");
     if (n_tensors > in.size() / 32) in.fail("tensor count", 8, std::to_string(n_tensors) + " tensors cannot fit in the file");
+    if (n_tensors > kMaxTensors) in.fail("tensor count", 8, std::to_string(n_tensors) + " tensors (at most 2^31)");
 
     for (uint64_t k = 0; k < n_kv; ++k) {
         const std::string field = "metadata #" + std::to_string(k);
         const uint64_t at = in.pos();
-        std::string key = in.read_string(field + " key", kMaxString);
-        const uint32_t type = in.read<uint32_t>(field + " ('" + key + "') type");
-        if (type > 12) in.fail(field + " ('" + key + "') type", in.pos() - 4, "unknown value type " + std::to_string(type));
-        GGUFValue v = read_value(in, static_cast<VT>(type), field + " ('" + key + "')", 0);
+        std::string key(in.read_string(field, kMaxKey, " key"));
+        const std::string named = field + " ('" + key + "')";
+        const uint32_t type = in.read<uint32_t>(named, " type");
+        if (type > 12) in.fail(named, in.pos() - 4, "unknown value type " + std::to_string(type), " type");
+        GGUFValue v = read_value(in, static_cast<VT>(type), named);
         if (g.metadata_.count(key)) in.fail(field, at, "duplicate key '" + key + "'");
         g.metadata_.emplace(std::move(key), std::move(v));
     }
@@ -127,44 +180,49 @@ GGUFFile GGUFFile::open(const std::string &path) {
         g.alignment_ = static_cast<uint64_t>(a);
     }
 
-    std::set<std::string> names;
     std::vector<uint64_t> info_at;
+    info_at.reserve(n_tensors);
+    g.tensors_.reserve(n_tensors);
     for (uint64_t t = 0; t < n_tensors; ++t) {
         const std::string field = "tensor info #" + std::to_string(t);
         TensorView v;
         info_at.push_back(in.pos());
-        v.name = in.read_string(field + " name", 65536);
+        v.name = in.read_string(field, 65536, " name");
         const std::string f = field + " ('" + v.name + "')";
         const uint64_t dims_at = in.pos();
-        const uint32_t n_dims = in.read<uint32_t>(f + " n_dims");
-        if (n_dims == 0 || n_dims > kMaxDims) in.fail(f + " n_dims", dims_at, std::to_string(n_dims) + " dimensions (1..4 allowed)");
-        std::vector<int64_t> ne(n_dims);
-        for (auto &d : ne) {
+        const uint32_t n_dims = in.read<uint32_t>(f, " n_dims");
+        if (n_dims == 0 || n_dims > kMaxDims) in.fail(f, dims_at, std::to_string(n_dims) + " dimensions (1..4 allowed)", " n_dims");
+        int64_t ne[kMaxDims];
+        for (uint32_t d = 0; d < n_dims; ++d) {
             const uint64_t at = in.pos();
-            const uint64_t x = in.read<uint64_t>(f + " ne");
-            if (x == 0 || x > (1ull << 40)) in.fail(f + " ne", at, "dimension " + std::to_string(x) + " is out of range");
-            d = static_cast<int64_t>(x);
+            const uint64_t x = in.read<uint64_t>(f, " ne");
+            if (x == 0 || x > (1ull << 40)) in.fail(f, at, "dimension " + std::to_string(x) + " is out of range", " ne");
+            ne[d] = static_cast<int64_t>(x);
         }
-        v.shape.assign(ne.rbegin(), ne.rend());
+        v.shape.assign(std::make_reverse_iterator(ne + n_dims), std::make_reverse_iterator(ne));
         const uint64_t type_at = in.pos();
-        v.type = static_cast<DType>(in.read<uint32_t>(f + " type"));
+        v.type = static_cast<DType>(in.read<uint32_t>(f, " type"));
         if (!is_known(v.type) || v.type == DType::u8) {
-            in.fail(f + " type", type_at, "unknown ggml type " + std::to_string(static_cast<uint32_t>(v.type)));
+            in.fail(f, type_at, "unknown ggml type " + std::to_string(static_cast<uint32_t>(v.type)), " type");
         }
         const uint64_t off_at = in.pos();
-        v.offset = in.read<uint64_t>(f + " offset");
+        v.offset = in.read<uint64_t>(f, " offset");
         if (v.offset % g.alignment_ != 0) {
-            in.fail(f + " offset", off_at, "offset " + std::to_string(v.offset) + " is not a multiple of the alignment " +
-                                               std::to_string(g.alignment_));
+            in.fail(f, off_at, "offset " + std::to_string(v.offset) + " is not a multiple of the alignment " + std::to_string(g.alignment_),
+                    " offset");
         }
         const BlockShape bs = block_shape(v.type);
         if (ne[0] % bs.elements != 0) {
-            in.fail(f + " ne", dims_at + 4, "row length " + std::to_string(ne[0]) + " is not a multiple of the " +
-                                                to_string(v.type) + " block size " + std::to_string(bs.elements));
+            in.fail(f, dims_at + 4, "row length " + std::to_string(ne[0]) + " is not a multiple of the " + to_string(v.type) +
+                                        " block size " + std::to_string(bs.elements), " ne");
         }
         v.bytes = checked_bytes(v.type, v.shape, path + ": " + f);
-        if (!names.insert(v.name).second) in.fail(f + " name", info_at.back(), "duplicate tensor name");
         g.tensors_.push_back(std::move(v));
+    }
+    int64_t dup = -1;
+    g.by_name_ = name_index(g.tensors_, &dup);
+    if (dup >= 0) {
+        in.fail("tensor info #" + std::to_string(dup) + " ('" + g.tensors_[dup].name + "')", info_at[dup], "duplicate tensor name", " name");
     }
     g.data_offset_ = (in.pos() + g.alignment_ - 1) / g.alignment_ * g.alignment_;
     if (g.data_offset_ > in.size() && n_tensors > 0) {
@@ -187,12 +245,8 @@ GGUFFile GGUFFile::open(const std::string &path) {
     return g;
 }
 
-const TensorView *GGUFFile::find(const std::string &name) const {
-    for (const auto &t : tensors_) {
-        if (t.name == name) return &t;
-    }
-    return nullptr;
-}
+const TensorView *GGUFFile::find(const std::string &name) const { return find_by_name(tensors_, by_name_, name); }
+
 
 const TensorView &GGUFFile::tensor(const std::string &name) const {
     if (const TensorView *t = find(name)) return *t;
@@ -232,8 +286,12 @@ void put_value(Out &o, const GGUFValue &v, bool with_type) {
     case VT::string: o.str(v.s); break;
     case VT::array:
         o.put<uint32_t>(static_cast<uint32_t>(v.element_type));
-        o.put<uint64_t>(v.array.size());
-        for (const auto &e : v.array) put_value(o, e, false);
+        o.put<uint64_t>(v.count);
+        if (v.element_type == VT::string) {
+            for (uint64_t k = 0; k < v.count; ++k) o.str(v.at(k).s);
+        } else {
+            o.b.insert(o.b.end(), v.raw.begin(), v.raw.end());
+        }
         break;
     }
 }
@@ -241,6 +299,16 @@ void put_value(Out &o, const GGUFValue &v, bool with_type) {
 }  // namespace
 
 void GGUFWriter::set(const std::string &key, GGUFValue value) {
+    if (key.size() > kMaxKey) throw Error("GGUF key of " + std::to_string(key.size()) + " bytes (at most 65535)");
+    if (value.type == VT::array) {
+        const bool strings = value.element_type == VT::string;
+        bool ok = strings ? value.string_ends.size() == value.count
+                          : scalar_size(value.element_type) && value.raw.size() == value.count * scalar_size(value.element_type);
+        for (uint64_t k = 0; ok && strings && k < value.count; ++k) {
+            ok = value.string_ends[k] >= (k ? value.string_ends[k - 1] : 0) && value.string_ends[k] <= value.s.size();
+        }
+        if (!ok) throw Error("GGUF key '" + key + "': an array whose count, raw bytes and string ends disagree");
+    }
     for (auto &kv : kv_) {
         if (kv.first == key) {
             kv.second = std::move(value);

@@ -23,6 +23,23 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string &path) {
     }
     std::shared_ptr<MappedFile> f(new MappedFile());
     f->size_ = static_cast<uint64_t>(st.st_size);
+#ifdef QF_HEAP_MAPPING
+    if (f->size_ > 0) {
+        auto *p = new uint8_t[f->size_];
+        f->data_ = p;
+        f->heap_ = true;
+        for (uint64_t done = 0; done < f->size_;) {
+            const ssize_t got = ::pread(fd, p + done, f->size_ - done, static_cast<off_t>(done));
+            if (got <= 0) {
+                ::close(fd);
+                throw Error(path + ": cannot read: " + (got < 0 ? std::strerror(errno) : "file shrank while read"));
+            }
+            done += static_cast<uint64_t>(got);
+        }
+    }
+    ::close(fd);
+    return f;
+#endif
     if (f->size_ > 0) {
         void *p = mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
@@ -36,7 +53,11 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string &path) {
 }
 
 MappedFile::~MappedFile() {
-    if (data_) munmap(const_cast<uint8_t *>(data_), size_);
+    if (heap_) {
+        delete[] data_;
+    } else if (data_) {
+        munmap(const_cast<uint8_t *>(data_), size_);
+    }
 }
 
 void write_file_atomically(const std::string &path, const std::vector<const std::vector<uint8_t> *> &chunks) {
@@ -55,42 +76,52 @@ void write_file_atomically(const std::string &path, const std::vector<const std:
     }
 }
 
-void ByteReader::fail(const std::string &field, uint64_t at, const std::string &why) const {
-    throw Error(what_ + ": " + field + " at byte " + std::to_string(at) + ": " + why);
+void ByteReader::fail(std::string_view field, uint64_t at, const std::string &why, std::string_view suffix) const {
+    throw Error(what_ + ": " + std::string(field) + std::string(suffix) + " at byte " + std::to_string(at) + ": " + why);
 }
 
-void ByteReader::need(uint64_t n, const std::string &field) const {
+void ByteReader::need(uint64_t n, std::string_view field, std::string_view suffix) const {
     if (n > size_ - pos_) {
-        fail(field, pos_, "needs " + std::to_string(n) + " bytes but the file ends at byte " +
-                              std::to_string(size_) + " (truncated?)");
+        fail(field, pos_, "needs " + std::to_string(n) + " bytes but the file ends at byte " + std::to_string(size_) + " (truncated?)",
+             suffix);
     }
 }
 
+void ByteReader::skip(uint64_t n, std::string_view field, std::string_view suffix) {
+    need(n, field, suffix);
+    pos_ += n;
+}
+
 template <typename T>
-T ByteReader::read(const std::string &field) {
-    need(sizeof(T), field);
+T ByteReader::read(std::string_view field, std::string_view suffix) {
+    need(sizeof(T), field, suffix);
     T v;
     std::memcpy(&v, data_ + pos_, sizeof(T));  // little-endian hosts only (x86-64, aarch64)
     pos_ += sizeof(T);
     return v;
 }
-template uint8_t ByteReader::read<uint8_t>(const std::string &);
-template int8_t ByteReader::read<int8_t>(const std::string &);
-template uint16_t ByteReader::read<uint16_t>(const std::string &);
-template int16_t ByteReader::read<int16_t>(const std::string &);
-template uint32_t ByteReader::read<uint32_t>(const std::string &);
-template int32_t ByteReader::read<int32_t>(const std::string &);
-template uint64_t ByteReader::read<uint64_t>(const std::string &);
-template int64_t ByteReader::read<int64_t>(const std::string &);
-template float ByteReader::read<float>(const std::string &);
-template double ByteReader::read<double>(const std::string &);
+#define QF_READ(T) template T ByteReader::read<T>(std::string_view, std::string_view);
+QF_READ(uint8_t)
+QF_READ(int8_t)
+QF_READ(uint16_t)
+QF_READ(int16_t)
+QF_READ(uint32_t)
+QF_READ(int32_t)
+QF_READ(uint64_t)
+QF_READ(int64_t)
+QF_READ(float)
+QF_READ(double)
+#undef QF_READ
 
-std::string ByteReader::read_string(const std::string &field, uint64_t max_len) {
+std::string_view ByteReader::read_string(std::string_view field, uint64_t max_len, std::string_view suffix) {
     const uint64_t at = pos_;
-    const uint64_t n = read<uint64_t>(field + " length");
-    if (n > max_len) fail(field, at, "length " + std::to_string(n) + " is implausible (limit " + std::to_string(max_len) + ")");
-    need(n, field);
-    std::string s(reinterpret_cast<const char *>(data_ + pos_), n);
+    if (left() < 8) need(8, std::string(field) + std::string(suffix) + " length");
+    uint64_t n;
+    std::memcpy(&n, data_ + pos_, 8);
+    pos_ += 8;
+    if (n > max_len) fail(field, at, "length " + std::to_string(n) + " is implausible (limit " + std::to_string(max_len) + ")", suffix);
+    need(n, field, suffix);
+    std::string_view s(reinterpret_cast<const char *>(data_ + pos_), n);
     pos_ += n;
     return s;
 }

@@ -58,29 +58,78 @@ void check_json_depth(const char *text, uint64_t n, const std::string &path) {
     }
 }
 
-// Parses the header, refusing a key that appears twice in one object (JSON
-// leaves it open; nlohmann would keep the last one silently).
-json parse_header(const char *text, uint64_t n, const std::string &path) {
+// What a header may hold. A tensor's entry needs a few keys and short
+// arrays; __metadata__ holds string pairs. Bounding each entry's items keeps
+// a hostile header's memory near its own size (README, "Hostile files"): an
+// entry's DOM exists only while it is read, and no entry can be a large tree.
+constexpr uint64_t kMaxTensorItems = 256;         // keys, values and containers in one tensor's entry
+constexpr uint64_t kMaxMetadata = 1ull << 16;     // __metadata__ entries
+
+// Parses the header one top-level entry at a time: `entry(name, value)` sees
+// each entry once, then its DOM is dropped, so a header never exists twice
+// in memory. Refuses a key that appears twice in one inner object (JSON
+// leaves it open; nlohmann would keep the last one silently); the readers
+// check top-level names once all are known.
+template <typename Entry>
+void parse_header(const char *text, uint64_t n, const std::string &path, Entry entry) {
     check_json_depth(text, n, path);
-    std::vector<std::set<std::string>> keys;  // one per open object
-    std::string twice;
-    auto track = [&](int, json::parse_event_t event, json &parsed) {
-        if (event == json::parse_event_t::object_start) keys.emplace_back();
-        if (event == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
-        if (event == json::parse_event_t::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second &&
-            twice.empty()) {
-            twice = parsed.get<std::string>();
+    std::vector<std::set<std::string>> keys;  // of each open object below the top level
+    int open = 0;                             // containers open
+    std::string name;                         // the top-level key whose value is being read
+    uint64_t items = 0, limit = 0;            // in that entry
+    auto bad = [&](const std::string &why) { throw Error(path + ": JSON header: " + why); };
+    auto count_item = [&] {
+        if (open >= 2 && ++items > limit) {
+            bad("entry '" + name + "' holds more than " +
+                (name == "__metadata__" ? std::to_string(kMaxMetadata) + " keys" : std::to_string(kMaxTensorItems) + " values"));
+        }
+    };
+    auto callback = [&](int depth, json::parse_event_t event, json &parsed) -> bool {
+        using E = json::parse_event_t;
+        if (open == 0 && depth == 0 && event != E::object_start && event != E::object_end) bad("at byte 8 is not an object");
+        switch (event) {
+        case E::object_start:
+        case E::array_start:
+            count_item();
+            if (open++ >= 1 && event == E::object_start) keys.emplace_back();
+            return true;
+        case E::key: {
+            if (open == 1) {
+                name = parsed.get<std::string>();
+                items = 0;
+                limit = name == "__metadata__" ? 2 * kMaxMetadata : kMaxTensorItems;
+                return true;
+            }
+            count_item();
+            if (!keys.back().insert(parsed.get<std::string>()).second) {
+                bad("key '" + parsed.get<std::string>() + "' appears twice in one object");
+            }
+            return true;
+        }
+        case E::value:
+            count_item();
+            break;
+        case E::object_end:
+            if (open-- >= 2) keys.pop_back();
+            break;
+        case E::array_end:
+            --open;
+            break;
+        }
+        if (depth == 1) {  // one top-level entry is complete
+            entry(name, parsed);
+            return false;  // and is not kept
         }
         return true;
     };
-    json header;
     try {
-        header = json::parse(text, text + n, track);
+        const json root = json::parse(text, text + n, callback);  // holds nothing: every entry was dropped
+        (void)root;
     } catch (const json::parse_error &e) {
         throw Error(path + ": JSON header at byte 8: " + e.what());
+    } catch (const json::exception &e) {  // only qforge::Error leaves a reader
+        throw Error(path + ": JSON header: " + e.what());
     }
-    if (!twice.empty()) throw Error(path + ": JSON header: key '" + twice + "' appears twice in one object");
-    return header;
 }
 
 const char *st_name(DType t) {
@@ -101,83 +150,77 @@ SafetensorsFile SafetensorsFile::open(const std::string &path) {
     if (n > kMaxHeader) in.fail("header length", 0, std::to_string(n) + " bytes exceeds the 100 MB limit (not a safetensors file?)");
     in.need(n, "JSON header");
     const char *text = reinterpret_cast<const char *>(s.file_->data() + 8);
-    const json header = parse_header(text, n, path);
-    if (!header.is_object()) throw Error(path + ": JSON header at byte 8 is not an object");
     const uint64_t data_begin = 8 + n;
-    auto read_entries = [&] {
-        const uint64_t room = s.file_->size() - data_begin;
-        for (auto it = header.begin(); it != header.end(); ++it) {
-            const std::string &name = it.key();
-            if (name == "__metadata__") {
-                if (!it->is_object()) throw Error(path + ": __metadata__ is not an object");
-                for (auto m = it->begin(); m != it->end(); ++m) {
-                    if (!m->is_string()) throw Error(path + ": __metadata__ '" + m.key() + "' is not a string");
-                    s.metadata_[m.key()] = m->get<std::string>();
-                }
-                continue;
+    const uint64_t room = s.file_->size() - data_begin;
+    // The smallest entry, '"":{"dtype":"U8","shape":[],"data_offsets":[0,0]}', is 48 bytes.
+    s.tensors_.reserve(n / 48);
+    bool had_metadata = false;
+    auto read_entry = [&](const std::string &name, const json &e) {
+        if (name == "__metadata__") {
+            if (had_metadata) throw Error(path + ": JSON header: key '__metadata__' appears twice in one object");
+            had_metadata = true;
+            if (!e.is_object()) throw Error(path + ": __metadata__ is not an object");
+            for (auto m = e.begin(); m != e.end(); ++m) {
+                if (!m->is_string()) throw Error(path + ": __metadata__ '" + m.key() + "' is not a string");
+                s.metadata_[m.key()] = m->get<std::string>();
             }
-            const std::string where = path + ": tensor '" + name + "'";
-            const json &e = *it;
-            if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) {
-                throw Error(where + ": needs dtype, shape and data_offsets");
-            }
-            TensorView v;
-            v.name = name;
-            if (!e["dtype"].is_string()) throw Error(where + ": dtype is not a string");
-            const std::string dt = e["dtype"].get<std::string>();
-            bool known = false;
-            for (const auto &d : kDtypes) {
-                if (dt == d.name) {
-                    v.type = d.type;
-                    known = true;
-                }
-            }
-            if (!known) throw Error(where + ": unsupported dtype '" + dt + "'");
-            if (!e["shape"].is_array()) throw Error(where + ": shape is not an array");
-            for (const auto &d : e["shape"]) {
-                if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-                    throw Error(where + ": shape " + e["shape"].dump() + " has a dimension that is not an integer in [0, 2^63)");
-                }
-                v.shape.push_back(d.get<int64_t>());
-            }
-            const json &off = e["data_offsets"];
-            if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
-                throw Error(where + ": data_offsets must be two unsigned integers, not " + off.dump());
-            }
-            const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
-            if (begin > end || end > room) {
-                throw Error(where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-                            "] (file bytes " + std::to_string(data_begin + begin) + ".." + std::to_string(data_begin + end) +
-                            ") run past the end of the file (" + std::to_string(s.file_->size()) + " bytes)");
-            }
-            v.bytes = end - begin;
-            const uint64_t want = checked_bytes(v.type, v.shape, where, /*allow_zero=*/true);  // the format allows empty tensors
-            if (v.bytes != want) {
-                throw Error(where + ": " + dt + " " + shape_string(v.shape) + " needs " + std::to_string(want) +
-                            " bytes but data_offsets give " + std::to_string(v.bytes) + " (at byte " +
-                            std::to_string(data_begin + begin) + ")");
-            }
-            v.offset = data_begin + begin;
-            v.data = s.file_->data() + v.offset;
-            s.tensors_.push_back(std::move(v));
+            return;
         }
+        const std::string where = path + ": tensor '" + name + "'";
+        if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) {
+            throw Error(where + ": needs dtype, shape and data_offsets");
+        }
+        TensorView v;
+        v.name = name;
+        if (!e["dtype"].is_string()) throw Error(where + ": dtype is not a string");
+        const std::string dt = e["dtype"].get<std::string>();
+        bool known = false;
+        for (const auto &d : kDtypes) {
+            if (dt == d.name) {
+                v.type = d.type;
+                known = true;
+            }
+        }
+        if (!known) throw Error(where + ": unsupported dtype '" + dt + "'");
+        if (!e["shape"].is_array()) throw Error(where + ": shape is not an array");
+        v.shape.reserve(e["shape"].size());
+        for (const auto &d : e["shape"]) {
+            if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+                throw Error(where + ": shape " + e["shape"].dump() + " has a dimension that is not an integer in [0, 2^63)");
+            }
+            v.shape.push_back(d.get<int64_t>());
+        }
+        const json &off = e["data_offsets"];
+        if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
+            throw Error(where + ": data_offsets must be two unsigned integers, not " + off.dump());
+        }
+        const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+        if (begin > end || end > room) {
+            throw Error(where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] (file bytes " +
+                        std::to_string(data_begin + begin) + ".." + std::to_string(data_begin + end) +
+                        ") run past the end of the file (" + std::to_string(s.file_->size()) + " bytes)");
+        }
+        v.bytes = end - begin;
+        const uint64_t want = checked_bytes(v.type, v.shape, where, /*allow_zero=*/true);  // the format allows empty tensors
+        if (v.bytes != want) {
+            throw Error(where + ": " + dt + " " + shape_string(v.shape) + " needs " + std::to_string(want) +
+                        " bytes but data_offsets give " + std::to_string(v.bytes) + " (at byte " +
+                        std::to_string(data_begin + begin) + ")");
+        }
+        v.offset = data_begin + begin;
+        v.data = s.file_->data() + v.offset;
+        s.tensors_.push_back(std::move(v));
     };
-    try {
-        read_entries();
-    } catch (const json::exception &e) {  // only qforge::Error leaves a reader
-        throw Error(path + ": JSON header: " + e.what());
-    }
-    std::sort(s.tensors_.begin(), s.tensors_.end(), [](const TensorView &a, const TensorView &b) { return a.offset < b.offset; });
+    parse_header(text, n, path, read_entry);
+    std::stable_sort(s.tensors_.begin(), s.tensors_.end(), [](const TensorView &a, const TensorView &b) { return a.offset < b.offset; });
+    int64_t dup = -1;
+    s.by_name_ = name_index(s.tensors_, &dup);
+    if (dup >= 0) throw Error(path + ": JSON header: key '" + s.tensors_[dup].name + "' appears twice in one object");
     check_no_overlap(s.tensors_, path);
     return s;
 }
 
-const TensorView *SafetensorsFile::find(const std::string &name) const {
-    for (const auto &t : tensors_) {
-        if (t.name == name) return &t;
-    }
-    return nullptr;
-}
+const TensorView *SafetensorsFile::find(const std::string &name) const { return find_by_name(tensors_, by_name_, name); }
 
 const TensorView &SafetensorsFile::tensor(const std::string &name) const {
     if (const TensorView *t = find(name)) return *t;

@@ -41,6 +41,27 @@ uint64_t checked_bytes(DType type, const std::vector<int64_t> &shape, const std:
     return static_cast<uint64_t>(blocks * bs.bytes);
 }
 
+std::vector<uint32_t> name_index(const std::vector<TensorView> &views, int64_t *duplicate) {
+    std::vector<uint32_t> index(views.size());
+    for (size_t i = 0; i < views.size(); ++i) index[i] = static_cast<uint32_t>(i);
+    std::stable_sort(index.begin(), index.end(), [&](uint32_t a, uint32_t b) { return views[a].name < views[b].name; });
+    *duplicate = -1;
+    for (size_t i = 1; i < index.size(); ++i) {
+        if (views[index[i - 1]].name == views[index[i]].name) {
+            *duplicate = index[i];
+            break;
+        }
+    }
+    return index;
+}
+
+const TensorView *find_by_name(const std::vector<TensorView> &views, const std::vector<uint32_t> &index,
+                               const std::string &name) {
+    const auto it = std::lower_bound(index.begin(), index.end(), name,
+                                     [&](uint32_t i, const std::string &n) { return views[i].name < n; });
+    return it != index.end() && views[*it].name == name ? &views[*it] : nullptr;
+}
+
 void check_no_overlap(const std::vector<TensorView> &views, const std::string &file) {
     std::vector<const TensorView *> order;
     for (const auto &v : views) order.push_back(&v);

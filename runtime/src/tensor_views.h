@@ -20,6 +20,13 @@ uint64_t checked_bytes(DType type, const std::vector<int64_t> &shape, const std:
 // No two views share a byte. Errors name both tensors and the offset.
 void check_no_overlap(const std::vector<TensorView> &views, const std::string &file);
 
+// Indices of `views` sorted by name, for find_by_name's binary search (a
+// linear find, called once per layer, made loading quadratic in the tensor
+// count). `duplicate` gets a view whose name another view also has, or -1.
+std::vector<uint32_t> name_index(const std::vector<TensorView> &views, int64_t *duplicate);
+const TensorView *find_by_name(const std::vector<TensorView> &views, const std::vector<uint32_t> &index,
+                               const std::string &name);
+
 std::string shape_string(const std::vector<int64_t> &shape);  // "[4096, 14336]"
 
 }  // namespace qforge

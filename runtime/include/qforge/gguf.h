@@ -3,7 +3,9 @@
 // Opening checks every count, string length, offset and size against the
 // file before any tensor view exists; a truncated or corrupt file throws
 // qforge::Error naming the field and its byte offset. Views point into the
-// mapping and stay valid while any copy of the GGUFFile lives.
+// mapping and stay valid while any copy of the GGUFFile lives. Opening takes
+// time linear in the file's header and memory bounded by it (README,
+// "Hostile files").
 #pragma once
 
 #include <cstdint>
@@ -17,7 +19,7 @@
 
 namespace qforge {
 
-// One metadata value. Arrays hold their elements in `array`.
+// One metadata value.
 struct GGUFValue {
     enum class Type : uint32_t {
         u8 = 0, i8 = 1, u16 = 2, i16 = 3, u32 = 4, i32 = 5, f32 = 6, boolean = 7,
@@ -28,9 +30,17 @@ struct GGUFValue {
     int64_t i = 0;                  // every integer type and bool
     uint64_t u = 0;                 // u64 values beyond int64
     double f = 0;
-    std::string s;
-    std::vector<GGUFValue> array;
+    std::string s;                  // a string; a string array's elements, one after another
 
+    // Arrays are kept as compactly as the file keeps them (a GGUFValue per
+    // element took ~100x an array's bytes): numbers as their little-endian
+    // bytes in `raw`, strings concatenated in `s`, element k ending at
+    // string_ends[k].
+    uint64_t count = 0;             // an array's elements
+    std::vector<uint8_t> raw;
+    std::vector<uint64_t> string_ends;
+
+    GGUFValue at(uint64_t k) const;  // element k of an array, as a value of element_type
     std::string to_string(size_t max_elements = 8) const;  // for printing
 };
 
@@ -58,8 +68,8 @@ public:
     uint64_t alignment() const { return alignment_; }
     uint64_t data_offset() const { return data_offset_; }
     const std::map<std::string, GGUFValue> &metadata() const { return metadata_; }
-    const std::vector<TensorView> &tensors() const { return tensors_; }
-    // The tensor called `name`; throws Error listing none found.
+    const std::vector<TensorView> &tensors() const { return tensors_; }  // in file order
+    // The tensor called `name` (a binary search); throws Error if none.
     const TensorView &tensor(const std::string &name) const;
     const TensorView *find(const std::string &name) const;
     // Keeps the mapping (and so every view's data) alive.
@@ -73,6 +83,7 @@ private:
     uint64_t data_offset_ = 0;
     std::map<std::string, GGUFValue> metadata_;
     std::vector<TensorView> tensors_;
+    std::vector<uint32_t> by_name_;  // tensors_ indices, sorted by name
 };
 
 // Builds a GGUF v3 file in memory and writes it atomically (a temporary file

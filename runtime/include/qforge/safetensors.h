@@ -4,7 +4,8 @@
 // Opening parses the JSON header and checks every dtype, shape and
 // data_offsets pair against the file (in range, the right size, no two
 // tensors overlapping) before any view exists; errors name the tensor and
-// the byte offset.
+// the byte offset. Opening takes time linear in the header and memory
+// bounded by it (README, "Hostile files").
 #pragma once
 
 #include <map>
@@ -49,6 +50,7 @@ private:
     std::shared_ptr<MappedFile> file_;
     std::map<std::string, std::string> metadata_;
     std::vector<TensorView> tensors_;
+    std::vector<uint32_t> by_name_;  // tensors_ indices, sorted by name
 };
 
 class SafetensorsWriter {
