@@ -80,7 +80,7 @@ void parse_header(const char *text, uint64_t n, const std::string &path, Entry e
     auto bad = [&](const std::string &why) { throw Error(path + ": JSON header: " + why); };
     auto count_item = [&] {
         if (open >= 2 && ++items > limit) {
-            bad("entry '" + name + "' holds more than " +
+            bad("entry '" + clipped(name) + "' holds more than " +
                 (name == "__metadata__" ? std::to_string(kMaxMetadata) + " keys" : std::to_string(kMaxTensorItems) + " values"));
         }
     };
@@ -95,14 +95,14 @@ void parse_header(const char *text, uint64_t n, const std::string &path, Entry e
             return true;
         case E::key: {
             if (open == 1) {
-                name = parsed.get<std::string>();
+                name = std::move(parsed.get_ref<std::string &>());
                 items = 0;
                 limit = name == "__metadata__" ? 2 * kMaxMetadata : kMaxTensorItems;
                 return true;
             }
             count_item();
             if (!keys.back().insert(parsed.get<std::string>()).second) {
-                bad("key '" + parsed.get<std::string>() + "' appears twice in one object");
+                bad("key '" + clipped(parsed.get<std::string>()) + "' appears twice in one object");
             }
             return true;
         }
@@ -155,25 +155,25 @@ SafetensorsFile SafetensorsFile::open(const std::string &path) {
     // The smallest entry, '"":{"dtype":"U8","shape":[],"data_offsets":[0,0]}', is 48 bytes.
     s.tensors_.reserve(n / 48);
     bool had_metadata = false;
-    auto read_entry = [&](const std::string &name, const json &e) {
+    auto read_entry = [&](std::string &name, json &e) {
         if (name == "__metadata__") {
             if (had_metadata) throw Error(path + ": JSON header: key '__metadata__' appears twice in one object");
             had_metadata = true;
             if (!e.is_object()) throw Error(path + ": __metadata__ is not an object");
             for (auto m = e.begin(); m != e.end(); ++m) {
-                if (!m->is_string()) throw Error(path + ": __metadata__ '" + m.key() + "' is not a string");
-                s.metadata_[m.key()] = m->get<std::string>();
+                if (!m->is_string()) throw Error(path + ": __metadata__ '" + clipped(m.key()) + "' is not a string");
+                s.metadata_[m.key()] = std::move(m->get_ref<std::string &>());
             }
             return;
         }
-        const std::string where = path + ": tensor '" + name + "'";
+        const std::string where = path + ": tensor '" + clipped(name) + "'";
         if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) {
             throw Error(where + ": needs dtype, shape and data_offsets");
         }
         TensorView v;
-        v.name = name;
+        v.name = std::move(name);
         if (!e["dtype"].is_string()) throw Error(where + ": dtype is not a string");
-        const std::string dt = e["dtype"].get<std::string>();
+        const std::string &dt = e["dtype"].get_ref<const std::string &>();
         bool known = false;
         for (const auto &d : kDtypes) {
             if (dt == d.name) {
@@ -181,7 +181,7 @@ SafetensorsFile SafetensorsFile::open(const std::string &path) {
                 known = true;
             }
         }
-        if (!known) throw Error(where + ": unsupported dtype '" + dt + "'");
+        if (!known) throw Error(where + ": unsupported dtype '" + clipped(dt) + "'");
         if (!e["shape"].is_array()) throw Error(where + ": shape is not an array");
         v.shape.reserve(e["shape"].size());
         for (const auto &d : e["shape"]) {
@@ -215,7 +215,7 @@ SafetensorsFile SafetensorsFile::open(const std::string &path) {
     std::stable_sort(s.tensors_.begin(), s.tensors_.end(), [](const TensorView &a, const TensorView &b) { return a.offset < b.offset; });
     int64_t dup = -1;
     s.by_name_ = name_index(s.tensors_, &dup);
-    if (dup >= 0) throw Error(path + ": JSON header: key '" + s.tensors_[dup].name + "' appears twice in one object");
+    if (dup >= 0) throw Error(path + ": JSON header: key '" + clipped(s.tensors_[dup].name) + "' appears twice in one object");
     check_no_overlap(s.tensors_, path);
     return s;
 }

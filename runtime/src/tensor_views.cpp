@@ -16,6 +16,11 @@ std::string shape_string(const std::vector<int64_t> &shape) {
     return s + "]";
 }
 
+std::string clipped(const std::string &s) {
+    if (s.size() <= 256) return s;
+    return s.substr(0, 200) + "... (" + std::to_string(s.size()) + " bytes)";
+}
+
 int64_t checked_elements(const std::vector<int64_t> &shape, const std::string &where, bool allow_zero) {
     int64_t n = 1;
     bool empty = false;

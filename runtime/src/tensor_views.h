@@ -27,6 +27,10 @@ std::vector<uint32_t> name_index(const std::vector<TensorView> &views, int64_t *
 const TensorView *find_by_name(const std::vector<TensorView> &views, const std::vector<uint32_t> &index,
                                const std::string &name);
 
+// `s` for an error message: as is up to 256 bytes, else its first 200 and
+// its length (a name or value from a file can be megabytes).
+std::string clipped(const std::string &s);
+
 std::string shape_string(const std::vector<int64_t> &shape);  // "[4096, 14336]"
 
 }  // namespace qforge
