@@ -4,14 +4,15 @@
 # project-local virtual environment .venv.
 #   setup.sh         what the main job needs (build the library and the CLI)
 #   setup.sh tests   also what the tests and benchmarks need: GoogleTest,
-#                    Google Benchmark, the aarch64 cross toolchain and qemu
+#                    Google Benchmark, the aarch64 cross toolchain and qemu,
+#                    clang with its sanitizer and libFuzzer runtimes
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 apt_packages=(build-essential python3-venv nlohmann-json3-dev libcli11-dev)
 if [ "${1:-}" = "tests" ]; then
-  apt_packages+=(libgtest-dev libbenchmark-dev googletest g++-aarch64-linux-gnu qemu-user)
+  apt_packages+=(libgtest-dev libbenchmark-dev googletest g++-aarch64-linux-gnu qemu-user clang libclang-rt-14-dev)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -25,7 +25,7 @@ std::string text_of(const json &v) {
         }
         return fmt(d, 3);
     }
-    return v.dump();
+    return v.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace
@@ -83,7 +83,8 @@ void Table::print_text(FILE *out) const {
     for (const auto &c : cells) line(c);
 }
 
-void write_json(const json &j) { std::printf("%s\n", j.dump(2).c_str()); }
+// A file's names and metadata need not be UTF-8: invalid bytes print as U+FFFD.
+void write_json(const json &j) { std::printf("%s\n", j.dump(2, ' ', false, json::error_handler_t::replace).c_str()); }
 
 Progress::Progress(std::string label, size_t total)
     : label_(std::move(label)), total_(total), start_(now_s()), tty_(isatty(STDERR_FILENO) != 0) {}

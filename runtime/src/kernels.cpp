@@ -186,6 +186,7 @@ private:
         };
         static std::mutex mutex;
         static Run host, device;
+        static std::vector<std::unique_ptr<std::vector<float>>> kept;  // every host run, reachable (no leak to report)
         std::lock_guard<std::mutex> lock(mutex);
         Run &run = cuda_ ? device : host;
         if (run.n < n) {
@@ -196,7 +197,8 @@ private:
                 internal::cuda_upload(p, z.data(), grown * sizeof(float));
                 run.p = static_cast<const float *>(p);
             } else {
-                run.p = (new std::vector<float>(std::move(z)))->data();
+                kept.push_back(std::make_unique<std::vector<float>>(std::move(z)));
+                run.p = kept.back()->data();
             }
             run.n = grown;
         }

@@ -70,11 +70,18 @@ uint16_t f32_to_f16_bits(float f) {
 
 std::vector<float> to_f32(DType type, const void *data, int64_t n) {
     std::vector<float> out(n);
-    const auto *h = static_cast<const uint16_t *>(data);
+    if (n == 0) return out;
+    // A file's tensor may start at any byte (safetensors has no alignment): read halves with memcpy.
+    const auto *bytes = static_cast<const uint8_t *>(data);
+    auto half = [&](int64_t i) {
+        uint16_t h;
+        std::memcpy(&h, bytes + 2 * i, 2);
+        return h;
+    };
     switch (type) {
     case DType::f32: std::memcpy(out.data(), data, n * 4); break;
-    case DType::f16: for (int64_t i = 0; i < n; ++i) out[i] = f16_bits_to_f32(h[i]); break;
-    case DType::bf16: for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(h[i]); break;
+    case DType::f16: for (int64_t i = 0; i < n; ++i) out[i] = f16_bits_to_f32(half(i)); break;
+    case DType::bf16: for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(half(i)); break;
     default: throw Error("cannot convert " + to_string(type) + " to f32 (F32, F16 and BF16 can be quantized)");
     }
     return out;
