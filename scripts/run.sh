@@ -6,6 +6,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
 source "$root/scripts/env.sh"
-cmake -S "$root" -B "$QF_BUILD_DIR" $QF_CMAKE_ARGS -DQF_VARIANTS=auto -DQF_CUDA=OFF -DQF_ARM64=OFF -DBUILD_TESTING=OFF -DQF_BENCH=OFF >/dev/null
+cmake -S "$root" -B "$QF_BUILD_DIR" $QF_CMAKE_ARGS -DQF_VARIANTS=auto -DQF_CUDA=OFF -DQF_ARM64=OFF -DQF_SANITIZERS=OFF -DBUILD_TESTING=OFF -DQF_BENCH=OFF >/dev/null
 cmake --build "$QF_BUILD_DIR" --target qforge_cli
 "$QF_BUILD_DIR/runtime/qforge" "$@"
