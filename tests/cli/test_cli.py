@@ -96,6 +96,9 @@ class Files(unittest.TestCase):
         w.add_string("test.name", "qforge")
         w.add_float32("test.eps", 1e-5)
         w.add_array("test.list", [1, 2, 3])
+        # A tokenizer-like string array (kept compactly by the reader) and a float array must survive a rewrite.
+        w.add_array("test.tokens", ["<s>", "", "h\u00e9llo", "x" * 40])
+        w.add_array("test.scores", [0.5, -1.25])
         cls.dense = RNG.uniform(-0.05, 0.05, size=(cls.out, cls.in_)).astype(np.float32)
         cls.bias = RNG.uniform(-1, 1, size=cls.out).astype(np.float32)
         w.add_tensor("f32.weight", cls.dense)
@@ -263,6 +266,9 @@ class Files(unittest.TestCase):
         self.assertEqual(types["f16.weight"], T.F16)
         self.assertEqual(types["q6_k.weight"], T.Q6_K)  # copied unchanged
         self.assertEqual(r.fields["test.name"].contents(), "qforge")
+        self.assertEqual(r.fields["test.tokens"].contents(), ["<s>", "", "h\u00e9llo", "x" * 40])
+        self.assertEqual(r.fields["test.scores"].contents(), [0.5, -1.25])
+        self.assertEqual(r.fields["test.list"].contents(), [1, 2, 3])
         t = [t for t in r.tensors if t.name == "f32.weight"][0]
         theirs = gguf.quants.dequantize(t.data, T.Q4_K).astype(np.float32).reshape(self.out, self.in_)
         ours = self.dequant(out, "f32.weight").reshape(self.out, self.in_)
