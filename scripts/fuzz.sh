@@ -4,8 +4,9 @@
 #   scripts/fuzz.sh [SECONDS]          default 600 each, all three at once
 #   scripts/fuzz.sh SECONDS gguf       one of them
 # Needs the test command's build (its asan/ sub-build holds the fuzzers).
-# Each keeps its corpus in build/asan/fuzz/corpus/NAME (seeds first) and
-# writes any finding to build/asan/fuzz/corpus/NAME.findings/; its log,
+# Each keeps its corpus in build/asan/fuzz/long/NAME (the seeds, then what
+# every run found: a run resumes where the last one stopped) and
+# writes any finding to build/asan/fuzz/long/NAME.findings/; its log,
 # ending with libFuzzer's statistics (executions, coverage), is
 # build/asan/fuzz/NAME.log.
 set -euo pipefail
@@ -18,14 +19,14 @@ asan="${QF_BUILD_DIR:-$root/build}/asan"
 "$asan/tests/qforge_fuzz_seeds" "$asan/fuzz/seeds" >/dev/null
 pids=()
 for name in ${names[*]}; do
-  "$root/tests/fuzz/run_fuzzer.sh" "$asan/tests/qforge_fuzz_$name" "$asan/fuzz/seeds/$name" "$asan/fuzz/corpus/$name" "$seconds" \
+  "$root/tests/fuzz/run_fuzzer.sh" "$asan/tests/qforge_fuzz_$name" "$asan/fuzz/seeds/$name" "$asan/fuzz/long/$name" "$seconds" keep \
     > "$asan/fuzz/$name.log" 2>&1 &
   pids+=($!)
 done
 status=0
 for i in "${!pids[@]}"; do
   name=$(echo ${names[*]} | cut -d' ' -f$((i + 1)))
-  if wait "${pids[$i]}"; then result=ok; else result="FOUND SOMETHING (see $asan/fuzz/corpus/$name.findings)"; status=1; fi
+  if wait "${pids[$i]}"; then result=ok; else result="FOUND SOMETHING (see $asan/fuzz/long/$name.findings)"; status=1; fi
   stats=$(grep -E "stat::number_of_executed_units|cov: " "$asan/fuzz/$name.log" | tail -2 | tr '\n' ' ')
   echo "fuzz $name: $result; $stats"
 done
