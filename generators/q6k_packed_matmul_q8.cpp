@@ -57,9 +57,7 @@ public:
         Var b4v("b4"), kq("kq"), j("j");
         f.act4(b4v, kq, n) = a_qs_(4 * kq + b4v, n);
         f.act_d(sb, n) = a_d_(sb, n);
-        // Sub-block activation sums; the 4-byte dot forms take them times -32
-        // (the offset of q, folded into each sub-block's sum: see sacc).
-        f.act_sum(j, sb, n) = cast<int32_t>(a_bsums_(16 * sb + j, n)) * (f.form == DotForm::u8s8_pairs ? 1 : -32);
+        f.act_sum(j, sb, n) = cast<int32_t>(a_bsums_(16 * sb + j, n));
         auto act = [&](const Expr &b4, const Expr &G_) { return f.act4(b4, 64 * sb + G_, n); };
         // part(kp, r, u, ...) sums the groups of unit u: a sub-block of 4
         // groups, or for u8s8_pairs half of one (2 * 2 * 63 * 128 < 32767:
@@ -82,23 +80,11 @@ public:
         const int parts = f.form == DotForm::u8s8_pairs ? 2 : 1;
         f.subs = RDom(0, parts, 0, 16 * f.units, "subs");  // kp, u
         f.sacc(r, sb, t, n) = 0;
+        f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, sb, t, n)) *
+                               cast<int32_t>(cast<int16_t>(sc(f.subs.y / f.units)));
         f.mins = RDom(0, 16, "mins");
-        if (f.units == 1) {
-            // The offset 32 inside each sub-block's sum, sc (part - 32 bsum),
-            // act_sum being -32 bsum: one multiply per sub-block and each
-            // scale used once. A separate min term kept all 16 scale vectors
-            // live across the super-block (42 spill accesses and 32 vpmulld
-            // per 16 rows on x86-avx512-vnni, against 16 and 16 now; decode
-            // ~1.6x faster).
-            f.sacc(r, sb, t, n) += (cast<int32_t>(f.part(f.subs.x, r, f.subs.y, sb, t, n)) + f.act_sum(f.subs.y, sb, n)) *
-                                   sc(f.subs.y);
-            f.macc(r, sb, t, n) = 0;
-        } else {
-            f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, sb, t, n)) *
-                                   cast<int32_t>(cast<int16_t>(sc(f.subs.y / f.units)));
-            f.macc(r, sb, t, n) = 0;
-            f.macc(r, sb, t, n) += sc(f.mins) * f.act_sum(f.mins, sb, n);
-        }
+        f.macc(r, sb, t, n) = 0;
+        f.macc(r, sb, t, n) += sc(f.mins) * f.act_sum(f.mins, sb, n);
 
         f.blocks = RDom(0, weight.dim(1).extent(), "blocks");
         Expr b = f.blocks;

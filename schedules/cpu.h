@@ -414,9 +414,7 @@ inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, 
     for (Func s : {sacc, macc}) {
         s.compute_at(acc, block).vectorize(r).unroll(n);
     }
-    if (macc.has_update_definition()) {  // Q6_K's 4-byte dot forms fold their offset into sacc instead
-        macc.update().reorder(r, n, mins.x).vectorize(r).unroll(n).unroll(mins.x);
-    }
+    macc.update().reorder(r, n, mins.x).vectorize(r).unroll(n).unroll(mins.x);
     Stage su = sacc.update();
     std::vector<VarOrRVar> order;
     if (form == DotForm::u8s8_pairs) {
