@@ -13,19 +13,20 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${1:-600}"
 shift || true
-names=("${@:-gguf safetensors cli}")
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(gguf safetensors cli)
 asan="${QF_BUILD_DIR:-$root/build}/asan"
 [ -x "$asan/tests/qforge_fuzz_gguf" ] || { echo "fuzz.sh: no fuzzers in $asan: run ./scripts/test.sh first" >&2; exit 2; }
 "$asan/tests/qforge_fuzz_seeds" "$asan/fuzz/seeds" >/dev/null
 pids=()
-for name in ${names[*]}; do
+for name in "${names[@]}"; do
   "$root/tests/fuzz/run_fuzzer.sh" "$asan/tests/qforge_fuzz_$name" "$asan/fuzz/seeds/$name" "$asan/fuzz/long/$name" "$seconds" keep \
     > "$asan/fuzz/$name.log" 2>&1 &
   pids+=($!)
 done
 status=0
-for i in "${!pids[@]}"; do
-  name=$(echo ${names[*]} | cut -d' ' -f$((i + 1)))
+for i in "${!names[@]}"; do
+  name="${names[$i]}"
   if wait "${pids[$i]}"; then result=ok; else result="FOUND SOMETHING (see $asan/fuzz/long/$name.findings)"; status=1; fi
   stats=$(grep -E "stat::number_of_executed_units|cov: " "$asan/fuzz/$name.log" | tail -2 | tr '\n' ' ')
   echo "fuzz $name: $result; $stats"
