@@ -1,12 +1,15 @@
-// Y = X * W^T + b with weights in blocks of 32 with one f16 scale, in the
-// packed layouts of FORMATS.md ("Packed Q4_0 and int4g", "Packed Q8_0"),
-// and Q8_0 activations (32-value blocks with their sums). Rows are the
-// vector lanes as in q4k_packed_matmul_q8.cpp:
-//   y += w.d * a.d * (isum - z * asum)
+// Y = X * W^T + b with weights in blocks of 32 with an f16 scale (and an
+// f16 min), in the packed layouts of FORMATS.md ("Packed Q4_0 and int4g",
+// "Packed Q4_1, Q5_0 and Q5_1", "Packed Q8_0"), and Q8_0 activations
+// (32-value blocks with their sums). Rows are the vector lanes as in
+// q4k_packed_matmul_q8.cpp:
+//   y += w.d * a.d * (isum - z * asum)  [+ w.m * a.d * asum]
 // per block, isum the integer dot of the stored values and asum the
 // activation block's sum, so no weight is ever offset in the loop.
-// bits=4 (Q4_0, int4g whose groups are whole blocks of 32): u4 nibbles,
-// zero point z = 8. bits=8 (Q8_0): s8 values, which each DotForm reads its
+// bits=4 (Q4_0, int4g whose groups are whole blocks of 32; Q4_1 with its
+// min): u4 nibbles, zero point z = 8 (0 with a min). bits=5 (Q5_0, Q5_1):
+// the nibble and its fifth bit from the block's 4 qh bytes, u5, z = 16 (0
+// with a min). bits=8 (Q8_0): s8 values, which each DotForm reads its
 // own way: vpdpbusd wants u8, so s8 ^ 0x80 = s8 + 128 and z = 128;
 // vpmaddubsw saturates on 2 * 255 * 127, so |w| x (a with w's sign), z = 0;
 // sdot takes s8 as is, z = 0. Integer sums are exact.
@@ -14,16 +17,18 @@
 
 namespace qforge {
 
-// Bytes per row of a packed tile: 32 values of `bits` bits and the f16 scale.
-constexpr int block32_packed_bytes(int bits) { return 4 * bits + 2; }
+// Bytes per row of a packed tile: 32 values of `bits` bits, the f16 scale
+// and the f16 min when there is one.
+constexpr int block32_packed_bytes(int bits, bool min) { return 4 * bits + 2 + (min ? 2 : 0); }
 
 class Block32PackedMatmulQ8 : public KernelGenerator<Block32PackedMatmulQ8> {
 public:
     GeneratorParam<int> pack_rows{"pack_rows", 16};   // R: rows per packed tile
     GeneratorParam<int> group_size{"group_size", 0};  // int4g's G (its scales are repeated per block); unused
-    GeneratorParam<int> bits{"bits", 4};              // 4: Q4_0 and int4g; 8: Q8_0
+    GeneratorParam<int> bits{"bits", 4};              // 4: Q4_0, Q4_1, int4g; 5: Q5_0, Q5_1; 8: Q8_0
+    GeneratorParam<bool> has_min{"has_min", false};   // Q4_1, Q5_1: w = d q + m
 
-    Input<Buffer<uint8_t, 3>> weight{"weight"};   // [(4 bits + 2) R, in/32, tiles]
+    Input<Buffer<uint8_t, 3>> weight{"weight"};   // [block32_packed_bytes(bits, has_min) R, in/32, tiles]
     Input<Buffer<float, 2>> a_d{"a_d"};           // [in/32, tokens]
     Input<Buffer<int8_t, 2>> a_qs{"a_qs"};        // [in, tokens]
     Input<Buffer<int16_t, 2>> a_sums{"a_sums"};   // [in/32, tokens]
@@ -35,8 +40,9 @@ public:
         const int R = pack_rows;
         const int B = bits;
         check(R > 0 && R % 4 == 0, "pack_rows must be a positive multiple of 4");
-        check(B == 4 || B == 8, "bits must be 4 or 8");
-        constrain_packed(weight, y, block32_packed_bytes(B) * R);
+        check(B == 4 || B == 5 || B == 8, "bits must be 4, 5 or 8");
+        check(!has_min || B != 8, "a min goes with 4 or 5 bits");
+        constrain_packed(weight, y, block32_packed_bytes(B, has_min) * R);
         Func a_d_ = clamp_outer(a_d), a_qs_ = clamp_outer(a_qs), a_sums_ = clamp_outer(a_sums);
 
         PackedBlock32Funcs f;
@@ -46,11 +52,16 @@ public:
         Var r = f.r, t = f.t, n = f.n, kp = f.kp, kb = f.kb, o = f.o, g = f.g, h = f.h;
 
         // Weight 16 h + 4 g + b4 (g, b4 in 0..3) of row r, as stored: nibble h
-        // of byte 4 g + b4 (bits=4), or byte 4 (g + 4 h) + b4 (bits=8).
+        // of byte 4 g + b4 (bits=4), with bit 2 g + h of qh byte b4 on top
+        // (bits=5), or byte 4 (g + 4 h) + b4 (bits=8).
         auto stored = [&](const Expr &b4, const Expr &g_, const Expr &h_) {
             if (B == 8) return weight(b4 + 4 * r + 4 * R * (g_ + 4 * h_), kb, t);
             Expr p = weight(b4 + 4 * r + 4 * R * g_, kb, t);
-            return select(h_ == 0, p & cast<uint8_t>(15), p >> cast<uint8_t>(4));
+            Expr nib = select(h_ == 0, p & cast<uint8_t>(15), p >> cast<uint8_t>(4));
+            if (B == 4) return nib;
+            Expr hb = (weight(16 * R + b4 + 4 * r, kb, t) >> cast<uint8_t>(2 * g_ + h_)) & cast<uint8_t>(1);
+            // + rather than |: bounds inference then knows q < 32 (ARM narrows it to s8 for sdot).
+            return nib + (hb << cast<uint8_t>(4));
         };
         auto s8 = [&](const Expr &b4, const Expr &g_, const Expr &h_) { return reinterpret<int8_t>(stored(b4, g_, h_)); };
         // Activations as the schedule may stage them per token tile: act4(b4,
@@ -63,7 +74,7 @@ public:
         // The weight operand of the dot as its DotForm wants it, and the
         // activation operand that goes with it.
         auto quant = [&](const Expr &b4, const Expr &g_, const Expr &h_) {
-            if (B == 4) return stored(b4, g_, h_);
+            if (B != 8) return stored(b4, g_, h_);
             if (f.form == DotForm::u8s8_dot4) return stored(b4, g_, h_) ^ cast<uint8_t>(0x80);
             if (f.form == DotForm::u8s8_pairs) return abs(s8(b4, g_, h_));
             return s8(b4, g_, h_);
@@ -72,11 +83,12 @@ public:
             Expr a = act_raw(b4, g_, h_);
             return B == 8 && f.form == DotForm::u8s8_pairs ? select(s8(b4, g_, h_) < 0, -a, a) : a;
         };
-        const int zero = B == 4 ? 8 : f.form == DotForm::u8s8_dot4 ? 128 : 0;
-        if (f.form == DotForm::u8s8_pairs && B == 8) {
+        const int zero = has_min ? 0 : B == 4 ? 8 : B == 5 ? 16 : f.form == DotForm::u8s8_dot4 ? 128 : 0;
+        if (f.form == DotForm::u8s8_pairs && B != 4) {
             // vpmaddubsw pairs (|w| <= 128: 2 * 128 * 127 < 32767), each pair
-            // widened at once (vpmaddwd by ones: two pairs in i16 could
-            // overflow) and summed in i32 over kp and the 8 (g, h) groups.
+            // widened at once (vpmaddwd by ones: the 8 groups of u5 or s8
+            // pairs could overflow i16) and summed in i32 over kp and the 8
+            // (g, h) groups.
             f.dot = RDom(0, 2, "dot");
             f.groups = RDom(0, 2, 0, 4, 0, 2, "groups");  // kp, g, h
             Expr b4 = 2 * kp + f.dot;
@@ -102,7 +114,7 @@ public:
             f.part(kp, r, kb, t, n) += packed_dot_term(f.form, quant(f.dot.x, f.dot.y, f.dot.z), act(f.dot.x, f.dot.y, f.dot.z));
         }
         const int parts = f.form == DotForm::u8s8_pairs && B == 4 ? 2 : 1;
-        f.wide_part = B == 8;
+        f.wide_part = B != 4;
         f.halves = RDom(0, parts, "halves");
         f.isum(r, kb, t, n) = -zero * f.act_sum(kb, n);
         f.isum(r, kb, t, n) += cast<int32_t>(f.part(f.halves, r, kb, t, n));
@@ -113,7 +125,12 @@ public:
         f.blocks = RDom(0, weight.dim(1).extent(), "blocks");
         Expr b = f.blocks;
         f.acc(r, t, n) = 0.0f;
-        f.acc(r, t, n) += (wd(b) * f.act_d(b, n)) * cast<float>(f.isum(r, b, t, n));
+        Expr term = (wd(b) * f.act_d(b, n)) * cast<float>(f.isum(r, b, t, n));
+        if (has_min) {
+            Expr wm = f16_bits_to_f32(u16_le(weight((4 * B + 2) * R + 2 * r, b, t), weight((4 * B + 2) * R + 2 * r + 1, b, t)));
+            term += (wm * f.act_d(b, n)) * cast<float>(f.act_sum(b, n));
+        }
+        f.acc(r, t, n) += term;
         y(o, n) = f.acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias.dim(0).extent(), o);
         f.y = y;
 

@@ -1,4 +1,5 @@
-// GGUF block formats (Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) and dense f32/f16 weights:
+// GGUF block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, Q6_K,
+// IQ4_NL, IQ4_XS) and dense f32/f16 weights:
 // dequantization bit-exact against the reference (any finite f16 scale),
 // matmuls within the f32 rounding bound of float64, every registered variant.
 #include "test_util.h"
@@ -19,6 +20,11 @@ const RefBlock kBlocks[] = {
     {Format::q4_1, ref::q4_1_dequant},
     {Format::q5_0, ref::q5_0_dequant},
     {Format::q5_1, ref::q5_1_dequant},
+    {Format::q2_k, ref::q2k_dequant},
+    {Format::q3_k, ref::q3k_dequant},
+    {Format::q5_k, ref::q5k_dequant},
+    {Format::iq4_nl, ref::iq4_nl_dequant},
+    {Format::iq4_xs, ref::iq4_xs_dequant},
 };
 
 const RefBlock &block_of(const VariantParam &p) {

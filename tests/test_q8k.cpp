@@ -174,7 +174,7 @@ INSTANTIATE_TEST_SUITE_P(Variants, Q80Quantize, testing::ValuesIn(variants_where
                              return r.op == Op::quantize && r.out == Out::q8_0 && !r.norm;
                          })), variant_name);
 
-// Packed 32-block kernels (Q4_0, int4g, Q8_0) x Q8_0, against the float64
+// Packed 32-block kernels (Q4_0, int4g, Q8_0, Q4_1, Q5_0, Q5_1) x Q8_0, against the float64
 // reference on the same 8-bit activations; rows not a multiple of R (the
 // tail tile), NaN-poisoned outputs, every element checked. Each block's
 // integer sum is exact; f32 rounds w.d * a.d, their product with it, and the
@@ -203,9 +203,11 @@ TEST_P(Block32PackedQ8, MatchesReference) {
         } else {
             data = random_bytes(weight_bytes(f, c.out, c.in));
             for (size_t b = 0; b < data.size(); b += traits(f).block_bytes) {
-                const uint16_t h = f16(random_floats(1, -0.02f, 0.02f)[0]);
-                data[b] = h & 0xFF;
-                data[b + 1] = h >> 8;
+                for (int at : traits(f).f16_fields) {  // the scale, and the min where there is one
+                    const uint16_t h = f16(random_floats(1, -0.02f, 0.02f)[0]);
+                    data[b + at] = h & 0xFF;
+                    data[b + at + 1] = h >> 8;
+                }
             }
             ref::block_dequant(f, data.data(), c.out, c.in, w.data());
         }
@@ -229,13 +231,15 @@ TEST_P(Block32PackedQ8, MatchesReference) {
         y.expect_all_written();
         std::vector<double> ref(c.tokens * c.out), mag(c.tokens * c.out);
         ref::matmul_q8(w.data(), c.out, c.in, 32, a.d.data(), a.qs.data(), c.tokens, b, ref.data(), mag.data());
-        expect_within_rounding(y, ref, mag, 3.0 * (c.in / 32) + 2);
+        // A min adds its product, its rounding and one more add per block.
+        const bool with_min = f == Format::q4_1 || f == Format::q5_1;
+        expect_within_rounding(y, ref, mag, (with_min ? 6.0 : 3.0) * (c.in / 32) + 2);
     }
 }
 
 std::vector<VariantParam> block32_packed_variants() {
     auto v = weight_variants("Block32PackedQ8", Format::q4_0, {Op::matvec, Op::matmul}, ActType::q8_0);
-    for (Format f : {Format::int4g, Format::q8_0}) {
+    for (Format f : {Format::int4g, Format::q8_0, Format::q4_1, Format::q5_0, Format::q5_1}) {
         auto g = weight_variants("Block32PackedQ8", f, {Op::matvec, Op::matmul}, ActType::q8_0);
         v.insert(v.end(), g.begin(), g.end());
     }

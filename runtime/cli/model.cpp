@@ -66,6 +66,74 @@ std::vector<LinearInfo> ModelFile::linears() const {
     return r;
 }
 
+namespace {
+
+// A weight matrix or stack that no lookup reads: its name says projection,
+// not embedding, norm or position table.
+bool named_like_linear(const std::string &name) {
+    return ends_with(name, ".weight") && name.find("embd") == std::string::npos &&
+           name.find("embed") == std::string::npos && name.find("norm") == std::string::npos;
+}
+
+std::string why_not(DType type) {
+    return "tensor type " + to_string(type) + " has no kernels";
+}
+
+}  // namespace
+
+std::vector<BenchLinear> ModelFile::bench_linears() const {
+    std::vector<BenchLinear> r;
+    for (const LinearInfo &l : linears()) r.push_back({l, l.name, 0, ""});
+    const std::vector<TensorView> &all = gguf ? gguf->tensors() : st->tensors();
+    for (const auto &t : all) {
+        if (!named_like_linear(t.name) || (gguf && packed_tensor(*gguf, t.name))) continue;
+        const bool runs = has_format(t.type) && (gguf || traits(format_of(t.type)).block_elements == 1);
+        if (t.shape.size() == 3 && t.name.find("_exps.") != std::string::npos) {
+            const int64_t experts = t.shape[0], out = t.shape[1], in = t.shape[2];
+            BenchLinear b{{t.name, to_string(t.type), out, in, experts ? static_cast<int64_t>(t.bytes) / experts : 0},
+                          t.name, experts, runs ? "" : why_not(t.type)};
+            if (runs && in % traits(format_of(t.type)).block_elements != 0) {
+                b.skip = "rows of " + std::to_string(in) + " are not whole " + to_string(t.type) + " blocks";
+            }
+            r.push_back(b);
+        } else if (t.shape.size() == 2 && !runs && !(st && t.type == DType::u8)) {
+            r.push_back({{t.name, to_string(t.type), t.shape[0], t.shape[1], static_cast<int64_t>(t.bytes)}, t.name, 0,
+                         why_not(t.type)});
+        } else if (t.shape.size() > 3 || (t.shape.size() == 3 && t.name.find("_exps.") == std::string::npos)) {
+            r.push_back({{t.name, to_string(t.type), 0, 0, static_cast<int64_t>(t.bytes)}, t.name, 0,
+                         std::to_string(t.shape.size()) + "-D tensor that is no stack of experts"});
+        }
+    }
+    // A tied head: llama.cpp multiplies by the embedding table when the file has no output.weight.
+    if (gguf && !gguf->find("output.weight")) {
+        if (const TensorView *e = gguf->find("token_embd.weight"); e && e->shape.size() == 2) {
+            BenchLinear b{{"output.weight (tied: token_embd.weight)", to_string(e->type), e->shape[0], e->shape[1],
+                           static_cast<int64_t>(e->bytes)},
+                          e->name, 0, has_format(e->type) ? "" : why_not(e->type)};
+            r.push_back(b);
+        }
+    }
+    return r;
+}
+
+std::unique_ptr<Linear> ModelFile::layer(const BenchLinear &l, int64_t expert) const {
+    if (l.experts == 0 && l.tensor == l.info.name) return layer(l.tensor);
+    const TensorView &t = gguf ? gguf->tensor(l.tensor) : st->tensor(l.tensor);
+    const Format f = format_of(t.type);
+    const int64_t matrix_bytes = weight_bytes(f, l.info.out, l.info.in);
+    WeightRef w{f, t.data + expert * matrix_bytes, l.info.out, l.info.in};
+    return make_linear(l.experts ? l.tensor + "[" + std::to_string(expert) + "]" : l.tensor, w);
+}
+
+int64_t ModelFile::experts_used() const {
+    if (!gguf) return 0;
+    const auto &md = gguf->metadata();
+    const auto arch = md.find("general.architecture");
+    if (arch == md.end() || arch->second.type != GGUFValue::Type::string) return 0;
+    const auto used = md.find(arch->second.s + ".expert_used_count");
+    return used == md.end() || used->second.type == GGUFValue::Type::string ? 0 : used->second.i;
+}
+
 std::unique_ptr<Linear> ModelFile::layer(const std::string &name, const LayerOptions &opt) const {
     return gguf ? load_linear(*gguf, name, opt) : load_linear(*st, name, opt);
 }

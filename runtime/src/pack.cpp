@@ -98,6 +98,49 @@ void q4_0_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
 }
 void q4_0_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) { get_block32(t, r, R, b + 2, b); }
 
+// Q4_1, Q5_0, Q5_1 (20, 22, 24 R bytes per block of a tile): quants as
+// Q4_0's [16 R]; for Q5_*, qh [4 R] with byte b of row r at 16R + 4r + b
+// holding the fifth bits of weights 4g + b (bit 2g) and 16 + 4g + b (bit
+// 2g + 1), g 0..3; then d (f16) [2 R]; then, for Q4_1 and Q5_1, m (f16)
+// [2 R]. kQs, kQh, kM: the fields' offsets in the file's block (-1: none).
+template <int kQs, int kQh, int kM>
+void block32_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
+    const uint8_t *b = rb.src();
+    const int d_at = kQh >= 0 ? 20 : 16;  // in units of R bytes
+    for (int g = 0; g < 4; ++g) std::memcpy(t + 4 * r + 4 * R * g, b + kQs + 4 * g, 4);
+    std::memcpy(t + d_at * R + 2 * r, b, 2);
+    if (kQh >= 0) {
+        const uint32_t h = b[kQh] | (b[kQh + 1] << 8) | (b[kQh + 2] << 16) | (static_cast<uint32_t>(b[kQh + 3]) << 24);
+        for (int b4 = 0; b4 < 4; ++b4) {
+            uint8_t v = 0;
+            for (int g = 0; g < 4; ++g) {
+                v |= static_cast<uint8_t>(((h >> (4 * g + b4)) & 1) << (2 * g));
+                v |= static_cast<uint8_t>(((h >> (16 + 4 * g + b4)) & 1) << (2 * g + 1));
+            }
+            t[16 * R + 4 * r + b4] = v;
+        }
+    }
+    if (kM >= 0) std::memcpy(t + (d_at + 2) * R + 2 * r, b + kM, 2);
+}
+template <int kQs, int kQh, int kM>
+void block32_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
+    const int d_at = kQh >= 0 ? 20 : 16;
+    for (int g = 0; g < 4; ++g) std::memcpy(b + kQs + 4 * g, t + 4 * r + 4 * R * g, 4);
+    std::memcpy(b, t + d_at * R + 2 * r, 2);
+    if (kQh >= 0) {
+        uint32_t h = 0;
+        for (int b4 = 0; b4 < 4; ++b4) {
+            const uint8_t v = t[16 * R + 4 * r + b4];
+            for (int g = 0; g < 4; ++g) {
+                h |= static_cast<uint32_t>((v >> (2 * g)) & 1) << (4 * g + b4);
+                h |= static_cast<uint32_t>((v >> (2 * g + 1)) & 1) << (16 + 4 * g + b4);
+            }
+        }
+        for (int k = 0; k < 4; ++k) b[kQh + k] = static_cast<uint8_t>(h >> (8 * k));
+    }
+    if (kM >= 0) std::memcpy(b + kM, t + (d_at + 2) * R + 2 * r, 2);
+}
+
 // int4g: byte k holds columns 2k (low) and 2k + 1; packed, Q4_0's pairing.
 // Every block carries its group's scale (G is a multiple of 32).
 void int4g_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
@@ -157,6 +200,9 @@ const PackRow kPackRows[] = {
     {Format::q8_0, q8_0_pack, q8_0_unpack},
     {Format::q4_0, q4_0_pack, q4_0_unpack},
     {Format::int4g, int4g_pack, int4g_unpack},
+    {Format::q4_1, block32_pack<4, -1, 2>, block32_unpack<4, -1, 2>},
+    {Format::q5_0, block32_pack<6, 2, -1>, block32_unpack<6, 2, -1>},
+    {Format::q5_1, block32_pack<8, 4, 2>, block32_unpack<8, 4, 2>},
 };
 
 const PackRow &pack_row(Format f) {

@@ -66,13 +66,19 @@ def read_safetensors(path):
     return out, header.get("__metadata__", {})
 
 
-def random_blocks(rows, cols, qtype, d_offset):
+def random_blocks(rows, cols, qtype, d_offset, min_offset=None):
+    """Random blocks of qtype with a realistic f16 scale at d_offset (and a min at min_offset)."""
     block, size = gguf.GGML_QUANT_SIZES[qtype]
     raw = RNG.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
-    d = (RNG.uniform(-0.02, 0.02, size=(rows, cols // block))).astype(np.float16).view(np.uint8).reshape(rows, cols // block, 2)
-    raw[:, :, d_offset:d_offset + 2] = d
-    if qtype == T.Q4_K:
-        raw[:, :, 2:4] = (RNG.uniform(0, 0.02, size=(rows, cols // block))).astype(np.float16).view(np.uint8).reshape(rows, cols // block, 2)
+
+    def f16(lo, hi):
+        return RNG.uniform(lo, hi, size=(rows, cols // block)).astype(np.float16).view(np.uint8).reshape(rows, cols // block, 2)
+
+    raw[:, :, d_offset:d_offset + 2] = f16(-0.02, 0.02)
+    if qtype == T.Q4_K and min_offset is None:
+        min_offset = 2
+    if min_offset is not None:
+        raw[:, :, min_offset:min_offset + 2] = f16(0, 0.02)
     return raw.reshape(rows, -1)
 
 
@@ -110,6 +116,9 @@ class Files(unittest.TestCase):
         w.add_tensor("q6_k.weight", random_blocks(cls.out, cls.in_, T.Q6_K, 208), raw_dtype=T.Q6_K)
         for t in (T.Q4_1, T.Q5_0, T.Q5_1):
             w.add_tensor(t.name.lower() + ".weight", gguf.quants.quantize(cls.dense, t), raw_dtype=t)
+        # The other types of llama.cpp's mixes: random valid blocks (gguf-py quantizes none of them).
+        for t, offsets in ((T.Q2_K, (80, 82)), (T.Q3_K, (108,)), (T.Q5_K, (0, 2)), (T.IQ4_NL, (0,)), (T.IQ4_XS, (0,))):
+            w.add_tensor(t.name.lower() + ".weight", random_blocks(cls.out, cls.in_, t, *offsets), raw_dtype=t)
         w.add_tensor("norm.weight", np.ones(cls.in_, dtype=np.float32))
         w.write_header_to_file()
         w.write_kv_data_to_file()
@@ -223,7 +232,8 @@ class Files(unittest.TestCase):
                 out = self.path(f"packed-{target}.gguf")
                 j = json.loads(run("pack", self.gguf_path, "-o", out, "--target", target, "--json").stdout)
                 packed = {t["tensor"] for t in j["tensors"]}
-                self.assertEqual(packed, {"q4_k.weight", "q6_k.weight", "q4_0.weight", "q8_0.weight"})
+                self.assertEqual(packed, {"q4_k.weight", "q6_k.weight", "q4_0.weight", "q8_0.weight", "q4_1.weight",
+                                          "q5_0.weight", "q5_1.weight"})
                 self.assertGreater(j["ms_per_gb"], 0)
                 r = gguf.GGUFReader(out)
                 self.assertIn("qforge.pack.q4_k.weight.rows", r.fields)
@@ -236,7 +246,8 @@ class Files(unittest.TestCase):
                     ours, want = self.dequant(out, t.name), self.dequant(self.gguf_path, t.name)
                     self.assertTrue(np.array_equal(ours.view(np.uint32), want.view(np.uint32)), t.name)
                 for name, qt in (("q4_k.weight", T.Q4_K), ("q6_k.weight", T.Q6_K), ("q4_0.weight", T.Q4_0),
-                                 ("q8_0.weight", T.Q8_0)):
+                                 ("q8_0.weight", T.Q8_0), ("q4_1.weight", T.Q4_1), ("q5_0.weight", T.Q5_0),
+                                 ("q5_1.weight", T.Q5_1)):
                     src = next(t for t in self.reader.tensors if t.name == name)
                     w = gguf.quants.dequantize(src.data, qt).reshape(self.out, self.in_)
                     for tokens in (1, 6):
@@ -295,6 +306,11 @@ class Files(unittest.TestCase):
         self.assertEqual([t["tokens"] for t in j["totals"]], [1, 3])
         self.assertGreater(j["load_ms_per_gb"], 0)  # load (packing) time is reported
         self.assertGreaterEqual(j["packed_layers"], 4 if "x86" in j["target"] else 0)  # q4_k, q6_k, q4_0, q8_0 pack here
+        self.assertEqual(j["skipped"], [])
+        for t in j["totals"]:
+            self.assertGreater(t["tokens_per_s"], 0)
+            self.assertGreater(t["roof_ms"], 0)
+        self.bench_moe_tied_and_unsupported()
         j = json.loads(run("targets", "--json").stdout)
         self.assertIn(j["dispatched"], [t["target"] for t in j["targets"]])
         for cmd in ("demo", "inspect", "dequant", "matmul", "quantize", "bench", "pack", "targets"):
@@ -314,6 +330,88 @@ class Files(unittest.TestCase):
             b += b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", ttype, off)
         b += bytes((-len(b)) % 32) + bytes(data_bytes)
         return b
+
+    # Small real models whose widths are no multiple of 256, typed per tensor
+    # the way llama.cpp's Q4_K_M / IQ4_XS mixes fall back (Q5_0, Q8_0, IQ4_NL
+    # where rows are not whole super-blocks): (name, hidden, q_dim, kv_dim, ffn).
+    SMALL_MODELS = [
+        ("qwen2-0.5b", 896, 896, 128, 4864),
+        ("gemma3-270m", 640, 1024, 256, 2048),
+        ("smollm2-360m", 960, 960, 320, 2560),
+    ]
+
+    def test_small_model_shapes(self):
+        def typed(out, in_, ktype, fallback):
+            if in_ % 256 == 0:
+                offsets = {T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,), T.Q3_K: (108,), T.Q2_K: (80, 82),
+                           T.IQ4_XS: (0,)}[ktype]
+                return random_blocks(out, in_, ktype, *offsets), ktype
+            if fallback == T.IQ4_NL:
+                return random_blocks(out, in_, T.IQ4_NL, 0), T.IQ4_NL
+            w = RNG.uniform(-0.05, 0.05, size=(out, in_)).astype(np.float32)
+            return gguf.quants.quantize(w, fallback), fallback
+
+        for name, hidden, q_dim, kv_dim, ffn in self.SMALL_MODELS:
+            path = self.path(f"{name}.gguf")
+            w = gguf.GGUFWriter(path, "llama")
+            layers = [  # tensor, out, in, K-quant type, fallback for rows of no whole super-blocks
+                ("blk.0.attn_q.weight", q_dim, hidden, T.Q4_K, T.Q5_0),
+                ("blk.0.attn_k.weight", kv_dim, hidden, T.Q4_K, T.Q5_0),
+                ("blk.0.attn_v.weight", kv_dim, hidden, T.Q6_K, T.Q8_0),
+                ("blk.0.attn_output.weight", hidden, q_dim, T.Q5_K, T.Q5_1),
+                ("blk.0.ffn_gate.weight", ffn, hidden, T.Q3_K, T.Q4_1),
+                ("blk.0.ffn_up.weight", ffn, hidden, T.IQ4_XS, T.IQ4_NL),
+                ("blk.0.ffn_down.weight", hidden, ffn, T.Q6_K, T.Q8_0),
+                ("output.weight", 512, hidden, T.Q2_K, T.Q5_0),
+            ]
+            tensors = {}
+            for tensor, out, in_, ktype, fallback in layers:
+                data, qt = typed(out, in_, ktype, fallback)
+                w.add_tensor(tensor, data, raw_dtype=qt)
+                tensors[tensor] = (data, qt, out, in_)
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_tensors_to_file()
+            w.close()
+            for tensor, (data, qt, out, in_) in tensors.items():
+                ref = gguf.quants.dequantize(data, qt).astype(np.float32).reshape(out, in_)
+                with self.subTest(model=name, tensor=tensor, type=qt.name):
+                    self.assertTrue(np.array_equal(self.dequant(path, tensor).view(np.uint32).reshape(out, in_),
+                                                   ref.view(np.uint32)))
+                    self.matmul(path, tensor, ref, None, 3)
+                    self.matmul(path, tensor, ref, None, 1, activations="auto", tol=3e-2)
+            j = json.loads(run("bench", path, "--tokens", "1,4", "--threads", "1", "--json").stdout)
+            self.assertEqual(j["skipped"], [], name)
+            self.assertEqual(len(j["layers"]), 2 * len(layers), name)
+
+    def bench_moe_tied_and_unsupported(self):
+        # Experts in a 3-D stack, a tied output head (no output.weight) and a
+        # type without kernels: bench times the first two and names the third.
+        path = self.path("moe.gguf")
+        w = gguf.GGUFWriter(path, "llama")
+        w.add_uint32("llama.expert_used_count", 2)
+        experts = RNG.uniform(-0.05, 0.05, size=(4, self.out, self.in_)).astype(np.float32)
+        w.add_tensor("blk.0.ffn_gate_exps.weight", gguf.quants.quantize(experts, T.Q8_0), raw_dtype=T.Q8_0)
+        w.add_tensor("blk.0.attn_q.weight", RNG.integers(0, 256, size=(self.out, self.in_ // 256 * 66), dtype=np.uint8),
+                     raw_dtype=T.IQ2_XXS)
+        w.add_tensor("blk.0.ffn_down.weight", random_blocks(self.out, self.in_, T.Q5_K, 0, 2), raw_dtype=T.Q5_K)
+        w.add_tensor("token_embd.weight", gguf.quants.quantize(self.dense, T.Q8_0), raw_dtype=T.Q8_0)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        j = json.loads(run("bench", path, "--tokens", "1", "--threads", "1", "--json").stdout)
+        rows = {r["tensor"]: r for r in j["layers"]}
+        self.assertEqual(set(rows), {"blk.0.ffn_gate_exps.weight", "blk.0.ffn_down.weight",
+                                     "output.weight (tied: token_embd.weight)"})
+        self.assertEqual(rows["blk.0.ffn_gate_exps.weight"]["shape"], f"4x{self.out}x{self.in_} (per expert)")
+        self.assertEqual(rows["output.weight (tied: token_embd.weight)"]["shape"], f"{self.out}x{self.in_}")
+        self.assertEqual([(s["tensor"], s["type"]) for s in j["skipped"]], [("blk.0.attn_q.weight", "IQ2_XXS")])
+        self.assertIn("no kernels", j["skipped"][0]["reason"])
+        self.assertEqual(j["experts_used"], 2)
+        text = run("bench", path, "--tokens", "1", "--threads", "1").stdout
+        self.assertIn("not run (1)", text)
+        self.assertIn("tokens/s", text)
 
     def test_bad_inputs(self):
         good = self.gguf_bytes()
@@ -387,9 +485,9 @@ class Files(unittest.TestCase):
                                                 "-o", "OUT"], "needs 512 f32 values"),
             ("tokens = 0", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x32", "--tokens", "0",
                                        "-o", "OUT"], "at least 1"),
-            ("q8 activations on Q4_1", raw(good), ["matmul", "--tensor", "q4_1.weight", "--input", "X1x512", "--tokens", "1",
+            ("q8 activations on Q2_K", raw(good), ["matmul", "--tensor", "q2_k.weight", "--input", "X1x512", "--tokens", "1",
                                                    "--activations", "q8", "-o", "OUT"],
-             "q8 is for formats with 8-bit kernels (int4g, q4_k, q6_k, q8_0, q4_0)"),
+             "q8 is for formats with 8-bit kernels (int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1)"),
             ("unknown target", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x512", "--tokens", "1",
                                            "--target", "x86-avx1024", "-o", "OUT"], "x86-avx1024"),
             ("plan: unknown layer", raw(good), ["quantize", "-o", "OUT", "--to", "q4_k", "--override", "zz.weight=q4_k"],

@@ -271,6 +271,112 @@ void q6k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
     }
 }
 
+// Q2_K as ggml's dequantize_row_q2_K: 2 halves of 128, each 4 shifts of 32
+// weights in two sub-blocks of 16.
+void q2k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    for (int64_t blk = 0; blk < out * (in / 256); ++blk) {
+        const uint8_t *b = data + blk * 84;
+        const float d = block_d(b + 80), dmin = block_d(b + 82);
+        float *y = w + blk * 256;
+        int is = 0;
+        for (int h = 0; h < 2; ++h) {
+            const uint8_t *q = b + 16 + 32 * h;
+            for (int shift = 0; shift < 8; shift += 2) {
+                for (int half = 0; half < 2; ++half) {
+                    const uint8_t sc = b[is++];
+                    const float dl = d * static_cast<float>(sc & 0xF), ml = dmin * static_cast<float>(sc >> 4);
+                    for (int l = 0; l < 16; ++l) *y++ = dl * static_cast<float>((q[16 * half + l] >> shift) & 3) - ml;
+                }
+            }
+        }
+    }
+}
+
+// Q3_K as ggml's dequantize_row_q3_K: the 16 6-bit scales unpacked first.
+void q3k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    for (int64_t blk = 0; blk < out * (in / 256); ++blk) {
+        const uint8_t *b = data + blk * 110, *hm = b, *s = b + 96;
+        const float d = block_d(b + 108);
+        int scales[16];
+        for (int j = 0; j < 16; ++j) {
+            const int lo = j < 8 ? (s[j] & 0xF) : (s[j - 8] >> 4);
+            const int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+            scales[j] = (lo | (hi << 4)) - 32;
+        }
+        float *y = w + blk * 256;
+        int is = 0;
+        uint8_t m = 1;
+        for (int h = 0; h < 2; ++h) {
+            const uint8_t *q = b + 32 + 32 * h;
+            for (int shift = 0; shift < 8; shift += 2, m <<= 1) {
+                for (int half = 0; half < 2; ++half) {
+                    const float dl = d * static_cast<float>(scales[is++]);
+                    for (int l = 16 * half; l < 16 * half + 16; ++l) {
+                        const int v = ((q[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4);
+                        *y++ = dl * static_cast<float>(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Q5_K as ggml's dequantize_row_q5_K: 4 chunks of 64, low then high nibbles,
+// with bits 2i and 2i+1 of qh on top.
+void q5k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    for (int64_t blk = 0; blk < out * (in / 256); ++blk) {
+        const uint8_t *b = data + blk * 176, *qh = b + 16;
+        const float d = block_d(b), dmin = block_d(b + 2);
+        float *y = w + blk * 256;
+        for (int i = 0; i < 4; ++i) {
+            const uint8_t *ql = b + 48 + 32 * i;
+            for (int h = 0; h < 2; ++h) {
+                int sc, m;
+                q4k_scale_min(b + 4, 2 * i + h, &sc, &m);
+                const float d1 = d * static_cast<float>(sc), m1 = dmin * static_cast<float>(m);
+                for (int l = 0; l < 32; ++l) {
+                    const int lo = h == 0 ? (ql[l] & 0xF) : (ql[l] >> 4);
+                    const int v = lo + (((qh[l] >> (2 * i + h)) & 1) << 4);
+                    *y++ = d1 * static_cast<float>(v) - m1;
+                }
+            }
+        }
+    }
+}
+
+static const int8_t kIQ4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+void iq4_nl_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    for (int64_t blk = 0; blk < out * (in / 32); ++blk) {
+        const uint8_t *b = data + blk * 18;
+        const float d = block_d(b);
+        for (int l = 0; l < 16; ++l) {
+            w[blk * 32 + l] = d * static_cast<float>(kIQ4Levels[b[2 + l] & 0xF]);
+            w[blk * 32 + l + 16] = d * static_cast<float>(kIQ4Levels[b[2 + l] >> 4]);
+        }
+    }
+}
+
+// IQ4_XS as ggml's dequantize_row_iq4_xs.
+void iq4_xs_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    for (int64_t blk = 0; blk < out * (in / 256); ++blk) {
+        const uint8_t *b = data + blk * 136;
+        const float d = block_d(b);
+        const int scales_h = b[2] | (b[3] << 8);
+        float *y = w + blk * 256;
+        for (int ib = 0; ib < 8; ++ib) {
+            const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((scales_h >> (2 * ib)) & 3) << 4);
+            const float dl = d * static_cast<float>(ls - 32);
+            const uint8_t *qs = b + 8 + 16 * ib;
+            for (int j = 0; j < 16; ++j) {
+                y[j] = dl * static_cast<float>(kIQ4Levels[qs[j] & 0xF]);
+                y[j + 16] = dl * static_cast<float>(kIQ4Levels[qs[j] >> 4]);
+            }
+            y += 32;
+        }
+    }
+}
+
 // The references of the block formats, one row each.
 void block_dequant(Format f, const uint8_t *data, int64_t out, int64_t in, float *w) {
     static const struct {
@@ -279,7 +385,8 @@ void block_dequant(Format f, const uint8_t *data, int64_t out, int64_t in, float
     } kBlocks[] = {
         {Format::q4_k, q4k_dequant}, {Format::q6_k, q6k_dequant}, {Format::q8_0, q8_0_dequant},
         {Format::q4_0, q4_0_dequant}, {Format::q4_1, q4_1_dequant}, {Format::q5_0, q5_0_dequant},
-        {Format::q5_1, q5_1_dequant},
+        {Format::q5_1, q5_1_dequant}, {Format::q2_k, q2k_dequant}, {Format::q3_k, q3k_dequant},
+        {Format::q5_k, q5k_dequant}, {Format::iq4_nl, iq4_nl_dequant}, {Format::iq4_xs, iq4_xs_dequant},
     };
     for (const auto &b : kBlocks) {
         if (b.format == f) return b.dequant(data, out, in, w);

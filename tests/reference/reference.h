@@ -34,6 +34,11 @@ void q5_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 void q5_1_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 void q8_0_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 void q6k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+void q2k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+void q3k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+void q5k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+void iq4_nl_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+void iq4_xs_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 
 // Any GGUF block format above (and Q4_K below) by its qforge::Format.
 void block_dequant(Format f, const uint8_t *data, int64_t out, int64_t in, float *w);

@@ -10,7 +10,7 @@
 
 namespace qforge {
 
-enum class Format : uint8_t { f32, f16, bf16, int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1 };
+enum class Format : uint8_t { f32, f16, bf16, int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, iq4_nl, iq4_xs };
 
 // The activations a kernel reads: f32, or quantized to 8 bits per block
 // (Q8_K: 256 values with an f32 scale and 16-value sums; Q8_0: 32 values
