@@ -281,15 +281,17 @@ void expect_device_matches_host(const char *format, Strategy strategy, int64_t o
             y.expect_all_written();
             // Different summation orders. cuBLAS runs on f16 weights and x:
             // each product within 2^-10 relative, so the sum within 2^-10
-            // sum |w x|; 2^-9 leaves room for the quantized weights'
-            // magnitude over w's.
+            // sum |w x| over the weights the layer holds (random blocks, for
+            // the formats without a quantizer, are no quantized w); 2^-9
+            // leaves room for the quantized weights' magnitude over w's.
             const bool f16 = path == CudaGemm::cublas || (path == CudaGemm::automatic && tokens >= traits(r.format).cuda_gemm_min_tokens);
             for (int64_t i = 0; i < tokens * out; ++i) {
                 double tol = 2e-3 * (1 + std::fabs(expect[i]));
                 if (f16) {
                     const int64_t n = i / out, row = i % out;
                     double mag = std::fabs(bias[row]);
-                    for (int64_t k = 0; k < in; ++k) mag += std::fabs(w[row * in + k] * x[n * in + k]);
+                    const std::vector<float> &held = host.dequantized.empty() ? w : host.dequantized;
+                    for (int64_t k = 0; k < in; ++k) mag += std::fabs(held[row * in + k] * x[n * in + k]);
                     tol += std::ldexp(mag, -9);
                 }
                 ASSERT_NEAR(y.data[i], expect[i], tol) << "tokens " << tokens << " at " << i
