@@ -290,8 +290,7 @@ void expect_device_matches_host(const char *format, Strategy strategy, int64_t o
                 if (f16) {
                     const int64_t n = i / out, row = i % out;
                     double mag = std::fabs(bias[row]);
-                    const std::vector<float> &held = host.dequantized.empty() ? w : host.dequantized;
-                    for (int64_t k = 0; k < in; ++k) mag += std::fabs(held[row * in + k] * x[n * in + k]);
+                    for (int64_t k = 0; k < in; ++k) mag += std::fabs(host.dequantized[row * in + k] * x[n * in + k]);
                     tol += std::ldexp(mag, -9);
                 }
                 ASSERT_NEAR(y.data[i], expect[i], tol) << "tokens " << tokens << " at " << i

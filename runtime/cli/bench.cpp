@@ -121,7 +121,7 @@ int bench(const BenchArgs &a, const Common &c) {
     }
     Table table({"tensor", "format", "shape", "tokens", "ms", "GB/s", "GFLOP/s", "roof", "of_roof"});
     json totals = json::array();
-    Progress progress("bench", a.tokens.size() * 20);
+    Progress progress("bench", a.tokens.size() * 3);  // the passes every token count makes at least
     for (int64_t tokens : a.tokens) {
         const std::vector<double> ms = timed_passes(entries, tokens, 2.0, progress);
         double total = 0;
@@ -131,13 +131,7 @@ int bench(const BenchArgs &a, const Common &c) {
             const Linear &l = *e.layers.front();
             total += ms[i] * static_cast<double>(e.per_token) / static_cast<double>(e.layers.size());
             // A stack's row is per expert: its median over the pass, divided by the experts run.
-            const double one = ms[i] / static_cast<double>(e.layers.size());
-            LayerTiming t;
-            t.ms = one;
-            t.gbs = static_cast<double>(l.weight_bytes()) / one / 1e6;
-            t.gflops = 2.0 * tokens * l.out() * l.in() / one / 1e6;
-            t.roof = tokens == 1 ? "BW" : "FMA";
-            t.roof_fraction = tokens == 1 ? t.gbs / roof.read_gbs : t.gflops / roof.fma_gflops;
+            const LayerTiming t = describe_timing(l, tokens, ms[i] / static_cast<double>(e.layers.size()), roof);
             std::string shape = std::to_string(b.info.out) + "x" + std::to_string(b.info.in);
             if (b.experts) shape = std::to_string(b.experts) + "x" + shape + " (per expert)";
             table.add({b.info.name, b.info.format, shape, tokens, t.ms, t.gbs, t.gflops, t.roof, t.roof_fraction});

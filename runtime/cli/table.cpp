@@ -96,7 +96,8 @@ Progress::~Progress() {
 void Progress::step(const std::string &what) {
     ++done_;
     if (!tty_ || now_s() - start_ < 1.0) return;
-    const int bar = 30, filled = static_cast<int>(bar * done_ / std::max<size_t>(total_, 1));
+    // Work may run past its estimate (bench's passes): a full bar, never past it.
+    const int bar = 30, filled = static_cast<int>(std::min<size_t>(bar, bar * done_ / std::max<size_t>(total_, 1)));
     std::fprintf(stderr, "\r\033[K%s [%s%s] %zu/%zu %s", label_.c_str(), std::string(filled, '#').c_str(),
                  std::string(bar - filled, ' ').c_str(), done_, total_, what.c_str());
     std::fflush(stderr);

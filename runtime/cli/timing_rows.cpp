@@ -15,9 +15,14 @@ std::vector<float> random_input(int64_t tokens, int64_t in, uint64_t seed) {
 LayerTiming time_layer(const Linear &l, const std::vector<float> &x, int64_t tokens, const Roofline &roof,
                        double budget_s) {
     std::vector<float> y(tokens * l.out());
+    const double ms = median_ms([&] { l.forward(ConstMatrix{x.data(), tokens, l.in()}, Matrix{y.data(), tokens, l.out()}); },
+                                20, budget_s);
+    return describe_timing(l, tokens, ms, roof);
+}
+
+LayerTiming describe_timing(const Linear &l, int64_t tokens, double ms, const Roofline &roof) {
     LayerTiming t;
-    t.ms = median_ms([&] { l.forward(ConstMatrix{x.data(), tokens, l.in()}, Matrix{y.data(), tokens, l.out()}); }, 20,
-                     budget_s);
+    t.ms = ms;
     t.gbs = static_cast<double>(l.weight_bytes()) / t.ms / 1e6;
     t.gflops = 2.0 * tokens * l.out() * l.in() / t.ms / 1e6;
     if (tokens == 1) {

@@ -21,6 +21,9 @@ struct LayerTiming {
 // Random x [tokens, in] in [-1, 1].
 std::vector<float> random_input(int64_t tokens, int64_t in, uint64_t seed);
 
+// `ms` per call of `l` at `tokens` tokens, against the roofline.
+LayerTiming describe_timing(const Linear &l, int64_t tokens, double ms, const Roofline &roof);
+
 LayerTiming time_layer(const Linear &l, const std::vector<float> &x, int64_t tokens, const Roofline &roof,
                        double budget_s);
 
