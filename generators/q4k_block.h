@@ -9,6 +9,7 @@ namespace qforge {
 constexpr int kQK = 256;           // weights per super-block
 constexpr int kQ4KBlockBytes = 144;
 constexpr int kQ4KPackedBlockBytes = 148;  // per row of a packed tile
+constexpr int kQ5KPackedBlockBytes = 180;  // packed Q4_K's fields, then the fifth bits
 
 // `bytes(i, r)` is byte i of row r; `b` is the block index within the row.
 struct Q4KRow {
@@ -47,8 +48,9 @@ struct Q4KRow {
     }
 };
 
-// Field access into packed Q4_K (FORMATS.md, "Packed Q4_K"): `bytes(i, sb,
-// t)` is byte i of super-block sb of tile t, a run of 148 R bytes.
+// Field access into packed Q4_K and Q5_K (FORMATS.md, "Packed Q4_K",
+// "Packed Q5_K"): `bytes(i, sb, t)` is byte i of super-block sb of tile t, a
+// run of 148 R (180 R) bytes.
 struct Q4KPacked {
     Func bytes;
     int R;
@@ -59,6 +61,13 @@ struct Q4KPacked {
            const Expr &t) const {
         Expr p = bytes(b4 + 4 * r + 4 * R * g + 32 * R * jp, sb, t);
         return select(h == 0, p & cast<uint8_t>(15), p >> cast<uint8_t>(4));
+    }
+    // Q5_K: the fifth bit of the same weight. Byte b4 + 4r + 4Rg of the 32 R
+    // bytes after Q4_K's fields is the file's qh[4g + b4]; bit j is sub-block j's.
+    Expr high(const Expr &b4, const Expr &r, const Expr &g, const Expr &h, const Expr &jp, const Expr &sb,
+              const Expr &t) const {
+        Expr p = bytes(kQ4KPackedBlockBytes * R + b4 + 4 * r + 4 * R * g, sb, t);
+        return (p >> cast<uint8_t>(2 * jp + h)) & cast<uint8_t>(1);
     }
     Expr sc(const Expr &r, const Expr &j, const Expr &sb, const Expr &t) const {
         return bytes(128 * R + R * j + r, sb, t);

@@ -1,5 +1,5 @@
-// Y = X * W^T + b with Q4_K weights in the packed layout (FORMATS.md,
-// "Packed Q4_K") and Q8_K activations. Rows are the vector lanes: a tile of
+// Y = X * W^T + b with Q4_K (bits=4) or Q5_K (bits=5) weights in the packed
+// layout (FORMATS.md, "Packed Q4_K", "Packed Q5_K") and Q8_K activations. Rows are the vector lanes: a tile of
 // R rows stores, for each super-block, 4 consecutive bytes of every row
 // side by side, so one vector load holds 4 k of R rows and one broadcast of
 // 4 activation bytes serves them all (vpdpbusd, vpmaddubsw, sdot). The
@@ -8,7 +8,9 @@
 //   y += a.d * (d * sum_j sc_j * isum_j  -  dmin * sum_j m_j * asum_j)
 // where isum_j is sub-block j's integer dot and asum_j the sum of its 32
 // activations (from Q8_K's bsums). Integer sums are exact: every DotForm
-// computes the same isum.
+// computes the same isum. Q5_K is Q4_K with a fifth bit per weight: q is
+// the nibble plus that bit times 16 (0..31), one shift and mask per group
+// from one vector of the tile's qh bytes.
 #include "q4k_block.h"
 
 namespace qforge {
@@ -16,8 +18,9 @@ namespace qforge {
 class Q4KPackedMatmulQ8 : public KernelGenerator<Q4KPackedMatmulQ8> {
 public:
     GeneratorParam<int> pack_rows{"pack_rows", 16};  // R: rows per packed tile
+    GeneratorParam<int> bits{"bits", 4};              // 4: Q4_K, 5: Q5_K
 
-    Input<Buffer<uint8_t, 3>> weight{"weight"};   // [148 R, in/256, tiles]
+    Input<Buffer<uint8_t, 3>> weight{"weight"};   // [148 R (Q5_K: 180 R), in/256, tiles]
     Input<Buffer<float, 2>> a_d{"a_d"};           // [in/256, tokens]
     Input<Buffer<int8_t, 2>> a_qs{"a_qs"};        // [in, tokens]
     Input<Buffer<int16_t, 2>> a_bsums{"a_bsums"}; // [in/16, tokens]
@@ -28,7 +31,9 @@ public:
     void generate() {
         const int R = pack_rows;
         check(R > 0 && R % 4 == 0, "pack_rows must be a positive multiple of 4");
-        constrain_packed(weight, y, kQ4KPackedBlockBytes * R);
+        check(bits == 4 || bits == 5, "bits must be 4 (Q4_K) or 5 (Q5_K)");
+        const bool q5 = bits == 5;
+        constrain_packed(weight, y, (q5 ? kQ5KPackedBlockBytes : kQ4KPackedBlockBytes) * R);
         Func a_d_ = clamp_outer(a_d), a_qs_ = clamp_outer(a_qs), a_bsums_ = clamp_outer(a_bsums);
 
         PackedQ4KFuncs f;
@@ -40,10 +45,13 @@ public:
 
         // The integer dot of sub-block j = 2 jp + h, in parts of `kp`. Byte
         // b = 4 g + (its place in the group of 4) of a 32-byte chunk.
-        auto quant = [&](const Expr &b4, const Expr &g) { return w.q(b4, r, g, h, jp, sb, t); };
+        auto quant = [&](const Expr &b4, const Expr &g) {
+            Expr q = w.q(b4, r, g, h, jp, sb, t);
+            return q5 ? q + (w.high(b4, r, g, h, jp, sb, t) << cast<uint8_t>(4)) : q;
+        };
         // Activations as the schedule may stage them per token tile: act4(b4,
         // kq, n) is byte b4 of group kq of 4; act_d and act_sum per block.
-        Var b4v("b4"), kq("kq"), j("j");
+        Var b4v("b4"), kq("kq"), j("j"), gq("gq");
         f.act4(b4v, kq, n) = a_qs_(4 * kq + b4v, n);
         f.act_d(sb, n) = a_d_(sb, n);
         f.act_sum(j, sb, n) = cast<int32_t>(a_bsums_(16 * sb + 2 * j, n)) + cast<int32_t>(a_bsums_(16 * sb + 2 * j + 1, n));
@@ -52,24 +60,38 @@ public:
             // vpmaddubsw: pairs of u8 x s8 products summed in i16 (never
             // saturates: 2 * 15 * 127 < 32767), then the 8 groups in i16
             // (8 * 3810 < 32767); the scale multiply pairs them in i32.
+            // Q5_K's pairs reach 2 * 31 * 127, so a part holds 4 groups
+            // (4 * 7874 < 32767) and a sub-block has two, `gq`.
             f.dot = RDom(0, 2, "dot");
-            f.groups = RDom(0, 8, "groups");
             Expr b4 = 2 * kp + f.dot;
             f.pair(kp, r, f.g, h, jp, sb, t, n) = cast<int16_t>(0);
             f.pair(kp, r, f.g, h, jp, sb, t, n) = saturating_add(f.pair(kp, r, f.g, h, jp, sb, t, n),
                                                                  widening_mul(quant(b4, f.g), act(b4, f.g)));
-            f.part(kp, r, h, jp, sb, t, n) = cast<int16_t>(0);
-            f.part(kp, r, h, jp, sb, t, n) += f.pair(kp, r, f.groups, h, jp, sb, t, n);
+            if (q5) {
+                f.groups = RDom(0, 4, "groups");
+                f.part(kp, r, gq, h, jp, sb, t, n) = cast<int16_t>(0);
+                f.part(kp, r, gq, h, jp, sb, t, n) += f.pair(kp, r, 4 * gq + f.groups, h, jp, sb, t, n);
+            } else {
+                f.groups = RDom(0, 8, "groups");
+                f.part(kp, r, h, jp, sb, t, n) = cast<int16_t>(0);
+                f.part(kp, r, h, jp, sb, t, n) += f.pair(kp, r, f.groups, h, jp, sb, t, n);
+            }
         } else {
             f.dot = RDom(0, 4, 0, 8, "dot");  // byte in the group of 4, group
             f.part(kp, r, h, jp, sb, t, n) = 0;
             f.part(kp, r, h, jp, sb, t, n) += packed_dot_term(f.form, quant(f.dot.x, f.dot.y), act(f.dot.x, f.dot.y));
         }
         const int parts = f.form == DotForm::u8s8_pairs ? 2 : 1;
-        f.subs = RDom(0, parts, 0, 2, 0, 4, "subs");  // kp, h, jp
         f.sacc(r, sb, t, n) = 0;
-        f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, f.subs.z, sb, t, n)) *
-                               cast<int32_t>(cast<int16_t>(w.sc(r, 2 * f.subs.z + f.subs.y, sb, t)));
+        if (q5 && f.form == DotForm::u8s8_pairs) {
+            f.subs = RDom(0, parts, 0, 2, 0, 2, 0, 4, "subs");  // kp, gq, h, jp
+            f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, f.subs.z, f.subs.w, sb, t, n)) *
+                                   cast<int32_t>(cast<int16_t>(w.sc(r, 2 * f.subs.w + f.subs.z, sb, t)));
+        } else {
+            f.subs = RDom(0, parts, 0, 2, 0, 4, "subs");  // kp, h, jp
+            f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, f.subs.z, sb, t, n)) *
+                                   cast<int32_t>(cast<int16_t>(w.sc(r, 2 * f.subs.z + f.subs.y, sb, t)));
+        }
         f.mins = RDom(0, 8, "mins");
         f.macc(r, sb, t, n) = 0;
         f.macc(r, sb, t, n) += cast<int32_t>(w.m(r, f.mins, sb, t)) * f.act_sum(f.mins, sb, n);

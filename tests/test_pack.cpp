@@ -43,14 +43,18 @@ TEST(Pack, RoundTripsBitExactly) {
                     unpack_weights(pw, back.data());
                     EXPECT_EQ(back, file);
 
-                    // Pad rows: packing all-zero weights gives all zeros.
-                    std::vector<uint8_t> zero(file.size(), 0), zpacked(packed.size(), 0xA5);
-                    Weights zw = w;
-                    zw.data = zero.data();
-                    if (t.separate_scales) zw.scales = reinterpret_cast<const uint16_t *>(zero.data() + plane);
-                    pack_weights(zw, R, zpacked.data(), 1);
-                    EXPECT_TRUE(std::all_of(zpacked.begin(), zpacked.end(), [](uint8_t b) { return b == 0; }))
-                        << "pad rows or fields are not zero";
+                    // Pad rows: packing all-zero weights gives all zeros (Q3_K
+                    // stores its scales decoded, sc - 32: a zero block's are -32,
+                    // so only its pad rows are zero, checked through the kernels).
+                    if (t.format != Format::q3_k) {
+                        std::vector<uint8_t> zero(file.size(), 0), zpacked(packed.size(), 0xA5);
+                        Weights zw = w;
+                        zw.data = zero.data();
+                        if (t.separate_scales) zw.scales = reinterpret_cast<const uint16_t *>(zero.data() + plane);
+                        pack_weights(zw, R, zpacked.data(), 1);
+                        EXPECT_TRUE(std::all_of(zpacked.begin(), zpacked.end(), [](uint8_t b) { return b == 0; }))
+                            << "pad rows or fields are not zero";
+                    }
                     if (out % R == 0) {
                         EXPECT_LE(static_cast<double>(packed.size()), 1.10 * static_cast<double>(file.size()));
                     }

@@ -248,27 +248,33 @@ std::vector<VariantParam> block32_packed_variants() {
 
 INSTANTIATE_TEST_SUITE_P(Variants, Block32PackedQ8, testing::ValuesIn(block32_packed_variants()), variant_name);
 
-// Packed Q6_K x Q8_K against the float64 reference on the same 8-bit
+// Packed K-quants of the q6k generator (Q6_K, Q3_K, Q2_K) and Q5_K (the
+// q4k one, bits=5) x Q8_K against the float64 reference on the same 8-bit
 // activations, as Block32PackedQ8. Per super-block the integer sum is
 // exact; f32 rounds its conversion, a.d * w.d, their product and the
-// running sum: 4 roundings, plus the bias.
-class Q6KPackedQ8 : public testing::TestWithParam<VariantParam> {};
+// running sum: 4 roundings, 7 with a min (its product, conversion and
+// difference), plus the bias.
+class KQuantPackedQ8 : public testing::TestWithParam<VariantParam> {};
 
-TEST_P(Q6KPackedQ8, MatchesReference) {
+TEST_P(KQuantPackedQ8, MatchesReference) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
+    const Format f = p.row->format;
+    const FormatTraits &ft = traits(f);
     for (const MatmulCase &c : q4k_matmul_cases()) {
         SCOPED_TRACE(c.name());
-        auto data = random_bytes(weight_bytes(Format::q6_k, c.out, c.in));
-        for (size_t b = 0; b < data.size(); b += 210) {  // d of LLM-like magnitude; scales, quants any bytes
-            const uint16_t h = f16(random_floats(1, -0.02f, 0.02f)[0]);
-            data[b + 208] = h & 0xFF;
-            data[b + 209] = h >> 8;
+        auto data = random_bytes(weight_bytes(f, c.out, c.in));
+        for (size_t b = 0; b < data.size(); b += ft.block_bytes) {  // d, dmin of LLM-like magnitude; the rest any bytes
+            for (int at : ft.f16_fields) {
+                const uint16_t h = f16(random_floats(1, -0.02f, 0.02f)[0]);
+                data[b + at] = h & 0xFF;
+                data[b + at + 1] = h >> 8;
+            }
         }
         std::vector<float> w(c.out * c.in);
-        ref::q6k_dequant(data.data(), c.out, c.in, w.data());
-        std::vector<uint8_t> packed(packed_bytes(Format::q6_k, c.out, c.in, p.row->pack));
-        pack_weights(Weights{Format::q6_k, data.data(), c.out, c.in}, p.row->pack, packed.data());
+        ref::block_dequant(f, data.data(), c.out, c.in, w.data());
+        std::vector<uint8_t> packed(packed_bytes(f, c.out, c.in, p.row->pack));
+        pack_weights(Weights{f, data.data(), c.out, c.in}, p.row->pack, packed.data());
         auto x = awkward_activations(c.tokens, c.in);
         auto bias = random_floats(c.out);
         const float *b = c.bias ? bias.data() : nullptr;
@@ -276,20 +282,28 @@ TEST_P(Q6KPackedQ8, MatchesReference) {
         ref::q8k_quantize(x.data(), c.tokens, c.in, a.d.data(), a.qs.data(), a.bsums.data());
         Poisoned y(c.tokens, c.out, c.pad);
         Mem mem(p);
-        Weights pw{Format::q6_k, mem.in(packed), c.out, c.in};
+        Weights pw{f, mem.in(packed), c.out, c.in};
         pw.pack_rows = p.row->pack;
         matmul(pw, a.input(mem), b ? mem.in(bias) : nullptr, mem.out(y), options(p));
         mem.sync();
         y.expect_all_written();
         std::vector<double> ref(c.tokens * c.out), mag(c.tokens * c.out);
         ref::matmul_q8(w.data(), c.out, c.in, 256, a.d.data(), a.qs.data(), c.tokens, b, ref.data(), mag.data());
-        expect_within_rounding(y, ref, mag, 4.0 * (c.in / 256) + 2);
+        const bool with_min = ft.f16_fields.size() > 1;
+        expect_within_rounding(y, ref, mag, (with_min ? 7.0 : 4.0) * (c.in / 256) + 2);
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Q6KPackedQ8,
-                         testing::ValuesIn(weight_variants("Q6KPackedQ8", Format::q6_k, {Op::matvec, Op::matmul}, ActType::q8_k)),
-                         variant_name);
+std::vector<VariantParam> kquant_packed_variants() {
+    std::vector<VariantParam> v;
+    for (Format f : {Format::q6_k, Format::q5_k, Format::q3_k, Format::q2_k}) {
+        auto g = weight_variants("KQuantPackedQ8", f, {Op::matvec, Op::matmul}, ActType::q8_k);
+        v.insert(v.end(), g.begin(), g.end());
+    }
+    return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, KQuantPackedQ8, testing::ValuesIn(kquant_packed_variants()), variant_name);
 
 }  // namespace
 }  // namespace qforge::test

@@ -28,9 +28,9 @@ const std::vector<FormatTraits> kFormats = {
     {Format::q4_1,  "q4_1",  "q4_1",  true,  DType::q4_1, 32,   20,   {0, 2}, false, {},            {A::f32, A::q8_0}, 32,  20,    Format::q4_1,  9},
     {Format::q5_0,  "q5_0",  "q5_0",  true,  DType::q5_0, 32,   22,   {0},    false, {},            {A::f32, A::q8_0}, 32,  22,    Format::q5_0,  9},
     {Format::q5_1,  "q5_1",  "q5_1",  true,  DType::q5_1, 32,   24,   {0, 2}, false, {},            {A::f32, A::q8_0}, 32,  24,    Format::q5_1,  9},
-    {Format::q2_k,  "q2_k",  "q2k",   true,  DType::q2_k, 256,  84,   {80, 82}, false, {},          {A::f32},          0,   0,    Format::q2_k,  9},
-    {Format::q3_k,  "q3_k",  "q3k",   true,  DType::q3_k, 256,  110,  {108},  false, {},            {A::f32},          0,   0,    Format::q3_k,  9},
-    {Format::q5_k,  "q5_k",  "q5k",   true,  DType::q5_k, 256,  176,  {0, 2}, false, {},            {A::f32},          0,   0,    Format::q5_k,  9},
+    {Format::q2_k,  "q2_k",  "q2k",   true,  DType::q2_k, 256,  84,   {80, 82}, false, {},          {A::f32, A::q8_k}, 256, 84,   Format::q2_k,  9},
+    {Format::q3_k,  "q3_k",  "q3k",   true,  DType::q3_k, 256,  110,  {108},  false, {},            {A::f32, A::q8_k}, 256, 114,  Format::q3_k,  9},
+    {Format::q5_k,  "q5_k",  "q5k",   true,  DType::q5_k, 256,  176,  {0, 2}, false, {},            {A::f32, A::q8_k}, 256, 180,  Format::q5_k,  9},
     {Format::iq4_nl, "iq4_nl", "iq4_nl", true, DType::iq4_nl, 32, 18,  {0},    false, {},            {A::f32},          0,   0,    Format::iq4_nl, 9},
     {Format::iq4_xs, "iq4_xs", "iq4_xs", true, DType::iq4_xs, 256, 136, {0},   false, {},            {A::f32},          0,   0,    Format::iq4_xs, 9},
 };

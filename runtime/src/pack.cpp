@@ -39,44 +39,110 @@ struct PackRow {
     void (*unpack)(const uint8_t *run, int r, int R, uint8_t *dst, uint16_t *scale);
 };
 
+// Runs of 32 bytes per row: byte 4g + b (g 0..7) of run q of row r at b +
+// 4r + 4Rg + 32Rq, so that one vector load gives 4 consecutive bytes of
+// every row of the tile. `src`/`dst` are the row's `runs` x 32 bytes.
+void put_runs(uint8_t *t, int r, int R, const uint8_t *src, int runs) {
+    for (int q = 0; q < runs; ++q) {
+        for (int g = 0; g < 8; ++g) std::memcpy(t + 4 * r + 4 * R * g + 32 * R * q, src + 32 * q + 4 * g, 4);
+    }
+}
+void get_runs(const uint8_t *t, int r, int R, uint8_t *dst, int runs) {
+    for (int q = 0; q < runs; ++q) {
+        for (int g = 0; g < 8; ++g) std::memcpy(dst + 32 * q + 4 * g, t + 4 * r + 4 * R * g + 32 * R * q, 4);
+    }
+}
+
 // Q4_K, 148 R bytes per super-block of a tile: quants [128 R] with byte b
 // of group g of chunk jp of row r at b + 4r + 4Rg + 32R jp (Q4_K's own
 // nibble pairing kept), sc [8 R] at 128R + Rj + r, m [8 R] at 136R + Rj + r,
-// d (f16) at 144R + 2r, dmin (f16) at 146R + 2r.
-void q4k_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
-    const uint8_t *b = rb.src();
-    const uint8_t *s = b + 4;
+// d (f16) at 144R + 2r, dmin (f16) at 146R + 2r. `dm` is the file's d,
+// dmin and 12 scale bytes (Q4_K's and Q5_K's first 16 bytes), `qs` its
+// 128 quant bytes.
+void q4k_fields_pack(const uint8_t *dm, const uint8_t *qs, uint8_t *t, int r, int R) {
+    const uint8_t *s = dm + 4;
     for (int j = 0; j < 8; ++j) {
         const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
         const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
         t[128 * R + R * j + r] = static_cast<uint8_t>(sc);
         t[136 * R + R * j + r] = static_cast<uint8_t>(m);
     }
-    for (int jp = 0; jp < 4; ++jp) {
-        for (int g = 0; g < 8; ++g) {
-            std::memcpy(t + 4 * r + 4 * R * g + 32 * R * jp, b + 16 + 32 * jp + 4 * g, 4);
-        }
-    }
-    std::memcpy(t + 144 * R + 2 * r, b, 2);
-    std::memcpy(t + 146 * R + 2 * r, b + 2, 2);
+    put_runs(t, r, R, qs, 4);
+    std::memcpy(t + 144 * R + 2 * r, dm, 2);
+    std::memcpy(t + 146 * R + 2 * r, dm + 2, 2);
 }
 
-void q4k_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
+void q4k_fields_unpack(const uint8_t *t, int r, int R, uint8_t *dm, uint8_t *qs) {
     auto sc = [&](int j) { return t[128 * R + R * j + r]; };
     auto m = [&](int j) { return t[136 * R + R * j + r]; };
-    uint8_t *s = b + 4;
+    uint8_t *s = dm + 4;
     for (int j = 0; j < 4; ++j) {
         s[j] = static_cast<uint8_t>((sc(j) & 63) | ((sc(j + 4) >> 4) << 6));
         s[j + 4] = static_cast<uint8_t>((m(j) & 63) | ((m(j + 4) >> 4) << 6));
         s[j + 8] = static_cast<uint8_t>((sc(j + 4) & 0x0F) | ((m(j + 4) & 0x0F) << 4));
     }
-    for (int jp = 0; jp < 4; ++jp) {
-        for (int g = 0; g < 8; ++g) {
-            std::memcpy(b + 16 + 32 * jp + 4 * g, t + 4 * r + 4 * R * g + 32 * R * jp, 4);
-        }
+    get_runs(t, r, R, qs, 4);
+    std::memcpy(dm, t + 144 * R + 2 * r, 2);
+    std::memcpy(dm + 2, t + 146 * R + 2 * r, 2);
+}
+
+void q4k_pack(const RowBlock &rb, uint8_t *t, int r, int R) { q4k_fields_pack(rb.src(), rb.src() + 16, t, r, R); }
+void q4k_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) { q4k_fields_unpack(t, r, R, b, b + 16); }
+
+// Q5_K, 180 R bytes: packed Q4_K's fields from the file's d, dmin, scales
+// and qs (at 48), then qh [32 R], the file's qh[4g + b] at 148R + b + 4r + 4Rg.
+void q5k_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
+    const uint8_t *b = rb.src();
+    q4k_fields_pack(b, b + 48, t, r, R);
+    put_runs(t + 148 * R, r, R, b + 16, 1);
+}
+void q5k_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
+    q4k_fields_unpack(t, r, R, b, b + 48);
+    get_runs(t + 148 * R, r, R, b + 16, 1);
+}
+
+// Q3_K, 114 R bytes: qs [64 R], the file's qs[32c + 4g + b] at b + 4r +
+// 4Rg + 32Rc; hmask [32 R] at 64R + b + 4r + 4Rg; the 16 scales decoded to
+// int8 (sc - 32) at 96R + Rj + r; d (f16) at 112R + 2r.
+void q3k_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
+    const uint8_t *b = rb.src();
+    const uint8_t *s = b + 96;
+    put_runs(t, r, R, b + 32, 2);
+    put_runs(t + 64 * R, r, R, b, 1);
+    for (int j = 0; j < 16; ++j) {
+        const int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+        const int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+        t[96 * R + R * j + r] = static_cast<uint8_t>((lo | hi << 4) - 32);
     }
-    std::memcpy(b, t + 144 * R + 2 * r, 2);
-    std::memcpy(b + 2, t + 146 * R + 2 * r, 2);
+    std::memcpy(t + 112 * R + 2 * r, b + 108, 2);
+}
+void q3k_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
+    get_runs(t, r, R, b + 32, 2);
+    get_runs(t + 64 * R, r, R, b, 1);
+    auto sc = [&](int j) { return static_cast<uint8_t>(t[96 * R + R * j + r] + 32); };  // 0..63
+    uint8_t *s = b + 96;
+    for (int j = 0; j < 8; ++j) s[j] = static_cast<uint8_t>((sc(j) & 0xF) | (sc(j + 8) & 0xF) << 4);
+    for (int m = 0; m < 4; ++m) {
+        s[8 + m] = 0;
+        for (int q = 0; q < 4; ++q) s[8 + m] |= static_cast<uint8_t>((sc(4 * q + m) >> 4) << (2 * q));
+    }
+    std::memcpy(b + 108, t + 112 * R + 2 * r, 2);
+}
+
+// Q2_K, 84 R bytes: qs [64 R] as Q3_K's (from the file's qs at 16), the
+// file's 16 scale bytes at 64R + Rj + r, d at 80R + 2r, dmin at 82R + 2r.
+void q2k_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
+    const uint8_t *b = rb.src();
+    put_runs(t, r, R, b + 16, 2);
+    for (int j = 0; j < 16; ++j) t[64 * R + R * j + r] = b[j];
+    std::memcpy(t + 80 * R + 2 * r, b + 80, 2);
+    std::memcpy(t + 82 * R + 2 * r, b + 82, 2);
+}
+void q2k_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
+    get_runs(t, r, R, b + 16, 2);
+    for (int j = 0; j < 16; ++j) b[j] = t[64 * R + R * j + r];
+    std::memcpy(b + 80, t + 80 * R + 2 * r, 2);
+    std::memcpy(b + 82, t + 82 * R + 2 * r, 2);
 }
 
 // Packed 32-blocks (Q4_0, int4g), 18 R bytes per block of a tile: quants
@@ -166,17 +232,13 @@ void int4g_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *scale) {
 // 192R + Rj + r; d (f16) at 208R + 2r.
 void q6k_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
     const uint8_t *b = rb.src();
-    for (int run = 0; run < 6; ++run) {  // 4 runs of ql, 2 of qh: contiguous in both layouts
-        for (int g = 0; g < 8; ++g) std::memcpy(t + 4 * r + 4 * R * g + 32 * R * run, b + 32 * run + 4 * g, 4);
-    }
+    put_runs(t, r, R, b, 6);  // 4 runs of ql, 2 of qh: contiguous in both layouts
     for (int j = 0; j < 16; ++j) t[192 * R + R * j + r] = b[192 + j];
     std::memcpy(t + 208 * R + 2 * r, b + 208, 2);
 }
 
 void q6k_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
-    for (int run = 0; run < 6; ++run) {
-        for (int g = 0; g < 8; ++g) std::memcpy(b + 32 * run + 4 * g, t + 4 * r + 4 * R * g + 32 * R * run, 4);
-    }
+    get_runs(t, r, R, b, 6);
     for (int j = 0; j < 16; ++j) b[192 + j] = t[192 * R + R * j + r];
     std::memcpy(b + 208, t + 208 * R + 2 * r, 2);
 }
@@ -185,12 +247,12 @@ void q6k_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
 // 0..7) of row r at b + 4r + 4Rg, then d (f16) at 32R + 2r.
 void q8_0_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
     const uint8_t *b = rb.src();
-    for (int g = 0; g < 8; ++g) std::memcpy(t + 4 * r + 4 * R * g, b + 2 + 4 * g, 4);
+    put_runs(t, r, R, b + 2, 1);
     std::memcpy(t + 32 * R + 2 * r, b, 2);
 }
 
 void q8_0_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
-    for (int g = 0; g < 8; ++g) std::memcpy(b + 2 + 4 * g, t + 4 * r + 4 * R * g, 4);
+    get_runs(t, r, R, b + 2, 1);
     std::memcpy(b, t + 32 * R + 2 * r, 2);
 }
 
@@ -203,6 +265,9 @@ const PackRow kPackRows[] = {
     {Format::q4_1, block32_pack<4, -1, 2>, block32_unpack<4, -1, 2>},
     {Format::q5_0, block32_pack<6, 2, -1>, block32_unpack<6, 2, -1>},
     {Format::q5_1, block32_pack<8, 4, 2>, block32_unpack<8, 4, 2>},
+    {Format::q5_k, q5k_pack, q5k_unpack},
+    {Format::q3_k, q3k_pack, q3k_unpack},
+    {Format::q2_k, q2k_pack, q2k_unpack},
 };
 
 const PackRow &pack_row(Format f) {

@@ -233,7 +233,7 @@ class Files(unittest.TestCase):
                 j = json.loads(run("pack", self.gguf_path, "-o", out, "--target", target, "--json").stdout)
                 packed = {t["tensor"] for t in j["tensors"]}
                 self.assertEqual(packed, {"q4_k.weight", "q6_k.weight", "q4_0.weight", "q8_0.weight", "q4_1.weight",
-                                          "q5_0.weight", "q5_1.weight"})
+                                          "q5_0.weight", "q5_1.weight", "q2_k.weight", "q3_k.weight", "q5_k.weight"})
                 self.assertGreater(j["ms_per_gb"], 0)
                 r = gguf.GGUFReader(out)
                 self.assertIn("qforge.pack.q4_k.weight.rows", r.fields)
@@ -247,7 +247,8 @@ class Files(unittest.TestCase):
                     self.assertTrue(np.array_equal(ours.view(np.uint32), want.view(np.uint32)), t.name)
                 for name, qt in (("q4_k.weight", T.Q4_K), ("q6_k.weight", T.Q6_K), ("q4_0.weight", T.Q4_0),
                                  ("q8_0.weight", T.Q8_0), ("q4_1.weight", T.Q4_1), ("q5_0.weight", T.Q5_0),
-                                 ("q5_1.weight", T.Q5_1)):
+                                 ("q5_1.weight", T.Q5_1), ("q2_k.weight", T.Q2_K), ("q3_k.weight", T.Q3_K),
+                                 ("q5_k.weight", T.Q5_K)):
                     src = next(t for t in self.reader.tensors if t.name == name)
                     w = gguf.quants.dequantize(src.data, qt).reshape(self.out, self.in_)
                     for tokens in (1, 6):
@@ -485,9 +486,9 @@ class Files(unittest.TestCase):
                                                 "-o", "OUT"], "needs 512 f32 values"),
             ("tokens = 0", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x32", "--tokens", "0",
                                        "-o", "OUT"], "at least 1"),
-            ("q8 activations on Q2_K", raw(good), ["matmul", "--tensor", "q2_k.weight", "--input", "X1x512", "--tokens", "1",
-                                                   "--activations", "q8", "-o", "OUT"],
-             "q8 is for formats with 8-bit kernels (int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1)"),
+            ("q8 activations on IQ4_XS", raw(good), ["matmul", "--tensor", "iq4_xs.weight", "--input", "X1x512", "--tokens",
+                                                     "1", "--activations", "q8", "-o", "OUT"],
+             "q8 is for formats with 8-bit kernels (int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k)"),
             ("unknown target", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x512", "--tokens", "1",
                                            "--target", "x86-avx1024", "-o", "OUT"], "x86-avx1024"),
             ("plan: unknown layer", raw(good), ["quantize", "-o", "OUT", "--to", "q4_k", "--override", "zz.weight=q4_k"],
