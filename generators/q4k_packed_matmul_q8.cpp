@@ -38,6 +38,7 @@ public:
 
         PackedQ4KFuncs f;
         f.rows = R;
+        f.bits = bits;
         f.form = schedule_family_for(get_target()).dot_form(get_target());
         f.weight = weight;
         Var r = f.r, t = f.t, n = f.n, kp = f.kp, h = f.h, jp = f.jp, sb = f.sb, o = f.o;

@@ -22,6 +22,8 @@ namespace qforge::cpu {
 struct TileTokens {
     int narrow, wide;
 };
+// A knob measured apart for those two kinds of target.
+using ByWidth = TileTokens;
 
 // A family's defaults, used where a knob is 0.
 struct Tuning {
@@ -42,6 +44,7 @@ struct Tuning {
     int packed_prefetch_blocks;        // Q4_K super-blocks the weight prefetch runs ahead (0: none)
     int packed_decode_chains;          // independent accumulators of one block's integer dot in decode
     int packed_q6k_prefetch_blocks;    // as packed_prefetch_blocks, for packed Q6_K
+    ByWidth packed_q5k_prefetch_blocks;  // as packed_prefetch_blocks, for packed Q5_K
 };
 
 
@@ -338,11 +341,14 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
     return unroll_reduction(acc.update(), blocks.x, k);
 }
 
-// Tokens per packed prefill tile (TileTokens, in Tuning) for this target.
-inline int packed_tile_tokens(const TileTokens &tt, const Target &t) {
+// A ByWidth knob's value for this target.
+inline int by_width(const ByWidth &k, const Target &t) {
     const bool wide = t.arch == Target::ARM || t.has_feature(Target::AVX512);
-    return wide ? tt.wide : tt.narrow;
+    return wide ? k.wide : k.narrow;
 }
+
+// Tokens per packed prefill tile (TileTokens, in Tuning) for this target.
+inline int packed_tile_tokens(const TileTokens &tt, const Target &t) { return by_width(tt, t); }
 
 // Software prefetch of the packed weights `ahead` blocks ahead of the block
 // loop: one thread's stream is regular, but the loop's work per cache line
@@ -438,7 +444,7 @@ template <const Tuning &D>
 void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d,
                                        f.act_sum, packed_tile_tokens(D.packed_q4k_tile_tokens, t));
-    prefetch_weights(f.acc, f.weight, block, D.packed_prefetch_blocks);
+    prefetch_weights(f.acc, f.weight, block, f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t) : D.packed_prefetch_blocks);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
                scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form),
                k.prefill ? 1 : D.packed_decode_chains);

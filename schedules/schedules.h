@@ -112,6 +112,7 @@ struct PackedQ4KFuncs {
     Halide::Var r{"r"}, t{"t"}, n{"n"}, o{"o"}, kp{"kp"}, h{"h"}, jp{"jp"}, sb{"sb"}, g{"g"};
     Halide::RDom dot, groups, subs, mins, blocks;
     int rows = 0;  // R
+    int bits = 4;  // 4: Q4_K, 5: Q5_K
     DotForm form = DotForm::u8s8_dot4;
 };
 
