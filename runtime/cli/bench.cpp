@@ -114,10 +114,12 @@ int bench(const BenchArgs &a, const Common &c) {
 
     const Roofline roof = measure_roofline(a.threads);
     // Bytes and multiply-adds one token streams: experts count as many as a token runs.
-    double token_bytes = 0, token_macs = 0;
+    // token_ms_compute: their arithmetic at each layer's own peak (int8 or FMA), in ms.
+    double token_bytes = 0, token_ms_compute = 0;
     for (const Entry &e : entries) {
         token_bytes += static_cast<double>(e.per_token) * e.layers.front()->weight_bytes();
-        token_macs += static_cast<double>(e.per_token) * e.info->info.out * e.info->info.in;
+        token_ms_compute += 2.0 * static_cast<double>(e.per_token) * e.info->info.out * e.info->info.in /
+                            (batch_peak(*e.layers.front(), roof) * 1e6);
     }
     Table table({"tensor", "format", "shape", "tokens", "ms", "GB/s", "GFLOP/s", "roof", "of_roof"});
     json totals = json::array();
@@ -137,8 +139,8 @@ int bench(const BenchArgs &a, const Common &c) {
             table.add({b.info.name, b.info.format, shape, tokens, t.ms, t.gbs, t.gflops, t.roof, t.roof_fraction});
         }
         // The ceiling: weight bytes over measured read bandwidth, or the
-        // multiply-adds over the f32 FMA peak, whichever binds.
-        const double roof_ms = std::max(token_bytes / (roof.read_gbs * 1e6), 2.0 * token_macs * tokens / (roof.fma_gflops * 1e6));
+        // multiply-adds over each layer's peak, whichever binds.
+        const double roof_ms = std::max(token_bytes / (roof.read_gbs * 1e6), token_ms_compute * tokens);
         totals.push_back({{"tokens", tokens}, {"ms", total}, {"tokens_per_s", tokens / (total / 1e3)},
                           {"roof_ms", roof_ms}, {"roof_tokens_per_s", tokens / (roof_ms / 1e3)}});
     }
@@ -146,15 +148,17 @@ int bench(const BenchArgs &a, const Common &c) {
     const double ms_per_gb = load_bytes ? load_s * 1e3 / (load_bytes / 1e9) : 0.0;
     if (c.json) {
         write_json({{"file", a.file}, {"threads", roof.threads}, {"target", dispatched_target()},
-                    {"read_gbs", roof.read_gbs}, {"fma_gflops", roof.fma_gflops}, {"layers", table.to_json()},
+                    {"read_gbs", roof.read_gbs}, {"fma_gflops", roof.fma_gflops}, {"int8_gops", roof.int8_gops},
+                    {"layers", table.to_json()},
                     {"totals", totals}, {"skipped", skipped}, {"experts_used", experts_used},
                     {"token_weight_bytes", token_bytes}, {"load_ms", load_s * 1e3},
                     {"packed_layers", packed_layers}, {"load_ms_per_gb", ms_per_gb}});
         return 0;
     }
-    std::printf("%s: %zu linear layers (%zu tensors), %d threads, target %s; measured read %.1f GB/s, f32 FMA %.0f GFLOP/s\n\n",
+    std::printf("%s: %zu linear layers (%zu tensors), %d threads, target %s; measured read %.1f GB/s, f32 FMA %.0f "
+                "GFLOP/s, int8 dot %.0f Gop/s\n\n",
                 a.file.c_str(), layer_count, entries.size(), roof.threads, dispatched_target().c_str(), roof.read_gbs,
-                roof.fma_gflops);
+                roof.fma_gflops, roof.int8_gops);
     table.print_text(stdout);
     std::printf("\nper token: %.1f MB of weights", token_bytes / 1e6);
     if (experts_used > 0) std::printf(" (%lld experts of each stack)", static_cast<long long>(experts_used));

@@ -119,9 +119,11 @@ int demo(const Common &c) {
         write_json({{"target", target}, {"threads", roof.threads}, {"read_gbs", roof.read_gbs},
                     {"fma_gflops", roof.fma_gflops}, {"rows", table.to_json()}, {"max_rel_err", worst}, {"ok", ok}});
     } else {
-        std::printf("qforge demo: %s, %d threads; measured read bandwidth %.1f GB/s, f32 FMA peak %.0f GFLOP/s\n",
-                    target.c_str(), roof.threads, roof.read_gbs, roof.fma_gflops);
-        std::printf("decode rows (1 token) are weighed against bandwidth (BW), prefill rows (%lld tokens) against FMA peak\n\n",
+        std::printf("qforge demo: %s, %d threads; measured read bandwidth %.1f GB/s, f32 FMA peak %.0f GFLOP/s, int8 dot "
+                    "peak %.0f Gop/s\n",
+                    target.c_str(), roof.threads, roof.read_gbs, roof.fma_gflops, roof.int8_gops);
+        std::printf("decode rows (1 token) are weighed against bandwidth (BW), prefill rows (%lld tokens) against the int8 "
+                    "dot peak where they quantize activations, else the FMA peak\n\n",
                     static_cast<long long>(kPrefill));
         table.print_text(stdout);
         std::printf("\nsample check (8 rows x every token vs float64): max relative error %.2e, bound %.0e: %s\n", worst,

@@ -1,5 +1,7 @@
 #include "timing_rows.h"
 
+#include <algorithm>
+
 #include "commands.h"
 
 namespace qforge::cli {
@@ -29,10 +31,17 @@ LayerTiming describe_timing(const Linear &l, int64_t tokens, double ms, const Ro
         t.roof = "BW";
         t.roof_fraction = t.gbs / roof.read_gbs;
     } else {
-        t.roof = "FMA";
-        t.roof_fraction = t.gflops / roof.fma_gflops;
+        t.roof_fraction = t.gflops / batch_peak(l, roof, &t.roof);
     }
     return t;
+}
+
+double batch_peak(const Linear &l, const Roofline &roof, std::string *name) {
+    const std::vector<ActType> &acts = traits(l.format()).activations;
+    const bool int8 = l.memory() == Memory::host && l.strategy() == Strategy::fused && roof.int8_gops > 0 &&
+                      std::any_of(acts.begin(), acts.end(), [](ActType a) { return a != ActType::f32; });
+    if (name) *name = int8 ? "int8" : "FMA";
+    return int8 ? roof.int8_gops : roof.fma_gflops;
 }
 
 }  // namespace qforge::cli

@@ -14,9 +14,15 @@ namespace qforge::cli {
 
 struct LayerTiming {
     double ms = 0, gbs = 0, gflops = 0;
-    double roof_fraction = 0;    // of read bandwidth (decode) or f32 FMA peak (prefill)
-    std::string roof;            // "BW" or "FMA"
+    double roof_fraction = 0;    // of read bandwidth (decode), or the int8 dot or f32 FMA peak (prefill)
+    std::string roof;            // "BW", "int8" or "FMA"
 };
+
+// The arithmetic peak `l`'s batches run against, in G ops/s (a multiply-add
+// is 2): the int8 dot peak where its default forward quantizes activations
+// to 8 bits (a fused CPU layer of a format with 8-bit kernels, on a machine
+// where the probe measured one), else the f32 FMA peak. `name` says which.
+double batch_peak(const Linear &l, const Roofline &roof, std::string *name = nullptr);
 
 // Random x [tokens, in] in [-1, 1].
 std::vector<float> random_input(int64_t tokens, int64_t in, uint64_t seed);
