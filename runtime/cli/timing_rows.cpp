@@ -14,11 +14,17 @@ std::vector<float> random_input(int64_t tokens, int64_t in, uint64_t seed) {
     return x;
 }
 
-LayerTiming time_layer(const Linear &l, const std::vector<float> &x, int64_t tokens, const Roofline &roof,
-                       double budget_s) {
+LayerTiming time_layer(const std::vector<std::unique_ptr<Linear>> &copies, const std::vector<float> &x, int64_t tokens,
+                       const Roofline &roof, double budget_s) {
+    const Linear &l = *copies.front();
     std::vector<float> y(tokens * l.out());
-    const double ms = median_ms([&] { l.forward(ConstMatrix{x.data(), tokens, l.in()}, Matrix{y.data(), tokens, l.out()}); },
-                                20, budget_s);
+    size_t next = 0;
+    const double ms = median_ms(
+        [&] {
+            const Linear &c = *copies[next++ % copies.size()];
+            c.forward(ConstMatrix{x.data(), tokens, c.in()}, Matrix{y.data(), tokens, c.out()});
+        },
+        20, budget_s);
     return describe_timing(l, tokens, ms, roof);
 }
 

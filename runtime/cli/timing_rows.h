@@ -2,6 +2,7 @@
 // the result against this machine's roofline.
 #pragma once
 
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -30,7 +31,10 @@ std::vector<float> random_input(int64_t tokens, int64_t in, uint64_t seed);
 // `ms` per call of `l` at `tokens` tokens, against the roofline.
 LayerTiming describe_timing(const Linear &l, int64_t tokens, double ms, const Roofline &roof);
 
-LayerTiming time_layer(const Linear &l, const std::vector<float> &x, int64_t tokens, const Roofline &roof,
-                       double budget_s);
+// Calls rotate over `copies` (the same layer loaded more than once), so
+// that each call streams its weights from memory rather than from the cache
+// its previous call warmed; the timing describes copies.front().
+LayerTiming time_layer(const std::vector<std::unique_ptr<Linear>> &copies, const std::vector<float> &x, int64_t tokens,
+                       const Roofline &roof, double budget_s);
 
 }  // namespace qforge::cli
