@@ -6,6 +6,7 @@
 #include "commands.h"
 
 #include <cmath>
+#include <unistd.h>
 
 #include "qforge/kernels.h"
 #include "qforge/quantize.h"
@@ -63,6 +64,15 @@ double sample_error(const Linear &l, const std::vector<float> &dequant_rows, int
     return worst / scale;
 }
 
+// The largest data cache this CPU reports (32 MB where it reports none).
+int64_t last_level_cache_bytes() {
+    for (int name : {_SC_LEVEL3_CACHE_SIZE, _SC_LEVEL2_CACHE_SIZE}) {
+        const long bytes = sysconf(name);
+        if (bytes > 0) return bytes;
+    }
+    return int64_t{32} << 20;
+}
+
 }  // namespace
 
 int demo(const Common &c) {
@@ -94,11 +104,11 @@ int demo(const Common &c) {
                 ref.scales = i4.scales.data();
                 ref.group_size = kInt4gGroup;
             }
-            // Copies enough to span twice a 32 MB last-level cache (at most 16), so
+            // Copies enough to span twice the last-level cache (at most 16), so
             // that decode is timed streaming its weights, as in a forward pass.
             std::vector<std::unique_ptr<Linear>> copies;
             copies.push_back(make_linear(layer, ref));
-            const int64_t n = std::clamp<int64_t>((int64_t{64} << 20) / copies.front()->weight_bytes() + 1, 1, 16);
+            const int64_t n = std::clamp<int64_t>(2 * last_level_cache_bytes() / copies.front()->weight_bytes() + 1, 1, 16);
             while (static_cast<int64_t>(copies.size()) < n) copies.push_back(make_linear(layer, ref));
             const Linear &l = *copies.front();
             // The reference: the first 8 rows, dequantized by the kernels' own scalar definition.
