@@ -295,6 +295,7 @@ int main(int argc, char **argv) {
     int64_t only_tokens = 0;  // --tokens N: just that token count
     int rounds = 3;
     const char *only = nullptr;
+    bool matched = false;  // some implementation ran
     int only_threads = 0;
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--quick")) quick = true;
@@ -345,6 +346,8 @@ int main(int argc, char **argv) {
                                                [&](const Impl &i) { return i.name.find(only) == std::string::npos; }),
                                 impls.end());
                 }
+                if (impls.empty()) continue;  // (rotating an empty list would divide by zero)
+                matched = true;
                 for (int round = 0; round < rounds; ++round) {
                     // Rotate the order each round so that no implementation always runs first.
                     std::rotate(impls.begin(), impls.begin() + (round % impls.size()), impls.end());
@@ -363,6 +366,11 @@ int main(int argc, char **argv) {
                 }
             }
         }
+    }
+    if (!matched) {
+        std::fprintf(stderr, "qforge_compare: --only '%s' matches no implementation (a part of a name: q4_k, ggml-q4_0)\n",
+                     only ? only : "");
+        return 2;
     }
     probe();
     return 0;
