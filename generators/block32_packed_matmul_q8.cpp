@@ -12,7 +12,9 @@
 // with a min). bits=8 (Q8_0): s8 values, which each DotForm reads its
 // own way: vpdpbusd wants u8, so s8 ^ 0x80 = s8 + 128 and z = 128;
 // vpmaddubsw saturates on 2 * 255 * 127, so |w| x (a with w's sign), z = 0;
-// sdot takes s8 as is, z = 0. Integer sums are exact.
+// sdot takes s8 as is, z = 0. nonlinear (IQ4_NL): Q4_0's nibbles index the
+// IQ4 levels, which each DotForm takes as it takes Q8_0's s8 values
+// (iq4_weight in common.h). Integer sums are exact.
 #include "common.h"
 
 namespace qforge {
@@ -27,6 +29,7 @@ public:
     GeneratorParam<int> group_size{"group_size", 0};  // int4g's G (its scales are repeated per block); unused
     GeneratorParam<int> bits{"bits", 4};              // 4: Q4_0, Q4_1, int4g; 5: Q5_0, Q5_1; 8: Q8_0
     GeneratorParam<bool> has_min{"has_min", false};   // Q4_1, Q5_1: w = d q + m
+    GeneratorParam<bool> nonlinear{"nonlinear", false};  // IQ4_NL: w = d level[q]
 
     Input<Buffer<uint8_t, 3>> weight{"weight"};   // [block32_packed_bytes(bits, has_min) R, in/32, tiles]
     Input<Buffer<float, 2>> a_d{"a_d"};           // [in/32, tokens]
@@ -42,6 +45,9 @@ public:
         check(R > 0 && R % 4 == 0, "pack_rows must be a positive multiple of 4");
         check(B == 4 || B == 5 || B == 8, "bits must be 4, 5 or 8");
         check(!has_min || B != 8, "a min goes with 4 or 5 bits");
+        check(!nonlinear || (B == 4 && !has_min), "nonlinear levels go with 4 bits and no min");
+        // s8 weights (Q8_0's, IQ4_NL's levels): their pairs are widened one by one.
+        const bool wide = B != 4 || nonlinear;
         constrain_packed(weight, y, block32_packed_bytes(B, has_min) * R);
         Func a_d_ = clamp_outer(a_d), a_qs_ = clamp_outer(a_qs), a_sums_ = clamp_outer(a_sums);
 
@@ -74,6 +80,7 @@ public:
         // The weight operand of the dot as its DotForm wants it, and the
         // activation operand that goes with it.
         auto quant = [&](const Expr &b4, const Expr &g_, const Expr &h_) {
+            if (nonlinear) return iq4_weight(f.form, stored(b4, g_, h_));
             if (B != 8) return stored(b4, g_, h_);
             if (f.form == DotForm::u8s8_dot4) return stored(b4, g_, h_) ^ cast<uint8_t>(0x80);
             if (f.form == DotForm::u8s8_pairs) return abs(s8(b4, g_, h_));
@@ -81,10 +88,11 @@ public:
         };
         auto act = [&](const Expr &b4, const Expr &g_, const Expr &h_) {
             Expr a = act_raw(b4, g_, h_);
+            if (nonlinear) return iq4_act(f.form, stored(b4, g_, h_), a);
             return B == 8 && f.form == DotForm::u8s8_pairs ? select(s8(b4, g_, h_) < 0, -a, a) : a;
         };
-        const int zero = has_min ? 0 : B == 4 ? 8 : B == 5 ? 16 : f.form == DotForm::u8s8_dot4 ? 128 : 0;
-        if (f.form == DotForm::u8s8_pairs && B != 4) {
+        const int zero = nonlinear ? iq4_zero(f.form) : has_min ? 0 : B == 4 ? 8 : B == 5 ? 16 : f.form == DotForm::u8s8_dot4 ? 128 : 0;
+        if (f.form == DotForm::u8s8_pairs && wide) {
             // vpmaddubsw pairs (|w| <= 128: 2 * 128 * 127 < 32767), each pair
             // widened at once (vpmaddwd by ones: the 8 groups of u5 or s8
             // pairs could overflow i16) and summed in i32 over kp and the 8
@@ -113,8 +121,8 @@ public:
             f.part(kp, r, kb, t, n) = 0;
             f.part(kp, r, kb, t, n) += packed_dot_term(f.form, quant(f.dot.x, f.dot.y, f.dot.z), act(f.dot.x, f.dot.y, f.dot.z));
         }
-        const int parts = f.form == DotForm::u8s8_pairs && B == 4 ? 2 : 1;
-        f.wide_part = B != 4;
+        const int parts = f.form == DotForm::u8s8_pairs && !wide ? 2 : 1;
+        f.wide_part = wide;
         f.halves = RDom(0, parts, "halves");
         f.isum(r, kb, t, n) = -zero * f.act_sum(kb, n);
         f.isum(r, kb, t, n) += cast<int32_t>(f.part(f.halves, r, kb, t, n));

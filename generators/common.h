@@ -2,6 +2,9 @@
 // exposes, and small helpers for reading the raw byte formats of FORMATS.md.
 #pragma once
 
+#include <cstdlib>
+#include <vector>
+
 #include "Halide.h"
 
 #include "schedules/schedules.h"
@@ -54,6 +57,44 @@ void constrain_packed(W &weight, Y &y, int run) {
 inline Expr packed_dot_term(DotForm form, const Expr &q, const Expr &a) {
     return form == DotForm::u8s8_dot4 ? cast<int32_t>(widening_mul(q, a)) : cast<int32_t>(q) * cast<int32_t>(a);
 }
+
+// IQ4_NL's and IQ4_XS's 16 non-linear levels (ggml's kvalues_iq4nl;
+// FORMATS.md, "IQ4_NL").
+constexpr int kIQ4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// value(q) for a 4-bit index q (uint8 in 0..15), as type t: a tree of 15
+// selects on q's bits (4 bit tests, then 8 + 4 + 2 + 1 blends of constant
+// vectors). Halide 21 lowers a vector load from a 16-entry table to one
+// byte insert per lane on x86 and lane loads on ARM (its dynamic_shuffle,
+// which would be pshufb/tbl, is lowered for Hexagon only), and mux() to a
+// chain of 15 compares and 15 selects.
+inline Expr nibble_lut(const Expr &q, int (*value)(int), Type t) {
+    std::vector<Expr> level;
+    for (int i = 0; i < 16; ++i) level.push_back(cast(t, value(i)));
+    for (int bit = 0; bit < 4; ++bit) {
+        Expr set = (q & cast<uint8_t>(1 << bit)) != cast<uint8_t>(0);
+        std::vector<Expr> next;
+        for (size_t i = 0; i < level.size(); i += 2) next.push_back(select(set, level[i + 1], level[i]));
+        level = next;
+    }
+    return level[0];
+}
+
+// An IQ4 level as the weight operand of a packed integer dot, the way each
+// DotForm takes s8 weights (as Q8_0's, block32_packed_matmul_q8.cpp):
+// vpdpbusd wants u8, so level + 128 with zero point 128; vpmaddubsw
+// saturates on 2 * 241 * 127, so |level| against the activation with the
+// level's sign (levels 0..7 are the negative ones), zero point 0; sdot
+// takes the s8 level.
+inline Expr iq4_weight(DotForm form, const Expr &q) {
+    if (form == DotForm::u8s8_dot4) return nibble_lut(q, [](int i) { return kIQ4Levels[i] + 128; }, UInt(8));
+    if (form == DotForm::u8s8_pairs) return nibble_lut(q, [](int i) { return std::abs(kIQ4Levels[i]); }, UInt(8));
+    return nibble_lut(q, [](int i) { return kIQ4Levels[i]; }, Int(8));
+}
+inline Expr iq4_act(DotForm form, const Expr &q, const Expr &a) {
+    return form == DotForm::u8s8_pairs ? select(q < cast<uint8_t>(8), -a, a) : a;
+}
+inline int iq4_zero(DotForm form) { return form == DotForm::u8s8_dot4 ? 128 : 0; }
 
 // Optional per-row bias: the caller passes a one-element buffer and has_bias
 // = false when there is none. The index is clamped so that bounds inference

@@ -160,13 +160,8 @@ inline GGMLBlockFormat q5_k_format() {
             }};
 }
 
-// IQ4_NL's 16 non-linear levels (ggml's kvalues_iq4nl), as int8.
-inline Expr iq4_level(const Expr &nibble) {
-    static const int kLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-    std::vector<Expr> v;
-    for (int k : kLevels) v.push_back(cast<int8_t>(k));
-    return mux(nibble, v);
-}
+// An IQ4 level (kIQ4Levels) as int8.
+inline Expr iq4_level(const Expr &nibble) { return nibble_lut(nibble, [](int i) { return kIQ4Levels[i]; }, Int(8)); }
 
 // IQ4_NL: f16 d; qs[16] as Q4_0's, each nibble an index into the levels; d * level.
 inline GGMLBlockFormat iq4_nl_format() {

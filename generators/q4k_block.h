@@ -10,6 +10,7 @@ constexpr int kQK = 256;           // weights per super-block
 constexpr int kQ4KBlockBytes = 144;
 constexpr int kQ4KPackedBlockBytes = 148;  // per row of a packed tile
 constexpr int kQ5KPackedBlockBytes = 180;  // packed Q4_K's fields, then the fifth bits
+constexpr int kIQ4XSPackedBlockBytes = 138;  // quants as Q4_K's, int8 scales, d
 
 // `bytes(i, r)` is byte i of row r; `b` is the block index within the row.
 struct Q4KRow {
@@ -48,12 +49,14 @@ struct Q4KRow {
     }
 };
 
-// Field access into packed Q4_K and Q5_K (FORMATS.md, "Packed Q4_K",
-// "Packed Q5_K"): `bytes(i, sb, t)` is byte i of super-block sb of tile t, a
-// run of 148 R (180 R) bytes.
+// Field access into packed Q4_K, Q5_K and IQ4_XS (FORMATS.md, "Packed
+// Q4_K", "Packed Q5_K", "Packed IQ4_XS"): `bytes(i, sb, t)` is byte i of
+// super-block sb of tile t, a run of 148 R (180 R, 138 R) bytes. IQ4_XS has
+// Q4_K's quants and scales (as int8) and no mins: its d is where Q4_K's m is.
 struct Q4KPacked {
     Func bytes;
     int R;
+    int d_at = 144;  // d's offset in units of R bytes: 144, or IQ4_XS's 136
 
     // Nibble h of byte b4 (0..3) of group g (0..7) of chunk jp (0..3), row r:
     // weight 64 jp + 32 h + 4 g + b4, as uint8.
@@ -76,7 +79,7 @@ struct Q4KPacked {
         return bytes(136 * R + R * j + r, sb, t);
     }
     Expr d(const Expr &r, const Expr &sb, const Expr &t) const {
-        return f16_bits_to_f32(u16_le(bytes(144 * R + 2 * r, sb, t), bytes(144 * R + 2 * r + 1, sb, t)));
+        return f16_bits_to_f32(u16_le(bytes(d_at * R + 2 * r, sb, t), bytes(d_at * R + 2 * r + 1, sb, t)));
     }
     Expr dmin(const Expr &r, const Expr &sb, const Expr &t) const {
         return f16_bits_to_f32(u16_le(bytes(146 * R + 2 * r, sb, t), bytes(146 * R + 2 * r + 1, sb, t)));

@@ -10,7 +10,10 @@
 // activations (from Q8_K's bsums). Integer sums are exact: every DotForm
 // computes the same isum. Q5_K is Q4_K with a fifth bit per weight: q is
 // the nibble plus that bit times 16 (0..31), one shift and mask per group
-// from one vector of the tile's qh bytes.
+// from one vector of the tile's qh bytes. IQ4_XS (nonlinear) is Q4_K with
+// the nibbles indexing the IQ4 levels (iq4_weight in common.h), signed
+// scales and no mins; for vpdpbusd its levels are offset by 128, which
+// comes back as -128 * sum_j sc_j * asum_j in the place of the mins.
 #include "q4k_block.h"
 
 namespace qforge {
@@ -19,8 +22,9 @@ class Q4KPackedMatmulQ8 : public KernelGenerator<Q4KPackedMatmulQ8> {
 public:
     GeneratorParam<int> pack_rows{"pack_rows", 16};  // R: rows per packed tile
     GeneratorParam<int> bits{"bits", 4};              // 4: Q4_K, 5: Q5_K
+    GeneratorParam<bool> nonlinear{"nonlinear", false};  // IQ4_XS (bits=4)
 
-    Input<Buffer<uint8_t, 3>> weight{"weight"};   // [148 R (Q5_K: 180 R), in/256, tiles]
+    Input<Buffer<uint8_t, 3>> weight{"weight"};   // [148 R (Q5_K: 180 R, IQ4_XS: 138 R), in/256, tiles]
     Input<Buffer<float, 2>> a_d{"a_d"};           // [in/256, tokens]
     Input<Buffer<int8_t, 2>> a_qs{"a_qs"};        // [in, tokens]
     Input<Buffer<int16_t, 2>> a_bsums{"a_bsums"}; // [in/16, tokens]
@@ -32,22 +36,26 @@ public:
         const int R = pack_rows;
         check(R > 0 && R % 4 == 0, "pack_rows must be a positive multiple of 4");
         check(bits == 4 || bits == 5, "bits must be 4 (Q4_K) or 5 (Q5_K)");
-        const bool q5 = bits == 5;
-        constrain_packed(weight, y, (q5 ? kQ5KPackedBlockBytes : kQ4KPackedBlockBytes) * R);
+        const bool q5 = bits == 5, iq4 = nonlinear;
+        check(!iq4 || !q5, "nonlinear levels go with 4 bits");
+        constrain_packed(weight, y, (q5 ? kQ5KPackedBlockBytes : iq4 ? kIQ4XSPackedBlockBytes : kQ4KPackedBlockBytes) * R);
         Func a_d_ = clamp_outer(a_d), a_qs_ = clamp_outer(a_qs), a_bsums_ = clamp_outer(a_bsums);
 
         PackedQ4KFuncs f;
         f.rows = R;
         f.bits = bits;
         f.form = schedule_family_for(get_target()).dot_form(get_target());
+        // IQ4_XS's s8 levels: vpmaddubsw's pairs are widened one by one.
+        f.wide_part = iq4 && f.form == DotForm::u8s8_pairs;
         f.weight = weight;
         Var r = f.r, t = f.t, n = f.n, kp = f.kp, h = f.h, jp = f.jp, sb = f.sb, o = f.o;
-        Q4KPacked w{weight, R};
+        Q4KPacked w{weight, R, iq4 ? 136 : 144};
 
         // The integer dot of sub-block j = 2 jp + h, in parts of `kp`. Byte
         // b = 4 g + (its place in the group of 4) of a 32-byte chunk.
         auto quant = [&](const Expr &b4, const Expr &g) {
             Expr q = w.q(b4, r, g, h, jp, sb, t);
+            if (iq4) return iq4_weight(f.form, q);
             return q5 ? q + (w.high(b4, r, g, h, jp, sb, t) << cast<uint8_t>(4)) : q;
         };
         // Activations as the schedule may stage them per token tile: act4(b4,
@@ -56,8 +64,23 @@ public:
         f.act4(b4v, kq, n) = a_qs_(4 * kq + b4v, n);
         f.act_d(sb, n) = a_d_(sb, n);
         f.act_sum(j, sb, n) = cast<int32_t>(a_bsums_(16 * sb + 2 * j, n)) + cast<int32_t>(a_bsums_(16 * sb + 2 * j + 1, n));
-        auto act = [&](const Expr &b4, const Expr &g) { return f.act4(b4, 64 * sb + 8 * (2 * jp + h) + g, n); };
-        if (f.form == DotForm::u8s8_pairs) {
+        auto act = [&](const Expr &b4, const Expr &g) {
+            Expr a = f.act4(b4, 64 * sb + 8 * (2 * jp + h) + g, n);
+            return iq4 ? iq4_act(f.form, w.q(b4, r, g, h, jp, sb, t), a) : a;
+        };
+        if (f.wide_part) {
+            // vpmaddubsw pairs of |level| (2 * 127 * 127 < 32767), each
+            // widened to i32 at once (vpmaddwd by ones) and summed over kp
+            // and the 8 groups.
+            f.dot = RDom(0, 2, "dot");
+            f.groups = RDom(0, 2, 0, 8, "groups");  // kp, g
+            Expr b4 = 2 * kp + f.dot;
+            f.pair(kp, r, f.g, h, jp, sb, t, n) = cast<int16_t>(0);
+            f.pair(kp, r, f.g, h, jp, sb, t, n) = saturating_add(f.pair(kp, r, f.g, h, jp, sb, t, n),
+                                                                 widening_mul(quant(b4, f.g), act(b4, f.g)));
+            f.part(kp, r, h, jp, sb, t, n) = 0;
+            f.part(kp, r, h, jp, sb, t, n) += cast<int32_t>(f.pair(f.groups.x, r, f.groups.y, h, jp, sb, t, n));
+        } else if (f.form == DotForm::u8s8_pairs) {
             // vpmaddubsw: pairs of u8 x s8 products summed in i16 (never
             // saturates: 2 * 15 * 127 < 32767), then the 8 groups in i16
             // (8 * 3810 < 32767); the scale multiply pairs them in i32.
@@ -82,7 +105,12 @@ public:
             f.part(kp, r, h, jp, sb, t, n) = 0;
             f.part(kp, r, h, jp, sb, t, n) += packed_dot_term(f.form, quant(f.dot.x, f.dot.y), act(f.dot.x, f.dot.y));
         }
-        const int parts = f.form == DotForm::u8s8_pairs ? 2 : 1;
+        const int parts = f.form == DotForm::u8s8_pairs && !f.wide_part ? 2 : 1;
+        // The sub-block scale: Q4_K's 6 bits, or IQ4_XS's int8.
+        auto scale = [&](const Expr &j) {
+            Expr sc = w.sc(r, j, sb, t);
+            return iq4 ? cast<int32_t>(reinterpret<int8_t>(sc)) : cast<int32_t>(cast<int16_t>(sc));
+        };
         f.sacc(r, sb, t, n) = 0;
         if (q5 && f.form == DotForm::u8s8_pairs) {
             f.subs = RDom(0, parts, 0, 2, 0, 2, 0, 4, "subs");  // kp, gq, h, jp
@@ -91,17 +119,26 @@ public:
         } else {
             f.subs = RDom(0, parts, 0, 2, 0, 4, "subs");  // kp, h, jp
             f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, f.subs.z, sb, t, n)) *
-                                   cast<int32_t>(cast<int16_t>(w.sc(r, 2 * f.subs.z + f.subs.y, sb, t)));
+                                   scale(2 * f.subs.z + f.subs.y);
         }
+        // Q4_K's mins, or IQ4_XS's scales (against its zero point), times
+        // the sub-block activation sums.
         f.mins = RDom(0, 8, "mins");
         f.macc(r, sb, t, n) = 0;
-        f.macc(r, sb, t, n) += cast<int32_t>(w.m(r, f.mins, sb, t)) * f.act_sum(f.mins, sb, n);
+        f.macc(r, sb, t, n) += (iq4 ? scale(f.mins) : cast<int32_t>(w.m(r, f.mins, sb, t))) * f.act_sum(f.mins, sb, n);
 
         f.blocks = RDom(0, weight.dim(1).extent(), "blocks");
         Expr b = f.blocks;
         f.acc(r, t, n) = 0.0f;
-        f.acc(r, t, n) += f.act_d(b, n) * (w.d(r, b, t) * cast<float>(f.sacc(r, b, t, n)) -
-                                        w.dmin(r, b, t) * cast<float>(f.macc(r, b, t, n)));
+        if (!iq4) {
+            f.acc(r, t, n) += f.act_d(b, n) * (w.d(r, b, t) * cast<float>(f.sacc(r, b, t, n)) -
+                                            w.dmin(r, b, t) * cast<float>(f.macc(r, b, t, n)));
+        } else if (iq4_zero(f.form) != 0) {
+            f.acc(r, t, n) += f.act_d(b, n) * (w.d(r, b, t) * cast<float>(f.sacc(r, b, t, n) -
+                                                                       iq4_zero(f.form) * f.macc(r, b, t, n)));
+        } else {
+            f.acc(r, t, n) += f.act_d(b, n) * (w.d(r, b, t) * cast<float>(f.sacc(r, b, t, n)));
+        }
         y(o, n) = f.acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias.dim(0).extent(), o);
         f.y = y;
 

@@ -416,14 +416,16 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
 // sub-block dims...)) and macc (scales or mins against the activation sums,
 // over mins). Returns where `part` is computed: once per sub-block.
 inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, Var n, const RDom &subs, const RDom &mins,
-                             DotForm form) {
+                             DotForm form, bool wide = false) {
+    // i16 halves only where the pairs were not widened one by one.
+    const bool halves = form == DotForm::u8s8_pairs && !wide;
     for (Func s : {sacc, macc}) {
         s.compute_at(acc, block).vectorize(r).unroll(n);
     }
     macc.update().reorder(r, n, mins.x).vectorize(r).unroll(n).unroll(mins.x);
     Stage su = sacc.update();
     std::vector<VarOrRVar> order;
-    if (form == DotForm::u8s8_pairs) {
+    if (halves) {
         // part's two i16 halves against the scale: a factor-2 i16 dot (vpmaddwd).
         order = {subs.x, r, n};
     } else {
@@ -431,7 +433,7 @@ inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, 
     }
     for (int i = 1; i < subs.dimensions(); ++i) order.push_back(subs[i]);
     su.reorder(order);
-    if (form == DotForm::u8s8_pairs) {
+    if (halves) {
         su.atomic().vectorize(subs.x).vectorize(r).unroll(n);
     } else {
         su.vectorize(r).unroll(n).unroll(subs.x);
@@ -446,8 +448,8 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
                                        f.act_sum, packed_tile_tokens(D.packed_q4k_tile_tokens, t));
     prefetch_weights(f.acc, f.weight, block, f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t) : D.packed_prefetch_blocks);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
-               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form),
-               k.prefill ? 1 : D.packed_decode_chains);
+               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form, f.wide_part),
+               k.prefill ? 1 : D.packed_decode_chains, f.wide_part);
 }
 
 // Packed Q6_K x Q8_K: as q4k_packed_q8, a unit (sub-block, or half of one

@@ -112,8 +112,9 @@ struct PackedQ4KFuncs {
     Halide::Var r{"r"}, t{"t"}, n{"n"}, o{"o"}, kp{"kp"}, h{"h"}, jp{"jp"}, sb{"sb"}, g{"g"};
     Halide::RDom dot, groups, subs, mins, blocks;
     int rows = 0;  // R
-    int bits = 4;  // 4: Q4_K, 5: Q5_K
+    int bits = 4;  // 4: Q4_K (or IQ4_XS), 5: Q5_K
     DotForm form = DotForm::u8s8_dot4;
+    bool wide_part = false;  // IQ4_XS on u8s8_pairs: i32 part, pairs widened one by one (see PackedBlock32Funcs)
 };
 
 // Packed 32-blocks (Q4_0, int4g, Q8_0) x Q8_0: Y(o, n) = acc(o % R, o / R,

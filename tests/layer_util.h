@@ -34,10 +34,13 @@ inline Built build(Format format, const std::vector<float> &w, int64_t out, int6
     if (format == Format::f32) {
         r.data = w.data();
         b.dequantized = w;
-    } else if (format == Format::f16) {
+    } else if (format == Format::f16 || format == Format::bf16) {
+        const bool bf = format == Format::bf16;
         b.halves.resize(w.size());
-        for (size_t i = 0; i < w.size(); ++i) b.halves[i] = f16(w[i]);
-        for (size_t i = 0; i < w.size(); ++i) b.dequantized[i] = ref::f16_to_f32(b.halves[i]);
+        for (size_t i = 0; i < w.size(); ++i) b.halves[i] = bf ? ref::f32_to_bf16(w[i]) : f16(w[i]);
+        for (size_t i = 0; i < w.size(); ++i) {
+            b.dequantized[i] = bf ? ref::bf16_to_f32(b.halves[i]) : ref::f16_to_f32(b.halves[i]);
+        }
         r.data = b.halves.data();
     } else if (format == Format::int4g) {
         b.i4 = quantize_int4g(w.data(), out, in, group_size);

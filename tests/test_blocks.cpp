@@ -123,7 +123,10 @@ class DenseMatmul : public testing::TestWithParam<VariantParam> {};
 TEST_P(DenseMatmul, MatchesFloat64Reference) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
-    const bool half = p.row->format == Format::f16;
+    const Format f = p.row->format;
+    const bool half = f != Format::f32;  // 16-bit values: f16 or bf16
+    auto to16 = [&](float v) { return f == Format::bf16 ? ref::f32_to_bf16(v) : f16(v); };
+    auto from16 = [&](uint16_t h) { return f == Format::bf16 ? ref::bf16_to_f32(h) : ref::f16_to_f32(h); };
     struct Case { int64_t out, in, tokens; bool bias; int64_t pad; };
     // in need not be a multiple of anything: 1, 63, 65 and 1001 exercise the tail.
     for (Case c : std::vector<Case>{{1, 1, 1, false, 0}, {3, 63, 2, true, 0}, {257, 65, 3, false, 3},
@@ -134,10 +137,10 @@ TEST_P(DenseMatmul, MatchesFloat64Reference) {
         auto wf = random_floats(c.out * wstride);
         std::vector<uint16_t> wh(wf.size());
         std::vector<float> w(c.out * c.in);
-        for (size_t i = 0; i < wf.size(); ++i) wh[i] = f16(wf[i]);
+        for (size_t i = 0; i < wf.size(); ++i) wh[i] = to16(wf[i]);
         for (int64_t r = 0; r < c.out; ++r) {
             for (int64_t k = 0; k < c.in; ++k) {
-                w[r * c.in + k] = half ? ref::f16_to_f32(wh[r * wstride + k]) : wf[r * wstride + k];
+                w[r * c.in + k] = half ? from16(wh[r * wstride + k]) : wf[r * wstride + k];
             }
         }
         auto x = random_floats(c.tokens * xstride);
@@ -146,7 +149,7 @@ TEST_P(DenseMatmul, MatchesFloat64Reference) {
         Mem m(p);
         const void *wp = half ? static_cast<const void *>(m.in(wh)) : static_cast<const void *>(m.in(wf));
         const int64_t wbytes = wstride * (half ? 2 : 4);
-        matmul(Weights{half ? Format::f16 : Format::f32, wp, c.out, c.in, wbytes}, ConstMatrix{m.in(x), c.tokens, c.in, xstride},
+        matmul(Weights{f, wp, c.out, c.in, wbytes}, ConstMatrix{m.in(x), c.tokens, c.in, xstride},
                c.bias ? m.in(bias) : nullptr, m.out(y), options(p));
         m.sync();
         y.expect_all_written();
@@ -161,6 +164,8 @@ TEST_P(DenseMatmul, MatchesFloat64Reference) {
 INSTANTIATE_TEST_SUITE_P(F32, DenseMatmul, testing::ValuesIn(weight_variants("DenseMatmul", Format::f32, {Op::matvec, Op::matmul})),
                          variant_name);
 INSTANTIATE_TEST_SUITE_P(F16, DenseMatmul, testing::ValuesIn(weight_variants("DenseMatmul", Format::f16, {Op::matvec, Op::matmul})),
+                         variant_name);
+INSTANTIATE_TEST_SUITE_P(BF16, DenseMatmul, testing::ValuesIn(weight_variants("DenseMatmul", Format::bf16, {Op::matvec, Op::matmul})),
                          variant_name);
 
 }  // namespace

@@ -90,9 +90,9 @@ TEST(Errors, UnknownTargetAndKernel) {
     o.kernel = "q4k_matvec_f32@no_such_tag";
     expect_error([&] { matmul(Weights{Format::q4_k, w.data(), 1, 256}, ConstMatrix{x.data(), 1, 256}, nullptr, {y.data(), 1, 1}, o); },
                  {"q4k_matvec_f32@no_such_tag"});
-    // A format with no kernels of its own, and a kernel of another format.
-    expect_error([&] { matmul(Weights{Format::bf16, w.data(), 1, 64}, ConstMatrix{x.data(), 1, 64}, nullptr, {y.data(), 1, 1}); },
-                 {"bf16", "no kernel"});
+    // An operation a format has no kernel for, and a kernel of another format.
+    std::vector<float> y64(64, nan_poison());
+    expect_error([&] { dequant(Weights{Format::bf16, w.data(), 1, 64}, Matrix{y64.data(), 1, 64}); }, {"bf16", "no kernel"});
     o.kernel = "q6k_matvec_f32";
     expect_error([&] { matmul(Weights{Format::q4_k, w.data(), 1, 256}, ConstMatrix{x.data(), 1, 256}, nullptr, {y.data(), 1, 1}, o); },
                  {"does not compute this operation"});

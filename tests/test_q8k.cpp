@@ -239,7 +239,7 @@ TEST_P(Block32PackedQ8, MatchesReference) {
 
 std::vector<VariantParam> block32_packed_variants() {
     auto v = weight_variants("Block32PackedQ8", Format::q4_0, {Op::matvec, Op::matmul}, ActType::q8_0);
-    for (Format f : {Format::int4g, Format::q8_0, Format::q4_1, Format::q5_0, Format::q5_1}) {
+    for (Format f : {Format::int4g, Format::q8_0, Format::q4_1, Format::q5_0, Format::q5_1, Format::iq4_nl}) {
         auto g = weight_variants("Block32PackedQ8", f, {Op::matvec, Op::matmul}, ActType::q8_0);
         v.insert(v.end(), g.begin(), g.end());
     }
@@ -296,7 +296,7 @@ TEST_P(KQuantPackedQ8, MatchesReference) {
 
 std::vector<VariantParam> kquant_packed_variants() {
     std::vector<VariantParam> v;
-    for (Format f : {Format::q6_k, Format::q5_k, Format::q3_k, Format::q2_k}) {
+    for (Format f : {Format::q6_k, Format::q5_k, Format::q3_k, Format::q2_k, Format::iq4_xs}) {
         auto g = weight_variants("KQuantPackedQ8", f, {Op::matvec, Op::matmul}, ActType::q8_k);
         v.insert(v.end(), g.begin(), g.end());
     }

@@ -15,6 +15,13 @@ bool ends_with(const std::string &s, const std::string &suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// "q4_k packed x16", "int4g:128 packed x16".
+std::string packed_name(const PackedTensor &p) {
+    std::string f = to_string(p.format);
+    if (p.group_size && traits(p.format).separate_scales) f += ":" + std::to_string(p.group_size);
+    return f + " packed x" + std::to_string(p.rows);
+}
+
 // Linear weights: 2-D ".weight" matrices, not embedding tables (those are looked up, not multiplied).
 bool is_linear(const TensorView &t) {
     return t.shape.size() == 2 && t.shape[0] > 0 && t.shape[1] > 0 && ends_with(t.name, ".weight") &&
@@ -42,9 +49,8 @@ std::vector<LinearInfo> ModelFile::linears() const {
     if (gguf) {
         for (const auto &t : gguf->tensors()) {
             if (const auto p = packed_tensor(*gguf, t.name)) {  // written by `qforge pack`
-                std::string f = to_string(p->format);
-                if (p->group_size && traits(p->format).separate_scales) f += ":" + std::to_string(p->group_size);
-                r.push_back({t.name, f + " packed x" + std::to_string(p->rows), p->out, p->in, static_cast<int64_t>(t.bytes)});
+                // (a packed stack of experts is no one matrix: bench_linears lists it)
+                if (!p->experts) r.push_back({t.name, packed_name(*p), p->out, p->in, static_cast<int64_t>(t.bytes)});
                 continue;
             }
             if (is_linear(t) && has_format(t.type)) {
@@ -86,7 +92,13 @@ std::vector<BenchLinear> ModelFile::bench_linears() const {
     for (const LinearInfo &l : linears()) r.push_back({l, l.name, 0, ""});
     const std::vector<TensorView> &all = gguf ? gguf->tensors() : st->tensors();
     for (const auto &t : all) {
-        if (!named_like_linear(t.name) || (gguf && packed_tensor(*gguf, t.name))) continue;
+        if (!named_like_linear(t.name)) continue;
+        if (const auto p = gguf ? packed_tensor(*gguf, t.name) : std::nullopt) {
+            if (p->experts) {  // a packed stack (its matrices are listed by linears())
+                r.push_back({{t.name, packed_name(*p), p->out, p->in, p->matrix_bytes()}, t.name, p->experts, ""});
+            }
+            continue;
+        }
         const bool runs = has_format(t.type) && (gguf || traits(format_of(t.type)).block_elements == 1);
         if (t.shape.size() == 3 && t.name.find("_exps.") != std::string::npos) {
             const int64_t experts = t.shape[0], out = t.shape[1], in = t.shape[2];
@@ -119,9 +131,14 @@ std::vector<BenchLinear> ModelFile::bench_linears() const {
 std::unique_ptr<Linear> ModelFile::layer(const BenchLinear &l, int64_t expert) const {
     if (l.experts == 0 && l.tensor == l.info.name) return layer(l.tensor);
     const TensorView &t = gguf ? gguf->tensor(l.tensor) : st->tensor(l.tensor);
-    const Format f = format_of(t.type);
-    const int64_t matrix_bytes = weight_bytes(f, l.info.out, l.info.in);
-    WeightRef w{f, t.data + expert * matrix_bytes, l.info.out, l.info.in};
+    WeightRef w;
+    if (const auto p = gguf ? packed_tensor(*gguf, l.tensor) : std::nullopt) {  // a packed stack: one expert's tiles
+        w = {p->format, t.data + expert * p->matrix_bytes(), p->out, p->in};
+        w.pack_rows = p->rows;
+    } else {
+        const Format f = format_of(t.type);
+        w = {f, t.data + expert * weight_bytes(f, l.info.out, l.info.in), l.info.out, l.info.in};
+    }
     return make_linear(l.experts ? l.tensor + "[" + std::to_string(expert) + "]" : l.tensor, w);
 }
 
@@ -143,18 +160,22 @@ std::vector<float> ModelFile::to_f32(const std::string &name, std::vector<int64_
     std::vector<uint8_t> unpacked;
     const auto packed = gguf ? packed_tensor(*gguf, name) : std::nullopt;
     if (packed) {
+        // Each matrix (each expert of a stack) back to the file's layout.
         const PackedTensor &p = *packed;
-        Weights pw{p.format, gguf->tensor(name).data, p.out, p.in};
-        pw.group_size = p.group_size;
-        pw.pack_rows = p.rows;
-        unpacked.resize(weight_bytes(p.format, p.out, p.in, p.group_size));
-        unpack_weights(pw, unpacked.data());
-        w = {p.format, unpacked.data(), p.out, p.in};
+        const int64_t n = std::max<int64_t>(p.experts, 1), file_bytes = weight_bytes(p.format, p.out, p.in, p.group_size);
+        unpacked.resize(n * file_bytes);
+        for (int64_t e = 0; e < n; ++e) {
+            Weights pw{p.format, gguf->tensor(name).data + e * p.matrix_bytes(), p.out, p.in};
+            pw.group_size = p.group_size;
+            pw.pack_rows = p.rows;
+            unpack_weights(pw, unpacked.data() + e * file_bytes);
+        }
+        w = {p.format, unpacked.data(), n * p.out, p.in};
         if (traits(p.format).separate_scales) {
             w.scales = reinterpret_cast<const uint16_t *>(unpacked.data() + p.out * (p.in / 2));
             w.group_size = p.group_size;
         }
-        *shape = {p.out, p.in};
+        *shape = p.experts ? std::vector<int64_t>{p.experts, p.out, p.in} : std::vector<int64_t>{p.out, p.in};
     } else if (st && st->find(name + ".weight_4bit")) {
         const Int4gTensors g = st->int4g(name);
         w = {Format::int4g, g.weight->data, g.out, g.in, 0, reinterpret_cast<const uint16_t *>(g.scales->data), g.group_size};

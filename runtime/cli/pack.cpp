@@ -25,14 +25,20 @@ int pack(const PackArgs &a, const Common &c) {
         for (const auto &t : m.st->tensors()) copy.push_back(&t);
     }
     Table table({"tensor", "format", "shape", "rows", "file_bytes", "packed_bytes", "ms"});
-    const auto linears = m.linears();
+    // The matrices, then (GGUF) the stacks of MoE experts: each expert packed on its own.
+    std::vector<BenchLinear> linears;
+    for (const LinearInfo &l : m.linears()) linears.push_back({l, l.name, 0, ""});
+    for (const BenchLinear &b : m.bench_linears()) {
+        if (b.experts && b.skip.empty() && m.is_gguf() && !packed_tensor(*m.gguf, b.tensor)) linears.push_back(b);
+    }
     Progress progress("packing", linears.size());
     double pack_s = 0;
     int64_t packed_in = 0, packed_out = 0;
     auto drop = [&](const std::string &name) {
         copy.erase(std::remove_if(copy.begin(), copy.end(), [&](const TensorView *t) { return t->name == name; }), copy.end());
     };
-    for (const LinearInfo &l : linears) {
+    for (const BenchLinear &b : linears) {
+        const LinearInfo &l = b.info;
         progress.step(l.name);
         if (m.is_gguf() && packed_tensor(*m.gguf, l.name)) continue;  // packed already: copied as it is
         Weights w;
@@ -48,7 +54,7 @@ int pack(const PackArgs &a, const Common &c) {
         const FormatTraits &t = traits(w.format);
         const int R = pack_rows_for(family, w.format, w.group_size);
         const bool fits = R && w.in % t.packed_block_elements == 0 && (!t.separate_scales || w.group_size % 32 == 0);
-        if (!fits) {
+        if (!fits || (b.experts && t.separate_scales)) {
             if (!t.in_files) {
                 throw Error(a.input + ": '" + l.name + "' (" + l.format + " [" + std::to_string(l.out) + ", " +
                             std::to_string(l.in) + "]) has no packed layout for " + family +
@@ -57,13 +63,15 @@ int pack(const PackArgs &a, const Common &c) {
             continue;  // no packed layout here: copied in the file's layout
         }
         const auto t0 = std::chrono::steady_clock::now();
-        add_packed_tensor(gw, l.name, w, PackedTensor{w.format, w.out, w.in, w.group_size, R, family});
+        const PackedTensor p{w.format, w.out, w.in, w.group_size, R, family, b.experts};
+        add_packed_tensor(gw, l.name, w, p);
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         pack_s += s;
-        const int64_t out_bytes = packed_bytes(w.format, w.out, w.in, R);
-        packed_in += l.bytes;
+        const int64_t n = std::max<int64_t>(b.experts, 1), in_bytes = n * l.bytes, out_bytes = n * p.matrix_bytes();
+        packed_in += in_bytes;
         packed_out += out_bytes;
-        table.add({l.name, l.format, std::to_string(l.out) + "x" + std::to_string(l.in), R, l.bytes, out_bytes, s * 1e3});
+        const std::string shape = (b.experts ? std::to_string(b.experts) + "x" : "") + std::to_string(l.out) + "x" + std::to_string(l.in);
+        table.add({l.name, l.format, shape, R, in_bytes, out_bytes, s * 1e3});
         if (m.is_gguf()) {
             drop(l.name);
         } else {

@@ -363,8 +363,8 @@ KernelKey weights_key(const Weights &w, Op op) {
 }
 
 // The weight planes as the kernels take them: bytes [out, row bytes], or for
-// dense formats their values (f32, or f16 as Halide's float16), and the
-// scale plane of formats that keep one apart.
+// dense formats their values (f32; f16 and bf16 as Halide's float16 and
+// bfloat16), and the scale plane of formats that keep one apart.
 struct WeightArgs {
     Halide::Runtime::Buffer<const void, 2> weight;
     Halide::Runtime::Buffer<const void, 2> scales;
@@ -390,7 +390,8 @@ struct WeightArgs {
             const int64_t size = t.block_bytes;
             weight = p.view("weight", data, w.out, w.in * size, stride);
             halide_buffer_t *b = weight.raw_buffer();
-            b->type = halide_type_t(halide_type_float, static_cast<uint8_t>(8 * size));
+            b->type = w.format == Format::bf16 ? halide_type_t(halide_type_bfloat, 16)
+                                               : halide_type_t(halide_type_float, static_cast<uint8_t>(8 * size));
             b->dim[0].extent = static_cast<int32_t>(w.in);
             b->dim[1].stride = static_cast<int32_t>(stride / size);
         }

@@ -113,8 +113,7 @@ struct Linear::Impl {
     std::string name;
     int64_t in = 0, out = 0;
     LayerOptions opt;
-    WeightRef w;                      // format is what the kernels run (bf16 converted)
-    std::vector<float> converted;     // bf16 weights as f32
+    WeightRef w;
     std::vector<float> bias;
     std::vector<uint8_t> dense;       // eager: f32 or f16 [out, in]
     std::vector<uint8_t> packed;      // fused on the CPU: the packed layout its 8-bit kernels read
@@ -197,7 +196,7 @@ Linear::Linear(std::string name, const WeightRef &w, const float *bias, const La
     if (w.out <= 0 || w.in <= 0) {
         m.error("weight shape [" + std::to_string(w.out) + ", " + std::to_string(w.in) + "] must be positive");
     }
-    if (t.activations.empty() && t.kernel_format == t.format) {
+    if (t.activations.empty()) {
         m.error(std::string(t.name) + " weights have no kernels");
     }
     if (w.in % t.block_elements != 0) {
@@ -215,12 +214,6 @@ Linear::Linear(std::string name, const WeightRef &w, const float *bias, const La
     } else {
         m.w.scales = nullptr;
         m.w.group_size = 0;
-    }
-    if (t.kernel_format != t.format) {
-        // No kernels of its own (bf16): converted once to the format that has them.
-        m.converted = to_f32(t.file_type, w.data, w.out * w.in);
-        m.w.format = t.kernel_format;
-        m.w.data = m.converted.data();
     }
     if (bias) m.bias.assign(bias, bias + w.out);
     if (w.pack_rows) m.adopt_packed();

@@ -256,6 +256,47 @@ void q8_0_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
     std::memcpy(b, t + 32 * R + 2 * r, 2);
 }
 
+// IQ4_XS, 138 R bytes per super-block of a tile: quants [128 R] in packed
+// Q4_K's places and nibble pairing (byte l of chunk c: sub-block 2c's
+// weight l in the low nibble, 2c + 1's in the high), where the file has
+// sub-block j's weights l and l + 16 in the low and high nibbles of
+// qs[16j + l]; the 8 scales decoded to int8 (ls - 32) at 128R + Rj + r; d
+// (f16) at 136R + 2r.
+void iq4xs_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
+    const uint8_t *b = rb.src();
+    const uint8_t *qs = b + 8;
+    auto q = [&](int j, int l) { return (qs[16 * j + l % 16] >> (4 * (l / 16))) & 15; };
+    uint8_t k[128];
+    for (int c = 0; c < 4; ++c) {
+        for (int l = 0; l < 32; ++l) k[32 * c + l] = static_cast<uint8_t>(q(2 * c, l) | q(2 * c + 1, l) << 4);
+    }
+    put_runs(t, r, R, k, 4);
+    const int sh = b[2] | b[3] << 8;
+    for (int j = 0; j < 8; ++j) {
+        const int ls = ((b[4 + j / 2] >> (4 * (j % 2))) & 15) | ((sh >> (2 * j)) & 3) << 4;
+        t[128 * R + R * j + r] = static_cast<uint8_t>(ls - 32);
+    }
+    std::memcpy(t + 136 * R + 2 * r, b, 2);
+}
+void iq4xs_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
+    uint8_t k[128];
+    get_runs(t, r, R, k, 4);
+    auto q = [&](int j, int l) { return (k[32 * (j / 2) + l] >> (4 * (j % 2))) & 15; };
+    for (int j = 0; j < 8; ++j) {
+        for (int l = 0; l < 16; ++l) b[8 + 16 * j + l] = static_cast<uint8_t>(q(j, l) | q(j, l + 16) << 4);
+    }
+    int sh = 0;
+    for (int j = 0; j < 8; ++j) {
+        const int ls = static_cast<uint8_t>(t[128 * R + R * j + r] + 32) & 63;
+        if (j % 2 == 0) b[4 + j / 2] = 0;
+        b[4 + j / 2] |= static_cast<uint8_t>((ls & 15) << (4 * (j % 2)));
+        sh |= (ls >> 4) << (2 * j);
+    }
+    b[2] = static_cast<uint8_t>(sh);
+    b[3] = static_cast<uint8_t>(sh >> 8);
+    std::memcpy(b, t + 136 * R + 2 * r, 2);
+}
+
 const PackRow kPackRows[] = {
     {Format::q4_k, q4k_pack, q4k_unpack},
     {Format::q6_k, q6k_pack, q6k_unpack},
@@ -268,6 +309,8 @@ const PackRow kPackRows[] = {
     {Format::q5_k, q5k_pack, q5k_unpack},
     {Format::q3_k, q3k_pack, q3k_unpack},
     {Format::q2_k, q2k_pack, q2k_unpack},
+    {Format::iq4_nl, q4_0_pack, q4_0_unpack},  // Q4_0's block bytes; the nibbles index levels
+    {Format::iq4_xs, iq4xs_pack, iq4xs_unpack},
 };
 
 const PackRow &pack_row(Format f) {
@@ -442,19 +485,29 @@ std::optional<PackedTensor> packed_tensor(const GGUFFile &f, const std::string &
     const GGUFValue &fam = get("family");
     if (fam.type != GGUFValue::Type::string) throw Error(f.path() + ": " + pack_key(name, "family") + " is not a string");
     p.family = fam.s;
+    if (md.count(pack_key(name, "experts"))) p.experts = integer("experts", 1, int64_t{1} << 20);
     const TensorView &t = f.tensor(name);
-    const int64_t want = packed_bytes(p.format, p.out, p.in, p.rows);
+    const int64_t want = std::max<int64_t>(p.experts, 1) * p.matrix_bytes();
     if (t.type != DType::i8 || t.shape.size() != 1 || static_cast<int64_t>(t.bytes) != want) {
+        const std::string stack = p.experts ? std::to_string(p.experts) + " x " : "";
         throw Error(f.path() + ": packed tensor '" + name + "' is " + to_string(t.type) + " of " + std::to_string(t.bytes) +
-                    " bytes; its keys say I8 [" + std::to_string(want) + "] (" + to_string(p.format) + " [" +
+                    " bytes; its keys say I8 [" + std::to_string(want) + "] (" + stack + to_string(p.format) + " [" +
                     std::to_string(p.out) + ", " + std::to_string(p.in) + "] in tiles of " + std::to_string(p.rows) + ")");
     }
     return p;
 }
 
+int64_t PackedTensor::matrix_bytes() const { return packed_bytes(format, out, in, rows); }
+
 void add_packed_tensor(GGUFWriter &out, const std::string &name, const Weights &w, const PackedTensor &p) {
-    std::vector<uint8_t> bytes(packed_bytes(w.format, w.out, w.in, p.rows));
-    pack_weights(w, p.rows, bytes.data());
+    const int64_t matrix = packed_bytes(w.format, w.out, w.in, p.rows);
+    if (p.experts > 0 && traits(w.format).separate_scales) fail("a stack of experts keeps no separate scales");
+    std::vector<uint8_t> bytes(std::max<int64_t>(p.experts, 1) * matrix);
+    for (int64_t e = 0; e < std::max<int64_t>(p.experts, 1); ++e) {
+        Weights one = w;
+        if (e > 0) one.data = static_cast<const uint8_t *>(w.data) + e * weight_bytes(w.format, w.out, w.in);
+        pack_weights(one, p.rows, bytes.data() + e * matrix);
+    }
     out.add_tensor(name, DType::i8, {static_cast<int64_t>(bytes.size())}, bytes.data(), bytes.size());
     out.set_string(pack_key(name, "format"), to_string(w.format));
     out.set_u32(pack_key(name, "out"), static_cast<uint32_t>(w.out));
@@ -462,6 +515,7 @@ void add_packed_tensor(GGUFWriter &out, const std::string &name, const Weights &
     out.set_u32(pack_key(name, "group"), static_cast<uint32_t>(traits(w.format).separate_scales ? w.group_size : 0));
     out.set_u32(pack_key(name, "rows"), static_cast<uint32_t>(p.rows));
     out.set_string(pack_key(name, "family"), p.family);
+    if (p.experts > 0) out.set_u32(pack_key(name, "experts"), static_cast<uint32_t>(p.experts));
 }
 
 }  // namespace qforge

@@ -233,7 +233,8 @@ class Files(unittest.TestCase):
                 j = json.loads(run("pack", self.gguf_path, "-o", out, "--target", target, "--json").stdout)
                 packed = {t["tensor"] for t in j["tensors"]}
                 self.assertEqual(packed, {"q4_k.weight", "q6_k.weight", "q4_0.weight", "q8_0.weight", "q4_1.weight",
-                                          "q5_0.weight", "q5_1.weight", "q2_k.weight", "q3_k.weight", "q5_k.weight"})
+                                          "q5_0.weight", "q5_1.weight", "q2_k.weight", "q3_k.weight", "q5_k.weight",
+                                          "iq4_nl.weight", "iq4_xs.weight"})
                 self.assertGreater(j["ms_per_gb"], 0)
                 r = gguf.GGUFReader(out)
                 self.assertIn("qforge.pack.q4_k.weight.rows", r.fields)
@@ -248,7 +249,7 @@ class Files(unittest.TestCase):
                 for name, qt in (("q4_k.weight", T.Q4_K), ("q6_k.weight", T.Q6_K), ("q4_0.weight", T.Q4_0),
                                  ("q8_0.weight", T.Q8_0), ("q4_1.weight", T.Q4_1), ("q5_0.weight", T.Q5_0),
                                  ("q5_1.weight", T.Q5_1), ("q2_k.weight", T.Q2_K), ("q3_k.weight", T.Q3_K),
-                                 ("q5_k.weight", T.Q5_K)):
+                                 ("q5_k.weight", T.Q5_K), ("iq4_nl.weight", T.IQ4_NL), ("iq4_xs.weight", T.IQ4_XS)):
                     src = next(t for t in self.reader.tensors if t.name == name)
                     w = gguf.quants.dequantize(src.data, qt).reshape(self.out, self.in_)
                     for tokens in (1, 6):
@@ -413,6 +414,22 @@ class Files(unittest.TestCase):
         text = run("bench", path, "--tokens", "1", "--threads", "1").stdout
         self.assertIn("not run (1)", text)
         self.assertIn("tokens/s", text)
+        # pack packs the stack expert by expert: its dequant is the original's,
+        # and bench runs it from the packed bytes (repacked for arm64 on x86).
+        stack = "blk.0.ffn_gate_exps.weight"
+        for target in ("x86", "arm64"):
+            out = self.path(f"moe-packed-{target}.gguf")
+            p = json.loads(run("pack", path, "-o", out, "--target", target, "--json").stdout)
+            shapes = {t["tensor"]: t["shape"] for t in p["tensors"]}
+            self.assertEqual(shapes[stack], f"4x{self.out}x{self.in_}", target)
+            self.assertIn("blk.0.ffn_down.weight", shapes)
+            r = gguf.GGUFReader(out)
+            self.assertEqual(r.fields[f"qforge.pack.{stack}.experts"].parts[-1][0], 4)
+            self.assertTrue(np.array_equal(self.dequant(out, stack).view(np.uint32), self.dequant(path, stack).view(np.uint32)))
+            j = json.loads(run("bench", out, "--tokens", "1", "--threads", "1", "--json").stdout)
+            rows = {r["tensor"]: r for r in j["layers"]}
+            self.assertEqual(rows[stack]["shape"], f"4x{self.out}x{self.in_} (per expert)", target)
+            self.assertEqual([s["tensor"] for s in j["skipped"]], ["blk.0.attn_q.weight"])
 
     def test_bad_inputs(self):
         good = self.gguf_bytes()
@@ -486,9 +503,10 @@ class Files(unittest.TestCase):
                                                 "-o", "OUT"], "needs 512 f32 values"),
             ("tokens = 0", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x32", "--tokens", "0",
                                        "-o", "OUT"], "at least 1"),
-            ("q8 activations on IQ4_XS", raw(good), ["matmul", "--tensor", "iq4_xs.weight", "--input", "X1x512", "--tokens",
-                                                     "1", "--activations", "q8", "-o", "OUT"],
-             "q8 is for formats with 8-bit kernels (int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k)"),
+            ("q8 activations on F16", raw(good), ["matmul", "--tensor", "f16.weight", "--input", "X1x512", "--tokens",
+                                                  "1", "--activations", "q8", "-o", "OUT"],
+             "q8 is for formats with 8-bit kernels (int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, "
+             "iq4_nl, iq4_xs)"),
             ("unknown target", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x512", "--tokens", "1",
                                            "--target", "x86-avx1024", "-o", "OUT"], "x86-avx1024"),
             ("plan: unknown layer", raw(good), ["quantize", "-o", "OUT", "--to", "q4_k", "--override", "zz.weight=q4_k"],

@@ -39,6 +39,19 @@ uint16_t f32_to_f16(float f) {
     return sign | static_cast<uint16_t>(((e + 14) << 10) | (mant & 0x3FF));
 }
 
+float bf16_to_f32(uint16_t h) {
+    const uint32_t x = static_cast<uint32_t>(h) << 16;
+    float v;
+    std::memcpy(&v, &x, 4);
+    return v;
+}
+
+uint16_t f32_to_bf16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    return static_cast<uint16_t>(x >> 16);
+}
+
 static int64_t groups(int64_t in, int g) { return (in + g - 1) / g; }
 
 void int4g_dequant(const uint8_t *weight, const uint16_t *scales, int64_t out, int64_t in, int group_size,

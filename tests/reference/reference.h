@@ -12,6 +12,8 @@ namespace qforge::ref {
 
 float f16_to_f32(uint16_t bits);          // exact, subnormals included
 uint16_t f32_to_f16(float value);         // round to nearest even
+float bf16_to_f32(uint16_t bits);         // exact: the top half of an f32
+uint16_t f32_to_bf16(float value);        // truncated (any bits are a valid bf16)
 
 // int4g: weight [out, in/2], scales [out, ceil(in/G)] (f16 bits).
 void int4g_dequant(const uint8_t *weight, const uint16_t *scales, int64_t out, int64_t in, int group_size,

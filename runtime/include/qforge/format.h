@@ -38,7 +38,6 @@ struct FormatTraits {
     // FORMATS.md "Packed layouts"); 0: it has none, its kernels read the file's layout.
     int64_t packed_block_elements;
     int64_t packed_block_bytes;
-    Format kernel_format;         // what a layer runs: bf16 is converted to f32 at load
     // On CUDA, from this many tokens a layer dequantizes to f16 and runs
     // cuBLAS instead of the Halide kernels; 0: never (bench/device/RULES.md).
     int64_t cuda_gemm_min_tokens;

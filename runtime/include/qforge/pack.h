@@ -55,18 +55,25 @@ void unpack_weights(const Weights &w, void *dst);
 // Packed tensors in GGUF files (FORMATS.md, "Packed GGUF files"), as
 // `qforge pack` writes them: the packed bytes as a 1-D I8 tensor under the
 // layer's name, described by metadata keys qforge.pack.<name>.{format, out,
-// in, group, rows, family}.
+// in, group, rows, family} (and experts, for a stack).
 struct PackedTensor {
     Format format;
     int64_t out, in;
     int group_size;
     int rows;
     std::string family;
+    // > 0: a stack of this many [out, in] matrices (MoE experts, a 3-D
+    // "*_exps" tensor), each packed on its own, one after another.
+    int64_t experts = 0;
+    // Bytes of one matrix of it (of the whole tensor when experts is 0).
+    int64_t matrix_bytes() const;
 };
 // How `name` is packed in `f`, or nothing if it is not a packed tensor.
 // Throws Error (naming the key) for inconsistent metadata.
 std::optional<PackedTensor> packed_tensor(const GGUFFile &f, const std::string &name);
 // Adds `w` packed in tiles of `p.rows` to `out` as `name`, with its keys.
+// With p.experts > 0, w.data is a stack of that many [w.out, w.in]
+// matrices in the file's layout (no separate scales), packed one by one.
 void add_packed_tensor(GGUFWriter &out, const std::string &name, const Weights &w, const PackedTensor &p);
 
 }  // namespace qforge
