@@ -54,6 +54,7 @@ public:
         PackedBlock32Funcs f;
         f.rows = R;
         f.form = schedule_family_for(get_target()).dot_form(get_target());
+        f.lut = nonlinear;
         f.weight = weight;
         Var r = f.r, t = f.t, n = f.n, kp = f.kp, kb = f.kb, o = f.o, g = f.g, h = f.h;
 

@@ -47,6 +47,7 @@ public:
         f.form = schedule_family_for(get_target()).dot_form(get_target());
         // IQ4_XS's s8 levels: vpmaddubsw's pairs are widened one by one.
         f.wide_part = iq4 && f.form == DotForm::u8s8_pairs;
+        f.lut = iq4;
         f.weight = weight;
         Var r = f.r, t = f.t, n = f.n, kp = f.kp, h = f.h, jp = f.jp, sb = f.sb, o = f.o;
         Q4KPacked w{weight, R, iq4 ? 136 : 144};

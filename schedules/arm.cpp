@@ -16,6 +16,7 @@ constexpr cpu::Tuning kArm = {
     /*packed_prefetch_blocks=*/0, /*packed_decode_chains=*/2,
     /*packed_q6k_prefetch_blocks=*/0,  // untimed on ARM (qemu only)
     /*packed_q5k_prefetch_blocks=*/{0, 0},
+    /*packed_iq4_tile_tokens=*/{4, 4},  // as the other packed kernels (untimed)
 };
 
 // sdot/udot take operands of one sign: the nibbles narrow to s8 beside s8 activations.

@@ -45,6 +45,9 @@ struct Tuning {
     int packed_decode_chains;          // independent accumulators of one block's integer dot in decode
     int packed_q6k_prefetch_blocks;    // as packed_prefetch_blocks, for packed Q6_K
     ByWidth packed_q5k_prefetch_blocks;  // as packed_prefetch_blocks, for packed Q5_K
+    // Tokens per register tile of the IQ4 kernels (levels looked up by a
+    // select tree: the more tokens share one lookup, the better).
+    TileTokens packed_iq4_tile_tokens;
 };
 
 
@@ -445,7 +448,8 @@ inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, 
 template <const Tuning &D>
 void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d,
-                                       f.act_sum, packed_tile_tokens(D.packed_q4k_tile_tokens, t));
+                                       f.act_sum,
+                                       packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_q4k_tile_tokens, t));
     prefetch_weights(f.acc, f.weight, block, f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t) : D.packed_prefetch_blocks);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
                scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form, f.wide_part),
@@ -468,7 +472,8 @@ void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
 template <const Tuning &D>
 void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d,
-                                       f.act_sum, packed_tile_tokens(D.packed_block32_tile_tokens, t));
+                                       f.act_sum,
+                                       packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_block32_tile_tokens, t));
     prefetch_weights(f.acc, f.weight, block, 8 * D.packed_prefetch_blocks);
     f.isum.compute_at(f.acc, block).vectorize(f.r).unroll(f.n);
     if (f.form == DotForm::u8s8_pairs && !f.wide_part) {

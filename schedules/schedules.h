@@ -115,6 +115,7 @@ struct PackedQ4KFuncs {
     int bits = 4;  // 4: Q4_K (or IQ4_XS), 5: Q5_K
     DotForm form = DotForm::u8s8_dot4;
     bool wide_part = false;  // IQ4_XS on u8s8_pairs: i32 part, pairs widened one by one (see PackedBlock32Funcs)
+    bool lut = false;        // IQ4_XS: weights are levels looked up per index
 };
 
 // Packed 32-blocks (Q4_0, int4g, Q8_0) x Q8_0: Y(o, n) = acc(o % R, o / R,
@@ -131,6 +132,7 @@ struct PackedBlock32Funcs {
     int rows = 0;
     DotForm form = DotForm::u8s8_dot4;
     bool wide_part = false;  // 8-bit weights: pairs are widened to i32 one by one
+    bool lut = false;        // IQ4_NL: weights are levels looked up per index
 };
 
 // Packed Q6_K x Q8_K: as PackedQ4KFuncs, with part(kp, r, u, sb, t, n) the
