@@ -18,7 +18,8 @@ public:
     Output<Buffer<float, 2>> y{"y"};          // [out, tokens]
 
     void generate() {
-        check(weight.type() == Float(32) || weight.type() == Float(16) || weight.type() == BFloat(16), "weight.type must be float32, float16 or bfloat16");
+        check(weight.type() == Float(32) || weight.type() == Float(16) || weight.type() == BFloat(16),
+              "weight.type must be float32, float16 or bfloat16");
         const int G = group_size;
         Func weight_ = clamp_outer(weight);
         Func x_ = activations(x);
