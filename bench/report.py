@@ -25,10 +25,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 PEERS = {"qforge-q4_k": ("ggml-q4_k", "ggml-q4_k-repack"), "qforge-q4_k-before": ("ggml-q4_k", "ggml-q4_k-repack"),
          "qforge-q4_k-f32": ("ggml-q4_k", "ggml-q4_k-repack"),
          "qforge-int4g-g32": ("ggml-q4_0", "ggml-q4_0-repack"), "qforge-q4_0": ("ggml-q4_0", "ggml-q4_0-repack"),
-         "qforge-q8_0": ("ggml-q8_0",), "qforge-q6_k": ("ggml-q6_k",)}
-FAMILY_TITLE = {"q4_k": "Q4_K", "q4_0": "int4g G=32 / Q4_0", "q8_0": "Q8_0", "q6_k": "Q6_K"}
+         "qforge-q8_0": ("ggml-q8_0",), "qforge-q6_k": ("ggml-q6_k",), "qforge-iq4_xs": ("ggml-iq4_xs",)}
+FAMILY_TITLE = {"q4_k": "Q4_K", "q4_0": "int4g G=32 / Q4_0", "q8_0": "Q8_0", "q6_k": "Q6_K", "iq4_xs": "IQ4_XS"}
 # Every packed qforge layer quantizes its activations to 8 bits.
-INT8_QFORGE = {"qforge-q4_k", "qforge-int4g-g32", "qforge-q4_0", "qforge-q8_0", "qforge-q6_k"}
+INT8_QFORGE = {"qforge-q4_k", "qforge-int4g-g32", "qforge-q4_0", "qforge-q8_0", "qforge-q6_k", "qforge-iq4_xs"}
 
 
 def int8_path(impl, tokens):
@@ -159,7 +159,7 @@ def chart(summary, roof, family, out_png, cores):
         p.sort()
         ax.plot([a for a, _ in p], [b for _, b in p], marker="o", label=k)
     rf = roof[cores]
-    bytes_per_weight = {"q4_k": 144 / 256, "q4_0": 18 / 32, "q8_0": 34 / 32, "q6_k": 210 / 256}[family]
+    bytes_per_weight = {"q4_k": 144 / 256, "q4_0": 18 / 32, "q8_0": 34 / 32, "q6_k": 210 / 256, "iq4_xs": 136 / 256}[family]
     toks = sorted({t for p in pts.values() for t, _ in p})
     for peak, style, name in ((rf["int8_gops"], "--", "int8 dot peak"), (rf["fma_gflops"], ":", "f32 FMA peak")):
         if peak:
@@ -206,7 +206,7 @@ def main():
         md.append(f"| {t} | {r['read_gbs']:.1f} | {r['fma_gflops']:.0f} | {r['int8_gops']:.0f} |")
     md += ["", "## Goals (ratios against the faster of ggml's two CPU paths, per round)\n",
            goals_table(summary, cores), ""]
-    for family in ("q4_k", "q4_0", "q8_0", "q6_k"):
+    for family in ("q4_k", "q4_0", "q8_0", "q6_k", "iq4_xs"):
         md += [f"## {FAMILY_TITLE[family]}\n"]
         png = chart_dir / f"{family}.png"
         if chart(summary, roof, family, png, cores):

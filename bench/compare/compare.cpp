@@ -1,6 +1,6 @@
 // qforge against its peers in one run, on the same machine, shapes, threads
 // and input data (issue: benchmarks against ggml and the roofline):
-//   qforge layers (Q4_K; int4g G=32 and Q4_0; Q8_0; Q6_K), ggml's CPU kernels
+//   qforge layers (Q4_K; int4g G=32 and Q4_0; Q8_0; Q6_K; IQ4_XS), ggml's CPU kernels
 //   through ggml_mul_mat on a graph (plain and with its weight repacking),
 //   the eager baseline (qforge dequantizes once, OpenBLAS sgemm per call)
 //   and the scalar reference (decode only: it is float64 and slow).
@@ -49,7 +49,7 @@ struct Shape {
 // One implementation of one configuration: run(copy) computes y from x with
 // the copy-th rotating weight copy.
 struct Impl {
-    std::string name, family;   // family: the weight data it shares (q4_k, q4_0, q8_0, q6_k)
+    std::string name, family;   // family: the weight data it shares (q4_k, q4_0, q8_0, q6_k, iq4_xs)
     int copies = 1;
     std::function<void(int)> run;
 };
@@ -103,6 +103,21 @@ std::vector<uint8_t> quantize_q6k(const std::vector<float> &w, int64_t out, int6
                 p[128 + 32 * c + kl] |= static_cast<uint8_t>((q >> 4) << (2 * i));
             }
         }
+    }
+    return b;
+}
+
+// IQ4_XS blocks of random indices and 6-bit scales under a d of the
+// weights' magnitude: gguf-py and qforge have no IQ4 quantizer, and the
+// benchmark times kernels on the same bytes, whatever they decode to.
+std::vector<uint8_t> random_iq4_xs(int64_t out, int64_t in) {
+    std::vector<uint8_t> b(out * in / 256 * 136);
+    std::mt19937 g(7);
+    for (auto &v : b) v = static_cast<uint8_t>(g());
+    for (size_t k = 0; k < b.size(); k += 136) {
+        const uint16_t h = ref::f32_to_f16(0.0005f);
+        b[k] = h & 0xFF;
+        b[k + 1] = h >> 8;
     }
     return b;
 }
@@ -179,6 +194,7 @@ public:
         q4_0_ = int4g_to_q4_0(i4_, s.out, s.in);
         q8_0_ = quantize_q8_0(w, s.out, s.in);
         q6k_ = quantize_q6k(w, s.out, s.in);
+        iq4xs_ = random_iq4_xs(s.out, s.in);
         dense_.resize(s.out * s.in);
         ref::q4k_dequant(q4k_.data(), s.out, s.in, dense_.data());
         std::mt19937 g(11);
@@ -194,12 +210,14 @@ public:
         add_qforge("qforge", "q4_0", Format::q4_0, q4_0_);
         add_qforge("qforge", "q8_0", Format::q8_0, q8_0_);
         add_qforge("qforge", "q6_k", Format::q6_k, q6k_);
+        add_qforge("qforge", "iq4_xs", Format::iq4_xs, iq4xs_);
         for (bool repack : {false, true}) {
             add_ggml("q4_k", GGMLType::q4_k, q4k_, repack);
             add_ggml("q4_0", GGMLType::q4_0, q4_0_, repack);
         }
         add_ggml("q8_0", GGMLType::q8_0, q8_0_, false);  // ggml 0.3.16 has no Q8_0 repacking
         add_ggml("q6_k", GGMLType::q6_k, q6k_, false);  // nor Q6_K
+        add_ggml("iq4_xs", GGMLType::iq4_xs, iq4xs_, false);  // nor IQ4_XS
     }
 
     // The implementations for `tokens` tokens on `threads` threads.
@@ -227,6 +245,7 @@ public:
         if (family == "q4_k") return static_cast<int64_t>(q4k_.size());
         if (family == "q4_0") return static_cast<int64_t>(q4_0_.size());
         if (family == "q6_k") return static_cast<int64_t>(q6k_.size());
+        if (family == "iq4_xs") return static_cast<int64_t>(iq4xs_.size());
         return static_cast<int64_t>(q8_0_.size());
     }
 
@@ -279,7 +298,7 @@ private:
 
     Shape s_;
     int64_t max_tokens_;
-    std::vector<uint8_t> q4k_, q4_0_, q8_0_, q6k_;
+    std::vector<uint8_t> q4k_, q4_0_, q8_0_, q6k_, iq4xs_;
     Int4gQuantized i4_;
     std::vector<float> dense_;
     Data d_;

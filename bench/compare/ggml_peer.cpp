@@ -35,6 +35,7 @@ ggml_type to_ggml(GGMLType t) {
     case GGMLType::q6_k: return GGML_TYPE_Q6_K;
     case GGMLType::q4_0: return GGML_TYPE_Q4_0;
     case GGMLType::q8_0: return GGML_TYPE_Q8_0;
+    case GGMLType::iq4_xs: return GGML_TYPE_IQ4_XS;
     }
     return GGML_TYPE_F32;
 }
