@@ -23,7 +23,7 @@ public:
         Func a_d_ = clamp_outer(a_d);
         Func a_qs_ = clamp_outer(a_qs);
         Func a_bsums_ = clamp_outer(a_bsums);
-        Q4KMatmulQ8Funcs f;
+        BlockMatmulQ8Funcs f;
         f.weight = weight;
         f.x = a_qs;
         Var r = f.r, n = f.n, k = f.k, j = f.j, b = f.b, l = f.l;
@@ -40,11 +40,12 @@ public:
         f.bdot(k, b, r, n) = 0;
         f.bdot(k, b, r, n) += w.sc(b, f.sub, r) * f.dot4(k, f.sub, b, r, n);
 
-        Expr pair = cast<int32_t>(a_bsums_(b * 16 + 2 * f.sub, n)) + cast<int32_t>(a_bsums_(b * 16 + 2 * f.sub + 1, n));
+        f.msub = RDom(0, 8, "msub");
+        Expr pair = cast<int32_t>(a_bsums_(b * 16 + 2 * f.msub, n)) + cast<int32_t>(a_bsums_(b * 16 + 2 * f.msub + 1, n));
         // Negated here, so that the min term below is a plain sum (what a
         // schedule can rfactor); negation is exact, the result is unchanged.
         f.bmin(b, r, n) = 0;
-        f.bmin(b, r, n) += -w.m(b, f.sub, r) * pair;
+        f.bmin(b, r, n) += -w.m(b, f.msub, r) * pair;
 
         f.main = RDom(0, 8, 0, blocks, "main");
         f.mins = RDom(0, blocks, "mins");
@@ -55,7 +56,7 @@ public:
         y(r, n) = f.acc(r, n);
         f.y = y;
 
-        schedule_family_for(get_target()).q4k_matmul_q8(f, get_target(), knobs());
+        schedule_family_for(get_target()).block_matmul_q8(f, get_target(), knobs());
     }
 };
 

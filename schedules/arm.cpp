@@ -33,7 +33,7 @@ const ScheduleFamily arm_family = {
     cpu::group_matmul<kArm>,
     cpu::q4k_matmul_f32<kArm>,
     cpu::q8k_quantize<kArm>,
-    cpu::q4k_matmul_q8<kArm>,
+    cpu::block_matmul_q8<kArm>,
     cpu::norm_stats<kArm>,
     arm_dot_form,
     cpu::q4k_packed_q8<kArm>,

@@ -257,7 +257,7 @@ void norm_stats(NormFuncs &f, const Target &t, const Knobs &k) {
 }
 
 template <const Tuning &D>
-void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
+void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
     const int tile_rows = pick(k.tile_rows, k.prefill ? D.prefill_tile_rows : D.decode_tile_rows);
     const int tile_tokens = pick(k.tile_tokens, k.prefill ? D.prefill_tile_tokens : 1);
     LoopLevel tile = tile_output(f.y, f.r, f.n, k, tile_rows, tile_tokens,
@@ -266,7 +266,7 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
     Var u("u");
     RVar mk = f.main.x, mb = f.main.y;
     Func intm = f.acc.update(0).rfactor(mk, u);
-    f.acc.update(1).unscheduled();  // the min term: one scalar per block
+    if (f.bmin.defined()) f.acc.update(1).unscheduled();  // the min term: one scalar per block
     f.acc.compute_at(tile).bound_extent(f.r, tile_rows).bound_extent(f.n, tile_tokens);
     register_tile(intm, u, f.r, f.n, tile_rows, tile_tokens);
     intm.compute_at(tile).vectorize(u);
@@ -278,8 +278,10 @@ void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
     f.bdot.update().vectorize(f.k).unroll(f.sub);
     f.dot4.compute_at(f.bdot, f.sub).vectorize(f.k);
     f.dot4.update().atomic(true).vectorize(f.t).vectorize(f.k);
-    f.bmin.compute_at(f.acc, f.mins.x);
-    f.bmin.update().atomic(true).vectorize(f.sub);
+    if (f.bmin.defined()) {
+        f.bmin.compute_at(f.acc, f.mins.x);
+        f.bmin.update().atomic(true).vectorize(f.msub);
+    }
     if (D.stage_quants) {
         f.quants.compute_at(intm, block).vectorize(f.l, 32);
     }

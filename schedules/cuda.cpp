@@ -265,35 +265,52 @@ void q8k_quantize(Q8KQuantizeFuncs &f, const Target &, const Knobs &) {
     f.bsums.update().gpu_tile(f.g, f.n, go, no, gi, ni, 64, 1, kGuard);
 }
 
-void q4k_matmul_q8(Q4KMatmulQ8Funcs &f, const Target &, const Knobs &k) {
-    RVar mk = f.main.x, mb = f.main.y;
-    // dot4 is four u4 x s8 products: one dp4a.
+void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &, const Knobs &k) {
+    RVar mk = f.main.x;
+    // dot4 is four 8-bit products: one dp4a.
     f.dot4.update().atomic().vectorize(f.t);
+    const bool mins = f.bmin.defined();
     if (!k.prefill) {
         // Eight lanes per row, four rows per warp: lane k takes four-byte
-        // column k of every block (the same four quant bytes of each of its
-        // 32-byte runs: eight dp4a, one per sub-block), so a row's 8 lanes
-        // read whole 32-byte sectors. Lanes are the pure column k of bdot
-        // (not a fused index), so bounds inference gives each lane one k.
-        // Sixteen rows (128 threads) per thread block.
+        // column k of every 32-column chunk (Q4_K: the same four quant bytes
+        // of each of its 32-byte runs: eight dp4a, one per sub-block), so a
+        // row's 8 lanes read whole 32-byte sectors. Lanes are the pure
+        // column k of bdot (not a fused index), so bounds inference gives
+        // each lane one k. Sixteen rows (128 threads) per thread block.
         LoopLevel warp = warp_rows(f.y, f.r, f.n, k, 1, 1, 16);
         Var u("u"), v("v");
         RVar no("no"), nl("nl");
         Func intm = f.acc.update(0).rfactor(mk, u);
         lanes(intm, u, f.r, f.n, warp, 8);
         f.bdot.update().unroll(f.sub);
-        // The min term: lane v takes blocks v, v + 8, ...
-        Func mins = f.acc.update(1).split(f.mins.x, no, nl, 8, kGuard).rfactor(nl, v);
-        lanes(mins, v, f.r, f.n, warp, 8);
-        f.bmin.update().unroll(f.sub);
+        if (mins) {
+            // The min term: lane v takes blocks v, v + 8, ...
+            Func m = f.acc.update(1).split(f.mins.x, no, nl, 8, kGuard).rfactor(nl, v);
+            lanes(m, v, f.r, f.n, warp, 8);
+            f.bmin.update().unroll(f.msub);
+        }
         f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));
         return;
     }
     thread_tiles(f.y, f.r, f.n, 1, 1);   // one output per thread, as for int4g
     f.acc.update(0).unscheduled();
-    f.acc.update(1).unscheduled();
     f.bdot.update().unroll(f.sub);
-    f.bmin.update().unroll(f.sub);
+    if (mins) {
+        f.acc.update(1).unscheduled();
+        f.bmin.update().unroll(f.msub);
+    }
+}
+
+// f32 -> Q8_0 planes: a thread per 32-value block for amax (its scale
+// feeds the block's qs, d and sum), then a thread per value, block and sum.
+void q8_0_quantize(Q80QuantizeFuncs &f, const Target &, const Knobs &) {
+    own_kernel(f.amax, f.b, f.n, 32, 4);
+    Var bo("bo"), bi("bi"), no("no"), ni("ni"), co("co"), ci("ci");
+    f.amax.update().gpu_tile(f.b, f.n, bo, no, bi, ni, 32, 4, kGuard);
+    f.qs.gpu_tile(f.c, f.n, co, no, ci, ni, 128, 1, kGuard);
+    f.d.gpu_tile(f.b, f.n, bo, no, bi, ni, 32, 4, kGuard);
+    f.sums.gpu_tile(f.b, f.n, bo, no, bi, ni, 32, 4, kGuard);
+    f.sums.update().gpu_tile(f.b, f.n, bo, no, bi, ni, 32, 4, kGuard);
 }
 
 // Statistics of a fused norm: a block per token whose 32 threads sum
@@ -314,7 +331,8 @@ void norm_stats(NormFuncs &f, const Target &, const Knobs &) {
 bool is_cuda(const Target &t) { return t.has_feature(Target::CUDA); }
 
 const ScheduleFamily cuda_family = {
-    "cuda", is_cuda, dequant, group_matmul, q4k_matmul_f32, q8k_quantize, q4k_matmul_q8, norm_stats,
+    "cuda", is_cuda, dequant, group_matmul, q4k_matmul_f32, q8k_quantize, block_matmul_q8, norm_stats,
+    nullptr, nullptr, nullptr, q8_0_quantize,
 };
 const RegisterScheduleFamily registered{&cuda_family};
 

@@ -74,15 +74,19 @@ struct Q80QuantizeFuncs {
     Halide::Var c{"c"}, b{"b"}, n{"n"};
 };
 
-// Y(r, n) = bias + sum_{k,b} ad*d*bdot(k,b,r,n) + sum_b ad*dmin*bmin(b,r,n),
-// bmin being the negated min sums (so that both are plain sums).
-// dot4(k, j, b, r, n) is the sum of 4 u4 x s8 products (the shape of
-// vpdpbusd / sdot / dp4a), bdot scales eight of them by the sub-block scales.
-struct Q4KMatmulQ8Funcs {
+// Y(r, n) = bias + sum_{k,b} ad*d*bdot(k,b,r,n) + sum_b ad*dmin*bmin(b,r,n)
+// over a file's layout (Q4_K, and the ggml block formats on CUDA), bmin
+// being the min sums with their sign (so that both are plain sums).
+// dot4(k, j, b, r, n) is the sum of 4 x s8 products (the shape of
+// vpdpbusd / sdot / dp4a) of group k of 32-column chunk j of block b; bdot
+// scales the chunks' dot4 by their sub-block scales (`sub`: j), bmin sums
+// the sub-blocks' mins against the activation sums (`msub`). A format
+// without mins leaves bmin undefined and acc without its second update.
+struct BlockMatmulQ8Funcs {
     Halide::ImageParam weight, x;  // the raw weights and a_qs (see GroupMatmulFuncs)
     Halide::Func y, acc, dot4, bdot, bmin, quants;  // y = acc
     Halide::Var r, n, k, j, b, l;
-    Halide::RDom t, sub, main, mins;
+    Halide::RDom t, sub, msub, main, mins;
 };
 
 // How a packed kernel writes its integer dot, all exact and equal: what
@@ -166,7 +170,7 @@ struct ScheduleFamily {
     void (*group_matmul)(GroupMatmulFuncs &, const Halide::Target &, const Knobs &);
     void (*q4k_matmul_f32)(Q4KMatmulF32Funcs &, const Halide::Target &, const Knobs &);
     void (*q8k_quantize)(Q8KQuantizeFuncs &, const Halide::Target &, const Knobs &);
-    void (*q4k_matmul_q8)(Q4KMatmulQ8Funcs &, const Halide::Target &, const Knobs &);
+    void (*block_matmul_q8)(BlockMatmulQ8Funcs &, const Halide::Target &, const Knobs &);
     void (*norm_stats)(NormFuncs &, const Halide::Target &, const Knobs &);
     DotForm (*dot_form)(const Halide::Target &);
     void (*q4k_packed_q8)(PackedQ4KFuncs &, const Halide::Target &, const Knobs &);

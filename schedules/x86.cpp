@@ -48,7 +48,7 @@ const ScheduleFamily x86_family = {
     cpu::group_matmul<kX86>,
     cpu::q4k_matmul_f32<kX86>,
     cpu::q8k_quantize<kX86>,
-    cpu::q4k_matmul_q8<kX86>,
+    cpu::block_matmul_q8<kX86>,
     cpu::norm_stats<kX86>,
     x86_dot_form,
     cpu::q4k_packed_q8<kX86>,

@@ -19,8 +19,8 @@ set(QF_TARGETS
     "arm64-dotprod|arm64|arm-64-linux-arm_dot_prod-arm_fp16|asimd asimddp asimdhp|sdot udot usdot"
     "arm64-neon|arm64|arm-64-linux|asimd|smull smull2 smlal smlal2 saddlp sadalp"
     # Halide 21's highest CUDA capability is 86; Hopper (90) runs its PTX.
-    "cuda-sm86|cuda|x86-64-linux-cuda-cuda_capability_86|cuda sm86|dp4a.s32.s32"
-    "cuda-sm80|cuda|x86-64-linux-cuda-cuda_capability_80|cuda sm80|dp4a.s32.s32"
+    "cuda-sm86|cuda|x86-64-linux-cuda-cuda_capability_86|cuda sm86|dp4a.s32.s32 dp4a.u32.s32"
+    "cuda-sm80|cuda|x86-64-linux-cuda-cuda_capability_80|cuda sm80|dp4a.s32.s32 dp4a.u32.s32"
 )
 
 # Every kernel: one row each, in columns (whitespace-separated, "-" for none):
@@ -85,8 +85,8 @@ set(QF_KERNELS
     "q4_k   matmul   q8_k -    f32  -     16   x86      q4k_packed_matmul_q8 -"
     "q4_k   matvec   q8_k -    f32  -     8    arm64    q4k_packed_matmul_q8 -"
     "q4_k   matmul   q8_k -    f32  -     8    arm64    q4k_packed_matmul_q8 -"
-    "-      quantize f32  -    q8_0 -     -    x86,arm64 q8_0_quantize     -"
-    "-      quantize f32  norm q8_0 -     -    x86,arm64 q8_0_quantize     -"
+    "-      quantize f32  -    q8_0 -     -    all      q8_0_quantize      -"
+    "-      quantize f32  norm q8_0 -     -    all      q8_0_quantize      -"
     "q4_0   matvec   q8_0 -    f32  -     16   x86      block32_packed_matmul_q8 -"
     "q4_0   matmul   q8_0 -    f32  -     16   x86      block32_packed_matmul_q8 -"
     "int4g  matvec   q8_0 -    f32  32    16   x86      block32_packed_matmul_q8 -"
@@ -164,6 +164,15 @@ foreach(fmt IN LISTS QF_BLOCK_FORMATS)
         "${fmt} matmul f32 - f32 - - all ggml_block_matmul format=${fmt}"
         "${fmt} matvec f32 norm f32 - - all ggml_block_matmul format=${fmt}"
         "${fmt} matmul f32 norm f32 - - all ggml_block_matmul format=${fmt}")
+    # 8-bit activations of the format's block: Q8_K for the 256-blocks.
+    # The CPU families read packed layouts (the rows above); CUDA the file's.
+    set(act q8_0)
+    if(fmt MATCHES "_k$" OR fmt STREQUAL "iq4_xs")
+        set(act q8_k)
+    endif()
+    list(APPEND QF_KERNELS
+        "${fmt} matvec ${act} - f32 - - cuda ggml_block_matmul_q8 format=${fmt}"
+        "${fmt} matmul ${act} - f32 - - cuda ggml_block_matmul_q8 format=${fmt}")
 endforeach()
 
 # Schedule variants to time against the defaults on a device (configure with

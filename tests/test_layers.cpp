@@ -241,15 +241,8 @@ namespace {
 // device (the same bytes), run for each token count down each CUDA path;
 // the device's results, poisoned first, match the host's (f32 activations,
 // what the Halide path runs) within what the path's arithmetic allows.
-void expect_device_matches_host(const char *format, Strategy strategy, int64_t out, int64_t in,
-                                std::initializer_list<int64_t> token_counts, std::initializer_list<CudaGemm> paths) {
-    SCOPED_TRACE(std::string(format) + (strategy == Strategy::fused ? " fused " : " eager_f16 ") +
-                 std::to_string(out) + "x" + std::to_string(in));
-    const auto w = weights(out, in);
-    const auto bias = random_floats(out);
-    const VariantParam on_device{nullptr, "", "cuda-sm80"};  // any CUDA target: Mem only asks whether it is one
-    Built host = build(format, w, out, in, bias.data(), LayerOptions{strategy, Memory::host});
-    // Same bytes on the device (the block formats without a quantizer are random).
+// The weights a host layer was built from (`w` quantized, or random blocks), for a second layer.
+WeightRef same_weights(const Built &host, const std::vector<float> &w, int64_t out, int64_t in) {
     WeightRef r;
     r.format = host.layer->format();
     r.out = out;
@@ -263,6 +256,19 @@ void expect_device_matches_host(const char *format, Strategy strategy, int64_t o
         r.scales = host.i4.scales.data();
         r.group_size = 32;
     }
+    return r;
+}
+
+void expect_device_matches_host(const char *format, Strategy strategy, int64_t out, int64_t in,
+                                std::initializer_list<int64_t> token_counts, std::initializer_list<CudaGemm> paths) {
+    SCOPED_TRACE(std::string(format) + (strategy == Strategy::fused ? " fused " : " eager_f16 ") +
+                 std::to_string(out) + "x" + std::to_string(in));
+    const auto w = weights(out, in);
+    const auto bias = random_floats(out);
+    const VariantParam on_device{nullptr, "", "cuda-sm80"};  // any CUDA target: Mem only asks whether it is one
+    Built host = build(format, w, out, in, bias.data(), LayerOptions{strategy, Memory::host});
+    // Same bytes on the device (the block formats without a quantizer are random).
+    const WeightRef r = same_weights(host, w, out, in);
     auto dev = make_linear("dev", r, bias.data(), LayerOptions{strategy, Memory::cuda});
     for (int64_t tokens : token_counts) {
         auto x = random_floats(tokens * in);
@@ -312,6 +318,51 @@ TEST(Layers, CudaMemoryMatchesHost) {
             expect_device_matches_host(format, s, 40, 768, {1, 3, 5, 9, 2}, {CudaGemm::automatic, CudaGemm::halide});
         }
     }
+}
+
+// 8-bit activations on CUDA, every format with such kernels there (the
+// file's layout, quantized on the device) against the float64 reference on
+// the dequantized weights: the activations' quantization error, as on the
+// CPU; formats without them say so.
+TEST(Layers, CudaQ8EveryFormat) {
+    const auto &d = internal::cuda_device();
+    if (!d.present) GTEST_SKIP() << "no CUDA device here (" << d.why_absent << "); the device run covers it";
+    const int64_t out = 40, in = 768;
+    const auto w = weights(out, in);
+    const auto bias = random_floats(out);
+    const VariantParam on_device{nullptr, "", "cuda-sm80"};
+    int formats = 0;
+    for (const std::string &format_name : layer_formats()) {
+        SCOPED_TRACE(format_name);
+        const Format f = format_from_string(format_name);
+        internal::KernelKey key;
+        key.format = f;
+        key.act = traits(f).activations.back();
+        const internal::KernelRow *row = internal::find_row(key);
+        const bool has = key.act != ActType::f32 && row && std::string(row->families).find("cuda") != std::string::npos;
+        Built host = build(format_name.c_str(), w, out, in, bias.data(), LayerOptions{Strategy::fused, Memory::host});
+        auto dev = make_linear("dev", same_weights(host, w, out, in), bias.data(), LayerOptions{Strategy::fused, Memory::cuda});
+        for (int64_t tokens : {1, 5}) {
+            auto x = random_floats(tokens * in);
+            Mem m(on_device);
+            Poisoned y(tokens, out);
+            ForwardOptions fo;
+            fo.run.memory = Memory::cuda;
+            fo.activations = Activations::q8;
+            if (!has) {
+                EXPECT_THROW(dev->forward(ConstMatrix{m.in(x), tokens, in}, m.out(y), fo), Error);
+                continue;
+            }
+            dev->forward(ConstMatrix{m.in(x), tokens, in}, m.out(y), fo);
+            m.sync();
+            y.expect_all_written();
+            std::vector<double> ref(tokens * out);
+            ref::dense_matmul(host.dequantized, out, in, x.data(), tokens, bias.data(), ref.data());
+            EXPECT_LT(max_rel(y.data, ref), 2e-2) << "tokens " << tokens;
+        }
+        formats += has;
+    }
+    EXPECT_GE(formats, 12);  // Q4_K and the eleven ggml block formats
 }
 
 }  // namespace

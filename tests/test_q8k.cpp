@@ -174,14 +174,29 @@ INSTANTIATE_TEST_SUITE_P(Variants, Q80Quantize, testing::ValuesIn(variants_where
                              return r.op == Op::quantize && r.out == Out::q8_0 && !r.norm;
                          })), variant_name);
 
-// Packed 32-block kernels (Q4_0, int4g, Q8_0, Q4_1, Q5_0, Q5_1) x Q8_0, against the float64
+// The weights as kernel `rows` reads them: packed in tiles of `rows`, or
+// (0) the file's own bytes.
+std::vector<uint8_t> packed_or_file(const Weights &w, int rows, const std::vector<uint8_t> &file) {
+    if (!rows) return file;
+    std::vector<uint8_t> packed(packed_bytes(w.format, w.out, w.in, rows));
+    pack_weights(w, rows, packed.data());
+    return packed;
+}
+
+// Roundings beyond the blocks': the bias, plus over the file's layout
+// (CUDA) 8 lanes' partial sums per row that meet in 3 adds, each lane
+// scaling its own share of a block (one more product).
+double lane_sums(const KernelRow &row) { return row.pack ? 2 : 6; }
+
+// 32-block kernels (Q4_0, int4g, Q8_0, Q4_1, Q5_0, Q5_1, IQ4_NL) x Q8_0,
+// packed (the CPUs) or over the file's layout (CUDA), against the float64
 // reference on the same 8-bit activations; rows not a multiple of R (the
 // tail tile), NaN-poisoned outputs, every element checked. Each block's
 // integer sum is exact; f32 rounds w.d * a.d, their product with it, and the
 // running sum: 3 roundings per block, plus the bias.
-class Block32PackedQ8 : public testing::TestWithParam<VariantParam> {};
+class Block32Q8 : public testing::TestWithParam<VariantParam> {};
 
-TEST_P(Block32PackedQ8, MatchesReference) {
+TEST_P(Block32Q8, MatchesReference) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
     const Format f = p.row->format;
@@ -214,8 +229,7 @@ TEST_P(Block32PackedQ8, MatchesReference) {
         Weights wt{f, data.data(), c.out, c.in};
         wt.scales = scales.empty() ? nullptr : scales.data();
         wt.group_size = G;
-        std::vector<uint8_t> packed(packed_bytes(f, c.out, c.in, p.row->pack));
-        pack_weights(wt, p.row->pack, packed.data());
+        const std::vector<uint8_t> packed = packed_or_file(wt, p.row->pack, data);
         auto x = random_floats(c.tokens * c.in, -2.0f, 2.0f);
         auto bias = random_floats(c.out);
         const float *b = c.bias ? bias.data() : nullptr;
@@ -226,6 +240,7 @@ TEST_P(Block32PackedQ8, MatchesReference) {
         Weights pw{f, mem.in(packed), c.out, c.in};
         pw.group_size = G;
         pw.pack_rows = p.row->pack;
+        if (!scales.empty() && !p.row->pack) pw.scales = mem.in(scales);
         matmul(pw, a.input(mem), b ? mem.in(bias) : nullptr, mem.out(y), options(p));
         mem.sync();
         y.expect_all_written();
@@ -233,30 +248,30 @@ TEST_P(Block32PackedQ8, MatchesReference) {
         ref::matmul_q8(w.data(), c.out, c.in, 32, a.d.data(), a.qs.data(), c.tokens, b, ref.data(), mag.data());
         // A min adds its product, its rounding and one more add per block.
         const bool with_min = f == Format::q4_1 || f == Format::q5_1;
-        expect_within_rounding(y, ref, mag, (with_min ? 6.0 : 3.0) * (c.in / 32) + 2);
+        expect_within_rounding(y, ref, mag, (with_min ? 6.0 : 3.0) * (c.in / 32) + lane_sums(*p.row));
     }
 }
 
-std::vector<VariantParam> block32_packed_variants() {
-    auto v = weight_variants("Block32PackedQ8", Format::q4_0, {Op::matvec, Op::matmul}, ActType::q8_0);
+std::vector<VariantParam> block32_q8_variants() {
+    auto v = weight_variants("Block32Q8", Format::q4_0, {Op::matvec, Op::matmul}, ActType::q8_0);
     for (Format f : {Format::int4g, Format::q8_0, Format::q4_1, Format::q5_0, Format::q5_1, Format::iq4_nl}) {
-        auto g = weight_variants("Block32PackedQ8", f, {Op::matvec, Op::matmul}, ActType::q8_0);
+        auto g = weight_variants("Block32Q8", f, {Op::matvec, Op::matmul}, ActType::q8_0);
         v.insert(v.end(), g.begin(), g.end());
     }
     return v;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Block32PackedQ8, testing::ValuesIn(block32_packed_variants()), variant_name);
+INSTANTIATE_TEST_SUITE_P(Variants, Block32Q8, testing::ValuesIn(block32_q8_variants()), variant_name);
 
-// Packed K-quants of the q6k generator (Q6_K, Q3_K, Q2_K) and Q5_K (the
-// q4k one, bits=5) x Q8_K against the float64 reference on the same 8-bit
-// activations, as Block32PackedQ8. Per super-block the integer sum is
+// K-quants (Q6_K, Q3_K, Q2_K, Q5_K, IQ4_XS) x Q8_K, packed or over the
+// file's layout, against the float64 reference on the same 8-bit
+// activations, as Block32Q8. Per super-block the integer sum is
 // exact; f32 rounds its conversion, a.d * w.d, their product and the
 // running sum: 4 roundings, 7 with a min (its product, conversion and
 // difference), plus the bias.
-class KQuantPackedQ8 : public testing::TestWithParam<VariantParam> {};
+class KQuantQ8 : public testing::TestWithParam<VariantParam> {};
 
-TEST_P(KQuantPackedQ8, MatchesReference) {
+TEST_P(KQuantQ8, MatchesReference) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
     const Format f = p.row->format;
@@ -273,8 +288,7 @@ TEST_P(KQuantPackedQ8, MatchesReference) {
         }
         std::vector<float> w(c.out * c.in);
         ref::block_dequant(f, data.data(), c.out, c.in, w.data());
-        std::vector<uint8_t> packed(packed_bytes(f, c.out, c.in, p.row->pack));
-        pack_weights(Weights{f, data.data(), c.out, c.in}, p.row->pack, packed.data());
+        const std::vector<uint8_t> packed = packed_or_file(Weights{f, data.data(), c.out, c.in}, p.row->pack, data);
         auto x = awkward_activations(c.tokens, c.in);
         auto bias = random_floats(c.out);
         const float *b = c.bias ? bias.data() : nullptr;
@@ -290,20 +304,20 @@ TEST_P(KQuantPackedQ8, MatchesReference) {
         std::vector<double> ref(c.tokens * c.out), mag(c.tokens * c.out);
         ref::matmul_q8(w.data(), c.out, c.in, 256, a.d.data(), a.qs.data(), c.tokens, b, ref.data(), mag.data());
         const bool with_min = ft.f16_fields.size() > 1;
-        expect_within_rounding(y, ref, mag, (with_min ? 7.0 : 4.0) * (c.in / 256) + 2);
+        expect_within_rounding(y, ref, mag, (with_min ? 7.0 : 4.0) * (c.in / 256) + lane_sums(*p.row));
     }
 }
 
-std::vector<VariantParam> kquant_packed_variants() {
+std::vector<VariantParam> kquant_q8_variants() {
     std::vector<VariantParam> v;
     for (Format f : {Format::q6_k, Format::q5_k, Format::q3_k, Format::q2_k, Format::iq4_xs}) {
-        auto g = weight_variants("KQuantPackedQ8", f, {Op::matvec, Op::matmul}, ActType::q8_k);
+        auto g = weight_variants("KQuantQ8", f, {Op::matvec, Op::matmul}, ActType::q8_k);
         v.insert(v.end(), g.begin(), g.end());
     }
     return v;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, KQuantPackedQ8, testing::ValuesIn(kquant_packed_variants()), variant_name);
+INSTANTIATE_TEST_SUITE_P(Variants, KQuantQ8, testing::ValuesIn(kquant_q8_variants()), variant_name);
 
 }  // namespace
 }  // namespace qforge::test

@@ -436,17 +436,19 @@ void bench_table(const std::string &target) {
         Dev xd(randf(tokens * in, -1, 1)), yd(std::max(tokens * out, out * in) * 4), gamma(std::vector<float>(in, 1.0f));
         const Norm norm{Norm::Kind::rms, gamma.as<float>(), nullptr, 1e-5f};
         const ConstMatrix x{xd.as<float>(), tokens, in, 0, r.norm ? &norm : nullptr};
-        Dev qd(tokens * (in / 256) * 4), qq(tokens * in), qb(tokens * (in / 16) * 2);
-        const Q8KActivations a{qd.as<float>(), qq.as<int8_t>(), qb.as<int16_t>(), tokens, in};
+        const bool q8 = r.act == ActType::q8_k || r.act == ActType::q8_0;
+        const ActType act = q8 ? r.act : ActType::q8_k;
+        Dev qd(tokens * (in / act_block(act)) * 4), qq(tokens * in), qb(tokens * (in / act_sum_block(act)) * 2);
+        const Q8KActivations a{qd.as<float>(), qq.as<int8_t>(), qb.as<int16_t>(), tokens, in, act};
         const RunOptions o = on_cuda(target, cu::kernel_name(r));
-        if (r.act == ActType::q8_k) q8k_quantize(x, a, on_cuda(target));
+        if (q8) q8k_quantize(x, a, on_cuda(target));
         auto f = [&](int i) {
             const Weights wv = w.at(copies[i % copies.size()].as<uint8_t>());
             if (r.op == cu::Op::dequant && r.out == cu::Out::f16) {
                 dequant(wv, MatrixF16{yd.as<uint16_t>(), out, in}, o);
             } else if (r.op == cu::Op::dequant) {
                 dequant(wv, Matrix{yd.as<float>(), out, in}, o);
-            } else if (r.act == ActType::q8_k) {
+            } else if (q8) {
                 matmul(wv, a, nullptr, Matrix{yd.as<float>(), tokens, out}, o);
             } else {
                 matmul(wv, x, nullptr, Matrix{yd.as<float>(), tokens, out}, o);

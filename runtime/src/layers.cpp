@@ -76,12 +76,12 @@ public:
         return e->buf.p;
     }
 
-    Q8KActivations planes(void *stream, int64_t tokens, int64_t in) {
-        const size_t d_bytes = round_up(tokens * (in / 256) * 4), qs_bytes = round_up(tokens * in);
-        const size_t bytes = d_bytes + qs_bytes + round_up(tokens * (in / 16) * 2);
+    Q8KActivations planes(void *stream, int64_t tokens, int64_t in, ActType type) {
+        const size_t d_bytes = round_up(tokens * (in / act_block(type)) * 4), qs_bytes = round_up(tokens * in);
+        const size_t bytes = d_bytes + qs_bytes + round_up(tokens * (in / act_sum_block(type)) * 2);
         auto *base = static_cast<uint8_t *>(get(stream, q8k_planes, bytes));
         return {reinterpret_cast<float *>(base), reinterpret_cast<int8_t *>(base + d_bytes),
-                reinterpret_cast<int16_t *>(base + d_bytes + qs_bytes), tokens, in};
+                reinterpret_cast<int16_t *>(base + d_bytes + qs_bytes), tokens, in, type};
     }
 
 private:
@@ -362,13 +362,15 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
     const auto q8_type = std::find_if(acts.begin(), acts.end(), [](ActType a) { return a != ActType::f32; });
     const bool has_q8 = q8_type != acts.end();
     const bool cuda = fo.run.memory == Memory::cuda;
-    // Batches take 8 bits through the file's layout only where such kernels exist (Q4_K).
+    // Batches take 8 bits through the file's layout only where this CPU has such kernels (Q4_K).
     internal::KernelKey file_q8;
     file_q8.format = w.format;
     file_q8.op = internal::Op::matmul;
     file_q8.act = has_q8 ? *q8_type : ActType::f32;
     file_q8.group = traits_().separate_scales ? w.group_size : 0;
-    const bool batch_q8 = x.rows > 1 && internal::find_row(file_q8) != nullptr;
+    const internal::KernelRow *file_row = internal::find_row(file_q8);
+    const bool batch_q8 = x.rows > 1 && file_row &&
+                          (" " + std::string(file_row->families) + " ").find(" " + internal::cpu_family() + " ") != std::string::npos;
     const bool q8 = fo.activations == Activations::q8 ||
                     (fo.activations == Activations::automatic && has_q8 && (pack_rows || batch_q8) && !cuda);
     if (!q8) return matmul(weights(), x, bias_ptr(), y, fo.run);
@@ -384,8 +386,10 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
     RunOptions quantize = fo.run;
     quantize.kernel.clear();  // a forced kernel names the matmul, not the quantizer
     if (cuda) {
-        if (*q8_type != ActType::q8_k) error(std::string(traits_().name) + " has no 8-bit CUDA kernels");
-        const Q8KActivations a = device_scratch().planes(fo.run.stream, x.rows, in);
+        internal::KernelKey key = file_q8;
+        key.op = x.rows > 1 ? internal::Op::matmul : internal::Op::matvec;
+        if (!internal::find_row(key)) error(std::string(traits_().name) + " has no 8-bit CUDA kernels");
+        const Q8KActivations a = device_scratch().planes(fo.run.stream, x.rows, in, *q8_type);
         q8k_quantize(x, a, quantize);
         return matmul(weights(), a, bias_ptr(), y, fo.run);
     }
