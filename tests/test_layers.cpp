@@ -237,10 +237,6 @@ TEST(Quantizers, Q4KNoWorseThanMinMax) {
 namespace qforge::test {
 namespace {
 
-// The layer `format` of [out, in] with `strategy`, on the host and on the
-// device (the same bytes), run for each token count down each CUDA path;
-// the device's results, poisoned first, match the host's (f32 activations,
-// what the Halide path runs) within what the path's arithmetic allows.
 // The weights a host layer was built from (`w` quantized, or random blocks), for a second layer.
 WeightRef same_weights(const Built &host, const std::vector<float> &w, int64_t out, int64_t in) {
     WeightRef r;
@@ -259,6 +255,10 @@ WeightRef same_weights(const Built &host, const std::vector<float> &w, int64_t o
     return r;
 }
 
+// The layer `format` of [out, in] with `strategy`, on the host and on the
+// device (the same bytes), run for each token count down each CUDA path;
+// the device's results, poisoned first, match the host's (f32 activations,
+// what the Halide path runs) within what the path's arithmetic allows.
 void expect_device_matches_host(const char *format, Strategy strategy, int64_t out, int64_t in,
                                 std::initializer_list<int64_t> token_counts, std::initializer_list<CudaGemm> paths) {
     SCOPED_TRACE(std::string(format) + (strategy == Strategy::fused ? " fused " : " eager_f16 ") +
@@ -341,7 +341,8 @@ TEST(Layers, CudaQ8EveryFormat) {
         const internal::KernelRow *row = internal::find_row(key);
         const bool has = key.act != ActType::f32 && row && std::string(row->families).find("cuda") != std::string::npos;
         Built host = build(format_name.c_str(), w, out, in, bias.data(), LayerOptions{Strategy::fused, Memory::host});
-        auto dev = make_linear("dev", same_weights(host, w, out, in), bias.data(), LayerOptions{Strategy::fused, Memory::cuda});
+        auto dev = make_linear("dev", same_weights(host, w, out, in), bias.data(),
+                               LayerOptions{Strategy::fused, Memory::cuda});
         for (int64_t tokens : {1, 5}) {
             auto x = random_floats(tokens * in);
             Mem m(on_device);

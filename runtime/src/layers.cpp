@@ -369,8 +369,8 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
     file_q8.act = has_q8 ? *q8_type : ActType::f32;
     file_q8.group = traits_().separate_scales ? w.group_size : 0;
     const internal::KernelRow *file_row = internal::find_row(file_q8);
-    const bool batch_q8 = x.rows > 1 && file_row &&
-                          (" " + std::string(file_row->families) + " ").find(" " + internal::cpu_family() + " ") != std::string::npos;
+    const std::string families = file_row ? " " + std::string(file_row->families) + " " : "";
+    const bool batch_q8 = x.rows > 1 && families.find(" " + internal::cpu_family() + " ") != std::string::npos;
     const bool q8 = fo.activations == Activations::q8 ||
                     (fo.activations == Activations::automatic && has_q8 && (pack_rows || batch_q8) && !cuda);
     if (!q8) return matmul(weights(), x, bias_ptr(), y, fo.run);
