@@ -52,12 +52,15 @@ const std::vector<Shape> &shapes() {
 void run_kernel(benchmark::State &state, const KernelRow *row, std::string target, Shape s, int64_t tokens,
                 int threads) {
     const KernelRow &r = *row;
-    const int64_t bytes = weight_bytes(r.format, s.out, s.in, r.group);
+    // A glu row reads a gate and an up tile per output tile: twice the bytes for s.out outputs.
+    const int64_t bytes = (r.glu ? 2 : 1) * weight_bytes(r.format, s.out, s.in, r.group);
     const size_t copies = std::max<size_t>(1, std::min<size_t>(64, kRotateBytes / static_cast<size_t>(bytes)));
     const bench::RandomWeights one = bench::random_weights(r.format, s.out, s.in, r.group);
     // Packed rows read the packed layout (R = the row's pack column), as a layer packs it at load.
     std::vector<uint8_t> packed;
-    if (r.pack) {
+    if (r.glu) {
+        packed = pack_gate_up(one.at(one.bytes.data()), one.at(one.bytes.data()), r.pack);
+    } else if (r.pack) {
         packed.resize(packed_bytes(r.format, s.out, s.in, r.pack));
         pack_weights(one.at(one.bytes.data()), r.pack, packed.data());
     }
@@ -87,7 +90,11 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
             dequant(w, Matrix{y.data(), s.out, s.in}, o);
         } else if (a) {
             q8k_quantize(xm, a->view(), RunOptions{target});  // part of the call, as a layer makes it
-            matmul(w, a->view(), nullptr, ym, o);
+            if (r.glu) {
+                matmul_glu(w, a->view(), nullptr, Activation::silu, ym, o);
+            } else {
+                matmul(w, a->view(), nullptr, ym, o);
+            }
         } else {
             matmul(w, xm, nullptr, ym, o);
         }
@@ -95,7 +102,7 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
     set_num_threads(old_threads);
     state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes), benchmark::Counter::kIsIterationInvariantRate,
                                                 benchmark::Counter::kIs1000);
-    state.counters["GFLOP/s"] = benchmark::Counter(2.0 * s.out * s.in * tokens / 1e9,
+    state.counters["GFLOP/s"] = benchmark::Counter((r.glu ? 4.0 : 2.0) * s.out * s.in * tokens / 1e9,
                                                    benchmark::Counter::kIsIterationInvariantRate);
 }
 

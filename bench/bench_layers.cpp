@@ -2,13 +2,17 @@
 // 2 x 1024) and Qwen3-0.6B (1024 -> 2048 + 2 x 1024) as one call over
 // concatenated rows versus three calls, for Q4_K and int4g, decode and
 // prefill; and the attention RMSNorm fused into that QKV call versus a
-// separate norm pass that writes the normalised x first. Eight copies of the
+// separate norm pass that writes the normalised x first; and an FFN
+// (Llama-3.2-1B, Qwen3-0.6B: gate, up, SiLU, product, down) as one FFN
+// object against its parts called one after another. Eight copies of the
 // weights rotate so that decode is not cache-resident.
+#include "qforge/block.h"
 #include "qforge/qkv.h"
 #include "qforge/quantize.h"
 
 #include <benchmark/benchmark.h>
 
+#include <array>
 #include <cmath>
 
 #include <map>
@@ -119,6 +123,54 @@ void bench_norm_qkv(benchmark::State &state, std::string format, Shape s, bool f
                                                    benchmark::Counter::kIs1000);
 }
 
+// Rotating copies of one FFN's three layers, as one FFN object or as parts.
+struct RotatingFFN {
+    static constexpr int kCopies = 8;
+    std::vector<std::vector<uint8_t>> bytes = std::vector<std::vector<uint8_t>>(3 * kCopies);
+    std::vector<std::vector<uint16_t>> scales = std::vector<std::vector<uint16_t>>(3 * kCopies);
+    std::vector<FFN> ffns;
+    std::vector<std::array<std::unique_ptr<Linear>, 3>> parts;
+    size_t next = 0;
+    RotatingFFN(const std::string &format, int64_t hidden, int64_t F, bool whole) {
+        for (int c = 0; c < kCopies; ++c) {
+            auto g = layer(format, F, hidden, bytes[3 * c], scales[3 * c]);
+            auto u = layer(format, F, hidden, bytes[3 * c + 1], scales[3 * c + 1]);
+            auto d = layer(format, hidden, F, bytes[3 * c + 2], scales[3 * c + 2]);
+            if (whole) {
+                ffns.push_back(FFN::gated(std::move(g), std::move(u), std::move(d), Activation::silu));
+            } else {
+                parts.push_back({std::move(g), std::move(u), std::move(d)});
+            }
+        }
+    }
+};
+
+// One FFN::forward, or what an engine without it runs: gate, up, an
+// activation pass (qforge's glu kernel, in place), a product pass, down.
+void bench_ffn(benchmark::State &state, std::string format, int64_t hidden, int64_t F, bool whole, int64_t tokens) {
+    RotatingFFN r(format, hidden, F, whole);
+    std::vector<float> x(tokens * hidden), g(tokens * F), u(tokens * F), y(tokens * hidden);
+    std::mt19937 gen(11);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    for (auto &v : x) v = n(gen);
+    for (auto _ : state) {
+        const size_t c = r.next++ % RotatingFFN::kCopies;
+        if (whole) {
+            r.ffns[c].forward({x.data(), {tokens, hidden}}, {y.data(), {tokens, hidden}});
+        } else {
+            auto &[gate, up, down] = r.parts[c];
+            gate->forward({x.data(), {tokens, hidden}}, {g.data(), {tokens, F}});
+            up->forward({x.data(), {tokens, hidden}}, {u.data(), {tokens, F}});
+            glu({g.data(), tokens, F}, {}, Activation::silu, {g.data(), tokens, F});
+            for (int64_t i = 0; i < tokens * F; ++i) g[i] *= u[i];
+            down->forward({g.data(), {tokens, F}}, {y.data(), {tokens, hidden}});
+        }
+        benchmark::DoNotOptimize(y.data());
+    }
+    state.counters["GFLOP/s"] = benchmark::Counter(2.0 * tokens * 3 * F * hidden, benchmark::Counter::kIsIterationInvariantRate,
+                                                   benchmark::Counter::kIs1000);
+}
+
 const int registered = [] {
     for (auto [model, s] : {std::pair<const char *, Shape>{"llama-3.1-8b", {4096, 4096, 1024}},
                             std::pair<const char *, Shape>{"qwen3-0.6b", {1024, 2048, 1024}}}) {
@@ -142,6 +194,20 @@ const int registered = [] {
                 benchmark::RegisterBenchmark(name.c_str(), bench_norm_qkv, format, Shape{4096, 4096, 1024}, fused, tokens)
                     ->Unit(benchmark::kMillisecond)
                     ->UseRealTime();
+            }
+        }
+    }
+    for (auto [model, hidden, F] : {std::tuple<const char *, int64_t, int64_t>{"llama-3.2-1b", 2048, 8192},
+                                    std::tuple<const char *, int64_t, int64_t>{"qwen3-0.6b", 1024, 3072}}) {
+        for (const char *format : {"q4_k", "int4g"}) {
+            for (int64_t tokens : {1, 32}) {
+                for (bool whole : {true, false}) {
+                    const std::string name = std::string("ffn/") + model + "/" + format + "/tokens:" + std::to_string(tokens) +
+                                             (whole ? "/ffn" : "/parts");
+                    benchmark::RegisterBenchmark(name.c_str(), bench_ffn, format, hidden, F, whole, tokens)
+                        ->Unit(benchmark::kMillisecond)
+                        ->UseRealTime();
+                }
             }
         }
     }

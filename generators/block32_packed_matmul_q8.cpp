@@ -140,8 +140,9 @@ public:
             term += (wm * f.act_d(b, n)) * cast<float>(f.act_sum(b, n));
         }
         f.acc(r, t, n) += term;
-        y(o, n) = f.acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias.dim(0).extent(), o);
+        y(o, n) = packed_output(f.acc, bias, has_bias, bias.dim(0).extent(), y.dim(0).extent(), o, n, R);
         f.y = y;
+        f.pairs = tile_pairs();
 
         schedule_family_for(get_target()).block32_packed_q8(f, get_target(), knobs());
     }

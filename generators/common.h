@@ -7,6 +7,7 @@
 
 #include "Halide.h"
 
+#include "activation.h"
 #include "schedules/schedules.h"
 
 namespace qforge {
@@ -121,16 +122,42 @@ public:
     // activations()), and the kernel takes four more inputs after its own:
     // norm_weight [in], norm_bias [in], layer_norm (subtract the mean), eps.
     GeneratorParam<bool> norm{"norm", false};
+    // glu: the kernel's weight tiles come in pairs, gate tile then up tile
+    // (FORMATS.md, "Gate/up tile pairs"), and it writes act(gate + b_g) *
+    // (up + b_u) for each output, half the rows it reads (an FFN's SwiGLU or
+    // GeGLU fused into its gate_up matmul); it takes one more input after
+    // the others, the activation (ActivationKind). Packed kernels only.
+    GeneratorParam<std::string> epilogue{"epilogue", "none"};
 
     void configure() {
-        if (!norm) return;
-        norm_weight_ = this->template add_input<Buffer<float, 1>>("norm_weight");
-        norm_bias_ = this->template add_input<Buffer<float, 1>>("norm_bias");
-        layer_norm_ = this->template add_input<bool>("layer_norm");
-        eps_ = this->template add_input<float>("eps");
+        check(std::string(epilogue) == "none" || std::string(epilogue) == "glu",
+              "epilogue must be none or glu, not " + std::string(epilogue));
+        if (norm) {
+            norm_weight_ = this->template add_input<Buffer<float, 1>>("norm_weight");
+            norm_bias_ = this->template add_input<Buffer<float, 1>>("norm_bias");
+            layer_norm_ = this->template add_input<bool>("layer_norm");
+            eps_ = this->template add_input<float>("eps");
+        }
+        if (glu()) act_kind_ = this->template add_input<int>("act_kind");
     }
 
 protected:
+    bool glu() const { return std::string(epilogue) == "glu"; }
+    // Weight tiles per output tile: 2 for glu (a gate tile and an up tile).
+    int tile_pairs() const { return glu() ? 2 : 1; }
+
+    // A packed kernel's output row o (tile o / R, lane o % R) from acc(r, t,
+    // n), the sum over tile t's blocks: plus its bias, or with glu the
+    // activation of the gate tile's sum times the up tile's, each with its
+    // bias (bias: [2 out], gate rows then up rows).
+    Expr packed_output(const Func &acc, const Func &bias, const Expr &has_bias, const Expr &bias_extent,
+                       const Expr &out_rows, const Var &o, const Var &n, int R) {
+        if (!glu()) return acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias_extent, o);
+        Expr gate = acc(o % R, 2 * (o / R), n) + bias_or_zero(bias, has_bias, bias_extent, o);
+        Expr up = acc(o % R, 2 * (o / R) + 1, n) + bias_or_zero(bias, has_bias, bias_extent, out_rows + o);
+        return activation(*act_kind_, gate) * up;
+    }
+
     // The activations a kernel reads: x (outer dimension clamped), or with
     // norm=true x normalised per token,
     //   RMSNorm:   x * inv(n) * weight,                inv = 1/sqrt(mean(x^2) + eps)
@@ -177,6 +204,7 @@ private:
     GeneratorInput<Buffer<float, 1>> *norm_weight_ = nullptr, *norm_bias_ = nullptr;
     GeneratorInput<bool> *layer_norm_ = nullptr;
     GeneratorInput<float> *eps_ = nullptr;
+    GeneratorInput<int> *act_kind_ = nullptr;
 };
 
 }  // namespace qforge

@@ -140,8 +140,9 @@ public:
         } else {
             f.acc(r, t, n) += f.act_d(b, n) * (w.d(r, b, t) * cast<float>(f.sacc(r, b, t, n)));
         }
-        y(o, n) = f.acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias.dim(0).extent(), o);
+        y(o, n) = packed_output(f.acc, bias, has_bias, bias.dim(0).extent(), y.dim(0).extent(), o, n, R);
         f.y = y;
+        f.pairs = tile_pairs();
 
         schedule_family_for(get_target()).q4k_packed_q8(f, get_target(), knobs());
     }

@@ -128,8 +128,9 @@ public:
             f.acc(r, t, n) += f.act_d(blk, n) * f16_at(L.d_at, blk) *
                               cast<float>(f.sacc(r, blk, t, n) - L.offset * f.macc(r, blk, t, n));
         }
-        y(o, n) = f.acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias.dim(0).extent(), o);
+        y(o, n) = packed_output(f.acc, bias, has_bias, bias.dim(0).extent(), y.dim(0).extent(), o, n, R);
         f.y = y;
+        f.pairs = tile_pairs();
 
         schedule_family_for(get_target()).q6k_packed_q8(f, get_target(), knobs());
     }

@@ -40,6 +40,7 @@ const ScheduleFamily arm_family = {
     cpu::block32_packed_q8<kArm>,
     cpu::q8_0_quantize<kArm>,
     cpu::q6k_packed_q8<kArm>,
+    cpu::head_norm<kArm>,
 };
 const RegisterScheduleFamily registered{&arm_family};
 

@@ -301,8 +301,8 @@ void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
 // one pointer serves the tile and no token index is clamped in the loop)
 // and reused by every row tile of the task, whose packed weights stay in L2.
 template <const Tuning &D>
-RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var t, RDom blocks, int R, const Knobs &k,
-                  Func act4, Func act_d, Func act_sum, int prefill_tokens) {
+RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var t, RDom blocks, int R, int pairs,
+                  const Knobs &k, Func act4, Func act_d, Func act_sum, int prefill_tokens) {
     const int T = pick(k.tile_tokens, k.prefill ? prefill_tokens : 1);
     Expr tiles_per_task = std::max(pick(k.rows_per_task, k.prefill ? D.packed_prefill_rows_per_task : D.decode_rows_per_task) / R, 1);
     if (!k.prefill && k.rows_per_task == 0) {
@@ -315,7 +315,7 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
         // 0.95x at 152 KB, 1.07x at 303 KB, 1.11x at 606 KB, 0.99x at 1.2 MB,
         // 1.15x at 2.4 MB, 1.10x at 4.9 MB, 1.26x at 9.7 MB.
         Expr tiles = (y.output_buffer().dim(0).extent() + (R - 1)) / R;
-        Expr bytes = cast<int64_t>(tiles) * weight.dim(0).extent() * weight.dim(1).extent();
+        Expr bytes = cast<int64_t>(tiles) * pairs * weight.dim(0).extent() * weight.dim(1).extent();
         tiles_per_task = select(bytes < cast<int64_t>(D.packed_decode_min_parallel_bytes), tiles,
                                 max(tiles_per_task, (tiles + (D.packed_decode_tasks - 1)) / D.packed_decode_tasks));
     }
@@ -339,10 +339,11 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
         act_sum.compute_root();
     }
     y.parallel(task);
-    // One tile: its row tile t is exactly one (o / R over R aligned rows),
-    // which bounds inference cannot prove by itself.
-    acc.compute_at(y, ot).bound_extent(r, R).bound_extent(t, 1).bound_extent(n, T).vectorize(r).unroll(n);
-    acc.update().reorder(r, n, blocks.x).vectorize(r).unroll(n);
+    // One tile: its row tile t is exactly one (o / R over R aligned rows;
+    // with the glu epilogue a gate tile and an up tile, one after the
+    // other), which bounds inference cannot prove by itself.
+    acc.compute_at(y, ot).bound_extent(r, R).bound_extent(t, pairs).bound_extent(n, T).vectorize(r).unroll(n);
+    acc.update().reorder(r, n, blocks.x, t).vectorize(r).unroll(n);  // glu: the gate tile, then the up tile
     return unroll_reduction(acc.update(), blocks.x, k);
 }
 
@@ -447,9 +448,23 @@ inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, 
     return LoopLevel(sacc, subs[1]);
 }
 
+// Per-head RMSNorm: a token's head sums first (rfactored into vector
+// lanes), then its outputs, tokens in parallel.
+template <const Tuning &D>
+void head_norm(HeadNormFuncs &f, const Target &t, const Knobs &k) {
+    const int V = f32_lanes(t, k);
+    f.out.parallel(f.n).vectorize(f.d, V, kGuard);
+    RVar eo("eo"), ei("ei");
+    Var u("u");
+    Func intm = f.sq.update().split(f.e.x, eo, ei, V, kGuard).rfactor(ei, u);
+    f.sq.compute_at(f.out, f.n);
+    intm.compute_at(f.sq, Var::outermost()).vectorize(u);
+    intm.update().vectorize(u);
+}
+
 template <const Tuning &D>
 void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
-    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d,
+    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
                                        f.act_sum,
                                        packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_q4k_tile_tokens, t));
     prefetch_weights(f.acc, f.weight, block, f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t) : D.packed_prefetch_blocks);
@@ -462,7 +477,7 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
 // for u8s8_pairs) at a time.
 template <const Tuning &D>
 void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
-    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d,
+    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
                                        f.act_sum, packed_tile_tokens(D.packed_q4k_tile_tokens, t));
     prefetch_weights(f.acc, f.weight, block, D.packed_q6k_prefetch_blocks);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
@@ -473,7 +488,7 @@ void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
 // Packed 32-blocks x Q8_0: as q4k_packed_q8, one block's dot at a time.
 template <const Tuning &D>
 void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
-    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, k, f.act4, f.act_d,
+    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
                                        f.act_sum,
                                        packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_block32_tile_tokens, t));
     prefetch_weights(f.acc, f.weight, block, 8 * D.packed_prefetch_blocks);

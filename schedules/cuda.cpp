@@ -352,11 +352,25 @@ void norm_stats(NormFuncs &f, const Target &, const Knobs &) {
     }
 }
 
+// Per-head RMSNorm: as norm_stats, a block per (head, token) sums its
+// squares in a warp's lanes; the outputs are a second kernel, so an
+// in-place call reads every input before it writes.
+void head_norm(HeadNormFuncs &f, const Target &, const Knobs &) {
+    RVar eo("eo"), ei("ei");
+    Var u("u"), hn("hn"), db("db"), dt("dt"), hb("hb"), ht("ht");
+    Func intm = f.sq.update().split(f.e.x, eo, ei, kWarp, kGuard).rfactor(ei, u);
+    f.sq.compute_root().gpu_blocks(f.h, f.n);
+    f.sq.update().gpu_blocks(f.h, f.n);
+    intm.compute_at(f.sq, f.h).gpu_threads(u);
+    intm.update().gpu_threads(u);
+    f.out.fuse(f.h, f.n, hn).gpu_tile(f.d, hn, db, hb, dt, ht, 32, 4, kGuard);
+}
+
 bool is_cuda(const Target &t) { return t.has_feature(Target::CUDA); }
 
 const ScheduleFamily cuda_family = {
     "cuda", is_cuda, dequant, group_matmul, q4k_matmul_f32, q8k_quantize, block_matmul_q8, norm_stats,
-    nullptr, nullptr, nullptr, q8_0_quantize,
+    nullptr, nullptr, nullptr, q8_0_quantize, nullptr, head_norm,
 };
 const RegisterScheduleFamily registered{&cuda_family};
 

@@ -120,6 +120,7 @@ struct PackedQ4KFuncs {
     DotForm form = DotForm::u8s8_dot4;
     bool wide_part = false;  // IQ4_XS on u8s8_pairs: i32 part, pairs widened one by one (see PackedBlock32Funcs)
     bool lut = false;        // IQ4_XS: weights are levels looked up per index
+    int pairs = 1;           // weight tiles per output tile: 2 with the glu epilogue (gate, up)
 };
 
 // Packed 32-blocks (Q4_0, int4g, Q8_0) x Q8_0: Y(o, n) = acc(o % R, o / R,
@@ -137,6 +138,7 @@ struct PackedBlock32Funcs {
     DotForm form = DotForm::u8s8_dot4;
     bool wide_part = false;  // 8-bit weights: pairs are widened to i32 one by one
     bool lut = false;        // IQ4_NL: weights are levels looked up per index
+    int pairs = 1;           // weight tiles per output tile: 2 with the glu epilogue (gate, up)
 };
 
 // Packed Q6_K x Q8_K: as PackedQ4KFuncs, with part(kp, r, u, sb, t, n) the
@@ -151,6 +153,7 @@ struct PackedQ6KFuncs {
     Halide::RDom dot, groups, subs, mins, blocks;
     int rows = 0, units = 1;
     DotForm form = DotForm::u8s8_dot4;
+    int pairs = 1;           // weight tiles per output tile: 2 with the glu epilogue (gate, up)
 };
 
 // Per-token statistics of a fused RMSNorm/LayerNorm: sum and sq reduce
@@ -160,6 +163,14 @@ struct NormFuncs {
     Halide::Func sum{"norm_sum"}, mean{"norm_mean"}, sq{"norm_sq"}, inv{"norm_inv"};
     Halide::Var n{"n"};
     Halide::RDom reduction;
+};
+
+// RMSNorm per attention head: out(d, h, n) reads sq(h, n), the sum of
+// squares of head h of token n over `e` (its D columns).
+struct HeadNormFuncs {
+    Halide::Func out, sq{"head_sq"};
+    Halide::Var d{"d"}, h{"h"}, n{"n"};
+    Halide::RDom e;
 };
 
 // One target family's schedules. Families register themselves statically.
@@ -177,6 +188,7 @@ struct ScheduleFamily {
     void (*block32_packed_q8)(PackedBlock32Funcs &, const Halide::Target &, const Knobs &);
     void (*q8_0_quantize)(Q80QuantizeFuncs &, const Halide::Target &, const Knobs &);
     void (*q6k_packed_q8)(PackedQ6KFuncs &, const Halide::Target &, const Knobs &);
+    void (*head_norm)(HeadNormFuncs &, const Halide::Target &, const Knobs &);
 };
 
 inline std::vector<const ScheduleFamily *> &schedule_families() {

@@ -55,6 +55,7 @@ const ScheduleFamily x86_family = {
     cpu::block32_packed_q8<kX86>,
     cpu::q8_0_quantize<kX86>,
     cpu::q6k_packed_q8<kX86>,
+    cpu::head_norm<kX86>,
 };
 const RegisterScheduleFamily registered{&x86_family};
 

@@ -27,7 +27,8 @@ set(QF_TARGETS
 #   format     the weight format (a row of runtime/src/formats.cpp), or "-" for
 #              kernels of the activations alone (quantize, convert)
 #   op         dequant | matvec (decode, one token) | matmul (prefill) |
-#              quantize (activations to 8 bits) | convert (activations to f16)
+#              quantize (activations to 8 bits) | convert (activations to f16) |
+#              glu (an FFN's activation, gated or plain) | head_norm (RMSNorm per attention head)
 #   act        the activation type it reads: f32 | q8_k | q8_0 ("-" for dequant)
 #   norm       "norm": it reads RMSNorm/LayerNorm(x), computed inline
 #   out        its output: f32 | f16 | q8_k | q8_0
@@ -149,6 +150,9 @@ set(QF_KERNELS
     "q4_k   dequant  -    -    f16  -     -    cuda     q4k_dequant        -"
     "-      convert  f32  -    f16  -     -    cuda     f16_convert        -"
     "-      convert  f32  norm f16  -     -    cuda     f16_convert        -"
+    # A decoder block's pieces between its matmuls (runtime/include/qforge/block.h).
+    "-      glu      f32  -    f32  -     -    all      glu                -"
+    "-      head_norm f32 -    f32  -     -    all      head_norm          -"
 )
 
 # The GGUF block formats whose weights dequantize one at a time
@@ -174,6 +178,28 @@ foreach(fmt IN LISTS QF_BLOCK_FORMATS)
         "${fmt} matvec ${act} - f32 - - cuda ggml_block_matmul_q8 format=${fmt}"
         "${fmt} matmul ${act} - f32 - - cuda ggml_block_matmul_q8 format=${fmt}")
 endforeach()
+
+# Every packed matmul once more with the glu epilogue (generators/common.h):
+# an FFN's gate and up tiles in pairs, act(gate) * up written, half the rows
+# read (runtime/include/qforge/block.h's FFN runs them).
+set(glu_rows "")
+foreach(k IN LISTS QF_KERNELS)
+    separate_arguments(cols UNIX_COMMAND "${k}")
+    list(GET cols 6 pack)
+    if (NOT pack STREQUAL "-")
+        list(GET cols 9 params)
+        if (params STREQUAL "-")
+            set(params "epilogue=glu")
+        else ()
+            string(APPEND params ",epilogue=glu")
+        endif ()
+        list(REMOVE_AT cols 9)
+        list(APPEND cols "${params}")
+        list(JOIN cols " " row)
+        list(APPEND glu_rows "${row}")
+    endif ()
+endforeach()
+list(APPEND QF_KERNELS ${glu_rows})
 
 # Schedule variants to time against the defaults on a device (configure with
 # -DQF_TUNING=ON; bench/device/cuda_bench times them with QF_BENCH_TUNE=1).

@@ -255,13 +255,14 @@ std::vector<VariantParam> variants_where(const std::string &suite, Keep keep) {
     return out;
 }
 
-// The variants of a weight format's kernels of one kind.
+// The variants of a weight format's kernels of one kind (the glu
+// epilogue's rows are a kind of their own: test_block.cpp's GluEpilogue).
 inline std::vector<VariantParam> weight_variants(const std::string &suite, Format f, std::initializer_list<Op> op_list,
                                                  ActType act = ActType::f32, bool norm = false) {
     const std::vector<Op> ops(op_list);
     return variants_where(suite, [&](const KernelRow &r) {
         return r.weights && r.format == f && std::find(ops.begin(), ops.end(), r.op) != ops.end() &&
-               (!r.has_act || r.act == act) && r.norm == norm;
+               (!r.has_act || r.act == act) && r.norm == norm && !r.glu;
     });
 }
 

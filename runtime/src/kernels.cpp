@@ -64,14 +64,6 @@ void require(bool ok, const std::string &op, const Args &...what) {
 template <typename T>
 using View = Halide::Runtime::Buffer<T, 2>;
 
-// A [rows, cols] row-major matrix as a Halide buffer with dim 0 = cols.
-template <typename T>
-View<T> view2d(T *data, int64_t rows, int64_t cols, int64_t stride) {
-    halide_dimension_t dims[2] = {{0, static_cast<int32_t>(cols), 1},
-                                  {0, static_cast<int32_t>(rows), static_cast<int32_t>(stride)}};
-    return View<T>(data, 2, dims);
-}
-
 int64_t dense_or(int64_t stride, int64_t dense) { return stride == 0 ? dense : stride; }
 
 // Where a call's memory lives, and the Halide views of it. For CUDA memory
@@ -119,8 +111,16 @@ public:
 
     template <typename T>
     View<T> view(const char *name, T *data, int64_t rows, int64_t cols, int64_t stride) {
+        halide_dimension_t dims[2] = {{0, static_cast<int32_t>(cols), 1},
+                                      {0, static_cast<int32_t>(rows), static_cast<int32_t>(stride)}};
+        return view<T, 2>(name, data, dims);
+    }
+
+    // Any shape: dims innermost first, strides in elements.
+    template <typename T, int N>
+    Halide::Runtime::Buffer<T, N> view(const char *name, T *data, halide_dimension_t (&dims)[N]) {
         check_pointer(name, data);
-        if (!cuda_) return view2d(data, rows, cols, stride);
+        if (!cuda_) return Halide::Runtime::Buffer<T, N>(data, N, dims);
         // The CUDA kernels assume their inputs' base is 16-byte aligned
         // (their vector loads); outputs may be any sub-view.
         if constexpr (std::is_const_v<T>) {
@@ -128,9 +128,7 @@ public:
                     name, " is not 16-byte aligned CUDA memory (the kernels load 16 bytes at a time; "
                           "cudaMalloc gives 256-byte alignment)");
         }
-        halide_dimension_t dims[2] = {{0, static_cast<int32_t>(cols), 1},
-                                      {0, static_cast<int32_t>(rows), static_cast<int32_t>(stride)}};
-        View<T> v(nullptr, 2, dims);
+        Halide::Runtime::Buffer<T, N> v(nullptr, N, dims);
         wrap(v, data);
         return v;
     }
@@ -272,7 +270,7 @@ const Variant &pick(const std::string &op, KernelKey key, int64_t tokens, const 
         const bool same = row->weights == key.weights && (!row->weights || row->format == key.format) &&
                           (row->op == key.op || matmuls) && (!row->has_act || row->act == key.act) &&
                           row->norm == key.norm && row->out == key.out && row->group == key.group &&
-                          row->pack == key.pack;
+                          row->pack == key.pack && row->glu == key.glu;
         require(same, op, "kernel '", opt.kernel, "' does not compute this operation");
     }
     return internal::find_variant(*row, opt.target, cuda);
@@ -369,14 +367,15 @@ struct WeightArgs {
     Halide::Runtime::Buffer<const void, 2> weight;
     Halide::Runtime::Buffer<const void, 2> scales;
     Halide::Runtime::Buffer<const uint8_t, 3> packed;  // [R * packed block bytes, blocks, tiles]
-    WeightArgs(Place &p, const Weights &w) {
+    // pairs: weight tiles per output tile (2: matmul_glu's gate and up tiles).
+    WeightArgs(Place &p, const Weights &w, int pairs = 1) {
         const FormatTraits &t = traits(w.format);
         if (w.pack_rows) {
             require(!p.cuda(), "matmul", "packed weights run on the CPU kernels only (upload the file's layout)");
             const int64_t chunk = w.pack_rows * t.packed_block_bytes, blocks = w.in / t.packed_block_elements;
             halide_dimension_t dims[3] = {{0, static_cast<int32_t>(chunk), 1},
                                           {0, static_cast<int32_t>(blocks), static_cast<int32_t>(chunk)},
-                                          {0, static_cast<int32_t>((w.out + w.pack_rows - 1) / w.pack_rows),
+                                          {0, static_cast<int32_t>(pairs * ((w.out + w.pack_rows - 1) / w.pack_rows)),
                                            static_cast<int32_t>(chunk * blocks)}};
             packed = Halide::Runtime::Buffer<const uint8_t, 3>(static_cast<const uint8_t *>(w.data), 3, dims);
             return;
@@ -458,7 +457,7 @@ struct WeightCall {
     const Variant &v;
     WeightArgs wa;
     WeightCall(const std::string &op, const Weights &w, const KernelKey &key, int64_t tokens, const RunOptions &opt)
-        : place(op, opt), v(pick(op, key, tokens, opt, place.cuda())), wa(place, w) {}
+        : place(op, opt), v(pick(op, key, tokens, opt, place.cuda())), wa(place, w, key.glu ? 2 : 1) {}
 };
 
 template <typename OutMatrix>
@@ -531,6 +530,29 @@ void matmul(const Weights &w, const Q8KActivations &a, const float *bias, Matrix
                                         bv.raw_buffer(), bias != nullptr, yv.raw_buffer()));
 }
 
+void matmul_glu(const Weights &w, const Q8KActivations &a, const float *bias, Activation act, Matrix y,
+                const RunOptions &opt) {
+    const std::string op = op_name(w, "matmul_glu");
+    require(w.pack_rows > 0, op, "the gate/up tile pairs are a packed layout (Weights::pack_rows; pack.h, pack_gate_up)");
+    check_weights(op, w);
+    require(packed_bytes(w.format, 2 * w.out, w.in, w.pack_rows) <= kMaxDim, op, "the gate/up weight is too large for "
+            "32-bit indexing");
+    check_q8k(op, a, w.in);
+    check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, a.tokens, w.out);
+    const int kind = static_cast<int>(act);
+    require(kind >= 0 && kind <= static_cast<int>(Activation::gelu_erf), op, "unknown activation ", kind);
+    KernelKey key = weights_key(w, Op::matvec);
+    key.act = a.type;
+    key.glu = true;
+    WeightCall c(op, w, key, a.tokens, opt);
+    Place &place = c.place;
+    Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
+    auto bv = place.vec("bias", bias, 2 * w.out);
+    auto yv = matrix_view(place, "y", y);
+    run(op, c.v.fn_as<Sig::matmul_q8k_glu>()(c.wa.w(), q.d.raw_buffer(), q.qs.raw_buffer(), q.bsums.raw_buffer(),
+                                             bv.raw_buffer(), bias != nullptr, kind, yv.raw_buffer()));
+}
+
 namespace {
 
 // What the kernels of the activations alone (quantize, convert) share: the
@@ -551,6 +573,21 @@ struct ActivationCall {
         k.op = kind;
         k.norm = xm.norm != nullptr;
         k.out = out;
+        return k;
+    }
+};
+
+// The kernels between a block's matmuls (glu, head_norm): their variant.
+struct ElementwiseCall {
+    std::shared_lock<std::shared_mutex> pool{pool_mutex()};
+    Place place;
+    const Variant &v;
+    ElementwiseCall(const std::string &op, Op kind, int64_t rows, const RunOptions &opt)
+        : place(op, opt), v(pick(op, key(kind), rows, opt, place.cuda())) {}
+    static KernelKey key(Op kind) {
+        KernelKey k;
+        k.weights = false;
+        k.op = kind;
         return k;
     }
 };
@@ -591,6 +628,47 @@ void f16_from_f32(ConstMatrix x, MatrixF16 out, const RunOptions &opt) {
     if (v.sig == Sig::convert) return run(op, v.fn_as<Sig::convert>()(xv.raw_buffer(), ov.raw_buffer()));
     run(op, v.fn_as<Sig::convert_norm>()(xv.raw_buffer(), n.weight.raw_buffer(), n.bias.raw_buffer(), n.layer, n.eps,
                                          ov.raw_buffer()));
+}
+
+void glu(ConstMatrix gate, ConstMatrix up, Activation act, Matrix out, const RunOptions &opt) {
+    const std::string op = "glu";
+    check_tokens(op, gate.rows);
+    require(gate.cols > 0, op, "gate has ", gate.cols, " columns");
+    check_matrix(op, "gate", gate.data, gate.rows, gate.cols, gate.stride, gate.rows, gate.cols);
+    const bool gated = up.data != nullptr;
+    if (gated) check_matrix(op, "up", up.data, up.rows, up.cols, up.stride, gate.rows, gate.cols);
+    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, gate.rows, gate.cols);
+    require(!gate.norm && !up.norm, op, "gate and up are matmul outputs: they carry no norm");
+    const int kind = static_cast<int>(act);
+    require(kind >= 0 && kind <= static_cast<int>(Activation::gelu_erf), op, "unknown activation ", kind);
+    ElementwiseCall c(op, Op::glu, gate.rows, opt);
+    const Variant &v = c.v;
+    Place &place = c.place;
+    auto g = matrix_view(place, "gate", gate);
+    auto u = matrix_view(place, gated ? "up" : "gate", gated ? up : gate);  // plain: not read
+    auto o = matrix_view(place, "out", out);
+    run(op, v.fn_as<Sig::glu>()(g.raw_buffer(), u.raw_buffer(), gated, kind, o.raw_buffer()));
+}
+
+void head_rms_norm(Matrix x, int64_t head_dim, const float *weight, float eps, const RunOptions &opt) {
+    const std::string op = "head_rms_norm";
+    check_tokens(op, x.rows);
+    require(head_dim > 0 && x.cols > 0 && x.cols % head_dim == 0, op, "x has ", x.cols,
+            " columns, which is no whole number of heads of head_dim ", head_dim);
+    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, x.cols);
+    require(weight != nullptr, op, "weight is a null pointer");
+    require(std::isfinite(eps) && eps >= 0, op, "eps = ", eps, " must be finite and >= 0");
+    ElementwiseCall c(op, Op::head_norm, x.rows, opt);
+    const Variant &v = c.v;
+    Place &place = c.place;
+    const auto D = static_cast<int32_t>(head_dim);
+    halide_dimension_t dims[3] = {{0, D, 1},
+                                  {0, static_cast<int32_t>(x.cols / head_dim), D},
+                                  {0, static_cast<int32_t>(x.rows), static_cast<int32_t>(dense_or(x.stride, x.cols))}};
+    auto in = place.view<const float, 3>("x", x.data, dims);
+    auto o = place.view<float, 3>("x", x.data, dims);
+    auto w = place.vec("weight", weight, head_dim);
+    run(op, v.fn_as<Sig::head_norm>()(in.raw_buffer(), w.raw_buffer(), eps, o.raw_buffer()));
 }
 
 int set_num_threads(int n) {

@@ -11,6 +11,8 @@
 
 #include "cublas.h"
 #include "cuda_device.h"
+#include "device_scratch.h"
+#include "layer_access.h"
 #include "qforge/gguf.h"
 #include "qforge/pack.h"
 #include "qforge/quantize.h"
@@ -26,84 +28,10 @@ namespace {
     throw Error("layer '" + layer + "': " + what);
 }
 
-// A device copy of host bytes, freed with the layer.
-struct DeviceBuffer {
-    void *p = nullptr;
-    DeviceBuffer() = default;
-    DeviceBuffer(const void *host, size_t bytes) {
-        if (!host || !bytes) return;
-        p = internal::cuda_alloc(bytes);
-        internal::cuda_upload(p, host, bytes);
-    }
-    DeviceBuffer(const DeviceBuffer &) = delete;
-    DeviceBuffer &operator=(DeviceBuffer &&o) noexcept {
-        std::swap(p, o.p);
-        return *this;
-    }
-    ~DeviceBuffer() {
-        try {
-            if (p) internal::cuda_free(p);
-        } catch (const Error &) {
-            // The driver is gone (process exit): nothing left to free.
-        }
-    }
-};
-
-// Device scratch of GPU layers (Q8_K planes, f16 operands), one per calling
-// thread, stream and use: work on one stream runs in order, so the next call
-// on it can reuse the memory without waiting, and no call allocates once the
-// largest size has been seen.
-class DeviceScratch {
-public:
-    enum Use { q8k_planes, f16_weights, f16_activations };
-
-    void *get(void *stream, Use use, size_t bytes) {
-        Entry *e = nullptr;
-        for (Entry &c : entries_) {
-            if (c.stream == stream && c.use == use) e = &c;
-        }
-        if (!e) {
-            e = &entries_.emplace_back();
-            e->stream = stream;
-            e->use = use;
-        }
-        if (e->bytes < bytes) {
-            internal::cuda_synchronize();  // earlier calls may still read the old memory
-            e->buf = DeviceBuffer();
-            e->buf.p = internal::cuda_alloc(bytes);
-            e->bytes = bytes;
-        }
-        return e->buf.p;
-    }
-
-    Q8KActivations planes(void *stream, int64_t tokens, int64_t in, ActType type) {
-        const size_t d_bytes = round_up(tokens * (in / act_block(type)) * 4), qs_bytes = round_up(tokens * in);
-        const size_t bytes = d_bytes + qs_bytes + round_up(tokens * (in / act_sum_block(type)) * 2);
-        auto *base = static_cast<uint8_t *>(get(stream, q8k_planes, bytes));
-        return {reinterpret_cast<float *>(base), reinterpret_cast<int8_t *>(base + d_bytes),
-                reinterpret_cast<int16_t *>(base + d_bytes + qs_bytes), tokens, in, type};
-    }
-
-private:
-    static size_t round_up(int64_t b) { return (static_cast<size_t>(b) + 255) / 256 * 256; }
-    struct Entry {
-        void *stream = nullptr;
-        Use use = q8k_planes;
-        DeviceBuffer buf;
-        size_t bytes = 0;
-    };
-    std::deque<Entry> entries_;
-};
-
 // A forced kernel (RunOptions::kernel) reads the packed layout or the file's.
 bool kernel_is_packed(const std::string &kernel) {
     const internal::KernelRow *r = internal::find_row(kernel);
     return r && r->pack;
-}
-
-DeviceScratch &device_scratch() {
-    thread_local DeviceScratch scratch;
-    return scratch;
 }
 
 }  // namespace
@@ -123,8 +51,9 @@ struct Linear::Impl {
     // call needs it (f32 activations).
     mutable std::once_flag unpack_once;
     mutable std::vector<uint8_t> unpacked;
-    DeviceBuffer dev_weight, dev_scales, dev_bias, dev_dense;
+    internal::DeviceBuffer dev_weight, dev_scales, dev_bias, dev_dense;
     bool on_device = false;
+    bool host_released = false;   // release_host(): only the device copy is left
 
     [[noreturn]] void error(const std::string &what) const { layer_error(name, what); }
     const FormatTraits &traits_() const { return traits(w.format); }
@@ -170,8 +99,8 @@ struct Linear::Impl {
         return reinterpret_cast<const uint16_t *>(unpacked.data() + weight_plane_bytes());
     }
     const float *bias_ptr() const {
-        if (bias.empty()) return nullptr;
-        return on_device ? static_cast<const float *>(dev_bias.p) : bias.data();
+        if (on_device) return static_cast<const float *>(dev_bias.p);
+        return bias.empty() ? nullptr : bias.data();
     }
 
     void load();
@@ -275,12 +204,12 @@ void Linear::Impl::load() {
     const internal::CudaDevice &d = internal::cuda_device();
     if (!d.present) error("LayerOptions::memory is cuda, but there is no CUDA device: " + d.why_absent);
     if (opt.strategy == Strategy::fused) {
-        dev_weight = DeviceBuffer(w.data, weight_plane_bytes());
-        if (w.scales) dev_scales = DeviceBuffer(w.scales, quantized_bytes() - weight_plane_bytes());
+        dev_weight = internal::DeviceBuffer(w.data, weight_plane_bytes());
+        if (w.scales) dev_scales = internal::DeviceBuffer(w.scales, quantized_bytes() - weight_plane_bytes());
     } else {
-        dev_dense = DeviceBuffer(dense.data(), dense.size());
+        dev_dense = internal::DeviceBuffer(dense.data(), dense.size());
     }
-    dev_bias = DeviceBuffer(bias.data(), bias.size() * 4);
+    dev_bias = internal::DeviceBuffer(bias.data(), bias.size() * 4);
     on_device = true;
 }
 
@@ -291,7 +220,7 @@ Format Linear::format() const { return impl_->w.format; }
 int Linear::group_size() const { return impl_->w.group_size; }
 Strategy Linear::strategy() const { return impl_->opt.strategy; }
 Memory Linear::memory() const { return impl_->opt.memory; }
-bool Linear::has_bias() const { return !impl_->bias.empty(); }
+bool Linear::has_bias() const { return !impl_->bias.empty() || impl_->dev_bias.p; }
 
 int Linear::pack_rows() const { return impl_->pack_rows; }
 
@@ -301,8 +230,31 @@ int64_t Linear::weight_bytes() const {
     return static_cast<int64_t>(impl_->dense.size());
 }
 
-int64_t Linear::memory_bytes() const {
+int64_t Linear::memory_bytes() const { return host_bytes() + device_bytes(); }
+
+int64_t Linear::host_bytes() const {
+    if (impl_->host_released) return 0;
     return weight_bytes() + static_cast<int64_t>(impl_->unpacked.size() + impl_->bias.size() * 4);
+}
+
+int64_t Linear::device_bytes() const {
+    const Impl &m = *impl_;
+    return static_cast<int64_t>(m.dev_weight.bytes + m.dev_scales.bytes + m.dev_bias.bytes + m.dev_dense.bytes);
+}
+
+void Linear::release_host() {
+    // Impl is shared read-only between copies; this is the one documented
+    // mutation, and it touches nothing a device forward() reads.
+    auto &m = const_cast<Impl &>(*impl_);
+    if (!m.on_device) m.error("release_host(): the layer runs on the host, whose copy is its only one");
+    if (m.host_released) return;
+    m.w.data = nullptr;
+    m.w.scales = nullptr;
+    m.w.owner.reset();
+    std::vector<float>().swap(m.bias);
+    for (auto *v : {&m.dense, &m.packed, &m.unpacked}) std::vector<uint8_t>().swap(*v);
+    m.packed_view = nullptr;
+    m.host_released = true;
 }
 
 void Linear::forward(const ConstTensor &x, const Tensor &y, const ForwardOptions &opt) const {
@@ -389,7 +341,7 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
         internal::KernelKey key = file_q8;
         key.op = x.rows > 1 ? internal::Op::matmul : internal::Op::matvec;
         if (!internal::find_row(key)) error(std::string(traits_().name) + " has no 8-bit CUDA kernels");
-        const Q8KActivations a = device_scratch().planes(fo.run.stream, x.rows, in, *q8_type);
+        const Q8KActivations a = internal::device_scratch().planes(fo.run.stream, x.rows, in, *q8_type);
         q8k_quantize(x, a, quantize);
         return matmul(weights(), a, bias_ptr(), y, fo.run);
     }
@@ -426,11 +378,11 @@ void Linear::Impl::run_cublas(ConstMatrix x, Matrix y, const ForwardOptions &fo)
     } else if (w.format == Format::f16) {
         w16 = static_cast<const uint16_t *>(dev_weight.p);
     } else {
-        auto *buf = static_cast<uint16_t *>(device_scratch().get(stream, DeviceScratch::f16_weights, out * in * 2));
+        auto *buf = static_cast<uint16_t *>(internal::device_scratch().get(stream, internal::DeviceScratch::f16_weights, out * in * 2));
         dequant(weights(), MatrixF16{buf, out, in}, run);
         w16 = buf;
     }
-    auto *x16 = static_cast<uint16_t *>(device_scratch().get(stream, DeviceScratch::f16_activations, x.rows * in * 2));
+    auto *x16 = static_cast<uint16_t *>(internal::device_scratch().get(stream, internal::DeviceScratch::f16_activations, x.rows * in * 2));
     f16_from_f32(x, {x16, x.rows, in, in}, run);
     internal::cublas_gemm_f16(w16, x16, bias_ptr(), y.data, out, in, x.rows, y.stride ? y.stride : out, stream);
 }
@@ -440,13 +392,14 @@ std::unique_ptr<Linear> make_linear(std::string name, const WeightRef &w, const 
 }
 
 std::unique_ptr<Linear> concatenate_rows(const std::string &name, const std::vector<const Linear *> &layers) {
-    auto fail = [](const std::string &what) { throw Error("QKV projection: " + what); };
+    auto fail = [&](const std::string &what) { throw Error("concatenate_rows '" + name + "': " + what); };
     if (layers.empty()) fail("nothing to concatenate");
     const Linear::Impl &a = *layers[0]->impl_;
     int64_t out = 0;
     bool any_bias = false;
     for (const Linear *l : layers) {
         const Linear::Impl &m = *l->impl_;
+        if (m.host_released) fail("'" + m.name + "' has released its host copy (release_host())");
         if (m.w.format != a.w.format || m.in != a.in || m.w.group_size != a.w.group_size ||
             m.opt.strategy != a.opt.strategy || m.opt.memory != a.opt.memory) {
             fail("'" + m.name + "' (" + to_string(m.w.format) + ", in " + std::to_string(m.in) +
@@ -482,6 +435,38 @@ std::unique_ptr<Linear> concatenate_rows(const std::string &name, const std::vec
     w.owner = storage;
     return make_linear(name, w, any_bias ? bias.data() : nullptr, a.opt);
 }
+
+namespace internal {
+
+Weights LayerAccess::file_weights(const Linear &l) {
+    const Linear::Impl &m = *l.impl_;
+    if (m.host_released) m.error("its host copy was released (release_host())");
+    Weights w;
+    w.format = m.w.format;
+    w.out = m.out;
+    w.in = m.in;
+    w.group_size = m.w.group_size;
+    if (m.w.data) {
+        w.data = m.w.data;
+        w.scales = m.w.scales;
+    } else {
+        m.file_layout();
+        w.data = m.unpacked.data();
+        w.scales = m.scale_plane();
+    }
+    return w;
+}
+
+const std::vector<float> &LayerAccess::bias(const Linear &l) { return l.impl_->bias; }
+
+void LayerAccess::drop_packed(const Linear &l) {
+    auto &m = const_cast<Linear::Impl &>(*l.impl_);
+    if (m.packed_view) return;  // a packed file's bytes: the file's, not ours to free
+    std::vector<uint8_t>().swap(m.packed);
+    m.pack_rows = 0;
+}
+
+}  // namespace internal
 
 namespace {
 

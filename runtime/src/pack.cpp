@@ -425,6 +425,24 @@ void pack_weights(const Weights &w, int rows, void *dst, int threads) {
     for (std::thread &th : pool) th.join();
 }
 
+std::vector<uint8_t> pack_gate_up(const Weights &gate, const Weights &up, int rows, int threads) {
+    if (gate.format != up.format || gate.out != up.out || gate.in != up.in || gate.group_size != up.group_size) {
+        fail("gate [" + std::to_string(gate.out) + ", " + std::to_string(gate.in) + "] " + to_string(gate.format) +
+             " and up [" + std::to_string(up.out) + ", " + std::to_string(up.in) + "] " + to_string(up.format) +
+             " differ: tile pairs need one format, shape and group size");
+    }
+    const int64_t half = packed_bytes(gate.format, gate.out, gate.in, rows);
+    const int64_t tiles = (gate.out + rows - 1) / rows, tile = half / tiles;
+    std::vector<uint8_t> g(half), u(half), out(2 * half);
+    pack_weights(gate, rows, g.data(), threads);
+    pack_weights(up, rows, u.data(), threads);
+    for (int64_t t = 0; t < tiles; ++t) {
+        std::memcpy(out.data() + 2 * t * tile, g.data() + t * tile, tile);
+        std::memcpy(out.data() + (2 * t + 1) * tile, u.data() + t * tile, tile);
+    }
+    return out;
+}
+
 void unpack_weights(const Weights &w, void *dst) {
     const FormatTraits &t = traits(w.format);
     const PackRow &p = pack_row(w.format);

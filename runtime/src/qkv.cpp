@@ -56,6 +56,10 @@ int64_t QKVProjection::memory_bytes() const {
     return b;
 }
 
+void QKVProjection::release_host() {
+    for (const auto &l : parts_) l->release_host();
+}
+
 void QKVProjection::forward(const ConstTensor &x, const Tensor &qkv, const ForwardOptions &opt) const {
     const int64_t total = q_dim_ + 2 * kv_dim_;
     if (x.shape.size() < 2 || x.shape.size() > 3 || x.shape.back() != hidden_) {

@@ -68,12 +68,15 @@ std::string kernel_name(const KernelRow &r) {
     switch (r.op) {
     case Op::quantize: s = std::string(outs[static_cast<int>(r.out)]) + "_quantize"; break;
     case Op::convert: s = std::string(outs[static_cast<int>(r.out)]) + "_from_" + act; break;
+    case Op::glu: s = std::string("glu_") + act; break;
+    case Op::head_norm: s = std::string("head_norm_") + act; break;
     case Op::dequant: s = std::string(traits(r.format).kernel_prefix) + "_dequant" + (r.out == Out::f16 ? "_f16" : ""); break;
     default: s = std::string(traits(r.format).kernel_prefix) + "_" + ops[static_cast<int>(r.op)] + "_" + act;
     }
     if (r.norm) s += "_norm";
     if (r.group) s += "_g" + std::to_string(r.group);
     if (r.pack) s += "_x" + std::to_string(r.pack);
+    if (r.glu) s += "_glu";
     if (*r.tag) s += std::string("@") + r.tag;
     return s;
 }
@@ -91,7 +94,7 @@ const KernelRow *find_row(const std::string &name) {
 const KernelRow *find_row(const KernelKey &k) {
     for (const KernelRow &r : kernel_rows()) {
         if (*r.tag || r.weights != k.weights || r.op != k.op || r.norm != k.norm || r.out != k.out || r.group != k.group ||
-            r.pack != k.pack) continue;
+            r.pack != k.pack || r.glu != k.glu) continue;
         if (r.weights && r.format != k.format) continue;
         if (r.has_act && r.act != k.act) continue;
         return &r;
@@ -157,7 +160,11 @@ const Variant &find_variant(const KernelRow &row, const std::string &requested, 
         for (const Variant &v : variants()) m.emplace(std::make_pair(v.row, std::string(v.target)), &v);
         return m;
     }();
-    const auto it = index.find({&row, target});
+    auto it = index.find({&row, target});
+    if (it == index.end() && target == "auto" && !cuda) {
+        target = dispatched_target();  // every target built one by one: no multitarget library
+        it = index.find({&row, target});
+    }
     if (it != index.end()) return *it->second;
     const TargetRow *t = find_target(target);
     if (t && !t->built) {

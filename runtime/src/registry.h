@@ -13,7 +13,7 @@
 
 namespace qforge::internal {
 
-enum class Op : uint8_t { dequant, matvec, matmul, quantize, convert };
+enum class Op : uint8_t { dequant, matvec, matmul, quantize, convert, glu, head_norm };
 enum class Out : uint8_t { f32, f16, q8_k, q8_0 };
 
 // A kernel's columns (targets.cmake). `weights` is false for kernels of the
@@ -28,6 +28,7 @@ struct KernelRow {
     Out out;
     int group;        // int4g's group size; 0 otherwise
     int pack;         // R: reads the packed layout in tiles of R rows (FORMATS.md); 0: the file's layout
+    bool glu;         // the glu epilogue: gate and up tiles in pairs, act(gate) * up written (kernels.h, matmul_glu)
     const char *tag;  // "" or a schedule variant's tag (QF_TUNING_KERNELS)
     const char *families;  // the target families it is built for: "x86 arm64 cuda"
 };
@@ -43,10 +44,13 @@ enum class Sig : uint8_t {
     matmul_norm,      // weight, x, bias, has_bias, norm weight, norm bias, layer_norm, eps, y
     matmul_scaled_norm,
     matmul_q8k,       // weight, a.d, a.qs, a.bsums, bias, has_bias, y
+    matmul_q8k_glu,   // weight, a.d, a.qs, a.bsums, bias, has_bias, act_kind, y
     quantize,         // x, d, qs, bsums
     quantize_norm,    // x, norm weight, norm bias, layer_norm, eps, d, qs, bsums
     convert,          // x, out
     convert_norm,     // x, norm weight, norm bias, layer_norm, eps, out
+    glu,              // gate, up, gated, kind, out
+    head_norm,        // x, weight, eps, out
 };
 
 constexpr bool separate_scales(const KernelRow &r) { return r.weights && r.format == Format::int4g; }
@@ -56,8 +60,10 @@ constexpr Sig signature_of(const KernelRow &r) {
     case Op::dequant: return separate_scales(r) ? Sig::dequant_scaled : Sig::dequant;
     case Op::quantize: return r.norm ? Sig::quantize_norm : Sig::quantize;
     case Op::convert: return r.norm ? Sig::convert_norm : Sig::convert;
+    case Op::glu: return Sig::glu;
+    case Op::head_norm: return Sig::head_norm;
     default:
-        if (r.act != ActType::f32) return Sig::matmul_q8k;  // q8_k and q8_0 planes alike
+        if (r.act != ActType::f32) return r.glu ? Sig::matmul_q8k_glu : Sig::matmul_q8k;  // q8_k and q8_0 planes alike
         if (separate_scales(r)) return r.norm ? Sig::matmul_scaled_norm : Sig::matmul_scaled;
         return r.norm ? Sig::matmul_norm : Sig::matmul;
     }
@@ -72,10 +78,13 @@ template <> struct SigType<Sig::matmul_scaled> { using type = int(B, B, B, B, bo
 template <> struct SigType<Sig::matmul_norm> { using type = int(B, B, B, bool, B, B, bool, float, B); };
 template <> struct SigType<Sig::matmul_scaled_norm> { using type = int(B, B, B, B, bool, B, B, bool, float, B); };
 template <> struct SigType<Sig::matmul_q8k> { using type = int(B, B, B, B, B, bool, B); };
+template <> struct SigType<Sig::matmul_q8k_glu> { using type = int(B, B, B, B, B, bool, int, B); };
 template <> struct SigType<Sig::quantize> { using type = int(B, B, B, B); };
 template <> struct SigType<Sig::quantize_norm> { using type = int(B, B, B, bool, float, B, B, B); };
 template <> struct SigType<Sig::convert> { using type = int(B, B); };
 template <> struct SigType<Sig::convert_norm> { using type = int(B, B, B, bool, float, B); };
+template <> struct SigType<Sig::glu> { using type = int(B, B, bool, int, B); };
+template <> struct SigType<Sig::head_norm> { using type = int(B, B, float, B); };
 template <Sig S> using SigFn = typename SigType<S>::type *;
 
 using AnyFn = void (*)();
@@ -120,11 +129,13 @@ struct KernelKey {
     Out out = Out::f32;
     int group = 0;
     int pack = 0;
+    bool glu = false;
 };
 const KernelRow *find_row(const KernelKey &key);
 
 // The variant of `row` for `target` ("auto" or a target name) on memory
-// `cuda` or host; throws qforge::Error if it is not compiled in, this
+// `cuda` or host ("auto" on the host: the multitarget library where one is
+// built, else the best target of this CPU's family, as it would pick); throws qforge::Error if it is not compiled in, this
 // machine cannot run it, or it does not run on that memory.
 const Variant &find_variant(const KernelRow &row, const std::string &target, bool cuda = false);
 bool is_cuda_target(const std::string &target);
@@ -132,7 +143,8 @@ bool is_cuda_target(const std::string &target);
 // The CPU family this build's host kernels belong to: "x86" or "arm64".
 std::string cpu_family();
 
-// Variants of `row` this machine's CPU can run, "auto" included.
+// Variants of `row` this machine's CPU can run, "auto" included where it is
+// a library of its own (QF_VARIANTS auto or host).
 std::vector<const Variant *> runnable_variants(const KernelRow &row);
 
 // One feature name as in targets.cmake: a CPU feature, or "cuda" (a CUDA

@@ -135,6 +135,31 @@ void q8k_quantize(ConstMatrix x, const Q8KActivations &out, const RunOptions &op
 // x [tokens, in] as f16, through x.norm first when it carries one.
 void f16_from_f32(ConstMatrix x, MatrixF16 out, const RunOptions &opt = {});
 
+// The activation of an FFN (qforge/block.h), as llama.cpp and PyTorch define them:
+//   silu:      x / (1 + e^-x)                                 (SwiGLU)
+//   gelu_tanh: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  (GeGLU, GELU "tanh")
+//   gelu_erf:  x/2 (1 + erf(x / sqrt(2)))                     (GELU "none")
+enum class Activation { silu, gelu_tanh, gelu_erf };
+
+// out [tokens, F] = act(gate) * up, or act(gate) where up.data is nullptr.
+// gate, up and out may be column ranges of one matrix (strides), and out
+// may be gate itself (in place).
+void glu(ConstMatrix gate, ConstMatrix up, Activation act, Matrix out, const RunOptions &opt = {});
+
+// An FFN's gate and up matmuls with the activation fused in (the glu
+// epilogue): y [tokens, out] = act(x Wg^T + bg) * (x Wu^T + bu). w is
+// packed (pack_rows) with gate and up tiles in pairs (pack.h,
+// pack_gate_up); w.out = out, the outputs, the weight holding 2 out rows;
+// bias [2 out] (gate's, then up's) or nullptr. Formats with packed
+// layouts, 8-bit activations.
+void matmul_glu(const Weights &w, const Q8KActivations &a, const float *bias, Activation act, Matrix y,
+                const RunOptions &opt = {});
+
+// RMSNorm of every head, in place: x [tokens, heads * head_dim] (a column
+// range of a QKV output, strides allowed), each head's head_dim values
+// x / sqrt(mean(x^2) + eps) * weight, weight [head_dim] in x's memory.
+void head_rms_norm(Matrix x, int64_t head_dim, const float *weight, float eps, const RunOptions &opt = {});
+
 // What is compiled in and what this CPU runs.
 struct TargetInfo {
     std::string name;           // e.g. "x86-avx512-vnni"

@@ -26,6 +26,9 @@ namespace qforge {
 
 class GGUFFile;
 class SafetensorsFile;
+namespace internal {
+struct LayerAccess;
+}
 
 struct ConstTensor {
     const float *data = nullptr;
@@ -111,8 +114,16 @@ public:
     // made at load on CPUs whose best kernels want it; 0: none.
     int pack_rows() const;
     // Bytes this layer keeps: weights (mapped or owned), scales, bias and any
-    // dequantized copy.
+    // dequantized or packed copy; host_bytes() + device_bytes().
     int64_t memory_bytes() const;
+    int64_t host_bytes() const;
+    int64_t device_bytes() const;  // a CUDA layer's uploads
+    // A CUDA layer drops every host copy of its weights and bias (the
+    // mapped file's pages are the file's: it drops its reference); forward()
+    // runs on the device copy as before. Call it before sharing the layer
+    // between threads: it must not run during a forward() of this layer or
+    // of a copy. Host layers: Error.
+    void release_host();
     // Bytes of the weights one forward() streams.
     int64_t weight_bytes() const;
 
@@ -124,6 +135,7 @@ private:
     struct Impl;
     std::shared_ptr<const Impl> impl_;
     friend std::unique_ptr<Linear> concatenate_rows(const std::string &, const std::vector<const Linear *> &);
+    friend struct internal::LayerAccess;
 };
 
 // Rows of `layers` (same format, in, group size, strategy and memory)

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "qforge/format.h"
 #include "qforge/kernels.h"
@@ -47,6 +48,11 @@ std::string target_family(const std::string &target);
 // `dst` (packed_bytes of it). Runs on the calling thread and `threads` - 1
 // more (0: one per core).
 void pack_weights(const Weights &w, int rows, void *dst, int threads = 0);
+// An FFN's gate and up weights (one format, shape and group size; the
+// file's layout) packed in tiles of `rows` with their tiles in pairs: gate
+// tile t, then up tile t (FORMATS.md, "Gate/up tile pairs"), what
+// matmul_glu reads; 2 x packed_bytes(format, out, in, rows) bytes.
+std::vector<uint8_t> pack_gate_up(const Weights &gate, const Weights &up, int rows, int threads = 0);
 // The inverse: packed `w` (w.pack_rows set) back to the file's dense rows
 // in `dst`: weight_bytes(format, out, in, group_size) bytes, the weight
 // plane followed, for int4g, by its scale plane [out, ceil(in/G)].

@@ -27,6 +27,7 @@ public:
     int64_t kv_dim() const { return kv_dim_; }
     bool single_call() const { return parts_.size() == 1; }
     int64_t memory_bytes() const;
+    void release_host();  // CUDA layers: their host copies (Linear::release_host)
 
     // x [tokens, hidden] (or [batch, seq, hidden]) -> qkv [tokens, q_dim + 2 kv_dim].
     void forward(const ConstTensor &x, const Tensor &qkv, const ForwardOptions &opt = {}) const;
