@@ -35,6 +35,13 @@ struct PackArgs {
     std::string input, output, target = "auto";
 };
 int pack(const PackArgs &a, const Common &c);
+struct BlockArgs {
+    std::string file;
+    int index = 0;
+    std::vector<int64_t> tokens{1, 32};
+    int threads = 0;
+};
+int block(const BlockArgs &a, const Common &c);
 int targets(const Common &c);
 int demo(const Common &c);
 

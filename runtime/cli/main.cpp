@@ -63,6 +63,15 @@ int main(int argc, char **argv) {
     pack_cmd->add_option("--target", pa.target, "a CPU family (x86, arm64) or target name, or auto (this CPU)");
     json_flag(pack_cmd);
 
+    BlockArgs bl;
+    auto *block_cmd = app.add_subcommand("block", "one decoder block built from the file's metadata (GGUF keys or the "
+                                                  "config.json beside a safetensors file), its pieces timed");
+    block_cmd->add_option("FILE", bl.file, "model file")->required();
+    block_cmd->add_option("--index", bl.index, "block number (default 0)");
+    block_cmd->add_option("--tokens", bl.tokens, "token counts, e.g. 1,32")->delimiter(',');
+    block_cmd->add_option("--threads", bl.threads, "worker threads (default: one per core)");
+    json_flag(block_cmd);
+
     auto *targets_cmd = app.add_subcommand("targets", "built-in kernel variants and which one this CPU runs");
     json_flag(targets_cmd);
 
@@ -83,6 +92,7 @@ int main(int argc, char **argv) {
         if (*quantize_cmd) return quantize(qa, common);
         if (*bench_cmd) return bench(ba, common);
         if (*pack_cmd) return pack(pa, common);
+        if (*block_cmd) return block(bl, common);
         if (*targets_cmd) return targets(common);
         return demo(common);
     } catch (const std::exception &e) {

@@ -315,8 +315,42 @@ class Files(unittest.TestCase):
         self.bench_moe_tied_and_unsupported()
         j = json.loads(run("targets", "--json").stdout)
         self.assertIn(j["dispatched"], [t["target"] for t in j["targets"]])
-        for cmd in ("demo", "inspect", "dequant", "matmul", "quantize", "bench", "pack", "targets"):
+        for cmd in ("demo", "inspect", "dequant", "matmul", "quantize", "bench", "pack", "block", "targets"):
             self.assertIn("Usage", run(cmd, "--help").stdout)
+
+    def test_block_from_gguf_written_by_gguf_py(self):
+        """qforge block: a Qwen3 block (q/k norms, GQA, q_dim != hidden) written by gguf-py, Q8_0 projections."""
+        hidden, heads, kv_heads, hd, ffn = 256, 4, 2, 96, 288
+        path = os.path.join(self.dir.name, "qwen3.gguf")
+        w = gguf.GGUFWriter(path, "qwen3")
+        w.add_block_count(1)
+        w.add_embedding_length(hidden)
+        w.add_feed_forward_length(ffn)
+        w.add_head_count(heads)
+        w.add_head_count_kv(kv_heads)
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+        w.add_layer_norm_rms_eps(1e-6)
+        q8 = lambda rows, cols: gguf.quants.quantize(RNG.normal(0, 0.05, (rows, cols)).astype(np.float32), T.Q8_0)
+        for name, rows, cols in [("attn_q", heads * hd, hidden), ("attn_k", kv_heads * hd, hidden),
+                                 ("attn_v", kv_heads * hd, hidden), ("attn_output", hidden, heads * hd),
+                                 ("ffn_gate", ffn, hidden), ("ffn_up", ffn, hidden), ("ffn_down", hidden, ffn)]:
+            w.add_tensor(f"blk.0.{name}.weight", q8(rows, cols), raw_dtype=T.Q8_0)
+        for name, n in [("attn_norm", hidden), ("ffn_norm", hidden), ("attn_q_norm", hd), ("attn_k_norm", hd)]:
+            w.add_tensor(f"blk.0.{name}.weight", RNG.uniform(0.5, 1.5, n).astype(np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        j = json.loads(run("block", path, "--tokens", "1,3", "--threads", "1", "--json").stdout)
+        self.assertEqual((j["architecture"], j["hidden"], j["ffn"], j["heads"], j["kv_heads"], j["head_dim"]),
+                         ("qwen3", hidden, ffn, heads, kv_heads, hd))
+        self.assertTrue(j["qk_norm"])
+        self.assertEqual(j["activation"], "silu")
+        self.assertEqual([t["tokens"] for t in j["timings"]], [1, 3])
+        self.assertIn("Usage", run("block", "--help").stdout)
+        p = run("block", path, "--index", "1", expect=1)
+        self.assertIn("block_count = 1", p.stderr)
 
     # ---- bad inputs: (file maker, command, exit code, text the error must contain) ----
 
