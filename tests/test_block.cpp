@@ -449,7 +449,14 @@ struct TinyModel {
     int64_t q_dim() const { return heads * D; }
     int64_t kv_dim() const { return kv_heads * D; }
 
-    explicit TinyModel(const std::string &a) : arch(a) {
+    // Real shapes where given: hidden, ffn, heads, KV heads, head size.
+    TinyModel(const std::string &a, int64_t h, int64_t f, int64_t nh, int64_t nkv, int64_t d)
+        : arch(a), hidden(h), F(f), heads(nh), kv_heads(nkv), D(d) {
+        init(false);
+    }
+    explicit TinyModel(const std::string &a) : arch(a) { init(true); }
+
+    void init(bool small_defaults) {
         qk_norm = arch == "qwen3" || arch == "gemma3";
         post_norms = arch.rfind("gemma", 0) == 0;
         fused_qkv = arch == "phi3" || arch == "phi2";
@@ -458,7 +465,7 @@ struct TinyModel {
         gated = arch != "phi2";
         if (post_norms) {
             act = Activation::gelu_tanh;
-            D = 96;  // q_dim 384 != hidden
+            if (small_defaults) D = 96;  // q_dim 384 != hidden
         }
         if (arch == "phi2") act = Activation::gelu_tanh;
         auto gamma = [&](int64_t n) { return random_floats(n, 0.5f, 1.5f); };
@@ -747,30 +754,41 @@ TEST(LoadBlock, OnCudaWithTheHostCopyReleased) {
 
 // A quantized block (Q8_0 projections) loads packed where this CPU packs,
 // and runs 8-bit by default within the 8-bit bound.
+// Also at Qwen2-0.5B's real shapes (hidden 896 and ffn 4864: no multiple
+// of 256, so Q8_0 as llama.cpp's mixes fall back to; q/k/v biases).
 TEST(LoadBlock, QuantizedTensorsRunTheirKernels) {
-    const TinyModel m("llama");
-    GGUFWriter w;
-    m.set_keys(w, 1, m.kv_heads);
-    std::map<std::string, std::vector<float>> dequantized;
-    m.tensors(0, false, [&](const std::string &n, const std::vector<int64_t> &shape, const std::vector<float> &v) {
-        if (shape.size() == 1) return w.add_tensor(n, DType::f32, shape, v.data(), v.size() * 4);
-        Built b = build("q8_0", v, shape[0], shape[1], nullptr);
-        w.add_tensor(n, DType::q8_0, shape, b.bytes.data(), b.bytes.size());
-        dequantized[n] = b.dequantized;
-    });
-    const std::string path = temp_path("llama_q8.gguf");
-    w.write(path);
-    const DecoderBlock b = load_block(GGUFFile::open(path), 0);
-    EXPECT_EQ(b.attention.output().format(), Format::q8_0);
-    EXPECT_GT(b.memory_bytes(), 0);
-    const int64_t tokens = 2;
-    const auto x = random_floats(tokens * 256, -1.0f, 2.0f);
-    std::vector<float> y(tokens * 256, nan_poison());
-    b.ffn.forward(ConstTensor{x.data(), {tokens, 256}, b.ffn_norm.get()}, Tensor{y.data(), {tokens, 256}});
-    const Vec ref = ffn_ref(norm_ref(x, tokens, 256, b.ffn_norm), tokens, 256, 192, &dequantized["blk.0.ffn_gate.weight"],
-                            dequantized["blk.0.ffn_up.weight"], {}, dequantized["blk.0.ffn_down.weight"], {}, Activation::silu);
-    EXPECT_LT(max_rel(y, ref), 3e-2);
-    std::filesystem::remove(path);
+    for (const TinyModel &m : {TinyModel("llama"), TinyModel("qwen2", 896, 4864, 14, 2, 64)}) {
+        SCOPED_TRACE(m.arch + " hidden " + std::to_string(m.hidden));
+        GGUFWriter w;
+        m.set_keys(w, 1, m.kv_heads);
+        std::map<std::string, std::vector<float>> dequantized;
+        m.tensors(0, false, [&](const std::string &n, const std::vector<int64_t> &shape, const std::vector<float> &v) {
+            if (shape.size() == 1) return w.add_tensor(n, DType::f32, shape, v.data(), v.size() * 4);
+            Built b = build("q8_0", v, shape[0], shape[1], nullptr);
+            w.add_tensor(n, DType::q8_0, shape, b.bytes.data(), b.bytes.size());
+            dequantized[n] = b.dequantized;
+        });
+        const std::string path = temp_path(m.arch + "_q8.gguf");
+        w.write(path);
+        const DecoderBlock b = load_block(GGUFFile::open(path), 0);
+        EXPECT_EQ(b.attention.output().format(), Format::q8_0);
+        EXPECT_GT(b.memory_bytes(), 0);
+        const int64_t tokens = 2, H = m.hidden, total = m.q_dim() + 2 * m.kv_dim();
+        const auto x = random_floats(tokens * H, -1.0f, 2.0f);
+        std::vector<float> y(tokens * H, nan_poison()), qkv(tokens * total, nan_poison());
+        b.ffn.forward(ConstTensor{x.data(), {tokens, H}, b.ffn_norm.get()}, Tensor{y.data(), {tokens, H}});
+        const Vec ref = ffn_ref(norm_ref(x, tokens, H, b.ffn_norm), tokens, H, m.F, &dequantized["blk.0.ffn_gate.weight"],
+                                dequantized["blk.0.ffn_up.weight"], {}, dequantized["blk.0.ffn_down.weight"], {},
+                                Activation::silu);
+        EXPECT_LT(max_rel(y, ref), 3e-2);
+        b.attention.forward_qkv(ConstTensor{x.data(), {tokens, H}, b.attn_norm.get()}, Tensor{qkv.data(), {tokens, total}});
+        const Vec xn = norm_ref(x, tokens, H, b.attn_norm);
+        const Vec rq = matmul_ref(dequantized["blk.0.attn_q.weight"], m.bq, m.q_dim(), H, xn, tokens);
+        std::vector<float> q(tokens * m.q_dim());
+        for (int64_t t = 0; t < tokens; ++t) std::copy_n(&qkv[t * total], m.q_dim(), &q[t * m.q_dim()]);
+        EXPECT_LT(max_rel(q, rq), 3e-2);
+        std::filesystem::remove(path);
+    }
 }
 
 }  // namespace

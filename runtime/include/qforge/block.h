@@ -59,7 +59,8 @@ class FFN {
 public:
     FFN() = default;
     // Separate gate and up [ffn, hidden]; with `concatenate`, joined row-wise
-    // at load where their format, input and strategy agree.
+    // at load where their format, input and strategy agree (where they are
+    // packed as tile pairs instead, the pairs replace the joined copy).
     static FFN gated(std::unique_ptr<Linear> gate, std::unique_ptr<Linear> up, std::unique_ptr<Linear> down,
                      Activation act, bool concatenate = true);
     // One [2 ffn, hidden] gate_up layer, gate rows first (Phi-3's ffn_up).
