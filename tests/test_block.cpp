@@ -28,6 +28,10 @@ double act_ref(Activation a, double x) {
 
 constexpr Activation kActivations[] = {Activation::silu, Activation::gelu_tanh, Activation::gelu_erf};
 
+// An FFN with 8-bit activations quantizes twice (x, then the hidden values
+// before down): twice the 2e-2 bound of one 8-bit layer, plus margin.
+constexpr double kTwoQuantizations = 5e-2;
+
 // --- the kernels ---------------------------------------------------------------------
 
 class Glu : public testing::TestWithParam<VariantParam> {};
@@ -357,9 +361,11 @@ TEST(FFN, EveryWayOfBuildingItAgainstFloat64) {
                         std::vector<float> y(tokens * c.hidden, nan_poison());
                         ffn.forward(ConstTensor{x.data(), shape, norm.get()}, Tensor{y.data(), shape},
                                     q8 ? ForwardOptions{} : exact());
-                        // Automatic activations are 8-bit where the layers are packed: the
-                        // hidden values are quantized once more before down.
-                        EXPECT_LT(max_rel(y, ref), q8 ? 3e-2 : 2e-5) << "tokens " << tokens << (q8 ? " automatic" : " f32");
+                        // Automatic activations are 8-bit where the layers are packed: x and
+                        // then the hidden values are quantized, each within the 2e-2 of one
+                        // 8-bit layer (test_layers.cpp); 20 seeds here reached 0.031.
+                        EXPECT_LT(max_rel(y, ref), q8 ? kTwoQuantizations : 2e-5)
+                            << "tokens " << tokens << (q8 ? " automatic" : " f32");
                     }
                 }
             }
@@ -780,7 +786,7 @@ TEST(LoadBlock, QuantizedTensorsRunTheirKernels) {
         const Vec ref = ffn_ref(norm_ref(x, tokens, H, b.ffn_norm), tokens, H, m.F, &dequantized["blk.0.ffn_gate.weight"],
                                 dequantized["blk.0.ffn_up.weight"], {}, dequantized["blk.0.ffn_down.weight"], {},
                                 Activation::silu);
-        EXPECT_LT(max_rel(y, ref), 3e-2);
+        EXPECT_LT(max_rel(y, ref), kTwoQuantizations);
         b.attention.forward_qkv(ConstTensor{x.data(), {tokens, H}, b.attn_norm.get()}, Tensor{qkv.data(), {tokens, total}});
         const Vec xn = norm_ref(x, tokens, H, b.attn_norm);
         const Vec rq = matmul_ref(dequantized["blk.0.attn_q.weight"], m.bq, m.q_dim(), H, xn, tokens);
