@@ -6,7 +6,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <optional>
 
@@ -77,6 +76,14 @@ public:
     virtual float norm_offset() const { return 0.0f; }  // added to every norm weight (Gemma's HF checkpoints: 1)
 };
 
+// A norm's weights (or bias) as f32, from any float type a file stores them in.
+std::vector<float> vector_values(const TensorView &t) {
+    if (t.type != DType::f32 && t.type != DType::f16 && t.type != DType::bf16) {
+        throw Error("tensor '" + t.name + "' is " + to_string(t.type) + ", expected F32, F16 or BF16");
+    }
+    return to_f32(t.type, t.data, t.elements());
+}
+
 [[noreturn]] void block_error(int index, const std::string &what) {
     throw Error("block " + std::to_string(index) + ": " + what);
 }
@@ -100,13 +107,7 @@ public:
         return f_.tensor(name(r)).shape;
     }
     std::unique_ptr<Linear> linear(Role r, const LayerOptions &opt) const override { return load_linear(f_, name(r), opt); }
-    std::vector<float> values(Role r) const override {
-        const TensorView &t = f_.tensor(name(r));
-        if (t.type != DType::f32 && t.type != DType::f16 && t.type != DType::bf16) {
-            throw Error("tensor '" + t.name + "' is " + to_string(t.type) + ", expected F32, F16 or BF16");
-        }
-        return to_f32(t.type, t.data, t.elements());
-    }
+    std::vector<float> values(Role r) const override { return vector_values(f_.tensor(name(r))); }
 
 private:
     const GGUFFile &f_;
@@ -188,13 +189,7 @@ public:
     std::unique_ptr<Linear> linear(Role r, const LayerOptions &opt) const override {
         return load_linear(f_, f_.find(name(r) + ".weight_4bit") ? name(r) : name(r) + ".weight", opt);
     }
-    std::vector<float> values(Role r) const override {
-        const TensorView &t = f_.tensor(name(r));
-        if (t.type != DType::f32 && t.type != DType::f16 && t.type != DType::bf16) {
-            throw Error("tensor '" + t.name + "' is " + to_string(t.type) + ", expected F32, F16 or BF16");
-        }
-        return to_f32(t.type, t.data, t.elements());
-    }
+    std::vector<float> values(Role r) const override { return vector_values(f_.tensor(name(r))); }
     // Gemma's RMSNorm scales by (1 + weight); llama.cpp's converter adds the 1 to its GGUF files.
     float norm_offset() const override { return arch_.rfind("gemma", 0) == 0 ? 1.0f : 0.0f; }
 
