@@ -287,6 +287,9 @@ void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
     }
 }
 
+// Tokens per register tile of a packed kernel.
+inline int packed_tile_T(const Knobs &k, int prefill_tokens) { return pick(k.tile_tokens, k.prefill ? prefill_tokens : 1); }
+
 // Packed Q4_K x Q8_K. Lanes are rows of the tile (R of them), so every
 // vector op serves R rows and the activation bytes are broadcast; a tile
 // is rows x tokens (tokens: tile_tokens in prefill, 1 in decode), and one
@@ -303,7 +306,7 @@ void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
 template <const Tuning &D>
 RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var t, RDom blocks, int R, int pairs,
                   const Knobs &k, Func act4, Func act_d, Func act_sum, int prefill_tokens) {
-    const int T = pick(k.tile_tokens, k.prefill ? prefill_tokens : 1);
+    const int T = packed_tile_T(k, prefill_tokens);
     Expr tiles_per_task = std::max(pick(k.rows_per_task, k.prefill ? D.packed_prefill_rows_per_task : D.decode_rows_per_task) / R, 1);
     if (!k.prefill && k.rows_per_task == 0) {
         // Decode: a few long contiguous runs (one per task) rather than many
@@ -366,8 +369,9 @@ inline void prefetch_weights(Func acc, ImageParam weight, RVar block, int ahead)
 // A packed kernel's integer dot `part`, computed at `at`: for u8s8_pairs
 // the i16 pair sums `pair` (vpmaddubsw) summed over `groups`; otherwise
 // 4-byte dot products (vpdpbusd, sdot) over dot.x, unrolled over the rest.
+// `per_group`: pure dims of part computed inside the group loop (u8s8_pairs).
 inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &dot, const RDom &groups, DotForm form,
-                       const LoopLevel &at, int chains, bool wide = false) {
+                       const LoopLevel &at, int chains, bool wide = false, std::vector<Var> per_group = {}) {
     if (form == DotForm::u8s8_pairs && wide) {
         // i32 part: each pair vector widened by a factor-2 i16 -> i32 sum
         // over groups[0] (vpmaddwd by ones), the other groups unrolled.
@@ -384,11 +388,14 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
         Stage pu = part.update();
         // Tokens innermost: one load and unpack of a group's weights serves all of them.
         std::vector<VarOrRVar> order = {kp, r, n};
+        for (Var v : per_group) order.push_back(v);
         for (int i = 0; i < groups.dimensions(); ++i) order.push_back(groups[i]);
         pu.reorder(order).vectorize(kp).vectorize(r).unroll(n);
+        for (Var v : per_group) pu.unroll(v);
         for (int i = 0; i < groups.dimensions(); ++i) pu.unroll(groups[i]);
         pair.compute_at(part, groups[0]).bound_extent(kp, 2).vectorize(kp).vectorize(r).unroll(n);
         pair.update().atomic(true).reorder(dot.x, kp, r, n).vectorize(dot.x).vectorize(kp).vectorize(r).unroll(n);
+        for (Var v : per_group) pair.unroll(v).update().unroll(v);
     } else {
         part.compute_at(at).vectorize(r).unroll(n);
         // The 4 bytes of a group are the dot instruction's reduction. In
@@ -420,9 +427,10 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
 // The K-quants' per-block integer sums, computed per block of `acc`:
 // sacc (the sub-block dots `part` times their scales, over subs = (kp,
 // sub-block dims...)) and macc (scales or mins against the activation sums,
-// over mins). Returns where `part` is computed: once per sub-block.
+// over mins). Returns where `part` is computed: at subs[part_level], once
+// per sub-block (1) or per pair of them (2, Q4_K's two nibbles).
 inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, Var n, const RDom &subs, const RDom &mins,
-                             DotForm form, bool wide = false) {
+                             DotForm form, bool wide = false, int part_level = 1) {
     // i16 halves only where the pairs were not widened one by one.
     const bool halves = form == DotForm::u8s8_pairs && !wide;
     for (Func s : {sacc, macc}) {
@@ -445,7 +453,7 @@ inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, 
         su.vectorize(r).unroll(n).unroll(subs.x);
     }
     for (int i = 1; i < subs.dimensions(); ++i) su.unroll(subs[i]);
-    return LoopLevel(sacc, subs[1]);
+    return LoopLevel(sacc, subs[part_level]);
 }
 
 // Per-head RMSNorm: a token's head sums first (rfactored into vector
@@ -464,13 +472,21 @@ void head_norm(HeadNormFuncs &f, const Target &t, const Knobs &k) {
 
 template <const Tuning &D>
 void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
+    const int tokens = packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_q4k_tile_tokens, t);
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
-                                       f.act_sum,
-                                       packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_q4k_tile_tokens, t));
+                                       f.act_sum, tokens);
     prefetch_weights(f.acc, f.weight, block, f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t) : D.packed_prefetch_blocks);
+    // u8s8_pairs, Q4_K, one token a tile: a group's weight bytes hold both
+    // nibbles (sub-blocks 2 jp and 2 jp + 1), and computing both in the group
+    // loop uses each load and each activation broadcast once for the whole
+    // tile. With one nibble at a time LLVM kept the loads live across the two
+    // passes and spilled the broadcasts (AVX2 decode: 795 -> 724 instructions
+    // and 163 -> 21 stack references a super-block); with 8 tokens a tile
+    // (AVX-512) the doubled accumulators spill instead (1213 -> 1555).
+    const bool both_nibbles = f.form == DotForm::u8s8_pairs && !f.wide_part && f.bits == 4 && packed_tile_T(k, tokens) == 1;
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
-               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form, f.wide_part),
-               k.prefill ? 1 : D.packed_decode_chains, f.wide_part);
+               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form, f.wide_part, both_nibbles ? 2 : 1),
+               k.prefill ? 1 : D.packed_decode_chains, f.wide_part, both_nibbles ? std::vector<Var>{f.h} : std::vector<Var>{});
 }
 
 // Packed Q6_K x Q8_K: as q4k_packed_q8, a unit (sub-block, or half of one
