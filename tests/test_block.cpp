@@ -14,6 +14,8 @@
 #include <fstream>
 #include <tuple>
 
+#include <nlohmann/json.hpp>
+
 namespace qforge::test {
 namespace {
 
@@ -585,7 +587,10 @@ struct TinyModel {
         return path;
     }
 
-    std::string write_hf(const std::string &dir) const {
+    // One model.safetensors, or with `shards` > 1 the tensors dealt out
+    // over that many shards (a block's tensors in all of them) and the
+    // index that maps them; returns the file to open.
+    std::string write_hf(const std::string &dir, int shards = 1) const {
         std::filesystem::create_directories(dir);
         static const std::map<std::string, std::string> type = {{"llama", "llama"}, {"qwen2", "qwen2"}, {"qwen3", "qwen3"},
                                                                 {"gemma2", "gemma2"}, {"gemma3", "gemma3_text"},
@@ -597,13 +602,23 @@ struct TinyModel {
           << ", \"hidden_act\": \""
           << (act == Activation::silu ? "silu" : arch == "phi2" ? "gelu_new" : "gelu_pytorch_tanh") << "\"}";
         c.close();
-        SafetensorsWriter w;
+        std::vector<SafetensorsWriter> w(shards);
+        nlohmann::json map;
+        int next = 0;
         tensors(1, true, [&](const std::string &n, const std::vector<int64_t> &shape, const std::vector<float> &v) {
-            w.add_tensor(n, DType::f32, shape, v.data(), v.size() * 4);
+            const int s = next++ % shards;
+            w[s].add_tensor(n, DType::f32, shape, v.data(), v.size() * 4);
+            map[n] = "model-0000" + std::to_string(s + 1) + "-of-0000" + std::to_string(shards) + ".safetensors";
         });
-        const std::string path = dir + "/model.safetensors";
-        w.write(path);
-        return path;
+        if (shards == 1) {
+            w[0].write(dir + "/model.safetensors");
+            return dir + "/model.safetensors";
+        }
+        for (int s = 0; s < shards; ++s) {
+            w[s].write(dir + "/model-0000" + std::to_string(s + 1) + "-of-0000" + std::to_string(shards) + ".safetensors");
+        }
+        std::ofstream(dir + "/model.safetensors.index.json") << nlohmann::json{{"metadata", {}}, {"weight_map", map}}.dump();
+        return dir + "/model.safetensors.index.json";
     }
 
     // norm -> QKV (-> per-head norms), and norm -> FFN, as the file means them.
@@ -679,6 +694,48 @@ TEST(LoadBlock, EveryArchitectureFromSafetensors) {
         m.check(load_block(f, 1));
         std::filesystem::remove_all(dir);
     }
+}
+
+TEST(LoadBlock, ShardedSafetensorsCheckpoint) {
+    for (const char *arch : {"llama", "qwen3", "phi3"}) {
+        SCOPED_TRACE(arch);
+        const TinyModel m(arch);
+        const std::string dir = temp_path(std::string(arch) + "_shards");
+        const SafetensorsCheckpoint c = SafetensorsCheckpoint::open(m.write_hf(dir, 3));
+        EXPECT_EQ(c.shards().size(), 3u);
+        m.check(load_block(c, 1));
+        std::filesystem::remove_all(dir);
+    }
+    // One file opens as a checkpoint of one shard.
+    const TinyModel m("llama");
+    const std::string dir = temp_path("one_shard");
+    const SafetensorsCheckpoint one = SafetensorsCheckpoint::open(m.write_hf(dir));
+    EXPECT_EQ(one.shards().size(), 1u);
+    m.check(load_block(one, 1));
+    std::filesystem::remove_all(dir);
+}
+
+TEST(LoadBlock, BadShardIndexesNameTheIndexTheTensorAndTheShard) {
+    const TinyModel m("llama");
+    const std::string dir = temp_path("bad_shards");
+    const std::string index = m.write_hf(dir, 2);
+    const char *const shard = "model-00001-of-00002.safetensors";
+    auto write = [&](const nlohmann::json &j) { std::ofstream(index) << j.dump(); };
+    write({{"weight_map", {{"model.layers.1.mlp.up_proj.weight", std::string("../") + shard}}}});
+    expect_error([&] { SafetensorsCheckpoint::open(index); }, {"model.layers.1.mlp.up_proj.weight", "not a file name beside"});
+    write({{"weight_map", {{"model.layers.1.mlp.up_proj.weight", "model-00009-of-00002.safetensors"}}}});
+    expect_error([&] { SafetensorsCheckpoint::open(index); }, {"model-00009-of-00002.safetensors"});
+    write({{"weight_map", {{"model.layers.1.no_such.weight", shard}}}});
+    expect_error([&] { SafetensorsCheckpoint::open(index); }, {"model.layers.1.no_such.weight", "not in its shard", shard});
+    write({{"tensors", 3}});
+    expect_error([&] { SafetensorsCheckpoint::open(index); }, {"weight_map"});
+    write({{"weight_map", nlohmann::json::object()}});
+    expect_error([&] { SafetensorsCheckpoint::open(index); }, {"weight_map is empty"});
+    // A valid index that leaves a block's tensor out: the loader names it.
+    write({{"weight_map", {{"model.layers.1.input_layernorm.weight", shard}}}});
+    const SafetensorsCheckpoint partial = SafetensorsCheckpoint::open(index);
+    expect_error([&] { load_block(partial, 1); }, {"model.layers.1.", "missing"});
+    std::filesystem::remove_all(dir);
 }
 
 TEST(LoadBlock, ErrorsNameTheKeyTheTensorAndTheShape) {

@@ -4,18 +4,26 @@
 // projection and the FFN (its norm included), per token count.
 #include "commands.h"
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "model.h"
 #include "qforge/block.h"
+#include "qforge/safetensors.h"
 #include "timing_rows.h"
 
 namespace qforge::cli {
 
 int block(const BlockArgs &a, const Common &c) {
     if (a.threads > 0) set_num_threads(a.threads);
-    ModelFile m = ModelFile::open(a.file);
-    const DecoderBlock b = m.is_gguf() ? load_block(*m.gguf, a.index) : load_block(*m.st, a.index);
+    // A sharded checkpoint's index (model.safetensors.index.json), or one file.
+    const bool index_file = std::filesystem::path(a.file).extension() == ".json";
+    const DecoderBlock b = [&] {
+        if (index_file) return load_block(SafetensorsCheckpoint::open(a.file), a.index);
+        ModelFile m = ModelFile::open(a.file);
+        return m.is_gguf() ? load_block(*m.gguf, a.index) : load_block(*m.st, a.index);
+    }();
     const BlockConfig &k = b.config;
     const AttentionProjections &at = b.attention;
     static const char *const acts[] = {"silu", "gelu_tanh", "gelu_erf"};

@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     BlockArgs bl;
     auto *block_cmd = app.add_subcommand("block", "one decoder block built from the file's metadata (GGUF keys or the "
                                                   "config.json beside a safetensors file), its pieces timed");
-    block_cmd->add_option("FILE", bl.file, "model file")->required();
+    block_cmd->add_option("FILE", bl.file, "model file, or a sharded checkpoint's model.safetensors.index.json")->required();
     block_cmd->add_option("--index", bl.index, "block number (default 0)");
     block_cmd->add_option("--tokens", bl.tokens, "token counts, e.g. 1,32")->delimiter(',');
     block_cmd->add_option("--threads", bl.threads, "worker threads (default: one per core)");

@@ -146,8 +146,8 @@ float gguf_float(const GGUFFile &f, const std::string &key) {
 
 class HFSource : public Source {
 public:
-    HFSource(const SafetensorsFile &f, int index, std::string arch)
-        : f_(f), prefix_("model.layers." + std::to_string(index) + "."), arch_(std::move(arch)) {}
+    HFSource(const SafetensorsCheckpoint &ck, int index, std::string arch)
+        : ck_(ck), prefix_("model.layers." + std::to_string(index) + "."), arch_(std::move(arch)) {}
 
     std::string name(Role r) const override {
         const bool gemma = arch_.rfind("gemma", 0) == 0, phi2 = arch_ == "phi2", phi3 = arch_ == "phi3";
@@ -175,26 +175,34 @@ public:
                r == Role::up || r == Role::down;
     }
     bool has(Role r) const override {
-        if (!is_matrix(r)) return f_.find(name(r)) != nullptr;
-        return f_.find(name(r) + ".weight_4bit") || f_.find(name(r) + ".weight");
+        if (!is_matrix(r)) return ck_.shard_of(name(r)) != nullptr;
+        return ck_.shard_of(name(r) + ".weight_4bit") || ck_.shard_of(name(r) + ".weight");
     }
     std::vector<int64_t> shape(Role r) const override {
-        if (!is_matrix(r)) return f_.tensor(name(r)).shape;
-        if (f_.find(name(r) + ".weight_4bit")) {
-            const Int4gTensors g = f_.int4g(name(r));
+        if (!is_matrix(r)) return file(name(r)).tensor(name(r)).shape;
+        if (int4g(r)) {
+            const Int4gTensors g = file(name(r) + ".weight_4bit").int4g(name(r));
             return {g.out, g.in};
         }
-        return f_.tensor(name(r) + ".weight").shape;
+        return file(name(r) + ".weight").tensor(name(r) + ".weight").shape;
     }
     std::unique_ptr<Linear> linear(Role r, const LayerOptions &opt) const override {
-        return load_linear(f_, f_.find(name(r) + ".weight_4bit") ? name(r) : name(r) + ".weight", opt);
+        if (int4g(r)) return load_linear(file(name(r) + ".weight_4bit"), name(r), opt);
+        return load_linear(file(name(r) + ".weight"), name(r) + ".weight", opt);
     }
-    std::vector<float> values(Role r) const override { return vector_values(f_.tensor(name(r))); }
+    std::vector<float> values(Role r) const override { return vector_values(file(name(r)).tensor(name(r))); }
     // Gemma's RMSNorm scales by (1 + weight); llama.cpp's converter adds the 1 to its GGUF files.
     float norm_offset() const override { return arch_.rfind("gemma", 0) == 0 ? 1.0f : 0.0f; }
 
 private:
-    const SafetensorsFile &f_;
+    bool int4g(Role r) const { return ck_.shard_of(name(r) + ".weight_4bit") != nullptr; }
+    // The shard holding `tensor` (the first one where none does: its lookup then names the tensor).
+    const SafetensorsFile &file(const std::string &tensor) const {
+        const SafetensorsFile *s = ck_.shard_of(tensor);
+        return s ? *s : ck_.shards().front();
+    }
+
+    const SafetensorsCheckpoint &ck_;
     std::string prefix_, arch_;
 };
 
@@ -316,6 +324,10 @@ DecoderBlock load_block(const GGUFFile &f, int index, const LayerOptions &opt) {
 }
 
 DecoderBlock load_block(const SafetensorsFile &f, int index, const LayerOptions &opt) {
+    return load_block(SafetensorsCheckpoint::single(f), index, opt);
+}
+
+DecoderBlock load_block(const SafetensorsCheckpoint &f, int index, const LayerOptions &opt) {
     namespace fs = std::filesystem;
     const fs::path config_path = fs::path(f.path()).parent_path() / "config.json";
     std::ifstream in(config_path);

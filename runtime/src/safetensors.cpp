@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <set>
 
@@ -321,6 +323,57 @@ void SafetensorsWriter::write(const std::string &path) const {
     std::vector<const std::vector<uint8_t> *> chunks{&head};
     for (const auto &t : tensors_) chunks.push_back(&t.data);
     write_file_atomically(path, chunks);
+}
+
+SafetensorsCheckpoint SafetensorsCheckpoint::single(SafetensorsFile f) {
+    SafetensorsCheckpoint c;
+    c.path_ = f.path();
+    c.shards_.push_back(std::move(f));
+    return c;
+}
+
+SafetensorsCheckpoint SafetensorsCheckpoint::open(const std::string &path) {
+    namespace fs = std::filesystem;
+    if (fs::path(path).extension() != ".json") return single(SafetensorsFile::open(path));
+    std::ifstream in(path);
+    if (!in) throw Error(path + ": cannot open");
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception &e) {
+        throw Error(path + ": " + e.what());
+    }
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
+        throw Error(path + ": no 'weight_map' object (a safetensors index maps tensor names to shard files)");
+    }
+    SafetensorsCheckpoint c;
+    c.path_ = path;
+    std::map<std::string, size_t> shard_index;
+    for (const auto &[tensor, file] : j["weight_map"].items()) {
+        if (!file.is_string()) throw Error(path + ": weight_map['" + tensor + "'] is not a file name");
+        const std::string name = file.get<std::string>();
+        if (name.empty() || name.find('/') != std::string::npos || name.find('\\') != std::string::npos || name == "." ||
+            name == "..") {
+            throw Error(path + ": weight_map['" + tensor + "'] = '" + name + "' is not a file name beside the index");
+        }
+        auto it = shard_index.find(name);
+        if (it == shard_index.end()) {
+            it = shard_index.emplace(name, c.shards_.size()).first;
+            c.shards_.push_back(SafetensorsFile::open((fs::path(path).parent_path() / name).string()));
+        }
+        if (!c.shards_[it->second].find(tensor)) {
+            throw Error(path + ": tensor '" + tensor + "' is not in its shard " + name);
+        }
+        c.shard_by_tensor_.emplace(tensor, it->second);
+    }
+    if (c.shards_.empty()) throw Error(path + ": weight_map is empty");
+    return c;
+}
+
+const SafetensorsFile *SafetensorsCheckpoint::shard_of(const std::string &name) const {
+    if (shard_by_tensor_.empty()) return shards_.front().find(name) ? &shards_.front() : nullptr;
+    const auto it = shard_by_tensor_.find(name);
+    return it == shard_by_tensor_.end() ? nullptr : &shards_[it->second];
 }
 
 }  // namespace qforge

@@ -27,6 +27,7 @@ namespace qforge {
 
 class GGUFFile;
 class SafetensorsFile;
+class SafetensorsCheckpoint;
 
 // A norm's weights, kept in the memory its layer runs in (kernels read
 // them as they read x). Empty: no norm.
@@ -167,7 +168,9 @@ struct DecoderBlock {
 // an Error naming it (and the shape expected).
 DecoderBlock load_block(const GGUFFile &f, int index, const LayerOptions &opt = {});
 // The same from a safetensors checkpoint, with the Hugging Face config.json
-// that sits beside it (model_type and sizes; one file, not shards).
+// that sits beside it (model_type and sizes): one file, or the shards of a
+// model.safetensors.index.json (SafetensorsCheckpoint::open).
 DecoderBlock load_block(const SafetensorsFile &f, int index, const LayerOptions &opt = {});
+DecoderBlock load_block(const SafetensorsCheckpoint &checkpoint, int index, const LayerOptions &opt = {});
 
 }  // namespace qforge

@@ -53,6 +53,28 @@ private:
     std::vector<uint32_t> by_name_;  // tensors_ indices, sorted by name
 };
 
+// A Hugging Face checkpoint split into shards by an index
+// (model.safetensors.index.json: {"weight_map": {tensor: shard file}}, the
+// shards beside it), or one file. Opening maps every shard the index names
+// and checks that each listed tensor is in its shard; errors name the
+// index, the tensor and the shard. Shard names are plain file names: no
+// directories, nothing outside the index's own.
+class SafetensorsCheckpoint {
+public:
+    // `path`: an index .json, or one .safetensors file.
+    static SafetensorsCheckpoint open(const std::string &path);
+    static SafetensorsCheckpoint single(SafetensorsFile f);
+    const std::string &path() const { return path_; }
+    const std::vector<SafetensorsFile> &shards() const { return shards_; }
+    // The shard that holds tensor `name`, or nullptr.
+    const SafetensorsFile *shard_of(const std::string &name) const;
+
+private:
+    std::string path_;
+    std::vector<SafetensorsFile> shards_;
+    std::map<std::string, size_t> shard_by_tensor_;  // empty for one file
+};
+
 class SafetensorsWriter {
 public:
     void set_metadata(const std::string &key, const std::string &value);
