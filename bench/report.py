@@ -102,6 +102,9 @@ GOALS = [
 ]
 
 
+KEEP_MARKER = "<!-- Sections below are written by hand and kept by bench/report.py. -->"
+
+
 def goals_table(summary, cores):
     lines = ["| goal | format | shape | qforge vs ggml (faster path) | before (same run) | needed | qforge of read BW | status |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -212,7 +215,11 @@ def main():
         if chart(summary, roof, family, png, cores):
             md += [f"![{FAMILY_TITLE[family]}]({png.as_posix()})\n"]
         md += [family_tables(summary, family), ""]
-    Path(md_path).write_text("\n".join(md) + "\n")
+    # Sections written by hand (other benchmarks, other machines) follow the
+    # marker and are kept as they are.
+    old = Path(md_path).read_text() if Path(md_path).exists() else ""
+    kept = old[old.index(KEEP_MARKER):] if KEEP_MARKER in old else KEEP_MARKER + "\n"
+    Path(md_path).write_text("\n".join(md) + "\n" + kept)
 
 
 if __name__ == "__main__":
