@@ -5,7 +5,6 @@
 // is and what it looks like.
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 
@@ -16,6 +15,7 @@
 #include "qforge/pack.h"
 #include "qforge/quantize.h"
 #include "qforge/safetensors.h"
+#include "json_file.h"
 #include "tensor_views.h"
 
 namespace qforge {
@@ -330,15 +330,9 @@ DecoderBlock load_block(const SafetensorsFile &f, int index, const LayerOptions 
 DecoderBlock load_block(const SafetensorsCheckpoint &f, int index, const LayerOptions &opt) {
     namespace fs = std::filesystem;
     const fs::path config_path = fs::path(f.path()).parent_path() / "config.json";
-    std::ifstream in(config_path);
-    if (!in) throw Error(f.path() + ": no config.json beside it (" + config_path.string() + ")");
+    if (!fs::exists(config_path)) throw Error(f.path() + ": no config.json beside it (" + config_path.string() + ")");
     const std::string where = config_path.string();
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception &e) {
-        throw Error(where + ": " + e.what());
-    }
+    nlohmann::json j = internal::read_json_file(where);
     if (!j.is_object()) throw Error(where + ": not a JSON object");
     std::string model_type = j.value("model_type", "");
     if ((model_type == "gemma3" || model_type == "qwen3_vl") && j.contains("text_config")) j = j["text_config"];

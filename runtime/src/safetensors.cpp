@@ -6,10 +6,10 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <set>
 
+#include "json_file.h"
 #include "mapped_file.h"
 #include "tensor_views.h"
 
@@ -29,37 +29,6 @@ constexpr StDtype kDtypes[] = {
     {"I64", DType::i64},
 };
 
-// The JSON nesting a header may have; the format needs 3 (header, tensor,
-// its arrays). Checked before parsing: nlohmann's parser and its error
-// messages recurse once per level, so thousands of '[' overflow the stack.
-constexpr int kMaxJsonDepth = 16;
-
-void check_json_depth(const char *text, uint64_t n, const std::string &path) {
-    int depth = 0;
-    bool in_string = false, escaped = false;
-    for (uint64_t i = 0; i < n; ++i) {
-        const char c = text[i];
-        if (in_string) {
-            if (escaped) {
-                escaped = false;
-            } else if (c == '\\') {
-                escaped = true;
-            } else if (c == '"') {
-                in_string = false;
-            }
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > kMaxJsonDepth) {
-                throw Error(path + ": JSON header nests deeper than " + std::to_string(kMaxJsonDepth) + " levels at byte " +
-                            std::to_string(8 + i));
-            }
-        } else if (c == ']' || c == '}') {
-            --depth;
-        }
-    }
-}
-
 // What a header may hold. A tensor's entry needs a few keys and short
 // arrays; __metadata__ holds string pairs. Bounding each entry's items keeps
 // a hostile header's memory near its own size (README, "Hostile files"): an
@@ -74,7 +43,7 @@ constexpr uint64_t kMaxMetadata = 1ull << 16;     // __metadata__ entries
 // check top-level names once all are known.
 template <typename Entry>
 void parse_header(const char *text, uint64_t n, const std::string &path, Entry entry) {
-    check_json_depth(text, n, path);
+    internal::check_json_depth(text, n, path, 8);  // the header starts after its 8-byte length
     std::vector<std::set<std::string>> keys;  // of each open object below the top level
     int open = 0;                             // containers open
     std::string name;                         // the top-level key whose value is being read
@@ -335,14 +304,7 @@ SafetensorsCheckpoint SafetensorsCheckpoint::single(SafetensorsFile f) {
 SafetensorsCheckpoint SafetensorsCheckpoint::open(const std::string &path) {
     namespace fs = std::filesystem;
     if (fs::path(path).extension() != ".json") return single(SafetensorsFile::open(path));
-    std::ifstream in(path);
-    if (!in) throw Error(path + ": cannot open");
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception &e) {
-        throw Error(path + ": " + e.what());
-    }
+    const nlohmann::json j = internal::read_json_file(path);
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
         throw Error(path + ": no 'weight_map' object (a safetensors index maps tensor names to shard files)");
     }
