@@ -13,7 +13,7 @@ constexpr cpu::Tuning kArm = {
     /*stage_quants=*/false, /*packed_q4k_tile_tokens=*/{4, 4}, /*packed_block32_tile_tokens=*/{4, 4},
     /*packed_prefill_rows_per_task=*/128, /*packed_decode_tasks=*/8,
     /*packed_decode_min_parallel_bytes=*/1 << 20,
-    /*packed_prefetch_blocks=*/0, /*packed_decode_chains=*/2,
+    /*packed_prefetch_blocks=*/{0, 0}, /*packed_decode_chains=*/2,
     /*packed_q6k_prefetch_blocks=*/0,  // untimed on ARM (qemu only)
     /*packed_q5k_prefetch_blocks=*/{0, 0},
     /*packed_iq4_tile_tokens=*/{4, 4},  // as the other packed kernels (untimed)

@@ -41,7 +41,7 @@ struct Tuning {
     int packed_prefill_rows_per_task;  // rows sharing one staging of a token tile's activations
     int packed_decode_tasks;           // parallel tasks a packed decode kernel splits its rows into
     int packed_decode_min_parallel_bytes;  // below this many weight bytes, one task
-    int packed_prefetch_blocks;        // Q4_K super-blocks the weight prefetch runs ahead (0: none)
+    ByWidth packed_prefetch_blocks;    // Q4_K super-blocks the decode's weight prefetch runs ahead (0: none)
     int packed_decode_chains;          // independent accumulators of one block's integer dot in decode
     int packed_q6k_prefetch_blocks;    // as packed_prefetch_blocks, for packed Q6_K
     ByWidth packed_q5k_prefetch_blocks;  // as packed_prefetch_blocks, for packed Q5_K
@@ -475,7 +475,9 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
     const int tokens = packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_q4k_tile_tokens, t);
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
                                        f.act_sum, tokens);
-    prefetch_weights(f.acc, f.weight, block, f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t) : D.packed_prefetch_blocks);
+    prefetch_weights(f.acc, f.weight, block,
+                     f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t)
+                                 : k.prefill ? 0 : by_width(D.packed_prefetch_blocks, t));
     // u8s8_pairs, Q4_K, one token a tile: a group's weight bytes hold both
     // nibbles (sub-blocks 2 jp and 2 jp + 1), and computing both in the group
     // loop uses each load and each activation broadcast once for the whole
@@ -507,7 +509,7 @@ void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
                                        f.act_sum,
                                        packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_block32_tile_tokens, t));
-    prefetch_weights(f.acc, f.weight, block, 8 * D.packed_prefetch_blocks);
+    prefetch_weights(f.acc, f.weight, block, k.prefill ? 0 : 8 * by_width(D.packed_prefetch_blocks, t));
     f.isum.compute_at(f.acc, block).vectorize(f.r).unroll(f.n);
     if (f.form == DotForm::u8s8_pairs && !f.wide_part) {
         // The two i16 halves widened and added: a factor-2 reduction (vpmaddwd by ones).

@@ -12,7 +12,15 @@ constexpr cpu::Tuning kX86 = {
     /*stage_quants=*/true, /*packed_q4k_tile_tokens=*/{1, 8}, /*packed_block32_tile_tokens=*/{2, 8},
     /*packed_prefill_rows_per_task=*/128, /*packed_decode_tasks=*/8,
     /*packed_decode_min_parallel_bytes=*/1 << 20,
-    /*packed_prefetch_blocks=*/0,  // 4 measured no faster (37 prefetches per super-block)
+    // Decode only. AVX2 (2-core EPYC, x86-avx2, qforge_compare --tokens 1
+    // --threads 1, 3 alternating runs of a build with 8 and one without):
+    // Q4_K 1.11-1.45x faster, 12.9-13.6 GB/s against 9.2-11.6. One core
+    // streams DRAM at 17-20 GB/s with nothing else to do, at 12-13 GB/s
+    // with a kernel's work between its loads (a synthetic loop as fast as
+    // ours from cache), and at 16-17 GB/s again with prefetches 8-32 KB
+    // ahead: a packed Q4_K super-block of 16 rows is 2368 bytes. AVX-512
+    // (VNNI): 4 measured no faster, so none there.
+    /*packed_prefetch_blocks=*/{8, 0},
     /*packed_decode_chains=*/2,  // 4: Q4_K measured 35% slower, Q4_0 ~8% faster
     // Packed Q6_K streams its 6 runs per super-block at 7.6 GB/s from DRAM
     // without it, 12-21 GB/s with 1 (4096x4096 decode, 1 thread, 16 rotating
