@@ -4,7 +4,8 @@
 // kernels) or {8, 32, 128, 512} (matmul kernels) and threads in {1, all
 // cores}, with weight GB/s and GFLOP/s as counters. Weight buffers rotate
 // (copies past 512 MiB) so that decode numbers are not cache-resident.
-// A new kernel row in targets/ is benchmarked here without edits.
+// A new kernel row in targets/ is benchmarked here without edits. Packed
+// rows run once more with their plain epilogue in use (name/epilogue).
 //
 // The whole matrix is large: pick with --benchmark_filter, e.g.
 //   qforge_bench --benchmark_filter='q4k_matvec_f32/x86-avx512-vnni/llama-3.1-8b'
@@ -49,8 +50,10 @@ const std::vector<Shape> &shapes() {
     return s;
 }
 
+// epilogue: the packed kernels' plain epilogue in use (GELU and a residual
+// add into y itself), to time against the same row without it.
 void run_kernel(benchmark::State &state, const KernelRow *row, std::string target, Shape s, int64_t tokens,
-                int threads) {
+                int threads, bool epilogue) {
     const KernelRow &r = *row;
     // A glu row reads a gate and an up tile per output tile: twice the bytes for s.out outputs.
     const int64_t bytes = (r.glu ? 2 : 1) * weight_bytes(r.format, s.out, s.in, r.group);
@@ -68,11 +71,17 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
     std::mt19937 g(3);
     std::normal_distribution<float> n(0, 1);
     const bool dequantize = r.op == Op::dequant;
-    std::vector<float> x(tokens * s.in), y(dequantize ? s.out * s.in : tokens * s.out), gamma(s.in, 1.0f);
+    std::vector<float> x(tokens * s.in), y(dequantize ? s.out * s.in : tokens * s.out, 0.0f), gamma(s.in, 1.0f);
     for (auto &v : x) v = n(g);
     const Norm norm{Norm::Kind::rms, gamma.data(), nullptr, 1e-5f};
     const ConstMatrix xm{x.data(), tokens, s.in, 0, r.norm ? &norm : nullptr};
     const Matrix ym{y.data(), tokens, s.out};
+    Epilogue e;
+    if (epilogue) {
+        e.activate = true;
+        e.act = Activation::gelu_tanh;
+        e.residual = ConstMatrix{y.data(), tokens, s.out};
+    }
     std::unique_ptr<Q8KBuffer> a;
     if (r.act != ActType::f32 && r.has_act) a = std::make_unique<Q8KBuffer>(tokens, s.in, r.act);
     RunOptions o;
@@ -93,7 +102,7 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
             if (r.glu) {
                 matmul_glu(w, a->view(), nullptr, Activation::silu, ym, o);
             } else {
-                matmul(w, a->view(), nullptr, ym, o);
+                matmul(w, a->view(), nullptr, e, ym, o);
             }
         } else {
             matmul(w, xm, nullptr, ym, o);
@@ -131,9 +140,13 @@ int main(int argc, char **argv) {
                                              std::to_string(s.out) + "x" + std::to_string(s.in) +
                                              (r.op == Op::dequant ? "" : "/tokens:" + std::to_string(tokens)) +
                                              "/threads:" + std::to_string(threads);
-                    benchmark::RegisterBenchmark(name.c_str(), run_kernel, &r, target, s, tokens, threads)
-                        ->Unit(benchmark::kMillisecond)
-                        ->UseRealTime();
+                    for (bool epilogue : {false, true}) {
+                        if (epilogue && (!r.pack || r.glu)) continue;
+                        benchmark::RegisterBenchmark((name + (epilogue ? "/epilogue" : "")).c_str(), run_kernel, &r,
+                                                     target, s, tokens, threads, epilogue)
+                            ->Unit(benchmark::kMillisecond)
+                            ->UseRealTime();
+                    }
                 }
             }
         }

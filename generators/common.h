@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdlib>
+#include <type_traits>
 #include <vector>
 
 #include "Halide.h"
@@ -104,6 +105,13 @@ inline Expr bias_or_zero(const Func &bias, const Expr &has_bias, const Expr &ext
     return select(has_bias, bias(clamp(r, 0, extent - 1)), 0.0f);
 }
 
+// Whether a generator class declares kPackedOutput (its output goes
+// through packed_output).
+template <typename G, typename = void>
+struct has_packed_output : std::false_type {};
+template <typename G>
+struct has_packed_output<G, std::void_t<decltype(G::kPackedOutput)>> : std::true_type {};
+
 // Base of every qforge generator. The algorithm lives in the subclass; the
 // knobs live here so that a tuner can set any of them on any kernel from the
 // generator command line (e.g. `tile_rows=8`) without editing code. 0 means
@@ -127,6 +135,13 @@ public:
     // (up + b_u) for each output, half the rows it reads (an FFN's SwiGLU or
     // GeGLU fused into its gate_up matmul); it takes one more input after
     // the others, the activation (ActivationKind). Packed kernels only.
+    // Without glu, a packed kernel (one whose class declares kPackedOutput)
+    // ends in the plain epilogue, chosen per call: act(acc + bias) where
+    // act_kind >= 0 (-1: none), plus residual(o, n) where has_residual (an
+    // FFN's plain GELU, a block's residual adds). It takes three more
+    // inputs after the others: residual [out, tokens] (the caller passes y
+    // itself when there is none: its loads are then plain vectors, and the
+    // value is discarded), has_residual, act_kind.
     GeneratorParam<std::string> epilogue{"epilogue", "none"};
 
     void configure() {
@@ -138,7 +153,13 @@ public:
             layer_norm_ = this->template add_input<bool>("layer_norm");
             eps_ = this->template add_input<float>("eps");
         }
-        if (glu()) act_kind_ = this->template add_input<int>("act_kind");
+        if (glu()) {
+            act_kind_ = this->template add_input<int>("act_kind");
+        } else if constexpr (has_packed_output<T>::value) {
+            residual_ = this->template add_input<Buffer<float, 2>>("residual");
+            has_residual_ = this->template add_input<bool>("has_residual");
+            act_kind_ = this->template add_input<int>("act_kind");
+        }
     }
 
 protected:
@@ -152,7 +173,11 @@ protected:
     // bias (bias: [2 out], gate rows then up rows).
     Expr packed_output(const Func &acc, const Func &bias, const Expr &has_bias, const Expr &bias_extent,
                        const Expr &out_rows, const Var &o, const Var &n, int R) {
-        if (!glu()) return acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias_extent, o);
+        if (!glu()) {
+            Expr v = acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias_extent, o);
+            v = select(*act_kind_ >= 0, activation(*act_kind_, v), v);
+            return v + select(*has_residual_, (*residual_)(o, n), 0.0f);
+        }
         Expr gate = acc(o % R, 2 * (o / R), n) + bias_or_zero(bias, has_bias, bias_extent, o);
         Expr up = acc(o % R, 2 * (o / R) + 1, n) + bias_or_zero(bias, has_bias, bias_extent, out_rows + o);
         return activation(*act_kind_, gate) * up;
@@ -205,6 +230,8 @@ private:
     GeneratorInput<bool> *layer_norm_ = nullptr;
     GeneratorInput<float> *eps_ = nullptr;
     GeneratorInput<int> *act_kind_ = nullptr;
+    GeneratorInput<Buffer<float, 2>> *residual_ = nullptr;
+    GeneratorInput<bool> *has_residual_ = nullptr;
 };
 
 }  // namespace qforge

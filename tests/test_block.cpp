@@ -96,6 +96,18 @@ INSTANTIATE_TEST_SUITE_P(Kernels, Glu, testing::ValuesIn(variants_where("Glu", [
                              return r.op == Op::glu;
                          })), variant_name);
 
+// A row's weights [out, in] in the file's layout, from b.
+Weights file_weights(const KernelRow &row, const Built &b, int64_t out, int64_t in) {
+    Weights w;
+    w.format = row.format;
+    w.out = out;
+    w.in = in;
+    w.group_size = row.group;
+    w.data = row.format == Format::int4g ? static_cast<const void *>(b.i4.weight.data()) : b.bytes.data();
+    w.scales = row.format == Format::int4g ? b.i4.scales.data() : nullptr;
+    return w;
+}
+
 // The glu epilogue of every packed kernel: act(gate + b) * (up + b) from
 // one call over tile pairs, against the same target's plain packed kernel
 // run on gate and up apart (the same integer dots and sums) and the
@@ -111,17 +123,7 @@ TEST_P(GluEpilogue, EqualsTheActivationOfThePlainKernels) {
     const int64_t out = 2 * R + 5, in = 512, tokens = row.op == Op::matvec ? 1 : 5;
     Built g = build(row.format, weights(out, in), out, in, nullptr, {}, group);
     Built u = build(row.format, weights(out, in), out, in, nullptr, {}, group);
-    auto file = [&](Built &b) {
-        Weights w;
-        w.format = row.format;
-        w.out = out;
-        w.in = in;
-        w.group_size = row.group;
-        w.data = row.format == Format::int4g ? static_cast<const void *>(b.i4.weight.data()) : b.bytes.data();
-        w.scales = row.format == Format::int4g ? b.i4.scales.data() : nullptr;
-        return w;
-    };
-    const Weights wg = file(g), wu = file(u);
+    const Weights wg = file_weights(row, g, out, in), wu = file_weights(row, u, out, in);
     const std::vector<uint8_t> pairs = pack_gate_up(wg, wu, R);
     const auto x = random_floats(tokens * in, -1.0f, 2.0f);
     Q8KBuffer a(tokens, in, row.act);
@@ -171,6 +173,42 @@ TEST_P(GluEpilogue, EqualsTheActivationOfThePlainKernels) {
                  {"matmul_glu", "pack_rows"});
 }
 
+// A layer's epilogue (ForwardOptions::epilogue) on every path a host layer
+// takes: packed 8-bit kernels (inside), f32 activations and eager layers
+// (a pass after); y itself as the residual. QKV refuses one.
+TEST(LayerEpilogue, EveryPathAddsTheSameResidual) {
+    const int64_t out = 53, in = 512;
+    const auto bias = random_floats(out, -0.5f, 0.5f);
+    for (int tokens : {1, 4}) {
+        const auto x = random_floats(tokens * in, -1.0f, 1.0f);
+        const auto residual = random_floats(tokens * out, -2.0f, 2.0f);
+        for (Strategy strategy : {Strategy::fused, Strategy::eager_f32}) {
+            for (Activations acts : {Activations::q8, Activations::f32}) {
+                if (strategy != Strategy::fused && acts == Activations::q8) continue;
+                SCOPED_TRACE(std::to_string(tokens) + " tokens, strategy " + std::to_string(static_cast<int>(strategy)) +
+                             (acts == Activations::q8 ? ", q8" : ", f32"));
+                Built b = build("q4_k", weights(out, in), out, in, bias.data(), LayerOptions{strategy});
+                ForwardOptions fo;
+                fo.activations = acts;
+                std::vector<float> plain(tokens * out);
+                b.layer->forward(ConstMatrix{x.data(), tokens, in}, Matrix{plain.data(), tokens, out}, fo);
+                fo.epilogue.activate = true;
+                fo.epilogue.act = Activation::gelu_tanh;
+                std::vector<float> y = residual;
+                fo.epilogue.residual = ConstMatrix{y.data(), tokens, out};
+                b.layer->forward(ConstMatrix{x.data(), tokens, in}, Matrix{y.data(), tokens, out}, fo);
+                for (int64_t i = 0; i < tokens * out; ++i) {
+                    const double want = act_ref(Activation::gelu_tanh, plain[i]) + residual[i];
+                    ASSERT_NEAR(y[i], want, 1e-5 * std::fabs(want) + 1e-5) << "at " << i;
+                }
+                fo.epilogue.residual = ConstMatrix{y.data(), tokens + 1, out};
+                expect_error([&] { b.layer->forward(ConstMatrix{x.data(), tokens, in}, Matrix{y.data(), tokens, out}, fo); },
+                             {"residual", "expected"});
+            }
+        }
+    }
+}
+
 // The pairs are the two packed halves' tiles, alternating, byte for byte.
 TEST(PackGateUp, TilesAlternateGateAndUp) {
     const int64_t out = 37, in = 512;
@@ -199,6 +237,107 @@ TEST(PackGateUp, TilesAlternateGateAndUp) {
 INSTANTIATE_TEST_SUITE_P(Kernels, GluEpilogue, testing::ValuesIn(variants_where("GluEpilogue", [](const KernelRow &r) {
                              return r.glu;
                          })), variant_name);
+
+// The plain epilogue (kernels.h, Epilogue) of every packed 8-bit kernel and
+// of the file-layout ones (which follow the matmul with a pass): act(x W^T
+// + b) + residual against the same kernel's epilogue-free output, each
+// activation, a separate residual and y itself as the residual (y += ...),
+// a tail tile, NaN-poisoned outputs.
+class PlainEpilogue : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(PlainEpilogue, IsTheActivationPlusTheResidual) {
+    const VariantParam &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    const KernelRow &row = *p.row;
+    const int R = row.pack ? row.pack : 16, group = row.group ? row.group : 32;
+    const int64_t out = 2 * R + 5, in = 512, tokens = row.op == Op::matvec ? 1 : 5;
+    Built b = build(row.format, weights(out, in), out, in, nullptr, {}, group);
+    Weights w = file_weights(row, b, out, in);
+    std::vector<uint8_t> packed;
+    if (row.pack) {
+        packed.resize(packed_bytes(row.format, out, in, R));
+        pack_weights(w, R, packed.data());
+        w.data = packed.data();
+        w.scales = nullptr;
+        w.pack_rows = R;
+    }
+    const auto x = random_floats(tokens * in, -1.0f, 2.0f);
+    Q8KBuffer a(tokens, in, row.act);
+    q8k_quantize(ConstMatrix{x.data(), tokens, in}, a.view());
+    const auto bias = random_floats(out, -0.5f, 0.5f);
+    const auto residual = random_floats(tokens * out, -3.0f, 3.0f);
+    Poisoned plain(tokens, out);
+    matmul(w, a.view(), bias.data(), plain.view(), options(p));
+    plain.expect_all_written();
+    auto check = [&](const std::vector<float> &got, bool activate, Activation act) {
+        double scale = 1e-30;
+        std::vector<double> ref(tokens * out);
+        for (int64_t i = 0; i < tokens * out; ++i) {
+            const double v = plain.at(i / out, i % out);
+            ref[i] = (activate ? act_ref(act, v) : v) + residual[i];
+            scale = std::max(scale, std::fabs(ref[i]));
+        }
+        int64_t bad = 0;
+        for (int64_t i = 0; i < tokens * out; ++i) {
+            if (!(std::fabs(got[i] - ref[i]) <= 1e-5 * std::fabs(ref[i]) + 1e-6 * scale) && ++bad <= 3) {
+                ADD_FAILURE() << "[" << i / out << ", " << i % out << "]: " << got[i] << " vs " << ref[i];
+            }
+        }
+        EXPECT_EQ(bad, 0);
+    };
+    for (int a_kind = -1; a_kind < 3; ++a_kind) {
+        SCOPED_TRACE("activation " + std::to_string(a_kind));
+        Epilogue e;
+        e.activate = a_kind >= 0;
+        e.act = static_cast<Activation>(std::max(a_kind, 0));
+        if (e.activate) {  // the activation alone
+            Poisoned y(tokens, out);
+            matmul(w, a.view(), bias.data(), e, y.view(), options(p));
+            y.expect_all_written();
+            std::vector<float> got(tokens * out);
+            for (int64_t i = 0; i < tokens * out; ++i) got[i] = y.at(i / out, i % out) + residual[i];
+            check(got, true, e.act);
+        }
+        // A separate residual, which stays as it was.
+        const std::vector<float> kept = residual;
+        e.residual = ConstMatrix{residual.data(), tokens, out};
+        Poisoned y(tokens, out);
+        matmul(w, a.view(), bias.data(), e, y.view(), options(p));
+        y.expect_all_written();
+        std::vector<float> got(tokens * out);
+        for (int64_t i = 0; i < tokens * out; ++i) got[i] = y.at(i / out, i % out);
+        check(got, e.activate, e.act);
+        EXPECT_EQ(residual, kept) << "the residual changed";
+        // y itself as the residual: y += act(x W^T + b).
+        std::vector<float> inplace = residual;
+        e.residual = ConstMatrix{inplace.data(), tokens, out};
+        matmul(w, a.view(), bias.data(), e, Matrix{inplace.data(), tokens, out}, options(p));
+        check(inplace, e.activate, e.act);
+    }
+    // A residual of the wrong shape, or one that overlaps y without being y.
+    std::vector<float> big((tokens + 1) * out + 1);
+    Epilogue e;
+    e.residual = ConstMatrix{big.data(), tokens, out - 1};
+    expect_error([&] { matmul(w, a.view(), nullptr, e, Matrix{big.data(), tokens, out}, options(p)); }, {"residual"});
+    e.residual = ConstMatrix{big.data() + 1, tokens, out};
+    expect_error([&] { matmul(w, a.view(), nullptr, e, Matrix{big.data(), tokens, out}, options(p)); },
+                 {"residual overlaps y"});
+}
+
+// Host variants: on CUDA the 8-bit kernels are followed by the activation
+// kernel (the Glu suite's) and a residual is an error (host layers only).
+std::vector<VariantParam> plain_epilogue_variants() {
+    std::vector<VariantParam> v = variants_where("PlainEpilogue", [](const KernelRow &r) {
+        return r.weights && r.has_act && r.act != ActType::f32 && !r.glu && !r.norm &&
+               (r.op == Op::matvec || r.op == Op::matmul);
+    });
+    v.erase(std::remove_if(v.begin(), v.end(), [](const VariantParam &p) { return internal::is_cuda_target(p.target); }),
+            v.end());
+    return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, PlainEpilogue, testing::ValuesIn(plain_epilogue_variants()), variant_name);
+
 
 // Per-head RMSNorm, in place over the q columns of a padded QKV row:
 // awkward head size, every element checked, the other columns untouched.
@@ -731,6 +870,8 @@ TEST(LoadBlock, BadShardIndexesNameTheIndexTheTensorAndTheShard) {
     expect_error([&] { SafetensorsCheckpoint::open(index); }, {"weight_map"});
     write({{"weight_map", nlohmann::json::object()}});
     expect_error([&] { SafetensorsCheckpoint::open(index); }, {"weight_map is empty"});
+    std::ofstream(index) << "{\"weight_map\": " << std::string(100000, '{') << "}";
+    expect_error([&] { SafetensorsCheckpoint::open(index); }, {index.c_str(), "nests deeper than 16 levels"});
     // A valid index that leaves a block's tensor out: the loader names it.
     write({{"weight_map", {{"model.layers.1.input_layernorm.weight", shard}}}});
     const SafetensorsCheckpoint partial = SafetensorsCheckpoint::open(index);
@@ -771,6 +912,11 @@ TEST(LoadBlock, ErrorsNameTheKeyTheTensorAndTheShape) {
     expect_error([&] { load_block(SafetensorsFile::open(st), 0); }, {"config.json", "intermediate_size"});
     std::ofstream(dir + "/config.json") << "{\"model_type\": \"bloom\"}";
     expect_error([&] { load_block(SafetensorsFile::open(st), 0); }, {"model_type 'bloom'"});
+    // Hostile config.json: nested past the parser's stack, or not JSON.
+    std::ofstream(dir + "/config.json") << "{\"model_type\": " << std::string(100000, '[') << std::string(100000, ']') << "}";
+    expect_error([&] { load_block(SafetensorsFile::open(st), 0); }, {"config.json", "nests deeper than 16 levels at byte 30"});
+    std::ofstream(dir + "/config.json") << "{\"model_type\": llama}";
+    expect_error([&] { load_block(SafetensorsFile::open(st), 0); }, {"config.json", "parse error"});
     std::filesystem::remove(dir + "/config.json");
     expect_error([&] { load_block(SafetensorsFile::open(st), 0); }, {"no config.json"});
     std::filesystem::remove_all(dir);

@@ -245,6 +245,9 @@ void FFN::forward(const ConstTensor &x, const Tensor &y, const ForwardOptions &o
     if (y.shape != want) ffn_error("y is " + shape_string(y.shape) + ", expected " + shape_string(want));
     const int64_t tokens = tokens_of(x.shape);
     const ConstMatrix xin{x.data, tokens, hidden_, 0, x.norm};
+    // The caller's epilogue is the FFN's output's (down's); the first matmuls take their own.
+    ForwardOptions inner = opt;
+    inner.epilogue = {};
     if (glu_.weight && opt.activations != Activations::f32 && opt.run.kernel.empty()) {
         // x quantized once (through its norm), gate and up in one kernel with the activation.
         Q8KBuffer a(tokens, hidden_, glu_.act);
@@ -263,14 +266,23 @@ void FFN::forward(const ConstTensor &x, const Tensor &y, const ForwardOptions &o
     }
     const int64_t width = gated_ ? 2 * ffn_ : ffn_;
     float *h = hidden_scratch(opt, tokens * width);
+    if (!gated_) {
+        // A plain FFN's activation is up's epilogue.
+        ForwardOptions up = inner;
+        up.epilogue.activate = true;
+        up.epilogue.act = act_;
+        first_.front()->forward(xin, Matrix{h, tokens, ffn_}, up);
+        down_->forward(ConstMatrix{h, tokens, ffn_}, Matrix{y.data, tokens, hidden_}, opt);
+        return;
+    }
     int64_t col = 0;
     for (const auto &l : first_) {
-        l->forward(xin, Matrix{h + col, tokens, l->out(), width}, opt);
+        l->forward(xin, Matrix{h + col, tokens, l->out(), width}, inner);
         col += l->out();
     }
     // In place: the activated values overwrite the gate columns.
     const ConstMatrix gate{h, tokens, ffn_, width};
-    const ConstMatrix up = gated_ ? ConstMatrix{h + ffn_, tokens, ffn_, width} : ConstMatrix{};
+    const ConstMatrix up{h + ffn_, tokens, ffn_, width};
     glu(gate, up, act_, Matrix{h, tokens, ffn_, width}, plain_run(opt));
     down_->forward(gate, Matrix{y.data, tokens, hidden_}, opt);
 }

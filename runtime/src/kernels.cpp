@@ -513,21 +513,73 @@ void matmul(const Weights &w, ConstMatrix x, const float *bias, Matrix y, const 
 }
 
 void matmul(const Weights &w, const Q8KActivations &a, const float *bias, Matrix y, const RunOptions &opt) {
+    matmul(w, a, bias, Epilogue{}, y, opt);
+}
+
+void matmul(const Weights &w, const Q8KActivations &a, const float *bias, const Epilogue &e, Matrix y,
+            const RunOptions &opt) {
     const std::string op = op_name(w, a.type == ActType::q8_0 ? "matmul (Q8_0 activations)" : "matmul (Q8_K activations)");
     check_weights(op, w);
     check_q8k(op, a, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, a.tokens, w.out);
+    const int kind = e.activate ? static_cast<int>(e.act) : -1;
+    require(kind >= -1 && kind <= static_cast<int>(Activation::gelu_erf), op, "unknown activation ", kind);
+    const bool has_residual = e.residual.data != nullptr;
+    if (has_residual) {
+        check_matrix(op, "residual", e.residual.data, e.residual.rows, e.residual.cols, e.residual.stride, a.tokens, w.out);
+        require(!e.residual.norm, op, "the residual is added as it is: it carries no norm");
+        const int64_t ys = y.stride ? y.stride : y.cols, rs = e.residual.stride ? e.residual.stride : e.residual.cols;
+        auto at = [](const float *p) { return reinterpret_cast<uintptr_t>(p); };
+        const uintptr_t r0 = at(e.residual.data), y0 = at(y.data);
+        const uintptr_t r1 = at(e.residual.data + (a.tokens - 1) * rs + w.out), y1 = at(y.data + (a.tokens - 1) * ys + w.out);
+        const bool same = r0 == y0 && rs == ys;
+        require(same || r1 <= y0 || y1 <= r0, op, "the residual overlaps y without being y itself");
+    }
     KernelKey key = weights_key(w, Op::matvec);
     key.act = a.type;
-    WeightCall c(op, w, key, a.tokens, opt);
-    const Variant &v = c.v;
-    WeightArgs &wa = c.wa;
-    Place &place = c.place;
-    Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
-    auto bv = place.vec("bias", bias, w.out);
-    auto yv = matrix_view(place, "y", y);
-    run(op, v.fn_as<Sig::matmul_q8k>()(wa.w(), q.d.raw_buffer(), q.qs.raw_buffer(), q.bsums.raw_buffer(),
-                                        bv.raw_buffer(), bias != nullptr, yv.raw_buffer()));
+    std::vector<float> residual;  // a copy, for kernels without the epilogue
+    {
+        WeightCall c(op, w, key, a.tokens, opt);
+        const Variant &v = c.v;
+        WeightArgs &wa = c.wa;
+        Place &place = c.place;
+        Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
+        auto bv = place.vec("bias", bias, w.out);
+        auto yv = matrix_view(place, "y", y);
+        if (v.sig == Sig::matmul_q8k_epilogue) {
+            // Without a residual the kernel reads y in its place (and discards it).
+            auto rv = has_residual ? matrix_view(place, "residual", e.residual) : View<const float>();
+            run(op, v.fn_as<Sig::matmul_q8k_epilogue>()(wa.w(), q.d.raw_buffer(), q.qs.raw_buffer(), q.bsums.raw_buffer(),
+                                                         bv.raw_buffer(), bias != nullptr,
+                                                         has_residual ? rv.raw_buffer() : yv.raw_buffer(), has_residual,
+                                                         kind, yv.raw_buffer()));
+            return;
+        }
+        require(!has_residual || !place.cuda(), op, "this kernel (", kernel_name(*v.row),
+                ") has no residual epilogue, and the residual add after it runs in host memory only");
+        if (has_residual) {  // kept apart: the residual may be y itself
+            const int64_t rs = e.residual.stride ? e.residual.stride : e.residual.cols;
+            residual.resize(y.rows * y.cols);
+            for (int64_t t = 0; t < y.rows; ++t) {
+                std::copy_n(e.residual.data + t * rs, y.cols, residual.data() + t * y.cols);
+            }
+        }
+        run(op, v.fn_as<Sig::matmul_q8k>()(wa.w(), q.d.raw_buffer(), q.qs.raw_buffer(), q.bsums.raw_buffer(),
+                                            bv.raw_buffer(), bias != nullptr, yv.raw_buffer()));
+    }
+    // Kernels without the epilogue (the file's layout; CUDA): the same
+    // values from a pass over y.
+    if (e.activate) {
+        RunOptions act = opt;
+        act.kernel.clear();  // a forced kernel names the matmul
+        glu(ConstMatrix{y.data, y.rows, y.cols, y.stride}, ConstMatrix{}, e.act, y, act);
+    }
+    if (has_residual) {
+        const int64_t ys = y.stride ? y.stride : y.cols;
+        for (int64_t t = 0; t < y.rows; ++t) {
+            for (int64_t o = 0; o < y.cols; ++o) y.data[t * ys + o] += residual[t * y.cols + o];
+        }
+    }
 }
 
 void matmul_glu(const Weights &w, const Q8KActivations &a, const float *bias, Activation act, Matrix y,

@@ -106,6 +106,9 @@ struct Linear::Impl {
     void load();
     void adopt_packed();
     void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;
+    void forward_plain(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;  // without an epilogue after
+    // Whether run_fused takes 8-bit activations for x (and then its matmul's epilogue).
+    bool fused_q8(const ConstMatrix &x, const ForwardOptions &opt) const;
     bool use_cublas(const ConstMatrix &x, const ForwardOptions &opt) const;
     void run_cublas(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;
 };
@@ -284,22 +287,58 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
     if (x.cols != m.in) m.error("x has " + std::to_string(x.cols) + " columns, in = " + std::to_string(m.in));
     if (y.cols != m.out) m.error("y has " + std::to_string(y.cols) + " columns, out = " + std::to_string(m.out));
     try {
-        if (m.use_cublas(x, opt)) {
-            m.run_cublas(x, y, opt);
-        } else if (m.opt.strategy == Strategy::fused) {
-            m.run_fused(x, y, opt);
-        } else {
-            if (opt.activations == Activations::q8) m.error("eager layers run dense f32 activations, not q8");
-            Weights w;
-            w.format = m.opt.strategy == Strategy::eager_f32 ? Format::f32 : Format::f16;
-            w.data = m.on_device ? m.dev_dense.p : m.dense.data();
-            w.out = m.out;
-            w.in = m.in;
-            matmul(w, x, m.bias_ptr(), y, opt.run);
+        const Epilogue &e = opt.epilogue;
+        if (e.residual.data && (e.residual.rows != x.rows || e.residual.cols != m.out)) {
+            m.error("the epilogue's residual is [" + std::to_string(e.residual.rows) + ", " + std::to_string(e.residual.cols) +
+                    "], expected [" + std::to_string(x.rows) + ", " + std::to_string(m.out) + "]");
+        }
+        const bool cublas = m.use_cublas(x, opt);
+        // The 8-bit host path runs the epilogue inside matmul (kernels.h);
+        // every other path is followed by it, the residual copied first (it
+        // may be y itself).
+        const bool after = (e.activate || e.residual.data) &&
+                           (cublas || m.opt.strategy != Strategy::fused || !m.fused_q8(x, opt) ||
+                            opt.run.memory == Memory::cuda);
+        std::vector<float> residual;
+        if (after && e.residual.data) {
+            if (opt.run.memory == Memory::cuda) m.error("a residual epilogue runs on host layers only");
+            const int64_t rs = e.residual.stride ? e.residual.stride : e.residual.cols;
+            residual.resize(x.rows * m.out);
+            for (int64_t t = 0; t < x.rows; ++t) std::copy_n(e.residual.data + t * rs, m.out, residual.data() + t * m.out);
+        }
+        ForwardOptions inner = opt;
+        if (after) inner.epilogue = {};
+        m.forward_plain(x, y, inner);
+        if (after && e.activate) {
+            RunOptions run = opt.run;
+            run.kernel.clear();  // a forced kernel names the matmul
+            glu(ConstMatrix{y.data, y.rows, y.cols, y.stride}, ConstMatrix{}, e.act, y, run);
+        }
+        if (!residual.empty()) {
+            const int64_t ys = y.stride ? y.stride : y.cols;
+            for (int64_t t = 0; t < x.rows; ++t) {
+                for (int64_t o = 0; o < m.out; ++o) y.data[t * ys + o] += residual[t * m.out + o];
+            }
         }
     } catch (const Error &e) {
         if (std::string(e.what()).rfind("layer '", 0) == 0) throw;
         m.error(e.what());
+    }
+}
+
+void Linear::Impl::forward_plain(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
+    if (use_cublas(x, opt)) {
+        run_cublas(x, y, opt);
+    } else if (this->opt.strategy == Strategy::fused) {
+        run_fused(x, y, opt);
+    } else {
+        if (opt.activations == Activations::q8) error("eager layers run dense f32 activations, not q8");
+        Weights dense_w;
+        dense_w.format = this->opt.strategy == Strategy::eager_f32 ? Format::f32 : Format::f16;
+        dense_w.data = on_device ? dev_dense.p : dense.data();
+        dense_w.out = out;
+        dense_w.in = in;
+        matmul(dense_w, x, bias_ptr(), y, opt.run);
     }
 }
 
@@ -308,7 +347,7 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
 // (integer dots over packed tiles beat the f32 decode kernels); on CUDA f32,
 // since the Q8_K quantizer is several small kernels that cost more than
 // they save there.
-void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) const {
+bool Linear::Impl::fused_q8(const ConstMatrix &x, const ForwardOptions &fo) const {
     const auto &acts = traits_().activations;
     // The format's 8-bit activation type (Q8_K for Q4_K, Q8_0 for the 32-blocks), if any.
     const auto q8_type = std::find_if(acts.begin(), acts.end(), [](ActType a) { return a != ActType::f32; });
@@ -325,7 +364,15 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
     const bool batch_q8 = x.rows > 1 && families.find(" " + internal::cpu_family() + " ") != std::string::npos;
     const bool q8 = fo.activations == Activations::q8 ||
                     (fo.activations == Activations::automatic && has_q8 && (pack_rows || batch_q8) && !cuda);
-    if (!q8) return matmul(weights(), x, bias_ptr(), y, fo.run);
+    return q8;
+}
+
+void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) const {
+    const auto &acts = traits_().activations;
+    const auto q8_type = std::find_if(acts.begin(), acts.end(), [](ActType a) { return a != ActType::f32; });
+    const bool has_q8 = q8_type != acts.end();
+    const bool cuda = fo.run.memory == Memory::cuda;
+    if (!fused_q8(x, fo)) return matmul(weights(), x, bias_ptr(), y, fo.run);
     if (!has_q8) {
         std::string with;
         for (const FormatTraits &t : all_formats()) {
@@ -338,7 +385,10 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
     RunOptions quantize = fo.run;
     quantize.kernel.clear();  // a forced kernel names the matmul, not the quantizer
     if (cuda) {
-        internal::KernelKey key = file_q8;
+        internal::KernelKey key;
+        key.format = w.format;
+        key.act = *q8_type;
+        key.group = traits_().separate_scales ? w.group_size : 0;
         key.op = x.rows > 1 ? internal::Op::matmul : internal::Op::matvec;
         if (!internal::find_row(key)) error(std::string(traits_().name) + " has no 8-bit CUDA kernels");
         const Q8KActivations a = internal::device_scratch().planes(fo.run.stream, x.rows, in, *q8_type);
@@ -347,7 +397,8 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
     }
     Q8KBuffer a(x.rows, in, *q8_type);
     q8k_quantize(x, a.view(), quantize);
-    matmul(weights(/*q8=*/fo.run.kernel.empty() || kernel_is_packed(fo.run.kernel)), a.view(), bias_ptr(), y, fo.run);
+    matmul(weights(/*q8=*/fo.run.kernel.empty() || kernel_is_packed(fo.run.kernel)), a.view(), bias_ptr(), fo.epilogue, y,
+           fo.run);
 }
 
 bool Linear::Impl::use_cublas(const ConstMatrix &x, const ForwardOptions &fo) const {

@@ -68,6 +68,9 @@ void QKVProjection::forward(const ConstTensor &x, const Tensor &qkv, const Forwa
     std::vector<int64_t> want = x.shape;
     want.back() = total;
     if (qkv.shape != want) qkv_error("qkv is " + shape_string(qkv.shape) + ", expected " + shape_string(want));
+    if (opt.epilogue.activate || opt.epilogue.residual.data) {
+        qkv_error("takes no epilogue (ForwardOptions::epilogue): its outputs go to attention, not to a residual");
+    }
     if (parts_.size() == 1) {
         parts_[0]->forward(x, qkv, opt);
         return;

@@ -6,13 +6,15 @@
 //   const auto &a = b.attention;
 //   a.forward_qkv({x, {tokens, a.hidden()}, b.attn_norm.get()}, {qkv, {tokens, a.qkv_dim()}});
 //   // ... the engine's RoPE, KV cache and attention: qkv -> attn [tokens, q_dim]
-//   a.forward_output({attn, {tokens, a.q_dim()}}, {o, {tokens, a.hidden()}});
-//   // ... the engine's residual add (and Gemma's post-attention norm): o -> h
+//   qforge::ForwardOptions add;  // the residual add, fused: h += o_proj(attn)
+//   add.epilogue.residual = {h, tokens, a.hidden()};
+//   a.forward_output({attn, {tokens, a.q_dim()}}, {h, {tokens, a.hidden()}}, add);
 //   b.ffn.forward({h, {tokens, a.hidden()}, b.ffn_norm.get()}, {y, {tokens, a.hidden()}});
 //
 // What stays the engine's: embeddings and the output head (load_linear),
-// RoPE, the KV cache and attention itself, residual adds, and Gemma's
-// post-norms (their weights are here, applied to the outputs).
+// RoPE, the KV cache and attention itself, and Gemma's post-norms (their
+// weights are here, applied to the outputs; with them the residual adds
+// come after the norm, so they are the engine's too).
 #pragma once
 
 #include <memory>
@@ -80,7 +82,8 @@ public:
     void release_host();
 
     // x [tokens, hidden] (or [batch, seq, hidden]; its norm is fused into
-    // the first matmul) -> y, the same shape.
+    // the first matmul) -> y, the same shape. opt.epilogue is down's (a
+    // residual add: y may be x's residual stream itself).
     void forward(const ConstTensor &x, const Tensor &y, const ForwardOptions &opt = {}) const;
 
 private:
@@ -128,9 +131,10 @@ public:
     void release_host();
 
     // x [tokens, hidden] -> qkv [tokens, q_dim + 2 kv_dim]: Q, K, V columns,
-    // Q and K through their per-head norms.
+    // Q and K through their per-head norms. No epilogue.
     void forward_qkv(const ConstTensor &x, const Tensor &qkv, const ForwardOptions &opt = {}) const;
-    // The attention's output [tokens, q_dim] -> [tokens, hidden].
+    // The attention's output [tokens, q_dim] -> [tokens, hidden], through
+    // opt.epilogue (the residual add).
     void forward_output(const ConstTensor &attn, const Tensor &y, const ForwardOptions &opt = {}) const;
 
 private:

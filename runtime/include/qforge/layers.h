@@ -76,6 +76,11 @@ struct ForwardOptions {
     Activations activations = Activations::automatic;
     CudaGemm cuda_gemm = CudaGemm::automatic;
     RunOptions run;                 // target, forced kernel, stream; run.memory must match the layer's
+    // y = act(x W^T + b) + residual (kernels.h, Epilogue): inside the packed
+    // 8-bit kernels, else as a pass after the matmul (a residual: host
+    // layers only). Linear layers and what ends in one (an attention's
+    // output projection; an FFN's down, for its output); QKV takes none.
+    Epilogue epilogue;
 };
 
 // Weights as the caller holds them (kernels.h, Weights: any format, dense
