@@ -10,7 +10,8 @@
 // Implementations are interleaved within each round; each row is printed as
 // one JSON line for bench/report.py.
 //
-// Usage: qforge_compare --threads T [--quick] [--rounds N] [--only NAME_PART] [--tokens N] > results.jsonl
+// Usage: qforge_compare --threads T [--quick] [--rounds N] [--only NAME_PART] [--impl NAME,...] [--tokens N]
+//        [--shape "MODEL LAYER" part, e.g. qwen3] > results.jsonl
 // One thread count per process (bench/compare.sh runs 1 and all cores):
 // Halide's pool, once it has started workers, does not shrink reliably when
 // asked for fewer within a process, so thread counts never share one.
@@ -32,6 +33,7 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -314,12 +316,19 @@ int main(int argc, char **argv) {
     int64_t only_tokens = 0;  // --tokens N: just that token count
     int rounds = 3;
     const char *only = nullptr;
+    std::vector<std::string> exact;  // --impl NAME,NAME: just those implementations
+    const char *only_shape = nullptr;  // --shape PART: shapes whose "model layer" contains it
     bool matched = false;  // some implementation ran
     int only_threads = 0;
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--quick")) quick = true;
         if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = std::atoi(argv[++i]);
         if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        if (!std::strcmp(argv[i], "--impl") && i + 1 < argc) {
+            std::stringstream list(argv[++i]);
+            for (std::string name; std::getline(list, name, ',');) exact.push_back(name);
+        }
+        if (!std::strcmp(argv[i], "--shape") && i + 1 < argc) only_shape = argv[++i];
         if (!std::strcmp(argv[i], "--tokens") && i + 1 < argc) only_tokens = std::atoll(argv[++i]);
         if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = std::atoi(argv[++i]);
     }
@@ -350,6 +359,14 @@ int main(int argc, char **argv) {
     if (only_tokens > 0) {
         for (auto &p : plan) p.second = {only_tokens};
     }
+    if (only_shape) {
+        plan.erase(std::remove_if(plan.begin(), plan.end(),
+                                  [&](const auto &p) {
+                                      const std::string name = std::string(p.first.model) + " " + p.first.layer;
+                                      return name.find(only_shape) == std::string::npos;
+                                  }),
+                   plan.end());
+    }
     for (auto &[shape, token_list] : plan) {
         std::mt19937 g(static_cast<unsigned>(shape.out * 31 + shape.in));
         std::normal_distribution<float> n(0, 0.02f);
@@ -363,6 +380,13 @@ int main(int argc, char **argv) {
                 if (only) {  // --only SUBSTRING: just the implementations whose names contain it
                     impls.erase(std::remove_if(impls.begin(), impls.end(),
                                                [&](const Impl &i) { return i.name.find(only) == std::string::npos; }),
+                                impls.end());
+                }
+                if (!exact.empty()) {
+                    impls.erase(std::remove_if(impls.begin(), impls.end(),
+                                               [&](const Impl &i) {
+                                                   return std::find(exact.begin(), exact.end(), i.name) == exact.end();
+                                               }),
                                 impls.end());
                 }
                 if (impls.empty()) continue;  // (rotating an empty list would divide by zero)
@@ -387,7 +411,9 @@ int main(int argc, char **argv) {
         }
     }
     if (!matched) {
-        std::fprintf(stderr, "qforge_compare: --only '%s' matches no implementation (a part of a name: q4_k, ggml-q4_0)\n",
+        std::fprintf(stderr,
+                     "qforge_compare: --only '%s' and --impl match no implementation (--only: a part of a name, q4_k or "
+                     "ggml-q4_0; --impl: whole names, qforge-q4_k,ggml-q4_k)\n",
                      only ? only : "");
         return 2;
     }
