@@ -6,6 +6,7 @@
 
 #include "cuda_device.h"
 #include "registry.h"
+#include "saved_residual.h"
 
 #include "HalideBuffer.h"
 #include "HalideRuntime.h"
@@ -537,7 +538,7 @@ void matmul(const Weights &w, const Q8KActivations &a, const float *bias, const 
     }
     KernelKey key = weights_key(w, Op::matvec);
     key.act = a.type;
-    std::vector<float> residual;  // a copy, for kernels without the epilogue
+    internal::SavedResidual residual(ConstMatrix{});  // for kernels without the epilogue
     {
         WeightCall c(op, w, key, a.tokens, opt);
         const Variant &v = c.v;
@@ -557,13 +558,7 @@ void matmul(const Weights &w, const Q8KActivations &a, const float *bias, const 
         }
         require(!has_residual || !place.cuda(), op, "this kernel (", kernel_name(*v.row),
                 ") has no residual epilogue, and the residual add after it runs in host memory only");
-        if (has_residual) {  // kept apart: the residual may be y itself
-            const int64_t rs = e.residual.stride ? e.residual.stride : e.residual.cols;
-            residual.resize(y.rows * y.cols);
-            for (int64_t t = 0; t < y.rows; ++t) {
-                std::copy_n(e.residual.data + t * rs, y.cols, residual.data() + t * y.cols);
-            }
-        }
+        residual = internal::SavedResidual(e.residual);
         run(op, v.fn_as<Sig::matmul_q8k>()(wa.w(), q.d.raw_buffer(), q.qs.raw_buffer(), q.bsums.raw_buffer(),
                                             bv.raw_buffer(), bias != nullptr, yv.raw_buffer()));
     }
@@ -574,12 +569,7 @@ void matmul(const Weights &w, const Q8KActivations &a, const float *bias, const 
         act.kernel.clear();  // a forced kernel names the matmul
         glu(ConstMatrix{y.data, y.rows, y.cols, y.stride}, ConstMatrix{}, e.act, y, act);
     }
-    if (has_residual) {
-        const int64_t ys = y.stride ? y.stride : y.cols;
-        for (int64_t t = 0; t < y.rows; ++t) {
-            for (int64_t o = 0; o < y.cols; ++o) y.data[t * ys + o] += residual[t * y.cols + o];
-        }
-    }
+    residual.add_to(y);
 }
 
 void matmul_glu(const Weights &w, const Q8KActivations &a, const float *bias, Activation act, Matrix y,

@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "cublas.h"
+#include "saved_residual.h"
 #include "cuda_device.h"
 #include "device_scratch.h"
 #include "layer_access.h"
@@ -299,13 +300,8 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
         const bool after = (e.activate || e.residual.data) &&
                            (cublas || m.opt.strategy != Strategy::fused || !m.fused_q8(x, opt) ||
                             opt.run.memory == Memory::cuda);
-        std::vector<float> residual;
-        if (after && e.residual.data) {
-            if (opt.run.memory == Memory::cuda) m.error("a residual epilogue runs on host layers only");
-            const int64_t rs = e.residual.stride ? e.residual.stride : e.residual.cols;
-            residual.resize(x.rows * m.out);
-            for (int64_t t = 0; t < x.rows; ++t) std::copy_n(e.residual.data + t * rs, m.out, residual.data() + t * m.out);
-        }
+        if (after && e.residual.data && opt.run.memory == Memory::cuda) m.error("a residual epilogue runs on host layers only");
+        const internal::SavedResidual residual(after ? e.residual : ConstMatrix{});
         ForwardOptions inner = opt;
         if (after) inner.epilogue = {};
         m.forward_plain(x, y, inner);
@@ -314,12 +310,7 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
             run.kernel.clear();  // a forced kernel names the matmul
             glu(ConstMatrix{y.data, y.rows, y.cols, y.stride}, ConstMatrix{}, e.act, y, run);
         }
-        if (!residual.empty()) {
-            const int64_t ys = y.stride ? y.stride : y.cols;
-            for (int64_t t = 0; t < x.rows; ++t) {
-                for (int64_t o = 0; o < m.out; ++o) y.data[t * ys + o] += residual[t * m.out + o];
-            }
-        }
+        residual.add_to(y);
     } catch (const Error &e) {
         if (std::string(e.what()).rfind("layer '", 0) == 0) throw;
         m.error(e.what());
