@@ -17,6 +17,8 @@ constexpr cpu::Tuning kArm = {
     /*packed_q6k_prefetch_blocks=*/0,  // untimed on ARM (qemu only)
     /*packed_q5k_prefetch_blocks=*/{0, 0},
     /*packed_iq4_tile_tokens=*/{4, 4},  // as the other packed kernels (untimed)
+    /*packed_q56k_tile_tokens=*/{4, 4},
+    /*packed_subblock_loops=*/{0, 0},
 };
 
 // sdot/udot take operands of one sign: the nibbles narrow to s8 beside s8 activations.

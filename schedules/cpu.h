@@ -48,6 +48,10 @@ struct Tuning {
     // Tokens per register tile of the IQ4 kernels (levels looked up by a
     // select tree: the more tokens share one lookup, the better).
     TileTokens packed_iq4_tile_tokens;
+    TileTokens packed_q56k_tile_tokens;  // as packed_q4k_tile_tokens, for packed Q5_K and Q6_K
+    // Outer sub-block dims of a packed K-quant prefill tile (T > 1) kept as
+    // loops rather than unrolled (0: the whole super-block unrolled).
+    ByWidth packed_subblock_loops;
 };
 
 
@@ -430,7 +434,7 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
 // over mins). Returns where `part` is computed: at subs[part_level], once
 // per sub-block (1) or per pair of them (2, Q4_K's two nibbles).
 inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, Var n, const RDom &subs, const RDom &mins,
-                             DotForm form, bool wide = false, int part_level = 1) {
+                             DotForm form, bool wide = false, int part_level = 1, int loops = 0) {
     // i16 halves only where the pairs were not widened one by one.
     const bool halves = form == DotForm::u8s8_pairs && !wide;
     for (Func s : {sacc, macc}) {
@@ -452,7 +456,7 @@ inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, 
     } else {
         su.vectorize(r).unroll(n).unroll(subs.x);
     }
-    for (int i = 1; i < subs.dimensions(); ++i) su.unroll(subs[i]);
+    for (int i = 1; i < subs.dimensions() - loops; ++i) su.unroll(subs[i]);
     return LoopLevel(sacc, subs[part_level]);
 }
 
@@ -472,7 +476,10 @@ void head_norm(HeadNormFuncs &f, const Target &t, const Knobs &k) {
 
 template <const Tuning &D>
 void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
-    const int tokens = packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_q4k_tile_tokens, t);
+    const int tokens = packed_tile_tokens(f.lut    ? D.packed_iq4_tile_tokens
+                                          : f.bits == 5 ? D.packed_q56k_tile_tokens
+                                                        : D.packed_q4k_tile_tokens,
+                                          t);
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
                                        f.act_sum, tokens);
     prefetch_weights(f.acc, f.weight, block,
@@ -486,8 +493,19 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
     // and 163 -> 21 stack references a super-block); with 8 tokens a tile
     // (AVX-512) the doubled accumulators spill instead (1213 -> 1555).
     const bool both_nibbles = f.form == DotForm::u8s8_pairs && !f.wide_part && f.bits == 4 && packed_tile_T(k, tokens) == 1;
+    // Several tokens a tile, the whole super-block unrolled: LLVM schedules
+    // one token's dots after another's and spills the unpacked weights in
+    // between (AVX2 Q4_K, 4 tokens: 2459 instructions and 974 stack
+    // references per super-block). A loop over the 4 sub-block pairs keeps
+    // the tile's order: 4 x 479 instructions, 92 stack references (the raw
+    // weights, kept for the second nibble). Measured (2-core EPYC, x86-avx2,
+    // qforge_compare --threads 2, 3 alternating runs, llama-3.1-8b q
+    // 4096x4096): 128 tokens 32.5 ms with 1 token a tile, 17.7 with 4 and
+    // the loop, 25.2 with 8; 8 tokens 2.39, 1.75, 1.83 ms.
+    const int loops = packed_tile_T(k, tokens) > 1 && !f.lut ? by_width(D.packed_subblock_loops, t) : 0;
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
-               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form, f.wide_part, both_nibbles ? 2 : 1),
+               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form, f.wide_part, both_nibbles ? 2 : 1,
+                           loops),
                k.prefill ? 1 : D.packed_decode_chains, f.wide_part, both_nibbles ? std::vector<Var>{f.h} : std::vector<Var>{});
 }
 
@@ -496,7 +514,7 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
 template <const Tuning &D>
 void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
-                                       f.act_sum, packed_tile_tokens(D.packed_q4k_tile_tokens, t));
+                                       f.act_sum, packed_tile_tokens(D.packed_q56k_tile_tokens, t));
     prefetch_weights(f.acc, f.weight, block, D.packed_q6k_prefetch_blocks);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
                scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form),

@@ -9,7 +9,7 @@ namespace {
 constexpr cpu::Tuning kX86 = {
     /*decode_tile_rows=*/2, /*prefill_tile_rows=*/2, /*prefill_tile_tokens=*/4,
     /*decode_rows_per_task=*/16, /*prefill_rows_per_task=*/32,
-    /*stage_quants=*/true, /*packed_q4k_tile_tokens=*/{1, 8}, /*packed_block32_tile_tokens=*/{2, 8},
+    /*stage_quants=*/true, /*packed_q4k_tile_tokens=*/{4, 8}, /*packed_block32_tile_tokens=*/{2, 8},
     /*packed_prefill_rows_per_task=*/128, /*packed_decode_tasks=*/8,
     /*packed_decode_min_parallel_bytes=*/1 << 20,
     // Decode only. AVX2 (2-core EPYC, x86-avx2, qforge_compare --tokens 1
@@ -35,6 +35,11 @@ constexpr cpu::Tuning kX86 = {
     // at 1 token a tile (f32 activations: 129 ms at 32), 53 / 195 at 4,
     // 35 / 146 at 8; IQ4_NL 33 / - at 2, 23 / 88 at 4, 24 / 73 at 8.
     /*packed_iq4_tile_tokens=*/{8, 8},
+    // AVX2 Q5_K / Q6_K with 4 tokens a tile spill most of their loop (hottest
+    // loop 779 instructions and 200 stack references per 128 vpmaddubsw for
+    // Q5_K even with the sub-block loop): one token a tile there.
+    /*packed_q56k_tile_tokens=*/{1, 8},
+    /*packed_subblock_loops=*/{1, 0},  // AVX2: see q4k_packed_q8 (cpu.h)
 };
 
 // Halide 21 emits vpdpbusd only for targets with avx512_zen4 (or
