@@ -35,9 +35,9 @@ constexpr cpu::Tuning kX86 = {
     // at 1 token a tile (f32 activations: 129 ms at 32), 53 / 195 at 4,
     // 35 / 146 at 8; IQ4_NL 33 / - at 2, 23 / 88 at 4, 24 / 73 at 8.
     /*packed_iq4_tile_tokens=*/{8, 8},
-    // AVX2 Q5_K / Q6_K with 4 tokens a tile spill most of their loop (hottest
-    // loop 779 instructions and 200 stack references per 128 vpmaddubsw for
-    // Q5_K even with the sub-block loop): one token a tile there.
+    // AVX2 Q5_K with 4 tokens a tile still spills with the sub-block loop
+    // (hottest loop 779 instructions, 200 stack references per 128
+    // vpmaddubsw), so one token a tile; Q6_K at 4 is untimed, so unchanged.
     /*packed_q56k_tile_tokens=*/{1, 8},
     /*packed_subblock_loops=*/{1, 0},  // AVX2: see q4k_packed_q8 (cpu.h)
 };
