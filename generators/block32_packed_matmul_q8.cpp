@@ -25,7 +25,7 @@ constexpr int block32_packed_bytes(int bits, bool min) { return 4 * bits + 2 + (
 
 class Block32PackedMatmulQ8 : public KernelGenerator<Block32PackedMatmulQ8> {
 public:
-    static constexpr bool kPackedOutput = true;  // ends in packed_output (common.h): bias, glu or act + residual
+    static constexpr bool kEpilogue = true;  // ends in packed_output (common.h): bias, glu or act + residual
     GeneratorParam<int> pack_rows{"pack_rows", 16};   // R: rows per packed tile
     GeneratorParam<int> group_size{"group_size", 0};  // int4g's G (its scales are repeated per block); unused
     GeneratorParam<int> bits{"bits", 4};              // 4: Q4_0, Q4_1, int4g; 5: Q5_0, Q5_1; 8: Q8_0

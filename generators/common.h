@@ -105,12 +105,12 @@ inline Expr bias_or_zero(const Func &bias, const Expr &has_bias, const Expr &ext
     return select(has_bias, bias(clamp(r, 0, extent - 1)), 0.0f);
 }
 
-// Whether a generator class declares kPackedOutput (its output goes
-// through packed_output).
+// Whether a generator class declares kEpilogue: a matmul whose output goes
+// through with_epilogue (or packed_output, which ends in it).
 template <typename G, typename = void>
-struct has_packed_output : std::false_type {};
+struct has_epilogue : std::false_type {};
 template <typename G>
-struct has_packed_output<G, std::void_t<decltype(G::kPackedOutput)>> : std::true_type {};
+struct has_epilogue<G, std::void_t<decltype(G::kEpilogue)>> : std::true_type {};
 
 // Base of every qforge generator. The algorithm lives in the subclass; the
 // knobs live here so that a tuner can set any of them on any kernel from the
@@ -135,13 +135,13 @@ public:
     // (up + b_u) for each output, half the rows it reads (an FFN's SwiGLU or
     // GeGLU fused into its gate_up matmul); it takes one more input after
     // the others, the activation (ActivationKind). Packed kernels only.
-    // Without glu, a packed kernel (one whose class declares kPackedOutput)
-    // ends in the plain epilogue, chosen per call: act(acc + bias) where
-    // act_kind >= 0 (-1: none), plus residual(o, n) where has_residual (an
-    // FFN's plain GELU, a block's residual adds). It takes three more
-    // inputs after the others: residual [out, tokens] (the caller passes y
-    // itself when there is none: its loads are then plain vectors, and the
-    // value is discarded), has_residual, act_kind.
+    // Without glu, a matmul kernel (one whose class declares kEpilogue) ends
+    // in the plain epilogue, chosen per call: act(acc + bias) where act_kind
+    // >= 0 (-1: none), plus residual(o, n) where has_residual (an FFN's
+    // plain GELU, a block's residual adds). It takes three more inputs after
+    // the others (after the norm's): residual [out, tokens] (the caller
+    // passes y itself when there is none: its loads are then plain vectors,
+    // and the value is discarded), has_residual, act_kind.
     GeneratorParam<std::string> epilogue{"epilogue", "none"};
 
     void configure() {
@@ -155,7 +155,7 @@ public:
         }
         if (glu()) {
             act_kind_ = this->template add_input<int>("act_kind");
-        } else if constexpr (has_packed_output<T>::value) {
+        } else if constexpr (has_epilogue<T>::value) {
             residual_ = this->template add_input<Buffer<float, 2>>("residual");
             has_residual_ = this->template add_input<bool>("has_residual");
             act_kind_ = this->template add_input<int>("act_kind");
@@ -167,17 +167,22 @@ protected:
     // Weight tiles per output tile: 2 for glu (a gate tile and an up tile).
     int tile_pairs() const { return glu() ? 2 : 1; }
 
+    // Output v of row o, token n through the plain epilogue (see epilogue):
+    // the activation and the residual, chosen per call, in the kernel's own
+    // store rather than a pass over y.
+    Expr with_epilogue(const Expr &v, const Var &o, const Var &n) {
+        static_assert(has_epilogue<T>::value, "a generator with an epilogue declares kEpilogue");
+        Expr a = select(*act_kind_ >= 0, activation(*act_kind_, v), v);
+        return a + select(*has_residual_, (*residual_)(o, n), 0.0f);
+    }
+
     // A packed kernel's output row o (tile o / R, lane o % R) from acc(r, t,
     // n), the sum over tile t's blocks: plus its bias, or with glu the
     // activation of the gate tile's sum times the up tile's, each with its
     // bias (bias: [2 out], gate rows then up rows).
     Expr packed_output(const Func &acc, const Func &bias, const Expr &has_bias, const Expr &bias_extent,
                        const Expr &out_rows, const Var &o, const Var &n, int R) {
-        if (!glu()) {
-            Expr v = acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias_extent, o);
-            v = select(*act_kind_ >= 0, activation(*act_kind_, v), v);
-            return v + select(*has_residual_, (*residual_)(o, n), 0.0f);
-        }
+        if (!glu()) return with_epilogue(acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias_extent, o), o, n);
         Expr gate = acc(o % R, 2 * (o / R), n) + bias_or_zero(bias, has_bias, bias_extent, o);
         Expr up = acc(o % R, 2 * (o / R) + 1, n) + bias_or_zero(bias, has_bias, bias_extent, out_rows + o);
         return activation(*act_kind_, gate) * up;

@@ -8,6 +8,7 @@ namespace qforge {
 
 class DenseMatmul : public KernelGenerator<DenseMatmul> {
 public:
+    static constexpr bool kEpilogue = true;  // ends in with_epilogue (common.h): act + residual
     // Columns per reduction group: one vector run of the rfactored sum.
     GeneratorParam<int> group_size{"group_size", 64};
 
@@ -42,7 +43,7 @@ public:
         f.acc(r, n) += f.wq(col, r) * x_(col, n);
         Expr tail_col = (in / G) * G + f.tail.x;
         f.acc(r, n) += to_f32(weight_(tail_col, r)) * x_(tail_col, n);
-        y(r, n) = f.acc(r, n);
+        y(r, n) = with_epilogue(f.acc(r, n), r, n);
         f.y = y;
         schedule_family_for(get_target()).group_matmul(f, get_target(), knobs());
     }

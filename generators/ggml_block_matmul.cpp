@@ -6,6 +6,7 @@ namespace qforge {
 
 class GGMLBlockMatmul : public KernelGenerator<GGMLBlockMatmul> {
 public:
+    static constexpr bool kEpilogue = true;  // ends in with_epilogue (common.h): act + residual
     GeneratorParam<std::string> format{"format", "q4_0"};
 
     Input<Buffer<uint8_t, 2>> weight{"weight"};  // [in/block*bytes, out]
@@ -29,7 +30,7 @@ public:
         f.acc(r, n) = bias_or_zero(bias, has_bias, bias.dim(0).extent(), r);
         Expr col = fmt.column(f.main.z, f.main.x, f.main.y);
         f.acc(r, n) += f.wq(col, r) * x_(col, n);
-        y(r, n) = f.acc(r, n);
+        y(r, n) = with_epilogue(f.acc(r, n), r, n);
         f.y = y;
         schedule_family_for(get_target()).group_matmul(f, get_target(), knobs());
     }

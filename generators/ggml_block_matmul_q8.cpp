@@ -14,6 +14,7 @@ namespace qforge {
 
 class GGMLBlockMatmulQ8 : public KernelGenerator<GGMLBlockMatmulQ8> {
 public:
+    static constexpr bool kEpilogue = true;  // ends in with_epilogue (common.h): act + residual
     GeneratorParam<std::string> format{"format", "q4_0"};
 
     Input<Buffer<uint8_t, 2>> weight{"weight"};   // [in/block*bytes, out]
@@ -74,7 +75,7 @@ public:
             f.mins = RDom(0, blocks, "mins");
             f.acc(r, n) += (a_d_(f.mins, n) * fmt.min_d(weight_, f.mins, r)) * cast<float>(f.bmin(f.mins, r, n));
         }
-        y(r, n) = f.acc(r, n);
+        y(r, n) = with_epilogue(f.acc(r, n), r, n);
         f.y = y;
 
         schedule_family_for(get_target()).block_matmul_q8(f, get_target(), knobs());

@@ -6,6 +6,7 @@ namespace qforge {
 
 class Int4gMatmul : public KernelGenerator<Int4gMatmul> {
 public:
+    static constexpr bool kEpilogue = true;  // ends in with_epilogue (common.h): act + residual
     GeneratorParam<int> group_size{"group_size", 32};
 
     Input<Buffer<uint8_t, 2>> weight{"weight"};    // [in/2, out]
@@ -45,7 +46,7 @@ public:
         f.acc(r, n) += f.wq(col, r) * x_(col, n);
         Expr tail_col = full_groups * G + 2 * f.tail.y + f.tail.x;
         f.acc(r, n) += dequant(tail_col, r) * x_(tail_col, n);
-        y(r, n) = f.acc(r, n);
+        y(r, n) = with_epilogue(f.acc(r, n), r, n);
         f.y = y;
 
         schedule_family_for(get_target()).group_matmul(f, get_target(), knobs());

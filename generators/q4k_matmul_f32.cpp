@@ -8,6 +8,7 @@ namespace qforge {
 
 class Q4KMatmulF32 : public KernelGenerator<Q4KMatmulF32> {
 public:
+    static constexpr bool kEpilogue = true;  // ends in with_epilogue (common.h): act + residual
     Input<Buffer<uint8_t, 2>> weight{"weight"};  // [in/256*144, out]
     Input<Buffer<float, 2>> x{"x"};              // [in, tokens]
     Input<Buffer<float, 1>> bias{"bias"};        // [out], or one element when absent
@@ -38,7 +39,7 @@ public:
         f.acc(r, n) = bias_or_zero(bias, has_bias, bias.dim(0).extent(), r);
         f.acc(r, n) += f.wq(ml, mj, mb, r) * x_(mb * kQK + 32 * mj + ml, n);
         f.acc(r, n) += f.neg_min(f.mins.x, f.mins.y, r) * f.xsum(f.mins.x, f.mins.y, n);
-        y(r, n) = f.acc(r, n);
+        y(r, n) = with_epilogue(f.acc(r, n), r, n);
         f.y = y;
 
         schedule_family_for(get_target()).q4k_matmul_f32(f, get_target(), knobs());

@@ -10,6 +10,7 @@ namespace qforge {
 
 class Q4KMatmulQ8 : public KernelGenerator<Q4KMatmulQ8> {
 public:
+    static constexpr bool kEpilogue = true;  // ends in with_epilogue (common.h): act + residual
     Input<Buffer<uint8_t, 2>> weight{"weight"};   // [in/256*144, out]
     Input<Buffer<float, 2>> a_d{"a_d"};           // [in/256, tokens]
     Input<Buffer<int8_t, 2>> a_qs{"a_qs"};        // [in, tokens]
@@ -53,7 +54,7 @@ public:
         f.acc(r, n) = bias_or_zero(bias, has_bias, bias.dim(0).extent(), r);
         f.acc(r, n) += (a_d_(mb, n) * w.d(mb, r)) * cast<float>(f.bdot(mk, mb, r, n));
         f.acc(r, n) += (a_d_(f.mins, n) * w.dmin(f.mins, r)) * cast<float>(f.bmin(f.mins, r, n));
-        y(r, n) = f.acc(r, n);
+        y(r, n) = with_epilogue(f.acc(r, n), r, n);
         f.y = y;
 
         schedule_family_for(get_target()).block_matmul_q8(f, get_target(), knobs());

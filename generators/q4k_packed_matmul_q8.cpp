@@ -20,7 +20,7 @@ namespace qforge {
 
 class Q4KPackedMatmulQ8 : public KernelGenerator<Q4KPackedMatmulQ8> {
 public:
-    static constexpr bool kPackedOutput = true;  // ends in packed_output (common.h): bias, glu or act + residual
+    static constexpr bool kEpilogue = true;  // ends in packed_output (common.h): bias, glu or act + residual
     GeneratorParam<int> pack_rows{"pack_rows", 16};  // R: rows per packed tile
     GeneratorParam<int> bits{"bits", 4};              // 4: Q4_K, 5: Q5_K
     GeneratorParam<bool> nonlinear{"nonlinear", false};  // IQ4_XS (bits=4)

@@ -27,7 +27,7 @@ inline K16Layout k16_layout(int bits) {
 
 class Q6KPackedMatmulQ8 : public KernelGenerator<Q6KPackedMatmulQ8> {
 public:
-    static constexpr bool kPackedOutput = true;  // ends in packed_output (common.h): bias, glu or act + residual
+    static constexpr bool kEpilogue = true;  // ends in packed_output (common.h): bias, glu or act + residual
     GeneratorParam<int> pack_rows{"pack_rows", 16};  // R: rows per packed tile
     GeneratorParam<int> bits{"bits", 6};              // 6: Q6_K, 3: Q3_K, 2: Q2_K
 

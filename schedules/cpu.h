@@ -17,8 +17,9 @@ namespace qforge::cpu {
 // (AVX-512, NEON)}. The tile's accumulators and per-token partial sums must
 // stay in registers; measured from the assembly of the innermost loop
 // (x86, R = 16): AVX-512 VNNI Q4_K at 8 tokens 2.0 instructions per
-// vpdpbusd (4 tokens: 2.2); AVX2 Q4_K spills from 2 tokens (419 stack moves
-// per 256 vpmaddubsw), the 32-block kernel from 4.
+// vpdpbusd (4 tokens: 2.2). AVX2 spills from 2 tokens (Q4_K: 419 stack
+// moves per 256 vpmaddubsw, whole super-block unrolled) yet measures fastest
+// at 4, where each weight load and unpack serves more dots (x86.cpp).
 struct TileTokens {
     int narrow, wide;
 };

@@ -174,8 +174,8 @@ TEST_P(GluEpilogue, EqualsTheActivationOfThePlainKernels) {
 }
 
 // A layer's epilogue (ForwardOptions::epilogue) on every path a host layer
-// takes: packed 8-bit kernels (inside), f32 activations and eager layers
-// (a pass after); y itself as the residual. QKV refuses one.
+// takes: packed 8-bit kernels, f32 activations and eager layers, each in
+// its kernel's store; y itself as the residual.
 TEST(LayerEpilogue, EveryPathAddsTheSameResidual) {
     const int64_t out = 53, in = 512;
     const auto bias = random_floats(out, -0.5f, 0.5f);
@@ -238,11 +238,11 @@ INSTANTIATE_TEST_SUITE_P(Kernels, GluEpilogue, testing::ValuesIn(variants_where(
                              return r.glu;
                          })), variant_name);
 
-// The plain epilogue (kernels.h, Epilogue) of every packed 8-bit kernel and
-// of the file-layout ones (which follow the matmul with a pass): act(x W^T
-// + b) + residual against the same kernel's epilogue-free output, each
-// activation, a separate residual and y itself as the residual (y += ...),
-// a tail tile, NaN-poisoned outputs.
+// The plain epilogue (kernels.h, Epilogue) of every matmul kernel on every
+// target: f32 and 8-bit activations, fused norms, packed and file layouts,
+// CUDA. act(x W^T + b) + residual against the same kernel's epilogue-free
+// output, each activation, a separate residual (left as it was) and y
+// itself as the residual (y += ...), a tail tile, NaN-poisoned outputs.
 class PlainEpilogue : public testing::TestWithParam<VariantParam> {};
 
 TEST_P(PlainEpilogue, IsTheActivationPlusTheResidual) {
@@ -252,35 +252,75 @@ TEST_P(PlainEpilogue, IsTheActivationPlusTheResidual) {
     const int R = row.pack ? row.pack : 16, group = row.group ? row.group : 32;
     const int64_t out = 2 * R + 5, in = 512, tokens = row.op == Op::matvec ? 1 : 5;
     Built b = build(row.format, weights(out, in), out, in, nullptr, {}, group);
-    Weights w = file_weights(row, b, out, in);
-    std::vector<uint8_t> packed;
+    const Weights fw = file_weights(row, b, out, in);
+    // The weight's planes as the kernel reads them (packed, or the file's layout).
+    std::vector<uint8_t> plane;
+    std::vector<uint16_t> scales;
     if (row.pack) {
-        packed.resize(packed_bytes(row.format, out, in, R));
-        pack_weights(w, R, packed.data());
-        w.data = packed.data();
-        w.scales = nullptr;
-        w.pack_rows = R;
+        plane.resize(packed_bytes(row.format, out, in, R));
+        pack_weights(fw, R, plane.data());
+    } else if (row.format == Format::int4g) {
+        plane = b.i4.weight;
+        scales = b.i4.scales;
+    } else {
+        const bool halves = row.format == Format::f16 || row.format == Format::bf16;
+        const uint8_t *src = row.format == Format::f32 ? reinterpret_cast<const uint8_t *>(b.dequantized.data())
+                             : halves                  ? reinterpret_cast<const uint8_t *>(b.halves.data())
+                                                       : b.bytes.data();
+        const size_t n = row.format == Format::f32 ? 4 * b.dequantized.size() : halves ? 2 * b.halves.size() : b.bytes.size();
+        plane.assign(src, src + n);
     }
     const auto x = random_floats(tokens * in, -1.0f, 2.0f);
-    Q8KBuffer a(tokens, in, row.act);
-    q8k_quantize(ConstMatrix{x.data(), tokens, in}, a.view());
+    const auto norm_w = random_floats(in, 0.5f, 1.5f);
     const auto bias = random_floats(out, -0.5f, 0.5f);
     const auto residual = random_floats(tokens * out, -3.0f, 3.0f);
-    Poisoned plain(tokens, out);
-    matmul(w, a.view(), bias.data(), plain.view(), options(p));
+    // 8-bit rows: x quantized once, on the host (its planes mirrored per call).
+    const int64_t per_d = row.act == ActType::q8_0 ? 32 : 256, per_sum = row.act == ActType::q8_0 ? 32 : 16;
+    std::vector<float> qd(row.act == ActType::f32 ? 0 : tokens * (in / per_d));
+    std::vector<int8_t> qs(row.act == ActType::f32 ? 0 : tokens * in);
+    std::vector<int16_t> qsums(row.act == ActType::f32 ? 0 : tokens * (in / per_sum));
+    if (row.act != ActType::f32) {
+        q8k_quantize(ConstMatrix{x.data(), tokens, in}, {qd.data(), qs.data(), qsums.data(), tokens, in, row.act});
+    }
+    // One call of the kernel with epilogue e into y: the residual is
+    // `residual` or (inplace) y's own values. Host or device copies (Mem).
+    auto call = [&](const Epilogue &e, bool inplace, Poisoned &y) {
+        Mem m(p);
+        Weights w = fw;
+        w.data = m.in(plane);
+        w.scales = scales.empty() ? nullptr : m.in(scales);
+        w.pack_rows = row.pack;
+        const Matrix yd = m.out(y);
+        Epilogue ed = e;
+        if (e.residual.data) ed.residual = inplace ? ConstMatrix{yd.data, tokens, out, yd.stride} : ConstMatrix{m.in(residual), tokens, out};
+        Norm norm;
+        norm.weight = m.in(norm_w);
+        const ConstMatrix xm{m.in(x), tokens, in, 0, row.norm ? &norm : nullptr};
+        if (row.act == ActType::f32) {
+            matmul(w, xm, m.in(bias), ed, yd, options(p));
+        } else {
+            const Q8KActivations a{const_cast<float *>(m.in(qd)), const_cast<int8_t *>(m.in(qs)),
+                                   const_cast<int16_t *>(m.in(qsums)), tokens, in, row.act};
+            matmul(w, a, m.in(bias), ed, yd, options(p));
+        }
+        m.sync();
+    };
+    Poisoned plain(tokens, out, 3);
+    call(Epilogue{}, false, plain);
     plain.expect_all_written();
-    auto check = [&](const std::vector<float> &got, bool activate, Activation act) {
+    auto check = [&](const Poisoned &got, bool activate, Activation act, bool with_residual) {
         double scale = 1e-30;
         std::vector<double> ref(tokens * out);
         for (int64_t i = 0; i < tokens * out; ++i) {
             const double v = plain.at(i / out, i % out);
-            ref[i] = (activate ? act_ref(act, v) : v) + residual[i];
+            ref[i] = (activate ? act_ref(act, v) : v) + (with_residual ? residual[i] : 0.0);
             scale = std::max(scale, std::fabs(ref[i]));
         }
         int64_t bad = 0;
         for (int64_t i = 0; i < tokens * out; ++i) {
-            if (!(std::fabs(got[i] - ref[i]) <= 1e-5 * std::fabs(ref[i]) + 1e-6 * scale) && ++bad <= 3) {
-                ADD_FAILURE() << "[" << i / out << ", " << i % out << "]: " << got[i] << " vs " << ref[i];
+            const double g = got.at(i / out, i % out);
+            if (!(std::fabs(g - ref[i]) <= 1e-5 * std::fabs(ref[i]) + 1e-6 * scale) && ++bad <= 3) {
+                ADD_FAILURE() << "[" << i / out << ", " << i % out << "]: " << g << " vs " << ref[i];
             }
         }
         EXPECT_EQ(bad, 0);
@@ -291,49 +331,54 @@ TEST_P(PlainEpilogue, IsTheActivationPlusTheResidual) {
         e.activate = a_kind >= 0;
         e.act = static_cast<Activation>(std::max(a_kind, 0));
         if (e.activate) {  // the activation alone
-            Poisoned y(tokens, out);
-            matmul(w, a.view(), bias.data(), e, y.view(), options(p));
+            Poisoned y(tokens, out, 3);
+            call(e, false, y);
             y.expect_all_written();
-            std::vector<float> got(tokens * out);
-            for (int64_t i = 0; i < tokens * out; ++i) got[i] = y.at(i / out, i % out) + residual[i];
-            check(got, true, e.act);
+            check(y, true, e.act, false);
         }
-        // A separate residual, which stays as it was.
+        // A separate residual, which stays as it was (Mem checks device copies).
         const std::vector<float> kept = residual;
         e.residual = ConstMatrix{residual.data(), tokens, out};
-        Poisoned y(tokens, out);
-        matmul(w, a.view(), bias.data(), e, y.view(), options(p));
+        Poisoned y(tokens, out, 3);
+        call(e, false, y);
         y.expect_all_written();
-        std::vector<float> got(tokens * out);
-        for (int64_t i = 0; i < tokens * out; ++i) got[i] = y.at(i / out, i % out);
-        check(got, e.activate, e.act);
+        check(y, e.activate, e.act, true);
         EXPECT_EQ(residual, kept) << "the residual changed";
         // y itself as the residual: y += act(x W^T + b).
-        std::vector<float> inplace = residual;
-        e.residual = ConstMatrix{inplace.data(), tokens, out};
-        matmul(w, a.view(), bias.data(), e, Matrix{inplace.data(), tokens, out}, options(p));
-        check(inplace, e.activate, e.act);
+        Poisoned inplace(tokens, out, 3);
+        for (int64_t i = 0; i < tokens * out; ++i) inplace.data[(i / out) * inplace.stride + i % out] = residual[i];
+        call(e, true, inplace);
+        inplace.expect_all_written();
+        check(inplace, e.activate, e.act, true);
     }
-    // A residual of the wrong shape, or one that overlaps y without being y.
+    // A residual of the wrong shape, or one that overlaps y without being y
+    // (refused before anything runs: host pointers serve every target).
+    Weights w = fw;
+    w.data = plane.data();
+    w.scales = scales.empty() ? nullptr : scales.data();
+    w.pack_rows = row.pack;
     std::vector<float> big((tokens + 1) * out + 1);
     Epilogue e;
+    auto bad_call = [&] {
+        if (row.act == ActType::f32) {
+            matmul(w, ConstMatrix{x.data(), tokens, in}, nullptr, e, Matrix{big.data(), tokens, out}, options(p));
+        } else {
+            matmul(w, {qd.data(), qs.data(), qsums.data(), tokens, in, row.act}, nullptr, e, Matrix{big.data(), tokens, out},
+                   options(p));
+        }
+    };
+    if (internal::is_cuda_target(p.target)) return;  // the same checks, before the place matters
     e.residual = ConstMatrix{big.data(), tokens, out - 1};
-    expect_error([&] { matmul(w, a.view(), nullptr, e, Matrix{big.data(), tokens, out}, options(p)); }, {"residual"});
+    expect_error(bad_call, {"residual"});
     e.residual = ConstMatrix{big.data() + 1, tokens, out};
-    expect_error([&] { matmul(w, a.view(), nullptr, e, Matrix{big.data(), tokens, out}, options(p)); },
-                 {"residual overlaps y"});
+    expect_error(bad_call, {"residual overlaps y"});
 }
 
-// Host variants: on CUDA the 8-bit kernels are followed by the activation
-// kernel (the Glu suite's) and a residual is an error (host layers only).
+// Every matmul variant (the glu ones have their own suite).
 std::vector<VariantParam> plain_epilogue_variants() {
-    std::vector<VariantParam> v = variants_where("PlainEpilogue", [](const KernelRow &r) {
-        return r.weights && r.has_act && r.act != ActType::f32 && !r.glu && !r.norm &&
-               (r.op == Op::matvec || r.op == Op::matmul);
+    return variants_where("PlainEpilogue", [](const KernelRow &r) {
+        return r.weights && r.has_act && !r.glu && (r.op == Op::matvec || r.op == Op::matmul);
     });
-    v.erase(std::remove_if(v.begin(), v.end(), [](const VariantParam &p) { return internal::is_cuda_target(p.target); }),
-            v.end());
-    return v;
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, PlainEpilogue, testing::ValuesIn(plain_epilogue_variants()), variant_name);

@@ -6,7 +6,6 @@
 
 #include "cuda_device.h"
 #include "registry.h"
-#include "saved_residual.h"
 
 #include "HalideBuffer.h"
 #include "HalideRuntime.h"
@@ -484,11 +483,50 @@ void dequant_to(const Weights &w, const OutMatrix &out, Out type, const RunOptio
 void dequant(const Weights &w, Matrix out, const RunOptions &opt) { dequant_to(w, out, Out::f32, opt); }
 void dequant(const Weights &w, MatrixF16 out, const RunOptions &opt) { dequant_to(w, out, Out::f16, opt); }
 
+namespace {
+
+// The plain epilogue's checks (kernels.h, Epilogue): the activation kind
+// passed to the kernel (-1: none), and the residual's shape and overlap.
+int epilogue_kind(const std::string &op, const Epilogue &e, const Matrix &y, int64_t tokens, int64_t out) {
+    const int kind = e.activate ? static_cast<int>(e.act) : -1;
+    require(kind >= -1 && kind <= static_cast<int>(Activation::gelu_erf), op, "unknown activation ", kind);
+    if (e.residual.data) {
+        check_matrix(op, "residual", e.residual.data, e.residual.rows, e.residual.cols, e.residual.stride, tokens, out);
+        require(!e.residual.norm, op, "the residual is added as it is: it carries no norm");
+        const int64_t ys = y.stride ? y.stride : y.cols, rs = e.residual.stride ? e.residual.stride : e.residual.cols;
+        auto at = [](const float *p) { return reinterpret_cast<uintptr_t>(p); };
+        const uintptr_t r0 = at(e.residual.data), y0 = at(y.data);
+        const uintptr_t r1 = at(e.residual.data + (tokens - 1) * rs + out), y1 = at(y.data + (tokens - 1) * ys + out);
+        const bool same = r0 == y0 && rs == ys;
+        require(same || r1 <= y0 || y1 <= r0, op, "the residual overlaps y without being y itself");
+    }
+    return kind;
+}
+
+// The residual a kernel reads: e's, or without one y itself (its loads are
+// then plain vectors, and has_residual = false discards the value).
+struct ResidualArg {
+    View<const float> view;
+    bool has;
+    halide_buffer_t *y;
+    ResidualArg(Place &place, const Epilogue &e, View<float> &yv)
+        : view(e.residual.data ? matrix_view(place, "residual", e.residual) : View<const float>()),
+          has(e.residual.data != nullptr), y(yv.raw_buffer()) {}
+    halide_buffer_t *buffer() { return has ? view.raw_buffer() : y; }
+};
+
+}  // namespace
+
 void matmul(const Weights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
+    matmul(w, x, bias, Epilogue{}, y, opt);
+}
+
+void matmul(const Weights &w, ConstMatrix x, const float *bias, const Epilogue &e, Matrix y, const RunOptions &opt) {
     const std::string op = op_name(w, "matmul");
     check_weights(op, w);
     check_activations(op, x, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
+    const int kind = epilogue_kind(op, e, y, x.rows, w.out);
     KernelKey key = weights_key(w, Op::matvec);
     key.norm = x.norm != nullptr;
     WeightCall c(op, w, key, x.rows, opt);
@@ -500,15 +538,18 @@ void matmul(const Weights &w, ConstMatrix x, const float *bias, Matrix y, const 
     const bool has_bias = bias != nullptr;
     NormArgs n(place, x);
     auto yv = matrix_view(place, "y", y);
-    halide_buffer_t *X = xv.raw_buffer(), *b = bv.raw_buffer(), *Y = yv.raw_buffer();
+    ResidualArg r(place, e, yv);
+    halide_buffer_t *X = xv.raw_buffer(), *b = bv.raw_buffer(), *Y = yv.raw_buffer(), *R = r.buffer();
     halide_buffer_t *nw = n.weight.raw_buffer(), *nb = n.bias.raw_buffer();
     switch (v.sig) {
-    case Sig::matmul: return run(op, v.fn_as<Sig::matmul>()(wa.w(), X, b, has_bias, Y));
-    case Sig::matmul_scaled: return run(op, v.fn_as<Sig::matmul_scaled>()(wa.w(), wa.s(), X, b, has_bias, Y));
+    case Sig::matmul: return run(op, v.fn_as<Sig::matmul>()(wa.w(), X, b, has_bias, R, r.has, kind, Y));
+    case Sig::matmul_scaled:
+        return run(op, v.fn_as<Sig::matmul_scaled>()(wa.w(), wa.s(), X, b, has_bias, R, r.has, kind, Y));
     case Sig::matmul_norm:
-        return run(op, v.fn_as<Sig::matmul_norm>()(wa.w(), X, b, has_bias, nw, nb, n.layer, n.eps, Y));
+        return run(op, v.fn_as<Sig::matmul_norm>()(wa.w(), X, b, has_bias, nw, nb, n.layer, n.eps, R, r.has, kind, Y));
     case Sig::matmul_scaled_norm:
-        return run(op, v.fn_as<Sig::matmul_scaled_norm>()(wa.w(), wa.s(), X, b, has_bias, nw, nb, n.layer, n.eps, Y));
+        return run(op, v.fn_as<Sig::matmul_scaled_norm>()(wa.w(), wa.s(), X, b, has_bias, nw, nb, n.layer, n.eps, R,
+                                                           r.has, kind, Y));
     default: fail(op, "internal: not an f32-activation matmul");
     }
 }
@@ -523,53 +564,17 @@ void matmul(const Weights &w, const Q8KActivations &a, const float *bias, const 
     check_weights(op, w);
     check_q8k(op, a, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, a.tokens, w.out);
-    const int kind = e.activate ? static_cast<int>(e.act) : -1;
-    require(kind >= -1 && kind <= static_cast<int>(Activation::gelu_erf), op, "unknown activation ", kind);
-    const bool has_residual = e.residual.data != nullptr;
-    if (has_residual) {
-        check_matrix(op, "residual", e.residual.data, e.residual.rows, e.residual.cols, e.residual.stride, a.tokens, w.out);
-        require(!e.residual.norm, op, "the residual is added as it is: it carries no norm");
-        const int64_t ys = y.stride ? y.stride : y.cols, rs = e.residual.stride ? e.residual.stride : e.residual.cols;
-        auto at = [](const float *p) { return reinterpret_cast<uintptr_t>(p); };
-        const uintptr_t r0 = at(e.residual.data), y0 = at(y.data);
-        const uintptr_t r1 = at(e.residual.data + (a.tokens - 1) * rs + w.out), y1 = at(y.data + (a.tokens - 1) * ys + w.out);
-        const bool same = r0 == y0 && rs == ys;
-        require(same || r1 <= y0 || y1 <= r0, op, "the residual overlaps y without being y itself");
-    }
+    const int kind = epilogue_kind(op, e, y, a.tokens, w.out);
     KernelKey key = weights_key(w, Op::matvec);
     key.act = a.type;
-    internal::SavedResidual residual(ConstMatrix{});  // for kernels without the epilogue
-    {
-        WeightCall c(op, w, key, a.tokens, opt);
-        const Variant &v = c.v;
-        WeightArgs &wa = c.wa;
-        Place &place = c.place;
-        Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
-        auto bv = place.vec("bias", bias, w.out);
-        auto yv = matrix_view(place, "y", y);
-        if (v.sig == Sig::matmul_q8k_epilogue) {
-            // Without a residual the kernel reads y in its place (and discards it).
-            auto rv = has_residual ? matrix_view(place, "residual", e.residual) : View<const float>();
-            run(op, v.fn_as<Sig::matmul_q8k_epilogue>()(wa.w(), q.d.raw_buffer(), q.qs.raw_buffer(), q.bsums.raw_buffer(),
-                                                         bv.raw_buffer(), bias != nullptr,
-                                                         has_residual ? rv.raw_buffer() : yv.raw_buffer(), has_residual,
-                                                         kind, yv.raw_buffer()));
-            return;
-        }
-        require(!has_residual || !place.cuda(), op, "this kernel (", kernel_name(*v.row),
-                ") has no residual epilogue, and the residual add after it runs in host memory only");
-        residual = internal::SavedResidual(e.residual);
-        run(op, v.fn_as<Sig::matmul_q8k>()(wa.w(), q.d.raw_buffer(), q.qs.raw_buffer(), q.bsums.raw_buffer(),
-                                            bv.raw_buffer(), bias != nullptr, yv.raw_buffer()));
-    }
-    // Kernels without the epilogue (the file's layout; CUDA): the same
-    // values from a pass over y.
-    if (e.activate) {
-        RunOptions act = opt;
-        act.kernel.clear();  // a forced kernel names the matmul
-        glu(ConstMatrix{y.data, y.rows, y.cols, y.stride}, ConstMatrix{}, e.act, y, act);
-    }
-    residual.add_to(y);
+    WeightCall c(op, w, key, a.tokens, opt);
+    Place &place = c.place;
+    Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
+    auto bv = place.vec("bias", bias, w.out);
+    auto yv = matrix_view(place, "y", y);
+    ResidualArg r(place, e, yv);
+    run(op, c.v.fn_as<Sig::matmul_q8k>()(c.wa.w(), q.d.raw_buffer(), q.qs.raw_buffer(), q.bsums.raw_buffer(),
+                                         bv.raw_buffer(), bias != nullptr, r.buffer(), r.has, kind, yv.raw_buffer()));
 }
 
 void matmul_glu(const Weights &w, const Q8KActivations &a, const float *bias, Activation act, Matrix y,

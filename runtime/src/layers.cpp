@@ -10,7 +10,6 @@
 #include <mutex>
 
 #include "cublas.h"
-#include "saved_residual.h"
 #include "cuda_device.h"
 #include "device_scratch.h"
 #include "layer_access.h"
@@ -107,7 +106,7 @@ struct Linear::Impl {
     void load();
     void adopt_packed();
     void run_fused(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;
-    void forward_plain(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;  // without an epilogue after
+    void forward_plain(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;  // the matmul, opt.epilogue in its kernel
     // Whether run_fused takes 8-bit activations for x (and then its matmul's epilogue).
     bool fused_q8(const ConstMatrix &x, const ForwardOptions &opt) const;
     bool use_cublas(const ConstMatrix &x, const ForwardOptions &opt) const;
@@ -293,24 +292,18 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
             m.error("the epilogue's residual is [" + std::to_string(e.residual.rows) + ", " + std::to_string(e.residual.cols) +
                     "], expected [" + std::to_string(x.rows) + ", " + std::to_string(m.out) + "]");
         }
+        // Our kernels end in the epilogue on every path (kernels.h); cuBLAS
+        // is followed by the activation kernel (a residual keeps a layer off
+        // cuBLAS: use_cublas).
         const bool cublas = m.use_cublas(x, opt);
-        // The 8-bit host path runs the epilogue inside matmul (kernels.h);
-        // every other path is followed by it, the residual copied first (it
-        // may be y itself).
-        const bool after = (e.activate || e.residual.data) &&
-                           (cublas || m.opt.strategy != Strategy::fused || !m.fused_q8(x, opt) ||
-                            opt.run.memory == Memory::cuda);
-        if (after && e.residual.data && opt.run.memory == Memory::cuda) m.error("a residual epilogue runs on host layers only");
-        const internal::SavedResidual residual(after ? e.residual : ConstMatrix{});
         ForwardOptions inner = opt;
-        if (after) inner.epilogue = {};
+        if (cublas) inner.epilogue = {};
         m.forward_plain(x, y, inner);
-        if (after && e.activate) {
+        if (cublas && e.activate) {
             RunOptions run = opt.run;
             run.kernel.clear();  // a forced kernel names the matmul
             glu(ConstMatrix{y.data, y.rows, y.cols, y.stride}, ConstMatrix{}, e.act, y, run);
         }
-        residual.add_to(y);
     } catch (const Error &e) {
         if (std::string(e.what()).rfind("layer '", 0) == 0) throw;
         m.error(e.what());
@@ -329,7 +322,7 @@ void Linear::Impl::forward_plain(ConstMatrix x, Matrix y, const ForwardOptions &
         dense_w.data = on_device ? dev_dense.p : dense.data();
         dense_w.out = out;
         dense_w.in = in;
-        matmul(dense_w, x, bias_ptr(), y, opt.run);
+        matmul(dense_w, x, bias_ptr(), opt.epilogue, y, opt.run);
     }
 }
 
@@ -363,7 +356,7 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
     const auto q8_type = std::find_if(acts.begin(), acts.end(), [](ActType a) { return a != ActType::f32; });
     const bool has_q8 = q8_type != acts.end();
     const bool cuda = fo.run.memory == Memory::cuda;
-    if (!fused_q8(x, fo)) return matmul(weights(), x, bias_ptr(), y, fo.run);
+    if (!fused_q8(x, fo)) return matmul(weights(), x, bias_ptr(), fo.epilogue, y, fo.run);
     if (!has_q8) {
         std::string with;
         for (const FormatTraits &t : all_formats()) {
@@ -384,7 +377,7 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
         if (!internal::find_row(key)) error(std::string(traits_().name) + " has no 8-bit CUDA kernels");
         const Q8KActivations a = internal::device_scratch().planes(fo.run.stream, x.rows, in, *q8_type);
         q8k_quantize(x, a, quantize);
-        return matmul(weights(), a, bias_ptr(), y, fo.run);
+        return matmul(weights(), a, bias_ptr(), fo.epilogue, y, fo.run);
     }
     Q8KBuffer a(x.rows, in, *q8_type);
     q8k_quantize(x, a.view(), quantize);
@@ -400,6 +393,10 @@ bool Linear::Impl::use_cublas(const ConstMatrix &x, const ForwardOptions &fo) co
     if (fo.activations != Activations::automatic || opt.strategy == Strategy::eager_f32 ||
         (opt.strategy == Strategy::fused && w.format == Format::f32)) {  // no f16 copy to make
         if (forced) error("CudaGemm::cublas needs automatic activations and f16 weights or a quantized format");
+        return false;
+    }
+    if (fo.epilogue.residual.data) {  // our kernels add it in their store; after cuBLAS it would be a pass
+        if (forced) error("CudaGemm::cublas takes no residual epilogue (CudaGemm::automatic runs it in our kernels)");
         return false;
     }
     if (forced && !internal::cublas().present) error("CudaGemm::cublas: " + internal::cublas().why_absent);

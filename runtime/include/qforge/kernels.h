@@ -141,18 +141,18 @@ void f16_from_f32(ConstMatrix x, MatrixF16 out, const RunOptions &opt = {});
 //   gelu_erf:  x/2 (1 + erf(x / sqrt(2)))                     (GELU "none")
 enum class Activation { silu, gelu_tanh, gelu_erf };
 
-// What a matmul with 8-bit activations does to its outputs before it
-// stores them: y = act(x W^T + bias) + residual (an FFN's plain GELU up
-// projection; a block's residual adds after its output projection and
-// FFN). The packed kernels do it in their epilogue, with no pass over y;
-// the others are followed by the activation kernel (glu) and, in host
-// memory, the residual add.
+// What a matmul does to its outputs before it stores them: y = act(x W^T
+// + bias) + residual (an FFN's plain GELU up projection; a block's residual
+// adds after its output projection and FFN). Every matmul kernel does it
+// in its own store, on every target, with no pass over y.
 struct Epilogue {
     bool activate = false;             // apply `act`
     Activation act = Activation::silu;
     ConstMatrix residual;              // [tokens, out], or data == nullptr: none. May be y itself (y += ...),
-                                       // or else must not overlap y.
+                                       // or else must not overlap y. In the weights' memory (host or CUDA).
 };
+void matmul(const Weights &w, ConstMatrix x, const float *bias, const Epilogue &epilogue, Matrix y,
+            const RunOptions &opt = {});
 void matmul(const Weights &w, const Q8KActivations &a, const float *bias, const Epilogue &epilogue, Matrix y,
             const RunOptions &opt = {});
 
