@@ -5,7 +5,7 @@
 // cores}, with weight GB/s and GFLOP/s as counters. Weight buffers rotate
 // (copies past 512 MiB) so that decode numbers are not cache-resident.
 // A new kernel row in targets/ is benchmarked here without edits. Packed
-// rows run once more with their plain epilogue in use (name/epilogue).
+// Matmul rows run once more with their plain epilogue in use (name/epilogue).
 //
 // The whole matrix is large: pick with --benchmark_filter, e.g.
 //   qforge_bench --benchmark_filter='q4k_matvec_f32/x86-avx512-vnni/llama-3.1-8b'
@@ -50,7 +50,7 @@ const std::vector<Shape> &shapes() {
     return s;
 }
 
-// epilogue: the packed kernels' plain epilogue in use (GELU and a residual
+// epilogue: the kernel's plain epilogue in use (GELU and a residual
 // add into y itself), to time against the same row without it.
 void run_kernel(benchmark::State &state, const KernelRow *row, std::string target, Shape s, int64_t tokens,
                 int threads, bool epilogue) {
@@ -105,7 +105,7 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
                 matmul(w, a->view(), nullptr, e, ym, o);
             }
         } else {
-            matmul(w, xm, nullptr, ym, o);
+            matmul(w, xm, nullptr, e, ym, o);
         }
     }
     set_num_threads(old_threads);
@@ -141,7 +141,7 @@ int main(int argc, char **argv) {
                                              (r.op == Op::dequant ? "" : "/tokens:" + std::to_string(tokens)) +
                                              "/threads:" + std::to_string(threads);
                     for (bool epilogue : {false, true}) {
-                        if (epilogue && (!r.pack || r.glu)) continue;
+                        if (epilogue && (r.op == Op::dequant || r.glu)) continue;
                         benchmark::RegisterBenchmark((name + (epilogue ? "/epilogue" : "")).c_str(), run_kernel, &r,
                                                      target, s, tokens, threads, epilogue)
                             ->Unit(benchmark::kMillisecond)

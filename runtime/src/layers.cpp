@@ -292,9 +292,9 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
             m.error("the epilogue's residual is [" + std::to_string(e.residual.rows) + ", " + std::to_string(e.residual.cols) +
                     "], expected [" + std::to_string(x.rows) + ", " + std::to_string(m.out) + "]");
         }
-        // Our kernels end in the epilogue on every path (kernels.h); cuBLAS
-        // is followed by the activation kernel (a residual keeps a layer off
-        // cuBLAS: use_cublas).
+        // Our kernels run the epilogue on every path (kernels.h, matmul);
+        // cuBLAS is followed by the activation kernel (a residual keeps a
+        // layer off cuBLAS: use_cublas).
         const bool cublas = m.use_cublas(x, opt);
         ForwardOptions inner = opt;
         if (cublas) inner.epilogue = {};
