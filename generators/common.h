@@ -111,15 +111,16 @@ template <typename G, typename = void>
 struct has_epilogue : std::false_type {};
 template <typename G>
 struct has_epilogue<G, std::void_t<decltype(G::kEpilogue)>> : std::true_type {};
-// Whether it declares kResidualEpilogue: the residual add alone. Kernels whose
-// outputs are scalar code (the f32 and file-layout ones: one row's sum at
-// a time) would evaluate the activation's select per output on every call,
-// used or not (measured: Q4_K f32, 8 tokens, 5.7 -> 8.2 ms); the runtime
-// follows them with the activation kernel instead.
-template <typename G, typename = void>
-struct has_residual_epilogue : std::false_type {};
-template <typename G>
-struct has_residual_epilogue<G, std::void_t<decltype(G::kResidualEpilogue)>> : std::true_type {};
+// select(c, t, f) that evaluates only the side c picks: Halide's
+// if_then_else, which LLVM codegen lowers to a branch when c is scalar (a
+// per-call input here). A plain select evaluates both: in the kernels whose
+// outputs are scalar code (one row's sum at a time: the f32 and file-layout
+// ones) the unused activation then cost more than the matmul (measured: Q4_K
+// f32, 8 tokens, 5.7 -> 8.2 ms). With the branch, LLVM unswitches the
+// output loop: the plain call's output is a load and a store.
+inline Expr lazy_select(const Expr &c, const Expr &t, const Expr &f) {
+    return Internal::Call::make(t.type(), Internal::Call::if_then_else, {c, t, f}, Internal::Call::PureIntrinsic);
+}
 
 // Base of every qforge generator. The algorithm lives in the subclass; the
 // knobs live here so that a tuner can set any of them on any kernel from the
@@ -144,14 +145,13 @@ public:
     // (up + b_u) for each output, half the rows it reads (an FFN's SwiGLU or
     // GeGLU fused into its gate_up matmul); it takes one more input after
     // the others, the activation (ActivationKind). Packed kernels only.
-    // Without glu, a packed kernel (one whose class declares kEpilogue) ends
-    // in the plain epilogue, chosen per call: act(acc + bias) where act_kind
-    // >= 0 (-1: none), plus residual(o, n) where has_residual (an FFN's
-    // plain GELU, a block's residual adds). It takes three more inputs after
-    // the others (after the norm's): residual [out, tokens] (the caller
-    // passes y itself when there is none: its loads are then plain vectors,
-    // and the value is discarded), has_residual, act_kind. The other matmul
-    // kernels (kResidualEpilogue) take residual and has_residual alone.
+    // Without glu, a matmul kernel (its class declares kEpilogue) ends in
+    // the plain epilogue, chosen per call: act(acc + bias) where act_kind >=
+    // 0 (-1: none), plus residual(o, n) where has_residual (an FFN's plain
+    // GELU, a block's residual adds). It takes three more inputs after the
+    // others (after the norm's): residual [out, tokens] (the caller passes y
+    // itself when there is none; it is then not read), has_residual,
+    // act_kind.
     GeneratorParam<std::string> epilogue{"epilogue", "none"};
 
     void configure() {
@@ -165,10 +165,10 @@ public:
         }
         if (glu()) {
             act_kind_ = this->template add_input<int>("act_kind");
-        } else if constexpr (has_epilogue<T>::value || has_residual_epilogue<T>::value) {
+        } else if constexpr (has_epilogue<T>::value) {
             residual_ = this->template add_input<Buffer<float, 2>>("residual");
             has_residual_ = this->template add_input<bool>("has_residual");
-            if constexpr (has_epilogue<T>::value) act_kind_ = this->template add_input<int>("act_kind");
+            act_kind_ = this->template add_input<int>("act_kind");
         }
     }
 
@@ -178,13 +178,13 @@ protected:
     int tile_pairs() const { return glu() ? 2 : 1; }
 
     // Output v of row o, token n through the plain epilogue (see epilogue):
-    // the activation (kEpilogue kernels) and the residual, chosen per call,
-    // in the kernel's own store rather than a pass over y.
+    // the activation and the residual, chosen per call, in the kernel's own
+    // store rather than a pass over y; a call without them pays nothing for
+    // them (lazy_select).
     Expr with_epilogue(const Expr &v, const Var &o, const Var &n) {
-        static_assert(has_epilogue<T>::value || has_residual_epilogue<T>::value,
-                      "a generator with an epilogue declares kEpilogue or kResidualEpilogue");
-        Expr a = act_kind_ ? select(*act_kind_ >= 0, activation(*act_kind_, v), v) : v;
-        return a + select(*has_residual_, (*residual_)(o, n), 0.0f);
+        static_assert(has_epilogue<T>::value, "a generator with an epilogue declares kEpilogue");
+        Expr a = lazy_select(*act_kind_ >= 0, activation(*act_kind_, v), v);
+        return a + lazy_select(*has_residual_, (*residual_)(o, n), 0.0f);
     }
 
     // A packed kernel's output row o (tile o / R, lane o % R) from acc(r, t,

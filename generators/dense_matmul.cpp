@@ -8,7 +8,7 @@ namespace qforge {
 
 class DenseMatmul : public KernelGenerator<DenseMatmul> {
 public:
-    static constexpr bool kResidualEpilogue = true;  // ends in with_epilogue (common.h): + residual
+    static constexpr bool kEpilogue = true;  // ends in with_epilogue (common.h): act + residual
     // Columns per reduction group: one vector run of the rfactored sum.
     GeneratorParam<int> group_size{"group_size", 64};
 

@@ -14,7 +14,7 @@ namespace qforge {
 
 class GGMLBlockMatmulQ8 : public KernelGenerator<GGMLBlockMatmulQ8> {
 public:
-    static constexpr bool kResidualEpilogue = true;  // ends in with_epilogue (common.h): + residual
+    static constexpr bool kEpilogue = true;  // ends in with_epilogue (common.h): act + residual
     GeneratorParam<std::string> format{"format", "q4_0"};
 
     Input<Buffer<uint8_t, 2>> weight{"weight"};   // [in/block*bytes, out]

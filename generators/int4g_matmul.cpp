@@ -6,7 +6,7 @@ namespace qforge {
 
 class Int4gMatmul : public KernelGenerator<Int4gMatmul> {
 public:
-    static constexpr bool kResidualEpilogue = true;  // ends in with_epilogue (common.h): + residual
+    static constexpr bool kEpilogue = true;  // ends in with_epilogue (common.h): act + residual
     GeneratorParam<int> group_size{"group_size", 32};
 
     Input<Buffer<uint8_t, 2>> weight{"weight"};    // [in/2, out]

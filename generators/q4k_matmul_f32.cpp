@@ -8,7 +8,7 @@ namespace qforge {
 
 class Q4KMatmulF32 : public KernelGenerator<Q4KMatmulF32> {
 public:
-    static constexpr bool kResidualEpilogue = true;  // ends in with_epilogue (common.h): + residual
+    static constexpr bool kEpilogue = true;  // ends in with_epilogue (common.h): act + residual
     Input<Buffer<uint8_t, 2>> weight{"weight"};  // [in/256*144, out]
     Input<Buffer<float, 2>> x{"x"};              // [in, tokens]
     Input<Buffer<float, 1>> bias{"bias"};        // [out], or one element when absent

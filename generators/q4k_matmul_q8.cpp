@@ -10,7 +10,7 @@ namespace qforge {
 
 class Q4KMatmulQ8 : public KernelGenerator<Q4KMatmulQ8> {
 public:
-    static constexpr bool kResidualEpilogue = true;  // ends in with_epilogue (common.h): + residual
+    static constexpr bool kEpilogue = true;  // ends in with_epilogue (common.h): act + residual
     Input<Buffer<uint8_t, 2>> weight{"weight"};   // [in/256*144, out]
     Input<Buffer<float, 2>> a_d{"a_d"};           // [in/256, tokens]
     Input<Buffer<int8_t, 2>> a_qs{"a_qs"};        // [in, tokens]

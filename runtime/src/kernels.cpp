@@ -6,7 +6,6 @@
 
 #include "cuda_device.h"
 #include "registry.h"
-#include "saved_residual.h"
 
 #include "HalideBuffer.h"
 #include "HalideRuntime.h"
@@ -17,7 +16,6 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
-#include <optional>
 #include <shared_mutex>
 #include <type_traits>
 #include <sstream>
@@ -505,8 +503,8 @@ int epilogue_kind(const std::string &op, const Epilogue &e, const Matrix &y, int
     return kind;
 }
 
-// The residual a kernel reads: e's, or without one y itself (its loads are
-// then plain vectors, and has_residual = false discards the value).
+// The residual a kernel takes: e's, or without one y itself, which it then
+// does not read (has_residual = false).
 struct ResidualArg {
     View<const float> view;
     bool has;
@@ -515,33 +513,6 @@ struct ResidualArg {
         : view(residual.data ? matrix_view(place, "residual", residual) : View<const float>()),
           has(residual.data != nullptr), y(yv.raw_buffer()) {}
     halide_buffer_t *buffer() { return has ? view.raw_buffer() : y; }
-};
-
-// The activation of an epilogue whose kernel adds only the residual (every
-// matmul but the packed ones: common.h, kResidualEpilogue) runs as a pass
-// after it; the residual, which may be y itself, is then kept aside and
-// added after that pass, in host memory.
-struct ActivationPass {
-    bool on;
-    internal::SavedResidual saved;
-    ActivationPass(const std::string &op, const Epilogue &e, bool kernel_activates, const Place &place)
-        : on(checked(op, e, e.activate && !kernel_activates, place)), saved(on ? e.residual : ConstMatrix{}) {}
-    // Refused before the residual is copied (from host memory only).
-    static bool checked(const std::string &op, const Epilogue &e, bool on, const Place &place) {
-        require(!on || !e.residual.data || !place.cuda(), op, "on CUDA, a residual after an activation runs in the packed "
-                "kernels only (this kernel's activation is a pass after it, and the residual add after that one needs "
-                "host memory)");
-        return on;
-    }
-    // The residual the kernel adds itself.
-    ConstMatrix kernel_residual(const Epilogue &e) const { return on ? ConstMatrix{} : e.residual; }
-    void finish(const Epilogue &e, const Matrix &y, const RunOptions &opt) const {
-        if (!on) return;
-        RunOptions act = opt;
-        act.kernel.clear();  // a forced kernel names the matmul
-        glu(ConstMatrix{y.data, y.rows, y.cols, y.stride}, ConstMatrix{}, e.act, y, act);
-        saved.add_to(y);
-    }
 };
 
 }  // namespace
@@ -555,37 +526,31 @@ void matmul(const Weights &w, ConstMatrix x, const float *bias, const Epilogue &
     check_weights(op, w);
     check_activations(op, x, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
-    epilogue_kind(op, e, y, x.rows, w.out);
+    const int kind = epilogue_kind(op, e, y, x.rows, w.out);
     KernelKey key = weights_key(w, Op::matvec);
     key.norm = x.norm != nullptr;
-    std::optional<ActivationPass> pass;
-    {
-        WeightCall c(op, w, key, x.rows, opt);
-        const Variant &v = c.v;
-        WeightArgs &wa = c.wa;
-        Place &place = c.place;
-        pass.emplace(op, e, false, place);
-        auto xv = matrix_view(place, "x", x);
-        auto bv = place.vec("bias", bias, w.out);
-        const bool has_bias = bias != nullptr;
-        NormArgs n(place, x);
-        auto yv = matrix_view(place, "y", y);
-        ResidualArg r(place, pass->kernel_residual(e), yv);
-        halide_buffer_t *X = xv.raw_buffer(), *b = bv.raw_buffer(), *Y = yv.raw_buffer(), *R = r.buffer();
-        halide_buffer_t *nw = n.weight.raw_buffer(), *nb = n.bias.raw_buffer();
-        switch (v.sig) {
-        case Sig::matmul: run(op, v.fn_as<Sig::matmul>()(wa.w(), X, b, has_bias, R, r.has, Y)); break;
-        case Sig::matmul_scaled: run(op, v.fn_as<Sig::matmul_scaled>()(wa.w(), wa.s(), X, b, has_bias, R, r.has, Y)); break;
-        case Sig::matmul_norm:
-            run(op, v.fn_as<Sig::matmul_norm>()(wa.w(), X, b, has_bias, nw, nb, n.layer, n.eps, R, r.has, Y));
-            break;
-        case Sig::matmul_scaled_norm:
-            run(op, v.fn_as<Sig::matmul_scaled_norm>()(wa.w(), wa.s(), X, b, has_bias, nw, nb, n.layer, n.eps, R, r.has, Y));
-            break;
-        default: fail(op, "internal: not an f32-activation matmul");
-        }
+    WeightCall c(op, w, key, x.rows, opt);
+    const Variant &v = c.v;
+    WeightArgs &wa = c.wa;
+    Place &place = c.place;
+    auto xv = matrix_view(place, "x", x);
+    auto bv = place.vec("bias", bias, w.out);
+    const bool has_bias = bias != nullptr;
+    NormArgs n(place, x);
+    auto yv = matrix_view(place, "y", y);
+    ResidualArg r(place, e.residual, yv);
+    halide_buffer_t *X = xv.raw_buffer(), *b = bv.raw_buffer(), *Y = yv.raw_buffer(), *R = r.buffer();
+    halide_buffer_t *nw = n.weight.raw_buffer(), *nb = n.bias.raw_buffer();
+    switch (v.sig) {
+    case Sig::matmul: return run(op, v.fn_as<Sig::matmul>()(wa.w(), X, b, has_bias, R, r.has, kind, Y));
+    case Sig::matmul_scaled: return run(op, v.fn_as<Sig::matmul_scaled>()(wa.w(), wa.s(), X, b, has_bias, R, r.has, kind, Y));
+    case Sig::matmul_norm:
+        return run(op, v.fn_as<Sig::matmul_norm>()(wa.w(), X, b, has_bias, nw, nb, n.layer, n.eps, R, r.has, kind, Y));
+    case Sig::matmul_scaled_norm:
+        return run(op, v.fn_as<Sig::matmul_scaled_norm>()(wa.w(), wa.s(), X, b, has_bias, nw, nb, n.layer, n.eps, R, r.has,
+                                                           kind, Y));
+    default: fail(op, "internal: not an f32-activation matmul");
     }
-    pass->finish(e, y, opt);
 }
 
 void matmul(const Weights &w, const Q8KActivations &a, const float *bias, Matrix y, const RunOptions &opt) {
@@ -601,26 +566,14 @@ void matmul(const Weights &w, const Q8KActivations &a, const float *bias, const 
     const int kind = epilogue_kind(op, e, y, a.tokens, w.out);
     KernelKey key = weights_key(w, Op::matvec);
     key.act = a.type;
-    std::optional<ActivationPass> pass;
-    {
-        WeightCall c(op, w, key, a.tokens, opt);
-        const Variant &v = c.v;
-        Place &place = c.place;
-        const bool activates = v.sig == Sig::matmul_q8k_epilogue;
-        pass.emplace(op, e, activates, place);
-        Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
-        auto bv = place.vec("bias", bias, w.out);
-        auto yv = matrix_view(place, "y", y);
-        ResidualArg r(place, pass->kernel_residual(e), yv);
-        halide_buffer_t *d = q.d.raw_buffer(), *qs = q.qs.raw_buffer(), *sums = q.bsums.raw_buffer(), *b = bv.raw_buffer();
-        if (activates) {
-            run(op, v.fn_as<Sig::matmul_q8k_epilogue>()(c.wa.w(), d, qs, sums, b, bias != nullptr, r.buffer(), r.has, kind,
-                                                         yv.raw_buffer()));
-        } else {
-            run(op, v.fn_as<Sig::matmul_q8k>()(c.wa.w(), d, qs, sums, b, bias != nullptr, r.buffer(), r.has, yv.raw_buffer()));
-        }
-    }
-    pass->finish(e, y, opt);
+    WeightCall c(op, w, key, a.tokens, opt);
+    Place &place = c.place;
+    Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
+    auto bv = place.vec("bias", bias, w.out);
+    auto yv = matrix_view(place, "y", y);
+    ResidualArg r(place, e.residual, yv);
+    run(op, c.v.fn_as<Sig::matmul_q8k>()(c.wa.w(), q.d.raw_buffer(), q.qs.raw_buffer(), q.bsums.raw_buffer(),
+                                         bv.raw_buffer(), bias != nullptr, r.buffer(), r.has, kind, yv.raw_buffer()));
 }
 
 void matmul_glu(const Weights &w, const Q8KActivations &a, const float *bias, Activation act, Matrix y,

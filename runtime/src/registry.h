@@ -39,15 +39,14 @@ struct KernelRow {
 enum class Sig : uint8_t {
     dequant,          // weight, out
     dequant_scaled,   // weight, scales, out
-    // Every matmul ends in the plain epilogue's inputs (kernels.h, Epilogue):
-    // residual and has_residual, and act_kind for the packed ones.
-    matmul,           // weight, x, bias, has_bias, residual, has_residual, y
-    matmul_scaled,    // weight, scales, x, bias, has_bias, residual, has_residual, y
-    matmul_norm,      // weight, x, bias, has_bias, norm weight, norm bias, layer_norm, eps, residual, has_residual, y
+    // Every matmul but glu ends in the plain epilogue's inputs (kernels.h,
+    // Epilogue): residual, has_residual, act_kind.
+    matmul,           // weight, x, bias, has_bias, residual, has_residual, act_kind, y
+    matmul_scaled,    // weight, scales, x, bias, has_bias, residual, has_residual, act_kind, y
+    matmul_norm,      // weight, x, bias, has_bias, norm weight, norm bias, layer_norm, eps, residual, has_residual, act_kind, y
     matmul_scaled_norm,
-    matmul_q8k,       // weight, a.d, a.qs, a.bsums, bias, has_bias, residual, has_residual, y
+    matmul_q8k,       // weight, a.d, a.qs, a.bsums, bias, has_bias, residual, has_residual, act_kind, y
     matmul_q8k_glu,   // weight, a.d, a.qs, a.bsums, bias, has_bias, act_kind, y
-    matmul_q8k_epilogue,  // weight, a.d, a.qs, a.bsums, bias, has_bias, residual, has_residual, act_kind, y
     quantize,         // x, d, qs, bsums
     quantize_norm,    // x, norm weight, norm bias, layer_norm, eps, d, qs, bsums
     convert,          // x, out
@@ -66,9 +65,7 @@ constexpr Sig signature_of(const KernelRow &r) {
     case Op::glu: return Sig::glu;
     case Op::head_norm: return Sig::head_norm;
     default:
-        if (r.act != ActType::f32) {  // q8_k and q8_0 planes alike; packed kernels end in the activation too
-            return r.glu ? Sig::matmul_q8k_glu : r.pack ? Sig::matmul_q8k_epilogue : Sig::matmul_q8k;
-        }
+        if (r.act != ActType::f32) return r.glu ? Sig::matmul_q8k_glu : Sig::matmul_q8k;  // q8_k and q8_0 planes alike
         if (separate_scales(r)) return r.norm ? Sig::matmul_scaled_norm : Sig::matmul_scaled;
         return r.norm ? Sig::matmul_norm : Sig::matmul;
     }
@@ -78,12 +75,11 @@ using B = halide_buffer_t *;
 template <Sig S> struct SigType;
 template <> struct SigType<Sig::dequant> { using type = int(B, B); };
 template <> struct SigType<Sig::dequant_scaled> { using type = int(B, B, B); };
-template <> struct SigType<Sig::matmul> { using type = int(B, B, B, bool, B, bool, B); };
-template <> struct SigType<Sig::matmul_scaled> { using type = int(B, B, B, B, bool, B, bool, B); };
-template <> struct SigType<Sig::matmul_norm> { using type = int(B, B, B, bool, B, B, bool, float, B, bool, B); };
-template <> struct SigType<Sig::matmul_scaled_norm> { using type = int(B, B, B, B, bool, B, B, bool, float, B, bool, B); };
-template <> struct SigType<Sig::matmul_q8k> { using type = int(B, B, B, B, B, bool, B, bool, B); };
-template <> struct SigType<Sig::matmul_q8k_epilogue> { using type = int(B, B, B, B, B, bool, B, bool, int, B); };
+template <> struct SigType<Sig::matmul> { using type = int(B, B, B, bool, B, bool, int, B); };
+template <> struct SigType<Sig::matmul_scaled> { using type = int(B, B, B, B, bool, B, bool, int, B); };
+template <> struct SigType<Sig::matmul_norm> { using type = int(B, B, B, bool, B, B, bool, float, B, bool, int, B); };
+template <> struct SigType<Sig::matmul_scaled_norm> { using type = int(B, B, B, B, bool, B, B, bool, float, B, bool, int, B); };
+template <> struct SigType<Sig::matmul_q8k> { using type = int(B, B, B, B, B, bool, B, bool, int, B); };
 template <> struct SigType<Sig::matmul_q8k_glu> { using type = int(B, B, B, B, B, bool, int, B); };
 template <> struct SigType<Sig::quantize> { using type = int(B, B, B, B); };
 template <> struct SigType<Sig::quantize_norm> { using type = int(B, B, B, bool, float, B, B, B); };

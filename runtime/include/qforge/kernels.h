@@ -143,11 +143,9 @@ enum class Activation { silu, gelu_tanh, gelu_erf };
 
 // What a matmul does to its outputs before it stores them: y = act(x W^T
 // + bias) + residual (an FFN's plain GELU up projection; a block's residual
-// adds after its output projection and FFN). Every matmul kernel adds the
-// residual in its own store, on every target; the packed kernels apply the
-// activation there too, the others are followed by the activation kernel
-// (and then the residual, added in host memory: on CUDA, a residual after
-// an activation is an error).
+// adds after its output projection and FFN). Every matmul kernel applies
+// both in its own store, on every target, and a call without them pays
+// nothing for them.
 struct Epilogue {
     bool activate = false;             // apply `act`
     Activation act = Activation::silu;
