@@ -14,7 +14,7 @@
 namespace qforge::bench {
 
 struct RandomWeights {
-    std::vector<uint8_t> bytes;   // the weight plane, then the scale plane (formats with one)
+    std::vector<uint8_t> bytes;   // the weight plane, then the scale plane and the zero points (formats with them)
     int64_t plane = 0;            // bytes of the weight plane
     int64_t out = 0, in = 0;
     Format format = Format::f32;
@@ -22,9 +22,10 @@ struct RandomWeights {
 
     // A view of these bytes, or of a copy of them at `base` (host or device).
     Weights at(const uint8_t *base) const {
-        return {format, base, out, in, 0, traits(format).separate_scales ? reinterpret_cast<const uint16_t *>(base + plane)
-                                                                          : nullptr,
-                group};
+        Weights w{format, base, out, in, 0,
+                  traits(format).separate_scales ? reinterpret_cast<const uint16_t *>(base + plane) : nullptr, group};
+        if (traits(format).zero_points) w.zeros = base + plane + out * ((in + group - 1) / group) * 2;
+        return w;
     }
 };
 
@@ -44,7 +45,9 @@ inline RandomWeights random_weights(Format format, int64_t out, int64_t in, int 
         w.bytes[at] = small & 0xFF;
         w.bytes[at + 1] = small >> 8;
     };
-    for (size_t at = w.plane; at + 1 < w.bytes.size(); at += 2) put(at);
+    const size_t scales_end = t.separate_scales ? w.plane + out * ((in + group - 1) / group) * 2 : w.bytes.size();
+    for (size_t at = w.plane; at + 1 < scales_end; at += 2) put(at);
+    for (size_t at = scales_end; at < w.bytes.size(); ++at) w.bytes[at] &= 15;  // int4z's zero points
     for (size_t blk = 0; blk < static_cast<size_t>(w.plane); blk += t.block_bytes) {
         for (int f : t.f16_fields) put(blk + f);
     }

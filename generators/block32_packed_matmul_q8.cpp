@@ -14,14 +14,18 @@
 // vpmaddubsw saturates on 2 * 255 * 127, so |w| x (a with w's sign), z = 0;
 // sdot takes s8 as is, z = 0. nonlinear (IQ4_NL): Q4_0's nibbles index the
 // IQ4 levels, which each DotForm takes as it takes Q8_0's s8 values
-// (iq4_weight in common.h). Integer sums are exact.
+// (iq4_weight in common.h). zero_points (int4z): bits=4 with the block's
+// zero point z a byte per row beside the scale, so isum - z * asum is
+// exact in i32, with no rounded min. Integer sums are exact.
 #include "common.h"
 
 namespace qforge {
 
-// Bytes per row of a packed tile: 32 values of `bits` bits, the f16 scale
-// and the f16 min when there is one.
-constexpr int block32_packed_bytes(int bits, bool min) { return 4 * bits + 2 + (min ? 2 : 0); }
+// Bytes per row of a packed tile: 32 values of `bits` bits, the f16 scale,
+// the f16 min or the zero point's byte when there is one.
+constexpr int block32_packed_bytes(int bits, bool min, bool zero = false) {
+    return 4 * bits + 2 + (min ? 2 : 0) + (zero ? 1 : 0);
+}
 
 class Block32PackedMatmulQ8 : public KernelGenerator<Block32PackedMatmulQ8> {
 public:
@@ -31,6 +35,7 @@ public:
     GeneratorParam<int> bits{"bits", 4};              // 4: Q4_0, Q4_1, int4g; 5: Q5_0, Q5_1; 8: Q8_0
     GeneratorParam<bool> has_min{"has_min", false};   // Q4_1, Q5_1: w = d q + m
     GeneratorParam<bool> nonlinear{"nonlinear", false};  // IQ4_NL: w = d level[q]
+    GeneratorParam<bool> zero_points{"zero_points", false};  // int4z: w = d (q - z), z a byte per row and block
 
     Input<Buffer<uint8_t, 3>> weight{"weight"};   // [block32_packed_bytes(bits, has_min) R, in/32, tiles]
     Input<Buffer<float, 2>> a_d{"a_d"};           // [in/32, tokens]
@@ -47,9 +52,10 @@ public:
         check(B == 4 || B == 5 || B == 8, "bits must be 4, 5 or 8");
         check(!has_min || B != 8, "a min goes with 4 or 5 bits");
         check(!nonlinear || (B == 4 && !has_min), "nonlinear levels go with 4 bits and no min");
+        check(!zero_points || (B == 4 && !has_min && !nonlinear), "zero points go with 4 linear bits and no min");
         // s8 weights (Q8_0's, IQ4_NL's levels): their pairs are widened one by one.
         const bool wide = B != 4 || nonlinear;
-        constrain_packed(weight, y, block32_packed_bytes(B, has_min) * R);
+        constrain_packed(weight, y, block32_packed_bytes(B, has_min, zero_points) * R);
         Func a_d_ = clamp_outer(a_d), a_qs_ = clamp_outer(a_qs), a_sums_ = clamp_outer(a_sums);
 
         PackedBlock32Funcs f;
@@ -126,7 +132,9 @@ public:
         const int parts = f.form == DotForm::u8s8_pairs && !wide ? 2 : 1;
         f.wide_part = wide;
         f.halves = RDom(0, parts, "halves");
-        f.isum(r, kb, t, n) = -zero * f.act_sum(kb, n);
+        // int4z's zero point: the byte after the tile's scales (18R + r).
+        Expr z = zero_points ? cast<int32_t>(weight(18 * R + r, kb, t)) : Expr(zero);
+        f.isum(r, kb, t, n) = -z * f.act_sum(kb, n);
         f.isum(r, kb, t, n) += cast<int32_t>(f.part(f.halves, r, kb, t, n));
 
         auto wd = [&](const Expr &blk) {

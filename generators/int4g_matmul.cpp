@@ -1,5 +1,6 @@
-// Y = X * W^T + b with int4g weights (FORMATS.md, "int4g"), unpack ->
-// dequantize -> multiply fused: the dequantized weight exists only in registers.
+// Y = X * W^T + b with int4g weights (FORMATS.md, "int4g"), or int4z's
+// (zero_points: "int4z"), unpack -> dequantize -> multiply fused: the
+// dequantized weight exists only in registers.
 #include "common.h"
 
 namespace qforge {
@@ -8,6 +9,9 @@ class Int4gMatmul : public KernelGenerator<Int4gMatmul> {
 public:
     static constexpr bool kEpilogue = true;  // ends in with_epilogue (common.h): act + residual
     GeneratorParam<int> group_size{"group_size", 32};
+    // int4z: one more input after has_bias (before the norm's), the zero
+    // points [n_groups, out] (u8), subtracted from the nibbles instead of 8.
+    GeneratorParam<bool> zero_points{"zero_points", false};
 
     Input<Buffer<uint8_t, 2>> weight{"weight"};    // [in/2, out]
     Input<Buffer<uint16_t, 2>> scales{"scales"};   // f16 bits, [n_groups, out]
@@ -16,10 +20,17 @@ public:
     Input<bool> has_bias{"has_bias"};
     Output<Buffer<float, 2>> y{"y"};               // [out, tokens]
 
+    void configure() {
+        if (zero_points) zeros_ = add_input<Buffer<uint8_t, 2>>("zeros");
+        KernelGenerator<Int4gMatmul>::configure();
+    }
+
     void generate() {
         Func weight_ = clamp_outer(weight);
         Func scales_ = clamp_outer(scales);
         Func x_ = activations(x);
+        Func zeros_clamped;
+        if (zero_points) zeros_clamped = clamp_outer(*zeros_);
         const int G = group_size;
         check(G >= 2 && G % 2 == 0, "group_size must be even and >= 2");
         GroupMatmulFuncs f;
@@ -32,10 +43,12 @@ public:
         Expr full_groups = in / G;
         Expr tail_pairs = (in - full_groups * G) / 2;
 
-        // The dequantized weight of column c, row r: (nibble - 8) * scale.
+        // The dequantized weight of column c, row r: (nibble - zero) * scale,
+        // zero 8 for int4g.
         auto dequant = [&](Expr c, Expr row) {
             Expr nibble = (weight_(c / 2, row) >> cast<uint8_t>(4 * (c % 2))) & cast<uint8_t>(15);
-            return f16_bits_to_f32(scales_(c / G, row)) * cast<float>(cast<int32_t>(nibble) - 8);
+            Expr zero = zero_points ? cast<int32_t>(zeros_clamped(c / G, row)) : Expr(8);
+            return f16_bits_to_f32(scales_(c / G, row)) * cast<float>(cast<int32_t>(nibble) - zero);
         };
         f.wq(f.c, r) = dequant(f.c, r);
 
@@ -51,6 +64,9 @@ public:
 
         schedule_family_for(get_target()).group_matmul(f, get_target(), knobs());
     }
+
+private:
+    GeneratorInput<Buffer<uint8_t, 2>> *zeros_ = nullptr;
 };
 
 }  // namespace qforge

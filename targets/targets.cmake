@@ -32,7 +32,7 @@ set(QF_TARGETS
 #   act        the activation type it reads: f32 | q8_k | q8_0 ("-" for dequant)
 #   norm       "norm": it reads RMSNorm/LayerNorm(x), computed inline
 #   out        its output: f32 | f16 | q8_k | q8_0
-#   group      int4g's group size
+#   group      int4g's and int4z's group size
 #   pack       R: the kernel reads the packed layout of FORMATS.md ("Packed
 #              layouts"), tiles of R rows interleaved ("-": the file's own
 #              layout). R is a knob per target family: a row per family.
@@ -177,6 +177,22 @@ foreach(fmt IN LISTS QF_BLOCK_FORMATS)
     list(APPEND QF_KERNELS
         "${fmt} matvec ${act} - f32 - - cuda ggml_block_matmul_q8 format=${fmt}"
         "${fmt} matmul ${act} - f32 - - cuda ggml_block_matmul_q8 format=${fmt}")
+endforeach()
+
+# int4z (zero points: GPTQ, AWQ; FORMATS.md) runs int4g's generators with
+# one more input, the zero-point plane.
+foreach(g 32 64 128)
+    list(APPEND QF_KERNELS
+        "int4z dequant - - f32 ${g} - all int4g_dequant zero_points=true"
+        "int4z dequant - - f16 ${g} - cuda int4g_dequant zero_points=true"
+        "int4z matvec f32 - f32 ${g} - all int4g_matmul zero_points=true"
+        "int4z matmul f32 - f32 ${g} - all int4g_matmul zero_points=true"
+        "int4z matvec f32 norm f32 ${g} - all int4g_matmul zero_points=true"
+        "int4z matmul f32 norm f32 ${g} - all int4g_matmul zero_points=true"
+        "int4z matvec q8_0 - f32 ${g} 16 x86 block32_packed_matmul_q8 zero_points=true"
+        "int4z matmul q8_0 - f32 ${g} 16 x86 block32_packed_matmul_q8 zero_points=true"
+        "int4z matvec q8_0 - f32 ${g} 8 arm64 block32_packed_matmul_q8 zero_points=true"
+        "int4z matmul q8_0 - f32 ${g} 8 arm64 block32_packed_matmul_q8 zero_points=true")
 endforeach()
 
 # Every packed matmul once more with the glu epilogue (generators/common.h):

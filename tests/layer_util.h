@@ -42,12 +42,15 @@ inline Built build(Format format, const std::vector<float> &w, int64_t out, int6
             b.dequantized[i] = bf ? ref::bf16_to_f32(b.halves[i]) : ref::f16_to_f32(b.halves[i]);
         }
         r.data = b.halves.data();
-    } else if (format == Format::int4g) {
-        b.i4 = quantize_int4g(w.data(), out, in, group_size);
+    } else if (format == Format::int4g || format == Format::int4z) {
+        const bool z = format == Format::int4z;
+        b.i4 = z ? quantize_int4z(w.data(), out, in, group_size) : quantize_int4g(w.data(), out, in, group_size);
         r.data = b.i4.weight.data();
         r.scales = b.i4.scales.data();
+        r.zeros = z ? b.i4.zeros.data() : nullptr;
         r.group_size = group_size;
-        ref::int4g_dequant(b.i4.weight.data(), b.i4.scales.data(), out, in, group_size, b.dequantized.data());
+        ref::int4z_dequant(b.i4.weight.data(), b.i4.scales.data(), z ? b.i4.zeros.data() : nullptr, out, in,
+                           group_size, b.dequantized.data());
     } else {
         if (format == Format::q4_k) {
             b.bytes = quantize_q4k(w.data(), out, in).data;

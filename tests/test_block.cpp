@@ -103,8 +103,10 @@ Weights file_weights(const KernelRow &row, const Built &b, int64_t out, int64_t 
     w.out = out;
     w.in = in;
     w.group_size = row.group;
-    w.data = row.format == Format::int4g ? static_cast<const void *>(b.i4.weight.data()) : b.bytes.data();
-    w.scales = row.format == Format::int4g ? b.i4.scales.data() : nullptr;
+    const bool i4 = traits(row.format).separate_scales;
+    w.data = i4 ? static_cast<const void *>(b.i4.weight.data()) : b.bytes.data();
+    w.scales = i4 ? b.i4.scales.data() : nullptr;
+    w.zeros = traits(row.format).zero_points ? b.i4.zeros.data() : nullptr;
     return w;
 }
 
@@ -260,7 +262,7 @@ TEST_P(PlainEpilogue, IsTheActivationPlusTheResidual) {
     if (row.pack) {
         plane.resize(packed_bytes(row.format, out, in, R));
         pack_weights(fw, R, plane.data());
-    } else if (row.format == Format::int4g) {
+    } else if (traits(row.format).separate_scales) {
         plane = b.i4.weight;
         scales = b.i4.scales;
     } else {
@@ -290,6 +292,7 @@ TEST_P(PlainEpilogue, IsTheActivationPlusTheResidual) {
         Weights w = fw;
         w.data = m.in(plane);
         w.scales = scales.empty() ? nullptr : m.in(scales);
+        w.zeros = b.i4.zeros.empty() ? nullptr : m.in(b.i4.zeros);
         w.pack_rows = row.pack;
         const Matrix yd = m.out(y);
         Epilogue ed = e;

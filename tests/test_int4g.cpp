@@ -1,24 +1,37 @@
-// int4g kernels: dequant bit-exact, matmul within 1e-5 of float64, every
-// registered variant, awkward shapes, strides, with and without bias.
+// int4g and int4z kernels: dequant bit-exact, matmul within 1e-5 of
+// float64, every registered variant, awkward shapes, strides, with and
+// without bias; int4z with random zero points over the whole byte range a
+// file can hold (0..15).
 #include "test_util.h"
 
 namespace qforge::test {
 namespace {
 
 struct Int4gData {
+    Format format;
     int64_t out, in;
     int g;
-    int64_t wstride, sstride;   // row strides; > dense when testing padding
+    int64_t wstride, sstride;   // row strides; > dense when testing padding (the zero points' is sstride + 1)
     std::vector<uint8_t> weight;
     std::vector<uint16_t> scales;
+    std::vector<uint8_t> zeros;  // int4z
 
-    Int4gData(int64_t o, int64_t i, int group, int64_t wpad = 0, int64_t spad = 0)
-        : out(o), in(i), g(group), wstride(i / 2 + wpad), sstride((i + group - 1) / group + spad) {
+    Int4gData(Format f, int64_t o, int64_t i, int group, int64_t wpad = 0, int64_t spad = 0)
+        : format(f), out(o), in(i), g(group), wstride(i / 2 + wpad), sstride((i + group - 1) / group + spad) {
         weight = random_bytes(out * wstride);
         scales = random_f16(out * sstride, -0.05f, 0.05f);
+        if (f == Format::int4z) {
+            zeros = random_bytes(out * (sstride + 1));
+            for (uint8_t &z : zeros) z &= 15;
+        }
     }
     Weights view(Mem &m) const {
-        return {Format::int4g, m.in(weight), out, in, wstride, m.in(scales), g, sstride};
+        Weights w{format, m.in(weight), out, in, wstride, m.in(scales), g, sstride};
+        if (!zeros.empty()) {
+            w.zeros = m.in(zeros);
+            w.zeros_stride = sstride + 1;
+        }
+        return w;
     }
     // Dense copies for the reference.
     std::vector<uint8_t> dense_weight() const {
@@ -30,6 +43,13 @@ struct Int4gData {
         const int64_t ng = (in + g - 1) / g;
         std::vector<uint16_t> d(out * ng);
         for (int64_t r = 0; r < out; ++r) std::memcpy(&d[r * ng], &scales[r * sstride], ng * 2);
+        return d;
+    }
+    std::vector<uint8_t> dense_zeros() const {
+        if (zeros.empty()) return {};
+        const int64_t ng = (in + g - 1) / g;
+        std::vector<uint8_t> d(out * ng);
+        for (int64_t r = 0; r < out; ++r) std::memcpy(&d[r * ng], &zeros[r * (sstride + 1)], ng);
         return d;
     }
 };
@@ -44,12 +64,13 @@ TEST_P(Int4gDequant, BitExactAgainstReference) {
     for (Case c : std::vector<Case>{{1, 2, 0, 0, 0}, {3, 300, 0, 0, 0}, {257, 130, 3, 1, 5}, {5, 14336, 0, 0, 0},
                                     {17, 4098, 0, 0, 1}, {2, 2 * g + 2, 0, 0, 0}}) {
         SCOPED_TRACE("out=" + std::to_string(c.out) + " in=" + std::to_string(c.in));
-        Int4gData w(c.out, c.in, g, c.wpad, c.spad);
+        Int4gData w(p.row->format, c.out, c.in, g, c.wpad, c.spad);
         const auto before = w.weight;
         std::vector<float> ref(c.out * c.in);
         auto dw = w.dense_weight();
         auto ds = w.dense_scales();
-        ref::int4g_dequant(dw.data(), ds.data(), c.out, c.in, g, ref.data());
+        auto dz = w.dense_zeros();
+        ref::int4z_dequant(dw.data(), ds.data(), dz.empty() ? nullptr : dz.data(), c.out, c.in, g, ref.data());
         Mem m(p);
         expect_dequant(p, m, c.out, c.in, c.opad, ref, [&](auto out) { dequant(w.view(m), out, options(p)); });
         EXPECT_EQ(before, w.weight) << "the kernel modified its input";
@@ -57,6 +78,7 @@ TEST_P(Int4gDequant, BitExactAgainstReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, Int4gDequant, testing::ValuesIn(weight_variants("Int4gDequant", Format::int4g, {Op::dequant})), variant_name);
+INSTANTIATE_TEST_SUITE_P(ZeroPoints, Int4gDequant, testing::ValuesIn(weight_variants("Int4zDequant", Format::int4z, {Op::dequant})), variant_name);
 
 class Int4gMatmul : public testing::TestWithParam<VariantParam> {};
 
@@ -71,7 +93,7 @@ TEST_P(Int4gMatmul, MatchesFloat64Reference) {
     };
     for (const MatmulCase &c : cases) {
         SCOPED_TRACE(c.name());
-        Int4gData w(c.out, c.in, g, c.pad, c.pad);
+        Int4gData w(p.row->format, c.out, c.in, g, c.pad, c.pad);
         const int64_t xstride = c.in + c.pad;
         auto x = random_floats(c.tokens * xstride);
         auto bias = random_floats(c.out);
@@ -87,14 +109,16 @@ TEST_P(Int4gMatmul, MatchesFloat64Reference) {
         std::vector<double> ref(c.tokens * c.out), mag(c.tokens * c.out);
         auto dw = w.dense_weight();
         auto ds = w.dense_scales();
-        ref::int4g_matmul(dw.data(), ds.data(), c.out, c.in, g, xd.data(), c.tokens, c.bias ? bias.data() : nullptr,
-                          ref.data(), mag.data());
+        auto dz = w.dense_zeros();
+        ref::int4z_matmul(dw.data(), ds.data(), dz.empty() ? nullptr : dz.data(), c.out, c.in, g, xd.data(), c.tokens,
+                          c.bias ? bias.data() : nullptr, ref.data(), mag.data());
         expect_matmul_close(y, ref, mag, c.in);
         EXPECT_EQ(x_before, x) << "the kernel modified its input";
     }
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, Int4gMatmul, testing::ValuesIn(weight_variants("Int4gMatmul", Format::int4g, {Op::matvec, Op::matmul})), variant_name);
+INSTANTIATE_TEST_SUITE_P(ZeroPoints, Int4gMatmul, testing::ValuesIn(weight_variants("Int4zMatmul", Format::int4z, {Op::matvec, Op::matmul})), variant_name);
 
 }  // namespace
 }  // namespace qforge::test

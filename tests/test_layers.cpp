@@ -252,6 +252,7 @@ WeightRef same_weights(const Built &host, const std::vector<float> &w, int64_t o
         r.scales = host.i4.scales.data();
         r.group_size = 32;
     }
+    if (traits(r.format).zero_points) r.zeros = host.i4.zeros.data();
     return r;
 }
 

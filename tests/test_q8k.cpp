@@ -209,12 +209,17 @@ TEST_P(Block32Q8, MatchesReference) {
         SCOPED_TRACE(c.name());
         std::vector<uint8_t> data;
         std::vector<uint16_t> scales;
+        std::vector<uint8_t> zeros;
         std::vector<float> w(c.out * c.in);
-        if (f == Format::int4g) {
+        if (traits(f).separate_scales) {
             data = random_bytes(c.out * c.in / 2);
             const int64_t groups = (c.in + G - 1) / G;
             scales = random_f16(c.out * groups, -0.02f, 0.02f);
-            ref::int4g_dequant(data.data(), scales.data(), c.out, c.in, G, w.data());
+            if (traits(f).zero_points) {
+                zeros = random_bytes(c.out * groups);
+                for (uint8_t &z : zeros) z &= 15;
+            }
+            ref::int4z_dequant(data.data(), scales.data(), zeros.empty() ? nullptr : zeros.data(), c.out, c.in, G, w.data());
         } else {
             data = random_bytes(weight_bytes(f, c.out, c.in));
             for (size_t b = 0; b < data.size(); b += traits(f).block_bytes) {
@@ -228,6 +233,7 @@ TEST_P(Block32Q8, MatchesReference) {
         }
         Weights wt{f, data.data(), c.out, c.in};
         wt.scales = scales.empty() ? nullptr : scales.data();
+        wt.zeros = zeros.empty() ? nullptr : zeros.data();
         wt.group_size = G;
         const std::vector<uint8_t> packed = packed_or_file(wt, p.row->pack, data);
         auto x = random_floats(c.tokens * c.in, -2.0f, 2.0f);
@@ -241,6 +247,7 @@ TEST_P(Block32Q8, MatchesReference) {
         pw.group_size = G;
         pw.pack_rows = p.row->pack;
         if (!scales.empty() && !p.row->pack) pw.scales = mem.in(scales);
+        if (!zeros.empty() && !p.row->pack) pw.zeros = mem.in(zeros);
         matmul(pw, a.input(mem), b ? mem.in(bias) : nullptr, mem.out(y), options(p));
         mem.sync();
         y.expect_all_written();
@@ -254,7 +261,7 @@ TEST_P(Block32Q8, MatchesReference) {
 
 std::vector<VariantParam> block32_q8_variants() {
     auto v = weight_variants("Block32Q8", Format::q4_0, {Op::matvec, Op::matmul}, ActType::q8_0);
-    for (Format f : {Format::int4g, Format::q8_0, Format::q4_1, Format::q5_0, Format::q5_1, Format::iq4_nl}) {
+    for (Format f : {Format::int4g, Format::int4z, Format::q8_0, Format::q4_1, Format::q5_0, Format::q5_1, Format::iq4_nl}) {
         auto g = weight_variants("Block32Q8", f, {Op::matvec, Op::matmul}, ActType::q8_0);
         v.insert(v.end(), g.begin(), g.end());
     }

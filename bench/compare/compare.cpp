@@ -1,11 +1,13 @@
 // qforge against its peers in one run, on the same machine, shapes, threads
 // and input data (issue: benchmarks against ggml and the roofline):
-//   qforge layers (Q4_K; int4g G=32 and Q4_0; Q8_0; Q6_K; IQ4_XS), ggml's CPU kernels
+//   qforge layers (Q4_K; int4g G=32 and Q4_0; int4z G=32 (zero points, GPTQ's
+//   and AWQ's arithmetic) against ggml's Q4_1, its asymmetric peer; Q8_0; Q6_K; IQ4_XS), ggml's CPU kernels
 //   through ggml_mul_mat on a graph (plain and with its weight repacking),
 //   the eager baseline (qforge dequantizes once, OpenBLAS sgemm per call)
 //   and the scalar reference (decode only: it is float64 and slow).
 // Every implementation sees the same quantized weights (ggml's Q4_0 blocks
-// are the int4g G=32 values re-laid out; Q4_K and Q8_0 bytes are shared) and
+// are the int4g G=32 values re-laid out, its Q4_1 blocks int4z's with m =
+// -d z rounded to f16; Q4_K and Q8_0 bytes are shared) and
 // the same activations, and quantizes its activations inside its own time.
 // Implementations are interleaved within each round; each row is printed as
 // one JSON line for bench/report.py.
@@ -124,6 +126,25 @@ std::vector<uint8_t> random_iq4_xs(int64_t out, int64_t in) {
     return b;
 }
 
+// int4z G=32 as Q4_1 blocks: d, m = -d z (f16), the nibbles paired as Q4_0's.
+std::vector<uint8_t> int4z_to_q4_1(const Int4gQuantized &q, int64_t out, int64_t in) {
+    std::vector<uint8_t> b(out * in / 32 * 20);
+    auto nib = [&](int64_t r, int64_t c) { return (q.weight[r * in / 2 + c / 2] >> (4 * (c % 2))) & 15; };
+    for (int64_t r = 0; r < out; ++r) {
+        for (int64_t g = 0; g < in / 32; ++g) {
+            uint8_t *p = &b[(r * in / 32 + g) * 20];
+            const uint16_t d = q.scales[r * (in / 32) + g];
+            const uint16_t m = ref::f32_to_f16(-ref::f16_to_f32(d) * q.zeros[r * (in / 32) + g]);
+            p[0] = d & 0xFF;
+            p[1] = d >> 8;
+            p[2] = m & 0xFF;
+            p[3] = m >> 8;
+            for (int j = 0; j < 16; ++j) p[4 + j] = static_cast<uint8_t>(nib(r, g * 32 + j) | (nib(r, g * 32 + j + 16) << 4));
+        }
+    }
+    return b;
+}
+
 // int4g G=32 as Q4_0 blocks (FORMATS.md): the same d and nibbles, byte j of
 // a block holding columns j (low) and j + 16 (high).
 std::vector<uint8_t> int4g_to_q4_0(const Int4gQuantized &q, int64_t out, int64_t in) {
@@ -194,6 +215,8 @@ public:
         q4k_ = quantize_q4k(w.data(), s.out, s.in).data;
         i4_ = quantize_int4g(w.data(), s.out, s.in, 32, false);
         q4_0_ = int4g_to_q4_0(i4_, s.out, s.in);
+        z4_ = quantize_int4z(w.data(), s.out, s.in, 32);
+        q4_1_ = int4z_to_q4_1(z4_, s.out, s.in);
         q8_0_ = quantize_q8_0(w, s.out, s.in);
         q6k_ = quantize_q6k(w, s.out, s.in);
         iq4xs_ = random_iq4_xs(s.out, s.in);
@@ -210,12 +233,14 @@ public:
         add_qforge("qforge", "q4_k", Format::q4_k, q4k_, Activations::automatic, "-before");
         add_qforge("qforge-int4g", "q4_0", Format::int4g, i4_.weight);
         add_qforge("qforge", "q4_0", Format::q4_0, q4_0_);
+        add_qforge("qforge-int4z", "q4_1", Format::int4z, z4_.weight);
         add_qforge("qforge", "q8_0", Format::q8_0, q8_0_);
         add_qforge("qforge", "q6_k", Format::q6_k, q6k_);
         add_qforge("qforge", "iq4_xs", Format::iq4_xs, iq4xs_);
         for (bool repack : {false, true}) {
             add_ggml("q4_k", GGMLType::q4_k, q4k_, repack);
             add_ggml("q4_0", GGMLType::q4_0, q4_0_, repack);
+            if (!repack) add_ggml("q4_1", GGMLType::q4_1, q4_1_, false);  // ggml has no Q4_1 repacking
         }
         add_ggml("q8_0", GGMLType::q8_0, q8_0_, false);  // ggml 0.3.16 has no Q8_0 repacking
         add_ggml("q6_k", GGMLType::q6_k, q6k_, false);  // nor Q6_K
@@ -246,6 +271,7 @@ public:
     int64_t weight_bytes(const std::string &family) const {
         if (family == "q4_k") return static_cast<int64_t>(q4k_.size());
         if (family == "q4_0") return static_cast<int64_t>(q4_0_.size());
+        if (family == "q4_1") return static_cast<int64_t>(q4_1_.size());
         if (family == "q6_k") return static_cast<int64_t>(q6k_.size());
         if (family == "iq4_xs") return static_cast<int64_t>(iq4xs_.size());
         return static_cast<int64_t>(q8_0_.size());
@@ -257,25 +283,29 @@ private:
         const int copies = copies_for(static_cast<int64_t>(bytes.size()));
         auto layers = std::make_shared<std::vector<std::unique_ptr<Linear>>>();
         auto store = std::make_shared<std::vector<std::vector<uint8_t>>>(copies, bytes);
-        // int4g keeps its scales beside the nibbles: one copy per weight copy.
-        auto scales = std::make_shared<std::vector<std::vector<uint16_t>>>(type == Format::int4g ? copies : 0, i4_.scales);
+        // int4g and int4z keep their scales (and zero points) beside the nibbles: one copy per weight copy.
+        const Int4gQuantized &q = type == Format::int4z ? z4_ : i4_;
+        const bool planes = traits(type).separate_scales;
+        auto scales = std::make_shared<std::vector<std::vector<uint16_t>>>(planes ? copies : 0, q.scales);
+        auto zeros = std::make_shared<std::vector<std::vector<uint8_t>>>(type == Format::int4z ? copies : 0, q.zeros);
         for (int c = 0; c < copies; ++c) {
             WeightRef r;
             r.format = type;
             r.out = s_.out;
             r.in = s_.in;
             r.data = (*store)[c].data();
-            if (type == Format::int4g) {
+            if (planes) {
                 r.scales = (*scales)[c].data();
                 r.group_size = 32;
             }
+            if (type == Format::int4z) r.zeros = (*zeros)[c].data();
             layers->push_back(make_linear(name + "." + family, r));
         }
         ForwardOptions fo;
         fo.activations = act;
         const bool before = suffix == "-before";
-        impls_.push_back({name + "-" + (type == Format::int4g ? std::string("g32") : family) + suffix,
-                          family, copies, [this, layers, store, scales, fo, before](int c) {
+        impls_.push_back({name + "-" + (planes ? std::string("g32") : family) + suffix,
+                          family, copies, [this, layers, store, scales, zeros, fo, before](int c) {
                               ForwardOptions o = fo;
                               if (before) {
                                   o.activations = tokens_ == 1 ? Activations::f32 : Activations::q8;
@@ -300,8 +330,8 @@ private:
 
     Shape s_;
     int64_t max_tokens_;
-    std::vector<uint8_t> q4k_, q4_0_, q8_0_, q6k_, iq4xs_;
-    Int4gQuantized i4_;
+    std::vector<uint8_t> q4k_, q4_0_, q4_1_, q8_0_, q6k_, iq4xs_;
+    Int4gQuantized i4_, z4_;
     std::vector<float> dense_;
     Data d_;
     int64_t tokens_ = 1;

@@ -34,6 +34,7 @@ ggml_type to_ggml(GGMLType t) {
     case GGMLType::q4_k: return GGML_TYPE_Q4_K;
     case GGMLType::q6_k: return GGML_TYPE_Q6_K;
     case GGMLType::q4_0: return GGML_TYPE_Q4_0;
+    case GGMLType::q4_1: return GGML_TYPE_Q4_1;
     case GGMLType::q8_0: return GGML_TYPE_Q8_0;
     case GGMLType::iq4_xs: return GGML_TYPE_IQ4_XS;
     }

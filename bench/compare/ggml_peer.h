@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-enum class GGMLType { q4_k, q6_k, q4_0, q8_0, iq4_xs };
+enum class GGMLType { q4_k, q6_k, q4_0, q4_1, q8_0, iq4_xs };
 
 class GGMLMatmul {
 public:

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "model.h"
+#include "qforge/gptq.h"
 #include "qforge/kernels.h"
 #include "table.h"
 
@@ -51,6 +52,19 @@ int inspect(const std::string &file, const Common &c) {
         info["format"] = "safetensors";
         for (const auto &[k, v] : m.st->metadata()) meta.add({k, v});
         for (const auto &t : m.st->tensors()) tensors.add({t.name, to_string(t.type), shape_text(t.shape), t.bytes});
+        // GPTQ / AWQ layers (qforge/gptq.h): what they are and what qforge reads them as.
+        const std::vector<std::string> zp = zero_point_prefixes(*m.st);
+        if (!zp.empty()) {
+            const ZeroPointConfig q = zero_point_config_for(*m.st);
+            int64_t act_order = 0;
+            for (const auto &p : zp) act_order += zero_point_info(*m.st, p).has_g_idx ? 1 : 0;
+            info["quantization"] = {{"method", q.layout == ZeroPointLayout::awq ? "awq" : "gptq"},
+                                    {"layout", to_string(q.layout)},
+                                    {"group_size", q.group_size},
+                                    {"layers", zp.size()},
+                                    {"layers_with_g_idx", act_order},
+                                    {"runs_as", "int4z"}};
+        }
     }
     if (c.json) {
         info["metadata"] = meta.to_json();
@@ -60,7 +74,17 @@ int inspect(const std::string &file, const Common &c) {
     }
     std::printf("%s: %s", printable(file).c_str(), info["format"].get<std::string>().c_str());
     if (m.is_gguf()) std::printf(" v%u, alignment %llu", m.gguf->version(), static_cast<unsigned long long>(m.gguf->alignment()));
-    std::printf(", %zu metadata keys, %zu tensors\n\n", meta.size(), tensors.size());
+    std::printf(", %zu metadata keys, %zu tensors\n", meta.size(), tensors.size());
+    if (info.contains("quantization")) {
+        const json &q = info["quantization"];
+        const int g = q["group_size"].get<int>();
+        std::printf("%s checkpoint (%s layout): %zu 4-bit layers with zero points, %s, %lld with g_idx; run as int4z\n",
+                    q["method"].get<std::string>() == "awq" ? "AWQ" : "GPTQ", q["layout"].get<std::string>().c_str(),
+                    q["layers"].get<size_t>(),
+                    g == -1 ? "per channel" : g == 0 ? "group size from the shapes" : ("group size " + std::to_string(g)).c_str(),
+                    static_cast<long long>(q["layers_with_g_idx"].get<int64_t>()));
+    }
+    std::printf("\n");
     if (meta.size()) {
         meta.print_text(stdout);
         std::printf("\n");

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "mapped_file.h"
+#include "qforge/gptq.h"
 #include "qforge/pack.h"
 #include "qforge/quantize.h"
 
@@ -63,6 +64,16 @@ std::vector<LinearInfo> ModelFile::linears() const {
         const Int4gTensors g = st->int4g(p);
         r.push_back({p, "int4g:" + std::to_string(g.group_size), g.out, g.in,
                      static_cast<int64_t>(g.weight->bytes + g.scales->bytes)});
+    }
+    const std::vector<std::string> zp = zero_point_prefixes(*st);
+    if (!zp.empty()) {
+        const ZeroPointConfig c = zero_point_config_for(*st);
+        for (const auto &p : zp) {
+            const ZeroPointInfo i = zero_point_info(*st, p);
+            const int64_t G = c.group_size == -1 ? i.in : (i.in + i.groups - 1) / std::max<int64_t>(i.groups, 1);
+            r.push_back({p, std::string(to_string(c.layout)) + " int4z:" + (c.group_size == -1 ? "channel" : std::to_string(G)),
+                         i.out, i.in, static_cast<int64_t>(i.bytes)});
+        }
     }
     for (const auto &t : st->tensors()) {
         if (is_linear(t) && has_format(t.type) && traits(format_of(t.type)).block_elements == 1) {
@@ -175,7 +186,21 @@ std::vector<float> ModelFile::to_f32(const std::string &name, std::vector<int64_
             w.scales = reinterpret_cast<const uint16_t *>(unpacked.data() + p.out * (p.in / 2));
             w.group_size = p.group_size;
         }
+        if (traits(p.format).zero_points) {  // after the scale plane (pack.h, unpack_weights)
+            w.zeros = unpacked.data() + p.out * (p.in / 2) + p.out * ((p.in + p.group_size - 1) / p.group_size) * 2;
+        }
         *shape = p.experts ? std::vector<int64_t>{p.experts, p.out, p.in} : std::vector<int64_t>{p.out, p.in};
+    } else if (st && st->find(name + ".qweight")) {  // GPTQ, AWQ: int4z, then back in input order
+        const Int4zLayer l = read_zero_point_layer(*st, name, zero_point_config_for(*st));
+        std::vector<float> v(l.out * l.in), out(l.out * l.in);
+        Weights z{Format::int4z, l.weight.data(), l.out, l.in, 0, l.scales.data(), l.group_size};
+        z.zeros = l.zeros.data();
+        dequant(z, Matrix{v.data(), l.out, l.in});
+        for (int64_t o = 0; o < l.out; ++o) {
+            for (int64_t i = 0; i < l.in; ++i) out[o * l.in + (l.input_order.empty() ? i : l.input_order[i])] = v[o * l.in + i];
+        }
+        *shape = {l.out, l.in};
+        return out;
     } else if (st && st->find(name + ".weight_4bit")) {
         const Int4gTensors g = st->int4g(name);
         w = {Format::int4g, g.weight->data, g.out, g.in, 0, reinterpret_cast<const uint16_t *>(g.scales->data), g.group_size};

@@ -4,8 +4,10 @@
 #include "commands.h"
 
 #include <chrono>
+#include <optional>
 
 #include "model.h"
+#include "qforge/gptq.h"
 #include "qforge/pack.h"
 #include "table.h"
 
@@ -42,12 +44,21 @@ int pack(const PackArgs &a, const Common &c) {
         progress.step(l.name);
         if (m.is_gguf() && packed_tensor(*m.gguf, l.name)) continue;  // packed already: copied as it is
         Weights w;
+        std::optional<Int4zLayer> zp;  // a GPTQ or AWQ layer, read into int4z
         if (m.is_gguf()) {
             const TensorView &t = m.gguf->tensor(l.name);
             w = {format_of(t.type), t.data, l.out, l.in};
         } else if (m.st->find(l.name + ".weight_4bit")) {
             const Int4gTensors g = m.st->int4g(l.name);
             w = {Format::int4g, g.weight->data, g.out, g.in, 0, reinterpret_cast<const uint16_t *>(g.scales->data), g.group_size};
+        } else if (m.st->find(l.name + ".qweight")) {
+            zp = read_zero_point_layer(*m.st, l.name, zero_point_config_for(*m.st));
+            if (!zp->input_order.empty()) {
+                throw Error(a.input + ": '" + l.name + "' is act-order (its g_idx permutes the inputs), which a packed "
+                            "GGUF cannot carry yet: load the checkpoint itself");
+            }
+            w = {Format::int4z, zp->weight.data(), zp->out, zp->in, 0, zp->scales.data(), zp->group_size};
+            w.zeros = zp->zeros.data();
         } else {
             continue;  // dense safetensors weights: copied
         }
@@ -75,8 +86,9 @@ int pack(const PackArgs &a, const Common &c) {
         if (m.is_gguf()) {
             drop(l.name);
         } else {
-            drop(l.name + ".weight_4bit");
-            drop(l.name + ".scales_4bit");
+            for (const char *suffix : {".weight_4bit", ".scales_4bit", ".qweight", ".qzeros", ".scales", ".g_idx"}) {
+                drop(l.name + suffix);
+            }
         }
     }
     for (const TensorView *t : copy) gw.add_tensor(t->name, t->type, t->shape, t->data, t->bytes);

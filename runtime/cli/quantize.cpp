@@ -1,5 +1,6 @@
 // qforge quantize: f32/f16/bf16 GGUF or safetensors -> Q4_K (a GGUF file)
-// or int4g (a safetensors file), following a per-layer plan.
+// or int4g / int4z (a safetensors file; int4z as a GPTQ checkpoint),
+// following a per-layer plan.
 #include "commands.h"
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <cstring>
 
 #include "model.h"
+#include "qforge/gptq.h"
 #include "qforge/plan.h"
 #include "qforge/quantize.h"
 #include "table.h"
@@ -60,6 +62,7 @@ int quantize(const QuantizeArgs &a, const Common &c) {
     Progress progress("quantizing", all.size());
     double err2 = 0, err2_plain = 0;
     int64_t n_q4k = 0;
+    int gptq_groups = 0;  // int4z's group size: one per file, in its quantization_config
     for (const TensorView *t : all) {
         progress.step(t->name);
         auto layer = std::find_if(layers.begin(), layers.end(), [&](const LayerShape &l) { return l.name == t->name; });
@@ -94,6 +97,15 @@ int quantize(const QuantizeArgs &a, const Common &c) {
                           q.scales.data(), q.scales.size() * 2);
             sw.set_metadata(prefix + ".group_size", std::to_string(f.group_size));
             table.add({t->name, shape, to_string(t->type), f.to_string(), q.rmse, ""});
+        } else if (f.format == Format::int4z) {
+            const Int4gQuantized q = quantize_int4z(w.data(), layer->out, layer->in, f.group_size);
+            write_gptq_layer(sw, t->name.substr(0, t->name.size() - std::string(".weight").size()), q);
+            if (gptq_groups != 0 && gptq_groups != f.group_size) {
+                throw Error("plan: int4z layers of one file share one group size (a GPTQ config has one): " +
+                            std::to_string(gptq_groups) + " and " + std::to_string(f.group_size));
+            }
+            gptq_groups = f.group_size;
+            table.add({t->name, shape, to_string(t->type), f.to_string(), q.rmse, ""});
         } else {
             // f16 / f32 pass-through at the requested precision.
             const DType type = traits(f.format).file_type;
@@ -103,6 +115,7 @@ int quantize(const QuantizeArgs &a, const Common &c) {
             table.add({t->name, shape, to_string(t->type), f.to_string(), 0.0, ""});
         }
     }
+    if (gptq_groups) sw.set_metadata("quantization_config", gptq_config_json(gptq_groups));
     if (to_gguf) gw.write(a.output);
     else sw.write(a.output);
     if (c.json) {

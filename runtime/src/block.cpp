@@ -140,10 +140,11 @@ void FFN::prepare_glu() {
         gate = up = LayerAccess::file_weights(a);
         gate.out = up.out = ffn_;
         const FormatTraits &t = traits(a.format());
-        const int64_t row = weight_bytes(a.format(), 1, a.in(), a.group_size()) -
-                            (t.separate_scales ? 2 * ((a.in() + a.group_size() - 1) / a.group_size()) : 0);
+        const int64_t row = a.in() / t.block_elements * t.block_bytes;  // the weight plane's row
+        const int64_t groups = t.separate_scales ? (a.in() + a.group_size() - 1) / a.group_size() : 0;
         up.data = static_cast<const uint8_t *>(gate.data) + ffn_ * row;
-        if (t.separate_scales) up.scales = gate.scales + ffn_ * ((a.in() + a.group_size() - 1) / a.group_size());
+        if (t.separate_scales) up.scales = gate.scales + ffn_ * groups;
+        if (t.zero_points) up.zeros = gate.zeros + ffn_ * groups;
         bias = LayerAccess::bias(a);
     } else {
         const Linear &b = *first_[1];
@@ -178,7 +179,8 @@ FFN FFN::gated(std::unique_ptr<Linear> gate, std::unique_ptr<Linear> up, std::un
                   "]: gate and up must have one shape");
     }
     const bool same = gate->format() == up->format() && gate->strategy() == up->strategy() &&
-                      gate->group_size() == up->group_size() && gate->memory() == up->memory();
+                      gate->group_size() == up->group_size() && gate->memory() == up->memory() &&
+                      gate->input_order() == up->input_order();
     ActType q8 = ActType::q8_k;
     // Tile pairs replace a joined copy: the f32 path then reads the two files' rows as they are.
     if (concatenate && same && !glu_rows(*gate, &q8)) {

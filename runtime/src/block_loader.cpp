@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "qforge/gptq.h"
 #include "qforge/block.h"
 #include "qforge/gguf.h"
 #include "qforge/pack.h"
@@ -176,7 +177,8 @@ public:
     }
     bool has(Role r) const override {
         if (!is_matrix(r)) return ck_.shard_of(name(r)) != nullptr;
-        return ck_.shard_of(name(r) + ".weight_4bit") || ck_.shard_of(name(r) + ".weight");
+        return ck_.shard_of(name(r) + ".weight_4bit") || ck_.shard_of(name(r) + ".qweight") ||
+               ck_.shard_of(name(r) + ".weight");
     }
     std::vector<int64_t> shape(Role r) const override {
         if (!is_matrix(r)) return file(name(r)).tensor(name(r)).shape;
@@ -184,10 +186,15 @@ public:
             const Int4gTensors g = file(name(r) + ".weight_4bit").int4g(name(r));
             return {g.out, g.in};
         }
+        if (zero_points(r)) {
+            const ZeroPointInfo i = zero_point_info(file(name(r) + ".qweight"), name(r));
+            return {i.out, i.in};
+        }
         return file(name(r) + ".weight").tensor(name(r) + ".weight").shape;
     }
     std::unique_ptr<Linear> linear(Role r, const LayerOptions &opt) const override {
         if (int4g(r)) return load_linear(file(name(r) + ".weight_4bit"), name(r), opt);
+        if (zero_points(r)) return load_linear(file(name(r) + ".qweight"), name(r), opt);
         return load_linear(file(name(r) + ".weight"), name(r) + ".weight", opt);
     }
     std::vector<float> values(Role r) const override { return vector_values(file(name(r)).tensor(name(r))); }
@@ -196,6 +203,7 @@ public:
 
 private:
     bool int4g(Role r) const { return ck_.shard_of(name(r) + ".weight_4bit") != nullptr; }
+    bool zero_points(Role r) const { return ck_.shard_of(name(r) + ".qweight") != nullptr; }
     // The shard holding `tensor` (the first one where none does: its lookup then names the tensor).
     const SafetensorsFile &file(const std::string &tensor) const {
         const SafetensorsFile *s = ck_.shard_of(tensor);

@@ -349,6 +349,10 @@ void check_weights(const std::string &op, const Weights &w) {
             }(), ")");
     require(w.scales_stride == 0 || w.scales_stride >= groups(w), op,
             t.name, " scales row stride ", w.scales_stride, " is smaller than n_groups = ", groups(w));
+    if (!t.zero_points) return;
+    require(w.zeros != nullptr, op, t.name, " zero points are a null pointer");
+    require(w.zeros_stride == 0 || w.zeros_stride >= groups(w), op,
+            t.name, " zero points row stride ", w.zeros_stride, " is smaller than n_groups = ", groups(w));
 }
 
 KernelKey weights_key(const Weights &w, Op op) {
@@ -366,6 +370,7 @@ KernelKey weights_key(const Weights &w, Op op) {
 struct WeightArgs {
     Halide::Runtime::Buffer<const void, 2> weight;
     Halide::Runtime::Buffer<const void, 2> scales;
+    Halide::Runtime::Buffer<const void, 2> zeros;
     Halide::Runtime::Buffer<const uint8_t, 3> packed;  // [R * packed block bytes, blocks, tiles]
     // pairs: weight tiles per output tile (2: matmul_glu's gate and up tiles).
     WeightArgs(Place &p, const Weights &w, int pairs = 1) {
@@ -397,9 +402,13 @@ struct WeightArgs {
         if (t.separate_scales) {
             scales = p.view("scales", w.scales, w.out, groups(w), dense_or(w.scales_stride, groups(w)));
         }
+        if (t.zero_points) {
+            zeros = p.view("zero points", w.zeros, w.out, groups(w), dense_or(w.zeros_stride, groups(w)));
+        }
     }
     halide_buffer_t *w() { return packed.data() ? packed.raw_buffer() : weight.raw_buffer(); }
     halide_buffer_t *s() { return scales.raw_buffer(); }
+    halide_buffer_t *z() { return zeros.raw_buffer(); }
 };
 
 // --- 8-bit activations (Q8_K, Q8_0) -----------------------------------------------
@@ -474,6 +483,8 @@ void dequant_to(const Weights &w, const OutMatrix &out, Out type, const RunOptio
     switch (v.sig) {
     case Sig::dequant: return run(op, v.fn_as<Sig::dequant>()(wa.w(), ov.raw_buffer()));
     case Sig::dequant_scaled: return run(op, v.fn_as<Sig::dequant_scaled>()(wa.w(), wa.s(), ov.raw_buffer()));
+    case Sig::dequant_scaled_zp:
+        return run(op, v.fn_as<Sig::dequant_scaled_zp>()(wa.w(), wa.s(), wa.z(), ov.raw_buffer()));
     default: fail(op, "internal: not a dequantizer");
     }
 }
@@ -549,6 +560,11 @@ void matmul(const Weights &w, ConstMatrix x, const float *bias, const Epilogue &
     case Sig::matmul_scaled_norm:
         return run(op, v.fn_as<Sig::matmul_scaled_norm>()(wa.w(), wa.s(), X, b, has_bias, nw, nb, n.layer, n.eps, R, r.has,
                                                            kind, Y));
+    case Sig::matmul_scaled_zp:
+        return run(op, v.fn_as<Sig::matmul_scaled_zp>()(wa.w(), wa.s(), X, b, has_bias, wa.z(), R, r.has, kind, Y));
+    case Sig::matmul_scaled_zp_norm:
+        return run(op, v.fn_as<Sig::matmul_scaled_zp_norm>()(wa.w(), wa.s(), X, b, has_bias, wa.z(), nw, nb, n.layer,
+                                                              n.eps, R, r.has, kind, Y));
     default: fail(op, "internal: not an f32-activation matmul");
     }
 }

@@ -2,6 +2,7 @@
 // dequant), the activation policy and device residency, over the kernel
 // entry points of kernels.h.
 #include "qforge/layers.h"
+#include "qforge/gptq.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -43,6 +44,7 @@ struct Linear::Impl {
     LayerOptions opt;
     WeightRef w;
     std::vector<float> bias;
+    std::vector<int32_t> input_order;  // act-order (WeightRef::input_order), or empty
     std::vector<uint8_t> dense;       // eager: f32 or f16 [out, in]
     std::vector<uint8_t> packed;      // fused on the CPU: the packed layout its 8-bit kernels read
     const void *packed_view = nullptr;  // ... or the caller's (a packed file's) bytes, used as they are
@@ -51,7 +53,7 @@ struct Linear::Impl {
     // call needs it (f32 activations).
     mutable std::once_flag unpack_once;
     mutable std::vector<uint8_t> unpacked;
-    internal::DeviceBuffer dev_weight, dev_scales, dev_bias, dev_dense;
+    internal::DeviceBuffer dev_weight, dev_scales, dev_zeros, dev_bias, dev_dense;
     bool on_device = false;
     bool host_released = false;   // release_host(): only the device copy is left
 
@@ -59,6 +61,9 @@ struct Linear::Impl {
     const FormatTraits &traits_() const { return traits(w.format); }
     int64_t quantized_bytes() const { return qforge::weight_bytes(w.format, out, in, w.group_size); }
     int64_t weight_plane_bytes() const { return out * (in / traits_().block_elements) * traits_().block_bytes; }
+    int64_t groups() const { return traits_().separate_scales ? (in + w.group_size - 1) / w.group_size : 0; }
+    int64_t scale_plane_bytes() const { return out * groups() * 2; }
+    int64_t zero_plane_bytes() const { return traits_().zero_points ? out * groups() : 0; }
 
     // The weights as kernels take them, in host or device memory: packed
     // for the 8-bit kernels where the layer packed them.
@@ -69,6 +74,7 @@ struct Linear::Impl {
         v.out = out;
         v.in = in;
         v.scales = on_device ? static_cast<const uint16_t *>(dev_scales.p) : w.scales;
+        v.zeros = on_device ? static_cast<const uint8_t *>(dev_zeros.p) : w.zeros;
         v.group_size = w.group_size;
         if (q8 && pack_rows) {
             v.data = packed_view ? packed_view : packed.data();
@@ -77,6 +83,7 @@ struct Linear::Impl {
             file_layout();
             v.data = unpacked.data();
             v.scales = w.scales ? w.scales : scale_plane();
+            v.zeros = w.zeros ? w.zeros : zero_plane();
         }
         return v;
     }
@@ -97,6 +104,10 @@ struct Linear::Impl {
     const uint16_t *scale_plane() const {
         if (!traits_().separate_scales) return nullptr;
         return reinterpret_cast<const uint16_t *>(unpacked.data() + weight_plane_bytes());
+    }
+    const uint8_t *zero_plane() const {
+        if (!traits_().zero_points) return nullptr;
+        return unpacked.data() + weight_plane_bytes() + scale_plane_bytes();
     }
     const float *bias_ptr() const {
         if (on_device) return static_cast<const float *>(dev_bias.p);
@@ -137,6 +148,7 @@ Linear::Linear(std::string name, const WeightRef &w, const float *bias, const La
     }
     if (t.separate_scales) {
         if (!w.scales && !w.pack_rows) m.error(std::string(t.name) + " scales are a null pointer");
+        if (t.zero_points && !w.zeros && !w.pack_rows) m.error(std::string(t.name) + " zero points are a null pointer");
         if (std::find(t.group_sizes.begin(), t.group_sizes.end(), w.group_size) == t.group_sizes.end()) {
             std::string have;
             for (int g : t.group_sizes) have += (have.empty() ? "" : ", ") + std::to_string(g);
@@ -146,6 +158,23 @@ Linear::Linear(std::string name, const WeightRef &w, const float *bias, const La
     } else {
         m.w.scales = nullptr;
         m.w.group_size = 0;
+    }
+    if (!t.zero_points) m.w.zeros = nullptr;
+    if (w.input_order) {
+        m.input_order.assign(w.input_order, w.input_order + w.in);
+        std::vector<bool> seen(w.in, false);
+        for (int64_t i = 0; i < w.in; ++i) {
+            const int32_t c = m.input_order[i];
+            if (c < 0 || c >= w.in || seen[c]) {
+                m.error("input_order[" + std::to_string(i) + "] = " + std::to_string(c) +
+                        " makes no permutation of the " + std::to_string(w.in) + " inputs");
+            }
+            seen[c] = true;
+        }
+        if (opt.strategy == Strategy::fused && opt.memory == Memory::cuda) {
+            m.error("an act-order layer (input_order) runs fused on the host, or eager (dense, in input order) on CUDA");
+        }
+        m.w.input_order = nullptr;
     }
     if (bias) m.bias.assign(bias, bias + w.out);
     if (w.pack_rows) m.adopt_packed();
@@ -164,10 +193,12 @@ void Linear::Impl::adopt_packed() {
     pack_rows = w.pack_rows;
     w.data = nullptr;
     w.scales = nullptr;
+    w.zeros = nullptr;
     if (opt.strategy == Strategy::fused && opt.memory == Memory::host && want == pack_rows) return;
     file_layout();
     w.data = unpacked.data();
     w.scales = scale_plane();
+    w.zeros = zero_plane();
     packed_view = nullptr;
     pack_rows = 0;
     if (opt.strategy == Strategy::fused && opt.memory == Memory::host) {
@@ -201,6 +232,13 @@ void Linear::Impl::load() {
         } else {
             dequant(weights(), Matrix{f.data(), out, in});
         }
+        if (!input_order.empty()) {  // act-order: the dense copy back in input order
+            std::vector<float> g(f.size());
+            for (int64_t r = 0; r < out; ++r) {
+                for (int64_t i = 0; i < in; ++i) g[r * in + input_order[i]] = f[r * in + i];
+            }
+            f.swap(g);
+        }
         dense = f32_to_bytes(opt.strategy == Strategy::eager_f32 ? DType::f32 : DType::f16, f);
     }
     if (opt.memory != Memory::cuda) return;
@@ -208,7 +246,8 @@ void Linear::Impl::load() {
     if (!d.present) error("LayerOptions::memory is cuda, but there is no CUDA device: " + d.why_absent);
     if (opt.strategy == Strategy::fused) {
         dev_weight = internal::DeviceBuffer(w.data, weight_plane_bytes());
-        if (w.scales) dev_scales = internal::DeviceBuffer(w.scales, quantized_bytes() - weight_plane_bytes());
+        if (w.scales) dev_scales = internal::DeviceBuffer(w.scales, scale_plane_bytes());
+        if (w.zeros) dev_zeros = internal::DeviceBuffer(w.zeros, zero_plane_bytes());
     } else {
         dev_dense = internal::DeviceBuffer(dense.data(), dense.size());
     }
@@ -221,6 +260,7 @@ int64_t Linear::in() const { return impl_->in; }
 int64_t Linear::out() const { return impl_->out; }
 Format Linear::format() const { return impl_->w.format; }
 int Linear::group_size() const { return impl_->w.group_size; }
+const std::vector<int32_t> &Linear::input_order() const { return impl_->input_order; }
 Strategy Linear::strategy() const { return impl_->opt.strategy; }
 Memory Linear::memory() const { return impl_->opt.memory; }
 bool Linear::has_bias() const { return !impl_->bias.empty() || impl_->dev_bias.p; }
@@ -242,7 +282,8 @@ int64_t Linear::host_bytes() const {
 
 int64_t Linear::device_bytes() const {
     const Impl &m = *impl_;
-    return static_cast<int64_t>(m.dev_weight.bytes + m.dev_scales.bytes + m.dev_bias.bytes + m.dev_dense.bytes);
+    return static_cast<int64_t>(m.dev_weight.bytes + m.dev_scales.bytes + m.dev_zeros.bytes + m.dev_bias.bytes +
+                                m.dev_dense.bytes);
 }
 
 void Linear::release_host() {
@@ -253,6 +294,7 @@ void Linear::release_host() {
     if (m.host_released) return;
     m.w.data = nullptr;
     m.w.scales = nullptr;
+    m.w.zeros = nullptr;
     m.w.owner.reset();
     std::vector<float>().swap(m.bias);
     for (auto *v : {&m.dense, &m.packed, &m.unpacked}) std::vector<uint8_t>().swap(*v);
@@ -286,6 +328,30 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
     }
     if (x.cols != m.in) m.error("x has " + std::to_string(x.cols) + " columns, in = " + std::to_string(m.in));
     if (y.cols != m.out) m.error("y has " + std::to_string(y.cols) + " columns, out = " + std::to_string(m.out));
+    // Act-order, fused: x (and its norm's weights) in the weight's column order.
+    std::vector<float> xp, norm_w, norm_b;
+    Norm norm;
+    if (!m.input_order.empty() && m.opt.strategy == Strategy::fused) {
+        if (!x.data || x.rows <= 0) m.error("x is a null pointer or has no rows");
+        const int64_t stride = x.stride ? x.stride : x.cols;
+        const std::vector<int32_t> &order = m.input_order;
+        xp.resize(x.rows * m.in);
+        for (int64_t n = 0; n < x.rows; ++n) {
+            for (int64_t i = 0; i < m.in; ++i) xp[n * m.in + i] = x.data[n * stride + order[i]];
+        }
+        if (x.norm) {
+            norm = *x.norm;
+            norm_w.resize(m.in);
+            for (int64_t i = 0; i < m.in; ++i) norm_w[i] = x.norm->weight ? x.norm->weight[order[i]] : 0.0f;
+            norm.weight = x.norm->weight ? norm_w.data() : nullptr;
+            if (x.norm->bias) {
+                norm_b.resize(m.in);
+                for (int64_t i = 0; i < m.in; ++i) norm_b[i] = x.norm->bias[order[i]];
+                norm.bias = norm_b.data();
+            }
+        }
+        x = ConstMatrix{xp.data(), x.rows, m.in, 0, x.norm ? &norm : nullptr};
+    }
     try {
         const Epilogue &e = opt.epilogue;
         if (e.residual.data && (e.residual.rows != x.rows || e.residual.cols != m.out)) {
@@ -439,6 +505,9 @@ std::unique_ptr<Linear> concatenate_rows(const std::string &name, const std::vec
     for (const Linear *l : layers) {
         const Linear::Impl &m = *l->impl_;
         if (m.host_released) fail("'" + m.name + "' has released its host copy (release_host())");
+        if (m.input_order != a.input_order) {
+            fail("'" + m.name + "' and '" + a.name + "' take their inputs in different orders (act-order)");
+        }
         if (m.w.format != a.w.format || m.in != a.in || m.w.group_size != a.w.group_size ||
             m.opt.strategy != a.opt.strategy || m.opt.memory != a.opt.memory) {
             fail("'" + m.name + "' (" + to_string(m.w.format) + ", in " + std::to_string(m.in) +
@@ -448,10 +517,12 @@ std::unique_ptr<Linear> concatenate_rows(const std::string &name, const std::vec
         out += m.out;
         any_bias |= !m.bias.empty();
     }
-    // Rows are contiguous in every format: the weight plane, then the scale plane.
+    // Rows are contiguous in every format: the weight plane, then the scale
+    // plane, then the zero points.
     const int64_t row_bytes = a.weight_plane_bytes() / a.out;
-    const int64_t scale_row_bytes = (a.quantized_bytes() - a.weight_plane_bytes()) / a.out;
-    auto storage = std::make_shared<std::vector<uint8_t>>(out * (row_bytes + scale_row_bytes));
+    const int64_t scale_row_bytes = a.scale_plane_bytes() / a.out, zero_row_bytes = a.zero_plane_bytes() / a.out;
+    auto storage = std::make_shared<std::vector<uint8_t>>(out * (row_bytes + scale_row_bytes + zero_row_bytes));
+    uint8_t *zero_dst = storage->data() + out * (row_bytes + scale_row_bytes);
     std::vector<float> bias(any_bias ? out : 0, 0.0f);
     int64_t row = 0;
     for (const Linear *l : layers) {
@@ -459,18 +530,22 @@ std::unique_ptr<Linear> concatenate_rows(const std::string &name, const std::vec
         if (!m.w.data) m.file_layout();  // built from packed bytes
         const void *data = m.w.data ? m.w.data : m.unpacked.data();
         const uint16_t *scales = m.w.data ? m.w.scales : m.scale_plane();
+        const uint8_t *zeros = m.w.data ? m.w.zeros : m.zero_plane();
         std::memcpy(storage->data() + row * row_bytes, data, m.out * row_bytes);
         if (scale_row_bytes) {
             std::memcpy(storage->data() + out * row_bytes + row * scale_row_bytes, scales, m.out * scale_row_bytes);
         }
+        if (zero_row_bytes) std::memcpy(zero_dst + row * zero_row_bytes, zeros, m.out * zero_row_bytes);
         if (!m.bias.empty()) std::memcpy(bias.data() + row, m.bias.data(), m.out * 4);
         row += m.out;
     }
     WeightRef w = a.w;
+    w.input_order = a.input_order.empty() ? nullptr : a.input_order.data();
     w.pack_rows = 0;
     w.data = storage->data();
     w.out = out;
     w.scales = scale_row_bytes ? reinterpret_cast<const uint16_t *>(storage->data() + out * row_bytes) : nullptr;
+    w.zeros = zero_row_bytes ? zero_dst : nullptr;
     w.owner = storage;
     return make_linear(name, w, any_bias ? bias.data() : nullptr, a.opt);
 }
@@ -488,10 +563,12 @@ Weights LayerAccess::file_weights(const Linear &l) {
     if (m.w.data) {
         w.data = m.w.data;
         w.scales = m.w.scales;
+        w.zeros = m.w.zeros;
     } else {
         m.file_layout();
         w.data = m.unpacked.data();
         w.scales = m.scale_plane();
+        w.zeros = m.zero_plane();
     }
     return w;
 }
@@ -563,6 +640,12 @@ std::unique_ptr<Linear> load_linear(const GGUFFile &f, const std::string &tensor
 
 std::unique_ptr<Linear> load_linear(const SafetensorsFile &f, const std::string &name, const LayerOptions &opt) {
     std::vector<float> bias;
+    if (f.find(name + ".qweight")) {  // GPTQ or AWQ: converted to int4z (qforge/gptq.h)
+        auto layer = std::make_shared<Int4zLayer>(read_zero_point_layer(f, name, zero_point_config_for(f)));
+        WeightRef w = layer->ref();
+        w.owner = layer;
+        return make_linear(name, w, layer->bias.empty() ? nullptr : layer->bias.data(), opt);
+    }
     if (f.find(name + ".weight_4bit")) {
         const Int4gTensors g = f.int4g(name);
         WeightRef w;

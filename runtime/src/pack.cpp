@@ -37,6 +37,7 @@ struct PackRow {
     Format format;
     void (*pack)(const RowBlock &b, uint8_t *run, int r, int R);
     void (*unpack)(const uint8_t *run, int r, int R, uint8_t *dst, uint16_t *scale);
+    uint8_t (*zero)(const uint8_t *run, int r, int R) = nullptr;  // int4z: the block's zero point
 };
 
 // Runs of 32 bytes per row: byte 4g + b (g 0..7) of run q of row r at b +
@@ -225,6 +226,15 @@ void int4g_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *scale) {
     for (int k = 0; k < 16; ++k) b[k] = static_cast<uint8_t>(nib(2 * k) | (nib(2 * k + 1) << 4));
 }
 
+// int4z: int4g's 18 R bytes, then the block's zero point (its group's) at 18R + r.
+void int4z_pack(const RowBlock &rb, uint8_t *t, int r, int R) {
+    int4g_pack(rb, t, r, R);
+    const int64_t groups = (rb.w.in + rb.w.group_size - 1) / rb.w.group_size;
+    const int64_t stride = rb.w.zeros_stride ? rb.w.zeros_stride : groups;
+    t[18 * R + r] = rb.w.zeros[rb.row * stride + rb.block * 32 / rb.w.group_size];
+}
+uint8_t int4z_zero(const uint8_t *t, int r, int R) { return t[18 * R + r]; }
+
 // Q6_K, 210 R bytes per super-block of a tile (the file's own bit
 // pairings kept): ql [128 R] with byte 4g + b of run q (0..3) of row r, the
 // file's ql[32q + 4g + b], at b + 4r + 4Rg + 32R q; qh [64 R] likewise, the
@@ -303,6 +313,7 @@ const PackRow kPackRows[] = {
     {Format::q8_0, q8_0_pack, q8_0_unpack},
     {Format::q4_0, q4_0_pack, q4_0_unpack},
     {Format::int4g, int4g_pack, int4g_unpack},
+    {Format::int4z, int4z_pack, int4g_unpack, int4z_zero},
     {Format::q4_1, block32_pack<4, -1, 2>, block32_unpack<4, -1, 2>},
     {Format::q5_0, block32_pack<6, 2, -1>, block32_unpack<6, 2, -1>},
     {Format::q5_1, block32_pack<8, 4, 2>, block32_unpack<8, 4, 2>},
@@ -395,6 +406,7 @@ void pack_weights(const Weights &w, int rows, void *dst, int threads) {
     const int64_t bytes_total = packed_bytes(w.format, w.out, w.in, rows);
     check_group(w);
     if (t.separate_scales && !w.scales) fail(std::string(t.name) + " scales are a null pointer");
+    if (t.zero_points && !w.zeros) fail(std::string(t.name) + " zero points are a null pointer");
     const int64_t blocks = blocks_per_row(t, w.in);
     const int64_t row_bytes = w.in / t.block_elements * t.block_bytes;
     if (w.row_stride != 0 && w.row_stride < row_bytes) {
@@ -458,13 +470,15 @@ void unpack_weights(const Weights &w, void *dst) {
     const auto *src = static_cast<const uint8_t *>(w.data);
     auto *out = static_cast<uint8_t *>(dst);
     auto *scales = reinterpret_cast<uint16_t *>(out + w.out * blocks * block_file_bytes);
+    uint8_t *zeros = out + w.out * blocks * block_file_bytes + w.out * groups * 2;  // int4z: after the scales
     for (int64_t row = 0; row < w.out; ++row) {
         const int64_t tile = row / rows;
         for (int64_t b = 0; b < blocks; ++b) {
             uint16_t scale = 0;
-            p.unpack(src + (tile * blocks + b) * chunk, static_cast<int>(row % rows), rows,
-                     out + (row * blocks + b) * block_file_bytes, &scale);
+            const uint8_t *run = src + (tile * blocks + b) * chunk;
+            p.unpack(run, static_cast<int>(row % rows), rows, out + (row * blocks + b) * block_file_bytes, &scale);
             if (groups) std::memcpy(scales + row * groups + b * 32 / w.group_size, &scale, 2);
+            if (p.zero) zeros[row * groups + b * 32 / w.group_size] = p.zero(run, static_cast<int>(row % rows), rows);
         }
     }
 }

@@ -1,5 +1,7 @@
 #include "qforge/plan.h"
 
+#include <algorithm>
+
 #include "qforge/error.h"
 #include "qforge/format.h"
 
@@ -31,10 +33,10 @@ FormatSpec FormatSpec::parse(const std::string &text) {
     }
     const std::string &kind = parts[0];
     // The formats runtime/src/quantize.cpp writes.
-    static const Format kQuantizable[] = {Format::q4_k, Format::int4g, Format::f16, Format::f32};
+    static const Format kQuantizable[] = {Format::q4_k, Format::int4g, Format::int4z, Format::f16, Format::f32};
     bool known = false;
     for (Format q : kQuantizable) known |= kind == qforge::to_string(q);
-    if (!known) throw Error("format '" + text + "' is not one of q4_k, int4g[:G], f16, f32");
+    if (!known) throw Error("format '" + text + "' is not one of q4_k, int4g[:G], int4z[:G], f16, f32");
     f.format = format_from_string(kind);
     if (traits(f.format).separate_scales) {
         f.group_size = parts.size() > 1 ? parse_int(parts[1], "group size", text) : 128;
@@ -42,7 +44,7 @@ FormatSpec FormatSpec::parse(const std::string &text) {
         if (parts.size() > 3) throw Error("format '" + text + "': expected " + kind + "[:G[:bits]]");
         return f;
     }
-    if (parts.size() > 1) throw Error("format '" + text + "': only int4g takes parameters");
+    if (parts.size() > 1) throw Error("format '" + text + "': only int4g and int4z take parameters");
     return f;
 }
 
@@ -80,8 +82,16 @@ void QuantPlan::validate(const std::vector<LayerShape> &layers) const {
         const FormatTraits &t = traits(f.format);
         if (t.separate_scales) {
             if (f.group_size <= 0 || f.group_size % 2 != 0) throw Error(where + "group size must be positive and even");
-            if (f.bits != 4) throw Error(where + "bits = " + std::to_string(f.bits) + " is out of range (int4g is 4-bit)");
+            if (f.bits != 4) {
+                throw Error(where + "bits = " + std::to_string(f.bits) + " is out of range (" + t.name + " is 4-bit)");
+            }
             if (l.in % 2 != 0) throw Error(where + "in must be even (two columns per byte)");
+            if (t.zero_points) {  // written as a GPTQ checkpoint (qforge/gptq.h), read back by int4z's kernels
+                if (std::find(t.group_sizes.begin(), t.group_sizes.end(), f.group_size) == t.group_sizes.end()) {
+                    throw Error(where + "group size must be 32, 64 or 128 (int4z's kernels)");
+                }
+                if (l.out % 8 != 0 || l.in % 8 != 0) throw Error(where + "out and in must be multiples of 8 (GPTQ packs 8 per int32)");
+            }
         }
         if (!t.separate_scales && l.in % t.block_elements != 0) {
             throw Error(where + "in must be a multiple of " + std::to_string(t.block_elements) + " (whole " + t.name +

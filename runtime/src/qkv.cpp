@@ -41,7 +41,8 @@ QKVProjection QKVProjection::separate(std::unique_ptr<Linear> q, std::unique_ptr
     p.q_dim_ = q->out();
     p.kv_dim_ = k->out();
     const bool same = q->format() == k->format() && k->format() == v->format() && q->strategy() == k->strategy() &&
-                      k->strategy() == v->strategy();
+                      k->strategy() == v->strategy() && q->input_order() == k->input_order() &&
+                      k->input_order() == v->input_order();
     if (concatenate && same) {
         p.parts_.push_back(concatenate_rows(q->name() + "+k+v", {q.get(), k.get(), v.get()}));
     } else {

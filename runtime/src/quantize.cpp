@@ -163,12 +163,13 @@ uint16_t int4g_group_scale(const float *x, int n, bool search) {
 
 }  // namespace
 
-Int4gQuantized quantize_int4g(const float *w, int64_t out, int64_t in, int G, bool search) {
+// The checked, zeroed planes of an int4g (or, with zeros, int4z) result.
+static Int4gQuantized int4_planes(const char *who, int64_t out, int64_t in, int G, bool zeros) {
     if (out <= 0 || in <= 0 || in % 2 != 0) {
-        throw Error("quantize_int4g: shape [" + std::to_string(out) + ", " + std::to_string(in) +
+        throw Error(std::string(who) + ": shape [" + std::to_string(out) + ", " + std::to_string(in) +
                     "] needs positive sizes and an even in");
     }
-    if (G < 2 || G % 2 != 0) throw Error("quantize_int4g: group size " + std::to_string(G) + " must be even and >= 2");
+    if (G < 2 || G % 2 != 0) throw Error(std::string(who) + ": group size " + std::to_string(G) + " must be even and >= 2");
     Int4gQuantized r;
     r.out = out;
     r.in = in;
@@ -176,6 +177,13 @@ Int4gQuantized quantize_int4g(const float *w, int64_t out, int64_t in, int G, bo
     const int64_t ng = (in + G - 1) / G;
     r.weight.assign(out * (in / 2), 0);
     r.scales.assign(out * ng, 0);
+    if (zeros) r.zeros.assign(out * ng, 0);
+    return r;
+}
+
+Int4gQuantized quantize_int4g(const float *w, int64_t out, int64_t in, int G, bool search) {
+    Int4gQuantized r = int4_planes("quantize_int4g", out, in, G, false);
+    const int64_t ng = (in + G - 1) / G;
     std::vector<double> row_err(out, 0.0);
     parallel_rows(out, [&](int64_t row) {
         std::vector<int8_t> q(G);
@@ -191,6 +199,45 @@ Int4gQuantized quantize_int4g(const float *w, int64_t out, int64_t in, int G, bo
                 const int64_t c = c0 + i;
                 const uint8_t nib = static_cast<uint8_t>(q[i] + 8);
                 r.weight[row * (in / 2) + c / 2] |= (c % 2 == 0) ? nib : static_cast<uint8_t>(nib << 4);
+            }
+        }
+    });
+    double err = 0;
+    for (double e : row_err) err += e;
+    r.rmse = std::sqrt(err / static_cast<double>(out * in));
+    return r;
+}
+
+Int4gQuantized quantize_int4z(const float *w, int64_t out, int64_t in, int G) {
+    Int4gQuantized r = int4_planes("quantize_int4z", out, in, G, true);
+    const int64_t ng = (in + G - 1) / G;
+    std::vector<double> row_err(out, 0.0);
+    parallel_rows(out, [&](int64_t row) {
+        for (int64_t g = 0; g < ng; ++g) {
+            const int64_t c0 = g * G;
+            const int n = static_cast<int>(std::min<int64_t>(G, in - c0));
+            const float *x = w + row * in + c0;
+            // The range includes 0, so that 0 is a level (as GPTQ's quantizer).
+            float lo = 0, hi = 0;
+            for (int i = 0; i < n; ++i) {
+                lo = std::min(lo, x[i]);
+                hi = std::max(hi, x[i]);
+            }
+            // Zero points stay in 1..15 (GPTQ's default layout stores zero - 1 in 4 bits): a group
+            // with nothing below 0 takes zero 1 and 14 steps above it.
+            const float steps = lo == 0.0f ? 14.0f : 15.0f;
+            uint16_t s16 = f32_to_f16_bits((hi - lo) / steps);
+            if (f16_bits_to_f32(s16) == 0.0f) s16 = f32_to_f16_bits(1.0f);  // an all-zero group
+            const float s = f16_bits_to_f32(s16);
+            const int zero = static_cast<int>(std::clamp(std::nearbyint(-lo / s), 1.0f, 15.0f));
+            r.scales[row * ng + g] = s16;
+            r.zeros[row * ng + g] = static_cast<uint8_t>(zero);
+            for (int i = 0; i < n; ++i) {
+                const int q = static_cast<int>(std::clamp(std::nearbyint(x[i] / s) + static_cast<float>(zero), 0.0f, 15.0f));
+                const double e = static_cast<double>(x[i]) - static_cast<double>(static_cast<float>(q - zero) * s);
+                row_err[row] += e * e;
+                const int64_t c = c0 + i;
+                r.weight[row * (in / 2) + c / 2] |= static_cast<uint8_t>(c % 2 == 0 ? q : q << 4);
             }
         }
     });

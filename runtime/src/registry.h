@@ -26,7 +26,7 @@ struct KernelRow {
     ActType act;
     bool norm;
     Out out;
-    int group;        // int4g's group size; 0 otherwise
+    int group;        // int4g's and int4z's group size; 0 otherwise
     int pack;         // R: reads the packed layout in tiles of R rows (FORMATS.md); 0: the file's layout
     bool glu;         // the glu epilogue: gate and up tiles in pairs, act(gate) * up written (kernels.h, matmul_glu)
     const char *tag;  // "" or a schedule variant's tag (QF_TUNING_KERNELS)
@@ -39,12 +39,16 @@ struct KernelRow {
 enum class Sig : uint8_t {
     dequant,          // weight, out
     dequant_scaled,   // weight, scales, out
+    dequant_scaled_zp,  // weight, scales, zeros, out
     // Every matmul but glu ends in the plain epilogue's inputs (kernels.h,
     // Epilogue): residual, has_residual, act_kind.
     matmul,           // weight, x, bias, has_bias, residual, has_residual, act_kind, y
     matmul_scaled,    // weight, scales, x, bias, has_bias, residual, has_residual, act_kind, y
     matmul_norm,      // weight, x, bias, has_bias, norm weight, norm bias, layer_norm, eps, residual, has_residual, act_kind, y
     matmul_scaled_norm,
+    // int4z: the zero points after has_bias (before the norm's inputs).
+    matmul_scaled_zp,       // weight, scales, x, bias, has_bias, zeros, residual, has_residual, act_kind, y
+    matmul_scaled_zp_norm,  // weight, scales, x, bias, has_bias, zeros, norm weight, norm bias, layer_norm, eps, residual, ...
     matmul_q8k,       // weight, a.d, a.qs, a.bsums, bias, has_bias, residual, has_residual, act_kind, y
     matmul_q8k_glu,   // weight, a.d, a.qs, a.bsums, bias, has_bias, act_kind, y
     quantize,         // x, d, qs, bsums
@@ -55,17 +59,21 @@ enum class Sig : uint8_t {
     head_norm,        // x, weight, eps, out
 };
 
-constexpr bool separate_scales(const KernelRow &r) { return r.weights && r.format == Format::int4g; }
+constexpr bool separate_scales(const KernelRow &r) {
+    return r.weights && (r.format == Format::int4g || r.format == Format::int4z);
+}
+constexpr bool zero_points(const KernelRow &r) { return r.weights && r.format == Format::int4z; }
 
 constexpr Sig signature_of(const KernelRow &r) {
     switch (r.op) {
-    case Op::dequant: return separate_scales(r) ? Sig::dequant_scaled : Sig::dequant;
+    case Op::dequant: return zero_points(r) ? Sig::dequant_scaled_zp : separate_scales(r) ? Sig::dequant_scaled : Sig::dequant;
     case Op::quantize: return r.norm ? Sig::quantize_norm : Sig::quantize;
     case Op::convert: return r.norm ? Sig::convert_norm : Sig::convert;
     case Op::glu: return Sig::glu;
     case Op::head_norm: return Sig::head_norm;
     default:
         if (r.act != ActType::f32) return r.glu ? Sig::matmul_q8k_glu : Sig::matmul_q8k;  // q8_k and q8_0 planes alike
+        if (zero_points(r)) return r.norm ? Sig::matmul_scaled_zp_norm : Sig::matmul_scaled_zp;
         if (separate_scales(r)) return r.norm ? Sig::matmul_scaled_norm : Sig::matmul_scaled;
         return r.norm ? Sig::matmul_norm : Sig::matmul;
     }
@@ -75,6 +83,11 @@ using B = halide_buffer_t *;
 template <Sig S> struct SigType;
 template <> struct SigType<Sig::dequant> { using type = int(B, B); };
 template <> struct SigType<Sig::dequant_scaled> { using type = int(B, B, B); };
+template <> struct SigType<Sig::dequant_scaled_zp> { using type = int(B, B, B, B); };
+template <> struct SigType<Sig::matmul_scaled_zp> { using type = int(B, B, B, B, bool, B, B, bool, int, B); };
+template <> struct SigType<Sig::matmul_scaled_zp_norm> {
+    using type = int(B, B, B, B, bool, B, B, B, bool, float, B, bool, int, B);
+};
 template <> struct SigType<Sig::matmul> { using type = int(B, B, B, bool, B, bool, int, B); };
 template <> struct SigType<Sig::matmul_scaled> { using type = int(B, B, B, B, bool, B, bool, int, B); };
 template <> struct SigType<Sig::matmul_norm> { using type = int(B, B, B, bool, B, B, bool, float, B, bool, int, B); };

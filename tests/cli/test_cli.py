@@ -61,7 +61,7 @@ def read_safetensors(path):
         if name == "__metadata__":
             continue
         b, end = e["data_offsets"]
-        dt = {"F32": np.float32, "F16": np.float16, "U8": np.uint8}[e["dtype"]]
+        dt = {"F32": np.float32, "F16": np.float16, "U8": np.uint8, "I32": np.int32}[e["dtype"]]
         out[name] = np.frombuffer(data[b:end], dtype=dt).reshape(e["shape"])
     return out, header.get("__metadata__", {})
 
@@ -87,6 +87,39 @@ def int4g_dequant(w4, scales, in_, g):
     q = np.stack([lo, hi], axis=-1).reshape(w4.shape[0], in_)
     s = np.repeat(scales.astype(np.float32), g, axis=1)[:, :in_]
     return q.astype(np.float32) * s
+
+
+def gptq_pack(intweight, zeros, v2=False):
+    """AutoGPTQ's pack() loops (qlinear_cuda_old), in numpy: intweight [in, out], zeros [groups, out]."""
+    in_, out = intweight.shape
+    qweight = np.zeros((in_ // 8, out), dtype=np.uint32)
+    i, row = 0, 0
+    while row < qweight.shape[0]:
+        for j in range(i, i + 8):
+            qweight[row] |= intweight[j].astype(np.uint32) << np.uint32(4 * (j - i))
+        i += 8
+        row += 1
+    z = zeros.astype(np.uint32) - np.uint32(0 if v2 else 1)  # v1 stores zero - 1
+    qzeros = np.zeros((zeros.shape[0], out // 8), dtype=np.uint32)
+    i, col = 0, 0
+    while col < qzeros.shape[1]:
+        for j in range(i, i + 8):
+            qzeros[:, col] |= z[:, j] << np.uint32(4 * (j - i))
+        i += 8
+        col += 1
+    return qweight.view(np.int32), qzeros.view(np.int32)
+
+
+def awq_pack(intweight, zeros):
+    """AutoAWQ's WQLinear_GEMM.from_linear packing, in numpy: intweight [in, out], zeros [groups, out]."""
+    order_map = [0, 2, 4, 6, 1, 3, 5, 7]
+    def pack(m):
+        q = np.zeros((m.shape[0], m.shape[1] // 8), dtype=np.uint32)
+        for col in range(m.shape[1] // 8):
+            for i in range(8):
+                q[:, col] |= m[:, col * 8 + order_map[i]].astype(np.uint32) << np.uint32(i * 4)
+        return q.view(np.int32)
+    return pack(intweight), pack(zeros)
 
 
 class Files(unittest.TestCase):
@@ -267,6 +300,81 @@ class Files(unittest.TestCase):
         self.matmul(out, "lin", ref, self.bias.astype(np.float16).astype(np.float32), 4, activations="auto", tol=3e-2)
         self.matmul(out, "nob", ref, None, 1, activations="auto", tol=3e-2)
         self.matmul(out, "dense.weight", self.dense, self.bias, 3)
+
+    def test_gptq_and_awq_checkpoints(self):
+        # Checkpoints packed by AutoGPTQ's and AutoAWQ's own loops (above),
+        # with their config.json: inspect says what they are, dequant gives
+        # the checkpoint's values bit for bit (act-order included), matmul
+        # runs them, and pack writes a GGUF whose int4z tiles multiply alike.
+        out, in_ = 24, 256
+        for kind, G, act_order in (("gptq", 64, False), ("gptq", 32, True), ("awq", 128, False)):
+            with self.subTest(kind=kind, group=G, act_order=act_order):
+                d = self.path(f"{kind}-{G}-{int(act_order)}")
+                os.makedirs(d, exist_ok=True)
+                groups = in_ // G
+                q = RNG.integers(0, 16, size=(in_, out), dtype=np.uint32)
+                z = RNG.integers(1, 16, size=(groups, out), dtype=np.uint32)
+                sc = RNG.uniform(0.001, 0.02, size=(groups, out)).astype(np.float16)
+                g_idx = np.arange(in_, dtype=np.int32) // G
+                if act_order:
+                    perm = RNG.permutation(in_)
+                    g_idx[perm] = np.arange(in_, dtype=np.int32) // G
+                bias = RNG.uniform(-1, 1, size=out).astype(np.float16)
+                pre = "model.layers.0.self_attn.q_proj"
+                if kind == "gptq":
+                    qw, qz = gptq_pack(q, z)
+                    tensors = {pre + ".g_idx": ("I32", (in_,), g_idx.tobytes())}
+                    config = {"quant_method": "gptq", "bits": 4, "group_size": G, "desc_act": act_order, "sym": False}
+                else:
+                    qw, qz = awq_pack(q, z)
+                    tensors = {}
+                    config = {"quant_method": "awq", "bits": 4, "group_size": G, "version": "gemm", "zero_point": True}
+                tensors.update({pre + ".qweight": ("I32", qw.shape, qw.tobytes()),
+                                pre + ".qzeros": ("I32", qz.shape, qz.tobytes()),
+                                pre + ".scales": ("F16", sc.shape, sc.tobytes()),
+                                pre + ".bias": ("F16", bias.shape, bias.tobytes())})
+                st = os.path.join(d, "model.safetensors")
+                write_safetensors(st, tensors, metadata={"format": "pt"})
+                with open(os.path.join(d, "config.json"), "w") as f:
+                    json.dump({"model_type": "llama", "quantization_config": config}, f)
+                # The checkpoint's own math: W[o, c] = (q[c, o] - z[g(c), o]) * s[g(c), o].
+                w = ((q.astype(np.float32) - z[g_idx].astype(np.float32)) * sc[g_idx].astype(np.float32)).T
+                j = json.loads(run("inspect", st, "--json").stdout)
+                self.assertEqual(j["quantization"]["method"], kind)
+                self.assertEqual(j["quantization"]["layers"], 1)
+                self.assertEqual(j["quantization"]["runs_as"], "int4z")
+                self.assertIn("run as int4z", run("inspect", st).stdout)
+                ours = self.dequant(st, pre).reshape(out, in_)
+                self.assertTrue(np.array_equal(ours, w.astype(np.float32)))
+                b32 = bias.astype(np.float32)
+                for tokens in (1, 5):
+                    self.matmul(st, pre, w, b32, tokens)
+                    self.matmul(st, pre, w, b32, tokens, activations="auto", tol=3e-2)
+                packed = os.path.join(d, "packed.gguf")
+                if act_order:
+                    p = run("pack", st, "-o", packed, expect=1)
+                    self.assertIn("act-order", p.stderr)
+                    continue
+                pj = json.loads(run("pack", st, "-o", packed, "--json").stdout)
+                self.assertEqual({t["tensor"] for t in pj["tensors"]}, {pre})
+                self.assertTrue(np.array_equal(self.dequant(packed, pre).reshape(out, in_), w.astype(np.float32)))
+                self.matmul(packed, pre, w, b32, 3, activations="auto", tol=3e-2)
+
+    def test_quantize_int4z_as_gptq(self):
+        # --to int4z writes a GPTQ checkpoint (default layout, config in its
+        # metadata) that qforge reads back and multiplies.
+        out = self.path("int4z.safetensors")
+        j = json.loads(run("quantize", self.st_path, "-o", out, "--to", "int4z:32", "--json").stdout)
+        rows = {t["tensor"]: t for t in j["tensors"]}
+        self.assertEqual(rows["dense.weight"]["to"], "int4z:32")
+        self.assertLess(rows["dense.weight"]["rmse"], 0.003)
+        st, meta = read_safetensors(out)
+        self.assertEqual(st["dense.qweight"].dtype, np.int32)
+        self.assertEqual(json.loads(meta["quantization_config"])["quant_method"], "gptq")
+        self.assertIn("run as int4z", run("inspect", out).stdout)
+        w = self.dequant(out, "dense").reshape(self.out, self.in_)
+        self.assertLess(np.sqrt(np.mean((w - self.dense) ** 2)), 0.003)
+        self.matmul(out, "dense", w, self.bias, 3)
 
     def test_quantize_q4k_readable_by_gguf_py(self):
         out = self.path("q.gguf")
@@ -539,7 +647,7 @@ class Files(unittest.TestCase):
                                        "-o", "OUT"], "at least 1"),
             ("q8 activations on F16", raw(good), ["matmul", "--tensor", "f16.weight", "--input", "X1x512", "--tokens",
                                                   "1", "--activations", "q8", "-o", "OUT"],
-             "q8 is for formats with 8-bit kernels (int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, "
+             "q8 is for formats with 8-bit kernels (int4g, int4z, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, "
              "iq4_nl, iq4_xs)"),
             ("unknown target", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x512", "--tokens", "1",
                                            "--target", "x86-avx1024", "-o", "OUT"], "x86-avx1024"),

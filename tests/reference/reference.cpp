@@ -54,17 +54,23 @@ uint16_t f32_to_bf16(float f) {
 
 static int64_t groups(int64_t in, int g) { return (in + g - 1) / g; }
 
-void int4g_dequant(const uint8_t *weight, const uint16_t *scales, int64_t out, int64_t in, int group_size,
-                   float *w) {
+void int4z_dequant(const uint8_t *weight, const uint16_t *scales, const uint8_t *zeros, int64_t out, int64_t in,
+                   int group_size, float *w) {
     const int64_t ng = groups(in, group_size);
     for (int64_t r = 0; r < out; ++r) {
         for (int64_t c = 0; c < in; ++c) {
             const uint8_t byte = weight[r * (in / 2) + c / 2];
             const int nibble = (c % 2 == 0) ? (byte & 0x0F) : (byte >> 4);
             const float scale = f16_to_f32(scales[r * ng + c / group_size]);
-            w[r * in + c] = static_cast<float>(nibble - 8) * scale;
+            const int zero = zeros ? zeros[r * ng + c / group_size] : 8;
+            w[r * in + c] = static_cast<float>(nibble - zero) * scale;
         }
     }
+}
+
+void int4g_dequant(const uint8_t *weight, const uint16_t *scales, int64_t out, int64_t in, int group_size,
+                   float *w) {
+    int4z_dequant(weight, scales, nullptr, out, in, group_size, w);
 }
 
 // y = x * w^T + bias in float64 over float32 weights.
@@ -88,6 +94,13 @@ void int4g_matmul(const uint8_t *weight, const uint16_t *scales, int64_t out, in
                   const float *x, int64_t tokens, const float *bias, double *y, double *abs_terms) {
     std::vector<float> w(out * in);
     int4g_dequant(weight, scales, out, in, group_size, w.data());
+    dense_matmul(w, out, in, x, tokens, bias, y, abs_terms);
+}
+
+void int4z_matmul(const uint8_t *weight, const uint16_t *scales, const uint8_t *zeros, int64_t out, int64_t in,
+                  int group_size, const float *x, int64_t tokens, const float *bias, double *y, double *abs_terms) {
+    std::vector<float> w(out * in);
+    int4z_dequant(weight, scales, zeros, out, in, group_size, w.data());
     dense_matmul(w, out, in, x, tokens, bias, y, abs_terms);
 }
 

@@ -24,6 +24,13 @@ void int4g_dequant(const uint8_t *weight, const uint16_t *scales, int64_t out, i
 void int4g_matmul(const uint8_t *weight, const uint16_t *scales, int64_t out, int64_t in, int group_size,
                   const float *x, int64_t tokens, const float *bias, double *y, double *abs_terms = nullptr);
 
+// int4z: int4g with zeros [out, ceil(in/G)] (one byte each) in place of 8.
+void int4z_dequant(const uint8_t *weight, const uint16_t *scales, const uint8_t *zeros, int64_t out, int64_t in,
+                   int group_size, float *w);
+void int4z_matmul(const uint8_t *weight, const uint16_t *scales, const uint8_t *zeros, int64_t out, int64_t in,
+                  int group_size, const float *x, int64_t tokens, const float *bias, double *y,
+                  double *abs_terms = nullptr);
+
 // y [tokens, out] = x w^T + bias in float64 over f32 weights w [out, in];
 // abs_terms as above.
 void dense_matmul(const std::vector<float> &w, int64_t out, int64_t in, const float *x, int64_t tokens,

@@ -10,7 +10,7 @@
 
 namespace qforge {
 
-enum class Format : uint8_t { f32, f16, bf16, int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, iq4_nl, iq4_xs };
+enum class Format : uint8_t { f32, f16, bf16, int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, iq4_nl, iq4_xs, int4z };
 
 // The activations a kernel reads: f32, or quantized to 8 bits per block
 // (Q8_K: 256 values with an f32 scale and 16-value sums; Q8_0: 32 values
@@ -31,7 +31,7 @@ struct FormatTraits {
     int64_t block_bytes;
     std::vector<int> f16_fields;  // byte offsets of a block's f16 fields (scales, mins): where
                                   // tools that make random valid weights put finite values
-    bool separate_scales;         // int4g: an f16 scale plane [out, ceil(in/G)] beside the weights
+    bool separate_scales;         // int4g, int4z: an f16 scale plane [out, ceil(in/G)] beside the weights
     std::vector<int> group_sizes; // int4g: the compiled group sizes; empty: scales live in the blocks
     std::vector<ActType> activations;  // what its matmul kernels read; empty: no kernels of its own
     // Values and bytes per row per block of its packed layout (qforge/pack.h,
@@ -41,6 +41,9 @@ struct FormatTraits {
     // On CUDA, from this many tokens a layer dequantizes to f16 and runs
     // cuBLAS instead of the Halide kernels; 0: never (bench/device/RULES.md).
     int64_t cuda_gemm_min_tokens;
+    // int4z: a zero-point plane [out, ceil(in/G)] (u8) beside the scales;
+    // a weight is (q - zero) * scale instead of (q - 8) * scale.
+    bool zero_points;
 };
 
 const FormatTraits &traits(Format f);

@@ -39,20 +39,24 @@ struct RunOptions {
 };
 
 // Weights in any format (format.h), row-major [out, in]: f32/f16 values,
-// int4g nibbles with their f16 scale plane, or rows of GGUF blocks
+// int4g nibbles with their f16 scale plane (int4z: and a zero-point plane), or rows of GGUF blocks
 // (FORMATS.md). What a format needs of the fields is in its traits row.
 struct Weights {
     Format format = Format::f32;
     const void *data = nullptr;
     int64_t out = 0, in = 0;
     int64_t row_stride = 0;            // bytes between rows; 0: dense
-    const uint16_t *scales = nullptr;  // int4g only: f16 bits [out, ceil(in/G)]
-    int group_size = 0;                // int4g only: one of traits(int4g).group_sizes
-    int64_t scales_stride = 0;         // int4g only: elements between scale rows; 0: ceil(in/G)
+    const uint16_t *scales = nullptr;  // int4g, int4z: f16 bits [out, ceil(in/G)]
+    int group_size = 0;                // int4g, int4z: one of traits(format).group_sizes
+    int64_t scales_stride = 0;         // int4g, int4z: elements between scale rows; 0: ceil(in/G)
     // 0: `data` is in the file's layout. R: `data` is packed in tiles of R
     // rows (qforge/pack.h), row_stride unused; only kernels of that layout
     // read it (8-bit activations).
     int pack_rows = 0;
+    // int4z only: the zero points, one byte per group [out, ceil(in/G)]
+    // (0..15 as GPTQ and AWQ write them); a weight is (q - zero) * scale.
+    const uint8_t *zeros = nullptr;
+    int64_t zeros_stride = 0;          // int4z only: bytes between zero rows; 0: ceil(in/G)
 };
 
 // RMSNorm or LayerNorm over each row (token) of an activation matrix,

@@ -90,8 +90,14 @@ struct WeightRef {
     Format format = Format::f32;
     const void *data = nullptr;
     int64_t out = 0, in = 0;
-    const uint16_t *scales = nullptr;  // formats with separate scales (int4g): f16 [out, ceil(in/G)]
+    const uint16_t *scales = nullptr;  // formats with separate scales (int4g, int4z): f16 [out, ceil(in/G)]
     int group_size = 0;
+    const uint8_t *zeros = nullptr;    // int4z: zero points [out, ceil(in/G)], one byte each (0..15)
+    // Act-order (GPTQ's desc_act, qforge/gptq.h): column i of the weight
+    // multiplies input input_order[i], a permutation of 0..in-1 the layer
+    // copies. A fused host layer permutes x once per call; eager layers put
+    // their dense copy back in input order at load; fused CUDA layers refuse it.
+    const int32_t *input_order = nullptr;
     // 0: data is the file's layout. R: data is packed in tiles of R rows
     // (qforge/pack.h), as `qforge pack` writes it; a layer on a CPU whose
     // kernels take this R reads it as is (no copy), elsewhere it repacks
@@ -112,6 +118,8 @@ public:
     int64_t out() const;
     Format format() const;
     int group_size() const;
+    // Act-order (WeightRef::input_order): the input of each weight column; empty: in order.
+    const std::vector<int32_t> &input_order() const;
     Strategy strategy() const;
     Memory memory() const;
     bool has_bias() const;
@@ -152,8 +160,10 @@ std::unique_ptr<Linear> make_linear(std::string name, const WeightRef &w, const 
                                     const LayerOptions &opt = {});
 // A GGUF tensor ("blk.0.attn_q.weight"; the bias "blk.0.attn_q.bias" is used when present).
 std::unique_ptr<Linear> load_linear(const GGUFFile &f, const std::string &tensor, const LayerOptions &opt = {});
-// A safetensors tensor: an int4g prefix (prefix.weight_4bit ...) or a dense
-// weight ("model.layers.0.self_attn.q_proj.weight", with ".bias" beside it).
+// A safetensors tensor: an int4g prefix (prefix.weight_4bit ...), a GPTQ or
+// AWQ prefix (prefix.qweight ..., read into int4z with the config beside the
+// file: qforge/gptq.h) or a dense weight
+// ("model.layers.0.self_attn.q_proj.weight", with ".bias" beside it).
 std::unique_ptr<Linear> load_linear(const SafetensorsFile &f, const std::string &name, const LayerOptions &opt = {});
 
 }  // namespace qforge

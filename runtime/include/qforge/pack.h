@@ -55,7 +55,8 @@ void pack_weights(const Weights &w, int rows, void *dst, int threads = 0);
 std::vector<uint8_t> pack_gate_up(const Weights &gate, const Weights &up, int rows, int threads = 0);
 // The inverse: packed `w` (w.pack_rows set) back to the file's dense rows
 // in `dst`: weight_bytes(format, out, in, group_size) bytes, the weight
-// plane followed, for int4g, by its scale plane [out, ceil(in/G)].
+// plane followed, for int4g and int4z, by its scale plane [out, ceil(in/G)]
+// and, for int4z, its zero points [out, ceil(in/G)].
 void unpack_weights(const Weights &w, void *dst);
 
 // Packed tensors in GGUF files (FORMATS.md, "Packed GGUF files"), as

@@ -15,11 +15,11 @@
 namespace qforge {
 
 struct FormatSpec {
-    Format format = Format::q4_k;   // one qforge can quantize to: f32, f16, q4_k, int4g
-    int group_size = 0;             // formats with separate scales (int4g) only
-    int bits = 4;                   // int4g only: 4 is the one width qforge packs
+    Format format = Format::q4_k;   // one qforge can quantize to: f32, f16, q4_k, int4g, int4z (as a GPTQ checkpoint)
+    int group_size = 0;             // formats with separate scales (int4g, int4z) only
+    int bits = 4;                   // int4g, int4z only: 4 is the one width qforge packs
 
-    // "q4_k", "int4g" (G = 128), "int4g:G", "int4g:G:bits", "f16", "f32".
+    // "q4_k", "int4g" (G = 128), "int4g:G", "int4g:G:bits", "int4z[:G]", "f16", "f32".
     static FormatSpec parse(const std::string &text);
     std::string to_string() const;
 };

@@ -19,6 +19,7 @@ float f16_bits_to_f32(uint16_t bits);
 struct Int4gQuantized {
     std::vector<uint8_t> weight;    // [out, in/2]
     std::vector<uint16_t> scales;   // f16 bits [out, ceil(in/G)]
+    std::vector<uint8_t> zeros;     // int4z: zero points [out, ceil(in/G)] (0..15); int4g: empty
     int64_t out = 0, in = 0;
     int group_size = 0;
     double rmse = 0;
@@ -28,6 +29,13 @@ struct Int4gQuantized {
 // sign kept, as ggml's Q4_0), so no value is clipped. With `search`, a small
 // search over scales keeps the one with the least squared error. w is [out, in].
 Int4gQuantized quantize_int4g(const float *w, int64_t out, int64_t in, int group_size, bool search = true);
+// Asymmetric int4z (GPTQ's and AWQ's round-to-nearest starting point): each
+// group's range [min(w, 0), max(w, 0)] over 15 steps, the zero point
+// round(-min / scale), every value rounded to the nearest of the 16 levels.
+// Zero points are 1..15, so the result is also a GPTQ checkpoint in its
+// default layout (qforge/gptq.h, write_gptq_layer): a group with nothing
+// below 0 takes zero 1 and 14 steps.
+Int4gQuantized quantize_int4z(const float *w, int64_t out, int64_t in, int group_size);
 
 struct BlockQuantized {
     DType type = DType::q4_k;
