@@ -28,6 +28,9 @@ public:
         Var c = f.c, r = f.r;
         Expr byte = weight(c / 2, r);
         Expr nibble = cast<int32_t>((byte >> cast<uint8_t>(4 * (c % 2))) & cast<uint8_t>(15));
+        // (q - zero) * scale as FORMATS.md writes it, to the bit (a negative
+        // scale times q - zero = 0 is -0; scale * q - scale * zero, the
+        // matmul's form, would give +0).
         Expr zero = zero_points ? cast<int32_t>((*zeros_)(c / G, r)) : Expr(8);
         out(c, r) = cast(out.type(), cast<float>(nibble - zero) * f16_bits_to_f32(scales(c / G, r)));
         f.out = out;

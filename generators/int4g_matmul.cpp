@@ -43,12 +43,19 @@ public:
         Expr full_groups = in / G;
         Expr tail_pairs = (in - full_groups * G) / 2;
 
-        // The dequantized weight of column c, row r: (nibble - zero) * scale,
-        // zero 8 for int4g.
+        // The dequantized weight of column c, row r: (nibble - 8) * scale, or
+        // int4z's scale * nibble - scale * zero: the second product is one
+        // per group, a broadcast float (a zero subtracted from the nibbles'
+        // lanes lowers on x86 to a byte inserted lane by lane: 8 vpinsrb per
+        // 8 weights), and every step is exact (scale has 11 significant bits,
+        // q and zero 4).
         auto dequant = [&](Expr c, Expr row) {
             Expr nibble = (weight_(c / 2, row) >> cast<uint8_t>(4 * (c % 2))) & cast<uint8_t>(15);
-            Expr zero = zero_points ? cast<int32_t>(zeros_clamped(c / G, row)) : Expr(8);
-            return f16_bits_to_f32(scales_(c / G, row)) * cast<float>(cast<int32_t>(nibble) - zero);
+            Expr scale = f16_bits_to_f32(scales_(c / G, row));
+            if (!zero_points) return scale * cast<float>(cast<int32_t>(nibble) - 8);
+            // strict_float keeps the simplifier from factoring the two products back
+            // into scale * (q - zero), which it narrows to that lane-by-lane byte.
+            return scale * cast<float>(nibble) - strict_float(scale * cast<float>(zeros_clamped(c / G, row)));
         };
         f.wq(f.c, r) = dequant(f.c, r);
 
