@@ -219,6 +219,19 @@ std::vector<float> ModelFile::to_f32(const std::string &name, std::vector<int64_
     }
     std::vector<float> out(w.out * w.in);
     dequant(w, Matrix{out.data(), w.out, w.in});
+    const TensorView *order = gguf && packed ? gguf->find(name + ".input_order") : nullptr;
+    if (order && order->type == DType::i32 && order->shape == std::vector<int64_t>{w.in}) {  // act-order: back in input order
+        std::vector<int32_t> o(w.in);
+        std::memcpy(o.data(), order->data, w.in * 4);
+        std::vector<float> back(out.size());
+        for (int64_t r = 0; r < w.out; ++r) {
+            for (int64_t i = 0; i < w.in; ++i) {
+                if (o[i] < 0 || o[i] >= w.in) throw Error(path_ + ": '" + order->name + "' is no permutation of the inputs");
+                back[r * w.in + o[i]] = out[r * w.in + i];
+            }
+        }
+        return back;
+    }
     return out;
 }
 

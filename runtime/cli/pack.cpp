@@ -53,10 +53,6 @@ int pack(const PackArgs &a, const Common &c) {
             w = {Format::int4g, g.weight->data, g.out, g.in, 0, reinterpret_cast<const uint16_t *>(g.scales->data), g.group_size};
         } else if (m.st->find(l.name + ".qweight")) {
             zp = read_zero_point_layer(*m.st, l.name, zero_point_config_for(*m.st));
-            if (!zp->input_order.empty()) {
-                throw Error(a.input + ": '" + l.name + "' is act-order (its g_idx permutes the inputs), which a packed "
-                            "GGUF cannot carry yet: load the checkpoint itself");
-            }
             w = {Format::int4z, zp->weight.data(), zp->out, zp->in, 0, zp->scales.data(), zp->group_size};
             w.zeros = zp->zeros.data();
         } else {
@@ -76,6 +72,9 @@ int pack(const PackArgs &a, const Common &c) {
         const auto t0 = std::chrono::steady_clock::now();
         const PackedTensor p{w.format, w.out, w.in, w.group_size, R, family, b.experts};
         add_packed_tensor(gw, l.name, w, p);
+        if (zp && !zp->input_order.empty()) {  // act-order: the columns' inputs beside the tiles (FORMATS.md)
+            gw.add_tensor(l.name + ".input_order", DType::i32, {l.in}, zp->input_order.data(), zp->input_order.size() * 4);
+        }
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         pack_s += s;
         const int64_t n = std::max<int64_t>(b.experts, 1), in_bytes = n * l.bytes, out_bytes = n * p.matrix_bytes();

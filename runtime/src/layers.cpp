@@ -630,6 +630,13 @@ std::unique_ptr<Linear> load_linear(const GGUFFile &f, const std::string &tensor
         w.group_size = p->group_size;
         w.pack_rows = p->rows;
         w.owner = f.keep_alive();
+        if (const TensorView *o = f.find(tensor + ".input_order")) {  // act-order (FORMATS.md, "Packed GGUF files")
+            if (o->type != DType::i32 || o->shape != std::vector<int64_t>{w.in}) {
+                layer_error(tensor, "'" + o->name + "' is " + to_string(o->type) + " " + shape_string(o->shape) +
+                                        ", expected I32 [" + std::to_string(w.in) + "]");
+            }
+            w.input_order = reinterpret_cast<const int32_t *>(o->data);  // the layer copies and checks it
+        }
     } else {
         w = weight_of(t, f.keep_alive(), tensor);
     }
