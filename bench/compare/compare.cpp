@@ -126,37 +126,25 @@ std::vector<uint8_t> random_iq4_xs(int64_t out, int64_t in) {
     return b;
 }
 
-// int4z G=32 as Q4_1 blocks: d, m = -d z (f16), the nibbles paired as Q4_0's.
-std::vector<uint8_t> int4z_to_q4_1(const Int4gQuantized &q, int64_t out, int64_t in) {
-    std::vector<uint8_t> b(out * in / 32 * 20);
+// int4g / int4z G=32 as ggml blocks (FORMATS.md): Q4_0 (d, nibbles) or,
+// with zero points, Q4_1 (d, m = -d z rounded to f16, nibbles). Byte j of a
+// block holds columns j (low) and j + 16 (high).
+std::vector<uint8_t> int4_to_ggml_blocks(const Int4gQuantized &q, int64_t out, int64_t in) {
+    const bool min = !q.zeros.empty();
+    const int bytes = min ? 20 : 18, at = min ? 4 : 2;
+    std::vector<uint8_t> b(out * in / 32 * bytes);
     auto nib = [&](int64_t r, int64_t c) { return (q.weight[r * in / 2 + c / 2] >> (4 * (c % 2))) & 15; };
+    auto put16 = [](uint8_t *p, uint16_t v) {
+        p[0] = v & 0xFF;
+        p[1] = v >> 8;
+    };
     for (int64_t r = 0; r < out; ++r) {
         for (int64_t g = 0; g < in / 32; ++g) {
-            uint8_t *p = &b[(r * in / 32 + g) * 20];
+            uint8_t *p = &b[(r * in / 32 + g) * bytes];
             const uint16_t d = q.scales[r * (in / 32) + g];
-            const uint16_t m = ref::f32_to_f16(-ref::f16_to_f32(d) * q.zeros[r * (in / 32) + g]);
-            p[0] = d & 0xFF;
-            p[1] = d >> 8;
-            p[2] = m & 0xFF;
-            p[3] = m >> 8;
-            for (int j = 0; j < 16; ++j) p[4 + j] = static_cast<uint8_t>(nib(r, g * 32 + j) | (nib(r, g * 32 + j + 16) << 4));
-        }
-    }
-    return b;
-}
-
-// int4g G=32 as Q4_0 blocks (FORMATS.md): the same d and nibbles, byte j of
-// a block holding columns j (low) and j + 16 (high).
-std::vector<uint8_t> int4g_to_q4_0(const Int4gQuantized &q, int64_t out, int64_t in) {
-    std::vector<uint8_t> b(out * in / 32 * 18);
-    auto nib = [&](int64_t r, int64_t c) { return (q.weight[r * in / 2 + c / 2] >> (4 * (c % 2))) & 15; };
-    for (int64_t r = 0; r < out; ++r) {
-        for (int64_t g = 0; g < in / 32; ++g) {
-            uint8_t *p = &b[(r * in / 32 + g) * 18];
-            const uint16_t d = q.scales[r * (in / 32) + g];
-            p[0] = d & 0xFF;
-            p[1] = d >> 8;
-            for (int j = 0; j < 16; ++j) p[2 + j] = static_cast<uint8_t>(nib(r, g * 32 + j) | (nib(r, g * 32 + j + 16) << 4));
+            put16(p, d);
+            if (min) put16(p + 2, ref::f32_to_f16(-ref::f16_to_f32(d) * q.zeros[r * (in / 32) + g]));
+            for (int j = 0; j < 16; ++j) p[at + j] = static_cast<uint8_t>(nib(r, g * 32 + j) | (nib(r, g * 32 + j + 16) << 4));
         }
     }
     return b;
@@ -214,9 +202,9 @@ public:
     Suite(const Shape &s, const std::vector<float> &w, int64_t max_tokens) : s_(s), max_tokens_(max_tokens) {
         q4k_ = quantize_q4k(w.data(), s.out, s.in).data;
         i4_ = quantize_int4g(w.data(), s.out, s.in, 32, false);
-        q4_0_ = int4g_to_q4_0(i4_, s.out, s.in);
+        q4_0_ = int4_to_ggml_blocks(i4_, s.out, s.in);
         z4_ = quantize_int4z(w.data(), s.out, s.in, 32);
-        q4_1_ = int4z_to_q4_1(z4_, s.out, s.in);
+        q4_1_ = int4_to_ggml_blocks(z4_, s.out, s.in);
         q8_0_ = quantize_q8_0(w, s.out, s.in);
         q6k_ = quantize_q6k(w, s.out, s.in);
         iq4xs_ = random_iq4_xs(s.out, s.in);

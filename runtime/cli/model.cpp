@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "mapped_file.h"
 #include "qforge/gptq.h"
@@ -169,6 +170,8 @@ std::unique_ptr<Linear> ModelFile::layer(const std::string &name, const LayerOpt
 std::vector<float> ModelFile::to_f32(const std::string &name, std::vector<int64_t> *shape) const {
     Weights w;
     std::vector<uint8_t> unpacked;
+    std::optional<Int4zLayer> zp;
+    std::vector<int32_t> order;  // act-order: the input of each column; empty: in order
     const auto packed = gguf ? packed_tensor(*gguf, name) : std::nullopt;
     if (packed) {
         // Each matrix (each expert of a stack) back to the file's layout.
@@ -190,17 +193,20 @@ std::vector<float> ModelFile::to_f32(const std::string &name, std::vector<int64_
             w.zeros = unpacked.data() + p.out * (p.in / 2) + p.out * ((p.in + p.group_size - 1) / p.group_size) * 2;
         }
         *shape = p.experts ? std::vector<int64_t>{p.experts, p.out, p.in} : std::vector<int64_t>{p.out, p.in};
-    } else if (st && st->find(name + ".qweight")) {  // GPTQ, AWQ: int4z, then back in input order
-        const Int4zLayer l = read_zero_point_layer(*st, name, zero_point_config_for(*st));
-        std::vector<float> v(l.out * l.in), out(l.out * l.in);
-        Weights z{Format::int4z, l.weight.data(), l.out, l.in, 0, l.scales.data(), l.group_size};
-        z.zeros = l.zeros.data();
-        dequant(z, Matrix{v.data(), l.out, l.in});
-        for (int64_t o = 0; o < l.out; ++o) {
-            for (int64_t i = 0; i < l.in; ++i) out[o * l.in + (l.input_order.empty() ? i : l.input_order[i])] = v[o * l.in + i];
+        if (const TensorView *o = gguf->find(name + ".input_order")) {  // FORMATS.md, "Packed GGUF files"
+            if (o->type != DType::i32 || o->shape != std::vector<int64_t>{p.in}) {
+                throw Error(path_ + ": '" + o->name + "' is " + to_string(o->type) + ", expected I32 [" +
+                            std::to_string(p.in) + "]");
+            }
+            order.resize(p.in);
+            std::memcpy(order.data(), o->data, p.in * 4);
         }
-        *shape = {l.out, l.in};
-        return out;
+    } else if (st && st->find(name + ".qweight")) {  // GPTQ, AWQ: int4z (its columns in group order)
+        zp = read_zero_point_layer(*st, name, zero_point_config_for(*st));
+        w = {Format::int4z, zp->weight.data(), zp->out, zp->in, 0, zp->scales.data(), zp->group_size};
+        w.zeros = zp->zeros.data();
+        order = zp->input_order;
+        *shape = {zp->out, zp->in};
     } else if (st && st->find(name + ".weight_4bit")) {
         const Int4gTensors g = st->int4g(name);
         w = {Format::int4g, g.weight->data, g.out, g.in, 0, reinterpret_cast<const uint16_t *>(g.scales->data), g.group_size};
@@ -219,20 +225,19 @@ std::vector<float> ModelFile::to_f32(const std::string &name, std::vector<int64_
     }
     std::vector<float> out(w.out * w.in);
     dequant(w, Matrix{out.data(), w.out, w.in});
-    const TensorView *order = gguf && packed ? gguf->find(name + ".input_order") : nullptr;
-    if (order && order->type == DType::i32 && order->shape == std::vector<int64_t>{w.in}) {  // act-order: back in input order
-        std::vector<int32_t> o(w.in);
-        std::memcpy(o.data(), order->data, w.in * 4);
-        std::vector<float> back(out.size());
-        for (int64_t r = 0; r < w.out; ++r) {
-            for (int64_t i = 0; i < w.in; ++i) {
-                if (o[i] < 0 || o[i] >= w.in) throw Error(path_ + ": '" + order->name + "' is no permutation of the inputs");
-                back[r * w.in + o[i]] = out[r * w.in + i];
-            }
+    if (order.empty()) return out;
+    // Act-order: each column back at its input (a permutation, or an error naming the tensor).
+    std::vector<float> back(out.size());
+    std::vector<bool> seen(w.in, false);
+    for (int64_t i = 0; i < w.in; ++i) {
+        if (order[i] < 0 || order[i] >= w.in || seen[order[i]]) {
+            throw Error(path_ + ": the input order of '" + name + "' is no permutation of its " + std::to_string(w.in) +
+                        " inputs");
         }
-        return back;
+        seen[order[i]] = true;
+        for (int64_t r = 0; r < w.out; ++r) back[r * w.in + order[i]] = out[r * w.in + i];
     }
-    return out;
+    return back;
 }
 
 std::vector<float> read_f32_file(const std::string &path, int64_t expected, const std::string &what) {

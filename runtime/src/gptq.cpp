@@ -121,7 +121,7 @@ ZeroPointConfig zero_point_config_for(const SafetensorsFile &f) {
     const fs::path config = dir / "config.json", quantize = dir / "quantize_config.json";
     if (fs::exists(config)) {
         const nlohmann::json doc = internal::read_json_file(config.string(), 64u << 20);
-        if (doc.is_object() && doc.contains("quantization_config")) return read_zero_point_config(config.string());
+        if (doc.is_object() && doc.contains("quantization_config")) return parse_zero_point_config(doc, config.string());
     }
     if (fs::exists(quantize)) return read_zero_point_config(quantize.string());
     ZeroPointConfig c;
