@@ -13,6 +13,7 @@
 #include <random>
 
 #include "layer_util.h"
+#include "qforge/block.h"
 #include "qforge/gptq.h"
 #include "qforge/safetensors.h"
 #include "test_util.h"
@@ -383,6 +384,37 @@ TEST(ZeroPointCheckpoint, ActOrderLayers) {
     expect_error([&] { make_linear("bad order", w); }, {"no permutation"});
     std::filesystem::remove_all(da);
     std::filesystem::remove_all(db);
+}
+
+// An FFN of act-order layers (gate and up with orders of their own): the
+// glu kernel, which reads x as it is, is not used for them; the FFN equals
+// its layers run one after another.
+TEST(ZeroPointCheckpoint, ActOrderFFN) {
+    const int64_t hidden = 128, ffn = 64, tokens = 3;
+    const Quantized g(ffn, hidden, 32, true), u(ffn, hidden, 32, true), d(hidden, ffn, 32, true);
+    std::vector<std::string> dirs;
+    auto layer = [&](const Quantized &q, const char *name) {
+        dirs.push_back(temp_dir(std::string("ffn_") + name));
+        const SafetensorsFile f = SafetensorsFile::open(write_checkpoint(dirs.back(), q, Kind::gptq, config_json(Kind::gptq, 32, true)));
+        return load_linear(f, "model.layers.0.mlp.up_proj");
+    };
+    FFN f = FFN::gated(layer(g, "gate"), layer(u, "up"), layer(d, "down"), Activation::silu);
+    const auto lg = layer(g, "gate2"), lu = layer(u, "up2"), ld = layer(d, "down2");
+    const auto x = random_floats(tokens * hidden, -1.0f, 1.0f);
+    ForwardOptions fo;  // automatic: 8-bit activations over packed tiles, where the glu kernel would run
+    std::vector<float> a(tokens * ffn), b(tokens * ffn), want(tokens * hidden), got(tokens * hidden, nan_poison());
+    lg->forward(ConstMatrix{x.data(), tokens, hidden}, Matrix{a.data(), tokens, ffn}, fo);
+    lu->forward(ConstMatrix{x.data(), tokens, hidden}, Matrix{b.data(), tokens, ffn}, fo);
+    for (int64_t i = 0; i < tokens * ffn; ++i) a[i] = a[i] / (1.0f + std::exp(-a[i])) * b[i];
+    ld->forward(ConstMatrix{a.data(), tokens, ffn}, Matrix{want.data(), tokens, hidden}, fo);
+    f.forward(ConstTensor{x.data(), {tokens, hidden}}, Tensor{got.data(), {tokens, hidden}}, fo);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < tokens * hidden; ++i) {
+        num += (got[i] - want[i]) * (got[i] - want[i]);
+        den += want[i] * want[i];
+    }
+    EXPECT_LT(std::sqrt(num / den), 1e-3);  // the same integer dots; the SiLU's rounding
+    for (const auto &dir : dirs) std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -105,6 +105,8 @@ namespace {
 // format and group size, on the host, quantized), or 0 where none is built.
 int glu_rows(const Linear &l, ActType *act) {
     if (l.memory() != Memory::host || l.strategy() != Strategy::fused) return 0;
+    // An act-order layer's x is permuted by its forward(); the glu kernel reads x as it is.
+    if (!l.input_order().empty()) return 0;
     const FormatTraits &t = traits(l.format());
     const int R = preferred_pack_rows(l.format(), l.group_size());
     if (!R || l.in() % t.packed_block_elements != 0) return 0;
