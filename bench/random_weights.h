@@ -8,6 +8,7 @@
 #include "qforge/kernels.h"
 
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -37,7 +38,7 @@ inline RandomWeights random_weights(Format format, int64_t out, int64_t in, int 
     w.in = in;
     w.format = format;
     w.group = group;
-    w.plane = out * (in / t.block_elements) * t.block_bytes;
+    w.plane = out * row_bytes(format, in);
     w.bytes.resize(static_cast<size_t>(weight_bytes(format, out, in, group)));
     for (auto &b : w.bytes) b = static_cast<uint8_t>(g());
     const uint16_t small = 0x1400;  // f16 ~ 0.001
@@ -50,6 +51,18 @@ inline RandomWeights random_weights(Format format, int64_t out, int64_t in, int 
     for (size_t at = scales_end; at < w.bytes.size(); ++at) w.bytes[at] &= 15;  // int4z's zero points
     for (size_t blk = 0; blk < static_cast<size_t>(w.plane); blk += t.block_bytes) {
         for (int f : t.f16_fields) put(blk + f);
+    }
+    if (t.row_head_bytes) {  // int8, fp8: an f32 scale ~ 0.001 heading each row; fp8 without NaN codes
+        const int64_t row = row_bytes(format, in);
+        for (int64_t r = 0; r < out; ++r) {
+            uint8_t *head = w.bytes.data() + r * row;
+            const float s = 0.001f;
+            std::memset(head, 0, t.row_head_bytes);
+            std::memcpy(head, &s, 4);
+            if (format == Format::fp8) {
+                for (int64_t k = 0; k < in; ++k) head[t.row_head_bytes + k] &= 0xF7;  // exponent <= 14: finite, |v| <= 240
+            }
+        }
     }
     if (format == Format::f32) {
         std::normal_distribution<float> n(0, 0.02f);

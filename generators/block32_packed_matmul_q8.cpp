@@ -16,7 +16,10 @@
 // IQ4 levels, which each DotForm takes as it takes Q8_0's s8 values
 // (iq4_weight in common.h). zero_points (int4z): bits=4 with the block's
 // zero point z a byte per row beside the scale, so isum - z * asum is
-// exact in i32, with no rounded min. Integer sums are exact.
+// exact in i32, with no rounded min. row_scales (int8 per channel): bits=8
+// with no scale in the blocks; the tile's first block holds its R rows' f32
+// scales (FORMATS.md, "Packed int8"), which multiply the row's whole sum of
+// a.d * isum once. Integer sums are exact.
 #include "common.h"
 
 namespace qforge {
@@ -36,6 +39,7 @@ public:
     GeneratorParam<bool> has_min{"has_min", false};   // Q4_1, Q5_1: w = d q + m
     GeneratorParam<bool> nonlinear{"nonlinear", false};  // IQ4_NL: w = d level[q]
     GeneratorParam<bool> zero_points{"zero_points", false};  // int4z: w = d (q - z), z a byte per row and block
+    GeneratorParam<bool> row_scales{"row_scales", false};    // int8: w = s q, s an f32 per row in the tile's head
 
     Input<Buffer<uint8_t, 3>> weight{"weight"};   // [block32_packed_bytes(bits, has_min) R, in/32, tiles]
     Input<Buffer<float, 2>> a_d{"a_d"};           // [in/32, tokens]
@@ -53,9 +57,12 @@ public:
         check(!has_min || B != 8, "a min goes with 4 or 5 bits");
         check(!nonlinear || (B == 4 && !has_min), "nonlinear levels go with 4 bits and no min");
         check(!zero_points || (B == 4 && !has_min && !nonlinear), "zero points go with 4 linear bits and no min");
+        check(!row_scales || (B == 8 && !has_min && !nonlinear && !zero_points), "row scales go with 8 bits alone");
+        // Block kb of the activations is block kb + head of the weights.
+        const int head = row_scales ? 1 : 0;
         // s8 weights (Q8_0's, IQ4_NL's levels): their pairs are widened one by one.
         const bool wide = B != 4 || nonlinear;
-        constrain_packed(weight, y, block32_packed_bytes(B, has_min, zero_points) * R);
+        constrain_packed(weight, y, (row_scales ? 32 : block32_packed_bytes(B, has_min, zero_points)) * R);
         Func a_d_ = clamp_outer(a_d), a_qs_ = clamp_outer(a_qs), a_sums_ = clamp_outer(a_sums);
 
         PackedBlock32Funcs f;
@@ -69,7 +76,7 @@ public:
         // of byte 4 g + b4 (bits=4), with bit 2 g + h of qh byte b4 on top
         // (bits=5), or byte 4 (g + 4 h) + b4 (bits=8).
         auto stored = [&](const Expr &b4, const Expr &g_, const Expr &h_) {
-            if (B == 8) return weight(b4 + 4 * r + 4 * R * (g_ + 4 * h_), kb, t);
+            if (B == 8) return weight(b4 + 4 * r + 4 * R * (g_ + 4 * h_), kb + head, t);
             Expr p = weight(b4 + 4 * r + 4 * R * g_, kb, t);
             Expr nib = select(h_ == 0, p & cast<uint8_t>(15), p >> cast<uint8_t>(4));
             if (B == 4) return nib;
@@ -140,16 +147,25 @@ public:
         auto wd = [&](const Expr &blk) {
             return f16_bits_to_f32(u16_le(weight(4 * B * R + 2 * r, blk, t), weight(4 * B * R + 2 * r + 1, blk, t)));
         };
-        f.blocks = RDom(0, weight.dim(1).extent(), "blocks");
+        f.blocks = RDom(0, weight.dim(1).extent() - head, "blocks");
         Expr b = f.blocks;
         f.acc(r, t, n) = 0.0f;
-        Expr term = (wd(b) * f.act_d(b, n)) * cast<float>(f.isum(r, b, t, n));
+        Expr term = row_scales ? f.act_d(b, n) * cast<float>(f.isum(r, b, t, n))
+                               : (wd(b) * f.act_d(b, n)) * cast<float>(f.isum(r, b, t, n));
         if (has_min) {
             Expr wm = f16_bits_to_f32(u16_le(weight((4 * B + 2) * R + 2 * r, b, t), weight((4 * B + 2) * R + 2 * r + 1, b, t)));
             term += (wm * f.act_d(b, n)) * cast<float>(f.act_sum(b, n));
         }
         f.acc(r, t, n) += term;
-        y(o, n) = packed_output(f.acc, bias, has_bias, bias.dim(0).extent(), y.dim(0).extent(), o, n, R);
+        Func out = f.acc;
+        if (row_scales) {
+            // Row r's scale: bytes 4r..4r+3 of the tile's head block.
+            Expr u = cast<uint32_t>(weight(4 * r, 0, t)) | (cast<uint32_t>(weight(4 * r + 1, 0, t)) << 8) |
+                     (cast<uint32_t>(weight(4 * r + 2, 0, t)) << 16) | (cast<uint32_t>(weight(4 * r + 3, 0, t)) << 24);
+            out = Func("scaled");
+            out(r, t, n) = f.acc(r, t, n) * reinterpret<float>(u);
+        }
+        y(o, n) = packed_output(out, bias, has_bias, bias.dim(0).extent(), y.dim(0).extent(), o, n, R);
         f.y = y;
         f.pairs = tile_pairs();
 

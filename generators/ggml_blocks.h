@@ -1,5 +1,6 @@
 // GGUF block formats whose weights dequantize one at a time (FORMATS.md:
-// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS): the
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS; and
+// qforge's per-channel int8 and fp8 rows, whose scale heads each row): the
 // bit layout of each, written once, shared by its dequantize and matmul
 // generators. Adding such a format is one entry here, its name in
 // targets.cmake's QF_BLOCK_FORMATS and a row of runtime/src/formats.cpp.
@@ -7,6 +8,7 @@
 
 #include "common.h"
 
+#include <cmath>
 #include <functional>
 #include <vector>
 
@@ -252,6 +254,51 @@ inline GGMLBlockFormat iq4_xs_format() {
     return f;
 }
 
+// Per-channel formats (FORMATS.md, "int8 and fp8 rows"): a row is a
+// 32-byte head whose first 4 bytes are the row's f32 scale (little-endian),
+// then its codes, one byte per weight; a weight is scale * value(code).
+// The head is one 32-byte unit so that the codes stay aligned for vector
+// loads and a packed tile carries its rows' scales in its first block.
+constexpr int kRowHeadBytes = 32;
+
+inline Expr row_scale(const Func &b, const Expr &r) {
+    Expr u = cast<uint32_t>(b(0, r)) | (cast<uint32_t>(b(1, r)) << 8) | (cast<uint32_t>(b(2, r)) << 16) |
+             (cast<uint32_t>(b(3, r)) << 24);
+    return reinterpret<float>(u);
+}
+
+// int8: s8 codes, symmetric per channel: scale * q.
+inline GGMLBlockFormat int8_format() {
+    GGMLBlockFormat f{32, 32, 1, 32};
+    f.quant = [](const Func &b, const Expr &g, const Expr &, const Expr &k, const Expr &r) {
+        return reinterpret<int8_t>(b(kRowHeadBytes + g * 32 + k, r));
+    };
+    f.d = [](const Func &b, const Expr &, const Expr &r) { return row_scale(b, r); };
+    return f;
+}
+
+// An FP8 E4M3 code (OCP FP8, as PyTorch's float8_e4m3fn) as f32, exactly:
+// sign, 4 exponent bits (bias 7), 3 mantissa bits, no infinities, S.1111.111
+// NaN. Its 7 magnitude bits placed at bit 7 of an f16 are the f16 of the
+// value / 2^8 (exponent bias 15 = 7 + 8; E4M3's subnormals land on f16's),
+// so one exact f16 -> f32 conversion and a multiply by 2^8 decode every code.
+inline Expr fp8_e4m3_to_f32(const Expr &code) {
+    Expr c = cast<uint16_t>(code);
+    Expr bits = ((c & cast<uint16_t>(0x80)) << 8) | ((c & cast<uint16_t>(0x7F)) << 7);
+    Expr v = cast<float>(reinterpret(Float(16), bits)) * 256.0f;
+    return select((c & cast<uint16_t>(0x7F)) == cast<uint16_t>(0x7F), Internal::make_const(Float(32), NAN), v);
+}
+
+// fp8: E4M3 codes, scale per channel (a per-tensor scale is repeated): scale * value.
+inline GGMLBlockFormat fp8_format() {
+    GGMLBlockFormat f{32, 32, 1, 32};
+    f.quant = [](const Func &b, const Expr &g, const Expr &, const Expr &k, const Expr &r) {
+        return fp8_e4m3_to_f32(b(kRowHeadBytes + g * 32 + k, r));
+    };
+    f.d = [](const Func &b, const Expr &, const Expr &r) { return row_scale(b, r); };
+    return f;
+}
+
 inline GGMLBlockFormat ggml_block_format(const std::string &name) {
     if (name == "q4_0") return q4_0_format();
     if (name == "q4_1") return q4_1_format();
@@ -264,8 +311,10 @@ inline GGMLBlockFormat ggml_block_format(const std::string &name) {
     if (name == "q5_k") return q5_k_format();
     if (name == "iq4_nl") return iq4_nl_format();
     if (name == "iq4_xs") return iq4_xs_format();
+    if (name == "int8") return int8_format();
+    if (name == "fp8") return fp8_format();
     throw CompileError("qforge: unknown block format '" + name +
-                       "' (q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q5_k, q6_k, iq4_nl, iq4_xs)");
+                       "' (q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q5_k, q6_k, iq4_nl, iq4_xs, int8, fp8)");
 }
 
 }  // namespace qforge

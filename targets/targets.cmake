@@ -195,6 +195,26 @@ foreach(g 32 64 128)
         "int4z matmul q8_0 - f32 ${g} 8 arm64 block32_packed_matmul_q8 zero_points=true")
 endforeach()
 
+# Per-channel 8-bit weights (FORMATS.md, "int8 and fp8 rows"): the block
+# generators' f32 kernels on every target; int8 also with Q8_0 activations,
+# packed on the CPUs (the tile's head block holds its rows' scales) and over
+# its rows on CUDA. fp8 has no integer kernel: E4M3 values are not integers.
+foreach(fmt int8 fp8)
+    list(APPEND QF_KERNELS
+        "${fmt} dequant - - f32 - - all ggml_block_dequant format=${fmt}"
+        "${fmt} matvec f32 - f32 - - all ggml_block_matmul format=${fmt}"
+        "${fmt} matmul f32 - f32 - - all ggml_block_matmul format=${fmt}"
+        "${fmt} matvec f32 norm f32 - - all ggml_block_matmul format=${fmt}"
+        "${fmt} matmul f32 norm f32 - - all ggml_block_matmul format=${fmt}")
+endforeach()
+list(APPEND QF_KERNELS
+    "int8 matvec q8_0 - f32 - 16 x86 block32_packed_matmul_q8 bits=8,row_scales=true"
+    "int8 matmul q8_0 - f32 - 16 x86 block32_packed_matmul_q8 bits=8,row_scales=true"
+    "int8 matvec q8_0 - f32 - 8 arm64 block32_packed_matmul_q8 bits=8,row_scales=true"
+    "int8 matmul q8_0 - f32 - 8 arm64 block32_packed_matmul_q8 bits=8,row_scales=true"
+    "int8 matvec q8_0 - f32 - - cuda ggml_block_matmul_q8 format=int8"
+    "int8 matmul q8_0 - f32 - - cuda ggml_block_matmul_q8 format=int8")
+
 # Every packed matmul once more with the glu epilogue (generators/common.h):
 # an FFN's gate and up tiles in pairs, act(gate) * up written, half the rows
 # read (runtime/include/qforge/block.h's FFN runs them).

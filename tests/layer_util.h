@@ -13,6 +13,19 @@ namespace qforge::test {
 
 inline std::vector<float> weights(int64_t out, int64_t in) { return random_floats(out * in, -0.05f, 0.05f); }
 
+// x [tokens, in] through RMSNorm with weight gamma, in float64, rounded to f32.
+inline std::vector<float> rms_normed(const std::vector<float> &x, int64_t tokens, int64_t in,
+                                     const std::vector<float> &gamma, double eps) {
+    std::vector<float> xn(x.size());
+    for (int64_t n = 0; n < tokens; ++n) {
+        double ss = 0;
+        for (int64_t k = 0; k < in; ++k) ss += static_cast<double>(x[n * in + k]) * x[n * in + k];
+        const double inv = 1.0 / std::sqrt(ss / static_cast<double>(in) + eps);
+        for (int64_t k = 0; k < in; ++k) xn[n * in + k] = static_cast<float>(x[n * in + k] * inv * gamma[k]);
+    }
+    return xn;
+}
+
 // A layer of `format` built from w, kept together with its storage.
 struct Built {
     std::vector<uint8_t> bytes;
@@ -51,6 +64,11 @@ inline Built build(Format format, const std::vector<float> &w, int64_t out, int6
         r.group_size = group_size;
         ref::int4z_dequant(b.i4.weight.data(), b.i4.scales.data(), z ? b.i4.zeros.data() : nullptr, out, in,
                            group_size, b.dequantized.data());
+    } else if (t.row_head_bytes) {  // int8, fp8: quantized per channel, then qforge's rows
+        const ChannelQuantized q = quantize_channels(format, w.data(), out, in);
+        b.bytes = channel_rows(format, q.codes.data(), q.scales.data(), out, in);
+        r.data = b.bytes.data();
+        ref::block_dequant(format, b.bytes.data(), out, in, b.dequantized.data());
     } else {
         if (format == Format::q4_k) {
             b.bytes = quantize_q4k(w.data(), out, in).data;

@@ -1,5 +1,5 @@
 // GGUF block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, Q6_K,
-// IQ4_NL, IQ4_XS) and dense f32/f16 weights:
+// IQ4_NL, IQ4_XS), qforge's per-channel int8 and fp8 rows, and dense f32/f16 weights:
 // dequantization bit-exact against the reference (any finite f16 scale),
 // matmuls within the f32 rounding bound of float64, every registered variant.
 #include "test_util.h"
@@ -25,6 +25,8 @@ const RefBlock kBlocks[] = {
     {Format::q5_k, ref::q5k_dequant},
     {Format::iq4_nl, ref::iq4_nl_dequant},
     {Format::iq4_xs, ref::iq4_xs_dequant},
+    {Format::int8, ref::int8_rows_dequant},
+    {Format::fp8, ref::fp8_rows_dequant},
 };
 
 const RefBlock &block_of(const VariantParam &p) {
@@ -41,7 +43,25 @@ bool is_block(const KernelRow &r) {
 // Random blocks; `realistic` scales of LLM-like magnitude, else any finite f16.
 std::vector<uint8_t> random_blocks(const RefBlock &f, int64_t out, int64_t in, bool realistic) {
     const FormatTraits &b = traits(f.format);
-    auto data = random_bytes(out * (in / b.block_elements) * b.block_bytes);
+    auto data = random_bytes(out * row_bytes(f.format, in));
+    if (b.row_head_bytes) {
+        // int8, fp8: a finite f32 scale heading each row (realistic: LLM-like, else
+        // any finite magnitude within 2^+-60), its head's other bytes zero;
+        // fp8's NaN codes (0x7F, 0xFF) avoided (Fp8Codes checks them).
+        std::uniform_real_distribution<float> mag(0.001f, 0.02f), e(-60.0f, 60.0f);
+        const int64_t row = row_bytes(f.format, in);
+        for (int64_t r = 0; r < out; ++r) {
+            uint8_t *head = &data[r * row];
+            float s = realistic ? mag(rng()) : std::ldexp(mag(rng()), static_cast<int>(e(rng())));
+            if (rng()() % 2) s = -s;
+            std::memset(head, 0, b.row_head_bytes);
+            std::memcpy(head, &s, 4);
+            if (f.format == Format::fp8) {
+                for (int64_t k = 0; k < in; ++k) head[b.row_head_bytes + k] &= (head[b.row_head_bytes + k] & 0x7F) == 0x7F ? 0xFE : 0xFF;
+            }
+        }
+        return data;
+    }
     std::uniform_real_distribution<float> scale(-0.02f, 0.02f);
     std::uniform_int_distribution<int> bits(0, 0xFFFF);
     for (size_t blk = 0; blk < data.size(); blk += b.block_bytes) {
@@ -92,10 +112,10 @@ TEST_P(BlockMatmul, MatchesFloat64Reference) {
     const FormatTraits &b = traits(f.format);
     for (const MatmulCase &c : q4k_matmul_cases()) {
         SCOPED_TRACE(c.name());
-        const int64_t row_bytes = c.in / b.block_elements * b.block_bytes, wstride = row_bytes + c.pad * 5;
+        const int64_t rb = row_bytes(f.format, c.in), wstride = rb + c.pad * 5;
         auto data = random_blocks(f, c.out, c.in, true);
         std::vector<uint8_t> strided(c.out * wstride, 0xAB);
-        for (int64_t r = 0; r < c.out; ++r) std::memcpy(&strided[r * wstride], &data[r * row_bytes], row_bytes);
+        for (int64_t r = 0; r < c.out; ++r) std::memcpy(&strided[r * wstride], &data[r * rb], rb);
         const int64_t xstride = c.in + c.pad;
         auto x = random_floats(c.tokens * xstride);
         auto bias = random_floats(c.out);

@@ -221,15 +221,7 @@ TEST(ZeroPointCheckpoint, LayerMatchesTheCheckpointsMath) {
                 layer->forward(ConstMatrix{x.data(), tokens, c.in, 0, normed ? &norm : nullptr}, y.view(), fo);
                 y.expect_all_written();
                 EXPECT_EQ(x, x_before) << "the layer modified its input";
-                std::vector<float> xn = x;
-                if (normed) {
-                    for (int64_t n = 0; n < tokens; ++n) {
-                        double ss = 0;
-                        for (int64_t k = 0; k < c.in; ++k) ss += static_cast<double>(x[n * c.in + k]) * x[n * c.in + k];
-                        const double inv = 1.0 / std::sqrt(ss / static_cast<double>(c.in) + 1e-5);
-                        for (int64_t k = 0; k < c.in; ++k) xn[n * c.in + k] = static_cast<float>(x[n * c.in + k] * inv * gamma[k]);
-                    }
-                }
+                const std::vector<float> xn = normed ? rms_normed(x, tokens, c.in, gamma, 1e-5) : x;
                 std::vector<double> ref(tokens * c.out), mag(tokens * c.out);
                 ref::dense_matmul(w, c.out, c.in, xn.data(), tokens, b16.data(), ref.data(), mag.data());
                 if (q8) {

@@ -10,6 +10,8 @@
 // which the test checks element by element.
 #include "test_util.h"
 
+#include "qforge/quantize.h"
+
 #include "qforge/pack.h"
 
 namespace qforge::test {
@@ -188,7 +190,7 @@ std::vector<uint8_t> packed_or_file(const Weights &w, int rows, const std::vecto
 // scaling its own share of a block (one more product).
 double lane_sums(const KernelRow &row) { return row.pack ? 2 : 6; }
 
-// 32-block kernels (Q4_0, int4g, Q8_0, Q4_1, Q5_0, Q5_1, IQ4_NL) x Q8_0,
+// 32-block kernels (Q4_0, int4g, Q8_0, Q4_1, Q5_0, Q5_1, IQ4_NL, int8) x Q8_0,
 // packed (the CPUs) or over the file's layout (CUDA), against the float64
 // reference on the same 8-bit activations; rows not a multiple of R (the
 // tail tile), NaN-poisoned outputs, every element checked. Each block's
@@ -220,6 +222,11 @@ TEST_P(Block32Q8, MatchesReference) {
                 for (uint8_t &z : zeros) z &= 15;
             }
             ref::int4z_dequant(data.data(), scales.data(), zeros.empty() ? nullptr : zeros.data(), c.out, c.in, G, w.data());
+        } else if (traits(f).row_head_bytes) {  // int8: quantized per channel from random weights
+            const auto wf = random_floats(c.out * c.in, -0.05f, 0.05f);
+            const ChannelQuantized q = quantize_channels(f, wf.data(), c.out, c.in);
+            data = channel_rows(f, q.codes.data(), q.scales.data(), c.out, c.in);
+            ref::block_dequant(f, data.data(), c.out, c.in, w.data());
         } else {
             data = random_bytes(weight_bytes(f, c.out, c.in));
             for (size_t b = 0; b < data.size(); b += traits(f).block_bytes) {
@@ -261,7 +268,7 @@ TEST_P(Block32Q8, MatchesReference) {
 
 std::vector<VariantParam> block32_q8_variants() {
     auto v = weight_variants("Block32Q8", Format::q4_0, {Op::matvec, Op::matmul}, ActType::q8_0);
-    for (Format f : {Format::int4g, Format::int4z, Format::q8_0, Format::q4_1, Format::q5_0, Format::q5_1, Format::iq4_nl}) {
+    for (Format f : {Format::int4g, Format::int4z, Format::q8_0, Format::q4_1, Format::q5_0, Format::q5_1, Format::iq4_nl, Format::int8}) {
         auto g = weight_variants("Block32Q8", f, {Op::matvec, Op::matmul}, ActType::q8_0);
         v.insert(v.end(), g.begin(), g.end());
     }

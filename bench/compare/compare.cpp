@@ -1,7 +1,8 @@
 // qforge against its peers in one run, on the same machine, shapes, threads
 // and input data (issue: benchmarks against ggml and the roofline):
 //   qforge layers (Q4_K; int4g G=32 and Q4_0; int4z G=32 (zero points, GPTQ's
-//   and AWQ's arithmetic) against ggml's Q4_1, its asymmetric peer; Q8_0; Q6_K; IQ4_XS), ggml's CPU kernels
+//   and AWQ's arithmetic) against ggml's Q4_1, its asymmetric peer; Q8_0 and int8 per channel against
+//   ggml's Q8_0; Q6_K; IQ4_XS), ggml's CPU kernels
 //   through ggml_mul_mat on a graph (plain and with its weight repacking),
 //   the eager baseline (qforge dequantizes once, OpenBLAS sgemm per call)
 //   and the scalar reference (decode only: it is float64 and slow).
@@ -206,6 +207,8 @@ public:
         z4_ = quantize_int4z(w.data(), s.out, s.in, 32);
         q4_1_ = int4_to_ggml_blocks(z4_, s.out, s.in);
         q8_0_ = quantize_q8_0(w, s.out, s.in);
+        const ChannelQuantized i8 = quantize_channels(Format::int8, w.data(), s.out, s.in);
+        int8_ = channel_rows(Format::int8, i8.codes.data(), i8.scales.data(), s.out, s.in);
         q6k_ = quantize_q6k(w, s.out, s.in);
         iq4xs_ = random_iq4_xs(s.out, s.in);
         dense_.resize(s.out * s.in);
@@ -223,6 +226,7 @@ public:
         add_qforge("qforge", "q4_0", Format::q4_0, q4_0_);
         add_qforge("qforge-int4z", "q4_1", Format::int4z, z4_.weight);
         add_qforge("qforge", "q8_0", Format::q8_0, q8_0_);
+        add_qforge("qforge-int8", "q8_0", Format::int8, int8_);  // per channel (issue 19): against ggml's Q8_0
         add_qforge("qforge", "q6_k", Format::q6_k, q6k_);
         add_qforge("qforge", "iq4_xs", Format::iq4_xs, iq4xs_);
         for (bool repack : {false, true}) {
@@ -292,7 +296,8 @@ private:
         ForwardOptions fo;
         fo.activations = act;
         const bool before = suffix == "-before";
-        impls_.push_back({name + "-" + (planes ? std::string("g32") : family) + suffix,
+        const std::string id = traits(type).row_head_bytes ? name : name + "-" + (planes ? std::string("g32") : family);
+        impls_.push_back({id + suffix,
                           family, copies, [this, layers, store, scales, zeros, fo, before](int c) {
                               ForwardOptions o = fo;
                               if (before) {
@@ -318,7 +323,7 @@ private:
 
     Shape s_;
     int64_t max_tokens_;
-    std::vector<uint8_t> q4k_, q4_0_, q4_1_, q8_0_, q6k_, iq4xs_;
+    std::vector<uint8_t> q4k_, q4_0_, q4_1_, q8_0_, q6k_, iq4xs_, int8_;
     Int4gQuantized i4_, z4_;
     std::vector<float> dense_;
     Data d_;

@@ -65,6 +65,20 @@ int inspect(const std::string &file, const Common &c) {
                                     {"layers_with_g_idx", act_order},
                                     {"runs_as", "int4z"}};
         }
+        // int8 / FP8 layers (compressed-tensors: codes with NAME_scale), and block-wise FP8 qforge does not run.
+        int64_t int8 = 0, fp8 = 0, per_tensor = 0, blockwise = 0;
+        for (const LinearInfo &l : m.linears()) {
+            const bool i8 = l.format.rfind("int8 ", 0) == 0, f8 = l.format.rfind("fp8 ", 0) == 0;
+            int8 += i8;
+            fp8 += f8;
+            per_tensor += (i8 || f8) && l.format.find("per-tensor") != std::string::npos;
+        }
+        for (const auto &t : m.st->tensors()) blockwise += t.name.size() > 10 && t.name.compare(t.name.size() - 10, 10, "_scale_inv") == 0;
+        if (int8 || fp8 || blockwise) {
+            info["channel_quantization"] = {{"int8_layers", int8}, {"fp8_layers", fp8}, {"per_tensor_scales", per_tensor},
+                                            {"per_channel_scales", int8 + fp8 - per_tensor}, {"blockwise_fp8_layers", blockwise},
+                                            {"runs_as", "int8 / fp8 (qforge rows, FORMATS.md)"}};
+        }
     }
     if (c.json) {
         info["metadata"] = meta.to_json();
@@ -83,6 +97,19 @@ int inspect(const std::string &file, const Common &c) {
                     q["layers"].get<size_t>(),
                     g == -1 ? "per channel" : g == 0 ? "group size from the shapes" : ("group size " + std::to_string(g)).c_str(),
                     static_cast<long long>(q["layers_with_g_idx"].get<int64_t>()));
+    }
+    if (info.contains("channel_quantization")) {
+        const json &q = info["channel_quantization"];
+        std::printf("8-bit checkpoint (compressed-tensors layout): %lld int8 and %lld FP8 E4M3 layers, %lld with a per-tensor "
+                    "scale, %lld per channel; run as int8 / fp8",
+                    static_cast<long long>(q["int8_layers"].get<int64_t>()), static_cast<long long>(q["fp8_layers"].get<int64_t>()),
+                    static_cast<long long>(q["per_tensor_scales"].get<int64_t>()),
+                    static_cast<long long>(q["per_channel_scales"].get<int64_t>()));
+        if (q["blockwise_fp8_layers"].get<int64_t>()) {
+            std::printf("; %lld layers with block-wise FP8 scales (_scale_inv), which qforge does not run",
+                        static_cast<long long>(q["blockwise_fp8_layers"].get<int64_t>()));
+        }
+        std::printf("\n");
     }
     std::printf("\n");
     if (meta.size()) {

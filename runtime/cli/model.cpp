@@ -30,6 +30,16 @@ bool is_linear(const TensorView &t) {
            t.name.find("embd") == std::string::npos && t.name.find("embed") == std::string::npos;
 }
 
+// An int8 / fp8 checkpoint's weight (compressed-tensors: I8 or F8_E4M3 with
+// NAME_scale beside it): what inspect calls it, or "" if t is not one.
+std::string channel_kind(const SafetensorsFile &st, const TensorView &t) {
+    if (t.shape.size() != 2 || (t.type != DType::i8 && t.type != DType::f8_e4m3)) return "";
+    const TensorView *s = st.find(t.name + "_scale");
+    if (!s) return "";
+    const std::string scale = s->elements() == 1 ? "per-tensor" : "per-channel";
+    return t.type == DType::i8 ? "int8 " + scale : "fp8 e4m3 " + scale;
+}
+
 }  // namespace
 
 ModelFile ModelFile::open(const std::string &path) {
@@ -79,6 +89,8 @@ std::vector<LinearInfo> ModelFile::linears() const {
     for (const auto &t : st->tensors()) {
         if (is_linear(t) && has_format(t.type) && traits(format_of(t.type)).block_elements == 1) {
             r.push_back({t.name, to_string(t.type), t.shape[0], t.shape[1], static_cast<int64_t>(t.bytes)});
+        } else if (const std::string kind = channel_kind(*st, t); !kind.empty() && is_linear(t)) {
+            r.push_back({t.name, kind, t.shape[0], t.shape[1], static_cast<int64_t>(t.bytes)});
         }
     }
     return r;
@@ -120,7 +132,7 @@ std::vector<BenchLinear> ModelFile::bench_linears() const {
                 b.skip = "rows of " + std::to_string(in) + " are not whole " + to_string(t.type) + " blocks";
             }
             r.push_back(b);
-        } else if (t.shape.size() == 2 && !runs && !(st && t.type == DType::u8)) {
+        } else if (t.shape.size() == 2 && !runs && !(st && t.type == DType::u8) && !(st && !channel_kind(*st, t).empty())) {
             r.push_back({{t.name, to_string(t.type), t.shape[0], t.shape[1], static_cast<int64_t>(t.bytes)}, t.name, 0,
                          why_not(t.type)});
         } else if (t.shape.size() > 3 || (t.shape.size() == 3 && t.name.find("_exps.") == std::string::npos)) {
@@ -172,6 +184,7 @@ std::vector<float> ModelFile::to_f32(const std::string &name, std::vector<int64_
     std::vector<uint8_t> unpacked;
     std::optional<Int4zLayer> zp;
     std::vector<int32_t> order;  // act-order: the input of each column; empty: in order
+    WeightRef channel;
     const auto packed = gguf ? packed_tensor(*gguf, name) : std::nullopt;
     if (packed) {
         // Each matrix (each expert of a stack) back to the file's layout.
@@ -207,6 +220,10 @@ std::vector<float> ModelFile::to_f32(const std::string &name, std::vector<int64_
         w.zeros = zp->zeros.data();
         order = zp->input_order;
         *shape = {zp->out, zp->in};
+    } else if (const TensorView *c = st ? st->find(name) : nullptr; c && !channel_kind(*st, *c).empty()) {
+        channel = load_channel_weight(*st, name);  // int8 / fp8: the checkpoint's codes and scales as qforge's rows
+        w = {channel.format, channel.data, channel.out, channel.in};
+        *shape = {channel.out, channel.in};
     } else if (st && st->find(name + ".weight_4bit")) {
         const Int4gTensors g = st->int4g(name);
         w = {Format::int4g, g.weight->data, g.out, g.in, 0, reinterpret_cast<const uint16_t *>(g.scales->data), g.group_size};

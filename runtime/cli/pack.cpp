@@ -45,6 +45,7 @@ int pack(const PackArgs &a, const Common &c) {
         if (m.is_gguf() && packed_tensor(*m.gguf, l.name)) continue;  // packed already: copied as it is
         Weights w;
         std::optional<Int4zLayer> zp;  // a GPTQ or AWQ layer, read into int4z
+        WeightRef channel;             // an int8 or fp8 layer (compressed-tensors)
         if (m.is_gguf()) {
             const TensorView &t = m.gguf->tensor(l.name);
             w = {format_of(t.type), t.data, l.out, l.in};
@@ -55,6 +56,10 @@ int pack(const PackArgs &a, const Common &c) {
             zp = read_zero_point_layer(*m.st, l.name, zero_point_config_for(*m.st));
             w = {Format::int4z, zp->weight.data(), zp->out, zp->in, 0, zp->scales.data(), zp->group_size};
             w.zeros = zp->zeros.data();
+        } else if (const TensorView *ct = m.st->find(l.name);
+                   ct && (ct->type == DType::i8 || ct->type == DType::f8_e4m3) && m.st->find(l.name + "_scale")) {
+            channel = load_channel_weight(*m.st, l.name);  // int8 / fp8: qforge's rows
+            w = {channel.format, channel.data, channel.out, channel.in};
         } else {
             continue;  // dense safetensors weights: copied
         }
@@ -85,6 +90,8 @@ int pack(const PackArgs &a, const Common &c) {
         if (m.is_gguf()) {
             drop(l.name);
         } else {
+            drop(l.name);
+            drop(l.name + "_scale");
             for (const char *suffix : {".weight_4bit", ".scales_4bit", ".qweight", ".qzeros", ".scales", ".g_idx"}) {
                 drop(l.name + suffix);
             }

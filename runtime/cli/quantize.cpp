@@ -1,5 +1,6 @@
 // qforge quantize: f32/f16/bf16 GGUF or safetensors -> Q4_K (a GGUF file)
-// or int4g / int4z (a safetensors file; int4z as a GPTQ checkpoint),
+// or int4g / int4z / int8 / fp8 (a safetensors file; int4z as a GPTQ
+// checkpoint, int8 and fp8 as compressed-tensors ones),
 // following a per-layer plan.
 #include "commands.h"
 
@@ -71,7 +72,7 @@ int quantize(const QuantizeArgs &a, const Common &c) {
                 gw.add_tensor(t->name, t->type, t->shape, t->data, t->bytes);
             } else {
                 if (t->type != DType::f32 && t->type != DType::f16 && t->type != DType::bf16 && t->type != DType::u8 &&
-                    t->type != DType::i8 && t->type != DType::i32) {
+                    t->type != DType::i8 && t->type != DType::i32 && t->type != DType::f8_e4m3) {
                     throw Error("tensor '" + t->name + "' (" + to_string(t->type) + ") has no safetensors dtype to copy into");
                 }
                 sw.add_tensor(t->name, t->type, t->shape, t->data, t->bytes);
@@ -105,6 +106,12 @@ int quantize(const QuantizeArgs &a, const Common &c) {
                             std::to_string(gptq_groups) + " and " + std::to_string(f.group_size));
             }
             gptq_groups = f.group_size;
+            table.add({t->name, shape, to_string(t->type), f.to_string(), q.rmse, ""});
+        } else if (traits(f.format).row_head_bytes) {
+            // int8 / fp8 per channel, as compressed-tensors writes them: codes and NAME_scale [out, 1].
+            const ChannelQuantized q = quantize_channels(f.format, w.data(), layer->out, layer->in);
+            sw.add_tensor(t->name, traits(f.format).file_type, {layer->out, layer->in}, q.codes.data(), q.codes.size());
+            sw.add_tensor(t->name + "_scale", DType::f32, {layer->out, 1}, q.scales.data(), q.scales.size() * 4);
             table.add({t->name, shape, to_string(t->type), f.to_string(), q.rmse, ""});
         } else {
             // f16 / f32 pass-through at the requested precision.

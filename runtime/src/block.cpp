@@ -142,7 +142,7 @@ void FFN::prepare_glu() {
         gate = up = LayerAccess::file_weights(a);
         gate.out = up.out = ffn_;
         const FormatTraits &t = traits(a.format());
-        const int64_t row = a.in() / t.block_elements * t.block_bytes;  // the weight plane's row
+        const int64_t row = row_bytes(a.format(), a.in());  // the weight plane's row
         const int64_t groups = t.separate_scales ? (a.in() + a.group_size() - 1) / a.group_size() : 0;
         up.data = static_cast<const uint8_t *>(gate.data) + ffn_ * row;
         if (t.separate_scales) up.scales = gate.scales + ffn_ * groups;

@@ -11,7 +11,7 @@ struct Row {
     BlockShape shape;
 };
 
-// gguf-py's GGML_QUANT_SIZES, plus safetensors' U8.
+// gguf-py's GGML_QUANT_SIZES, plus safetensors' U8 and F8_E4M3.
 constexpr Row kTypes[] = {
     {DType::f32, "F32", {1, 4}},        {DType::f16, "F16", {1, 2}},
     {DType::q4_0, "Q4_0", {32, 18}},    {DType::q4_1, "Q4_1", {32, 20}},
@@ -29,6 +29,7 @@ constexpr Row kTypes[] = {
     {DType::f64, "F64", {1, 8}},        {DType::iq1_m, "IQ1_M", {256, 56}},
     {DType::bf16, "BF16", {1, 2}},      {DType::tq1_0, "TQ1_0", {256, 54}},
     {DType::tq2_0, "TQ2_0", {256, 66}}, {DType::u8, "U8", {1, 1}},
+    {DType::f8_e4m3, "F8_E4M3", {1, 1}},
 };
 
 const Row *find(DType t) {

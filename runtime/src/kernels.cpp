@@ -310,7 +310,6 @@ struct NormArgs {
 
 // --- weights -------------------------------------------------------------------
 
-int64_t row_bytes(const FormatTraits &t, int64_t in) { return in / t.block_elements * t.block_bytes; }
 int64_t groups(const Weights &w) { return (w.in + w.group_size - 1) / w.group_size; }
 
 // Everything a format's traits ask of a Weights view.
@@ -332,7 +331,7 @@ void check_weights(const std::string &op, const Weights &w) {
         require(packed_bytes(w.format, w.out, w.in, w.pack_rows) <= kMaxDim, op, name, " is too large for 32-bit indexing");
         return;
     }
-    const int64_t bytes = row_bytes(t, w.in);
+    const int64_t bytes = row_bytes(w.format, w.in);
     require(w.row_stride == 0 || w.row_stride >= bytes, op,
             name, " row stride ", w.row_stride, " is smaller than a row's ", bytes, " bytes");
     require(w.row_stride % (t.block_elements == 1 ? t.block_bytes : 1) == 0, op,
@@ -377,7 +376,7 @@ struct WeightArgs {
         const FormatTraits &t = traits(w.format);
         if (w.pack_rows) {
             require(!p.cuda(), "matmul", "packed weights run on the CPU kernels only (upload the file's layout)");
-            const int64_t chunk = w.pack_rows * t.packed_block_bytes, blocks = w.in / t.packed_block_elements;
+            const int64_t chunk = w.pack_rows * t.packed_block_bytes, blocks = packed_row_blocks(w.format, w.in);
             halide_dimension_t dims[3] = {{0, static_cast<int32_t>(chunk), 1},
                                           {0, static_cast<int32_t>(blocks), static_cast<int32_t>(chunk)},
                                           {0, static_cast<int32_t>(pairs * ((w.out + w.pack_rows - 1) / w.pack_rows)),
@@ -385,7 +384,7 @@ struct WeightArgs {
             packed = Halide::Runtime::Buffer<const uint8_t, 3>(static_cast<const uint8_t *>(w.data), 3, dims);
             return;
         }
-        const int64_t bytes = row_bytes(t, w.in), stride = dense_or(w.row_stride, bytes);
+        const int64_t bytes = row_bytes(w.format, w.in), stride = dense_or(w.row_stride, bytes);
         const auto *data = static_cast<const uint8_t *>(w.data);
         if (t.block_elements > 1) {
             weight = p.view("weight", data, w.out, bytes, stride);

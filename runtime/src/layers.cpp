@@ -60,7 +60,7 @@ struct Linear::Impl {
     [[noreturn]] void error(const std::string &what) const { layer_error(name, what); }
     const FormatTraits &traits_() const { return traits(w.format); }
     int64_t quantized_bytes() const { return qforge::weight_bytes(w.format, out, in, w.group_size); }
-    int64_t weight_plane_bytes() const { return out * (in / traits_().block_elements) * traits_().block_bytes; }
+    int64_t weight_plane_bytes() const { return out * row_bytes(w.format, in); }
     int64_t groups() const { return traits_().separate_scales ? (in + w.group_size - 1) / w.group_size : 0; }
     int64_t scale_plane_bytes() const { return out * groups() * 2; }
     int64_t zero_plane_bytes() const { return traits_().zero_points ? out * groups() : 0; }
@@ -619,6 +619,49 @@ WeightRef weight_of(const TensorView &t, std::shared_ptr<const void> owner, cons
 
 }  // namespace
 
+// An I8 or F8_E4M3 weight with its scale beside it, as compressed-tensors
+// (llm-compressor) writes int8 and FP8 checkpoints: NAME_scale (NAME ends in
+// ".weight"), F32/F16/BF16, one per row ([out] or [out, 1]) or one for the
+// tensor ([] or [1]); converted to qforge's int8 or fp8 rows (FORMATS.md).
+WeightRef load_channel_weight(const SafetensorsFile &f, const std::string &name) {
+    const TensorView &t = f.tensor(name);
+    const std::string &layer = name;
+    if (t.shape.size() != 2) layer_error(layer, "tensor '" + t.name + "' is " + shape_string(t.shape) + ", not a [out, in] matrix");
+    const Format format = t.type == DType::i8 ? Format::int8 : Format::fp8;
+    const int64_t out = t.shape[0], in = t.shape[1];
+    if (f.find(t.name + "_scale_inv")) {
+        layer_error(layer, "'" + t.name + "_scale_inv' holds block-wise scales (DeepSeek's FP8 layout); qforge runs "
+                           "per-tensor and per-channel scales ('" + t.name + "_scale')");
+    }
+    const TensorView *sv = f.find(t.name + "_scale");
+    if (!sv) layer_error(layer, "tensor '" + t.name + "' is " + to_string(t.type) + " but has no scale tensor '" + t.name + "_scale'");
+    const int64_t n = sv->elements();
+    const bool per_tensor = n == 1 && sv->shape.size() <= 1;
+    const bool per_row = n == out && (sv->shape == std::vector<int64_t>{out} || sv->shape == std::vector<int64_t>{out, 1});
+    if (!per_tensor && !per_row) {
+        layer_error(layer, "scale '" + sv->name + "' is " + shape_string(sv->shape) + ", expected [], [1], [" +
+                               std::to_string(out) + "] or [" + std::to_string(out) + ", 1]");
+    }
+    if (sv->type != DType::f32 && sv->type != DType::f16 && sv->type != DType::bf16) {
+        layer_error(layer, "scale '" + sv->name + "' is " + to_string(sv->type) + ", expected F32, F16 or BF16");
+    }
+    std::vector<float> scales = to_f32(sv->type, sv->data, n);
+    if (per_tensor) scales.assign(out, scales[0]);
+    auto rows = std::make_shared<std::vector<uint8_t>>();
+    try {
+        *rows = channel_rows(format, static_cast<const uint8_t *>(t.data), scales.data(), out, in);
+    } catch (const Error &e) {
+        layer_error(layer, "tensor '" + t.name + "': " + e.what());
+    }
+    WeightRef w;
+    w.format = format;
+    w.data = rows->data();
+    w.out = out;
+    w.in = in;
+    w.owner = rows;
+    return w;
+}
+
 std::unique_ptr<Linear> load_linear(const GGUFFile &f, const std::string &tensor, const LayerOptions &opt) {
     const TensorView &t = f.tensor(tensor);
     WeightRef w;
@@ -667,7 +710,7 @@ std::unique_ptr<Linear> load_linear(const SafetensorsFile &f, const std::string 
         return make_linear(name, w, bias.empty() ? nullptr : bias.data(), opt);
     }
     const TensorView &t = f.tensor(name);
-    WeightRef w = weight_of(t, f.keep_alive(), name);
+    WeightRef w = t.type == DType::i8 || t.type == DType::f8_e4m3 ? load_channel_weight(f, name) : weight_of(t, f.keep_alive(), name);
     if (const TensorView *b = f.find(bias_name(name))) bias = bias_values(*b, w.out, name);
     return make_linear(name, w, bias.empty() ? nullptr : bias.data(), opt);
 }

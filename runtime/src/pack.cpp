@@ -307,7 +307,13 @@ void iq4xs_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) {
     std::memcpy(b, t + 136 * R + 2 * r, 2);
 }
 
+// int8, 32 R bytes per block: put_runs of the row's 32-byte units, the
+// head first, so its f32 scale lands at 4r of the tile's head block.
+void int8_pack(const RowBlock &rb, uint8_t *t, int r, int R) { put_runs(t, r, R, rb.src(), 1); }
+void int8_unpack(const uint8_t *t, int r, int R, uint8_t *b, uint16_t *) { get_runs(t, r, R, b, 1); }
+
 const PackRow kPackRows[] = {
+    {Format::int8, int8_pack, int8_unpack},
     {Format::q4_k, q4k_pack, q4k_unpack},
     {Format::q6_k, q6k_pack, q6k_unpack},
     {Format::q8_0, q8_0_pack, q8_0_unpack},
@@ -338,7 +344,9 @@ int64_t blocks_per_row(const FormatTraits &t, int64_t in) {
         fail(std::string(t.name) + " weight: in = " + std::to_string(in) + " is not whole blocks of " +
              std::to_string(t.packed_block_elements));
     }
-    return in / t.packed_block_elements;
+    // A row head (int8: the f32 scale) is one more block, the first: a
+    // tile's head block holds its R rows' heads (FORMATS.md, "Packed int8").
+    return in / t.packed_block_elements + (t.row_head_bytes ? 1 : 0);
 }
 
 void check_rows(int rows) {
@@ -356,6 +364,8 @@ void check_group(const Weights &w) {
 }  // namespace
 
 bool has_packed_layout(Format format) { return traits(format).packed_block_bytes > 0; }
+
+int64_t packed_row_blocks(Format format, int64_t in) { return blocks_per_row(traits(format), in); }
 
 int64_t packed_bytes(Format format, int64_t out, int64_t in, int rows) {
     const FormatTraits &t = traits(format);
@@ -408,7 +418,7 @@ void pack_weights(const Weights &w, int rows, void *dst, int threads) {
     if (t.separate_scales && !w.scales) fail(std::string(t.name) + " scales are a null pointer");
     if (t.zero_points && !w.zeros) fail(std::string(t.name) + " zero points are a null pointer");
     const int64_t blocks = blocks_per_row(t, w.in);
-    const int64_t row_bytes = w.in / t.block_elements * t.block_bytes;
+    const int64_t row_bytes = qforge::row_bytes(w.format, w.in);
     if (w.row_stride != 0 && w.row_stride < row_bytes) {
         fail("row stride " + std::to_string(w.row_stride) + " is smaller than a row's " + std::to_string(row_bytes) + " bytes");
     }

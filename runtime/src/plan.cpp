@@ -33,10 +33,10 @@ FormatSpec FormatSpec::parse(const std::string &text) {
     }
     const std::string &kind = parts[0];
     // The formats runtime/src/quantize.cpp writes.
-    static const Format kQuantizable[] = {Format::q4_k, Format::int4g, Format::int4z, Format::f16, Format::f32};
+    static const Format kQuantizable[] = {Format::q4_k, Format::int4g, Format::int4z, Format::int8, Format::fp8, Format::f16, Format::f32};
     bool known = false;
     for (Format q : kQuantizable) known |= kind == qforge::to_string(q);
-    if (!known) throw Error("format '" + text + "' is not one of q4_k, int4g[:G], int4z[:G], f16, f32");
+    if (!known) throw Error("format '" + text + "' is not one of q4_k, int4g[:G], int4z[:G], int8, fp8, f16, f32");
     f.format = format_from_string(kind);
     if (traits(f.format).separate_scales) {
         f.group_size = parts.size() > 1 ? parse_int(parts[1], "group size", text) : 128;

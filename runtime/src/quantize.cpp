@@ -395,3 +395,89 @@ BlockQuantized quantize_q4k(const float *w, int64_t out, int64_t in) { return q4
 BlockQuantized quantize_q4k_minmax(const float *w, int64_t out, int64_t in) { return q4k(w, out, in, false); }
 
 }  // namespace qforge
+
+namespace qforge {
+
+float fp8_e4m3_to_f32(uint8_t code) {
+    const int e = (code >> 3) & 15, m = code & 7;
+    if ((code & 0x7F) == 0x7F) return NAN;
+    const float v = e == 0 ? std::ldexp(static_cast<float>(m), -9) : std::ldexp(static_cast<float>(8 + m), e - 10);
+    return code & 0x80 ? -v : v;
+}
+
+uint8_t f32_to_fp8_e4m3(float v) {
+    if (std::isnan(v)) return 0x7F;
+    const uint8_t sign = std::signbit(v) ? 0x80 : 0;
+    const float a = std::fabs(v);
+    // The 127 non-negative finite codes increase with their value: find the
+    // nearest by bisection, ties to the even code (mantissa's last bit 0).
+    int lo = 0, hi = 0x7E;
+    if (a >= fp8_e4m3_to_f32(0x7E)) return sign | 0x7E;
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        (fp8_e4m3_to_f32(static_cast<uint8_t>(mid)) <= a ? lo : hi) = mid;
+    }
+    const float dlo = a - fp8_e4m3_to_f32(static_cast<uint8_t>(lo)), dhi = fp8_e4m3_to_f32(static_cast<uint8_t>(hi)) - a;
+    const int code = dlo < dhi ? lo : dhi < dlo ? hi : (lo % 2 == 0 ? lo : hi);
+    return static_cast<uint8_t>(sign | code);
+}
+
+std::vector<uint8_t> channel_rows(Format format, const uint8_t *codes, const float *scales, int64_t out, int64_t in,
+                                  int64_t codes_stride) {
+    const FormatTraits &t = traits(format);
+    if (!t.row_head_bytes) throw Error(std::string(t.name) + " rows have no scale head (int8 and fp8 do)");
+    if (out <= 0 || in <= 0 || in % t.block_elements != 0) {
+        throw Error(std::string(t.name) + " weight [" + std::to_string(out) + ", " + std::to_string(in) +
+                    "]: in must be a positive multiple of " + std::to_string(t.block_elements) +
+                    " (rows are 32-byte units)");
+    }
+    const int64_t stride = codes_stride ? codes_stride : in, row = row_bytes(format, in);
+    std::vector<uint8_t> rows(out * row, 0);
+    for (int64_t r = 0; r < out; ++r) {
+        if (!std::isfinite(scales[r])) {
+            throw Error(std::string(t.name) + " weight: the scale of row " + std::to_string(r) + " is " +
+                        std::to_string(scales[r]) + ", not finite");
+        }
+        std::memcpy(&rows[r * row], &scales[r], 4);
+        std::memcpy(&rows[r * row + t.row_head_bytes], codes + r * stride, in);
+    }
+    return rows;
+}
+
+ChannelQuantized quantize_channels(Format format, const float *w, int64_t out, int64_t in) {
+    if (format != Format::int8 && format != Format::fp8) {
+        throw Error(std::string("quantize_channels: ") + to_string(format) + " is not a per-channel format (int8, fp8)");
+    }
+    const bool fp8 = format == Format::fp8;
+    ChannelQuantized q;
+    q.format = format;
+    q.out = out;
+    q.in = in;
+    q.codes.resize(out * in);
+    q.scales.resize(out);
+    std::vector<float> back(out * in);
+    for (int64_t r = 0; r < out; ++r) {
+        const float *row = w + r * in;
+        float amax = 0;
+        for (int64_t k = 0; k < in; ++k) amax = std::max(amax, std::fabs(row[k]));
+        const float s = amax > 0 ? amax / (fp8 ? 448.0f : 127.0f) : 1.0f;
+        q.scales[r] = s;
+        for (int64_t k = 0; k < in; ++k) {
+            const float v = row[k] / s;
+            uint8_t c;
+            if (fp8) {
+                c = f32_to_fp8_e4m3(v);
+                back[r * in + k] = s * fp8_e4m3_to_f32(c);
+            } else {
+                const int i = static_cast<int>(std::clamp(std::nearbyint(v), -127.0f, 127.0f));
+                c = static_cast<uint8_t>(static_cast<int8_t>(i));
+                back[r * in + k] = s * static_cast<float>(i);
+            }
+            q.codes[r * in + k] = c;
+        }
+    }
+    q.rmse = rmse(w, back.data(), out * in);
+    return q;
+}
+
+}  // namespace qforge

@@ -26,7 +26,7 @@ struct StDtype {
 constexpr StDtype kDtypes[] = {
     {"F32", DType::f32}, {"F16", DType::f16}, {"BF16", DType::bf16}, {"F64", DType::f64},
     {"U8", DType::u8},   {"I8", DType::i8},   {"I16", DType::i16},   {"I32", DType::i32},
-    {"I64", DType::i64},
+    {"I64", DType::i64}, {"F8_E4M3", DType::f8_e4m3},
 };
 
 // What a header may hold. A tensor's entry needs a few keys and short

@@ -61,7 +61,8 @@ def read_safetensors(path):
         if name == "__metadata__":
             continue
         b, end = e["data_offsets"]
-        dt = {"F32": np.float32, "F16": np.float16, "U8": np.uint8, "I32": np.int32}[e["dtype"]]
+        dt = {"F32": np.float32, "F16": np.float16, "U8": np.uint8, "I32": np.int32, "I8": np.int8,
+              "F8_E4M3": np.uint8}[e["dtype"]]
         out[name] = np.frombuffer(data[b:end], dtype=dt).reshape(e["shape"])
     return out, header.get("__metadata__", {})
 
@@ -80,6 +81,15 @@ def random_blocks(rows, cols, qtype, d_offset, min_offset=None):
     if min_offset is not None:
         raw[:, :, min_offset:min_offset + 2] = f16(0, 0.02)
     return raw.reshape(rows, -1)
+
+
+def fp8_e4m3(codes):
+    """OCP FP8 E4M3 codes (uint8) to float32 by the definition (FORMATS.md)."""
+    c = codes.astype(np.int32)
+    s, e, m = c >> 7, (c >> 3) & 15, c & 7
+    v = np.where(e == 0, m * 2.0 ** -9, 2.0 ** (e - 7) * (1 + m / 8.0))
+    v = np.where((e == 15) & (m == 7), np.nan, v)
+    return np.where(s == 1, -v, v).astype(np.float32)
 
 
 def int4g_dequant(w4, scales, in_, g):
@@ -374,6 +384,30 @@ class Files(unittest.TestCase):
         self.assertLess(np.sqrt(np.mean((w - self.dense) ** 2)), 0.003)
         self.matmul(out, "dense", w, self.bias, 3)
 
+    def test_quantize_int8_and_fp8_as_compressed_tensors(self):
+        # --to int8 / fp8 writes compressed-tensors' layout (codes and
+        # NAME.weight_scale [out, 1]); qforge reads it back, dequantizes it to
+        # the checkpoint's own math (numpy here) bit for bit, and multiplies.
+        for fmt, dtype in (("int8", "I8"), ("fp8", "F8_E4M3")):
+            out = self.path(fmt + ".safetensors")
+            j = json.loads(run("quantize", self.st_path, "-o", out, "--to", fmt, "--json").stdout)
+            rows = {t["tensor"]: t for t in j["tensors"]}
+            self.assertEqual(rows["dense.weight"]["to"], fmt)
+            tensors, _ = read_safetensors(out)
+            codes, scale = tensors["dense.weight"], tensors["dense.weight_scale"]
+            self.assertEqual(codes.shape, (self.out, self.in_))
+            self.assertEqual(scale.shape, (self.out, 1))
+            with open(out, "rb") as f:
+                self.assertIn(('"dtype":"%s"' % dtype).encode(), f.read(4096))
+            want = scale * (codes.astype(np.float32) if fmt == "int8" else fp8_e4m3(codes))
+            got = self.dequant(out, "dense.weight").reshape(self.out, self.in_)
+            self.assertTrue(np.array_equal(got, want.astype(np.float32)))
+            self.assertLess(np.sqrt(np.mean((got - self.dense) ** 2)), 0.05 * (0.01 if fmt == "int8" else 0.05))
+            ij = json.loads(run("inspect", out, "--json").stdout)
+            self.assertEqual(ij["channel_quantization"][fmt + "_layers"], 2)  # dense.weight and half.weight
+            self.assertIn("run as int8 / fp8", run("inspect", out).stdout)
+            self.matmul(out, "dense.weight", got, self.bias, 3)
+
     def test_quantize_q4k_readable_by_gguf_py(self):
         out = self.path("q.gguf")
         j = json.loads(run("quantize", self.gguf_path, "-o", out, "--to", "q4_k", "--override", "f16.weight=f16",
@@ -646,7 +680,7 @@ class Files(unittest.TestCase):
             ("q8 activations on F16", raw(good), ["matmul", "--tensor", "f16.weight", "--input", "X1x512", "--tokens",
                                                   "1", "--activations", "q8", "-o", "OUT"],
              "q8 is for formats with 8-bit kernels (int4g, int4z, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, "
-             "iq4_nl, iq4_xs)"),
+             "iq4_nl, iq4_xs, int8)"),
             ("unknown target", raw(good), ["matmul", "--tensor", "q4_k.weight", "--input", "X1x512", "--tokens", "1",
                                            "--target", "x86-avx1024", "-o", "OUT"], "x86-avx1024"),
             ("plan: unknown layer", raw(good), ["quantize", "-o", "OUT", "--to", "q4_k", "--override", "zz.weight=q4_k"],

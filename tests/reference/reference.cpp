@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -404,6 +405,32 @@ void iq4_xs_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
 }
 
 // The references of the block formats, one row each.
+float fp8_e4m3(uint8_t code) {
+    const int s = code >> 7, e = (code >> 3) & 15, m = code & 7;
+    if (e == 15 && m == 7) return std::numeric_limits<float>::quiet_NaN();
+    const double v = e == 0 ? m / 512.0 : std::pow(2.0, e - 7) * (1.0 + m / 8.0);
+    return static_cast<float>(s ? -v : v);
+}
+
+namespace {
+template <typename Value>
+void channel_rows_dequant(const uint8_t *data, int64_t out, int64_t in, float *w, Value value) {
+    for (int64_t r = 0; r < out; ++r) {
+        const uint8_t *row = data + r * (32 + in);
+        float scale;
+        std::memcpy(&scale, row, 4);
+        for (int64_t k = 0; k < in; ++k) w[r * in + k] = scale * value(row[32 + k]);
+    }
+}
+}  // namespace
+
+void int8_rows_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    channel_rows_dequant(data, out, in, w, [](uint8_t c) { return static_cast<float>(static_cast<int8_t>(c)); });
+}
+void fp8_rows_dequant(const uint8_t *data, int64_t out, int64_t in, float *w) {
+    channel_rows_dequant(data, out, in, w, fp8_e4m3);
+}
+
 void block_dequant(Format f, const uint8_t *data, int64_t out, int64_t in, float *w) {
     static const struct {
         Format format;
@@ -413,6 +440,7 @@ void block_dequant(Format f, const uint8_t *data, int64_t out, int64_t in, float
         {Format::q4_0, q4_0_dequant}, {Format::q4_1, q4_1_dequant}, {Format::q5_0, q5_0_dequant},
         {Format::q5_1, q5_1_dequant}, {Format::q2_k, q2k_dequant}, {Format::q3_k, q3k_dequant},
         {Format::q5_k, q5k_dequant}, {Format::iq4_nl, iq4_nl_dequant}, {Format::iq4_xs, iq4_xs_dequant},
+        {Format::int8, int8_rows_dequant}, {Format::fp8, fp8_rows_dequant},
     };
     for (const auto &b : kBlocks) {
         if (b.format == f) return b.dequant(data, out, in, w);

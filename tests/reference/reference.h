@@ -48,6 +48,13 @@ void q3k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 void q5k_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 void iq4_nl_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
 void iq4_xs_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+// qforge's per-channel rows (FORMATS.md, "int8 and fp8 rows"): a 32-byte
+// head with the row's f32 scale, then in codes; w = scale * value(code).
+void int8_rows_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+void fp8_rows_dequant(const uint8_t *data, int64_t out, int64_t in, float *w);
+// OCP FP8 E4M3 by its definition: (-1)^s 2^(e-7) (1 + m/8), subnormals
+// (e = 0) m 2^-9, S.1111.111 NaN.
+float fp8_e4m3(uint8_t code);
 
 // Any GGUF block format above (and Q4_K below) by its qforge::Format.
 void block_dequant(Format f, const uint8_t *data, int64_t out, int64_t in, float *w);

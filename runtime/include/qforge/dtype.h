@@ -14,6 +14,7 @@ enum class DType : uint32_t {
     iq2_s = 22, iq4_xs = 23, i8 = 24, i16 = 25, i32 = 26, i64 = 27, f64 = 28,
     iq1_m = 29, bf16 = 30, tq1_0 = 34, tq2_0 = 35,
     u8 = 0x1000,  // safetensors only (int4g nibbles)
+    f8_e4m3 = 0x1001,  // safetensors only (F8_E4M3: FP8 checkpoints)
 };
 
 // Elements per block and bytes per block; {0, 0} for a number no type has.

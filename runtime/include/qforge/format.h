@@ -10,7 +10,7 @@
 
 namespace qforge {
 
-enum class Format : uint8_t { f32, f16, bf16, int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, iq4_nl, iq4_xs, int4z };
+enum class Format : uint8_t { f32, f16, bf16, int4g, q4_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, iq4_nl, iq4_xs, int4z, int8, fp8 };
 
 // The activations a kernel reads: f32, or quantized to 8 bits per block
 // (Q8_K: 256 values with an f32 scale and 16-value sums; Q8_0: 32 values
@@ -44,6 +44,10 @@ struct FormatTraits {
     // int4z: a zero-point plane [out, ceil(in/G)] (u8) beside the scales;
     // a weight is (q - zero) * scale instead of (q - 8) * scale.
     bool zero_points;
+    // int8, fp8 (per channel): bytes before a row's blocks, the row's head;
+    // its first 4 hold the row's f32 scale (FORMATS.md, "int8 and fp8 rows").
+    // 0: rows are their blocks alone.
+    int64_t row_head_bytes;
 };
 
 const FormatTraits &traits(Format f);
@@ -58,5 +62,8 @@ bool has_format(DType t);
 // Bytes of a [out, in] weight in format f (its scale plane included), dense
 // rows; throws Error if in is not whole blocks.
 int64_t weight_bytes(Format f, int64_t out, int64_t in, int group_size = 0);
+// Bytes of one dense row of the weight plane: its head (row_head_bytes) and
+// its blocks (no check that in is whole blocks).
+int64_t row_bytes(Format f, int64_t in);
 
 }  // namespace qforge

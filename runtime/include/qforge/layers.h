@@ -165,5 +165,10 @@ std::unique_ptr<Linear> load_linear(const GGUFFile &f, const std::string &tensor
 // file: qforge/gptq.h) or a dense weight
 // ("model.layers.0.self_attn.q_proj.weight", with ".bias" beside it).
 std::unique_ptr<Linear> load_linear(const SafetensorsFile &f, const std::string &name, const LayerOptions &opt = {});
+// An I8 or F8_E4M3 weight `name` of a compressed-tensors (llm-compressor)
+// int8 or FP8 checkpoint, with its scale `name`_scale (per tensor or per
+// row), as qforge's int8 or fp8 rows (FORMATS.md, "int8 and fp8 rows"),
+// which the WeightRef's owner keeps. load_linear reads such weights with it.
+WeightRef load_channel_weight(const SafetensorsFile &f, const std::string &name);
 
 }  // namespace qforge

@@ -33,6 +33,9 @@ bool has_packed_layout(Format format);
 // (traits(format).packed_block_elements), or rows not a multiple of 4.
 // int4g packs where its group size is a multiple of 32.
 int64_t packed_bytes(Format format, int64_t out, int64_t in, int rows);
+// Blocks per row of the packed layout: in / packed_block_elements, plus
+// one for a row head (int8's scale). Throws Error like packed_bytes.
+int64_t packed_row_blocks(Format format, int64_t in);
 // The tile height R of this CPU's packed kernels for `format` (and int4g's
 // group size) (the kernel table's `pack` column for this CPU's family), 0
 // where none is built.

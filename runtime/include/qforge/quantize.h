@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "qforge/dtype.h"
+#include "qforge/format.h"
 
 namespace qforge {
 
@@ -49,6 +50,30 @@ struct BlockQuantized {
 BlockQuantized quantize_q4k(const float *w, int64_t out, int64_t in);
 // The plain min/max recipe (scale = (max - min) / 15), for comparison.
 BlockQuantized quantize_q4k_minmax(const float *w, int64_t out, int64_t in);
+
+// Per-channel 8-bit weights (FORMATS.md, "int8 and fp8 rows"): codes, one
+// byte per weight, and one f32 scale per output row; weight = scale * value.
+struct ChannelQuantized {
+    Format format = Format::int8;   // int8 (s8 codes) or fp8 (E4M3 codes)
+    std::vector<uint8_t> codes;     // [out, in]
+    std::vector<float> scales;      // [out]
+    int64_t out = 0, in = 0;
+    double rmse = 0;
+};
+// Symmetric round to nearest: scale = max|w| / 127 (int8) or / 448 (fp8,
+// E4M3's largest finite value; codes rounded to nearest even), per row;
+// an all-zero row gets scale 1. w is [out, in].
+ChannelQuantized quantize_channels(Format format, const float *w, int64_t out, int64_t in);
+// qforge's rows of int8 or fp8 from codes [out, in] (row stride
+// `codes_stride` bytes; 0: in) and per-row scales: what kernels and layers
+// read. Throws Error naming the row for a scale that is not finite, and for
+// in not a multiple of 32 (rows are 32-byte units).
+std::vector<uint8_t> channel_rows(Format format, const uint8_t *codes, const float *scales, int64_t out, int64_t in,
+                                  int64_t codes_stride = 0);
+// OCP FP8 E4M3 (PyTorch's float8_e4m3fn): exact decode (0x7F, 0xFF: NaN)
+// and round-to-nearest-even encode, saturating to +-448 (NaN -> 0x7F).
+float fp8_e4m3_to_f32(uint8_t code);
+uint8_t f32_to_fp8_e4m3(float v);
 
 // RMSE of `approx` against `exact` over n values.
 double rmse(const float *exact, const float *approx, int64_t n);
