@@ -198,6 +198,54 @@ TEST(Plan, ValidatesUpFrontNamingTheLayer) {
     expect_error(QuantPlan::parse("int4g:32", {"odd.weight=int4g:32:3"}), "bits");
     EXPECT_THROW(QuantPlan::parse("q5_k", {}), Error);
     EXPECT_THROW(QuantPlan::parse("int4g:x", {}), Error);
+    expect_error(QuantPlan::parse("int8", {}), "odd.weight");  // 100 is not whole 32-byte units
+    // Per-layer method fields: symmetric or not, bits, granularity, smoothing.
+    const QuantPlan m = QuantPlan::parse("int8", {"blk.0.attn_q.weight=int4z:64+smooth=0.8",
+                                                  "blk.0.ffn_down.weight=fp8+nosmooth"});
+    const FormatSpec &q = m.for_layer("blk.0.attn_q.weight"), &d = m.for_layer("blk.0.ffn_down.weight");
+    EXPECT_FALSE(q.symmetric());
+    EXPECT_EQ(q.weight_bits(), 4);
+    EXPECT_EQ(q.granularity(), "group of 64");
+    EXPECT_DOUBLE_EQ(q.smooth, 0.8);
+    EXPECT_EQ(q.to_string(), "int4z:64+smooth=0.8");
+    EXPECT_TRUE(d.symmetric());
+    EXPECT_EQ(d.weight_bits(), 8);
+    EXPECT_EQ(d.granularity(), "per channel");
+    EXPECT_LT(d.smooth, 0);
+    EXPECT_TRUE(std::isnan(m.for_layer("odd.weight").smooth));
+    auto parse_error = [](const std::string &override, const std::vector<std::string> &needles) {
+        try {
+            QuantPlan::parse("int8", {override});
+            ADD_FAILURE() << "no error for " << override;
+        } catch (const Error &e) {
+            for (const auto &n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+        }
+    };
+    parse_error("blk.0.attn_q.weight=int8+smooth=1.5", {"blk.0.attn_q.weight", "smooth = 1.5", "[0, 1]"});
+    parse_error("blk.0.attn_q.weight=int8+smooth=-0.1", {"blk.0.attn_q.weight", "out of range"});
+    parse_error("blk.0.attn_q.weight=int8+smooth=x", {"blk.0.attn_q.weight", "not a number"});
+    parse_error("blk.0.attn_q.weight=int8+fast", {"blk.0.attn_q.weight", "+smooth=A or +nosmooth"});
+}
+
+// SmoothQuant's scales: s_j = a_j^alpha / w_j^(1 - alpha) over every layer
+// reading the input; folding them in leaves each product unchanged.
+TEST(Quantizers, SmoothingScalesFoldExactlyInExactArithmetic) {
+    const int64_t in = 64;
+    const auto w1 = weights(8, in), w2 = weights(5, in);
+    auto a = random_floats(in, 0.1f, 2.0f);
+    a[7] = 60.0f;  // an outlier channel
+    const auto s = smoothing_scales(a.data(), in, {w1.data(), w2.data()}, {8, 5}, 0.5);
+    for (int64_t j = 0; j < in; ++j) {
+        double wmax = 0;
+        for (int64_t r = 0; r < 8; ++r) wmax = std::max(wmax, std::fabs(static_cast<double>(w1[r * in + j])));
+        for (int64_t r = 0; r < 5; ++r) wmax = std::max(wmax, std::fabs(static_cast<double>(w2[r * in + j])));
+        EXPECT_NEAR(s[j], std::sqrt(a[j]) / std::sqrt(wmax), 1e-5 * s[j]) << "channel " << j;
+    }
+    EXPECT_GT(s[7], s[6]);  // the outlier channel moves most into the weights
+    const auto one = smoothing_scales(a.data(), in, {w1.data()}, {8}, 0.0);  // alpha 0: 1 / wmax
+    for (int64_t j = 0; j < in; ++j) EXPECT_GT(one[j], 0.0f);
+    a[3] = NAN;
+    EXPECT_THROW(smoothing_scales(a.data(), in, {w1.data()}, {8}, 0.5), Error);
 }
 
 TEST(Quantizers, Int4gUsesTheWholeRangeAndSearchHelps) {

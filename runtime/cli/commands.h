@@ -23,6 +23,8 @@ struct QuantizeArgs {
     std::string input, output, to;
     std::vector<std::string> overrides;
     bool no_search = false;
+    std::string act_scales;  // SmoothQuant: per-channel activation maxima (runtime/cli/smooth.h)
+    double alpha = 0.5;      // SmoothQuant's migration strength
 };
 int quantize(const QuantizeArgs &a, const Common &c);
 struct BenchArgs {

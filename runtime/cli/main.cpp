@@ -40,12 +40,17 @@ int main(int argc, char **argv) {
     matmul_cmd->add_option("--target", mm.target, "a target from `qforge targets`, or auto");
 
     QuantizeArgs qa;
-    auto *quantize_cmd = app.add_subcommand("quantize", "f32/f16/bf16 GGUF or safetensors -> Q4_K (GGUF) or int4g (safetensors)");
+    auto *quantize_cmd = app.add_subcommand("quantize", "f32/f16/bf16 GGUF or safetensors -> Q4_K (GGUF), or int4g, int4z, int8, fp8 (safetensors)");
     quantize_cmd->add_option("IN", qa.input, "input model file")->required();
     quantize_cmd->add_option("-o,--output", qa.output, "output file")->required();
-    quantize_cmd->add_option("--to", qa.to, "q4_k or int4g[:G] (default format)")->required();
+    quantize_cmd->add_option("--to", qa.to, "q4_k, int4g[:G], int4z[:G], int8, fp8, f16, f32, each optionally +smooth=A or +nosmooth (default format)")->required();
     quantize_cmd->add_option("--override", qa.overrides, "NAME=FORMAT for one layer (repeatable)");
     quantize_cmd->add_flag("--no-search", qa.no_search, "int4g: plain symmetric scales, no error-minimising search");
+    quantize_cmd->add_option("--act-scales", qa.act_scales,
+                             "SmoothQuant: a safetensors/GGUF file of per-channel activation maxima ([in] per layer), folded "
+                             "into the weights and the norm before them");
+    quantize_cmd->add_option("--alpha", qa.alpha, "SmoothQuant's alpha (default 0.5; per layer: FORMAT+smooth=A, +nosmooth)")
+        ->check(CLI::Range(0.0, 1.0));
     json_flag(quantize_cmd);
 
     BenchArgs ba;

@@ -1,6 +1,7 @@
 #include "qforge/plan.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "qforge/error.h"
 #include "qforge/format.h"
@@ -23,11 +24,33 @@ int parse_int(const std::string &s, const std::string &what, const std::string &
 
 FormatSpec FormatSpec::parse(const std::string &text) {
     FormatSpec f;
+    // A trailing "+smooth=A" or "+nosmooth": the layer's SmoothQuant alpha.
+    std::string body = text;
+    if (const size_t plus = text.find('+'); plus != std::string::npos) {
+        body = text.substr(0, plus);
+        const std::string opt = text.substr(plus + 1);
+        if (opt == "nosmooth") {
+            f.smooth = -1;
+        } else if (opt.rfind("smooth=", 0) == 0) {
+            try {
+                size_t used = 0;
+                f.smooth = std::stod(opt.substr(7), &used);
+                if (used != opt.size() - 7) throw Error("");
+            } catch (...) {
+                throw Error("format '" + text + "': smooth '" + opt.substr(7) + "' is not a number");
+            }
+            if (!(f.smooth >= 0 && f.smooth <= 1)) {
+                throw Error("format '" + text + "': smooth = " + opt.substr(7) + " is out of range (SmoothQuant's alpha is in [0, 1])");
+            }
+        } else {
+            throw Error("format '" + text + "': '+" + opt + "' is not +smooth=A or +nosmooth");
+        }
+    }
     std::vector<std::string> parts;
     size_t start = 0;
     while (true) {
-        const size_t colon = text.find(':', start);
-        parts.push_back(text.substr(start, colon - start));
+        const size_t colon = body.find(':', start);
+        parts.push_back(body.substr(start, colon - start));
         if (colon == std::string::npos) break;
         start = colon + 1;
     }
@@ -50,7 +73,41 @@ FormatSpec FormatSpec::parse(const std::string &text) {
 
 std::string FormatSpec::to_string() const {
     const std::string name = qforge::to_string(format);
-    return traits(format).separate_scales ? name + ":" + std::to_string(group_size) : name;
+    std::string s = traits(format).separate_scales ? name + ":" + std::to_string(group_size) : name;
+    if (smooth < 0) return s + "+nosmooth";
+    if (smooth == smooth) {
+        char a[32];
+        std::snprintf(a, sizeof a, "%g", smooth);
+        s += std::string("+smooth=") + a;
+    }
+    return s;
+}
+
+const char *FormatSpec::method() const {
+    switch (format) {
+    case Format::f32:
+    case Format::f16: return "none (a float copy)";
+    case Format::q4_k: return "llama.cpp's Q4_K recipe (weighted least-squares scales and mins)";
+    case Format::int4g: return "symmetric round-to-nearest (optional scale search)";
+    case Format::int4z: return "asymmetric round-to-nearest (zero points, GPTQ layout)";
+    default: return "symmetric round-to-nearest (absmax scale)";
+    }
+}
+
+bool FormatSpec::symmetric() const { return format != Format::int4z && format != Format::q4_k; }
+
+int FormatSpec::weight_bits() const {
+    if (traits(format).separate_scales) return bits;
+    if (format == Format::q4_k) return 4;
+    if (format == Format::int8 || format == Format::fp8) return 8;
+    return format == Format::f16 ? 16 : 32;
+}
+
+std::string FormatSpec::granularity() const {
+    if (traits(format).separate_scales) return "group of " + std::to_string(group_size);
+    if (traits(format).row_head_bytes) return "per channel";
+    if (format == Format::q4_k) return "super-block of 256 (sub-blocks of 32)";
+    return "none";
 }
 
 QuantPlan QuantPlan::parse(const std::string &default_format, const std::vector<std::string> &overrides) {
@@ -59,7 +116,11 @@ QuantPlan QuantPlan::parse(const std::string &default_format, const std::vector<
     for (const auto &o : overrides) {
         const size_t eq = o.rfind('=');
         if (eq == std::string::npos || eq == 0) throw Error("override '" + o + "' is not NAME=FORMAT");
-        p.overrides[o.substr(0, eq)] = FormatSpec::parse(o.substr(eq + 1));
+        try {
+            p.overrides[o.substr(0, eq)] = FormatSpec::parse(o.substr(eq + 1));
+        } catch (const Error &e) {
+            throw Error("plan: override for layer '" + o.substr(0, eq) + "': " + e.what());
+        }
     }
     return p;
 }

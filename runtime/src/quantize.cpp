@@ -480,4 +480,26 @@ ChannelQuantized quantize_channels(Format format, const float *w, int64_t out, i
     return q;
 }
 
+std::vector<float> smoothing_scales(const float *act_max, int64_t in, const std::vector<const float *> &weights,
+                                    const std::vector<int64_t> &outs, double alpha) {
+    if (!(alpha >= 0 && alpha <= 1)) throw Error("smoothing: alpha = " + std::to_string(alpha) + " is not in [0, 1]");
+    std::vector<float> wmax(in, 0.0f);
+    for (size_t i = 0; i < weights.size(); ++i) {
+        for (int64_t r = 0; r < outs[i]; ++r) {
+            const float *row = weights[i] + r * in;
+            for (int64_t j = 0; j < in; ++j) wmax[j] = std::max(wmax[j], std::fabs(row[j]));
+        }
+    }
+    std::vector<float> s(in);
+    for (int64_t j = 0; j < in; ++j) {
+        if (!std::isfinite(act_max[j]) || act_max[j] < 0) {
+            throw Error("smoothing: activation maximum " + std::to_string(act_max[j]) + " of channel " + std::to_string(j) +
+                        " is not a finite value >= 0");
+        }
+        const double v = std::pow(std::max<double>(act_max[j], 1e-5), alpha) / std::pow(std::max<double>(wmax[j], 1e-5), 1 - alpha);
+        s[j] = static_cast<float>(v);
+    }
+    return s;
+}
+
 }  // namespace qforge

@@ -75,6 +75,16 @@ std::vector<uint8_t> channel_rows(Format format, const uint8_t *codes, const flo
 float fp8_e4m3_to_f32(uint8_t code);
 uint8_t f32_to_fp8_e4m3(float v);
 
+// SmoothQuant (Xiao et al., 2023) for the layers that read one normalized
+// input of `in` channels: s_j = max(a_j, 1e-5)^alpha / max(w_j, 1e-5)^(1 -
+// alpha), a_j the channel's largest |activation| (act_max) and w_j its
+// largest |W[r, j]| over every one of `weights` ([outs[i], in] each).
+// Multiplying W[:, j] by s_j and dividing the norm's weight (and bias) by
+// s_j leaves each product as it was and moves the activations' outlier
+// range into the weights, whose per-channel quantization absorbs it.
+std::vector<float> smoothing_scales(const float *act_max, int64_t in, const std::vector<const float *> &weights,
+                                    const std::vector<int64_t> &outs, double alpha);
+
 // RMSE of `approx` against `exact` over n values.
 double rmse(const float *exact, const float *approx, int64_t n);
 
