@@ -328,8 +328,11 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
     }
     if (x.cols != m.in) m.error("x has " + std::to_string(x.cols) + " columns, in = " + std::to_string(m.in));
     if (y.cols != m.out) m.error("y has " + std::to_string(y.cols) + " columns, out = " + std::to_string(m.out));
-    // Act-order, fused: x (and its norm's weights) in the weight's column order.
-    std::vector<float> xp, norm_w, norm_b;
+    // Act-order, fused: x (and its norm's weights) in the weight's column order,
+    // in this thread's scratch (layers are shared across threads; a call on one
+    // thread is done before its next one starts, so no call allocates once the
+    // largest shape has been seen).
+    thread_local std::vector<float> xp, norm_w, norm_b;
     Norm norm;
     if (!m.input_order.empty() && m.opt.strategy == Strategy::fused) {
         if (!x.data || x.rows <= 0) m.error("x is a null pointer or has no rows");

@@ -114,7 +114,7 @@ QuantPlan QuantPlan::parse(const std::string &default_format, const std::vector<
     QuantPlan p;
     p.default_format = FormatSpec::parse(default_format);
     for (const auto &o : overrides) {
-        const size_t eq = o.rfind('=');
+        const size_t eq = o.find('=');  // the first: a format's +smooth=A has one too
         if (eq == std::string::npos || eq == 0) throw Error("override '" + o + "' is not NAME=FORMAT");
         try {
             p.overrides[o.substr(0, eq)] = FormatSpec::parse(o.substr(eq + 1));

@@ -407,6 +407,14 @@ class Files(unittest.TestCase):
             self.assertEqual(ij["channel_quantization"][fmt + "_layers"], 2)  # dense.weight and half.weight
             self.assertIn("run as int8 / fp8", run("inspect", out).stdout)
             self.matmul(out, "dense.weight", got, self.bias, 3)
+            if fmt == "int8":  # int8 packs (its tiles carry their rows' scales); fp8 has no packed kernels
+                packed = self.path("int8_packed.gguf")
+                run("pack", out, "-o", packed, "--target", "x86")
+                self.assertTrue(np.array_equal(self.dequant(packed, "dense.weight").reshape(self.out, self.in_), got))
+                self.matmul(packed, "dense.weight", got, self.bias, 3, activations="auto", tol=3e-2)
+            else:
+                p = run("pack", out, "-o", self.path("fp8_packed.gguf"), "--target", "x86", expect=1)
+                self.assertIn("has no packed layout", p.stderr)
 
     def test_quantize_with_act_scales_smoothquant(self):
         # --act-scales folds SmoothQuant's scales into the layers that read a
