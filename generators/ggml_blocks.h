@@ -29,7 +29,8 @@ struct GGMLBlockFormat {
     int interleave;  // a block is `interleave` runs of block/interleave weights
                      // whose quants sit in consecutive bytes
     int sub;         // weights per sub-block (sc, m); `block` where there is none
-    // q of weight k of run p of block g of row r: int8, or uint8 where it is never negative.
+    // q of weight k of run p of block g of row r: int8, or uint8 where it is never negative
+    // (fp8: its f32 value, which only the f32 kernels read).
     std::function<Expr(const Func &bytes, const Expr &g, const Expr &p, const Expr &k, const Expr &r)> quant;
     Block d;         // f32
     Sub sc;          // int32, or none
