@@ -136,6 +136,8 @@ public:
     GeneratorParam<int> rows_per_task{"rows_per_task", 0};  // rows per parallel task
     GeneratorParam<int> unroll{"unroll", 0};             // unroll of the reduction loop
     GeneratorParam<int> lanes{"lanes", 0};               // GPU: lanes of a warp that share one row
+    GeneratorParam<int> prefetch{"prefetch", 0};         // packed CPU: blocks the weight prefetch runs ahead (-1: none)
+    GeneratorParam<int> chains{"chains", 0};             // packed CPU decode: accumulator chains of one block's dot
     // true: the activations pass through RMSNorm or LayerNorm first (see
     // activations()), and the kernel takes four more inputs after its own:
     // norm_weight [in], norm_bias [in], layer_norm (subtract the mean), eps.
@@ -238,6 +240,8 @@ protected:
         k.rows_per_task = rows_per_task;
         k.unroll = unroll;
         k.lanes = lanes;
+        k.prefetch = prefetch;
+        k.chains = chains;
         return k;
     }
 

@@ -66,6 +66,27 @@ inline int f32_lanes(const Target &t, const Knobs &k) {
 
 constexpr TailStrategy kGuard = TailStrategy::GuardWithIf;
 
+// Lanes of a packed tile's row vectors (0: all R rows in one vector): the
+// vector_width knob of a packed kernel, set by packed_tiles and read by the
+// helpers it calls (a generator run schedules one kernel). x86-avx512-vnni
+// with 8 (ymm vpdpbusd, 16 rows in two vectors): Q4_K decode 1.11-1.15x
+// ggml on one thread of an Intel Xeon against 1.00-1.02x with zmm; not
+// measured on AMD, so not the default.
+inline int &packed_row_lanes() {
+    static int lanes = 0;
+    return lanes;
+}
+
+// A packed tile's rows as vectors: one R-lane vector, or (the vector_width
+// knob) vectors of fewer rows, unrolled.
+template <typename S>
+S vec_rows(S s, const Var &r) {
+    const int V = packed_row_lanes();
+    if (V <= 0) return s.vectorize(r);
+    Var rv(r.name() + "_v" + std::to_string(V));
+    return s.split(r, r, rv, V).vectorize(rv).unroll(r);
+}
+
 // Rows split into tiles of `tile_rows` rows (and `tile_tokens` tokens in
 // prefill), tiles grouped into parallel tasks of about `rows_per_task` rows
 // (in prefill, one task per rows x token-tile pair). Returns the loop level
@@ -312,6 +333,7 @@ template <const Tuning &D>
 RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var t, RDom blocks, int R, int pairs,
                   const Knobs &k, Func act4, Func act_d, Func act_sum, int prefill_tokens) {
     const int T = packed_tile_T(k, prefill_tokens);
+    packed_row_lanes() = k.vector_width > 0 && k.vector_width < R ? k.vector_width : 0;
     Expr tiles_per_task = std::max(pick(k.rows_per_task, k.prefill ? D.packed_prefill_rows_per_task : D.decode_rows_per_task) / R, 1);
     if (!k.prefill && k.rows_per_task == 0) {
         // Decode: a few long contiguous runs (one per task) rather than many
@@ -328,7 +350,8 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
                                 max(tiles_per_task, (tiles + (D.packed_decode_tasks - 1)) / D.packed_decode_tasks));
     }
     Var ot("ot"), ri("ri"), task("task"), nt("nt"), ni("ni");
-    y.split(o, ot, ri, R, kGuard).vectorize(ri);
+    y.split(o, ot, ri, R, kGuard);
+    vec_rows(y, ri);
     y.split(ot, task, ot, tiles_per_task, kGuard);
     if (k.prefill) {
         y.split(n, nt, ni, T, kGuard).reorder(ri, ni, ot, nt, task);
@@ -350,8 +373,8 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
     // One tile: its row tile t is exactly one (o / R over R aligned rows;
     // with the glu epilogue a gate tile and an up tile, one after the
     // other), which bounds inference cannot prove by itself.
-    acc.compute_at(y, ot).bound_extent(r, R).bound_extent(t, pairs).bound_extent(n, T).vectorize(r).unroll(n);
-    acc.update().reorder(r, n, blocks.x, t).vectorize(r).unroll(n);  // glu: the gate tile, then the up tile
+    vec_rows(acc.compute_at(y, ot).bound_extent(r, R).bound_extent(t, pairs).bound_extent(n, T), r).unroll(n);
+    vec_rows(acc.update().reorder(r, n, blocks.x, t), r).unroll(n);  // glu: the gate tile, then the up tile
     return unroll_reduction(acc.update(), blocks.x, k);
 }
 
@@ -364,11 +387,29 @@ inline int by_width(const ByWidth &k, const Target &t) {
 // Tokens per packed prefill tile (TileTokens, in Tuning) for this target.
 inline int packed_tile_tokens(const TileTokens &tt, const Target &t) { return by_width(tt, t); }
 
+// Whether this CPU runs the software prefetch: a call into the runtime
+// (qf_cpu_prefetch, runtime/src/cpu_features.cpp), made once per tile.
+// Halide lowers every prefetch to prefetchnta. On AMD (Zen) that brings
+// the weights into L1 ahead of use: AVX2 packed Q4_K decode 1.1-1.45x
+// faster on a 2-core EPYC. On an Intel Xeon the same instructions made the
+// AVX2 Q4_K decode kernel 2.8x slower and packed Q6_K 1.5x slower
+// (BENCHMARKS.md, "Software prefetch by CPU vendor"; no counters in that
+// VM: likely the NTA fills skip L2, so its streamer never trains). The
+// kernel holds both loop nests; the runtime picks one by the CPU's vendor.
+inline Expr cpu_wants_prefetch() {
+    return Internal::Call::make(Int(32), "qf_cpu_prefetch", {}, Internal::Call::Extern) != 0;
+}
+
 // Software prefetch of the packed weights `ahead` blocks ahead of the block
-// loop: one thread's stream is regular, but the loop's work per cache line
-// is small enough that hardware prefetch alone leaves DRAM latency exposed.
-inline void prefetch_weights(Func acc, ImageParam weight, RVar block, int ahead) {
-    if (ahead > 0) acc.update().prefetch(weight, block, block, ahead, PrefetchBoundStrategy::NonFaulting);
+// loop (the family's default; the `prefetch` knob overrides it): one
+// thread's stream is regular, but the loop's work per cache line is small
+// enough that hardware prefetch alone leaves DRAM latency exposed.
+inline void prefetch_weights(Func acc, ImageParam weight, RVar block, const Knobs &k, int ahead) {
+    if (k.prefetch != 0) ahead = std::max(k.prefetch, 0);
+    if (ahead > 0) {
+        acc.update().specialize(cpu_wants_prefetch()).prefetch(weight, block, block, ahead,
+                                                               PrefetchBoundStrategy::NonFaulting);
+    }
 }
 
 // A packed kernel's integer dot `part`, computed at `at`: for u8s8_pairs
@@ -402,7 +443,7 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
         pair.update().atomic(true).reorder(dot.x, kp, r, n).vectorize(dot.x).vectorize(kp).vectorize(r).unroll(n);
         for (Var v : per_group) pair.unroll(v).update().unroll(v);
     } else {
-        part.compute_at(at).vectorize(r).unroll(n);
+        vec_rows(part.compute_at(at), r).unroll(n);
         // The 4 bytes of a group are the dot instruction's reduction. In
         // decode (one token) the groups are summed in `chains` accumulators
         // (rfactor), not one: a single chain of dependent vpdpbusd is
@@ -414,17 +455,17 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
             Var u("u");
             const int groups_ = *as_const_int(dot[1].extent());
             Func intm = pu.split(dot[1], go, gi, groups_ / chains).rfactor(go, u);
-            pu.vectorize(r).unroll(n).unroll(go);
-            intm.compute_at(part, r).vectorize(r).unroll(u).unroll(n);
+            vec_rows(pu, r).unroll(n).unroll(go);
+            vec_rows(intm.compute_at(part, r), r).unroll(u).unroll(n);
             std::vector<VarOrRVar> io = {dot.x, r, n, u, gi};
             for (int i = 2; i < dot.dimensions(); ++i) io.push_back(dot[i]);
             Stage iu = intm.update();
-            iu.reorder(io).atomic().vectorize(dot.x).vectorize(r).unroll(n).unroll(u).unroll(gi);
+            vec_rows(iu.reorder(io).atomic().vectorize(dot.x), r).unroll(n).unroll(u).unroll(gi);
             for (int i = 2; i < dot.dimensions(); ++i) iu.unroll(dot[i]);
             return;
         }
         for (int i = 1; i < dot.dimensions(); ++i) order.push_back(dot[i]);
-        pu.reorder(order).atomic().vectorize(dot.x).vectorize(r).unroll(n);
+        vec_rows(pu.reorder(order).atomic().vectorize(dot.x), r).unroll(n);
         for (int i = 1; i < dot.dimensions(); ++i) pu.unroll(dot[i]);
     }
 }
@@ -439,9 +480,9 @@ inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, 
     // i16 halves only where the pairs were not widened one by one.
     const bool halves = form == DotForm::u8s8_pairs && !wide;
     for (Func s : {sacc, macc}) {
-        s.compute_at(acc, block).vectorize(r).unroll(n);
+        vec_rows(s.compute_at(acc, block), r).unroll(n);
     }
-    macc.update().reorder(r, n, mins.x).vectorize(r).unroll(n).unroll(mins.x);
+    vec_rows(macc.update().reorder(r, n, mins.x), r).unroll(n).unroll(mins.x);
     Stage su = sacc.update();
     std::vector<VarOrRVar> order;
     if (halves) {
@@ -455,7 +496,7 @@ inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, 
     if (halves) {
         su.atomic().vectorize(subs.x).vectorize(r).unroll(n);
     } else {
-        su.vectorize(r).unroll(n).unroll(subs.x);
+        vec_rows(su, r).unroll(n).unroll(subs.x);
     }
     for (int i = 1; i < subs.dimensions() - loops; ++i) su.unroll(subs[i]);
     return LoopLevel(sacc, subs[part_level]);
@@ -483,7 +524,7 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
                                           t);
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
                                        f.act_sum, tokens);
-    prefetch_weights(f.acc, f.weight, block,
+    prefetch_weights(f.acc, f.weight, block, k,
                      f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t)
                                  : k.prefill ? 0 : by_width(D.packed_prefetch_blocks, t));
     // u8s8_pairs, Q4_K, one token a tile: a group's weight bytes hold both
@@ -507,7 +548,7 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
                scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form, f.wide_part, both_nibbles ? 2 : 1,
                            loops),
-               k.prefill ? 1 : D.packed_decode_chains, f.wide_part, both_nibbles ? std::vector<Var>{f.h} : std::vector<Var>{});
+               k.prefill ? 1 : pick(k.chains, D.packed_decode_chains), f.wide_part, both_nibbles ? std::vector<Var>{f.h} : std::vector<Var>{});
 }
 
 // Packed Q6_K x Q8_K: as q4k_packed_q8, a unit (sub-block, or half of one
@@ -516,10 +557,10 @@ template <const Tuning &D>
 void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
                                        f.act_sum, packed_tile_tokens(D.packed_q56k_tile_tokens, t));
-    prefetch_weights(f.acc, f.weight, block, D.packed_q6k_prefetch_blocks);
+    prefetch_weights(f.acc, f.weight, block, k, D.packed_q6k_prefetch_blocks);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
                scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form),
-               k.prefill ? 1 : D.packed_decode_chains);
+               k.prefill ? 1 : pick(k.chains, D.packed_decode_chains));
 }
 
 // Packed 32-blocks x Q8_0: as q4k_packed_q8, one block's dot at a time.
@@ -528,16 +569,16 @@ void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
                                        f.act_sum,
                                        packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_block32_tile_tokens, t));
-    prefetch_weights(f.acc, f.weight, block, k.prefill ? 0 : 8 * by_width(D.packed_prefetch_blocks, t));
-    f.isum.compute_at(f.acc, block).vectorize(f.r).unroll(f.n);
+    prefetch_weights(f.acc, f.weight, block, k, k.prefill ? 0 : 8 * by_width(D.packed_prefetch_blocks, t));
+    vec_rows(f.isum.compute_at(f.acc, block), f.r).unroll(f.n);
     if (f.form == DotForm::u8s8_pairs && !f.wide_part) {
         // The two i16 halves widened and added: a factor-2 reduction (vpmaddwd by ones).
         f.isum.update().reorder(f.halves.x, f.r, f.n).atomic().vectorize(f.halves.x).vectorize(f.r).unroll(f.n);
     } else {
-        f.isum.update().reorder(f.r, f.n, f.halves.x).vectorize(f.r).unroll(f.n);
+        vec_rows(f.isum.update().reorder(f.r, f.n, f.halves.x), f.r).unroll(f.n);
     }
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.acc, block),
-               k.prefill ? 1 : D.packed_decode_chains, f.wide_part);
+               k.prefill ? 1 : pick(k.chains, D.packed_decode_chains), f.wide_part);
 }
 
 }  // namespace qforge::cpu

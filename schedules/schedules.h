@@ -20,6 +20,8 @@ struct Knobs {
     int rows_per_task = 0;
     int unroll = 0;
     int lanes = 0;   // GPU: lanes of a warp that share one row
+    int prefetch = 0;  // packed CPU kernels: blocks the weight prefetch runs ahead; -1: none
+    int chains = 0;    // packed CPU decode: independent accumulators of one block's integer dot
 };
 
 // Any weight format -> f32: out(c, r). Runs of `block` columns share their

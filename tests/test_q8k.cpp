@@ -10,6 +10,8 @@
 // which the test checks element by element.
 #include "test_util.h"
 
+#include <cstring>
+
 #include "qforge/quantize.h"
 
 #include "qforge/pack.h"
@@ -332,6 +334,65 @@ std::vector<VariantParam> kquant_q8_variants() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, KQuantQ8, testing::ValuesIn(kquant_q8_variants()), variant_name);
+
+// The packed CPU kernels that carry a software prefetch hold two loop nests
+// and run one by the CPU's vendor (schedules/cpu.h, cpu_wants_prefetch):
+// the suites above check the one this machine runs against the reference,
+// this one that the other gives the same bits. 37 rows (a tail tile) of
+// 4096 weights: far more blocks than the prefetch runs ahead.
+class PackedPrefetch : public testing::TestWithParam<VariantParam> {
+protected:
+    void TearDown() override { internal::force_cpu_prefetch(-1); }
+};
+
+TEST_P(PackedPrefetch, BothPathsGiveTheSameBits) {
+    const auto &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    const Format f = p.row->format;
+    const FormatTraits &ft = traits(f);
+    const int64_t out = 37, in = 4096;
+    auto data = random_bytes(weight_bytes(f, out, in));
+    for (size_t b = 0; b < data.size(); b += ft.block_bytes) {
+        for (int at : ft.f16_fields) {
+            const uint16_t h = f16(random_floats(1, -0.02f, 0.02f)[0]);
+            data[b + at] = h & 0xFF;
+            data[b + at + 1] = h >> 8;
+        }
+    }
+    const std::vector<uint8_t> packed = packed_or_file(Weights{f, data.data(), out, in}, p.row->pack, data);
+    auto x = awkward_activations(1, in);
+    Q8K ak(1, in);
+    Q80 a0(1, in);
+    const bool k = p.row->act == ActType::q8_k;
+    if (k) {
+        ref::q8k_quantize(x.data(), 1, in, ak.d.data(), ak.qs.data(), ak.bsums.data());
+    } else {
+        ref::q8_0_quantize(x.data(), 1, in, a0.d.data(), a0.qs.data(), a0.sums.data());
+    }
+    std::vector<std::vector<float>> ys;
+    for (int on : {0, 1}) {
+        internal::force_cpu_prefetch(on);
+        Poisoned y(1, out, 3);
+        Mem mem(p);
+        Weights pw{f, mem.in(packed), out, in};
+        pw.pack_rows = p.row->pack;
+        matmul(pw, k ? ak.input(mem) : a0.input(mem), nullptr, mem.out(y), options(p));
+        mem.sync();
+        y.expect_all_written();
+        ys.emplace_back();
+        for (int64_t r = 0; r < out; ++r) ys.back().push_back(y.at(0, r));
+    }
+    ASSERT_EQ(ys[0].size(), ys[1].size());
+    EXPECT_EQ(0, std::memcmp(ys[0].data(), ys[1].data(), ys[0].size() * sizeof(float)))
+        << "the prefetch and the plain loop nests disagree";
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, PackedPrefetch, testing::ValuesIn(variants_where("PackedPrefetch", [](const KernelRow &r) {
+                             const FormatTraits &t = traits(r.format);
+                             return r.weights && r.pack && r.op == Op::matvec && !r.glu && !r.norm && !*r.tag &&
+                                    !t.separate_scales && !t.row_head_bytes && !t.f16_fields.empty() &&
+                                    std::string(r.families).find("cuda") == std::string::npos;
+                         })), variant_name);
 
 }  // namespace
 }  // namespace qforge::test

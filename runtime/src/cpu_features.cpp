@@ -4,6 +4,9 @@
 
 #include "cuda_device.h"
 
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
 
@@ -62,7 +65,36 @@ std::map<std::string, bool> detect() {
     return f;
 }
 
+// "AuthenticAMD", "GenuineIntel", ...; empty off x86.
+std::string cpu_vendor() {
+#if defined(__x86_64__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return "";
+    char v[13] = {};
+    std::memcpy(v, &b, 4);
+    std::memcpy(v + 4, &d, 4);
+    std::memcpy(v + 8, &c, 4);
+    return v;
+#else
+    return "";
+#endif
+}
+
+std::atomic<int> forced_prefetch{-1};
+
 }  // namespace
+
+bool cpu_prefetch() {
+    static const bool chosen = [] {
+        if (const char *e = std::getenv("QF_PREFETCH"); e && *e) return std::strcmp(e, "0") != 0;
+        const std::string v = cpu_vendor();
+        return v == "AuthenticAMD" || v == "HygonGenuine";
+    }();
+    const int f = forced_prefetch.load(std::memory_order_relaxed);
+    return f < 0 ? chosen : f != 0;
+}
+
+void force_cpu_prefetch(int on) { forced_prefetch.store(on < 0 ? -1 : on != 0, std::memory_order_relaxed); }
 
 bool machine_has(const std::string &feature) {
     if (feature == "cuda") return cuda_device().present;
@@ -78,3 +110,8 @@ bool machine_has(const std::string &feature) {
 }
 
 }  // namespace qforge::internal
+
+// Called by the packed CPU kernels that carry a software prefetch, once
+// per tile (schedules/cpu.h, cpu_wants_prefetch): 1 runs the loop nest
+// with prefetches, 0 the one without.
+extern "C" int qf_cpu_prefetch() { return qforge::internal::cpu_prefetch(); }

@@ -166,6 +166,13 @@ std::vector<const Variant *> runnable_variants(const KernelRow &row);
 // device and driver) and "smNN" (its compute capability is at least N.N).
 bool machine_has(const std::string &feature);
 
+// Whether the packed CPU kernels run their software prefetch on this
+// machine: on AMD (and Hygon) CPUs, off elsewhere (schedules/cpu.h says
+// why); QF_PREFETCH=0 or 1 in the environment decides instead.
+bool cpu_prefetch();
+// Tests: 1 or 0 overrides the choice above for every later call, -1 undoes it.
+void force_cpu_prefetch(int on);
+
 template <Sig S>
 SigFn<S> Variant::fn_as() const {
     if (sig != S) throw std::logic_error("qforge internal: kernel called with the wrong signature");
