@@ -7,6 +7,7 @@
 #include "model.h"
 #include "qforge/gptq.h"
 #include "qforge/kernels.h"
+#include "registry.h"
 #include "table.h"
 
 namespace qforge::cli {
@@ -158,12 +159,20 @@ int targets(const Common &c) {
     }
     const std::string picked = dispatched_target();
     const std::string why = "the first target in targets/targets.cmake (best first) whose CPU features this machine has";
+    const bool prefetch = internal::cpu_prefetch();
+    const char *prefetch_why = "on for AMD and Hygon CPUs, off elsewhere; QF_PREFETCH=0|1 decides instead";
     if (c.json) {
-        write_json({{"targets", t.to_json()}, {"dispatched", picked}, {"why", why}, {"kernels", kernels()}});
+        write_json({{"targets", t.to_json()},
+                    {"dispatched", picked},
+                    {"why", why},
+                    {"prefetch", prefetch},
+                    {"prefetch_why", prefetch_why},
+                    {"kernels", kernels()}});
         return 0;
     }
     t.print_text(stdout);
     std::printf("\nauto dispatches to: %s (%s)\n", picked.c_str(), why.c_str());
+    std::printf("software prefetch in the packed kernels: %s (%s)\n", prefetch ? "on" : "off", prefetch_why);
     std::printf("kernels built in: %zu (each for every target of its families)\n", kernels().size());
     return 0;
 }

@@ -13,10 +13,6 @@ namespace qforge::cli {
 
 namespace {
 
-bool ends_with(const std::string &s, const std::string &suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // "q4_k packed x16", "int4g:128 packed x16".
 std::string packed_name(const PackedTensor &p) {
     std::string f = to_string(p.format);

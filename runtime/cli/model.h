@@ -12,6 +12,10 @@
 
 namespace qforge::cli {
 
+inline bool ends_with(const std::string &s, const std::string &suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 struct LinearInfo {
     std::string name;     // the tensor name, or the int4g prefix
     std::string format;   // "Q4_K", "int4g:128", "F16", ...

@@ -10,10 +10,6 @@ namespace qforge::cli {
 
 namespace {
 
-bool ends_with(const std::string &s, const std::string &suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // `name` with `from` (its tail) replaced by `to`, or "".
 std::string swap_tail(const std::string &name, const std::string &from, const std::string &to) {
     return ends_with(name, from) ? name.substr(0, name.size() - from.size()) + to : "";

@@ -524,6 +524,11 @@ class Files(unittest.TestCase):
         self.bench_moe_tied_and_unsupported()
         j = json.loads(run("targets", "--json").stdout)
         self.assertIn(j["dispatched"], [t["target"] for t in j["targets"]])
+        self.assertIsInstance(j["prefetch"], bool)  # by the CPU's vendor, unless QF_PREFETCH says
+        for forced in ("0", "1"):
+            p = subprocess.run([QFORGE, "targets", "--json"], capture_output=True, text=True,
+                               env={**os.environ, "QF_PREFETCH": forced}, check=True)
+            self.assertEqual(json.loads(p.stdout)["prefetch"], forced == "1")
         for cmd in ("demo", "inspect", "dequant", "matmul", "quantize", "bench", "pack", "block", "targets"):
             self.assertIn("Usage", run(cmd, "--help").stdout)
 
