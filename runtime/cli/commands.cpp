@@ -162,8 +162,14 @@ int targets(const Common &c) {
     const bool prefetch = internal::cpu_prefetch();
     const char *prefetch_why = "on for AMD and Hygon CPUs, off elsewhere; QF_PREFETCH=0|1 decides instead";
     if (c.json) {
+        // Every built variant and its generated function (what scripts/tune.py regenerates).
+        nlohmann::json variants = nlohmann::json::array();
+        for (const internal::Variant &v : internal::variants()) {
+            variants.push_back({{"kernel", internal::kernel_name(*v.row)}, {"target", v.target}, {"function", v.function}});
+        }
         write_json({{"targets", t.to_json()},
                     {"dispatched", picked},
+                    {"variants", variants},
                     {"why", why},
                     {"prefetch", prefetch},
                     {"prefetch_why", prefetch_why},

@@ -43,7 +43,7 @@ const std::vector<Variant> &variants() {
     static const std::vector<Variant> table = {
 #define QF_ROW(...)
 #define QF_VARIANT(id, target, fn, asm_path) \
-    {&kernel_rows()[id], target, signature_of(kRows[id]), typed<signature_of(kRows[id])>(&fn), asm_path},
+    {&kernel_rows()[id], target, signature_of(kRows[id]), typed<signature_of(kRows[id])>(&fn), asm_path, #fn},
 #include "qforge_kernel_table.inc"
 #undef QF_ROW
 #undef QF_VARIANT

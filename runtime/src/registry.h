@@ -110,6 +110,7 @@ struct Variant {
     Sig sig;
     AnyFn fn;             // a SigFn<sig>; call it through fn_as<S>()
     const char *asm_path; // the generated assembly, where test_asm reads it; else nullptr
+    const char *function; // the generated function's name (scripts/tune.py regenerates it by this name)
 
     template <Sig S>
     SigFn<S> fn_as() const;

@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""qforge-tune: search one kernel's schedule knobs on this machine.
+
+Works on a configured build (scripts/test.sh's or -DQF_BENCH=ON -DBUILD_TESTING=ON
+with any QF_VARIANTS). For each candidate (a set of the knobs that
+targets/knobs.json allows for the kernel's generator and mode) it:
+  1. regenerates the kernel's object with the candidate's generator
+     parameters, under its own function name, and relinks qforge_tests and
+     qforge_bench;
+  2. runs every test of that variant (against the float64 references): a
+     candidate that fails is out, whatever its speed;
+  3. times it with qforge_bench (rotated weights, medians), interleaved round
+     by round with the build's own kernel, so that the machine's noise
+     cancels in the per-round ratio.
+The search: the default, a few seeded random candidates, then coordinate
+descent from the best (one knob at a time, every legal value). A progress
+line shows the best so far; --budget bounds the time; results go to a state
+file as they come, so a second run with the same arguments resumes.
+At the end the build's own object is restored, and the winner (if it beats
+the default by more than --min-gain) is written to the tuning database
+(--db, default schedules/tuned/<this cpu>.json) with the CPU, its features,
+Halide's version, the date and both times. A build applies a database with
+-DQF_TUNING_DB=FILE (targets/CMakeLists.txt).
+
+Example:
+  scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --target x86-avx512-vnni --budget 900
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, text=True, **kw)
+
+
+def cpu_info():
+    model, flags = platform.processor() or "unknown", []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model in ("", "unknown", platform.processor()):
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith(("flags", "Features")):
+                    flags = line.split(":", 1)[1].split()
+                    break
+    except OSError:
+        pass
+    keep = [f for f in flags if re.match(r"^(sse4_1|avx|avx2|fma|f16c|avx512\w*|avx_vnni|gfni|amx\w*|asimd\w*)$", f)]
+    return model, sorted(keep)
+
+
+def slug(model):
+    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:60] or "cpu"
+
+
+def halide_version():
+    try:
+        from importlib.metadata import version
+        return version("halide")
+    except Exception:  # noqa: BLE001 - the version is informative only
+        return "unknown"
+
+
+class Kernel:
+    """One variant of the build: its generator command, test filter and benchmark filter."""
+
+    def __init__(self, build, kernel, target, ninja):
+        self.build, self.kernel, self.target, self.ninja = build, kernel, target, ninja
+        qforge = os.path.join(build, "runtime", "qforge")
+        info = json.loads(sh([qforge, "targets", "--json"], check=True).stdout)
+        rows = [v for v in info["variants"] if v["kernel"] == kernel and v["target"] == target]
+        if not rows:
+            have = sorted({v["target"] for v in info["variants"] if v["kernel"] == kernel})
+            sys.exit(f"tune: no variant {kernel} on {target} in {build} (built targets of it: {have or 'none'})")
+        self.function = rows[0]["function"]
+        cmds = sh([ninja, "-C", build, "-t", "commands", f"targets/{self.function}.o"], check=True).stdout.strip()
+        self.command = cmds.splitlines()[-1]
+        if f"-f {self.function}" not in self.command:
+            sys.exit(f"tune: cannot find the generator command of {self.function}")
+        self.generator = re.search(r" -g (\S+)", self.command).group(1)
+        m = re.search(r"\bmode=(\w+)", self.command)
+        self.mode = m.group(1) if m else "decode"
+        m = re.search(r"\bpack_rows=(\d+)", self.command)
+        self.pack_rows = int(m.group(1)) if m else 0
+        name = f"{kernel}__{target}"
+        self.test_filter = "*" + re.sub(r"[^A-Za-z0-9]", "_", name) + "*"
+
+    def space(self):
+        with open(os.path.join(ROOT, "targets", "knobs.json")) as f:
+            gens = json.load(f)["generators"]
+        if self.generator not in gens:
+            sys.exit(f"tune: targets/knobs.json has no knobs for generator {self.generator}")
+        space = dict(gens[self.generator].get(self.mode, {}))
+        if self.pack_rows and "vector_width" in space:
+            space["vector_width"] = [v for v in space["vector_width"] if self.pack_rows % v == 0 and v < self.pack_rows]
+        return {k: v for k, v in space.items() if v}
+
+    def generate(self, knobs):
+        extra = " ".join(f"{k}={v}" for k, v in sorted(knobs.items()))
+        p = sh(f"{self.command} {extra}")
+        if p.returncode:
+            return p.stderr[-800:] or "the generator failed"
+        p = sh([self.ninja, "-C", self.build, "qforge_tests", "qforge_bench"])
+        return p.stdout[-800:] if p.returncode else ""
+
+    def verify(self):
+        p = sh([os.path.join(self.build, "tests", "qforge_tests"), f"--gtest_filter={self.test_filter}"])
+        ran = re.search(r"\[  PASSED  \] (\d+) test", p.stdout)
+        if p.returncode or not ran or int(ran.group(1)) == 0:
+            return (p.stdout + p.stderr)[-1500:] or "no test ran"
+        return ""
+
+
+def bench_ms(binary, filt, reps):
+    p = sh([binary, f"--benchmark_filter={filt}", f"--benchmark_repetitions={reps}", "--benchmark_min_time=0.2s",
+            "--benchmark_report_aggregates_only=true", "--benchmark_format=json"])
+    if p.returncode:
+        raise RuntimeError(p.stderr[-800:])
+    runs = json.loads(p.stdout)["benchmarks"]
+    rows = [b for b in runs if b.get("aggregate_name") == "median"] or [b for b in runs if b.get("run_type") == "iteration"]
+    if len(rows) != 1:
+        raise RuntimeError(f"the filter {filt} matched {len(rows)} benchmarks")
+    return rows[0]["real_time"] / 1e6 if rows[0]["time_unit"] == "ns" else rows[0]["real_time"]
+
+
+def posix_escape(s):
+    """Benchmark filters are POSIX extended regular expressions: no \\- there."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", s)
+
+
+def key(knobs):
+    return json.dumps(knobs, sort_keys=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.environ.get("QF_BUILD_DIR", os.path.join(ROOT, "build")))
+    ap.add_argument("--kernel", required=True, help="a kernel name as qforge targets --json lists it, e.g. q4k_matvec_q8_x16")
+    ap.add_argument("--target", default=None, help="a built target (default: auto where built, else the dispatched one)")
+    ap.add_argument("--shape", default="llama-3.1-8b.q/4096x4096", help="a qforge_bench shape: model.layer/OUTxIN")
+    ap.add_argument("--tokens", type=int, default=None, help="default: 1 for decode kernels, 32 for prefill")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--budget", type=float, default=600, help="seconds of search (the last candidate finishes)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per candidate")
+    ap.add_argument("--random", type=int, default=4, help="seeded random candidates before the descent")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--min-gain", type=float, default=1.03, help="a winner must beat the default by this ratio")
+    ap.add_argument("--db", default=None, help="the tuning database to add the winner to")
+    ap.add_argument("--dry-run", action="store_true", help="print the kernel, its knob space and stop")
+    a = ap.parse_args()
+
+    ninja = shutil.which("ninja", path=os.path.join(ROOT, ".venv", "bin") + os.pathsep + os.environ.get("PATH", ""))
+    if not ninja:
+        sys.exit("tune: ninja not found (scripts/setup.sh installs it into .venv)")
+    qforge = os.path.join(a.build, "runtime", "qforge")
+    if not a.target:
+        info = json.loads(sh([qforge, "targets", "--json"], check=True).stdout)
+        a.target = "auto" if any(v["target"] == "auto" for v in info["variants"]) else info["dispatched"]
+    k = Kernel(a.build, a.kernel, a.target, ninja)
+    space = k.space()
+    tokens = a.tokens or (1 if k.mode == "decode" else 32)
+    filt = f"^{posix_escape(a.kernel)}/{posix_escape(a.target)}/{posix_escape(a.shape)}/tokens:{tokens}/threads:{a.threads}/real_time$"
+    print(f"tune: {a.kernel} on {a.target} ({k.function}, generator {k.generator}, {k.mode}); "
+          f"{a.shape}, {tokens} tokens, {a.threads} threads")
+    print("tune: knobs " + ", ".join(f"{n} {v}" for n, v in space.items()))
+    if a.dry_run:
+        return 0
+
+    workdir = os.path.join(a.build, "tune")
+    os.makedirs(workdir, exist_ok=True)
+    state_path = os.path.join(workdir, f"{k.function}.{a.shape.replace('/', '_')}.t{tokens}.th{a.threads}.json")
+    state = {"results": {}}
+    if os.path.exists(state_path):
+        with open(state_path) as f:
+            state = json.load(f)
+        print(f"tune: resuming, {len(state['results'])} candidates measured already ({state_path})")
+    base_bench = os.path.join(workdir, "qforge_bench.default")
+    err = k.generate({})  # the build's own object, whatever an earlier run left
+    if err:
+        sys.exit("tune: cannot rebuild the default: " + err)
+    shutil.copy2(os.path.join(a.build, "bench", "qforge_bench"), base_bench)
+    bench_ms(base_bench, filt, 1)  # the filter matches exactly one benchmark, or stop here
+
+    start = time.time()
+
+    def measure(knobs):
+        kk = key(knobs)
+        if kk in state["results"]:
+            return state["results"][kk]
+        res = {"knobs": knobs}
+        err = k.generate(knobs)
+        if not err:
+            err = k.verify()
+            if err:
+                res["failed"] = "tests: " + err
+        else:
+            res["failed"] = "build: " + err
+        if "failed" not in res:
+            cand = os.path.join(workdir, "qforge_bench.candidate")
+            shutil.copy2(os.path.join(a.build, "bench", "qforge_bench"), cand)
+            base, mine, ratios = [], [], []
+            for _ in range(a.rounds):
+                b = bench_ms(base_bench, filt, 3)
+                c = bench_ms(cand, filt, 3)
+                base.append(b)
+                mine.append(c)
+                ratios.append(b / c)
+            res.update(default_ms=statistics.median(base), ms=statistics.median(mine), ratio=statistics.median(ratios),
+                       ratio_range=[min(ratios), max(ratios)])
+        state["results"][kk] = res
+        with open(state_path, "w") as f:
+            json.dump(state, f, indent=1)
+        return res
+
+    def best():
+        ok = [r for r in state["results"].values() if "ratio" in r]
+        return max(ok, key=lambda r: r["ratio"]) if ok else None
+
+    def progress(knobs, res):
+        b = best()
+        shown = "failed" if "failed" in res else f"{res['ratio']:.3f}x"
+        bs = f"{b['ratio']:.3f}x {b['knobs'] or 'default'}" if b else "-"
+        print(f"[{time.time() - start:6.0f}s/{a.budget:.0f}s] {len(state['results']):3d} tried | {knobs or 'default'}: "
+              f"{shown} | best {bs}", flush=True)
+
+    rng = random.Random(a.seed)
+    names = sorted(space)
+    queue = [{}]
+    for _ in range(a.random):
+        queue.append({n: rng.choice(space[n]) for n in names if rng.random() < 0.5})
+    descended = set()
+    while time.time() - start < a.budget:
+        if not queue:
+            b = best()
+            center = b["knobs"] if b else {}
+            if key(center) in descended:
+                break  # a full pass over every knob found nothing better: a local optimum
+            descended.add(key(center))
+            for n in names:
+                for v in space[n]:
+                    c = dict(center)
+                    c[n] = v
+                    queue.append(c)
+                c = {m: w for m, w in center.items() if m != n}
+                queue.append(c)
+            queue = [c for c in queue if key(c) not in state["results"]]
+            if not queue:
+                break
+        knobs = queue.pop(0)
+        if key(knobs) in state["results"]:
+            continue
+        progress(knobs, measure(knobs))
+
+    k.generate({})  # the build's own object back
+    b = best()
+    if not b:
+        sys.exit("tune: no candidate passed its tests")
+    print(f"tune: best {b['knobs'] or 'default'}: {b['ms']:.4f} ms against {b['default_ms']:.4f} ms "
+          f"({b['ratio']:.3f}x, rounds {b['ratio_range'][0]:.3f}-{b['ratio_range'][1]:.3f}x)")
+    if not b["knobs"] or b["ratio"] < a.min_gain:
+        print(f"tune: the default stays (no candidate beat it by {a.min_gain}x)")
+        return 0
+    model, flags = cpu_info()
+    db_path = a.db or os.path.join(ROOT, "schedules", "tuned", slug(model) + ".json")
+    db = {"cpu": model, "features": flags, "halide": halide_version(), "entries": []}
+    if os.path.exists(db_path):
+        with open(db_path) as f:
+            db = json.load(f)
+    entry = {"function": k.function, "kernel": a.kernel, "target": a.target, "params": b["knobs"],
+             "shape": a.shape, "tokens": tokens, "threads": a.threads, "default_ms": round(b["default_ms"], 5),
+             "tuned_ms": round(b["ms"], 5), "ratio": round(b["ratio"], 3),
+             "ratio_range": [round(x, 3) for x in b["ratio_range"]], "rounds": a.rounds,
+             "date": datetime.date.today().isoformat(), "halide": halide_version()}
+    db["entries"] = [e for e in db["entries"] if e["function"] != k.function] + [entry]
+    os.makedirs(os.path.dirname(db_path), exist_ok=True)
+    with open(db_path, "w") as f:
+        json.dump(db, f, indent=2)
+        f.write("\n")
+    print(f"tune: wrote {db_path} (build with -DQF_TUNING_DB={os.path.relpath(db_path, ROOT)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

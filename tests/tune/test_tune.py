@@ -1,0 +1,89 @@
+"""The tuner's ground: targets/knobs.json names only real generator knobs of
+real generators, every tuning database in schedules/tuned/ is well formed
+and sets only those knobs, and scripts/tune.py finds a packed kernel of
+this build, its generator command and its knob space (--dry-run: nothing
+is regenerated or timed here; tuning is a tool run, not a test).
+
+Usage: test_tune.py BUILD_DIR [unittest args]
+"""
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = None
+
+
+def generator_knobs():
+    with open(os.path.join(ROOT, "generators", "common.h")) as f:
+        src = f.read()
+    block = src[src.index("class KernelGenerator"):]
+    return set(re.findall(r'GeneratorParam<int> (\w+)\{"\1"', block))
+
+
+def generators():
+    names = set()
+    for path in glob.glob(os.path.join(ROOT, "generators", "*.cpp")):
+        with open(path) as f:
+            names.update(re.findall(r"HALIDE_REGISTER_GENERATOR\([\w:]+, (\w+)\)", f.read()))
+    return names
+
+
+class Tune(unittest.TestCase):
+    def test_knob_space(self):
+        with open(os.path.join(ROOT, "targets", "knobs.json")) as f:
+            space = json.load(f)
+        knobs, gens = generator_knobs(), generators()
+        self.assertTrue({"prefetch", "chains", "vector_width", "tile_tokens"} <= knobs, knobs)
+        self.assertEqual(set(space["knobs"]) - knobs, set(), "knobs.json documents knobs no generator has")
+        for gen, modes in space["generators"].items():
+            self.assertIn(gen, gens, f"knobs.json: no generator {gen}")
+            self.assertLessEqual(set(modes), {"decode", "prefill"}, gen)
+            for mode, ks in modes.items():
+                for k, values in ks.items():
+                    self.assertIn(k, space["knobs"], f"{gen} {mode}: {k} is not documented")
+                    self.assertTrue(values and all(isinstance(v, int) and v != 0 for v in values),
+                                    f"{gen} {mode} {k}: legal values are nonzero ints (0 is the default)")
+
+    def test_databases(self):
+        with open(os.path.join(ROOT, "targets", "knobs.json")) as f:
+            documented = set(json.load(f)["knobs"])
+        for path in glob.glob(os.path.join(ROOT, "schedules", "tuned", "*.json")):
+            with open(path) as f:
+                db = json.load(f)
+            for field in ("cpu", "features", "halide", "entries"):
+                self.assertIn(field, db, path)
+            for e in db["entries"]:
+                self.assertTrue(e["function"].startswith("qf_"), path)
+                self.assertLessEqual(set(e["params"]), documented, f"{path}: {e['function']}")
+                self.assertTrue(all(isinstance(v, int) for v in e["params"].values()), path)
+                self.assertGreater(e["default_ms"], 0)
+                self.assertGreater(e["tuned_ms"], 0)
+
+    def test_dry_run_finds_a_packed_kernel(self):
+        qforge = os.path.join(BUILD, "runtime", "qforge")
+        info = json.loads(subprocess.run([qforge, "targets", "--json"], capture_output=True, text=True,
+                                         check=True).stdout)
+        rows = [v for v in info["variants"] if v["kernel"] == "q4k_matvec_q8_x16"]
+        self.assertTrue(rows, "no packed Q4_K decode variant in this build")
+        for v in rows:
+            self.assertTrue(v["function"].startswith("qf_q4_k_matvec_q8_k"), v)
+        p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "tune.py"), "--build", BUILD, "--kernel",
+                            rows[0]["kernel"], "--target", rows[0]["target"], "--dry-run"],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("generator q4k_packed_matmul_q8, decode", p.stdout)
+        self.assertIn("chains [1, 2, 4]", p.stdout)
+        p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "tune.py"), "--build", BUILD, "--kernel",
+                            "no_such_kernel", "--dry-run"], capture_output=True, text=True)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("no variant no_such_kernel", p.stderr)
+
+
+if __name__ == "__main__":
+    BUILD = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
