@@ -85,6 +85,7 @@ class Kernel:
             have = sorted({v["target"] for v in info["variants"] if v["kernel"] == kernel})
             sys.exit(f"tune: no variant {kernel} on {target} in {build} (built targets of it: {have or 'none'})")
         self.function = rows[0]["function"]
+        self.prefetch_runs = info.get("prefetch", True)
         cmds = sh([ninja, "-C", build, "-t", "commands", f"targets/{self.function}.o"], check=True).stdout.strip()
         self.command = cmds.splitlines()[-1]
         if f"-f {self.function}" not in self.command:
@@ -105,6 +106,8 @@ class Kernel:
         space = dict(gens[self.generator].get(self.mode, {}))
         if self.pack_rows and "vector_width" in space:
             space["vector_width"] = [v for v in space["vector_width"] if self.pack_rows % v == 0 and v < self.pack_rows]
+        if not self.prefetch_runs:
+            space.pop("prefetch", None)  # this CPU runs the loop nest without it: the knob changes nothing here
         return {k: v for k, v in space.items() if v}
 
     def generate(self, knobs):
@@ -153,7 +156,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=None, help="default: 1 for decode kernels, 32 for prefill")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", type=float, default=600, help="seconds of search (the last candidate finishes)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per candidate")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds per candidate (the order alternates)")
     ap.add_argument("--random", type=int, default=4, help="seeded random candidates before the descent")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--min-gain", type=float, default=1.03, help="a winner must beat the default by this ratio")
@@ -211,9 +214,14 @@ def main():
             cand = os.path.join(workdir, "qforge_bench.candidate")
             shutil.copy2(os.path.join(a.build, "bench", "qforge_bench"), cand)
             base, mine, ratios = [], [], []
-            for _ in range(a.rounds):
-                b = bench_ms(base_bench, filt, 3)
-                c = bench_ms(cand, filt, 3)
+            for r in range(a.rounds):
+                # Which runs first alternates: the second of a pair finds the machine warmer.
+                if r % 2 == 0:
+                    b = bench_ms(base_bench, filt, 3)
+                    c = bench_ms(cand, filt, 3)
+                else:
+                    c = bench_ms(cand, filt, 3)
+                    b = bench_ms(base_bench, filt, 3)
                 base.append(b)
                 mine.append(c)
                 ratios.append(b / c)
@@ -282,7 +290,8 @@ def main():
              "shape": a.shape, "tokens": tokens, "threads": a.threads, "default_ms": round(b["default_ms"], 5),
              "tuned_ms": round(b["ms"], 5), "ratio": round(b["ratio"], 3),
              "ratio_range": [round(x, 3) for x in b["ratio_range"]], "rounds": a.rounds,
-             "date": datetime.date.today().isoformat(), "halide": halide_version()}
+             "date": datetime.date.today().isoformat(), "halide": halide_version(),
+             "command": "scripts/tune.py " + " ".join(sys.argv[1:])}
     db["entries"] = [e for e in db["entries"] if e["function"] != k.function] + [entry]
     os.makedirs(os.path.dirname(db_path), exist_ok=True)
     with open(db_path, "w") as f:
