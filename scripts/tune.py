@@ -248,30 +248,33 @@ def main():
     queue = [{}]
     for _ in range(a.random):
         queue.append({n: rng.choice(space[n]) for n in names if rng.random() < 0.5})
-    descended = set()
-    while time.time() - start < a.budget:
-        if not queue:
-            b = best()
-            center = b["knobs"] if b else {}
-            if key(center) in descended:
-                break  # a full pass over every knob found nothing better: a local optimum
-            descended.add(key(center))
-            for n in names:
-                for v in space[n]:
-                    c = dict(center)
-                    c[n] = v
-                    queue.append(c)
-                c = {m: w for m, w in center.items() if m != n}
-                queue.append(c)
-            queue = [c for c in queue if key(c) not in state["results"]]
+    try:
+        descended = set()
+        while time.time() - start < a.budget:
             if not queue:
-                break
-        knobs = queue.pop(0)
-        if key(knobs) in state["results"]:
-            continue
-        progress(knobs, measure(knobs))
-
-    k.generate({})  # the build's own object back
+                b = best()
+                center = b["knobs"] if b else {}
+                if key(center) in descended:
+                    break  # a full pass over every knob found nothing better: a local optimum
+                descended.add(key(center))
+                for n in names:
+                    for v in space[n]:
+                        c = dict(center)
+                        c[n] = v
+                        queue.append(c)
+                    c = {m: w for m, w in center.items() if m != n}
+                    queue.append(c)
+                queue = [c for c in queue if key(c) not in state["results"]]
+                if not queue:
+                    break
+            knobs = queue.pop(0)
+            if key(knobs) in state["results"]:
+                continue
+            progress(knobs, measure(knobs))
+    finally:
+        # The build's own object back, however the search ends (Ctrl-C included):
+        # a candidate left in place would be linked by the next build unnoticed.
+        k.generate({})
     b = best()
     if not b:
         sys.exit("tune: no candidate passed its tests")
