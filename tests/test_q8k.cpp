@@ -180,6 +180,20 @@ INSTANTIATE_TEST_SUITE_P(Variants, Q80Quantize, testing::ValuesIn(variants_where
 
 // The weights as kernel `rows` reads them: packed in tiles of `rows`, or
 // (0) the file's own bytes.
+// Random blocks of format f whose f16 fields (the scale, and the min where
+// there is one) have an LLM-like magnitude; every other byte is any byte.
+std::vector<uint8_t> random_scaled_blocks(Format f, int64_t out, int64_t in) {
+    auto data = random_bytes(weight_bytes(f, out, in));
+    for (size_t b = 0; b < data.size(); b += traits(f).block_bytes) {
+        for (int at : traits(f).f16_fields) {
+            const uint16_t h = f16(random_floats(1, -0.02f, 0.02f)[0]);
+            data[b + at] = h & 0xFF;
+            data[b + at + 1] = h >> 8;
+        }
+    }
+    return data;
+}
+
 std::vector<uint8_t> packed_or_file(const Weights &w, int rows, const std::vector<uint8_t> &file) {
     if (!rows) return file;
     std::vector<uint8_t> packed(packed_bytes(w.format, w.out, w.in, rows));
@@ -230,14 +244,7 @@ TEST_P(Block32Q8, MatchesReference) {
             data = channel_rows(f, q.codes.data(), q.scales.data(), c.out, c.in);
             ref::block_dequant(f, data.data(), c.out, c.in, w.data());
         } else {
-            data = random_bytes(weight_bytes(f, c.out, c.in));
-            for (size_t b = 0; b < data.size(); b += traits(f).block_bytes) {
-                for (int at : traits(f).f16_fields) {  // the scale, and the min where there is one
-                    const uint16_t h = f16(random_floats(1, -0.02f, 0.02f)[0]);
-                    data[b + at] = h & 0xFF;
-                    data[b + at + 1] = h >> 8;
-                }
-            }
+            data = random_scaled_blocks(f, c.out, c.in);
             ref::block_dequant(f, data.data(), c.out, c.in, w.data());
         }
         Weights wt{f, data.data(), c.out, c.in};
@@ -294,14 +301,7 @@ TEST_P(KQuantQ8, MatchesReference) {
     const FormatTraits &ft = traits(f);
     for (const MatmulCase &c : q4k_matmul_cases()) {
         SCOPED_TRACE(c.name());
-        auto data = random_bytes(weight_bytes(f, c.out, c.in));
-        for (size_t b = 0; b < data.size(); b += ft.block_bytes) {  // d, dmin of LLM-like magnitude; the rest any bytes
-            for (int at : ft.f16_fields) {
-                const uint16_t h = f16(random_floats(1, -0.02f, 0.02f)[0]);
-                data[b + at] = h & 0xFF;
-                data[b + at + 1] = h >> 8;
-            }
-        }
+        const auto data = random_scaled_blocks(f, c.out, c.in);
         std::vector<float> w(c.out * c.in);
         ref::block_dequant(f, data.data(), c.out, c.in, w.data());
         const std::vector<uint8_t> packed = packed_or_file(Weights{f, data.data(), c.out, c.in}, p.row->pack, data);
@@ -349,16 +349,8 @@ TEST_P(PackedPrefetch, BothPathsGiveTheSameBits) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
     const Format f = p.row->format;
-    const FormatTraits &ft = traits(f);
     const int64_t out = 37, in = 4096;
-    auto data = random_bytes(weight_bytes(f, out, in));
-    for (size_t b = 0; b < data.size(); b += ft.block_bytes) {
-        for (int at : ft.f16_fields) {
-            const uint16_t h = f16(random_floats(1, -0.02f, 0.02f)[0]);
-            data[b + at] = h & 0xFF;
-            data[b + at + 1] = h >> 8;
-        }
-    }
+    const auto data = random_scaled_blocks(f, out, in);
     const std::vector<uint8_t> packed = packed_or_file(Weights{f, data.data(), out, in}, p.row->pack, data);
     auto x = awkward_activations(1, in);
     Q8K ak(1, in);
