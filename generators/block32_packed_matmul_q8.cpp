@@ -169,6 +169,16 @@ public:
         f.y = y;
         f.pairs = tile_pairs();
 
+        if (autoscheduled()) {
+            const int T = estimate_tokens(), blocks = kEstimateIn / 32;
+            weight.set_estimates({{0, (row_scales ? 32 : block32_packed_bytes(B, has_min, zero_points)) * R},
+                                  {0, blocks + (row_scales ? 1 : 0)}, {0, tile_pairs() * kEstimateOut / R}});
+            a_d.set_estimates({{0, blocks}, {0, T}});
+            a_qs.set_estimates({{0, kEstimateIn}, {0, T}});
+            a_sums.set_estimates({{0, blocks}, {0, T}});
+            estimate_epilogue(y, bias, has_bias);
+            return;
+        }
         schedule_family_for(get_target()).block32_packed_q8(f, get_target(), knobs());
     }
 };

@@ -229,6 +229,36 @@ protected:
         return normed;
     }
 
+    // Halide's autoschedulers (Adams2019, Li2018, Mullapudi2016: a generator
+    // run with autoscheduler=NAME and the plugin, -p; scripts/tune.py
+    // --autoschedulers) plan from estimates of every input and output. The
+    // call they plan for is scripts/tune.py's default benchmark: a 4096 x
+    // 4096 layer (Llama-3.1-8B's q), 1 token in decode, 32 in prefill. A
+    // generator asks autoscheduled() after its algorithm and, when true,
+    // gives its own inputs' estimates and leaves out its hand schedule.
+    static constexpr int kEstimateOut = 4096, kEstimateIn = 4096;
+    int estimate_tokens() const { return knobs().prefill ? 32 : 1; }
+    bool autoscheduled() const { return this->using_autoscheduler(); }
+    // Estimates of y, its bias and the inputs configure() adds.
+    void estimate_epilogue(GeneratorOutput<Buffer<float, 2>> &y, GeneratorInput<Buffer<float, 1>> &bias,
+                           GeneratorInput<bool> &has_bias) {
+        const int tokens = estimate_tokens();
+        y.set_estimates({{0, kEstimateOut}, {0, tokens}});
+        bias.set_estimates({{0, kEstimateOut * tile_pairs()}});
+        has_bias.set_estimate(false);
+        if (norm) {
+            norm_weight_->set_estimates({{0, kEstimateIn}});
+            norm_bias_->set_estimates({{0, kEstimateIn}});
+            layer_norm_->set_estimate(false);
+            eps_->set_estimate(1e-5f);
+        }
+        if (act_kind_) act_kind_->set_estimate(-1);
+        if (residual_) {
+            residual_->set_estimates({{0, kEstimateOut}, {0, tokens}});
+            has_residual_->set_estimate(false);
+        }
+    }
+
     Knobs knobs() const {
         Knobs k;
         k.prefill = std::string(mode) == "prefill";

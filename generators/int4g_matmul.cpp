@@ -69,6 +69,14 @@ public:
         y(r, n) = with_epilogue(f.acc(r, n), r, n);
         f.y = y;
 
+        if (autoscheduled()) {
+            weight.set_estimates({{0, kEstimateIn / 2}, {0, kEstimateOut}});
+            scales.set_estimates({{0, kEstimateIn / G}, {0, kEstimateOut}});
+            if (zeros_) zeros_->set_estimates({{0, kEstimateIn / G}, {0, kEstimateOut}});
+            x.set_estimates({{0, kEstimateIn}, {0, estimate_tokens()}});
+            estimate_epilogue(y, bias, has_bias);
+            return;
+        }
         schedule_family_for(get_target()).group_matmul(f, get_target(), knobs());
     }
 

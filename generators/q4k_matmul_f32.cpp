@@ -42,6 +42,12 @@ public:
         y(r, n) = with_epilogue(f.acc(r, n), r, n);
         f.y = y;
 
+        if (autoscheduled()) {
+            weight.set_estimates({{0, kEstimateIn / 256 * 144}, {0, kEstimateOut}});
+            x.set_estimates({{0, kEstimateIn}, {0, estimate_tokens()}});
+            estimate_epilogue(y, bias, has_bias);
+            return;
+        }
         schedule_family_for(get_target()).q4k_matmul_f32(f, get_target(), knobs());
     }
 };

@@ -145,6 +145,16 @@ public:
         f.y = y;
         f.pairs = tile_pairs();
 
+        if (autoscheduled()) {
+            const int T = estimate_tokens(), blocks = kEstimateIn / 256;
+            weight.set_estimates({{0, (q5 ? kQ5KPackedBlockBytes : iq4 ? kIQ4XSPackedBlockBytes : kQ4KPackedBlockBytes) * R},
+                                  {0, blocks}, {0, tile_pairs() * kEstimateOut / R}});
+            a_d.set_estimates({{0, blocks}, {0, T}});
+            a_qs.set_estimates({{0, kEstimateIn}, {0, T}});
+            a_bsums.set_estimates({{0, kEstimateIn / 16}, {0, T}});
+            estimate_epilogue(y, bias, has_bias);
+            return;
+        }
         schedule_family_for(get_target()).q4k_packed_q8(f, get_target(), knobs());
     }
 };

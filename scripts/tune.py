@@ -22,9 +22,18 @@ the default by more than --min-gain) is written to the tuning database
 Halide's version, the date and both times. A build applies a database with
 -DQF_TUNING_DB=FILE (targets/CMakeLists.txt).
 
+--autoschedulers NAME,... (or all) instead compares, on the same benchmark,
+the hand schedule with Halide's autoschedulers (the plugins in Halide's wheel:
+Adams2019, Li2018, Mullapudi2016) and with this CPU's tuning-database entry
+for the kernel if it has one. Each is verified by the variant's tests first.
+It prints a table and writes build/tune/autoschedulers.<function>.json; it
+never writes the database.
+
 Example:
   scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --target x86-avx512-vnni --budget 900
+  scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --autoschedulers all
 """
+import glob
 import argparse
 import datetime
 import json
@@ -63,6 +72,26 @@ def cpu_info():
 
 def slug(model):
     return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:60] or "cpu"
+
+
+AUTOSCHEDULERS = ["Adams2019", "Li2018", "Mullapudi2016"]
+
+
+def autoscheduler_plugin(name):
+    """The plugin of one of Halide's autoschedulers, from the wheel in .venv (or wherever halide imports from)."""
+    dirs = glob.glob(os.path.join(ROOT, ".venv", "lib", "python*", "site-packages", "halide", "lib*"))
+    try:
+        import importlib.util
+        spec = importlib.util.find_spec("halide")
+        if spec and spec.origin:
+            dirs += glob.glob(os.path.join(os.path.dirname(spec.origin), "lib*"))
+    except ImportError:
+        pass
+    for d in dirs:
+        lib = os.path.join(d, f"libautoschedule_{name.lower()}.so")
+        if os.path.exists(lib):
+            return lib
+    sys.exit(f"tune: no plugin libautoschedule_{name.lower()}.so in Halide's wheel (looked in {dirs})")
 
 
 def halide_version():
@@ -112,6 +141,8 @@ class Kernel:
 
     def generate(self, knobs):
         extra = " ".join(f"{k}={v}" for k, v in sorted(knobs.items()))
+        if "autoscheduler" in knobs:
+            extra += " -p " + autoscheduler_plugin(knobs["autoscheduler"])
         p = sh(f"{self.command} {extra}")
         if p.returncode:
             return p.stderr[-800:] or "the generator failed"
@@ -119,7 +150,10 @@ class Kernel:
         return p.stdout[-800:] if p.returncode else ""
 
     def verify(self):
-        p = sh([os.path.join(self.build, "tests", "qforge_tests"), f"--gtest_filter={self.test_filter}"])
+        try:
+            p = sh([os.path.join(self.build, "tests", "qforge_tests"), f"--gtest_filter={self.test_filter}"], timeout=900)
+        except subprocess.TimeoutExpired:
+            return "the tests ran past 900 s"
         ran = re.search(r"\[  PASSED  \] (\d+) test", p.stdout)
         if p.returncode or not ran or int(ran.group(1)) == 0:
             return (p.stdout + p.stderr)[-1500:] or "no test ran"
@@ -147,6 +181,57 @@ def key(knobs):
     return json.dumps(knobs, sort_keys=True)
 
 
+def db_file(a):
+    return a.db or os.path.join(ROOT, "schedules", "tuned", slug(cpu_info()[0]) + ".json")
+
+
+def compare_autoschedulers(a, k, measure, progress, workdir, tokens):
+    """The hand schedule against Halide's autoschedulers and this CPU's tuned entry, one benchmark."""
+    names = AUTOSCHEDULERS if a.autoschedulers == "all" else [n.strip() for n in a.autoschedulers.split(",")]
+    unknown = [n for n in names if n not in AUTOSCHEDULERS]
+    if unknown:
+        sys.exit(f"tune: unknown autoscheduler {unknown} (Halide's wheel has {AUTOSCHEDULERS})")
+    rows = []
+    db_path = db_file(a)
+    if os.path.exists(db_path):
+        with open(db_path) as f:
+            tuned = [e for e in json.load(f).get("entries", []) if e["function"] == k.function]
+        if tuned:
+            rows.append(("tuned (" + os.path.relpath(db_path, ROOT) + ")", tuned[0]["params"]))
+    for n in names:
+        rows.append((n, {"autoscheduler": n, "autoscheduler.parallelism": os.cpu_count() or 1}))
+    results = []
+    try:
+        for label, knobs in rows:
+            res = measure(knobs)
+            progress(knobs, res)
+            results.append(dict(res, schedule=label))
+    finally:
+        k.generate({})
+    hand = [r["default_ms"] for r in results if "default_ms" in r]
+    print(f"\n{a.kernel} on {a.target}, {a.shape}, {tokens} tokens, {a.threads} threads "
+          f"(medians of {a.rounds} rounds interleaved with the hand schedule):")
+    print("| schedule | ms | hand schedule ms | hand / this |")
+    print("| --- | --- | --- | --- |")
+    if hand:
+        print(f"| hand (schedules/) | {statistics.median(hand):.4f} | - | 1.000 |")
+    for r in results:
+        if "ratio" in r:
+            failed = "failed its tests: " + r["failed"].strip().splitlines()[-1][:60] + "; " if "failed" in r else ""
+            print(f"| {r['schedule']} | {failed}{r['ms']:.4f} | {r['default_ms']:.4f} | {r['ratio']:.3f} "
+                  f"({r['ratio_range'][0]:.3f}-{r['ratio_range'][1]:.3f}) |")
+        else:
+            why = r["failed"].strip().splitlines()
+            print(f"| {r['schedule']} | failed: {why[-1][:120] if why else '?'} | - | - |")
+    report = os.path.join(workdir, f"autoschedulers.{k.function}.{a.shape.replace('/', '_')}.t{tokens}.th{a.threads}.json")
+    with open(report, "w") as f:
+        json.dump({"kernel": a.kernel, "target": a.target, "function": k.function, "shape": a.shape, "tokens": tokens,
+                   "threads": a.threads, "cpu": cpu_info()[0], "halide": halide_version(),
+                   "date": datetime.date.today().isoformat(), "results": results}, f, indent=1)
+    print(f"tune: wrote {report}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.environ.get("QF_BUILD_DIR", os.path.join(ROOT, "build")))
@@ -162,6 +247,8 @@ def main():
     ap.add_argument("--min-gain", type=float, default=1.03, help="a winner must beat the default by this ratio")
     ap.add_argument("--db", default=None, help="the tuning database to add the winner to")
     ap.add_argument("--dry-run", action="store_true", help="print the kernel, its knob space and stop")
+    ap.add_argument("--autoschedulers", default=None,
+                    help="compare the hand schedule with these of Halide's autoschedulers (comma-separated, or all)")
     a = ap.parse_args()
 
     ninja = shutil.which("ninja", path=os.path.join(ROOT, ".venv", "bin") + os.pathsep + os.environ.get("PATH", ""))
@@ -183,7 +270,8 @@ def main():
 
     workdir = os.path.join(a.build, "tune")
     os.makedirs(workdir, exist_ok=True)
-    state_path = os.path.join(workdir, f"{k.function}.{a.shape.replace('/', '_')}.t{tokens}.th{a.threads}.json")
+    state_path = os.path.join(workdir, f"{k.function}.{a.shape.replace('/', '_')}.t{tokens}.th{a.threads}"
+                                       f"{'.autoschedulers' if a.autoschedulers else ''}.json")
     state = {"results": {}}
     if os.path.exists(state_path):
         with open(state_path) as f:
@@ -210,10 +298,18 @@ def main():
                 res["failed"] = "tests: " + err
         else:
             res["failed"] = "build: " + err
-        if "failed" not in res:
+        # An autoscheduled kernel that fails its tests is still timed for the
+        # comparison (it cannot win: only rows without "failed" can).
+        if "failed" not in res or (a.autoschedulers and res["failed"].startswith("tests")):
             cand = os.path.join(workdir, "qforge_bench.candidate")
             shutil.copy2(os.path.join(a.build, "bench", "qforge_bench"), cand)
             base, mine, ratios = [], [], []
+            try:
+                bench_ms(cand, filt, 1)
+            except RuntimeError as e:  # the kernel refuses the benchmark's call (an autoscheduled one may)
+                res["failed"] = "bench: " + " ".join(l for l in str(e).splitlines() if "kernel failed" in l or "what()" in l)[-400:]
+                state["results"][key(knobs)] = res
+                return res
             for r in range(a.rounds):
                 # Which runs first alternates: the second of a pair finds the machine warmer.
                 if r % 2 == 0:
@@ -233,15 +329,18 @@ def main():
         return res
 
     def best():
-        ok = [r for r in state["results"].values() if "ratio" in r]
+        ok = [r for r in state["results"].values() if "ratio" in r and "failed" not in r]
         return max(ok, key=lambda r: r["ratio"]) if ok else None
 
     def progress(knobs, res):
         b = best()
-        shown = "failed" if "failed" in res else f"{res['ratio']:.3f}x"
+        shown = ("failed" if "failed" in res else "") + (f" {res['ratio']:.3f}x" if "ratio" in res else "")
         bs = f"{b['ratio']:.3f}x {b['knobs'] or 'default'}" if b else "-"
         print(f"[{time.time() - start:6.0f}s/{a.budget:.0f}s] {len(state['results']):3d} tried | {knobs or 'default'}: "
               f"{shown} | best {bs}", flush=True)
+
+    if a.autoschedulers:
+        return compare_autoschedulers(a, k, measure, progress, workdir, tokens)
 
     rng = random.Random(a.seed)
     names = sorted(space)
@@ -284,7 +383,7 @@ def main():
         print(f"tune: the default stays (no candidate beat it by {a.min_gain}x)")
         return 0
     model, flags = cpu_info()
-    db_path = a.db or os.path.join(ROOT, "schedules", "tuned", slug(model) + ".json")
+    db_path = db_file(a)
     db = {"cpu": model, "features": flags, "halide": halide_version(), "entries": []}
     if os.path.exists(db_path):
         with open(db_path) as f:

@@ -2,7 +2,9 @@
 real generators, every tuning database in schedules/tuned/ is well formed
 and sets only those knobs, and scripts/tune.py finds a packed kernel of
 this build, its generator command and its knob space (--dry-run: nothing
-is regenerated or timed here; tuning is a tool run, not a test).
+is regenerated or timed here; tuning is a tool run, not a test), and the
+generators that give Halide's autoschedulers their estimates compile under
+one.
 
 Usage: test_tune.py BUILD_DIR [unittest args]
 """
@@ -82,6 +84,26 @@ class Tune(unittest.TestCase):
                             "no_such_kernel", "--dry-run"], capture_output=True, text=True)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("no variant no_such_kernel", p.stderr)
+
+    def test_autoschedulers_plan_every_tuned_generator(self):
+        # Halide's autoschedulers refuse a pipeline with an input or output
+        # whose size they are not told: each generator that gives estimates
+        # (common.h, autoscheduled()) must compile under one, and each plugin
+        # tune.py --autoschedulers names must be in the wheel.
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+        import tune
+        plugins = {n: tune.autoscheduler_plugin(n) for n in tune.AUTOSCHEDULERS}
+        gen = os.path.join(BUILD, "qforge_generators")
+        out = os.path.join(BUILD, "tune", "autoscheduled")
+        os.makedirs(out, exist_ok=True)
+        for g, params in [("q4k_packed_matmul_q8", ["pack_rows=16"]), ("q6k_packed_matmul_q8", ["pack_rows=16"]),
+                          ("block32_packed_matmul_q8", ["pack_rows=16", "group_size=32"]),
+                          ("int4g_matmul", ["group_size=32"]), ("q4k_matmul_f32", [])]:
+            for mode in ("decode", "prefill"):
+                p = subprocess.run([gen, "-p", plugins["Li2018"], "-g", g, "-f", "k", "-e", "object", "-o", out,
+                                    "target=host-no_runtime", f"mode={mode}", "autoscheduler=Li2018",
+                                    "autoscheduler.parallelism=2"] + params, capture_output=True, text=True)
+                self.assertEqual(p.returncode, 0, f"{g} {mode}: {p.stderr[-600:]}")
 
 
 if __name__ == "__main__":
