@@ -36,6 +36,7 @@ Example:
 import glob
 import argparse
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -270,6 +271,13 @@ def main():
 
     workdir = os.path.join(a.build, "tune")
     os.makedirs(workdir, exist_ok=True)
+    # One tuner per build: each regenerates kernel objects and relinks the
+    # binaries in place, so a second run would time the first one's objects.
+    lock = open(os.path.join(workdir, ".lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        sys.exit(f"tune: another tune.py is running on {a.build}; wait for it (it regenerates objects in that build)")
     state_path = os.path.join(workdir, f"{k.function}.{a.shape.replace('/', '_')}.t{tokens}.th{a.threads}"
                                        f"{'.autoschedulers' if a.autoschedulers else ''}.json")
     state = {"results": {}}
