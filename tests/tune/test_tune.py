@@ -105,6 +105,21 @@ class Tune(unittest.TestCase):
                                     "autoscheduler.parallelism=2"] + params, capture_output=True, text=True)
                 self.assertEqual(p.returncode, 0, f"{g} {mode}: {p.stderr[-600:]}")
 
+    def test_tuned_vs_default_cases(self):
+        # Which benchmarks the default-against-tuned table times per entry.
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+        import tuned_vs_default
+        decode = {"kernel": "q4k_matvec_q8_x16", "tokens": 1}
+        prefill = {"kernel": "q4k_matmul_q8_x16", "tokens": 32}
+        self.assertEqual(tuned_vs_default.cases(decode, [1, 2]), [(1, 1), (1, 2)])
+        self.assertEqual([t for t, _ in tuned_vs_default.cases(prefill, [1])], [8, 32, 128])
+        p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "tuned_vs_default.py"), "--default", BUILD,
+                            "--tuned", os.path.join(BUILD, "no_such_build"), "--db",
+                            os.path.join(ROOT, "schedules", "tuned", "intel-r-xeon-r-processor.json")],
+                           capture_output=True, text=True)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("no_such_build", p.stderr)
+
 
 if __name__ == "__main__":
     BUILD = os.path.abspath(sys.argv.pop(1))
