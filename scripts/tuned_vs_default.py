@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +33,19 @@ def cases(entry, threads):
     return [(t, th) for t in tokens for th in threads]
 
 
+def bench_shapes(binary, entry):
+    """Every layer shape qforge_bench times the entry's kernel on (model.layer/OUTxIN)."""
+    p = subprocess.run([binary, "--benchmark_list_tests",
+                        f"--benchmark_filter=^{posix_escape(entry['kernel'])}/{posix_escape(entry['target'])}/"],
+                       capture_output=True, text=True, check=True)
+    shapes = []
+    for line in p.stdout.split():
+        parts = line.split("/")
+        if len(parts) > 3 and parts[2] + "/" + parts[3] not in shapes:
+            shapes.append(parts[2] + "/" + parts[3])
+    return shapes or [entry["shape"]]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--default", required=True, help="a build without a tuning database")
@@ -39,6 +53,8 @@ def main():
     ap.add_argument("--db", required=True, help="the tuning database the tuned build applies")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--all-shapes", action="store_true",
+                    help="every layer shape qforge_bench has for the kernel, not only the entry's own")
     a = ap.parse_args()
     with open(a.db) as f:
         db = json.load(f)
@@ -51,8 +67,9 @@ def main():
     print("| kernel | target | params | shape | tokens | threads | default ms | tuned ms | ratio (rounds) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for e in db["entries"]:
-        for tokens, th in cases(e, threads):
-            filt = (f"^{posix_escape(e['kernel'])}/{posix_escape(e['target'])}/{posix_escape(e['shape'])}"
+        for shape, (tokens, th) in [(sh, c) for sh in (bench_shapes(binaries[0], e) if a.all_shapes else [e["shape"]])
+                                    for c in cases(e, threads)]:
+            filt = (f"^{posix_escape(e['kernel'])}/{posix_escape(e['target'])}/{posix_escape(shape)}"
                     f"/tokens:{tokens}/threads:{th}/real_time$")
             d, t, r = [], [], []
             for i in range(a.rounds):
@@ -64,7 +81,7 @@ def main():
             # Beyond noise: slower in every round, and by more than the tuner's own 3% bar.
             lost = " **loses**" if max(r) < 1.0 and statistics.median(r) < 0.97 else ""
             params = ", ".join(f"{k}={v}" for k, v in sorted(e["params"].items()))
-            print(f"| {e['kernel']} | {e['target']} | {params} | {e['shape']} | {tokens} | {th} | "
+            print(f"| {e['kernel']} | {e['target']} | {params} | {shape} | {tokens} | {th} | "
                   f"{statistics.median(d):.4f} | {statistics.median(t):.4f} | {statistics.median(r):.3f} "
                   f"({min(r):.3f}-{max(r):.3f}){lost} |", flush=True)
     return 0
