@@ -19,11 +19,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tune import bench_ms, posix_escape  # noqa: E402 - the tuner's timing, shared
+from tune import bench_ms, bench_shapes, posix_escape  # noqa: E402 - the tuner's timing, shared
 
 
 def cases(entry, threads):
@@ -33,17 +32,8 @@ def cases(entry, threads):
     return [(t, th) for t in tokens for th in threads]
 
 
-def bench_shapes(binary, entry):
-    """Every layer shape qforge_bench times the entry's kernel on (model.layer/OUTxIN)."""
-    p = subprocess.run([binary, "--benchmark_list_tests",
-                        f"--benchmark_filter=^{posix_escape(entry['kernel'])}/{posix_escape(entry['target'])}/"],
-                       capture_output=True, text=True, check=True)
-    shapes = []
-    for line in p.stdout.split():
-        parts = line.split("/")
-        if len(parts) > 3 and parts[2] + "/" + parts[3] not in shapes:
-            shapes.append(parts[2] + "/" + parts[3])
-    return shapes or [entry["shape"]]
+def shapes(binary, entry):
+    return bench_shapes(binary, entry["kernel"], entry["target"]) or [entry["shape"]]
 
 
 def main():
@@ -67,7 +57,7 @@ def main():
     print("| kernel | target | params | shape | tokens | threads | default ms | tuned ms | ratio (rounds) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for e in db["entries"]:
-        for shape, (tokens, th) in [(sh, c) for sh in (bench_shapes(binaries[0], e) if a.all_shapes else [e["shape"]])
+        for shape, (tokens, th) in [(sh, c) for sh in (shapes(binaries[0], e) if a.all_shapes else [e["shape"]])
                                     for c in cases(e, threads)]:
             filt = (f"^{posix_escape(e['kernel'])}/{posix_escape(e['target'])}/{posix_escape(shape)}"
                     f"/tokens:{tokens}/threads:{th}/real_time$")
