@@ -221,7 +221,8 @@ protected:
         f.sq(n) += (x_(e, n) - f.mean(n)) * (x_(e, n) - f.mean(n));
         f.inv(n) = 1.0f / sqrt(f.sq(n) / cast<float>(in) + *eps_);
         f.reduction = e;
-        schedule_family_for(this->get_target()).norm_stats(f, this->get_target(), knobs());
+        // Under an autoscheduler the statistics are its to place too.
+        if (!autoscheduled()) schedule_family_for(this->get_target()).norm_stats(f, this->get_target(), knobs());
         // norm_bias is always [in] (the runtime passes zeros when there is
         // none): a clamped index here would turn its vector loads into gathers.
         Func normed("normed");

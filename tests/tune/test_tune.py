@@ -98,7 +98,8 @@ class Tune(unittest.TestCase):
         os.makedirs(out, exist_ok=True)
         for g, params in [("q4k_packed_matmul_q8", ["pack_rows=16"]), ("q6k_packed_matmul_q8", ["pack_rows=16"]),
                           ("block32_packed_matmul_q8", ["pack_rows=16", "group_size=32"]),
-                          ("int4g_matmul", ["group_size=32"]), ("q4k_matmul_f32", [])]:
+                          ("int4g_matmul", ["group_size=32"]), ("int4g_matmul", ["group_size=32", "norm=true"]),
+                          ("q4k_matmul_f32", [])]:
             for mode in ("decode", "prefill"):
                 p = subprocess.run([gen, "-p", plugins["Li2018"], "-g", g, "-f", "k", "-e", "object", "-o", out,
                                     "target=host-no_runtime", f"mode={mode}", "autoscheduler=Li2018",
