@@ -27,6 +27,7 @@ namespace {
 
 using namespace qforge;
 using internal::KernelRow;
+using internal::Epi;
 using internal::Op;
 using internal::Out;
 
@@ -51,17 +52,20 @@ const std::vector<Shape> &shapes() {
 }
 
 // epilogue: the kernel's plain epilogue in use (GELU and a residual
-// add into y itself), to time against the same row without it.
+// add into y itself), to time against the same row without it. A head_norm
+// row normalizes heads of kHeadDim rows (half q's, half k's); with
+// `separate`, its plain twin does the matmul and head_rms_norms follows.
+constexpr int64_t kHeadDim = 128;
 void run_kernel(benchmark::State &state, const KernelRow *row, std::string target, Shape s, int64_t tokens,
-                int threads, bool epilogue) {
+                int threads, bool epilogue, bool separate) {
     const KernelRow &r = *row;
     // A glu row reads a gate and an up tile per output tile: twice the bytes for s.out outputs.
-    const int64_t bytes = (r.glu ? 2 : 1) * weight_bytes(r.format, s.out, s.in, r.group);
+    const int64_t bytes = (r.epi == Epi::glu ? 2 : 1) * weight_bytes(r.format, s.out, s.in, r.group);
     const size_t copies = std::max<size_t>(1, std::min<size_t>(64, kRotateBytes / static_cast<size_t>(bytes)));
     const bench::RandomWeights one = bench::random_weights(r.format, s.out, s.in, r.group);
     // Packed rows read the packed layout (R = the row's pack column), as a layer packs it at load.
     std::vector<uint8_t> packed;
-    if (r.glu) {
+    if (r.epi == Epi::glu) {
         packed = pack_gate_up(one.at(one.bytes.data()), one.at(one.bytes.data()), r.pack);
     } else if (r.pack) {
         packed.resize(packed_bytes(r.format, s.out, s.in, r.pack));
@@ -82,11 +86,20 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
         e.act = Activation::gelu_tanh;
         e.residual = ConstMatrix{y.data(), tokens, s.out};
     }
+    HeadNorms heads;
+    if (r.epi == Epi::head_norm) {
+        heads.head_dim = kHeadDim;
+        heads.split = (s.out / kHeadDim / 2) * kHeadDim;
+        heads.end = s.out;
+        heads.q_weight = heads.k_weight = gamma.data();
+        e.heads = &heads;
+    }
     std::unique_ptr<Q8KBuffer> a;
     if (r.act != ActType::f32 && r.has_act) a = std::make_unique<Q8KBuffer>(tokens, s.in, r.act);
     RunOptions o;
     o.target = target;
     o.kernel = internal::kernel_name(r);
+    if (separate) o.kernel = o.kernel.substr(0, o.kernel.rfind("_head_norm"));
     const int old_threads = set_num_threads(threads);
     size_t i = 0;
     for (auto _ : state) {
@@ -99,7 +112,7 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
             dequant(w, Matrix{y.data(), s.out, s.in}, o);
         } else if (a) {
             q8k_quantize(xm, a->view(), RunOptions{target});  // part of the call, as a layer makes it
-            if (r.glu) {
+            if (r.epi == Epi::glu) {
                 matmul_glu(w, a->view(), nullptr, Activation::silu, ym, o);
             } else {
                 matmul(w, a->view(), nullptr, e, ym, o);
@@ -111,7 +124,7 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
     set_num_threads(old_threads);
     state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes), benchmark::Counter::kIsIterationInvariantRate,
                                                 benchmark::Counter::kIs1000);
-    state.counters["GFLOP/s"] = benchmark::Counter((r.glu ? 4.0 : 2.0) * s.out * s.in * tokens / 1e9,
+    state.counters["GFLOP/s"] = benchmark::Counter((r.epi == Epi::glu ? 4.0 : 2.0) * s.out * s.in * tokens / 1e9,
                                                    benchmark::Counter::kIsIterationInvariantRate);
 }
 
@@ -140,10 +153,14 @@ int main(int argc, char **argv) {
                                              std::to_string(s.out) + "x" + std::to_string(s.in) +
                                              (r.op == Op::dequant ? "" : "/tokens:" + std::to_string(tokens)) +
                                              "/threads:" + std::to_string(threads);
-                    for (bool epilogue : {false, true}) {
-                        if (epilogue && (r.op == Op::dequant || r.glu)) continue;
-                        benchmark::RegisterBenchmark((name + (epilogue ? "/epilogue" : "")).c_str(), run_kernel, &r,
-                                                     target, s, tokens, threads, epilogue)
+                    if (r.epi == Epi::head_norm && (s.out % kHeadDim != 0 || kHeadDim % r.pack != 0)) continue;
+                    for (int variant : {0, 1}) {
+                        // 1: the plain epilogue in use, or a head_norm row's separate pass.
+                        const bool heads = r.epi == Epi::head_norm;
+                        if (variant && (r.op == Op::dequant || r.epi == Epi::glu)) continue;
+                        benchmark::RegisterBenchmark(
+                            (name + (variant ? heads ? "/separate" : "/epilogue" : "")).c_str(), run_kernel, &r, target,
+                            s, tokens, threads, variant && !heads, variant && heads)
                             ->Unit(benchmark::kMillisecond)
                             ->UseRealTime();
                     }

@@ -165,7 +165,7 @@ public:
             out = Func("scaled");
             out(r, t, n) = f.acc(r, t, n) * reinterpret<float>(u);
         }
-        y(o, n) = packed_output(out, bias, has_bias, bias.dim(0).extent(), y.dim(0).extent(), o, n, R);
+        packed_output(y, out, bias, has_bias, bias.dim(0).extent(), o, n, R, f.head);
         f.y = y;
         f.pairs = tile_pairs();
 

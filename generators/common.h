@@ -154,11 +154,18 @@ public:
     // others (after the norm's): residual [out, tokens] (the caller passes y
     // itself when there is none; it is then not read), has_residual,
     // act_kind.
+    // head_norm (packed kernels): RMSNorm per attention head in the store
+    // (Qwen3's and Gemma 3's q/k norms; see packed_output), instead of the
+    // plain epilogue's inputs: head_weight [D, 2] (column 0 for rows below
+    // head_split, 1 from there on), head_first, head_split, head_end (rows
+    // [head_first, head_end) are normalized, in heads of D rows; all
+    // multiples of D, D a multiple of R), eps_0, eps_1 (each column's eps).
     GeneratorParam<std::string> epilogue{"epilogue", "none"};
 
     void configure() {
-        check(std::string(epilogue) == "none" || std::string(epilogue) == "glu",
-              "epilogue must be none or glu, not " + std::string(epilogue));
+        check(std::string(epilogue) == "none" || glu() || head_norm(),
+              "epilogue must be none, glu or head_norm, not " + std::string(epilogue));
+        check(!head_norm() || has_epilogue<T>::value, "the head_norm epilogue is for matmul kernels");
         if (norm) {
             norm_weight_ = this->template add_input<Buffer<float, 1>>("norm_weight");
             norm_bias_ = this->template add_input<Buffer<float, 1>>("norm_bias");
@@ -167,6 +174,13 @@ public:
         }
         if (glu()) {
             act_kind_ = this->template add_input<int>("act_kind");
+        } else if (head_norm()) {
+            head_weight_ = this->template add_input<Buffer<float, 2>>("head_weight");
+            head_first_ = this->template add_input<int>("head_first");
+            head_split_ = this->template add_input<int>("head_split");
+            head_end_ = this->template add_input<int>("head_end");
+            head_eps_[0] = this->template add_input<float>("eps_0");
+            head_eps_[1] = this->template add_input<float>("eps_1");
         } else if constexpr (has_epilogue<T>::value) {
             residual_ = this->template add_input<Buffer<float, 2>>("residual");
             has_residual_ = this->template add_input<bool>("has_residual");
@@ -176,6 +190,7 @@ public:
 
 protected:
     bool glu() const { return std::string(epilogue) == "glu"; }
+    bool head_norm() const { return std::string(epilogue) == "head_norm"; }
     // Weight tiles per output tile: 2 for glu (a gate tile and an up tile).
     int tile_pairs() const { return glu() ? 2 : 1; }
 
@@ -185,20 +200,54 @@ protected:
     // them (lazy_select).
     Expr with_epilogue(const Expr &v, const Var &o, const Var &n) {
         static_assert(has_epilogue<T>::value, "a generator with an epilogue declares kEpilogue");
+        check(!head_norm(), "the head_norm epilogue is the packed kernels' (packed_output)");
         Expr a = lazy_select(*act_kind_ >= 0, activation(*act_kind_, v), v);
         return a + lazy_select(*has_residual_, (*residual_)(o, n), 0.0f);
     }
 
-    // A packed kernel's output row o (tile o / R, lane o % R) from acc(r, t,
-    // n), the sum over tile t's blocks: plus its bias, or with glu the
-    // activation of the gate tile's sum times the up tile's, each with its
-    // bias (bias: [2 out], gate rows then up rows).
-    Expr packed_output(const Func &acc, const Func &bias, const Expr &has_bias, const Expr &bias_extent,
-                       const Expr &out_rows, const Var &o, const Var &n, int R) {
-        if (!glu()) return with_epilogue(acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias_extent, o), o, n);
-        Expr gate = acc(o % R, 2 * (o / R), n) + bias_or_zero(bias, has_bias, bias_extent, o);
-        Expr up = acc(o % R, 2 * (o / R) + 1, n) + bias_or_zero(bias, has_bias, bias_extent, out_rows + o);
-        return activation(*act_kind_, gate) * up;
+    // Defines a packed kernel's output y: row o (tile o / R, lane o % R)
+    // from acc(r, t, n), the sum over tile t's blocks, plus its bias; with
+    // glu the activation of the gate tile's sum times the up tile's, each
+    // with its bias (bias: [2 out], gate rows then up rows); with head_norm
+    // that sum normalized per head (head's pre and sq, HeadNormEpilogue).
+    void packed_output(GeneratorOutput<Buffer<float, 2>> &y, const Func &acc, const Func &bias, const Expr &has_bias,
+                       const Expr &bias_extent, const Var &o, const Var &n, int R, HeadNormEpilogue &head) {
+        Expr plain = acc(o % R, o / R, n) + bias_or_zero(bias, has_bias, bias_extent, o);
+        if (glu()) {
+            Expr gate = acc(o % R, 2 * (o / R), n) + bias_or_zero(bias, has_bias, bias_extent, o);
+            Expr up = acc(o % R, 2 * (o / R) + 1, n) + bias_or_zero(bias, has_bias, bias_extent, y.dim(0).extent() + o);
+            y(o, n) = activation(*act_kind_, gate) * up;
+        } else if (head_norm()) {
+            head_normed(y, acc, bias, has_bias, bias_extent, o, n, R, head);
+        } else {
+            y(o, n) = with_epilogue(plain, o, n);
+        }
+    }
+
+    // y(o, n) = v / sqrt(mean of v^2 over o's head + eps) * weight, v the
+    // sum plus its bias, for the rows the call normalizes (see epilogue).
+    // v is pre(r, t, n), by tile like acc, so that a schedule computes a
+    // head's tiles at once and acc's tile is pre's own loop (a row index
+    // there, offset from the head's first row, kept acc off registers and
+    // lost the bound on the weight's tiles). A head is whole tiles: a
+    // tile's head is a scalar, (o / R) / (D / R), and its weights one vector.
+    void head_normed(GeneratorOutput<Buffer<float, 2>> &y, const Func &acc, const Func &bias, const Expr &has_bias,
+                     const Expr &bias_extent, const Var &o, const Var &n, int R, HeadNormEpilogue &head) {
+        Func w = *head_weight_;
+        const Expr D = head_weight_->dim(0).extent();
+        Var r("r"), t("t"), h("h");
+        head.pre(r, t, n) = acc(r, t, n) + bias_or_zero(bias, has_bias, bias_extent, t * R + r);
+        head.tiles_per_head = D / R;
+        head.e = RDom(0, R, 0, head.tiles_per_head, "he");  // a head's rows: lane, tile
+        Expr x = head.pre(head.e.x, h * head.tiles_per_head + head.e.y, n);
+        head.sq(h, n) = 0.0f;
+        head.sq(h, n) += x * x;
+        Expr hd = (o / R) / head.tiles_per_head, base = hd * D;
+        Expr col = select(base < *head_split_, 0, 1);
+        Expr eps = select(base < *head_split_, *head_eps_[0], *head_eps_[1]);
+        Expr inv = 1.0f / sqrt(head.sq(hd, n) / cast<float>(D) + eps);
+        Expr v = head.pre(o % R, o / R, n);
+        y(o, n) = select(base >= *head_first_ && base < *head_end_, v * inv * w(clamp(o - base, 0, D - 1), col), v);
     }
 
     // The activations a kernel reads: x (outer dimension clamped), or with
@@ -254,6 +303,13 @@ protected:
             eps_->set_estimate(1e-5f);
         }
         if (act_kind_) act_kind_->set_estimate(-1);
+        if (head_weight_) {
+            head_weight_->set_estimates({{0, 128}, {0, 2}});
+            head_first_->set_estimate(0);
+            head_split_->set_estimate(kEstimateOut / 2);
+            head_end_->set_estimate(kEstimateOut);
+            for (auto *e : head_eps_) e->set_estimate(1e-6f);
+        }
         if (residual_) {
             residual_->set_estimates({{0, kEstimateOut}, {0, tokens}});
             has_residual_->set_estimate(false);
@@ -283,6 +339,9 @@ private:
     GeneratorInput<int> *act_kind_ = nullptr;
     GeneratorInput<Buffer<float, 2>> *residual_ = nullptr;
     GeneratorInput<bool> *has_residual_ = nullptr;
+    GeneratorInput<Buffer<float, 2>> *head_weight_ = nullptr;
+    GeneratorInput<int> *head_first_ = nullptr, *head_split_ = nullptr, *head_end_ = nullptr;
+    GeneratorInput<float> *head_eps_[2] = {nullptr, nullptr};
 };
 
 }  // namespace qforge

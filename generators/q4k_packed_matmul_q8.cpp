@@ -141,7 +141,7 @@ public:
         } else {
             f.acc(r, t, n) += f.act_d(b, n) * (w.d(r, b, t) * cast<float>(f.sacc(r, b, t, n)));
         }
-        y(o, n) = packed_output(f.acc, bias, has_bias, bias.dim(0).extent(), y.dim(0).extent(), o, n, R);
+        packed_output(y, f.acc, bias, has_bias, bias.dim(0).extent(), o, n, R, f.head);
         f.y = y;
         f.pairs = tile_pairs();
 

@@ -129,7 +129,7 @@ public:
             f.acc(r, t, n) += f.act_d(blk, n) * f16_at(L.d_at, blk) *
                               cast<float>(f.sacc(r, blk, t, n) - L.offset * f.macc(r, blk, t, n));
         }
-        y(o, n) = packed_output(f.acc, bias, has_bias, bias.dim(0).extent(), y.dim(0).extent(), o, n, R);
+        packed_output(y, f.acc, bias, has_bias, bias.dim(0).extent(), o, n, R, f.head);
         f.y = y;
         f.pairs = tile_pairs();
 

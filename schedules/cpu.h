@@ -329,9 +329,12 @@ inline int packed_tile_T(const Knobs &k, int prefill_tokens) { return pick(k.til
 // tile its activations are staged once (act4 interleaved by token, so that
 // one pointer serves the tile and no token index is clamped in the loop)
 // and reused by every row tile of the task, whose packed weights stay in L2.
+// With the head_norm epilogue (`head`), a task is whole heads: each head's
+// pre (its tiles, as above) is computed for the token tile, then its sums
+// of squares, then y's stores, while the head is in L1.
 template <const Tuning &D>
 RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var t, RDom blocks, int R, int pairs,
-                  const Knobs &k, Func act4, Func act_d, Func act_sum, int prefill_tokens) {
+                  const Knobs &k, Func act4, Func act_d, Func act_sum, int prefill_tokens, HeadNormEpilogue head) {
     const int T = packed_tile_T(k, prefill_tokens);
     packed_row_lanes() = k.vector_width > 0 && k.vector_width < R ? k.vector_width : 0;
     Expr tiles_per_task = std::max(pick(k.rows_per_task, k.prefill ? D.packed_prefill_rows_per_task : D.decode_rows_per_task) / R, 1);
@@ -349,12 +352,40 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
         tiles_per_task = select(bytes < cast<int64_t>(D.packed_decode_min_parallel_bytes), tiles,
                                 max(tiles_per_task, (tiles + (D.packed_decode_tasks - 1)) / D.packed_decode_tasks));
     }
-    Var ot("ot"), ri("ri"), task("task"), nt("nt"), ni("ni");
+    Var ot("ot"), ri("ri"), task("task"), nt("nt"), ni("ni"), hh("hh");
     y.split(o, ot, ri, R, kGuard);
     vec_rows(y, ri);
-    y.split(ot, task, ot, tiles_per_task, kGuard);
+    // The loop of the tiles' (or the heads') tasks, and the loop of one tile.
+    Var unit = ot;
+    LoopLevel tile_at(y, ot);
+    if (head.defined()) {
+        y.split(ot, hh, ot, head.tiles_per_head, kGuard);
+        tiles_per_task = max(tiles_per_task / head.tiles_per_head, 1);
+        unit = hh;
+    }
+    y.split(unit, task, unit, tiles_per_task, kGuard);
+    if (head.defined()) {
+        if (k.prefill) {
+            y.split(n, nt, ni, T, kGuard).reorder(ri, ni, ot, hh, nt, task);
+        } else {
+            y.rename(n, nt).reorder(ri, ot, nt, hh, task);
+        }
+        // pre: the head's tiles (acc at each), on the stack (a head's D x
+        // T floats; malloc per head otherwise); then its sums of squares,
+        // rfactored into the R lanes.
+        const std::vector<Var> pa = head.pre.args();  // r, t, n
+        head.pre.compute_at(y, hh).store_in(MemoryType::Stack).reorder(pa[0], pa[2], pa[1]);
+        vec_rows(head.pre, pa[0]);
+        const std::vector<Var> sa = head.sq.args();  // h, n
+        head.sq.compute_at(y, hh).bound_extent(sa[0], 1).bound_extent(sa[1], T);
+        Var u("u");
+        Func lanes = head.sq.update().rfactor(head.e.x, u);
+        lanes.compute_at(head.sq, Var::outermost()).vectorize(u);
+        lanes.update().reorder(u, head.e.y).vectorize(u);
+        tile_at = LoopLevel(head.pre, pa[1]);
+    }
     if (k.prefill) {
-        y.split(n, nt, ni, T, kGuard).reorder(ri, ni, ot, nt, task);
+        if (!head.defined()) y.split(n, nt, ni, T, kGuard).reorder(ri, ni, ot, nt, task);
         const std::vector<Var> a4 = act4.args();
         act4.compute_at(y, nt).reorder_storage(a4[0], a4[2], a4[1]).reorder(a4[0], a4[2], a4[1]).vectorize(a4[0]).unroll(a4[2]);
         for (Func f : {act_d, act_sum}) {
@@ -363,7 +394,7 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
             f.compute_at(y, nt).reorder_storage(order);
         }
     } else {
-        y.rename(n, nt).reorder(ri, ot, nt, task);
+        if (!head.defined()) y.rename(n, nt).reorder(ri, ot, nt, task);
         // The per-block activation sums, once per call rather than once per
         // row tile (Q4_K's pair up bsums: 24 scalar instructions a
         // super-block in the loop otherwise).
@@ -373,7 +404,7 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
     // One tile: its row tile t is exactly one (o / R over R aligned rows;
     // with the glu epilogue a gate tile and an up tile, one after the
     // other), which bounds inference cannot prove by itself.
-    vec_rows(acc.compute_at(y, ot).bound_extent(r, R).bound_extent(t, pairs).bound_extent(n, T), r).unroll(n);
+    vec_rows(acc.compute_at(tile_at).bound_extent(r, R).bound_extent(t, pairs).bound_extent(n, T), r).unroll(n);
     vec_rows(acc.update().reorder(r, n, blocks.x, t), r).unroll(n);  // glu: the gate tile, then the up tile
     return unroll_reduction(acc.update(), blocks.x, k);
 }
@@ -523,7 +554,7 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
                                                         : D.packed_q4k_tile_tokens,
                                           t);
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
-                                       f.act_sum, tokens);
+                                       f.act_sum, tokens, f.head);
     prefetch_weights(f.acc, f.weight, block, k,
                      f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t)
                                  : k.prefill ? 0 : by_width(D.packed_prefetch_blocks, t));
@@ -556,7 +587,7 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
 template <const Tuning &D>
 void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
-                                       f.act_sum, packed_tile_tokens(D.packed_q56k_tile_tokens, t));
+                                       f.act_sum, packed_tile_tokens(D.packed_q56k_tile_tokens, t), f.head);
     prefetch_weights(f.acc, f.weight, block, k, D.packed_q6k_prefetch_blocks);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
                scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form),
@@ -568,7 +599,7 @@ template <const Tuning &D>
 void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
                                        f.act_sum,
-                                       packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_block32_tile_tokens, t));
+                                       packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_block32_tile_tokens, t), f.head);
     prefetch_weights(f.acc, f.weight, block, k, k.prefill ? 0 : 8 * by_width(D.packed_prefetch_blocks, t));
     vec_rows(f.isum.compute_at(f.acc, block), f.r).unroll(f.n);
     if (f.form == DotForm::u8s8_pairs && !f.wide_part) {

@@ -91,6 +91,18 @@ struct BlockMatmulQ8Funcs {
     Halide::RDom t, sub, msub, main, mins;
 };
 
+// The head_norm epilogue of a packed kernel (generators/common.h): pre(r,
+// t, n) is the packed output plus bias, by tile like acc; y normalizes it
+// per attention head of tiles_per_head tiles, sq(h, n) summing head h's
+// squares over `e` (lane, tile). Undefined (no pre) in every other kernel.
+// A schedule computes pre a head at a time and stores y from it.
+struct HeadNormEpilogue {
+    Halide::Func pre{"pre"}, sq{"head_sq"};
+    Halide::RDom e;
+    Halide::Expr tiles_per_head;
+    bool defined() const { return pre.defined(); }
+};
+
 // How a packed kernel writes its integer dot, all exact and equal: what
 // each target's instruction needs from the expression (../HALIDE_DOTS in
 // the comments of cpu.h). u8s8_dot4: sums of 4 u8 x s8 products in i32
@@ -123,6 +135,7 @@ struct PackedQ4KFuncs {
     bool wide_part = false;  // IQ4_XS on u8s8_pairs: i32 part, pairs widened one by one (see PackedBlock32Funcs)
     bool lut = false;        // IQ4_XS: weights are levels looked up per index
     int pairs = 1;           // weight tiles per output tile: 2 with the glu epilogue (gate, up)
+    HeadNormEpilogue head;   // the head_norm epilogue, where the kernel has it
 };
 
 // Packed 32-blocks (Q4_0, int4g, Q8_0) x Q8_0: Y(o, n) = acc(o % R, o / R,
@@ -141,6 +154,7 @@ struct PackedBlock32Funcs {
     bool wide_part = false;  // 8-bit weights: pairs are widened to i32 one by one
     bool lut = false;        // IQ4_NL: weights are levels looked up per index
     int pairs = 1;           // weight tiles per output tile: 2 with the glu epilogue (gate, up)
+    HeadNormEpilogue head;   // the head_norm epilogue, where the kernel has it
 };
 
 // Packed Q6_K x Q8_K: as PackedQ4KFuncs, with part(kp, r, u, sb, t, n) the
@@ -156,6 +170,7 @@ struct PackedQ6KFuncs {
     int rows = 0, units = 1;
     DotForm form = DotForm::u8s8_dot4;
     int pairs = 1;           // weight tiles per output tile: 2 with the glu epilogue (gate, up)
+    HeadNormEpilogue head;   // the head_norm epilogue, where the kernel has it
 };
 
 // Per-token statistics of a fused RMSNorm/LayerNorm: sum and sq reduce

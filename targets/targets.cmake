@@ -215,27 +215,31 @@ list(APPEND QF_KERNELS
     "int8 matvec q8_0 - f32 - - cuda ggml_block_matmul_q8 format=int8"
     "int8 matmul q8_0 - f32 - - cuda ggml_block_matmul_q8 format=int8")
 
-# Every packed matmul once more with the glu epilogue (generators/common.h):
-# an FFN's gate and up tiles in pairs, act(gate) * up written, half the rows
-# read (runtime/include/qforge/block.h's FFN runs them).
-set(glu_rows "")
+# Every packed matmul once more with each of the other epilogues
+# (generators/common.h): glu, an FFN's gate and up tiles in pairs, act(gate)
+# * up written, half the rows read (runtime/include/qforge/block.h's FFN runs
+# them); head_norm, per-head RMSNorm in the store (the q/k norms of a QKV
+# projection: kernels.h, HeadNorms).
+set(epilogue_rows "")
 foreach(k IN LISTS QF_KERNELS)
     separate_arguments(cols UNIX_COMMAND "${k}")
     list(GET cols 6 pack)
     if (NOT pack STREQUAL "-")
         list(GET cols 9 params)
-        if (params STREQUAL "-")
-            set(params "epilogue=glu")
-        else ()
-            string(APPEND params ",epilogue=glu")
-        endif ()
         list(REMOVE_AT cols 9)
-        list(APPEND cols "${params}")
-        list(JOIN cols " " row)
-        list(APPEND glu_rows "${row}")
+        foreach(epi glu head_norm)
+            set(p "epilogue=${epi}")
+            if (NOT params STREQUAL "-")
+                set(p "${params},${p}")
+            endif ()
+            set(row ${cols})
+            list(APPEND row "${p}")
+            list(JOIN row " " row)
+            list(APPEND epilogue_rows "${row}")
+        endforeach ()
     endif ()
 endforeach()
-list(APPEND QF_KERNELS ${glu_rows})
+list(APPEND QF_KERNELS ${epilogue_rows})
 
 # Schedule variants to time against the defaults on a device (configure with
 # -DQF_TUNING=ON; bench/device/cuda_bench times them with QF_BENCH_TUNE=1).

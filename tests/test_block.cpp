@@ -237,7 +237,7 @@ TEST(PackGateUp, TilesAlternateGateAndUp) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, GluEpilogue, testing::ValuesIn(variants_where("GluEpilogue", [](const KernelRow &r) {
-                             return r.glu;
+                             return r.epi == Epi::glu;
                          })), variant_name);
 
 // The plain epilogue (kernels.h, Epilogue) of every matmul kernel on every
@@ -381,7 +381,7 @@ TEST_P(PlainEpilogue, IsTheActivationPlusTheResidual) {
 // Every matmul variant (the glu ones have their own suite).
 std::vector<VariantParam> plain_epilogue_variants() {
     return variants_where("PlainEpilogue", [](const KernelRow &r) {
-        return r.weights && r.has_act && !r.glu && (r.op == Op::matvec || r.op == Op::matmul);
+        return r.weights && r.has_act && r.epi == Epi::plain && (r.op == Op::matvec || r.op == Op::matmul);
     });
 }
 
@@ -425,6 +425,83 @@ TEST_P(HeadNorm, NormalisesEveryHeadInPlace) {
 
 INSTANTIATE_TEST_SUITE_P(Kernels, HeadNorm, testing::ValuesIn(variants_where("HeadNorm", [](const KernelRow &r) {
                              return r.op == Op::head_norm;
+                         })), variant_name);
+
+// The head_norm epilogue of every packed kernel: a QKV-shaped output (3 q
+// heads, 2 k heads, 2 v heads) with its bias, against the same target's
+// plain packed kernel and the per-head norm in float64: heads of 2R and 5R
+// rows, q and k norms, k's alone, one and several token tiles, the v rows
+// left as the plain kernel wrote them, NaN-poisoned outputs. The bound is
+// f32 rounding of the norm (the dots are the same integers).
+class HeadNormEpilogue : public testing::TestWithParam<VariantParam> {};
+
+TEST_P(HeadNormEpilogue, EqualsThePlainKernelNormalisedPerHead) {
+    const VariantParam &p = GetParam();
+    QF_SKIP_UNLESS_RUNNABLE(p);
+    const KernelRow &row = *p.row;
+    const int R = row.pack, group = row.group ? row.group : 32;
+    const int64_t in = 512;
+    for (int64_t D : {2 * R, 5 * R}) {
+        const int64_t out = 7 * D;
+        Built b = build(row.format, weights(out, in), out, in, nullptr, {}, group);
+        Weights w = file_weights(row, b, out, in);
+        std::vector<uint8_t> packed(packed_bytes(row.format, out, in, R));
+        pack_weights(w, R, packed.data());
+        w.data = packed.data();
+        w.scales = nullptr;
+        w.pack_rows = R;
+        const auto bias = random_floats(out, -0.5f, 0.5f), qw = random_floats(D, 0.5f, 1.5f),
+                   kw = random_floats(D, 0.5f, 1.5f);
+        for (int64_t tokens : row.op == Op::matvec ? std::vector<int64_t>{1} : std::vector<int64_t>{5, 19}) {
+            const auto x = random_floats(tokens * in, -1.0f, 2.0f);
+            Q8KBuffer a(tokens, in, row.act);
+            q8k_quantize(ConstMatrix{x.data(), tokens, in}, a.view());
+            RunOptions plain;
+            plain.target = p.target;
+            std::vector<float> py(tokens * out);
+            matmul(w, a.view(), bias.data(), Matrix{py.data(), tokens, out}, plain);
+            for (bool with_q : {true, false}) {
+                SCOPED_TRACE("D " + std::to_string(D) + ", tokens " + std::to_string(tokens) + (with_q ? "" : ", k only"));
+                HeadNorms h;
+                h.head_dim = D;
+                h.first = with_q ? 0 : 3 * D;
+                h.split = 3 * D;
+                h.end = 5 * D;
+                h.q_weight = qw.data();
+                h.k_weight = kw.data();
+                h.q_eps = 1e-6f;
+                h.k_eps = 1e-5f;
+                Epilogue e;
+                e.heads = &h;
+                Poisoned y(tokens, out, 2);
+                matmul(w, a.view(), bias.data(), e, y.view(), options(p));
+                y.expect_all_written();
+                int64_t bad = 0;
+                for (int64_t t = 0; t < tokens; ++t) {
+                    for (int64_t hd = 0; hd < out / D; ++hd) {
+                        const float *v = &py[t * out + hd * D];
+                        const bool normed = hd * D >= h.first && hd * D < h.end, is_q = hd * D < h.split;
+                        double ss = 0;
+                        for (int64_t d = 0; d < D; ++d) ss += double(v[d]) * v[d];
+                        const double inv = 1 / std::sqrt(ss / D + (is_q ? h.q_eps : h.k_eps));
+                        for (int64_t d = 0; d < D; ++d) {
+                            const double want = normed ? v[d] * inv * (is_q ? qw : kw)[d] : v[d];
+                            const double got = y.at(t, hd * D + d);
+                            if (!(std::fabs(got - want) <= 2e-6 * std::fabs(want) + 2e-6) && ++bad <= 3) {
+                                ADD_FAILURE() << "[" << t << ", " << hd * D + d << "]: " << got << " vs " << want;
+                            }
+                        }
+                    }
+                }
+                EXPECT_EQ(bad, 0);
+            }
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, HeadNormEpilogue,
+                         testing::ValuesIn(variants_where("HeadNormEpilogue", [](const KernelRow &r) {
+                             return r.epi == Epi::head_norm;
                          })), variant_name);
 
 TEST(BlockKernels, BadArgumentsNameThem) {
@@ -621,6 +698,16 @@ TEST(Attention, PerHeadNormsGQAAndOutput) {
             std::copy_n(&rv[t * kv_dim], kv_dim, &ref[t * total + q_dim + kv_dim]);
         }
         EXPECT_LT(max_rel(qkv, ref), 2e-5);
+        // The default path (8-bit activations over packed tiles on a CPU,
+        // whose kernels normalize the heads in their store) equals the same
+        // projection without norms followed by the per-head norm pass.
+        std::vector<float> fused(tokens * total, nan_poison()), apart(tokens * total, nan_poison());
+        const ConstTensor xt{x.data(), {tokens, hidden}, attn_norm.get()};
+        a.forward_qkv(xt, Tensor{fused.data(), {tokens, total}});
+        a.qkv().forward(xt, Tensor{apart.data(), {tokens, total}});
+        head_rms_norm(Matrix{apart.data(), tokens, q_dim, total}, D, qn.data(), 1e-6f);
+        head_rms_norm(Matrix{apart.data() + q_dim, tokens, kv_dim, total}, D, kn.data(), 1e-6f);
+        EXPECT_LT(max_rel(fused, as_double(apart)), 2e-6);
         const auto attn = random_floats(tokens * q_dim);
         std::vector<float> y(tokens * hidden, nan_poison());
         a.forward_output(ConstTensor{attn.data(), {tokens, q_dim}}, Tensor{y.data(), {tokens, hidden}}, exact());

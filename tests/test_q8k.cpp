@@ -381,7 +381,7 @@ TEST_P(PackedPrefetch, BothPathsGiveTheSameBits) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, PackedPrefetch, testing::ValuesIn(variants_where("PackedPrefetch", [](const KernelRow &r) {
                              const FormatTraits &t = traits(r.format);
-                             return r.weights && r.pack && r.op == Op::matvec && !r.glu && !r.norm && !*r.tag &&
+                             return r.weights && r.pack && r.op == Op::matvec && r.epi == Epi::plain && !r.norm && !*r.tag &&
                                     !t.separate_scales && !t.row_head_bytes && !t.f16_fields.empty() &&
                                     std::string(r.families).find("cuda") == std::string::npos;
                          })), variant_name);

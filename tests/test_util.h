@@ -231,6 +231,7 @@ struct VariantParam {
 };
 
 using internal::KernelRow;
+using internal::Epi;
 using internal::Op;
 using internal::Out;
 inline bool is_matmul(const KernelRow &r) { return r.op == Op::matvec || r.op == Op::matmul; }
@@ -262,7 +263,7 @@ inline std::vector<VariantParam> weight_variants(const std::string &suite, Forma
     const std::vector<Op> ops(op_list);
     return variants_where(suite, [&](const KernelRow &r) {
         return r.weights && r.format == f && std::find(ops.begin(), ops.end(), r.op) != ops.end() &&
-               (!r.has_act || r.act == act) && r.norm == norm && !r.glu;
+               (!r.has_act || r.act == act) && r.norm == norm && r.epi == Epi::plain;
     });
 }
 

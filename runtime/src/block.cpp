@@ -117,7 +117,7 @@ int glu_rows(const Linear &l, ActType *act) {
         key.act = a;
         key.group = t.separate_scales ? l.group_size() : 0;
         key.pack = R;
-        key.glu = true;
+        key.epi = internal::Epi::glu;
         if (!internal::find_row(key)) return 0;
         *act = a;
         return R;
@@ -326,15 +326,25 @@ void AttentionProjections::release_host() {
 
 void AttentionProjections::forward_qkv(const ConstTensor &x, const Tensor &qkv, const ForwardOptions &opt) const {
     if (!output_) throw Error("attention projections: empty (default-constructed)");
-    qkv_.forward(x, qkv, opt);
-    const int64_t tokens = tokens_of(x.shape);
-    const int64_t total = qkv_dim();
-    if (const Norm *n = q_norm_.get()) {
-        head_rms_norm(Matrix{qkv.data, tokens, q_dim(), total}, head_dim_, n->weight, n->eps, plain_run(opt));
+    // The q/k norms in the projection's epilogue: rows [0, q_dim) are q's
+    // heads, [q_dim, q_dim + kv_dim) k's (either range empty without its norm).
+    const Norm *q = q_norm_.get(), *k = k_norm_.get();
+    HeadNorms heads;
+    heads.head_dim = head_dim_;
+    heads.first = q ? 0 : q_dim();
+    heads.split = q_dim();
+    heads.end = k ? q_dim() + kv_dim() : q_dim();
+    if (q) {
+        heads.q_weight = q->weight;
+        heads.q_eps = q->eps;
     }
-    if (const Norm *n = k_norm_.get()) {
-        head_rms_norm(Matrix{qkv.data + q_dim(), tokens, kv_dim(), total}, head_dim_, n->weight, n->eps, plain_run(opt));
+    if (k) {
+        heads.k_weight = k->weight;
+        heads.k_eps = k->eps;
     }
+    ForwardOptions o = opt;
+    o.epilogue.heads = heads.first < heads.end ? &heads : nullptr;
+    qkv_.forward(x, qkv, o);
 }
 
 void AttentionProjections::forward_output(const ConstTensor &attn, const Tensor &y, const ForwardOptions &opt) const {

@@ -270,7 +270,7 @@ const Variant &pick(const std::string &op, KernelKey key, int64_t tokens, const 
         const bool same = row->weights == key.weights && (!row->weights || row->format == key.format) &&
                           (row->op == key.op || matmuls) && (!row->has_act || row->act == key.act) &&
                           row->norm == key.norm && row->out == key.out && row->group == key.group &&
-                          row->pack == key.pack && row->glu == key.glu;
+                          row->pack == key.pack && row->epi == key.epi;
         require(same, op, "kernel '", opt.kernel, "' does not compute this operation");
     }
     return internal::find_variant(*row, opt.target, cuda);
@@ -465,7 +465,7 @@ struct WeightCall {
     const Variant &v;
     WeightArgs wa;
     WeightCall(const std::string &op, const Weights &w, const KernelKey &key, int64_t tokens, const RunOptions &opt)
-        : place(op, opt), v(pick(op, key, tokens, opt, place.cuda())), wa(place, w, key.glu ? 2 : 1) {}
+        : place(op, opt), v(pick(op, key, tokens, opt, place.cuda())), wa(place, w, key.epi == internal::Epi::glu ? 2 : 1) {}
 };
 
 template <typename OutMatrix>
@@ -498,6 +498,20 @@ namespace {
 // The plain epilogue's checks (kernels.h, Epilogue): the activation kind
 // passed to the kernel (-1: none), and the residual's shape and overlap.
 int epilogue_kind(const std::string &op, const Epilogue &e, const Matrix &y, int64_t tokens, int64_t out) {
+    if (const HeadNorms *h = e.heads) {
+        require(!e.activate && !e.residual.data, op, "the epilogue's head norms come without an activation or residual");
+        const int64_t D = h->head_dim;
+        require(D > 0 && D <= kMaxDim, op, "head norms: head_dim = ", D, " must be positive");
+        require(0 <= h->first && h->first <= h->split && h->split <= h->end && h->end <= out, op, "head norms: rows [",
+                h->first, ", ", h->split, ", ", h->end, ") must be ordered within [0, out = ", out, "]");
+        require(h->first % D == 0 && h->split % D == 0 && h->end % D == 0, op, "head norms: rows ", h->first, ", ",
+                h->split, ", ", h->end, " are not multiples of head_dim = ", D);
+        require(h->first == h->split || h->q_weight, op, "head norms: q_weight is a null pointer");
+        require(h->split == h->end || h->k_weight, op, "head norms: k_weight is a null pointer");
+        for (float eps : {h->q_eps, h->k_eps}) {
+            require(std::isfinite(eps) && eps >= 0, op, "head norms: eps = ", eps, " must be finite and >= 0");
+        }
+    }
     const int kind = e.activate ? static_cast<int>(e.act) : -1;
     require(kind >= -1 && kind <= static_cast<int>(Activation::gelu_erf), op, "unknown activation ", kind);
     if (e.residual.data) {
@@ -527,6 +541,54 @@ struct ResidualArg {
 
 }  // namespace
 
+namespace {
+
+// The matmul without its head norms, then the head_rms_norm pass over them.
+template <typename Matmul>
+void heads_after(const Epilogue &e, Matrix y, const RunOptions &opt, Matmul &&plain_matmul) {
+    Epilogue plain = e;
+    plain.heads = nullptr;
+    plain_matmul(plain);
+    RunOptions run = opt;
+    run.kernel.clear();  // a forced kernel names the matmul
+    head_rms_norms(y, *e.heads, run);
+}
+
+// Whether the kernel for `key` (epi = head_norm) normalizes the heads in its
+// store: packed weights whose tiles of R rows divide a head, unless the
+// call forces a kernel without that epilogue.
+bool fused_heads(const Weights &w, const HeadNorms &h, const KernelKey &key, const RunOptions &opt) {
+    if (!opt.kernel.empty()) {
+        const internal::KernelRow *row = internal::find_row(opt.kernel);
+        return row && row->epi == internal::Epi::head_norm;
+    }
+    return w.pack_rows > 0 && h.head_dim % w.pack_rows == 0 && internal::find_row(key) != nullptr;
+}
+
+void matmul_head_norm(const std::string &op, const Weights &w, const Q8KActivations &a, const float *bias,
+                      const HeadNorms &h, const KernelKey &key, Matrix y, const RunOptions &opt) {
+    require(w.pack_rows > 0 && h.head_dim % w.pack_rows == 0, op, "the head_norm epilogue needs packed tiles of R "
+            "rows (Weights::pack_rows = ", w.pack_rows, ") that divide head_dim = ", h.head_dim);
+    WeightCall c(op, w, key, a.tokens, opt);
+    Place &place = c.place;
+    Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
+    auto bv = place.vec("bias", bias, w.out);
+    auto yv = matrix_view(place, "y", y);
+    // [head_dim, 2]: q's weights, then k's (zeros for an empty range, never read).
+    std::vector<float> hw(2 * h.head_dim, 0.0f);
+    if (h.first < h.split) std::copy(h.q_weight, h.q_weight + h.head_dim, hw.begin());
+    if (h.split < h.end) std::copy(h.k_weight, h.k_weight + h.head_dim, hw.begin() + h.head_dim);
+    const auto D = static_cast<int32_t>(h.head_dim);
+    halide_dimension_t dims[2] = {{0, D, 1}, {0, 2, D}};
+    auto hv = place.view<const float, 2>("head weights", hw.data(), dims);
+    run(op, c.v.fn_as<Sig::matmul_q8k_head_norm>()(c.wa.w(), q.d.raw_buffer(), q.qs.raw_buffer(), q.bsums.raw_buffer(),
+                                                   bv.raw_buffer(), bias != nullptr, hv.raw_buffer(),
+                                                   static_cast<int>(h.first), static_cast<int>(h.split),
+                                                   static_cast<int>(h.end), h.q_eps, h.k_eps, yv.raw_buffer()));
+}
+
+}  // namespace
+
 void matmul(const Weights &w, ConstMatrix x, const float *bias, Matrix y, const RunOptions &opt) {
     matmul(w, x, bias, Epilogue{}, y, opt);
 }
@@ -537,6 +599,7 @@ void matmul(const Weights &w, ConstMatrix x, const float *bias, const Epilogue &
     check_activations(op, x, w.in);
     check_matrix(op, "y", y.data, y.rows, y.cols, y.stride, x.rows, w.out);
     const int kind = epilogue_kind(op, e, y, x.rows, w.out);
+    if (e.heads) return heads_after(e, y, opt, [&](const Epilogue &plain) { matmul(w, x, bias, plain, y, opt); });
     KernelKey key = weights_key(w, Op::matvec);
     key.norm = x.norm != nullptr;
     WeightCall c(op, w, key, x.rows, opt);
@@ -581,6 +644,13 @@ void matmul(const Weights &w, const Q8KActivations &a, const float *bias, const 
     const int kind = epilogue_kind(op, e, y, a.tokens, w.out);
     KernelKey key = weights_key(w, Op::matvec);
     key.act = a.type;
+    if (e.heads) {
+        key.epi = internal::Epi::head_norm;
+        if (!fused_heads(w, *e.heads, key, opt)) {
+            return heads_after(e, y, opt, [&](const Epilogue &plain) { matmul(w, a, bias, plain, y, opt); });
+        }
+        return matmul_head_norm(op, w, a, bias, *e.heads, key, y, opt);
+    }
     WeightCall c(op, w, key, a.tokens, opt);
     Place &place = c.place;
     Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
@@ -604,7 +674,7 @@ void matmul_glu(const Weights &w, const Q8KActivations &a, const float *bias, Ac
     require(kind >= 0 && kind <= static_cast<int>(Activation::gelu_erf), op, "unknown activation ", kind);
     KernelKey key = weights_key(w, Op::matvec);
     key.act = a.type;
-    key.glu = true;
+    key.epi = internal::Epi::glu;
     WeightCall c(op, w, key, a.tokens, opt);
     Place &place = c.place;
     Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
@@ -709,6 +779,16 @@ void glu(ConstMatrix gate, ConstMatrix up, Activation act, Matrix out, const Run
     auto u = matrix_view(place, gated ? "up" : "gate", gated ? up : gate);  // plain: not read
     auto o = matrix_view(place, "out", out);
     run(op, v.fn_as<Sig::glu>()(g.raw_buffer(), u.raw_buffer(), gated, kind, o.raw_buffer()));
+}
+
+void head_rms_norms(Matrix y, const HeadNorms &h, const RunOptions &opt) {
+    const int64_t stride = y.stride ? y.stride : y.cols;
+    if (h.first < h.split) {
+        head_rms_norm(Matrix{y.data + h.first, y.rows, h.split - h.first, stride}, h.head_dim, h.q_weight, h.q_eps, opt);
+    }
+    if (h.split < h.end) {
+        head_rms_norm(Matrix{y.data + h.split, y.rows, h.end - h.split, stride}, h.head_dim, h.k_weight, h.k_eps, opt);
+    }
 }
 
 void head_rms_norm(Matrix x, int64_t head_dim, const float *weight, float eps, const RunOptions &opt) {

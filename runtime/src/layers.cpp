@@ -368,11 +368,10 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
         ForwardOptions inner = opt;
         if (cublas) inner.epilogue = {};
         m.forward_plain(x, y, inner);
-        if (cublas && e.activate) {
-            RunOptions run = opt.run;
-            run.kernel.clear();  // a forced kernel names the matmul
-            glu(ConstMatrix{y.data, y.rows, y.cols, y.stride}, ConstMatrix{}, e.act, y, run);
-        }
+        RunOptions run = opt.run;
+        run.kernel.clear();  // a forced kernel names the matmul
+        if (cublas && e.activate) glu(ConstMatrix{y.data, y.rows, y.cols, y.stride}, ConstMatrix{}, e.act, y, run);
+        if (cublas && e.heads) head_rms_norms(y, *e.heads, run);
     } catch (const Error &e) {
         if (std::string(e.what()).rfind("layer '", 0) == 0) throw;
         m.error(e.what());

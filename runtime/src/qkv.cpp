@@ -2,6 +2,8 @@
 
 #include "tensor_views.h"
 
+#include <algorithm>
+
 namespace qforge {
 
 namespace {
@@ -70,7 +72,8 @@ void QKVProjection::forward(const ConstTensor &x, const Tensor &qkv, const Forwa
     want.back() = total;
     if (qkv.shape != want) qkv_error("qkv is " + shape_string(qkv.shape) + ", expected " + shape_string(want));
     if (opt.epilogue.activate || opt.epilogue.residual.data) {
-        qkv_error("takes no epilogue (ForwardOptions::epilogue): its outputs go to attention, not to a residual");
+        qkv_error("takes no activation or residual (ForwardOptions::epilogue): its outputs go to attention, not to a "
+                  "residual");
     }
     if (parts_.size() == 1) {
         parts_[0]->forward(x, qkv, opt);
@@ -80,8 +83,19 @@ void QKVProjection::forward(const ConstTensor &x, const Tensor &qkv, const Forwa
     for (size_t i = 0; i + 1 < x.shape.size(); ++i) tokens *= x.shape[i];
     int64_t col = 0;
     for (const auto &l : parts_) {
-        // Each layer writes its column range of the shared output (row stride = total).
-        l->forward(ConstMatrix{x.data, tokens, hidden_, 0, x.norm}, Matrix{qkv.data + col, tokens, l->out(), total}, opt);
+        // Each layer writes its column range of the shared output (row stride
+        // = total), with the head norms of the rows it computes.
+        ForwardOptions part = opt;
+        HeadNorms heads;
+        if (const HeadNorms *h = opt.epilogue.heads) {
+            heads = *h;
+            const auto clip = [&](int64_t row) { return std::clamp<int64_t>(row - col, 0, l->out()); };
+            heads.first = clip(h->first);
+            heads.split = clip(h->split);
+            heads.end = clip(h->end);
+            part.epilogue.heads = heads.first < heads.end ? &heads : nullptr;
+        }
+        l->forward(ConstMatrix{x.data, tokens, hidden_, 0, x.norm}, Matrix{qkv.data + col, tokens, l->out(), total}, part);
         col += l->out();
     }
 }

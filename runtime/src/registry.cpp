@@ -76,7 +76,8 @@ std::string kernel_name(const KernelRow &r) {
     if (r.norm) s += "_norm";
     if (r.group) s += "_g" + std::to_string(r.group);
     if (r.pack) s += "_x" + std::to_string(r.pack);
-    if (r.glu) s += "_glu";
+    if (r.epi == Epi::glu) s += "_glu";
+    if (r.epi == Epi::head_norm) s += "_head_norm";
     if (*r.tag) s += std::string("@") + r.tag;
     return s;
 }
@@ -94,7 +95,7 @@ const KernelRow *find_row(const std::string &name) {
 const KernelRow *find_row(const KernelKey &k) {
     for (const KernelRow &r : kernel_rows()) {
         if (*r.tag || r.weights != k.weights || r.op != k.op || r.norm != k.norm || r.out != k.out || r.group != k.group ||
-            r.pack != k.pack || r.glu != k.glu) continue;
+            r.pack != k.pack || r.epi != k.epi) continue;
         if (r.weights && r.format != k.format) continue;
         if (r.has_act && r.act != k.act) continue;
         return &r;

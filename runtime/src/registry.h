@@ -18,6 +18,10 @@ enum class Out : uint8_t { f32, f16, q8_k, q8_0 };
 
 // A kernel's columns (targets.cmake). `weights` is false for kernels of the
 // activations alone (quantize, convert), whose `format` means nothing.
+// A matmul kernel's epilogue: plain (kernels.h, Epilogue: bias, activation,
+// residual), glu (gate and up tiles in pairs, act(gate) * up written:
+// matmul_glu) or head_norm (per-head RMSNorm in the store: HeadNorms).
+enum class Epi : uint8_t { plain, glu, head_norm };
 struct KernelRow {
     bool weights;
     Format format;
@@ -28,7 +32,7 @@ struct KernelRow {
     Out out;
     int group;        // int4g's and int4z's group size; 0 otherwise
     int pack;         // R: reads the packed layout in tiles of R rows (FORMATS.md); 0: the file's layout
-    bool glu;         // the glu epilogue: gate and up tiles in pairs, act(gate) * up written (kernels.h, matmul_glu)
+    Epi epi;          // its epilogue (see Epi)
     const char *tag;  // "" or a schedule variant's tag (QF_TUNING_KERNELS)
     const char *families;  // the target families it is built for: "x86 arm64 cuda"
 };
@@ -51,6 +55,7 @@ enum class Sig : uint8_t {
     matmul_scaled_zp_norm,  // weight, scales, x, bias, has_bias, zeros, norm weight, norm bias, layer_norm, eps, residual, ...
     matmul_q8k,       // weight, a.d, a.qs, a.bsums, bias, has_bias, residual, has_residual, act_kind, y
     matmul_q8k_glu,   // weight, a.d, a.qs, a.bsums, bias, has_bias, act_kind, y
+    matmul_q8k_head_norm,  // weight, a.d, a.qs, a.bsums, bias, has_bias, head_weight, first, split, end, eps_0, eps_1, y
     quantize,         // x, d, qs, bsums
     quantize_norm,    // x, norm weight, norm bias, layer_norm, eps, d, qs, bsums
     convert,          // x, out
@@ -72,7 +77,9 @@ constexpr Sig signature_of(const KernelRow &r) {
     case Op::glu: return Sig::glu;
     case Op::head_norm: return Sig::head_norm;
     default:
-        if (r.act != ActType::f32) return r.glu ? Sig::matmul_q8k_glu : Sig::matmul_q8k;  // q8_k and q8_0 planes alike
+        if (r.act != ActType::f32) {  // q8_k and q8_0 planes alike
+            return r.epi == Epi::glu ? Sig::matmul_q8k_glu : r.epi == Epi::head_norm ? Sig::matmul_q8k_head_norm : Sig::matmul_q8k;
+        }
         if (zero_points(r)) return r.norm ? Sig::matmul_scaled_zp_norm : Sig::matmul_scaled_zp;
         if (separate_scales(r)) return r.norm ? Sig::matmul_scaled_norm : Sig::matmul_scaled;
         return r.norm ? Sig::matmul_norm : Sig::matmul;
@@ -94,6 +101,7 @@ template <> struct SigType<Sig::matmul_norm> { using type = int(B, B, B, bool, B
 template <> struct SigType<Sig::matmul_scaled_norm> { using type = int(B, B, B, B, bool, B, B, bool, float, B, bool, int, B); };
 template <> struct SigType<Sig::matmul_q8k> { using type = int(B, B, B, B, B, bool, B, bool, int, B); };
 template <> struct SigType<Sig::matmul_q8k_glu> { using type = int(B, B, B, B, B, bool, int, B); };
+template <> struct SigType<Sig::matmul_q8k_head_norm> { using type = int(B, B, B, B, B, bool, B, int, int, int, float, float, B); };
 template <> struct SigType<Sig::quantize> { using type = int(B, B, B, B); };
 template <> struct SigType<Sig::quantize_norm> { using type = int(B, B, B, bool, float, B, B, B); };
 template <> struct SigType<Sig::convert> { using type = int(B, B); };
@@ -145,7 +153,7 @@ struct KernelKey {
     Out out = Out::f32;
     int group = 0;
     int pack = 0;
-    bool glu = false;
+    Epi epi = Epi::plain;
 };
 const KernelRow *find_row(const KernelKey &key);
 

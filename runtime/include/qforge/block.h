@@ -131,7 +131,9 @@ public:
     void release_host();
 
     // x [tokens, hidden] -> qkv [tokens, q_dim + 2 kv_dim]: Q, K, V columns,
-    // Q and K through their per-head norms. No epilogue.
+    // Q and K through their per-head norms, in the projection's epilogue
+    // (Epilogue::heads: in the kernel's store where the weights are packed
+    // and the activations 8-bit, else a pass after it). No other epilogue.
     void forward_qkv(const ConstTensor &x, const Tensor &qkv, const ForwardOptions &opt = {}) const;
     // The attention's output [tokens, q_dim] -> [tokens, hidden], through
     // opt.epilogue (the residual add).

@@ -145,16 +145,33 @@ void f16_from_f32(ConstMatrix x, MatrixF16 out, const RunOptions &opt = {});
 //   gelu_erf:  x/2 (1 + erf(x / sqrt(2)))                     (GELU "none")
 enum class Activation { silu, gelu_tanh, gelu_erf };
 
+// RMSNorm per attention head of a QKV matmul's output (Qwen3's and Gemma
+// 3's q/k norms): rows [first, end) of y are heads of head_dim rows, and a
+// head's values v become v / sqrt(mean(v^2) + eps) * weight, with q's
+// weight and eps for the heads below `split` and k's from there on. first,
+// split and end are multiples of head_dim, at most out.
+struct HeadNorms {
+    int64_t head_dim = 0;
+    int64_t first = 0, split = 0, end = 0;
+    const float *q_weight = nullptr, *k_weight = nullptr;  // [head_dim] each, where its range has heads
+    float q_eps = 1e-6f, k_eps = 1e-6f;
+};
+
 // What a matmul does to its outputs before it stores them: y = act(x W^T
 // + bias) + residual (an FFN's plain GELU up projection; a block's residual
 // adds after its output projection and FFN). Every matmul kernel applies
 // both in its own store, on every target, and a call without them pays
 // nothing for them.
+// Or, instead of both, per-head norms (`heads`): packed weights with 8-bit
+// activations (head_dim a multiple of pack_rows) normalize a head in the
+// store, while it is in L1; every other path runs head_rms_norms after
+// the matmul.
 struct Epilogue {
     bool activate = false;             // apply `act`
     Activation act = Activation::silu;
     ConstMatrix residual;              // [tokens, out], or data == nullptr: none. May be y itself (y += ...),
                                        // or else must not overlap y. In the weights' memory (host or CUDA).
+    const HeadNorms *heads = nullptr;  // or nullptr: none. Not with activate or residual.
 };
 void matmul(const Weights &w, ConstMatrix x, const float *bias, const Epilogue &epilogue, Matrix y,
             const RunOptions &opt = {});
@@ -179,6 +196,9 @@ void matmul_glu(const Weights &w, const Q8KActivations &a, const float *bias, Ac
 // range of a QKV output, strides allowed), each head's head_dim values
 // x / sqrt(mean(x^2) + eps) * weight, weight [head_dim] in x's memory.
 void head_rms_norm(Matrix x, int64_t head_dim, const float *weight, float eps, const RunOptions &opt = {});
+// The two ranges of `heads` in y [tokens, out] normalized in place: the pass
+// a matmul runs after itself where its kernel has no head_norm epilogue.
+void head_rms_norms(Matrix y, const HeadNorms &heads, const RunOptions &opt = {});
 
 // What is compiled in and what this CPU runs.
 struct TargetInfo {
