@@ -247,7 +247,10 @@ protected:
         Expr eps = select(base < *head_split_, *head_eps_[0], *head_eps_[1]);
         Expr inv = 1.0f / sqrt(head.sq(hd, n) / cast<float>(D) + eps);
         Expr v = head.pre(o % R, o / R, n);
-        y(o, n) = select(base >= *head_first_ && base < *head_end_, v * inv * w(clamp(o - base, 0, D - 1), col), v);
+        // Row o - base of its head, written so that its bounds are plain
+        // ([0, D)) and the lanes a ramp: one vector load, not a gather.
+        Expr d = ((o / R) % head.tiles_per_head) * R + o % R;
+        y(o, n) = select(base >= *head_first_ && base < *head_end_, v * inv * w(d, col), v);
     }
 
     // The activations a kernel reads: x (outer dimension clamped), or with

@@ -370,11 +370,11 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
         } else {
             y.rename(n, nt).reorder(ri, ot, nt, hh, task);
         }
-        // pre: the head's tiles (acc at each), on the stack (a head's D x
-        // T floats; malloc per head otherwise); then its sums of squares,
-        // rfactored into the R lanes.
+        // pre: the head's tiles (acc at each), stored once per token tile
+        // (a task's heads x T tokens; not malloc per head); then its sums
+        // of squares, rfactored into the R lanes.
         const std::vector<Var> pa = head.pre.args();  // r, t, n
-        head.pre.compute_at(y, hh).store_in(MemoryType::Stack).reorder(pa[0], pa[2], pa[1]);
+        head.pre.compute_at(y, hh).store_at(y, k.prefill ? nt : task).reorder(pa[0], pa[2], pa[1]);
         vec_rows(head.pre, pa[0]);
         const std::vector<Var> sa = head.sq.args();  // h, n
         head.sq.compute_at(y, hh).bound_extent(sa[0], 1).bound_extent(sa[1], T);
