@@ -4,6 +4,7 @@
 // rotating weight copies to defeat the L2, with the max relative error of a
 // sample of rows against the float64 reference. Prints one table row per
 // case and writes the same as TSV to argv[1] (optional).
+#include "qforge/block.h"
 #include "qforge/kernels.h"
 #include "qforge/layers.h"
 
@@ -80,6 +81,7 @@ struct Dev {
 
 // QF_BENCH_QUICK=1: decode rows only, few runs (for a profiler's pass);
 // QF_BENCH_QUICK=host: only the host cost per call (host_costs).
+// QF_BENCH_QKV=1: only bench_qkv_norms.
 const bool quick = std::getenv("QF_BENCH_QUICK") != nullptr;
 
 // Host microseconds per call of the last median_ms: the time to issue the
@@ -391,6 +393,44 @@ void bench_layers(int64_t out, int64_t in, const std::vector<int64_t> &token_cou
     bench_layer("cublas_f16_peer", wi, 2 * out * in, token_counts, Strategy::eager_f16);
 }
 
+// Qwen3-8B's attention input projection on CUDA (hidden 4096, 32 q heads
+// and 8 KV heads of 128, Q4_K): forward_qkv, whose q/k norms run as the
+// head_norm kernel after the matmul there, against the projection alone;
+// the difference is what a head_norm epilogue could save on CUDA.
+void bench_qkv_norms(const std::vector<int64_t> &token_counts) {
+    const int64_t hidden = 4096, D = 128, q_dim = 32 * D, kv_dim = 8 * D, total = q_dim + 2 * kv_dim;
+    LayerOptions lo;
+    lo.memory = Memory::cuda;
+    auto layer = [&](const char *name, int64_t out, std::vector<uint8_t> &bytes) {
+        bytes = q4k_rows(out, hidden);
+        WeightRef w;
+        w.format = Format::q4_k;
+        w.data = bytes.data();
+        w.out = out;
+        w.in = hidden;
+        return make_linear(name, w, nullptr, lo);
+    };
+    std::vector<uint8_t> bq, bk, bv, bo;
+    auto q = layer("q", q_dim, bq), k = layer("k", kv_dim, bk), v = layer("v", kv_dim, bv);
+    auto o = layer("o", hidden, bo);
+    AttentionProjections a(QKVProjection::separate(std::move(q), std::move(k), std::move(v)), std::move(o), D,
+                           NormWeights(Norm::Kind::rms, randf(D, 0.5f, 1.5f), {}, 1e-6f, Memory::cuda),
+                           NormWeights(Norm::Kind::rms, randf(D, 0.5f, 1.5f), {}, 1e-6f, Memory::cuda));
+    for (int64_t tokens : token_counts) {
+        Dev xd(randf(tokens * hidden, -1, 1)), yd(tokens * total * 4);
+        ForwardOptions fo;
+        fo.run.memory = Memory::cuda;
+        const ConstTensor x{xd.as<float>(), {tokens, hidden}};
+        const Tensor y{yd.as<float>(), {tokens, total}};
+        const double bytes = bq.size() + bk.size() + bv.size() + 4.0 * tokens * (hidden + total);
+        const double flops = 2.0 * total * hidden * tokens;
+        const double with = median_ms([&](int) { a.forward_qkv(x, y, fo); }, 50);
+        row("qkv_q4k/with_norms", total, hidden, tokens, with, bytes, flops, 0, "layer");
+        const double without = median_ms([&](int) { a.qkv().forward(x, y, fo); }, 50);
+        row("qkv_q4k/without_norms", total, hidden, tokens, without, bytes, flops, 0, "layer");
+    }
+}
+
 // Where a call's host time goes: the driver queries every entry point
 // makes per pointer, and a whole call of a one-kernel pipeline (x to f16,
 // 16 values) that does no real work.
@@ -482,6 +522,10 @@ int main(int argc, char **argv) {
         const std::string mode = quick ? std::getenv("QF_BENCH_QUICK") : "";
         if (!quick || mode == "host") host_costs();
         if (mode == "host") return 0;
+        if (std::getenv("QF_BENCH_QKV")) {  // only the QKV projection with and without its head norms
+            bench_qkv_norms({1, 4, 16});
+            return 0;
+        }
         if (std::getenv("QF_BENCH_TUNE")) {
             bench_variants(dispatched_cuda_target());
             return 0;
@@ -500,6 +544,7 @@ int main(int argc, char **argv) {
             bench_int4g(out, in, 32, {1, 16}, target);
             bench_layers(out, in, {1, 2, 4, 8, 16, 32, 64, 128, 512});
         }
+        if (!quick) bench_qkv_norms({1, 4, 16});
     } catch (const std::exception &e) {
         std::fprintf(stderr, "cuda_bench: %s\n", e.what());
         return 1;
