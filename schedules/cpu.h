@@ -67,21 +67,17 @@ inline int f32_lanes(const Target &t, const Knobs &k) {
 constexpr TailStrategy kGuard = TailStrategy::GuardWithIf;
 
 // Lanes of a packed tile's row vectors (0: all R rows in one vector): the
-// vector_width knob of a packed kernel, set by packed_tiles and read by the
-// helpers it calls (a generator run schedules one kernel). x86-avx512-vnni
-// with 8 (ymm vpdpbusd, 16 rows in two vectors): Q4_K decode 1.11-1.15x
-// ggml on one thread of an Intel Xeon against 1.00-1.02x with zmm; not
-// measured on AMD, so not the default.
-inline int &packed_row_lanes() {
-    static int lanes = 0;
-    return lanes;
-}
+// vector_width knob of a packed kernel where it is below R. Each packed
+// schedule computes it once and passes it to the helpers below.
+// x86-avx512-vnni with 8 (ymm vpdpbusd, 16 rows in two vectors): Q4_K
+// decode 1.11-1.15x ggml on one thread of an Intel Xeon against 1.00-1.02x
+// with zmm; not measured on AMD, so not the default.
+inline int packed_lanes(const Knobs &k, int R) { return k.vector_width > 0 && k.vector_width < R ? k.vector_width : 0; }
 
-// A packed tile's rows as vectors: one R-lane vector, or (the vector_width
-// knob) vectors of fewer rows, unrolled.
+// A packed tile's rows as vectors: one R-lane vector (V = 0), or vectors of
+// V rows, unrolled.
 template <typename S>
-S vec_rows(S s, const Var &r) {
-    const int V = packed_row_lanes();
+S vec_rows(S s, const Var &r, int V) {
     if (V <= 0) return s.vectorize(r);
     Var rv(r.name() + "_v" + std::to_string(V));
     return s.split(r, r, rv, V).vectorize(rv).unroll(r);
@@ -336,7 +332,7 @@ template <const Tuning &D>
 RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var t, RDom blocks, int R, int pairs,
                   const Knobs &k, Func act4, Func act_d, Func act_sum, int prefill_tokens, HeadNormEpilogue head) {
     const int T = packed_tile_T(k, prefill_tokens);
-    packed_row_lanes() = k.vector_width > 0 && k.vector_width < R ? k.vector_width : 0;
+    const int V = packed_lanes(k, R);
     Expr tiles_per_task = std::max(pick(k.rows_per_task, k.prefill ? D.packed_prefill_rows_per_task : D.decode_rows_per_task) / R, 1);
     if (!k.prefill && k.rows_per_task == 0) {
         // Decode: a few long contiguous runs (one per task) rather than many
@@ -354,7 +350,7 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
     }
     Var ot("ot"), ri("ri"), task("task"), nt("nt"), ni("ni"), hh("hh");
     y.split(o, ot, ri, R, kGuard);
-    vec_rows(y, ri);
+    vec_rows(y, ri, V);
     // The loop of the tiles' (or the heads') tasks, and the loop of one tile.
     Var unit = ot;
     LoopLevel tile_at(y, ot);
@@ -375,7 +371,7 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
         // of squares, rfactored into the R lanes.
         const std::vector<Var> pa = head.pre.args();  // r, t, n
         head.pre.compute_at(y, hh).store_at(y, k.prefill ? nt : task).reorder(pa[0], pa[2], pa[1]);
-        vec_rows(head.pre, pa[0]);
+        vec_rows(head.pre, pa[0], V);
         const std::vector<Var> sa = head.sq.args();  // h, n
         head.sq.compute_at(y, hh).bound_extent(sa[0], 1).bound_extent(sa[1], T);
         Var u("u");
@@ -404,8 +400,8 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
     // One tile: its row tile t is exactly one (o / R over R aligned rows;
     // with the glu epilogue a gate tile and an up tile, one after the
     // other), which bounds inference cannot prove by itself.
-    vec_rows(acc.compute_at(tile_at).bound_extent(r, R).bound_extent(t, pairs).bound_extent(n, T), r).unroll(n);
-    vec_rows(acc.update().reorder(r, n, blocks.x, t), r).unroll(n);  // glu: the gate tile, then the up tile
+    vec_rows(acc.compute_at(tile_at).bound_extent(r, R).bound_extent(t, pairs).bound_extent(n, T), r, V).unroll(n);
+    vec_rows(acc.update().reorder(r, n, blocks.x, t), r, V).unroll(n);  // glu: the gate tile, then the up tile
     return unroll_reduction(acc.update(), blocks.x, k);
 }
 
@@ -448,7 +444,7 @@ inline void prefetch_weights(Func acc, ImageParam weight, RVar block, const Knob
 // 4-byte dot products (vpdpbusd, sdot) over dot.x, unrolled over the rest.
 // `per_group`: pure dims of part computed inside the group loop (u8s8_pairs).
 inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &dot, const RDom &groups, DotForm form,
-                       const LoopLevel &at, int chains, bool wide = false, std::vector<Var> per_group = {}) {
+                       const LoopLevel &at, int chains, int V, bool wide = false, std::vector<Var> per_group = {}) {
     if (form == DotForm::u8s8_pairs && wide) {
         // i32 part: each pair vector widened by a factor-2 i16 -> i32 sum
         // over groups[0] (vpmaddwd by ones), the other groups unrolled.
@@ -474,7 +470,7 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
         pair.update().atomic(true).reorder(dot.x, kp, r, n).vectorize(dot.x).vectorize(kp).vectorize(r).unroll(n);
         for (Var v : per_group) pair.unroll(v).update().unroll(v);
     } else {
-        vec_rows(part.compute_at(at), r).unroll(n);
+        vec_rows(part.compute_at(at), r, V).unroll(n);
         // The 4 bytes of a group are the dot instruction's reduction. In
         // decode (one token) the groups are summed in `chains` accumulators
         // (rfactor), not one: a single chain of dependent vpdpbusd is
@@ -486,17 +482,17 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
             Var u("u");
             const int groups_ = *as_const_int(dot[1].extent());
             Func intm = pu.split(dot[1], go, gi, groups_ / chains).rfactor(go, u);
-            vec_rows(pu, r).unroll(n).unroll(go);
-            vec_rows(intm.compute_at(part, r), r).unroll(u).unroll(n);
+            vec_rows(pu, r, V).unroll(n).unroll(go);
+            vec_rows(intm.compute_at(part, r), r, V).unroll(u).unroll(n);
             std::vector<VarOrRVar> io = {dot.x, r, n, u, gi};
             for (int i = 2; i < dot.dimensions(); ++i) io.push_back(dot[i]);
             Stage iu = intm.update();
-            vec_rows(iu.reorder(io).atomic().vectorize(dot.x), r).unroll(n).unroll(u).unroll(gi);
+            vec_rows(iu.reorder(io).atomic().vectorize(dot.x), r, V).unroll(n).unroll(u).unroll(gi);
             for (int i = 2; i < dot.dimensions(); ++i) iu.unroll(dot[i]);
             return;
         }
         for (int i = 1; i < dot.dimensions(); ++i) order.push_back(dot[i]);
-        vec_rows(pu.reorder(order).atomic().vectorize(dot.x), r).unroll(n);
+        vec_rows(pu.reorder(order).atomic().vectorize(dot.x), r, V).unroll(n);
         for (int i = 1; i < dot.dimensions(); ++i) pu.unroll(dot[i]);
     }
 }
@@ -507,13 +503,13 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
 // over mins). Returns where `part` is computed: at subs[part_level], once
 // per sub-block (1) or per pair of them (2, Q4_K's two nibbles).
 inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, Var n, const RDom &subs, const RDom &mins,
-                             DotForm form, bool wide = false, int part_level = 1, int loops = 0) {
+                             DotForm form, int V, bool wide = false, int part_level = 1, int loops = 0) {
     // i16 halves only where the pairs were not widened one by one.
     const bool halves = form == DotForm::u8s8_pairs && !wide;
     for (Func s : {sacc, macc}) {
-        vec_rows(s.compute_at(acc, block), r).unroll(n);
+        vec_rows(s.compute_at(acc, block), r, V).unroll(n);
     }
-    vec_rows(macc.update().reorder(r, n, mins.x), r).unroll(n).unroll(mins.x);
+    vec_rows(macc.update().reorder(r, n, mins.x), r, V).unroll(n).unroll(mins.x);
     Stage su = sacc.update();
     std::vector<VarOrRVar> order;
     if (halves) {
@@ -527,7 +523,7 @@ inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, 
     if (halves) {
         su.atomic().vectorize(subs.x).vectorize(r).unroll(n);
     } else {
-        vec_rows(su, r).unroll(n).unroll(subs.x);
+        vec_rows(su, r, V).unroll(n).unroll(subs.x);
     }
     for (int i = 1; i < subs.dimensions() - loops; ++i) su.unroll(subs[i]);
     return LoopLevel(sacc, subs[part_level]);
@@ -576,10 +572,12 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
     // 4096x4096): 128 tokens 32.5 ms with 1 token a tile, 17.7 with 4 and
     // the loop, 25.2 with 8; 8 tokens 2.39, 1.75, 1.83 ms.
     const int loops = packed_tile_T(k, tokens) > 1 && !f.lut ? by_width(D.packed_subblock_loops, t) : 0;
+    const int V = packed_lanes(k, f.rows);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
-               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form, f.wide_part, both_nibbles ? 2 : 1,
-                           loops),
-               k.prefill ? 1 : pick(k.chains, D.packed_decode_chains), f.wide_part, both_nibbles ? std::vector<Var>{f.h} : std::vector<Var>{});
+               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form, V, f.wide_part,
+                           both_nibbles ? 2 : 1, loops),
+               k.prefill ? 1 : pick(k.chains, D.packed_decode_chains), V, f.wide_part,
+               both_nibbles ? std::vector<Var>{f.h} : std::vector<Var>{});
 }
 
 // Packed Q6_K x Q8_K: as q4k_packed_q8, a unit (sub-block, or half of one
@@ -589,9 +587,10 @@ void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
     const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
                                        f.act_sum, packed_tile_tokens(D.packed_q56k_tile_tokens, t), f.head);
     prefetch_weights(f.acc, f.weight, block, k, D.packed_q6k_prefetch_blocks);
+    const int V = packed_lanes(k, f.rows);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
-               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form),
-               k.prefill ? 1 : pick(k.chains, D.packed_decode_chains));
+               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form, V),
+               k.prefill ? 1 : pick(k.chains, D.packed_decode_chains), V);
 }
 
 // Packed 32-blocks x Q8_0: as q4k_packed_q8, one block's dot at a time.
@@ -601,15 +600,16 @@ void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
                                        f.act_sum,
                                        packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_block32_tile_tokens, t), f.head);
     prefetch_weights(f.acc, f.weight, block, k, k.prefill ? 0 : 8 * by_width(D.packed_prefetch_blocks, t));
-    vec_rows(f.isum.compute_at(f.acc, block), f.r).unroll(f.n);
+    const int V = packed_lanes(k, f.rows);
+    vec_rows(f.isum.compute_at(f.acc, block), f.r, V).unroll(f.n);
     if (f.form == DotForm::u8s8_pairs && !f.wide_part) {
         // The two i16 halves widened and added: a factor-2 reduction (vpmaddwd by ones).
         f.isum.update().reorder(f.halves.x, f.r, f.n).atomic().vectorize(f.halves.x).vectorize(f.r).unroll(f.n);
     } else {
-        vec_rows(f.isum.update().reorder(f.r, f.n, f.halves.x), f.r).unroll(f.n);
+        vec_rows(f.isum.update().reorder(f.r, f.n, f.halves.x), f.r, V).unroll(f.n);
     }
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.acc, block),
-               k.prefill ? 1 : pick(k.chains, D.packed_decode_chains), f.wide_part);
+               k.prefill ? 1 : pick(k.chains, D.packed_decode_chains), V, f.wide_part);
 }
 
 }  // namespace qforge::cpu
