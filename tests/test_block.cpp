@@ -441,15 +441,21 @@ TEST_P(HeadNormEpilogue, EqualsThePlainKernelNormalisedPerHead) {
     const KernelRow &row = *p.row;
     const int R = row.pack, group = row.group ? row.group : 32;
     const int64_t in = 512;
-    for (int64_t D : {2 * R, 5 * R}) {
-        const int64_t out = 7 * D;
+    // Random weights [out, in] of the row's format, packed into `bytes`.
+    auto packed_weights = [&](int64_t out, std::vector<uint8_t> &bytes) {
         Built b = build(row.format, weights(out, in), out, in, nullptr, {}, group);
         Weights w = file_weights(row, b, out, in);
-        std::vector<uint8_t> packed(packed_bytes(row.format, out, in, R));
-        pack_weights(w, R, packed.data());
-        w.data = packed.data();
+        bytes.resize(packed_bytes(row.format, out, in, R));
+        pack_weights(w, R, bytes.data());
+        w.data = bytes.data();
         w.scales = nullptr;
         w.pack_rows = R;
+        return w;
+    };
+    std::vector<uint8_t> packed;
+    for (int64_t D : {2 * R, 5 * R}) {
+        const int64_t out = 7 * D;
+        const Weights w = packed_weights(out, packed);
         const auto bias = random_floats(out, -0.5f, 0.5f), qw = random_floats(D, 0.5f, 1.5f),
                    kw = random_floats(D, 0.5f, 1.5f);
         for (int64_t tokens : row.op == Op::matvec ? std::vector<int64_t>{1} : std::vector<int64_t>{5, 19}) {
@@ -497,6 +503,31 @@ TEST_P(HeadNormEpilogue, EqualsThePlainKernelNormalisedPerHead) {
             }
         }
     }
+    // Rows that are no whole number of heads (a tail tile past the last
+    // head): the call runs the matmul, then the pass; forcing this kernel
+    // on them is an error that says why.
+    const int64_t D = 2 * R, out = 3 * D + R, tokens = row.op == Op::matvec ? 1 : 5;
+    const Weights w = packed_weights(out, packed);
+    const auto qw = random_floats(D, 0.5f, 1.5f), x = random_floats(tokens * in, -1.0f, 2.0f);
+    Q8KBuffer a(tokens, in, row.act);
+    q8k_quantize(ConstMatrix{x.data(), tokens, in}, a.view());
+    HeadNorms h;
+    h.head_dim = D;
+    h.split = h.end = 2 * D;
+    h.q_weight = qw.data();
+    Epilogue e;
+    e.heads = &h;
+    RunOptions plain;
+    plain.target = p.target;
+    std::vector<float> want(tokens * out);
+    matmul(w, a.view(), nullptr, Matrix{want.data(), tokens, out}, plain);
+    head_rms_norms(Matrix{want.data(), tokens, out}, h, plain);
+    Poisoned y(tokens, out, 2);
+    matmul(w, a.view(), nullptr, e, y.view(), plain);
+    y.expect_all_written();
+    for (int64_t i = 0; i < tokens * out; ++i) EXPECT_EQ(y.at(i / out, i % out), want[i]) << i;
+    expect_error([&] { matmul(w, a.view(), nullptr, e, Poisoned(tokens, out).view(), options(p)); },
+                 {"whole heads", "head_dim"});
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, HeadNormEpilogue,

@@ -555,20 +555,24 @@ void heads_after(const Epilogue &e, Matrix y, const RunOptions &opt, Matmul &&pl
 }
 
 // Whether the kernel for `key` (epi = head_norm) normalizes the heads in its
-// store: packed weights whose tiles of R rows divide a head, unless the
-// call forces a kernel without that epilogue.
+// store: packed weights whose tiles of R rows divide a head, and whose rows
+// are whole heads (the kernel sums a head's squares over all its rows),
+// unless the call forces a kernel without that epilogue.
 bool fused_heads(const Weights &w, const HeadNorms &h, const KernelKey &key, const RunOptions &opt) {
     if (!opt.kernel.empty()) {
         const internal::KernelRow *row = internal::find_row(opt.kernel);
         return row && row->epi == internal::Epi::head_norm;
     }
-    return w.pack_rows > 0 && h.head_dim % w.pack_rows == 0 && internal::find_row(key) != nullptr;
+    return w.pack_rows > 0 && h.head_dim % w.pack_rows == 0 && w.out % h.head_dim == 0 &&
+           internal::find_row(key) != nullptr;
 }
 
 void matmul_head_norm(const std::string &op, const Weights &w, const Q8KActivations &a, const float *bias,
                       const HeadNorms &h, const KernelKey &key, Matrix y, const RunOptions &opt) {
     require(w.pack_rows > 0 && h.head_dim % w.pack_rows == 0, op, "the head_norm epilogue needs packed tiles of R "
             "rows (Weights::pack_rows = ", w.pack_rows, ") that divide head_dim = ", h.head_dim);
+    require(w.out % h.head_dim == 0, op, "the head_norm epilogue needs whole heads: out = ", w.out,
+            " is no multiple of head_dim = ", h.head_dim);
     WeightCall c(op, w, key, a.tokens, opt);
     Place &place = c.place;
     Q8KArgs<const float, const int8_t, const int16_t> q(place, a.d, a.qs, a.bsums, a.tokens, a.in, a.type);
