@@ -63,6 +63,7 @@ public:
         // s8 weights (Q8_0's, IQ4_NL's levels): their pairs are widened one by one.
         const bool wide = B != 4 || nonlinear;
         constrain_packed(weight, y, (row_scales ? 32 : block32_packed_bytes(B, has_min, zero_points)) * R);
+        Func wt = clamp_tiles(weight);  // the weight as the kernel reads it
         Func a_d_ = clamp_outer(a_d), a_qs_ = clamp_outer(a_qs), a_sums_ = clamp_outer(a_sums);
 
         PackedBlock32Funcs f;
@@ -76,11 +77,11 @@ public:
         // of byte 4 g + b4 (bits=4), with bit 2 g + h of qh byte b4 on top
         // (bits=5), or byte 4 (g + 4 h) + b4 (bits=8).
         auto stored = [&](const Expr &b4, const Expr &g_, const Expr &h_) {
-            if (B == 8) return weight(b4 + 4 * r + 4 * R * (g_ + 4 * h_), kb + head, t);
-            Expr p = weight(b4 + 4 * r + 4 * R * g_, kb, t);
+            if (B == 8) return Expr(wt(b4 + 4 * r + 4 * R * (g_ + 4 * h_), kb + head, t));
+            Expr p = wt(b4 + 4 * r + 4 * R * g_, kb, t);
             Expr nib = select(h_ == 0, p & cast<uint8_t>(15), p >> cast<uint8_t>(4));
             if (B == 4) return nib;
-            Expr hb = (weight(16 * R + b4 + 4 * r, kb, t) >> cast<uint8_t>(2 * g_ + h_)) & cast<uint8_t>(1);
+            Expr hb = (wt(16 * R + b4 + 4 * r, kb, t) >> cast<uint8_t>(2 * g_ + h_)) & cast<uint8_t>(1);
             // + rather than |: bounds inference then knows q < 32 (ARM narrows it to s8 for sdot).
             return nib + (hb << cast<uint8_t>(4));
         };
@@ -140,12 +141,12 @@ public:
         f.wide_part = wide;
         f.halves = RDom(0, parts, "halves");
         // int4z's zero point: the byte after the tile's scales (18R + r).
-        Expr z = zero_points ? cast<int32_t>(weight(18 * R + r, kb, t)) : Expr(zero);
+        Expr z = zero_points ? cast<int32_t>(wt(18 * R + r, kb, t)) : Expr(zero);
         f.isum(r, kb, t, n) = -z * f.act_sum(kb, n);
         f.isum(r, kb, t, n) += cast<int32_t>(f.part(f.halves, r, kb, t, n));
 
         auto wd = [&](const Expr &blk) {
-            return f16_bits_to_f32(u16_le(weight(4 * B * R + 2 * r, blk, t), weight(4 * B * R + 2 * r + 1, blk, t)));
+            return f16_bits_to_f32(u16_le(wt(4 * B * R + 2 * r, blk, t), wt(4 * B * R + 2 * r + 1, blk, t)));
         };
         f.blocks = RDom(0, weight.dim(1).extent() - head, "blocks");
         Expr b = f.blocks;
@@ -153,15 +154,15 @@ public:
         Expr term = row_scales ? f.act_d(b, n) * cast<float>(f.isum(r, b, t, n))
                                : (wd(b) * f.act_d(b, n)) * cast<float>(f.isum(r, b, t, n));
         if (has_min) {
-            Expr wm = f16_bits_to_f32(u16_le(weight((4 * B + 2) * R + 2 * r, b, t), weight((4 * B + 2) * R + 2 * r + 1, b, t)));
+            Expr wm = f16_bits_to_f32(u16_le(wt((4 * B + 2) * R + 2 * r, b, t), wt((4 * B + 2) * R + 2 * r + 1, b, t)));
             term += (wm * f.act_d(b, n)) * cast<float>(f.act_sum(b, n));
         }
         f.acc(r, t, n) += term;
         Func out = f.acc;
         if (row_scales) {
             // Row r's scale: bytes 4r..4r+3 of the tile's head block.
-            Expr u = cast<uint32_t>(weight(4 * r, 0, t)) | (cast<uint32_t>(weight(4 * r + 1, 0, t)) << 8) |
-                     (cast<uint32_t>(weight(4 * r + 2, 0, t)) << 16) | (cast<uint32_t>(weight(4 * r + 3, 0, t)) << 24);
+            Expr u = cast<uint32_t>(wt(4 * r, 0, t)) | (cast<uint32_t>(wt(4 * r + 1, 0, t)) << 8) |
+                     (cast<uint32_t>(wt(4 * r + 2, 0, t)) << 16) | (cast<uint32_t>(wt(4 * r + 3, 0, t)) << 24);
             out = Func("scaled");
             out(r, t, n) = f.acc(r, t, n) * reinterpret<float>(u);
         }

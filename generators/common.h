@@ -52,6 +52,18 @@ void constrain_packed(W &weight, Y &y, int run) {
     y.dim(0).set_min(0);
 }
 
+// A packed weight [run, blocks, tiles] whose tile index is clamped to its
+// last tile: a schedule may compute several tiles at once (the `streams`
+// knob), and then the last group of a layer whose tile count it does not
+// divide reaches past the tensor; those tiles' outputs are never stored.
+template <typename W>
+Func clamp_tiles(W &weight) {
+    Var x("x"), b("b"), t("t");
+    Func f("weight_tiles");
+    f(x, b, t) = weight(x, b, min(t, weight.dim(2).extent() - 1));
+    return f;
+}
+
 // One term of a packed kernel's 4-byte integer dot, u4 weight `q` (uint8)
 // times s8 activation `a`, as the target's instruction wants it: x86 keeps
 // the nibble u8 (u8 x s8 is vpdpbusd); left plain, FindIntrinsics narrows
@@ -138,6 +150,7 @@ public:
     GeneratorParam<int> lanes{"lanes", 0};               // GPU: lanes of a warp that share one row
     GeneratorParam<int> prefetch{"prefetch", 0};         // packed CPU: blocks the weight prefetch runs ahead (-1: none)
     GeneratorParam<int> chains{"chains", 0};             // packed CPU decode: accumulator chains of one block's dot
+    GeneratorParam<int> streams{"streams", 0};           // packed CPU decode: row tiles whose weights are read side by side
     // true: the activations pass through RMSNorm or LayerNorm first (see
     // activations()), and the kernel takes four more inputs after its own:
     // norm_weight [in], norm_bias [in], layer_norm (subtract the mean), eps.
@@ -332,6 +345,7 @@ protected:
         k.lanes = lanes;
         k.prefetch = prefetch;
         k.chains = chains;
+        k.streams = streams;
         return k;
     }
 

@@ -51,7 +51,7 @@ public:
         f.lut = iq4;
         f.weight = weight;
         Var r = f.r, t = f.t, n = f.n, kp = f.kp, h = f.h, jp = f.jp, sb = f.sb, o = f.o;
-        Q4KPacked w{weight, R, iq4 ? 136 : 144};
+        Q4KPacked w{clamp_tiles(weight), R, iq4 ? 136 : 144};
 
         // The integer dot of sub-block j = 2 jp + h, in parts of `kp`. Byte
         // b = 4 g + (its place in the group of 4) of a 32-byte chunk.

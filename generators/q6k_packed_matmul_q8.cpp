@@ -45,6 +45,7 @@ public:
         check(bits == 6 || bits == 3 || bits == 2, "bits must be 6 (Q6_K), 3 (Q3_K) or 2 (Q2_K)");
         const K16Layout L = k16_layout(bits);
         constrain_packed(weight, y, L.block_bytes * R);
+        Func wt = clamp_tiles(weight);  // the weight as the kernel reads it
         Func a_d_ = clamp_outer(a_d), a_qs_ = clamp_outer(a_qs), a_bsums_ = clamp_outer(a_bsums);
 
         PackedQ6KFuncs f;
@@ -62,25 +63,25 @@ public:
         auto quant = [&, b](const Expr &b4, const Expr &G_) {
             Expr c = G_ / 32, i = (G_ / 8) % 4, l4 = b4 + 4 * r + 4 * R * (G_ % 8);
             if (b == 6) {
-                Expr ql = weight(l4 + 32 * R * (2 * c + i % 2), sb, t);
-                Expr qh = weight(128 * R + l4 + 32 * R * c, sb, t);
+                Expr ql = wt(l4 + 32 * R * (2 * c + i % 2), sb, t);
+                Expr qh = wt(128 * R + l4 + 32 * R * c, sb, t);
                 Expr lo = select(i / 2 == 0, ql & cast<uint8_t>(15), ql >> cast<uint8_t>(4));
                 Expr hi = (qh >> cast<uint8_t>(2 * i)) & cast<uint8_t>(3);
                 // + rather than |: bounds inference then knows q < 64, so ARM narrows it to s8 (sdot).
                 return lo + (hi << cast<uint8_t>(4));
             }
-            Expr lo = (weight(l4 + 32 * R * c, sb, t) >> cast<uint8_t>(2 * i)) & cast<uint8_t>(3);
+            Expr lo = (wt(l4 + 32 * R * c, sb, t) >> cast<uint8_t>(2 * i)) & cast<uint8_t>(3);
             if (b == 2) return lo;
-            Expr hi = (weight(64 * R + l4, sb, t) >> cast<uint8_t>(4 * c + i)) & cast<uint8_t>(1);
+            Expr hi = (wt(64 * R + l4, sb, t) >> cast<uint8_t>(4 * c + i)) & cast<uint8_t>(1);
             return lo + (hi << cast<uint8_t>(2));
         };
-        auto scale_byte = [&](const Expr &j) { return weight(L.scales_at * R + R * j + r, sb, t); };
+        auto scale_byte = [&](const Expr &j) { return wt(L.scales_at * R + R * j + r, sb, t); };
         auto sc = [&](const Expr &j) {
             return L.has_min ? cast<int32_t>(scale_byte(j) & cast<uint8_t>(15))
                              : cast<int32_t>(reinterpret<int8_t>(scale_byte(j)));
         };
         auto f16_at = [&](int at, const Expr &blk) {
-            return f16_bits_to_f32(u16_le(weight(at * R + 2 * r, blk, t), weight(at * R + 2 * r + 1, blk, t)));
+            return f16_bits_to_f32(u16_le(wt(at * R + 2 * r, blk, t), wt(at * R + 2 * r + 1, blk, t)));
         };
 
         Var b4v("b4"), kq("kq"), j("j");

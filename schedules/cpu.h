@@ -26,6 +26,12 @@ struct TileTokens {
 // A knob measured apart for those two kinds of target.
 using ByWidth = TileTokens;
 
+// A packed decode default per kernel family: Q4_K (with Q5_K, IQ4_XS),
+// Q6_K (with Q3_K, Q2_K), the 32-blocks.
+struct PackedStreams {
+    int q4k, q6k, block32;
+};
+
 // A family's defaults, used where a knob is 0.
 struct Tuning {
     int decode_tile_rows;
@@ -53,6 +59,9 @@ struct Tuning {
     // Outer sub-block dims of a packed K-quant prefill tile (T > 1) kept as
     // loops rather than unrolled (0: the whole super-block unrolled).
     ByWidth packed_subblock_loops;
+    // Row tiles a packed decode kernel computes together, a block of each in
+    // turn, so that that many weight streams are in flight (0 or 1: one).
+    PackedStreams packed_decode_streams;
 };
 
 
@@ -328,11 +337,20 @@ inline int packed_tile_T(const Knobs &k, int prefill_tokens) { return pick(k.til
 // With the head_norm epilogue (`head`), a task is whole heads: each head's
 // pre (its tiles, as above) is computed for the token tile, then its sums
 // of squares, then y's stores, while the head is in L1.
+struct PackedLoops {
+    RVar block;          // acc's loop over blocks
+    LoopLevel per_tile;  // where one block of one tile is computed
+};
 template <const Tuning &D>
-RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var t, RDom blocks, int R, int pairs,
-                  const Knobs &k, Func act4, Func act_d, Func act_sum, int prefill_tokens, HeadNormEpilogue head) {
+PackedLoops packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var t, RDom blocks, int R, int pairs,
+                         const Knobs &k, Func act4, Func act_d, Func act_sum, int prefill_tokens, int streams,
+                         HeadNormEpilogue head) {
     const int T = packed_tile_T(k, prefill_tokens);
     const int V = packed_lanes(k, R);
+    // Decode: S row tiles at once, a block of each in turn, so that S
+    // streams of weights are in flight (the generators clamp the tile index
+    // for a last, partial group).
+    const int S = k.prefill || head.defined() ? 1 : std::max(pick(k.streams, streams), 1);
     Expr tiles_per_task = std::max(pick(k.rows_per_task, k.prefill ? D.packed_prefill_rows_per_task : D.decode_rows_per_task) / R, 1);
     if (!k.prefill && k.rows_per_task == 0) {
         // Decode: a few long contiguous runs (one per task) rather than many
@@ -348,9 +366,13 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
         tiles_per_task = select(bytes < cast<int64_t>(D.packed_decode_min_parallel_bytes), tiles,
                                 max(tiles_per_task, (tiles + (D.packed_decode_tasks - 1)) / D.packed_decode_tasks));
     }
-    Var ot("ot"), ri("ri"), task("task"), nt("nt"), ni("ni"), hh("hh");
+    Var ot("ot"), ri("ri"), task("task"), nt("nt"), ni("ni"), hh("hh"), os("os");
     y.split(o, ot, ri, R, kGuard);
     vec_rows(y, ri, V);
+    if (S > 1) {
+        y.split(ot, ot, os, S, kGuard);
+        tiles_per_task = max((tiles_per_task + (S - 1)) / S, 1);
+    }
     // The loop of the tiles' (or the heads') tasks, and the loop of one tile.
     Var unit = ot;
     LoopLevel tile_at(y, ot);
@@ -390,7 +412,11 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
             f.compute_at(y, nt).reorder_storage(order);
         }
     } else {
-        if (!head.defined()) y.rename(n, nt).reorder(ri, ot, nt, task);
+        if (!head.defined() && S > 1) {
+            y.rename(n, nt).reorder(ri, os, ot, nt, task);
+        } else if (!head.defined()) {
+            y.rename(n, nt).reorder(ri, ot, nt, task);
+        }
         // The per-block activation sums, once per call rather than once per
         // row tile (Q4_K's pair up bsums: 24 scalar instructions a
         // super-block in the loop otherwise).
@@ -400,9 +426,15 @@ RVar packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var 
     // One tile: its row tile t is exactly one (o / R over R aligned rows;
     // with the glu epilogue a gate tile and an up tile, one after the
     // other), which bounds inference cannot prove by itself.
-    vec_rows(acc.compute_at(tile_at).bound_extent(r, R).bound_extent(t, pairs).bound_extent(n, T), r, V).unroll(n);
+    vec_rows(acc.compute_at(tile_at).bound_extent(r, R).bound_extent(t, pairs * S).bound_extent(n, T), r, V).unroll(n);
+    if (S > 1) {
+        // A block of each tile in turn (glu: of each gate and up tile).
+        vec_rows(acc.update().reorder(r, n, t, blocks.x), r, V).unroll(n).unroll(t);
+        return {unroll_reduction(acc.update(), blocks.x, k), LoopLevel(acc, t)};
+    }
     vec_rows(acc.update().reorder(r, n, blocks.x, t), r, V).unroll(n);  // glu: the gate tile, then the up tile
-    return unroll_reduction(acc.update(), blocks.x, k);
+    const RVar block = unroll_reduction(acc.update(), blocks.x, k);
+    return {block, LoopLevel(acc, block)};
 }
 
 // A ByWidth knob's value for this target.
@@ -502,12 +534,12 @@ inline void packed_dot(Func part, Func pair, Var kp, Var r, Var n, const RDom &d
 // sub-block dims...)) and macc (scales or mins against the activation sums,
 // over mins). Returns where `part` is computed: at subs[part_level], once
 // per sub-block (1) or per pair of them (2, Q4_K's two nibbles).
-inline LoopLevel scaled_sums(Func sacc, Func macc, Func acc, RVar block, Var r, Var n, const RDom &subs, const RDom &mins,
+inline LoopLevel scaled_sums(Func sacc, Func macc, const LoopLevel &per_tile, Var r, Var n, const RDom &subs, const RDom &mins,
                              DotForm form, int V, bool wide = false, int part_level = 1, int loops = 0) {
     // i16 halves only where the pairs were not widened one by one.
     const bool halves = form == DotForm::u8s8_pairs && !wide;
     for (Func s : {sacc, macc}) {
-        vec_rows(s.compute_at(acc, block), r, V).unroll(n);
+        vec_rows(s.compute_at(per_tile), r, V).unroll(n);
     }
     vec_rows(macc.update().reorder(r, n, mins.x), r, V).unroll(n).unroll(mins.x);
     Stage su = sacc.update();
@@ -549,9 +581,9 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
                                           : f.bits == 5 ? D.packed_q56k_tile_tokens
                                                         : D.packed_q4k_tile_tokens,
                                           t);
-    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
-                                       f.act_sum, tokens, f.head);
-    prefetch_weights(f.acc, f.weight, block, k,
+    const PackedLoops nest = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k,
+                                               f.act4, f.act_d, f.act_sum, tokens, D.packed_decode_streams.q4k, f.head);
+    prefetch_weights(f.acc, f.weight, nest.block, k,
                      f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t)
                                  : k.prefill ? 0 : by_width(D.packed_prefetch_blocks, t));
     // u8s8_pairs, Q4_K, one token a tile: a group's weight bytes hold both
@@ -574,7 +606,7 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
     const int loops = packed_tile_T(k, tokens) > 1 && !f.lut ? by_width(D.packed_subblock_loops, t) : 0;
     const int V = packed_lanes(k, f.rows);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
-               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form, V, f.wide_part,
+               scaled_sums(f.sacc, f.macc, nest.per_tile, f.r, f.n, f.subs, f.mins, f.form, V, f.wide_part,
                            both_nibbles ? 2 : 1, loops),
                k.prefill ? 1 : pick(k.chains, D.packed_decode_chains), V, f.wide_part,
                both_nibbles ? std::vector<Var>{f.h} : std::vector<Var>{});
@@ -584,31 +616,33 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
 // for u8s8_pairs) at a time.
 template <const Tuning &D>
 void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
-    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
-                                       f.act_sum, packed_tile_tokens(D.packed_q56k_tile_tokens, t), f.head);
-    prefetch_weights(f.acc, f.weight, block, k, D.packed_q6k_prefetch_blocks);
+    const PackedLoops loops = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4,
+                                              f.act_d, f.act_sum, packed_tile_tokens(D.packed_q56k_tile_tokens, t),
+                                              D.packed_decode_streams.q6k, f.head);
+    prefetch_weights(f.acc, f.weight, loops.block, k, D.packed_q6k_prefetch_blocks);
     const int V = packed_lanes(k, f.rows);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
-               scaled_sums(f.sacc, f.macc, f.acc, block, f.r, f.n, f.subs, f.mins, f.form, V),
+               scaled_sums(f.sacc, f.macc, loops.per_tile, f.r, f.n, f.subs, f.mins, f.form, V),
                k.prefill ? 1 : pick(k.chains, D.packed_decode_chains), V);
 }
 
 // Packed 32-blocks x Q8_0: as q4k_packed_q8, one block's dot at a time.
 template <const Tuning &D>
 void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
-    const RVar block = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d,
-                                       f.act_sum,
-                                       packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_block32_tile_tokens, t), f.head);
-    prefetch_weights(f.acc, f.weight, block, k, k.prefill ? 0 : 8 * by_width(D.packed_prefetch_blocks, t));
+    const PackedLoops loops = packed_tiles<D>(
+        f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d, f.act_sum,
+        packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_block32_tile_tokens, t),
+        D.packed_decode_streams.block32, f.head);
+    prefetch_weights(f.acc, f.weight, loops.block, k, k.prefill ? 0 : 8 * by_width(D.packed_prefetch_blocks, t));
     const int V = packed_lanes(k, f.rows);
-    vec_rows(f.isum.compute_at(f.acc, block), f.r, V).unroll(f.n);
+    vec_rows(f.isum.compute_at(loops.per_tile), f.r, V).unroll(f.n);
     if (f.form == DotForm::u8s8_pairs && !f.wide_part) {
         // The two i16 halves widened and added: a factor-2 reduction (vpmaddwd by ones).
         f.isum.update().reorder(f.halves.x, f.r, f.n).atomic().vectorize(f.halves.x).vectorize(f.r).unroll(f.n);
     } else {
         vec_rows(f.isum.update().reorder(f.r, f.n, f.halves.x), f.r, V).unroll(f.n);
     }
-    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, LoopLevel(f.acc, block),
+    packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form, loops.per_tile,
                k.prefill ? 1 : pick(k.chains, D.packed_decode_chains), V, f.wide_part);
 }
 

@@ -47,6 +47,16 @@ constexpr cpu::Tuning kX86 = {
     // vpmaddubsw), so one token a tile; Q6_K at 4 is untimed, so unchanged.
     /*packed_q56k_tile_tokens=*/{1, 8},
     /*packed_subblock_loops=*/{1, 0},  // AVX2: see q4k_packed_q8 (cpu.h)
+    // One thread reading one contiguous run leaves DRAM latency exposed;
+    // several runs read side by side keep more lines in flight. A C loop
+    // over 9.7 MB copies, one vpdpbusd per 64 bytes: 9.0 GB/s with one
+    // stream, 10.8 with 2, 12.0 with 4, 12.5 with 8 (2-core Intel Xeon VM,
+    // AVX-512 VNNI). The kernels, 4096x4096 from DRAM, one thread, qforge_bench
+    // medians of 3, two rounds (BENCHMARKS.md, "Decode with several weight
+    // streams"): Q4_K 0.96-0.98 ms with 1, 0.86-0.90 with 2, 0.97-0.98 with
+    // 4; int4g g32 1.00-1.01, 0.78-0.81, 0.68-0.70 (8: 0.65-0.70); Q6_K
+    // 1.63-1.66, 1.53-1.54, 1.84-1.87. {Q4_K, Q6_K, 32-blocks}.
+    /*packed_decode_streams=*/{2, 2, 4},
 };
 
 // Halide 21 emits vpdpbusd only for targets with avx512_zen4 (or
