@@ -150,7 +150,7 @@ public:
     GeneratorParam<int> lanes{"lanes", 0};               // GPU: lanes of a warp that share one row
     GeneratorParam<int> prefetch{"prefetch", 0};         // packed CPU: blocks the weight prefetch runs ahead (-1: none)
     GeneratorParam<int> chains{"chains", 0};             // packed CPU decode: accumulator chains of one block's dot
-    GeneratorParam<int> streams{"streams", 0};           // packed CPU decode: row tiles whose weights are read side by side
+    GeneratorParam<int> streams{"streams", 0};           // packed CPU: row tiles whose weights are read side by side
     // true: the activations pass through RMSNorm or LayerNorm first (see
     // activations()), and the kernel takes four more inputs after its own:
     // norm_weight [in], norm_bias [in], layer_norm (subtract the mean), eps.

@@ -19,7 +19,9 @@ constexpr cpu::Tuning kArm = {
     /*packed_iq4_tile_tokens=*/{4, 4},  // as the other packed kernels (untimed)
     /*packed_q56k_tile_tokens=*/{4, 4},
     /*packed_subblock_loops=*/{0, 0},
-    /*packed_decode_streams=*/{1, 1, 1},  // x86 gains from 2-4 (x86.cpp); not measured on an ARM core
+    // x86 gains from 2-4 (x86.cpp); not measured on an ARM core.
+    /*packed_decode_streams=*/{1, 1, 1},
+    /*packed_prefill_streams=*/{1, 1, 1},
 };
 
 // sdot/udot take operands of one sign: the nibbles narrow to s8 beside s8 activations.

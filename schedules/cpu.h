@@ -59,10 +59,17 @@ struct Tuning {
     // Outer sub-block dims of a packed K-quant prefill tile (T > 1) kept as
     // loops rather than unrolled (0: the whole super-block unrolled).
     ByWidth packed_subblock_loops;
-    // Row tiles a packed decode kernel computes together, a block of each in
-    // turn, so that that many weight streams are in flight (0 or 1: one).
+    // Row tiles a packed kernel computes together, a block of each in turn,
+    // so that that many weight streams are in flight (0 or 1: one).
     PackedStreams packed_decode_streams;
+    PackedStreams packed_prefill_streams;
 };
+
+// A packed family's streams default (a PackedStreams member) in k's mode.
+template <const Tuning &D>
+int packed_streams(int PackedStreams::*family, const Knobs &k) {
+    return (k.prefill ? D.packed_prefill_streams : D.packed_decode_streams).*family;
+}
 
 
 using namespace Halide;
@@ -347,10 +354,10 @@ PackedLoops packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var 
                          HeadNormEpilogue head) {
     const int T = packed_tile_T(k, prefill_tokens);
     const int V = packed_lanes(k, R);
-    // Decode: S row tiles at once, a block of each in turn, so that S
-    // streams of weights are in flight (the generators clamp the tile index
-    // for a last, partial group).
-    const int S = k.prefill || head.defined() ? 1 : std::max(pick(k.streams, streams), 1);
+    // S row tiles at once, a block of each in turn, so that S streams of
+    // weights are in flight (the generators clamp the tile index for a
+    // last, partial group).
+    const int S = head.defined() ? 1 : std::max(pick(k.streams, streams), 1);
     Expr tiles_per_task = std::max(pick(k.rows_per_task, k.prefill ? D.packed_prefill_rows_per_task : D.decode_rows_per_task) / R, 1);
     if (!k.prefill && k.rows_per_task == 0) {
         // Decode: a few long contiguous runs (one per task) rather than many
@@ -403,7 +410,11 @@ PackedLoops packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var 
         tile_at = LoopLevel(head.pre, pa[1]);
     }
     if (k.prefill) {
-        if (!head.defined()) y.split(n, nt, ni, T, kGuard).reorder(ri, ni, ot, nt, task);
+        if (!head.defined() && S > 1) {
+            y.split(n, nt, ni, T, kGuard).reorder(ri, ni, os, ot, nt, task);
+        } else if (!head.defined()) {
+            y.split(n, nt, ni, T, kGuard).reorder(ri, ni, ot, nt, task);
+        }
         const std::vector<Var> a4 = act4.args();
         act4.compute_at(y, nt).reorder_storage(a4[0], a4[2], a4[1]).reorder(a4[0], a4[2], a4[1]).vectorize(a4[0]).unroll(a4[2]);
         for (Func f : {act_d, act_sum}) {
@@ -582,7 +593,7 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
                                                         : D.packed_q4k_tile_tokens,
                                           t);
     const PackedLoops nest = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k,
-                                               f.act4, f.act_d, f.act_sum, tokens, D.packed_decode_streams.q4k, f.head);
+                                               f.act4, f.act_d, f.act_sum, tokens, packed_streams<D>(&PackedStreams::q4k, k), f.head);
     prefetch_weights(f.acc, f.weight, nest.block, k,
                      f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t)
                                  : k.prefill ? 0 : by_width(D.packed_prefetch_blocks, t));
@@ -618,7 +629,7 @@ template <const Tuning &D>
 void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
     const PackedLoops loops = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4,
                                               f.act_d, f.act_sum, packed_tile_tokens(D.packed_q56k_tile_tokens, t),
-                                              D.packed_decode_streams.q6k, f.head);
+                                              packed_streams<D>(&PackedStreams::q6k, k), f.head);
     prefetch_weights(f.acc, f.weight, loops.block, k, D.packed_q6k_prefetch_blocks);
     const int V = packed_lanes(k, f.rows);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
@@ -632,7 +643,7 @@ void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
     const PackedLoops loops = packed_tiles<D>(
         f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d, f.act_sum,
         packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_block32_tile_tokens, t),
-        D.packed_decode_streams.block32, f.head);
+        packed_streams<D>(&PackedStreams::block32, k), f.head);
     prefetch_weights(f.acc, f.weight, loops.block, k, k.prefill ? 0 : 8 * by_width(D.packed_prefetch_blocks, t));
     const int V = packed_lanes(k, f.rows);
     vec_rows(f.isum.compute_at(loops.per_tile), f.r, V).unroll(f.n);

@@ -22,7 +22,7 @@ struct Knobs {
     int lanes = 0;   // GPU: lanes of a warp that share one row
     int prefetch = 0;  // packed CPU kernels: blocks the weight prefetch runs ahead; -1: none
     int chains = 0;    // packed CPU decode: independent accumulators of one block's integer dot
-    int streams = 0;   // packed CPU decode: row tiles computed together, their weights read side by side
+    int streams = 0;   // packed CPU: row tiles computed together, their weights read side by side
 };
 
 // Any weight format -> f32: out(c, r). Runs of `block` columns share their

@@ -57,6 +57,12 @@ constexpr cpu::Tuning kX86 = {
     // 4; int4g g32 1.00-1.01, 0.78-0.81, 0.68-0.70 (8: 0.65-0.70); Q6_K
     // 1.63-1.66, 1.53-1.54, 1.84-1.87. {Q4_K, Q6_K, 32-blocks}.
     /*packed_decode_streams=*/{2, 2, 4},
+    // Prefill, 16 rows x the token tile each: 32-blocks at 2, 4096x4096,
+    // 2 rounds: 8 tokens 1.70-1.72 -> 1.36-1.38 ms on one thread, 0.93-0.96
+    // -> 0.77 on two; 128 tokens 15.4-15.5 -> 14.6-14.7 and 8.1-8.3 ->
+    // 7.7-7.8 (qwen3-0.6b q 2048x1024 on two threads: 1.23-1.24 -> 1.34-1.41).
+    // Q4_K at 2 was slower (8 tokens 2.01 -> 2.23-2.30 ms, 128: 16.9 -> 18.0-18.3).
+    /*packed_prefill_streams=*/{1, 1, 2},
 };
 
 // Halide 21 emits vpdpbusd only for targets with avx512_zen4 (or
