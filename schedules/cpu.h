@@ -26,8 +26,9 @@ struct TileTokens {
 // A knob measured apart for those two kinds of target.
 using ByWidth = TileTokens;
 
-// A packed decode default per kernel family: Q4_K (with Q5_K, IQ4_XS),
-// Q6_K (with Q3_K, Q2_K), the 32-blocks.
+// A packed kernel default per kernel family (Tuning has one for decode and
+// one for prefill): Q4_K (with Q5_K, IQ4_XS), Q6_K (with Q3_K, Q2_K), the
+// 32-blocks.
 struct PackedStreams {
     int q4k, q6k, block32;
 };
@@ -328,6 +329,12 @@ void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &t, const Knobs &k) {
 // Tokens per register tile of a packed kernel.
 inline int packed_tile_T(const Knobs &k, int prefill_tokens) { return pick(k.tile_tokens, k.prefill ? prefill_tokens : 1); }
 
+// The loops of a packed kernel that its per-block Funcs are scheduled at.
+struct PackedLoops {
+    RVar block;          // acc's loop over blocks
+    LoopLevel per_tile;  // where one block of one tile is computed
+};
+
 // Packed Q4_K x Q8_K. Lanes are rows of the tile (R of them), so every
 // vector op serves R rows and the activation bytes are broadcast; a tile
 // is rows x tokens (tokens: tile_tokens in prefill, 1 in decode), and one
@@ -344,10 +351,6 @@ inline int packed_tile_T(const Knobs &k, int prefill_tokens) { return pick(k.til
 // With the head_norm epilogue (`head`), a task is whole heads: each head's
 // pre (its tiles, as above) is computed for the token tile, then its sums
 // of squares, then y's stores, while the head is in L1.
-struct PackedLoops {
-    RVar block;          // acc's loop over blocks
-    LoopLevel per_tile;  // where one block of one tile is computed
-};
 template <const Tuning &D>
 PackedLoops packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var r, Var t, RDom blocks, int R, int pairs,
                          const Knobs &k, Func act4, Func act_d, Func act_sum, int prefill_tokens, int streams,
