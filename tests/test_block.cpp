@@ -491,9 +491,19 @@ TEST_P(HeadNormEpilogue, EqualsThePlainKernelNormalisedPerHead) {
                         for (int64_t d = 0; d < D; ++d) ss += double(v[d]) * v[d];
                         const double inv = 1 / std::sqrt(ss / D + (is_q ? h.q_eps : h.k_eps));
                         for (int64_t d = 0; d < D; ++d) {
-                            const double want = normed ? v[d] * inv * (is_q ? qw : kw)[d] : v[d];
+                            const double gain = normed ? inv * (is_q ? qw : kw)[d] : 1;
+                            const double want = v[d] * gain;
                             const double got = y.at(t, hd * D + d);
-                            if (!(std::fabs(got - want) <= 2e-6 * std::fabs(want) + 2e-6) && ++bad <= 3) {
+                            // The two kernels may add a row's blocks in different
+                            // orders (the plain one interleaves several row tiles,
+                            // the streams knob; Halide lets LLVM reassociate): the
+                            // pre values may then differ by float rounding of the
+                            // block sums, which scales with the head's size, not
+                            // with the one value (a small one is a cancellation).
+                            // Seen: up to 0.92e-6 of the head's RMS (40 seeds);
+                            // 4e-6 still fails a swapped q/k eps.
+                            const double rounding = 4e-6 * std::sqrt(ss / D) * gain;
+                            if (!(std::fabs(got - want) <= 2e-6 * std::fabs(want) + rounding) && ++bad <= 3) {
                                 ADD_FAILURE() << "[" << t << ", " << hd * D + d << "]: " << got << " vs " << want;
                             }
                         }
