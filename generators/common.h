@@ -64,6 +64,20 @@ Func clamp_tiles(W &weight) {
     return f;
 }
 
+// The target family's weight touch for a packed kernel (PackedTouch in
+// schedules.h): touch(b, t), 0 where the family has none.
+inline Func weight_touch(const ImageParam &weight, PackedKind kind, const Target &t, const Knobs &k) {
+    Func touch("weight_touch");
+    const ScheduleFamily &family = schedule_family_for(t);
+    if (family.packed_touch) {
+        family.packed_touch(touch, weight, kind, t, k);
+    } else {
+        Var b("b"), tile("tile");
+        touch(b, tile) = 0;
+    }
+    return touch;
+}
+
 // One term of a packed kernel's 4-byte integer dot, u4 weight `q` (uint8)
 // times s8 activation `a`, as the target's instruction wants it: x86 keeps
 // the nibble u8 (u8 x s8 is vpdpbusd); left plain, FindIntrinsics narrows
@@ -149,6 +163,7 @@ public:
     GeneratorParam<int> unroll{"unroll", 0};             // unroll of the reduction loop
     GeneratorParam<int> lanes{"lanes", 0};               // GPU: lanes of a warp that share one row
     GeneratorParam<int> prefetch{"prefetch", 0};         // packed CPU: blocks the weight prefetch runs ahead (-1: none)
+    GeneratorParam<int> touch{"touch", 0};               // packed CPU decode: blocks the prefetcht0 runs ahead (-1: none)
     GeneratorParam<int> chains{"chains", 0};             // packed CPU decode: accumulator chains of one block's dot
     GeneratorParam<int> streams{"streams", 0};           // packed CPU: row tiles whose weights are read side by side
     // true: the activations pass through RMSNorm or LayerNorm first (see
@@ -346,6 +361,7 @@ protected:
         k.prefetch = prefetch;
         k.chains = chains;
         k.streams = streams;
+        k.touch = touch;
         return k;
     }
 

@@ -113,7 +113,7 @@ public:
             Expr sc = w.sc(r, j, sb, t);
             return iq4 ? cast<int32_t>(reinterpret<int8_t>(sc)) : cast<int32_t>(cast<int16_t>(sc));
         };
-        f.sacc(r, sb, t, n) = 0;
+        f.sacc(r, sb, t, n) = weight_touch(weight, PackedKind::q4k, get_target(), knobs())(sb, t);
         if (q5 && f.form == DotForm::u8s8_pairs) {
             f.subs = RDom(0, parts, 0, 2, 0, 2, 0, 4, "subs");  // kp, gq, h, jp
             f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, f.subs.z, f.subs.w, sb, t, n)) *

@@ -111,7 +111,7 @@ public:
         }
         const int parts = f.form == DotForm::u8s8_pairs ? 2 : 1;
         f.subs = RDom(0, parts, 0, 16 * f.units, "subs");  // kp, u
-        f.sacc(r, sb, t, n) = 0;
+        f.sacc(r, sb, t, n) = weight_touch(weight, PackedKind::q6k, get_target(), knobs())(sb, t);
         f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, sb, t, n)) *
                                cast<int32_t>(cast<int16_t>(sc(f.subs.y / f.units)));
         // macc: the offset's scales (Q6_K, Q3_K) or the mins (Q2_K) against the sums.

@@ -22,6 +22,7 @@ constexpr cpu::Tuning kArm = {
     // x86 gains from 2-4 (x86.cpp); not measured on an ARM core.
     /*packed_decode_streams=*/{1, 1, 1},
     /*packed_prefill_streams=*/{1, 1, 1},
+    /*packed_decode_touch=*/{0, 0, 0},
 };
 
 // sdot/udot take operands of one sign: the nibbles narrow to s8 beside s8 activations.
@@ -46,6 +47,7 @@ const ScheduleFamily arm_family = {
     cpu::q8_0_quantize<kArm>,
     cpu::q6k_packed_q8<kArm>,
     cpu::head_norm<kArm>,
+    cpu::packed_touch<kArm>,
 };
 const RegisterScheduleFamily registered{&arm_family};
 

@@ -26,11 +26,11 @@ struct TileTokens {
 // A knob measured apart for those two kinds of target.
 using ByWidth = TileTokens;
 
-// A packed kernel default per kernel family (Tuning has one for decode and
-// one for prefill): Q4_K (with Q5_K, IQ4_XS), Q6_K (with Q3_K, Q2_K), the
-// 32-blocks.
-struct PackedStreams {
+// A packed kernel default per kernel family: Q4_K (with Q5_K, IQ4_XS),
+// Q6_K (with Q3_K, Q2_K), the 32-blocks.
+struct PerPacked {
     int q4k, q6k, block32;
+    int of(PackedKind kind) const { return kind == PackedKind::q4k ? q4k : kind == PackedKind::q6k ? q6k : block32; }
 };
 
 // A family's defaults, used where a knob is 0.
@@ -62,13 +62,16 @@ struct Tuning {
     ByWidth packed_subblock_loops;
     // Row tiles a packed kernel computes together, a block of each in turn,
     // so that that many weight streams are in flight (0 or 1: one).
-    PackedStreams packed_decode_streams;
-    PackedStreams packed_prefill_streams;
+    PerPacked packed_decode_streams;
+    PerPacked packed_prefill_streams;
+    // Decode: blocks ahead of the loop that a tile's weights are prefetched
+    // into L1 with prefetcht0 (packed_touch; 0: none).
+    PerPacked packed_decode_touch;
 };
 
-// A packed family's streams default (a PackedStreams member) in k's mode.
+// A packed family's streams default (a PerPacked member) in k's mode.
 template <const Tuning &D>
-int packed_streams(int PackedStreams::*family, const Knobs &k) {
+int packed_streams(int PerPacked::*family, const Knobs &k) {
     return (k.prefill ? D.packed_prefill_streams : D.packed_decode_streams).*family;
 }
 
@@ -485,6 +488,30 @@ inline void prefetch_weights(Func acc, ImageParam weight, RVar block, const Knob
     }
 }
 
+// The weight touch (PackedTouch, schedules.h) of a packed decode kernel:
+// prefetcht0 of tile t's block b + ahead, a call into the runtime
+// (qf_cpu_touch, runtime/src/cpu_features.cpp) with the weight buffer's
+// host pointer and the block's offset, once per tile and block. The
+// runtime skips it on CPUs that run the prefetchnta nest instead
+// (cpu_wants_prefetch). The block index is clamped to the last block.
+template <const Tuning &D>
+void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const Target &, const Knobs &k) {
+    const int ahead = k.touch != 0 ? std::max(k.touch, 0) : k.prefill ? 0 : D.packed_decode_touch.of(kind);
+    Var b("b"), tile("tile");
+    if (ahead == 0) {
+        touch(b, tile) = 0;
+        return;
+    }
+    using namespace Internal;
+    Expr buffer = Variable::make(type_of<halide_buffer_t *>(), weight.name() + ".buffer", weight.parameter());
+    Expr host = Call::make(Handle(), Call::buffer_get_host, {buffer}, Call::Extern);
+    Expr block = min(b + ahead, weight.dim(1).extent() - 1), last_tile = weight.dim(2).extent() - 1;
+    Expr offset = (cast<int64_t>(block) * weight.dim(1).stride() + cast<int64_t>(min(tile, last_tile)) * weight.dim(2).stride()) *
+                  weight.type().bytes();
+    touch(b, tile) = Call::make(Int(32), "qf_cpu_touch", {host, offset, weight.dim(0).extent() * weight.type().bytes()},
+                                Call::Extern);
+}
+
 // A packed kernel's integer dot `part`, computed at `at`: for u8s8_pairs
 // the i16 pair sums `pair` (vpmaddubsw) summed over `groups`; otherwise
 // 4-byte dot products (vpdpbusd, sdot) over dot.x, unrolled over the rest.
@@ -596,7 +623,7 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
                                                         : D.packed_q4k_tile_tokens,
                                           t);
     const PackedLoops nest = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k,
-                                               f.act4, f.act_d, f.act_sum, tokens, packed_streams<D>(&PackedStreams::q4k, k), f.head);
+                                               f.act4, f.act_d, f.act_sum, tokens, packed_streams<D>(&PerPacked::q4k, k), f.head);
     prefetch_weights(f.acc, f.weight, nest.block, k,
                      f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t)
                                  : k.prefill ? 0 : by_width(D.packed_prefetch_blocks, t));
@@ -632,7 +659,7 @@ template <const Tuning &D>
 void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
     const PackedLoops loops = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4,
                                               f.act_d, f.act_sum, packed_tile_tokens(D.packed_q56k_tile_tokens, t),
-                                              packed_streams<D>(&PackedStreams::q6k, k), f.head);
+                                              packed_streams<D>(&PerPacked::q6k, k), f.head);
     prefetch_weights(f.acc, f.weight, loops.block, k, D.packed_q6k_prefetch_blocks);
     const int V = packed_lanes(k, f.rows);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
@@ -646,7 +673,7 @@ void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
     const PackedLoops loops = packed_tiles<D>(
         f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d, f.act_sum,
         packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_block32_tile_tokens, t),
-        packed_streams<D>(&PackedStreams::block32, k), f.head);
+        packed_streams<D>(&PerPacked::block32, k), f.head);
     prefetch_weights(f.acc, f.weight, loops.block, k, k.prefill ? 0 : 8 * by_width(D.packed_prefetch_blocks, t));
     const int V = packed_lanes(k, f.rows);
     vec_rows(f.isum.compute_at(loops.per_tile), f.r, V).unroll(f.n);

@@ -23,6 +23,7 @@ struct Knobs {
     int prefetch = 0;  // packed CPU kernels: blocks the weight prefetch runs ahead; -1: none
     int chains = 0;    // packed CPU decode: independent accumulators of one block's integer dot
     int streams = 0;   // packed CPU: row tiles computed together, their weights read side by side
+    int touch = 0;     // packed CPU decode: blocks the prefetcht0 of a tile's weights runs ahead; -1: none
 };
 
 // Any weight format -> f32: out(c, r). Runs of `block` columns share their
@@ -191,6 +192,18 @@ struct HeadNormFuncs {
     Halide::RDom e;
 };
 
+// The packed kernel families, for the hooks that differ between them.
+enum class PackedKind { q4k, q6k, block32 };
+
+// A packed kernel's weight touch, touch(b, t): 0, from which the kernel
+// starts tile t's per-block integer sums, so that it is evaluated once per
+// tile and block. A family may make it a call that prefetches the tile's
+// block b + ahead into L1 (prefetcht0), which Halide's prefetch directive
+// cannot emit (it is always prefetchnta). The generator defines touch
+// through ScheduleFamily::packed_touch before its algorithm uses it.
+using PackedTouch = void (*)(Halide::Func touch, const Halide::ImageParam &weight, PackedKind, const Halide::Target &,
+                             const Knobs &);
+
 // One target family's schedules. Families register themselves statically.
 struct ScheduleFamily {
     const char *name;
@@ -207,6 +220,7 @@ struct ScheduleFamily {
     void (*q8_0_quantize)(Q80QuantizeFuncs &, const Halide::Target &, const Knobs &);
     void (*q6k_packed_q8)(PackedQ6KFuncs &, const Halide::Target &, const Knobs &);
     void (*head_norm)(HeadNormFuncs &, const Halide::Target &, const Knobs &);
+    PackedTouch packed_touch = nullptr;  // none: touch is 0
 };
 
 inline std::vector<const ScheduleFamily *> &schedule_families() {

@@ -63,6 +63,18 @@ constexpr cpu::Tuning kX86 = {
     // 7.7-7.8 (qwen3-0.6b q 2048x1024 on two threads: 1.23-1.24 -> 1.34-1.41).
     // Q4_K at 2 was slower (8 tokens 2.01 -> 2.23-2.30 ms, 128: 16.9 -> 18.0-18.3).
     /*packed_prefill_streams=*/{1, 1, 2},
+    // Where the vendor's prefetchnta nest does not run (Intel), decode with
+    // a tile's weights prefetched into L1 (prefetcht0) this many blocks
+    // ahead (2-core Intel Xeon VM, x86-avx512-vnni, qforge_bench medians of
+    // 3, alternating rounds; llama-3.1-8b q 4096x4096, one / two threads):
+    // Q4_K 1.01-1.05 -> 0.95-0.97 / 0.57-0.59 -> 0.53-0.54 ms (2 and 4
+    // ahead no better); Q6_K 1.79 -> 1.47-1.48 / 0.95 -> 0.77-0.81 (2:
+    // 1.53-1.56); int4g g32 0.80-0.82 -> 0.72-0.74 / 0.46-0.47 -> 0.42 (8:
+    // 0.76). Small layers lose a little (qwen3-0.6b q 2048x1024, one thread:
+    // Q4_K 0.065 -> 0.067-0.071, int4g 0.053 -> 0.056-0.057). A C loop
+    // streaming 2368-byte blocks: t0 1.35-1.5x, t1 and t2 a little less,
+    // nta 0.7x. {Q4_K, Q6_K, 32-blocks}
+    /*packed_decode_touch=*/{1, 1, 4},
 };
 
 // Halide 21 emits vpdpbusd only for targets with avx512_zen4 (or
@@ -92,6 +104,7 @@ const ScheduleFamily x86_family = {
     cpu::q8_0_quantize<kX86>,
     cpu::q6k_packed_q8<kX86>,
     cpu::head_norm<kX86>,
+    cpu::packed_touch<kX86>,
 };
 const RegisterScheduleFamily registered{&x86_family};
 

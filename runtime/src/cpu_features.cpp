@@ -115,3 +115,16 @@ bool machine_has(const std::string &feature) {
 // per tile (schedules/cpu.h, cpu_wants_prefetch): 1 runs the loop nest
 // with prefetches, 0 the one without.
 extern "C" int qf_cpu_prefetch() { return qforge::internal::cpu_prefetch(); }
+
+// Called by the packed CPU decode kernels with a weight touch, once per
+// tile and block (schedules/cpu.h, packed_touch): prefetcht0 of the `bytes`
+// at host + offset, a block ahead of the kernel's loop, on CPUs that do not
+// run the kernels' prefetchnta nest (an Intel Xeon, where NTA fills made
+// the kernels slower and T0 made them faster). Returns 0, which the kernel
+// adds to its sums.
+extern "C" int qf_cpu_touch(const void *host, int64_t offset, int32_t bytes) {
+    if (qforge::internal::cpu_prefetch()) return 0;
+    const char *p = static_cast<const char *>(host) + offset;
+    for (int32_t i = 0; i < bytes; i += 64) __builtin_prefetch(p + i, 0, 3);
+    return 0;
+}
