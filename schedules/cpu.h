@@ -505,8 +505,14 @@ void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const T
     using namespace Internal;
     Expr buffer = Variable::make(type_of<halide_buffer_t *>(), weight.name() + ".buffer", weight.parameter());
     Expr host = Call::make(Handle(), Call::buffer_get_host, {buffer}, Call::Extern);
-    Expr block = min(b + ahead, weight.dim(1).extent() - 1), last_tile = weight.dim(2).extent() - 1;
-    Expr offset = (cast<int64_t>(block) * weight.dim(1).stride() + cast<int64_t>(min(tile, last_tile)) * weight.dim(2).stride()) *
+    // Past a tile's last block, its stream goes on with the next group of
+    // S tiles (a short row, e.g. 4 super-blocks, would otherwise leave
+    // each tile's first blocks unfetched).
+    const int S = std::max(pick(k.streams, D.packed_decode_streams.of(kind)), 1);
+    Expr blocks = weight.dim(1).extent(), next = b + ahead, wraps = next >= blocks;
+    Expr block = min(select(wraps, next - blocks, next), blocks - 1);
+    Expr to = min(select(wraps, tile + S, tile), weight.dim(2).extent() - 1);
+    Expr offset = (cast<int64_t>(block) * weight.dim(1).stride() + cast<int64_t>(to) * weight.dim(2).stride()) *
                   weight.type().bytes();
     touch(b, tile) = Call::make(Int(32), "qf_cpu_touch", {host, offset, weight.dim(0).extent() * weight.type().bytes()},
                                 Call::Extern);
