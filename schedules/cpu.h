@@ -493,7 +493,9 @@ inline void prefetch_weights(Func acc, ImageParam weight, RVar block, const Knob
 // (qf_cpu_touch, runtime/src/cpu_features.cpp) with the weight buffer's
 // host pointer and the block's offset, once per tile and block. The
 // runtime skips it on CPUs that run the prefetchnta nest instead
-// (cpu_wants_prefetch). The block index is clamped to the last block.
+// (cpu_wants_prefetch). Indices are clamped to the tensor; a prefetch is a
+// hint, so a kernel that groups its tiles otherwise (head_norm: one at a
+// time) only fetches a later tile than it reads next.
 template <const Tuning &D>
 void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const Target &, const Knobs &k) {
     const int ahead = k.touch != 0 ? std::max(k.touch, 0) : k.prefill ? 0 : D.packed_decode_touch.of(kind);
@@ -507,7 +509,8 @@ void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const T
     Expr host = Call::make(Handle(), Call::buffer_get_host, {buffer}, Call::Extern);
     // Past a tile's last block, its stream goes on with the next group of
     // S tiles (a short row, e.g. 4 super-blocks, would otherwise leave
-    // each tile's first blocks unfetched).
+    // each tile's first blocks unfetched: BENCHMARKS.md, "Decode prefetches
+    // its weights into L1").
     const int S = std::max(pick(k.streams, D.packed_decode_streams.of(kind)), 1);
     Expr blocks = weight.dim(1).extent(), next = b + ahead, wraps = next >= blocks;
     Expr block = min(select(wraps, next - blocks, next), blocks - 1);
