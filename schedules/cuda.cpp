@@ -352,18 +352,18 @@ void norm_stats(NormFuncs &f, const Target &, const Knobs &) {
     }
 }
 
-// Per-head RMSNorm: as norm_stats, a block per (head, token) sums its
-// squares in a warp's lanes; the outputs are a second kernel, so an
-// in-place call reads every input before it writes.
+// Per-head RMSNorm in one kernel: a block per (head, token) sums its
+// squares in a warp's lanes (shared memory, then one thread), then its
+// warp writes the head. In place it stays safe: a block reads only its own
+// head, all of it before the barrier that precedes the first write.
 void head_norm(HeadNormFuncs &f, const Target &, const Knobs &) {
     RVar eo("eo"), ei("ei");
-    Var u("u"), hn("hn"), db("db"), dt("dt"), hb("hb"), ht("ht");
+    Var u("u"), dob("do"), di("di");
     Func intm = f.sq.update().split(f.e.x, eo, ei, kWarp, kGuard).rfactor(ei, u);
-    f.sq.compute_root().gpu_blocks(f.h, f.n);
-    f.sq.update().gpu_blocks(f.h, f.n);
-    intm.compute_at(f.sq, f.h).gpu_threads(u);
+    f.out.split(f.d, dob, di, kWarp, kGuard).reorder(di, dob, f.h, f.n).gpu_blocks(f.h, f.n).gpu_threads(di);
+    f.sq.compute_at(f.out, f.h);
+    intm.compute_at(f.out, f.h).gpu_threads(u);
     intm.update().gpu_threads(u);
-    f.out.fuse(f.h, f.n, hn).gpu_tile(f.d, hn, db, hb, dt, ht, 32, 4, kGuard);
 }
 
 bool is_cuda(const Target &t) { return t.has_feature(Target::CUDA); }
