@@ -510,14 +510,16 @@ void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const T
     // Past a tile's last block, its stream goes on with the next group of
     // S tiles (a short row, e.g. 4 super-blocks, would otherwise leave
     // each tile's first blocks unfetched: BENCHMARKS.md, "Decode prefetches
-    // its weights into L1").
+    // its weights into L1"). The runtime picks the block and the tile: the
+    // loop passes the block index and the two tiles' offsets, which do not
+    // change within a tile, so no address arithmetic joins the hottest loop.
     const int S = std::max(pick(k.streams, D.packed_decode_streams.of(kind)), 1);
-    Expr blocks = weight.dim(1).extent(), next = b + ahead, wraps = next >= blocks;
-    Expr block = min(select(wraps, next - blocks, next), blocks - 1);
-    Expr to = min(select(wraps, tile + S, tile), weight.dim(2).extent() - 1);
-    Expr offset = (cast<int64_t>(block) * weight.dim(1).stride() + cast<int64_t>(to) * weight.dim(2).stride()) *
-                  weight.type().bytes();
-    touch(b, tile) = Call::make(Int(32), "qf_cpu_touch", {host, offset, weight.dim(0).extent() * weight.type().bytes()},
+    const int bytes = weight.type().bytes();
+    Expr last = weight.dim(2).extent() - 1;
+    Expr here = cast<int64_t>(min(tile, last)) * weight.dim(2).stride() * bytes;
+    Expr next = cast<int64_t>(min(tile + S, last)) * weight.dim(2).stride() * bytes;
+    touch(b, tile) = Call::make(Int(32), "qf_cpu_touch",
+                                {host, here, next, b + ahead, weight.dim(1).extent(), weight.dim(1).stride() * bytes},
                                 Call::Extern);
 }
 

@@ -4,6 +4,7 @@
 
 #include "cuda_device.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -117,14 +118,19 @@ bool machine_has(const std::string &feature) {
 extern "C" int qf_cpu_prefetch() { return qforge::internal::cpu_prefetch(); }
 
 // Called by the packed CPU decode kernels with a weight touch, once per
-// tile and block (schedules/cpu.h, packed_touch): prefetcht0 of the `bytes`
-// at host + offset, a block ahead of the kernel's loop, on CPUs that do not
-// run the kernels' prefetchnta nest (an Intel Xeon, where NTA fills made
-// the kernels slower and T0 made them faster). Returns 0, which the kernel
-// adds to its sums.
-extern "C" int qf_cpu_touch(const void *host, int64_t offset, int32_t bytes) {
+// tile and block (schedules/cpu.h, packed_touch): prefetcht0 of block
+// `block` (`run` bytes each, `blocks` a tile) of the tile at byte offset
+// `here`, or past the tile's end, of the tile at `next`; on CPUs that do
+// not run the kernels' prefetchnta nest (an Intel Xeon, where NTA fills
+// made the kernels slower and T0 made them faster). Returns 0, which the
+// kernel adds to its sums.
+extern "C" int qf_cpu_touch(const void *host, int64_t here, int64_t next, int32_t block, int32_t blocks, int32_t run) {
     if (qforge::internal::cpu_prefetch()) return 0;
-    const char *p = static_cast<const char *>(host) + offset;
-    for (int32_t i = 0; i < bytes; i += 64) __builtin_prefetch(p + i, 0, 3);
+    if (block >= blocks) {
+        block = std::min(block - blocks, blocks - 1);
+        here = next;
+    }
+    const char *p = static_cast<const char *>(host) + here + int64_t{block} * run;
+    for (int32_t i = 0; i < run; i += 64) __builtin_prefetch(p + i, 0, 3);
     return 0;
 }
