@@ -70,8 +70,8 @@ constexpr cpu::Tuning kX86 = {
     // Q4_K 1.01-1.05 -> 0.95-0.97 / 0.57-0.59 -> 0.53-0.54 ms (2 and 4
     // ahead no better); Q6_K 1.79 -> 1.47-1.48 / 0.95 -> 0.77-0.81 (2:
     // 1.53-1.56); int4g g32 0.80-0.82 -> 0.72-0.74 / 0.46-0.47 -> 0.42 (8:
-    // 0.76). Small layers lose a little (qwen3-0.6b q 2048x1024, one thread:
-    // Q4_K 0.065 -> 0.067-0.071, int4g 0.053 -> 0.056-0.057). A C loop
+    // 0.76). Small layers (qwen3-0.6b) move by up to about 10% either way
+    // (BENCHMARKS.md, "Decode prefetches its weights into L1"). A C loop
     // streaming 2368-byte blocks: t0 1.35-1.5x, t1 and t2 a little less,
     // nta 0.7x. {Q4_K, Q6_K, 32-blocks}
     /*packed_decode_touch=*/{1, 1, 4},
