@@ -3,7 +3,9 @@
 // (Llama-3.2-1B, Llama-3.1-8B, Qwen3-0.6B), for tokens in {1} (matvec
 // kernels) or {8, 32, 128, 512} (matmul kernels) and threads in {1, all
 // cores}, with weight GB/s and GFLOP/s as counters. Weight buffers rotate
-// (copies past 512 MiB) so that decode numbers are not cache-resident.
+// (copies past 512 MiB) so that decode numbers are not cache-resident;
+// QF_BENCH_CACHED=1 keeps one copy, for a kernel's time from cache (what
+// its arithmetic allows, apart from DRAM).
 // A new kernel row in targets/ is benchmarked here without edits. Packed
 // Matmul rows run once more with their plain epilogue in use (name/epilogue).
 //
@@ -17,6 +19,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -61,7 +64,9 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
     const KernelRow &r = *row;
     // A glu row reads a gate and an up tile per output tile: twice the bytes for s.out outputs.
     const int64_t bytes = (r.epi == Epi::glu ? 2 : 1) * weight_bytes(r.format, s.out, s.in, r.group);
-    const size_t copies = std::max<size_t>(1, std::min<size_t>(64, kRotateBytes / static_cast<size_t>(bytes)));
+    const size_t copies = std::getenv("QF_BENCH_CACHED")
+                              ? 1
+                              : std::max<size_t>(1, std::min<size_t>(64, kRotateBytes / static_cast<size_t>(bytes)));
     const bench::RandomWeights one = bench::random_weights(r.format, s.out, s.in, r.group);
     // Packed rows read the packed layout (R = the row's pack column), as a layer packs it at load.
     std::vector<uint8_t> packed;

@@ -59,11 +59,12 @@ struct Q4KPacked {
     int d_at = 144;  // d's offset in units of R bytes: 144, or IQ4_XS's 136
 
     // Nibble h of byte b4 (0..3) of group g (0..7) of chunk jp (0..3), row r:
-    // weight 64 jp + 32 h + 4 g + b4, as uint8.
+    // weight 64 jp + 32 h + 4 g + b4, as uint8. With `high16` the high
+    // nibble stays in place, 16 times the weight (see its use).
     Expr q(const Expr &b4, const Expr &r, const Expr &g, const Expr &h, const Expr &jp, const Expr &sb,
-           const Expr &t) const {
+           const Expr &t, bool high16 = false) const {
         Expr p = bytes(b4 + 4 * r + 4 * R * g + 32 * R * jp, sb, t);
-        return select(h == 0, p & cast<uint8_t>(15), p >> cast<uint8_t>(4));
+        return select(h == 0, p & cast<uint8_t>(15), high16 ? p & cast<uint8_t>(0xF0) : p >> cast<uint8_t>(4));
     }
     // Q5_K: the fifth bit of the same weight. Byte b4 + 4r + 4Rg of the 32 R
     // bytes after Q4_K's fields is the file's qh[4g + b4]; bit j is sub-block j's.

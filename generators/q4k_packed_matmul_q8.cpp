@@ -52,11 +52,19 @@ public:
         f.weight = weight;
         Var r = f.r, t = f.t, n = f.n, kp = f.kp, h = f.h, jp = f.jp, sb = f.sb, o = f.o;
         Q4KPacked w{clamp_tiles(weight), R, iq4 ? 136 : 144};
+        // u8 x s8 dots of 4 (vpdpbusd) take the high nibble in place, 16 q
+        // (at most 240): x86 has no byte shift, and the one LLVM emits for
+        // it (vgf2p8affineqb, or vpsrlw and vpand) competes with vpdpbusd
+        // for port 0 of Intel's cores, once per 64 weights. The low
+        // sub-blocks' scales take the 16 instead (16 sacc, at most 2^29),
+        // once per sub-block, and d takes 1/16: exact, so every form
+        // still gives the same bits.
+        const bool high16 = f.form == DotForm::u8s8_dot4 && !q5 && !iq4;
 
         // The integer dot of sub-block j = 2 jp + h, in parts of `kp`. Byte
         // b = 4 g + (its place in the group of 4) of a 32-byte chunk.
         auto quant = [&](const Expr &b4, const Expr &g) {
-            Expr q = w.q(b4, r, g, h, jp, sb, t);
+            Expr q = w.q(b4, r, g, h, jp, sb, t, high16);
             if (iq4) return iq4_weight(f.form, q);
             return q5 ? q + (w.high(b4, r, g, h, jp, sb, t) << cast<uint8_t>(4)) : q;
         };
@@ -120,8 +128,9 @@ public:
                                    cast<int32_t>(cast<int16_t>(w.sc(r, 2 * f.subs.w + f.subs.z, sb, t)));
         } else {
             f.subs = RDom(0, parts, 0, 2, 0, 4, "subs");  // kp, h, jp
+            Expr sc = scale(2 * f.subs.z + f.subs.y);
             f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, f.subs.z, sb, t, n)) *
-                                   scale(2 * f.subs.z + f.subs.y);
+                                   (high16 ? select(f.subs.y == 0, sc * 16, sc) : sc);
         }
         // Q4_K's mins, or IQ4_XS's scales (against its zero point), times
         // the sub-block activation sums.
@@ -133,7 +142,7 @@ public:
         Expr b = f.blocks;
         f.acc(r, t, n) = 0.0f;
         if (!iq4) {
-            f.acc(r, t, n) += f.act_d(b, n) * (w.d(r, b, t) * cast<float>(f.sacc(r, b, t, n)) -
+            f.acc(r, t, n) += f.act_d(b, n) * ((high16 ? w.d(r, b, t) * 0.0625f : w.d(r, b, t)) * cast<float>(f.sacc(r, b, t, n)) -
                                             w.dmin(r, b, t) * cast<float>(f.macc(r, b, t, n)));
         } else if (iq4_zero(f.form) != 0) {
             f.acc(r, t, n) += f.act_d(b, n) * (w.d(r, b, t) * cast<float>(f.sacc(r, b, t, n) -

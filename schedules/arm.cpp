@@ -20,7 +20,7 @@ constexpr cpu::Tuning kArm = {
     /*packed_q56k_tile_tokens=*/{4, 4},
     /*packed_subblock_loops=*/{0, 0},
     // x86 gains from 2-4 (x86.cpp); not measured on an ARM core.
-    /*packed_decode_streams=*/{1, 1, 1},
+    /*packed_decode_streams=*/{{1, 1, 1}, {1, 1, 1}},
     /*packed_prefill_streams=*/{1, 1, 1},
     /*packed_decode_touch=*/{0, 0, 0},
 };

@@ -32,6 +32,10 @@ struct PerPacked {
     int q4k, q6k, block32;
     int of(PackedKind kind) const { return kind == PackedKind::q4k ? q4k : kind == PackedKind::q6k ? q6k : block32; }
 };
+// PerPacked measured apart for the two kinds of target (see ByWidth).
+struct PerPackedByWidth {
+    PerPacked narrow, wide;
+};
 
 // A family's defaults, used where a knob is 0.
 struct Tuning {
@@ -62,19 +66,12 @@ struct Tuning {
     ByWidth packed_subblock_loops;
     // Row tiles a packed kernel computes together, a block of each in turn,
     // so that that many weight streams are in flight (0 or 1: one).
-    PerPacked packed_decode_streams;
+    PerPackedByWidth packed_decode_streams;
     PerPacked packed_prefill_streams;
     // Decode: blocks ahead of the loop that a tile's weights are prefetched
     // into L1 with prefetcht0 (packed_touch; 0: none).
     PerPacked packed_decode_touch;
 };
-
-// A packed family's streams default (a PerPacked member) in k's mode.
-template <const Tuning &D>
-int packed_streams(int PerPacked::*family, const Knobs &k) {
-    return (k.prefill ? D.packed_prefill_streams : D.packed_decode_streams).*family;
-}
-
 
 using namespace Halide;
 
@@ -454,10 +451,17 @@ PackedLoops packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var 
     return {block, LoopLevel(acc, block)};
 }
 
+// Whether a ByWidth knob takes its `wide` value on this target.
+inline bool wide_target(const Target &t) { return t.arch == Target::ARM || t.has_feature(Target::AVX512); }
+
 // A ByWidth knob's value for this target.
-inline int by_width(const ByWidth &k, const Target &t) {
-    const bool wide = t.arch == Target::ARM || t.has_feature(Target::AVX512);
-    return wide ? k.wide : k.narrow;
+inline int by_width(const ByWidth &k, const Target &t) { return wide_target(t) ? k.wide : k.narrow; }
+
+// A packed family's streams default in k's mode on target t.
+template <const Tuning &D>
+int packed_streams(PackedKind kind, const Knobs &k, const Target &t) {
+    const PerPackedByWidth &d = D.packed_decode_streams;
+    return (k.prefill ? D.packed_prefill_streams : wide_target(t) ? d.wide : d.narrow).of(kind);
 }
 
 // Tokens per packed prefill tile (TileTokens, in Tuning) for this target.
@@ -489,15 +493,16 @@ inline void prefetch_weights(Func acc, ImageParam weight, RVar block, const Knob
 }
 
 // The weight touch (PackedTouch, schedules.h) of a packed decode kernel:
-// prefetcht0 of tile t's block b + ahead, a call into the runtime
-// (qf_cpu_touch, runtime/src/cpu_features.cpp) with the weight buffer's
-// host pointer and the block's offset, once per tile and block. The
-// runtime skips it on CPUs that run the prefetchnta nest instead
-// (cpu_wants_prefetch). Indices are clamped to the tensor; a prefetch is a
-// hint, so a kernel that groups its tiles otherwise (head_norm: one at a
-// time) only fetches a later tile than it reads next.
+// prefetcht0 of block b + ahead of the S tiles that the loop computes
+// together, a call into the runtime (qf_cpu_touch,
+// runtime/src/cpu_features.cpp) with the weight buffer's host pointer and
+// the first tile's offset, once per block and group. The runtime skips it
+// on CPUs that run the prefetchnta nest instead (cpu_wants_prefetch).
+// Tiles past the tensor are not fetched; a prefetch is a hint, so a kernel
+// that groups its tiles otherwise (head_norm: one at a time; glu: gate and
+// up tiles) calls it once per tile and fetches tiles it reads later.
 template <const Tuning &D>
-void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const Target &, const Knobs &k) {
+void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const Target &t, const Knobs &k) {
     const int ahead = k.touch != 0 ? std::max(k.touch, 0) : k.prefill ? 0 : D.packed_decode_touch.of(kind);
     Var b("b"), tile("tile");
     if (ahead == 0) {
@@ -510,17 +515,21 @@ void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const T
     // Past a tile's last block, its stream goes on with the next group of
     // S tiles (a short row, e.g. 4 super-blocks, would otherwise leave
     // each tile's first blocks unfetched: BENCHMARKS.md, "Decode prefetches
-    // its weights into L1"). The runtime picks the block and the tile: the
-    // loop passes the block index and the two tiles' offsets, which do not
-    // change within a tile, so no address arithmetic joins the hottest loop.
-    const int S = std::max(pick(k.streams, D.packed_decode_streams.of(kind)), 1);
+    // its weights into L1"). The runtime picks the block and the tiles: the
+    // loop passes the block index and the group's offset, which does not
+    // change within a group, so no address arithmetic joins the hottest loop.
+    const int S = std::max(pick(k.streams, packed_streams<D>(kind, k, t)), 1);
     const int bytes = weight.type().bytes();
-    Expr last = weight.dim(2).extent() - 1;
-    Expr here = cast<int64_t>(min(tile, last)) * weight.dim(2).stride() * bytes;
-    Expr next = cast<int64_t>(min(tile + S, last)) * weight.dim(2).stride() * bytes;
-    touch(b, tile) = Call::make(Int(32), "qf_cpu_touch",
-                                {host, here, next, b + ahead, weight.dim(1).extent(), weight.dim(1).stride() * bytes},
-                                Call::Extern);
+    Expr here = cast<int64_t>(tile) * weight.dim(2).stride() * bytes;
+    Expr call = Call::make(Int(32), "qf_cpu_touch",
+                           {host, here, cast<int64_t>(weight.dim(2).stride()) * bytes, weight.dim(2).extent() - tile,
+                            b + ahead, weight.dim(1).extent(), weight.dim(1).stride() * bytes, S},
+                           Call::Extern);
+    // One call per block serves the group of S tiles the decode loop
+    // computes together (tile % S folds to a constant there). A call costs
+    // more than its prefetches: every vector register is caller-saved, so
+    // the tiles' accumulators are stored and reloaded around it.
+    touch(b, tile) = S == 1 ? call : select(tile % S == 0, call, 0);
 }
 
 // A packed kernel's integer dot `part`, computed at `at`: for u8s8_pairs
@@ -634,7 +643,7 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &t, const Knobs &k) {
                                                         : D.packed_q4k_tile_tokens,
                                           t);
     const PackedLoops nest = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k,
-                                               f.act4, f.act_d, f.act_sum, tokens, packed_streams<D>(&PerPacked::q4k, k), f.head);
+                                               f.act4, f.act_d, f.act_sum, tokens, packed_streams<D>(PackedKind::q4k, k, t), f.head);
     prefetch_weights(f.acc, f.weight, nest.block, k,
                      f.bits == 5 ? by_width(D.packed_q5k_prefetch_blocks, t)
                                  : k.prefill ? 0 : by_width(D.packed_prefetch_blocks, t));
@@ -670,7 +679,7 @@ template <const Tuning &D>
 void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
     const PackedLoops loops = packed_tiles<D>(f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4,
                                               f.act_d, f.act_sum, packed_tile_tokens(D.packed_q56k_tile_tokens, t),
-                                              packed_streams<D>(&PerPacked::q6k, k), f.head);
+                                              packed_streams<D>(PackedKind::q6k, k, t), f.head);
     prefetch_weights(f.acc, f.weight, loops.block, k, D.packed_q6k_prefetch_blocks);
     const int V = packed_lanes(k, f.rows);
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
@@ -684,7 +693,7 @@ void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
     const PackedLoops loops = packed_tiles<D>(
         f.y, f.acc, f.weight, f.o, f.n, f.r, f.t, f.blocks, f.rows, f.pairs, k, f.act4, f.act_d, f.act_sum,
         packed_tile_tokens(f.lut ? D.packed_iq4_tile_tokens : D.packed_block32_tile_tokens, t),
-        packed_streams<D>(&PerPacked::block32, k), f.head);
+        packed_streams<D>(PackedKind::block32, k, t), f.head);
     prefetch_weights(f.acc, f.weight, loops.block, k, k.prefill ? 0 : 8 * by_width(D.packed_prefetch_blocks, t));
     const int V = packed_lanes(k, f.rows);
     vec_rows(f.isum.compute_at(loops.per_tile), f.r, V).unroll(f.n);

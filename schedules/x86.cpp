@@ -55,8 +55,12 @@ constexpr cpu::Tuning kX86 = {
     // medians of 3, two rounds (BENCHMARKS.md, "Decode with several weight
     // streams"): Q4_K 0.96-0.98 ms with 1, 0.86-0.90 with 2, 0.97-0.98 with
     // 4; int4g g32 1.00-1.01, 0.78-0.81, 0.68-0.70 (8: 0.65-0.70); Q6_K
-    // 1.63-1.66, 1.53-1.54, 1.84-1.87. {Q4_K, Q6_K, 32-blocks}.
-    /*packed_decode_streams=*/{2, 2, 4},
+    // 1.63-1.66, 1.53-1.54, 1.84-1.87. With the weight touch (one call per
+    // block for the group, packed_touch), Q4_K: 0.89-0.92 ms with 2,
+    // 0.85-0.87 with 3 or 4; two threads 0.49-0.50 -> 0.47. AVX2 (no
+    // touch on AMD) is unmeasured at 4 and keeps 2. {Q4_K, Q6_K,
+    // 32-blocks}, for AVX2, then AVX-512.
+    /*packed_decode_streams=*/{{2, 2, 4}, {4, 2, 4}},
     // Prefill, 16 rows x the token tile each: 32-blocks at 2, 4096x4096,
     // 2 rounds: 8 tokens 1.70-1.72 -> 1.36-1.38 ms on one thread, 0.93-0.96
     // -> 0.77 on two; 128 tokens 15.4-15.5 -> 14.6-14.7 and 8.1-8.3 ->
@@ -73,7 +77,10 @@ constexpr cpu::Tuning kX86 = {
     // 0.76). Small layers (qwen3-0.6b) move by up to about 10% either way
     // (BENCHMARKS.md, "Decode prefetches its weights into L1"). A C loop
     // streaming 2368-byte blocks: t0 1.35-1.5x, t1 and t2 a little less,
-    // nta 0.7x. {Q4_K, Q6_K, 32-blocks}
+    // nta 0.7x. One call per block for a group of S tiles, not per tile
+    // (the call spills the tiles' accumulators): Q4_K 0.95 -> 0.89-0.92 ms,
+    // int4g g32 qwen3-0.6b q 0.053-0.055 -> 0.049, Q6_K 0.134 -> 0.11.
+    // {Q4_K, Q6_K, 32-blocks}
     /*packed_decode_touch=*/{1, 1, 4},
 };
 

@@ -118,19 +118,25 @@ bool machine_has(const std::string &feature) {
 extern "C" int qf_cpu_prefetch() { return qforge::internal::cpu_prefetch(); }
 
 // Called by the packed CPU decode kernels with a weight touch, once per
-// tile and block (schedules/cpu.h, packed_touch): prefetcht0 of block
-// `block` (`run` bytes each, `blocks` a tile) of the tile at byte offset
-// `here`, or past the tile's end, of the tile at `next`; on CPUs that do
-// not run the kernels' prefetchnta nest (an Intel Xeon, where NTA fills
-// made the kernels slower and T0 made them faster). Returns 0, which the
-// kernel adds to its sums.
-extern "C" int qf_cpu_touch(const void *host, int64_t here, int64_t next, int32_t block, int32_t blocks, int32_t run) {
+// block and group of tiles (schedules/cpu.h, packed_touch): prefetcht0 of
+// block `block` (`run` bytes each, `blocks` a tile) of the `group` tiles
+// from byte offset `here` (`tile_bytes` apart, `tiles_left` of them in the
+// tensor), or past a tile's end, of the next group's; on CPUs that do not
+// run the kernels' prefetchnta nest (an Intel Xeon, where NTA fills made
+// the kernels slower and T0 made them faster). Returns 0, which the kernel
+// adds to its sums.
+extern "C" int qf_cpu_touch(const void *host, int64_t here, int64_t tile_bytes, int32_t tiles_left, int32_t block,
+                            int32_t blocks, int32_t run, int32_t group) {
     if (qforge::internal::cpu_prefetch()) return 0;
-    if (block >= blocks) {
-        block = std::min(block - blocks, blocks - 1);
-        here = next;
+    for (int32_t s = 0; s < group; ++s) {
+        int32_t t = s, b = block;
+        if (b >= blocks) {
+            b = std::min(b - blocks, blocks - 1);
+            t += group;
+        }
+        if (t >= tiles_left) break;
+        const char *p = static_cast<const char *>(host) + here + t * tile_bytes + int64_t{b} * run;
+        for (int32_t i = 0; i < run; i += 64) __builtin_prefetch(p + i, 0, 3);
     }
-    const char *p = static_cast<const char *>(host) + here + int64_t{block} * run;
-    for (int32_t i = 0; i < run; i += 64) __builtin_prefetch(p + i, 0, 3);
     return 0;
 }
