@@ -65,12 +65,13 @@ Func clamp_tiles(W &weight) {
 }
 
 // The target family's weight touch for a packed kernel (PackedTouch in
-// schedules.h): touch(b, t), 0 where the family has none.
-inline Func weight_touch(const ImageParam &weight, PackedKind kind, const Target &t, const Knobs &k) {
+// schedules.h): touch(p, t) for piece p of `pieces` a block (piece i of
+// block b is b * pieces + i), 0 where the family has none.
+inline Func weight_touch(const ImageParam &weight, PackedKind kind, const Target &t, const Knobs &k, int pieces = 1) {
     Func touch("weight_touch");
     const ScheduleFamily &family = schedule_family_for(t);
     if (family.packed_touch) {
-        family.packed_touch(touch, weight, kind, t, k);
+        family.packed_touch(touch, weight, kind, t, k, pieces);
     } else {
         Var b("b"), tile("tile");
         touch(b, tile) = 0;
@@ -164,6 +165,7 @@ public:
     GeneratorParam<int> lanes{"lanes", 0};               // GPU: lanes of a warp that share one row
     GeneratorParam<int> prefetch{"prefetch", 0};         // packed CPU: blocks the weight prefetch runs ahead (-1: none)
     GeneratorParam<int> touch{"touch", 0};               // packed CPU decode: blocks the prefetcht0 runs ahead (-1: none)
+    GeneratorParam<int> touch_calls{"touch_calls", 0};   // packed CPU decode: calls a block's touch is spread over
     GeneratorParam<int> chains{"chains", 0};             // packed CPU decode: accumulator chains of one block's dot
     GeneratorParam<int> streams{"streams", 0};           // packed CPU: row tiles whose weights are read side by side
     // true: the activations pass through RMSNorm or LayerNorm first (see
@@ -362,6 +364,7 @@ protected:
         k.chains = chains;
         k.streams = streams;
         k.touch = touch;
+        k.touch_calls = touch_calls;
         return k;
     }
 

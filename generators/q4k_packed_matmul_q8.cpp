@@ -60,6 +60,11 @@ public:
         // once per sub-block, and d takes 1/16: exact, so every form
         // still gives the same bits.
         const bool high16 = f.form == DotForm::u8s8_dot4 && !q5 && !iq4;
+        // The weight touch (weight_touch, common.h) starts each sub-block's
+        // dot where the dots are sub-block by sub-block (4-byte forms), so
+        // that a block's prefetches can be spread over them; the pair
+        // form's parts are i16, so there it starts the block's sums.
+        const bool touch_parts = f.form != DotForm::u8s8_pairs;
 
         // The integer dot of sub-block j = 2 jp + h, in parts of `kp`. Byte
         // b = 4 g + (its place in the group of 4) of a 32-byte chunk.
@@ -112,7 +117,7 @@ public:
             }
         } else {
             f.dot = RDom(0, 4, 0, 8, "dot");  // byte in the group of 4, group
-            f.part(kp, r, h, jp, sb, t, n) = 0;
+            f.part(kp, r, h, jp, sb, t, n) = weight_touch(weight, PackedKind::q4k, get_target(), knobs(), 8)(8 * sb + 2 * jp + h, t);
             f.part(kp, r, h, jp, sb, t, n) += packed_dot_term(f.form, quant(f.dot.x, f.dot.y), act(f.dot.x, f.dot.y));
         }
         const int parts = f.form == DotForm::u8s8_pairs && !f.wide_part ? 2 : 1;
@@ -121,7 +126,7 @@ public:
             Expr sc = w.sc(r, j, sb, t);
             return iq4 ? cast<int32_t>(reinterpret<int8_t>(sc)) : cast<int32_t>(cast<int16_t>(sc));
         };
-        f.sacc(r, sb, t, n) = weight_touch(weight, PackedKind::q4k, get_target(), knobs())(sb, t);
+        f.sacc(r, sb, t, n) = touch_parts ? Expr(0) : Expr(weight_touch(weight, PackedKind::q4k, get_target(), knobs())(sb, t));
         if (q5 && f.form == DotForm::u8s8_pairs) {
             f.subs = RDom(0, parts, 0, 2, 0, 2, 0, 4, "subs");  // kp, gq, h, jp
             f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, f.subs.z, f.subs.w, sb, t, n)) *

@@ -69,8 +69,10 @@ struct Tuning {
     PerPackedByWidth packed_decode_streams;
     PerPacked packed_prefill_streams;
     // Decode: blocks ahead of the loop that a tile's weights are prefetched
-    // into L1 with prefetcht0 (packed_touch; 0: none).
+    // into L1 with prefetcht0 (packed_touch; 0: none), and the calls a
+    // block's prefetches are spread over.
     PerPacked packed_decode_touch;
+    PerPacked packed_decode_touch_calls;
 };
 
 using namespace Halide;
@@ -496,19 +498,28 @@ inline void prefetch_weights(Func acc, ImageParam weight, RVar block, const Knob
 // prefetcht0 of block b + ahead of the S tiles that the loop computes
 // together, a call into the runtime (qf_cpu_touch,
 // runtime/src/cpu_features.cpp) with the weight buffer's host pointer and
-// the first tile's offset, once per block and group. The runtime skips it
-// on CPUs that run the prefetchnta nest instead (cpu_wants_prefetch).
-// Tiles past the tensor are not fetched; a prefetch is a hint, so a kernel
-// that groups its tiles otherwise (head_norm: one at a time; glu: gate and
-// up tiles) calls it once per tile and fetches tiles it reads later.
+// the first tile's offset, once per group and `calls`-th of a block (of
+// the kernel's pieces, every pieces / calls-th calls). The runtime skips
+// it on CPUs that run the prefetchnta nest instead (cpu_wants_prefetch).
+// Tiles past the tensor are not fetched; a prefetch is a hint, so a
+// kernel that groups its tiles otherwise (head_norm: one at a time; glu:
+// gate and up tiles) calls it once per tile and fetches tiles it reads
+// later.
 template <const Tuning &D>
-void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const Target &t, const Knobs &k) {
+void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const Target &t, const Knobs &k, int pieces) {
     const int ahead = k.touch != 0 ? std::max(k.touch, 0) : k.prefill ? 0 : D.packed_decode_touch.of(kind);
-    Var b("b"), tile("tile");
+    Var p("p"), tile("tile");
     if (ahead == 0) {
-        touch(b, tile) = 0;
+        touch(p, tile) = 0;
         return;
     }
+    // A call stores and reloads the tiles' accumulators (every vector
+    // register is caller-saved), so one serves the group; a block's lines
+    // in one call wait for the core's fill buffers (a Q4_K tile's super-
+    // block is 37), so it is spread over several.
+    int calls = std::min(pieces, std::max(pick(k.touch_calls, D.packed_decode_touch_calls.of(kind)), 1));
+    while (pieces % calls != 0) --calls;
+    const int step = pieces / calls;
     using namespace Internal;
     Expr buffer = Variable::make(type_of<halide_buffer_t *>(), weight.name() + ".buffer", weight.parameter());
     Expr host = Call::make(Handle(), Call::buffer_get_host, {buffer}, Call::Extern);
@@ -521,15 +532,20 @@ void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const T
     const int S = std::max(pick(k.streams, packed_streams<D>(kind, k, t)), 1);
     const int bytes = weight.type().bytes();
     Expr here = cast<int64_t>(tile) * weight.dim(2).stride() * bytes;
+    // A block's `calls` runs, each a whole number of bytes (the kernels'
+    // blocks are a multiple of `calls`; were one not, a line could be
+    // missed, which only costs time).
     Expr call = Call::make(Int(32), "qf_cpu_touch",
                            {host, here, cast<int64_t>(weight.dim(2).stride()) * bytes, weight.dim(2).extent() - tile,
-                            b + ahead, weight.dim(1).extent(), weight.dim(1).stride() * bytes, S},
+                            p / step + ahead * calls, weight.dim(1).extent() * calls,
+                            weight.dim(1).stride() * bytes / calls, S},
                            Call::Extern);
-    // One call per block serves the group of S tiles the decode loop
-    // computes together (tile % S folds to a constant there). A call costs
-    // more than its prefetches: every vector register is caller-saved, so
-    // the tiles' accumulators are stored and reloaded around it.
-    touch(b, tile) = S == 1 ? call : select(tile % S == 0, call, 0);
+    // The kernels unroll the pieces of a block and the tiles of a group,
+    // so both conditions fold to constants.
+    Expr first = const_true();
+    if (step > 1) first = p % step == 0;
+    if (S > 1) first = first && tile % S == 0;
+    touch(p, tile) = select(first, call, 0);
 }
 
 // A packed kernel's integer dot `part`, computed at `at`: for u8s8_pairs

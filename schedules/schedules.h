@@ -24,6 +24,7 @@ struct Knobs {
     int chains = 0;    // packed CPU decode: independent accumulators of one block's integer dot
     int streams = 0;   // packed CPU: row tiles computed together, their weights read side by side
     int touch = 0;     // packed CPU decode: blocks the prefetcht0 of a tile's weights runs ahead; -1: none
+    int touch_calls = 0;  // packed CPU decode: calls a block's touch is spread over (at most the kernel's pieces)
 };
 
 // Any weight format -> f32: out(c, r). Runs of `block` columns share their
@@ -195,14 +196,16 @@ struct HeadNormFuncs {
 // The packed kernel families, for the hooks that differ between them.
 enum class PackedKind { q4k, q6k, block32 };
 
-// A packed kernel's weight touch, touch(b, t): 0, from which the kernel
-// starts tile t's per-block integer sums, so that it is evaluated once per
-// tile and block. A family may make it a call that prefetches the tile's
-// block b + ahead into L1 (prefetcht0), which Halide's prefetch directive
-// cannot emit (it is always prefetchnta). The generator defines touch
-// through ScheduleFamily::packed_touch before its algorithm uses it.
+// A packed kernel's weight touch, touch(p, t): 0, from which the kernel
+// starts tile t's integer sums of piece p (of `pieces` a block: its
+// sub-block dots, or the block's sums where pieces is 1), so that it is
+// evaluated once per tile and piece. A family may make some of them calls
+// that prefetch the tile's block b + ahead into L1 (prefetcht0), which
+// Halide's prefetch directive cannot emit (it is always prefetchnta). The
+// generator defines touch through ScheduleFamily::packed_touch before its
+// algorithm uses it.
 using PackedTouch = void (*)(Halide::Func touch, const Halide::ImageParam &weight, PackedKind, const Halide::Target &,
-                             const Knobs &);
+                             const Knobs &, int pieces);
 
 // One target family's schedules. Families register themselves statically.
 struct ScheduleFamily {

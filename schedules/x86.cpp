@@ -82,6 +82,15 @@ constexpr cpu::Tuning kX86 = {
     // int4g g32 qwen3-0.6b q 0.053-0.055 -> 0.049, Q6_K 0.134 -> 0.11.
     // {Q4_K, Q6_K, 32-blocks}
     /*packed_decode_touch=*/{1, 1, 4},
+    // A block's prefetches spread over calls, one per sub-block dot or
+    // group of them (llama-3.1-8b q / gate, one thread, alternating
+    // rounds): Q4_K with 1 call 0.885-0.889 / 3.03-3.06 ms, with 8 (one a
+    // sub-block) 0.78-0.82 / 2.73-2.80 (touch 2 ahead: 0.80-0.83 / 2.88-2.95);
+    // Q6_K with 1 call 1.53 / 5.08-5.16, with 4 1.29-1.30 / 4.42-4.56, 8
+    // 1.30-1.32 / 4.68-4.86, 16 1.39-1.45 / 4.82-5.01. The 32-blocks (288
+    // bytes a block of a tile) call once a block. The vpmaddubsw form
+    // (AVX2) touches once a block.
+    /*packed_decode_touch_calls=*/{8, 4, 1},
 };
 
 // Halide 21 emits vpdpbusd only for targets with avx512_zen4 (or
