@@ -785,35 +785,56 @@ void glu(ConstMatrix gate, ConstMatrix up, Activation act, Matrix out, const Run
     run(op, v.fn_as<Sig::glu>()(g.raw_buffer(), u.raw_buffer(), gated, kind, o.raw_buffer()));
 }
 
-void head_rms_norms(Matrix y, const HeadNorms &h, const RunOptions &opt) {
-    const int64_t stride = y.stride ? y.stride : y.cols;
-    if (h.first < h.split) {
-        head_rms_norm(Matrix{y.data + h.first, y.rows, h.split - h.first, stride}, h.head_dim, h.q_weight, h.q_eps, opt);
-    }
-    if (h.split < h.end) {
-        head_rms_norm(Matrix{y.data + h.split, y.rows, h.end - h.split, stride}, h.head_dim, h.k_weight, h.k_eps, opt);
-    }
-}
+namespace {
 
-void head_rms_norm(Matrix x, int64_t head_dim, const float *weight, float eps, const RunOptions &opt) {
-    const std::string op = "head_rms_norm";
+// RMSNorm of x's heads in place, weight and eps for those below `split`,
+// weight_1 and eps_1 for the rest: one kernel call.
+void head_rms_norm_split(const std::string &op, Matrix x, int64_t head_dim, const float *weight, float eps,
+                         int64_t split, const float *weight_1, float eps_1, const RunOptions &opt) {
     check_tokens(op, x.rows);
     require(head_dim > 0 && x.cols > 0 && x.cols % head_dim == 0, op, "x has ", x.cols,
             " columns, which is no whole number of heads of head_dim ", head_dim);
     check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, x.cols);
-    require(weight != nullptr, op, "weight is a null pointer");
-    require(std::isfinite(eps) && eps >= 0, op, "eps = ", eps, " must be finite and >= 0");
+    const int64_t heads = x.cols / head_dim;
+    require(split >= 0 && split <= heads, op, "split = ", split, " must be within [0, ", heads, "] heads");
+    require(split == 0 || weight != nullptr, op, "weight is a null pointer");
+    require(split == heads || weight_1 != nullptr, op, "weight_1 is a null pointer");
+    for (float e : {eps, eps_1}) require(std::isfinite(e) && e >= 0, op, "eps = ", e, " must be finite and >= 0");
+    // An empty range's weight is never read: the other stands in for it.
+    if (!weight) weight = weight_1;
+    if (!weight_1) weight_1 = weight;
     ElementwiseCall c(op, Op::head_norm, x.rows, opt);
     const Variant &v = c.v;
     Place &place = c.place;
     const auto D = static_cast<int32_t>(head_dim);
     halide_dimension_t dims[3] = {{0, D, 1},
-                                  {0, static_cast<int32_t>(x.cols / head_dim), D},
+                                  {0, static_cast<int32_t>(heads), D},
                                   {0, static_cast<int32_t>(x.rows), static_cast<int32_t>(dense_or(x.stride, x.cols))}};
     auto in = place.view<const float, 3>("x", x.data, dims);
     auto o = place.view<float, 3>("x", x.data, dims);
-    auto w = place.vec("weight", weight, head_dim);
-    run(op, v.fn_as<Sig::head_norm>()(in.raw_buffer(), w.raw_buffer(), eps, o.raw_buffer()));
+    auto w0 = place.vec("weight", weight, head_dim);
+    auto w1 = place.vec("weight", weight_1, head_dim);
+    run(op, v.fn_as<Sig::head_norm>()(in.raw_buffer(), w0.raw_buffer(), w1.raw_buffer(), static_cast<int>(split), eps,
+                                      eps_1, o.raw_buffer()));
+}
+
+}  // namespace
+
+void head_rms_norms(Matrix y, const HeadNorms &h, const RunOptions &opt) {
+    if (h.first == h.end) return;
+    const int64_t stride = y.stride ? y.stride : y.cols;
+    // q's heads and k's are adjacent: one call normalizes both.
+    require(h.head_dim > 0 && (h.split - h.first) % h.head_dim == 0, "head_rms_norms", "q's rows [", h.first, ", ",
+            h.split, ") are no whole number of heads of head_dim ", h.head_dim);
+    head_rms_norm_split("head_rms_norms", Matrix{y.data + h.first, y.rows, h.end - h.first, stride}, h.head_dim,
+                        h.first < h.split ? h.q_weight : nullptr, h.q_eps, (h.split - h.first) / h.head_dim,
+                        h.split < h.end ? h.k_weight : nullptr, h.k_eps, opt);
+}
+
+void head_rms_norm(Matrix x, int64_t head_dim, const float *weight, float eps, const RunOptions &opt) {
+    require(weight != nullptr, "head_rms_norm", "weight is a null pointer");
+    const int64_t heads = head_dim > 0 ? x.cols / head_dim : 0;
+    head_rms_norm_split("head_rms_norm", x, head_dim, weight, eps, heads, weight, eps, opt);
 }
 
 int set_num_threads(int n) {

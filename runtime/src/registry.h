@@ -61,7 +61,7 @@ enum class Sig : uint8_t {
     convert,          // x, out
     convert_norm,     // x, norm weight, norm bias, layer_norm, eps, out
     glu,              // gate, up, gated, kind, out
-    head_norm,        // x, weight, eps, out
+    head_norm,        // x, weight, weight_1, split, eps, eps_1, out
 };
 
 constexpr bool separate_scales(const KernelRow &r) {
@@ -107,7 +107,7 @@ template <> struct SigType<Sig::quantize_norm> { using type = int(B, B, B, bool,
 template <> struct SigType<Sig::convert> { using type = int(B, B); };
 template <> struct SigType<Sig::convert_norm> { using type = int(B, B, B, bool, float, B); };
 template <> struct SigType<Sig::glu> { using type = int(B, B, bool, int, B); };
-template <> struct SigType<Sig::head_norm> { using type = int(B, B, float, B); };
+template <> struct SigType<Sig::head_norm> { using type = int(B, B, B, int, float, float, B); };
 template <Sig S> using SigFn = typename SigType<S>::type *;
 
 using AnyFn = void (*)();
