@@ -22,7 +22,7 @@ constexpr cpu::Tuning kArm = {
     // x86 gains from 2-4 (x86.cpp); not measured on an ARM core.
     /*packed_decode_streams=*/{{1, 1, 1}, {1, 1, 1}},
     /*packed_prefill_streams=*/{1, 1, 1},
-    /*packed_decode_touch=*/{0, 0, 0},
+    /*packed_decode_touch=*/{{0, 0, 0}, {0, 0, 0}},
     /*packed_decode_touch_calls=*/{1, 1, 1},
 };
 

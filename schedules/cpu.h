@@ -71,7 +71,7 @@ struct Tuning {
     // Decode: blocks ahead of the loop that a tile's weights are prefetched
     // into L1 with prefetcht0 (packed_touch; 0: none), and the calls a
     // block's prefetches are spread over.
-    PerPacked packed_decode_touch;
+    PerPackedByWidth packed_decode_touch;
     PerPacked packed_decode_touch_calls;
 };
 
@@ -459,11 +459,13 @@ inline bool wide_target(const Target &t) { return t.arch == Target::ARM || t.has
 // A ByWidth knob's value for this target.
 inline int by_width(const ByWidth &k, const Target &t) { return wide_target(t) ? k.wide : k.narrow; }
 
+// A PerPackedByWidth knob's values for this target.
+inline const PerPacked &by_width(const PerPackedByWidth &k, const Target &t) { return wide_target(t) ? k.wide : k.narrow; }
+
 // A packed family's streams default in k's mode on target t.
 template <const Tuning &D>
 int packed_streams(PackedKind kind, const Knobs &k, const Target &t) {
-    const PerPackedByWidth &d = D.packed_decode_streams;
-    return (k.prefill ? D.packed_prefill_streams : wide_target(t) ? d.wide : d.narrow).of(kind);
+    return (k.prefill ? D.packed_prefill_streams : by_width(D.packed_decode_streams, t)).of(kind);
 }
 
 // Tokens per packed prefill tile (TileTokens, in Tuning) for this target.
@@ -507,7 +509,7 @@ inline void prefetch_weights(Func acc, ImageParam weight, RVar block, const Knob
 // later.
 template <const Tuning &D>
 void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const Target &t, const Knobs &k, int pieces) {
-    const int ahead = k.touch != 0 ? std::max(k.touch, 0) : k.prefill ? 0 : D.packed_decode_touch.of(kind);
+    const int ahead = k.touch != 0 ? std::max(k.touch, 0) : k.prefill ? 0 : by_width(D.packed_decode_touch, t).of(kind);
     Var p("p"), tile("tile");
     if (ahead == 0) {
         touch(p, tile) = 0;

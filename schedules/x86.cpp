@@ -57,10 +57,14 @@ constexpr cpu::Tuning kX86 = {
     // 4; int4g g32 1.00-1.01, 0.78-0.81, 0.68-0.70 (8: 0.65-0.70); Q6_K
     // 1.63-1.66, 1.53-1.54, 1.84-1.87. With the weight touch (one call per
     // block for the group, packed_touch), Q4_K: 0.89-0.92 ms with 2,
-    // 0.85-0.87 with 3 or 4; two threads 0.49-0.50 -> 0.47. AVX2 (no
-    // touch on AMD) is unmeasured at 4 and keeps 2. {Q4_K, Q6_K,
-    // 32-blocks}, for AVX2, then AVX-512.
-    /*packed_decode_streams=*/{{2, 2, 4}, {4, 2, 4}},
+    // 0.85-0.87 with 3 or 4; two threads 0.49-0.50 -> 0.47. AVX2 Q4_K
+    // on a 2-core Zen 1 EPYC (x86-avx2, where the kernel is bound by its
+    // instructions, not DRAM: as fast from cache), qforge_compare, per-
+    // round ratio to the faster ggml path over 3 alternating runs (both
+    // without the touch): llama-3.1-8b q 0.82x with 2, 0.98x with 1 (two
+    // threads 0.64x, 0.89x); qwen3-0.6b q 0.70x, 1.05x (0.67x, 0.93x).
+    // {Q4_K, Q6_K, 32-blocks}, for AVX2, then AVX-512.
+    /*packed_decode_streams=*/{{1, 2, 4}, {4, 2, 4}},
     // Prefill, 16 rows x the token tile each: 32-blocks at 2, 4096x4096,
     // 2 rounds: 8 tokens 1.70-1.72 -> 1.36-1.38 ms on one thread, 0.93-0.96
     // -> 0.77 on two; 128 tokens 15.4-15.5 -> 14.6-14.7 and 8.1-8.3 ->
@@ -80,8 +84,14 @@ constexpr cpu::Tuning kX86 = {
     // nta 0.7x. One call per block for a group of S tiles, not per tile
     // (the call spills the tiles' accumulators): Q4_K 0.95 -> 0.89-0.92 ms,
     // int4g g32 qwen3-0.6b q 0.053-0.055 -> 0.049, Q6_K 0.134 -> 0.11.
-    // {Q4_K, Q6_K, 32-blocks}
-    /*packed_decode_touch=*/{1, 1, 4},
+    // {Q4_K, Q6_K, 32-blocks}, AVX2 then AVX-512. None on AVX2: there
+    // the CPUs are mostly AMD, whose kernels run the prefetchnta nest and
+    // where the call returns at once, costing its spills (AVX2 Q4_K's
+    // loop, 2 tiles: 1533 instructions and 117 stack references with it,
+    // 1471 and 45 without; 2-core Zen 1 EPYC, qforge_compare per-round
+    // ratio to ggml, 3 alternating runs: llama-3.1-8b q 0.65x -> 0.70x,
+    // 8b gate 0.66x -> 0.72x). Untimed on an Intel AVX2 CPU.
+    /*packed_decode_touch=*/{{0, 0, 0}, {1, 1, 4}},
     // A block's prefetches spread over calls, one per sub-block dot or
     // group of them (llama-3.1-8b q / gate, one thread, alternating
     // rounds): Q4_K with 1 call 0.885-0.889 / 3.03-3.06 ms, with 8 (one a
