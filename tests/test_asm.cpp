@@ -5,10 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <cstdint>
 #include <fstream>
-#include <map>
 #include <sstream>
 #include <string>
 #include <cstdio>
@@ -16,37 +17,59 @@
 
 namespace {
 
-// The loops of an assembly listing: the lines between a label and a
-// backward branch to it (x86 j*, ARM b/b.cond/cbz/cbnz/tbz/tbnz), as
-// instruction lines (mnemonic first).
+// The loops of a disassembly (objdump -d --no-show-raw-insn: a section
+// header, then "addr:<tab>mnemonic operands" lines): the instructions from
+// a branch's target up to a backward branch to it in the same section (x86
+// j*, ARM b/b.cond/cbz/cbnz/tbz/tbnz; calls are not loops), as instruction
+// lines (mnemonic first, objdump's trailing comments dropped).
 std::vector<std::vector<std::string>> loops(const std::string &text) {
-    std::vector<std::string> lines;
+    struct Insn {
+        int section;
+        unsigned long long addr;
+        std::string line;
+    };
+    std::vector<Insn> insns;
+    int section = 0;
     std::istringstream in(text);
-    for (std::string l; std::getline(in, l);) lines.push_back(l);
-    std::map<std::string, size_t> labels;
-    for (size_t i = 0; i < lines.size(); ++i) {
-        const std::string &l = lines[i];
-        const size_t colon = l.find(':');
-        if (!l.empty() && !isspace(static_cast<unsigned char>(l[0])) && colon != std::string::npos) {
-            labels[l.substr(0, colon)] = i;
+    for (std::string l; std::getline(in, l);) {
+        if (l.rfind("Disassembly of section", 0) == 0) {
+            ++section;
+            continue;
         }
+        const size_t colon = l.find(":\t");
+        if (l.empty() || !isspace(static_cast<unsigned char>(l[0])) || colon == std::string::npos) continue;
+        char *end = nullptr;
+        const unsigned long long addr = std::strtoull(l.c_str(), &end, 16);
+        if (end != l.c_str() + colon) continue;
+        std::string body = l.substr(colon + 2);
+        for (const char *comment : {"//", "  #", "\t#"}) {
+            const size_t c = body.find(comment);
+            if (c != std::string::npos) body.erase(c);
+        }
+        insns.push_back({section, addr, "\t" + body});
     }
     std::vector<std::vector<std::string>> out;
-    for (size_t i = 0; i < lines.size(); ++i) {
-        std::istringstream words(lines[i]);
-        std::string op, last, w;
-        if (!(words >> op) || !(op[0] == 'j' || op[0] == 'b' || op.rfind("cb", 0) == 0 || op.rfind("tb", 0) == 0)) continue;
-        while (words >> w) last = w;
-        const auto it = labels.find(last);
-        if (it == labels.end() || it->second >= i) continue;
+    for (size_t i = 0; i < insns.size(); ++i) {
+        std::istringstream words(insns[i].line);
+        std::string op;
+        if (!(words >> op)) continue;
+        const bool x86 = op[0] == 'j';
+        const bool arm = op == "b" || op.rfind("b.", 0) == 0 || op == "cbz" || op == "cbnz" || op == "tbz" || op == "tbnz";
+        if (!x86 && !arm) continue;
+        // The target address is the word before "<symbol+offset>".
+        const size_t lt = insns[i].line.find(" <");
+        if (lt == std::string::npos) continue;
+        const size_t start = insns[i].line.find_last_of(" \t,", lt - 1);
+        char *end = nullptr;
+        const std::string hex = insns[i].line.substr(start + 1, lt - start - 1);
+        const unsigned long long to = std::strtoull(hex.c_str(), &end, 16);
+        if (hex.empty() || *end != '\0' || to > insns[i].addr) continue;
         std::vector<std::string> body;
-        for (size_t k = it->second + 1; k <= i; ++k) {
-            const std::string &l = lines[k];
-            if (l.empty() || !isspace(static_cast<unsigned char>(l[0]))) continue;
-            std::istringstream ws(l);
-            std::string first;
-            if (ws >> first && first[0] != '.' && first[0] != '#' && first[0] != '/') body.push_back(l);
+        for (size_t k = i + 1; k-- > 0;) {
+            if (insns[k].section != insns[i].section || insns[k].addr < to) break;
+            body.push_back(insns[k].line);
         }
+        std::reverse(body.begin(), body.end());
         out.push_back(std::move(body));
     }
     return out;

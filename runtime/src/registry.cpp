@@ -169,8 +169,8 @@ const Variant &find_variant(const KernelRow &row, const std::string &requested, 
     if (it != index.end()) return *it->second;
     const TargetRow *t = find_target(target);
     if (t && !t->built) {
-        throw Error("kernel '" + kernel_name(row) + "' is built only inside 'auto' here (configure with "
-                    "-DQF_VARIANTS=all for a library per target)");
+        throw Error("kernel '" + kernel_name(row) + "' has no library of its own for target '" + target +
+                    "' in this build (QF_VARIANTS=all builds one per target; QF_LOWER_ONLY targets are only lowered)");
     }
     throw Error("kernel '" + kernel_name(row) + "' is not built for target '" + target + "'");
 }
