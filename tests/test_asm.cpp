@@ -17,17 +17,23 @@
 
 namespace {
 
-// The loops of a disassembly (objdump -d --no-show-raw-insn: a section
-// header, then "addr:<tab>mnemonic operands" lines): the instructions from
-// a branch's target up to a backward branch to it in the same section (x86
-// j*, ARM b/b.cond/cbz/cbnz/tbz/tbnz; calls are not loops), as instruction
-// lines (mnemonic first, objdump's trailing comments dropped).
-std::vector<std::vector<std::string>> loops(const std::string &text) {
+// A disassembly (objdump -d --no-show-raw-insn: a section header, then
+// "addr:<tab>mnemonic operands" lines) as instruction lines (mnemonic
+// first, objdump's trailing comments dropped), and its loops: the index
+// ranges [first, last] from a branch's target up to a backward branch to
+// it in the same section (x86 j*, ARM b/b.cond/cbz/cbnz/tbz/tbnz; calls
+// are not loops).
+struct Listing {
+    std::vector<std::string> lines;
+    std::vector<std::pair<size_t, size_t>> loops;
+};
+
+Listing listing(const std::string &text) {
     struct Insn {
         int section;
         unsigned long long addr;
-        std::string line;
     };
+    Listing out;
     std::vector<Insn> insns;
     int section = 0;
     std::istringstream in(text);
@@ -46,31 +52,28 @@ std::vector<std::vector<std::string>> loops(const std::string &text) {
             const size_t c = body.find(comment);
             if (c != std::string::npos) body.erase(c);
         }
-        insns.push_back({section, addr, "\t" + body});
+        insns.push_back({section, addr});
+        out.lines.push_back("\t" + body);
     }
-    std::vector<std::vector<std::string>> out;
     for (size_t i = 0; i < insns.size(); ++i) {
-        std::istringstream words(insns[i].line);
+        const std::string &line = out.lines[i];
+        std::istringstream words(line);
         std::string op;
         if (!(words >> op)) continue;
         const bool x86 = op[0] == 'j';
         const bool arm = op == "b" || op.rfind("b.", 0) == 0 || op == "cbz" || op == "cbnz" || op == "tbz" || op == "tbnz";
         if (!x86 && !arm) continue;
         // The target address is the word before "<symbol+offset>".
-        const size_t lt = insns[i].line.find(" <");
+        const size_t lt = line.find(" <");
         if (lt == std::string::npos) continue;
-        const size_t start = insns[i].line.find_last_of(" \t,", lt - 1);
+        const size_t start = line.find_last_of(" \t,", lt - 1);
         char *end = nullptr;
-        const std::string hex = insns[i].line.substr(start + 1, lt - start - 1);
+        const std::string hex = line.substr(start + 1, lt - start - 1);
         const unsigned long long to = std::strtoull(hex.c_str(), &end, 16);
         if (hex.empty() || *end != '\0' || to > insns[i].addr) continue;
-        std::vector<std::string> body;
-        for (size_t k = i + 1; k-- > 0;) {
-            if (insns[k].section != insns[i].section || insns[k].addr < to) break;
-            body.push_back(insns[k].line);
-        }
-        std::reverse(body.begin(), body.end());
-        out.push_back(std::move(body));
+        size_t first = i;
+        while (first > 0 && insns[first - 1].section == insns[i].section && insns[first - 1].addr >= to) --first;
+        out.loops.emplace_back(first, i);
     }
     return out;
 }
@@ -168,15 +171,21 @@ TEST(Assembly, IntegerDotKernelsUseDotInstructions) {
         std::istringstream(target->dot) >> preferred;
         // The hottest loop: the innermost (smallest) loop that has the
         // instruction; loops around it (tiles, tasks, staging) are not it.
+        // Each line classified once; a loop's counts are differences of
+        // running sums (the tests run under qemu too).
+        const Listing asm_ = listing(text.str());
+        std::vector<int> dots_before(1, 0), scalar_before(1, 0);
+        for (const std::string &l : asm_.lines) {
+            dots_before.push_back(dots_before.back() + (mnemonic(l) == preferred && is_vector(l)));
+            scalar_before.push_back(scalar_before.back() + scalar_bit_op(l));
+        }
         int best = 0, scalar = 0;
         size_t size = SIZE_MAX;
-        for (const auto &body : loops(text.str())) {
-            int dots = 0, sc = 0;
-            for (const std::string &l : body) {
-                dots += mnemonic(l) == preferred && is_vector(l);
-                sc += scalar_bit_op(l);
+        for (const auto &[first, last] : asm_.loops) {
+            const int dots = dots_before[last + 1] - dots_before[first];
+            if (dots > 0 && last + 1 - first < size) {
+                best = dots, scalar = scalar_before[last + 1] - scalar_before[first], size = last + 1 - first;
             }
-            if (dots > 0 && body.size() < size) best = dots, scalar = sc, size = body.size();
         }
         EXPECT_GT(best, 0) << kernel << " on " << a.target << ": no loop has " << preferred;
         EXPECT_LE(4 * scalar, best) << kernel << " on " << a.target << ": " << scalar
