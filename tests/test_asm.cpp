@@ -17,6 +17,19 @@
 
 namespace {
 
+// Word k of an instruction line (0: the mnemonic, 1: the first operand),
+// without a stream per call: the listings are long and the ARM run is
+// under qemu.
+std::string word(const std::string &line, int k) {
+    size_t b = line.find_first_not_of(" \t");
+    for (; k > 0 && b != std::string::npos; --k) b = line.find_first_not_of(" \t", line.find_first_of(" \t", b));
+    if (b == std::string::npos) return "";
+    const size_t e = line.find_first_of(" \t", b);
+    return line.substr(b, e == std::string::npos ? std::string::npos : e - b);
+}
+
+std::string mnemonic(const std::string &line) { return word(line, 0); }
+
 // A disassembly (objdump -d --no-show-raw-insn: a section header, then
 // "addr:<tab>mnemonic operands" lines) as instruction lines (mnemonic
 // first, objdump's trailing comments dropped), and its loops: the index
@@ -57,9 +70,8 @@ Listing listing(const std::string &text) {
     }
     for (size_t i = 0; i < insns.size(); ++i) {
         const std::string &line = out.lines[i];
-        std::istringstream words(line);
-        std::string op;
-        if (!(words >> op)) continue;
+        const std::string op = mnemonic(line);
+        if (op.empty()) continue;
         const bool x86 = op[0] == 'j';
         const bool arm = op == "b" || op.rfind("b.", 0) == 0 || op == "cbz" || op == "cbnz" || op == "tbz" || op == "tbnz";
         if (!x86 && !arm) continue;
@@ -78,13 +90,6 @@ Listing listing(const std::string &text) {
     return out;
 }
 
-std::string mnemonic(const std::string &line) {
-    std::istringstream ws(line);
-    std::string m;
-    ws >> m;
-    return m;
-}
-
 // A scalar bit-twiddling instruction: shifts, masks, ors and multiplies on
 // general-purpose registers, which is what decoding packed scales in the
 // loop costs. Address arithmetic (add, sub, lea), loads, moves, compares and
@@ -95,9 +100,7 @@ bool scalar_bit_op(const std::string &line) {
     static const char *const x86[] = {"shl", "shr", "sar", "and", "or", "xor", "imul", "movzb", "rol", "ror", "bextr", "pext"};
     static const char *const arm[] = {"and", "orr", "eor", "lsl", "lsr", "asr", "ubfx", "sbfx", "bfi", "bfxil", "mul", "madd", "msub", "ubfiz", "sbfiz"};
     if (m.empty() || m[0] == 'v') return false;  // x86 vector instructions
-    std::istringstream ws(line);
-    std::string op, first;
-    ws >> op >> first;
+    const std::string first = word(line, 1);
     if (first.size() > 1 && (first[0] == 'w' || first[0] == 'x') && isdigit(static_cast<unsigned char>(first[1]))) {
         for (const char *p : arm) {
             if (m == p) return true;
@@ -118,20 +121,13 @@ bool scalar_bit_op(const std::string &line) {
 
 // A vector instruction (ARM's smull also has a scalar, 64-bit form).
 bool is_vector(const std::string &line) {
-    std::istringstream ws(line);
-    std::string op, first;
-    ws >> op >> first;
+    const std::string first = word(line, 1);
     return line.find("mm") != std::string::npos || (first.size() > 1 && first[0] == 'v' && isdigit(static_cast<unsigned char>(first[1])));
 }
 
-int count(const std::string &text, const std::string &mnemonic) {
+int count(const std::vector<std::string> &lines, const std::string &m) {
     int n = 0;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) {
-        std::istringstream words(line);
-        std::string first;
-        if (words >> first && first == mnemonic) ++n;
-    }
+    for (const std::string &line : lines) n += mnemonic(line) == m;
     return n;
 }
 
@@ -154,10 +150,11 @@ TEST(Assembly, IntegerDotKernelsUseDotInstructions) {
         }
         ASSERT_NE(target, nullptr) << a.target;
         const bool cuda = std::string(target->family) == "cuda";
+        const Listing asm_ = cuda ? Listing{} : listing(text.str());
         int found = 0;
         std::istringstream rule(target->dot);
         for (std::string m; rule >> m;) {
-            found += cuda ? text.str().find(m) != std::string::npos : count(text.str(), m);
+            found += cuda ? text.str().find(m) != std::string::npos : count(asm_.lines, m);
         }
         EXPECT_GT(found, 0) << kernel << " on " << a.target << " has none of " << target->dot;
         ++checked;
@@ -173,7 +170,6 @@ TEST(Assembly, IntegerDotKernelsUseDotInstructions) {
         // instruction; loops around it (tiles, tasks, staging) are not it.
         // Each line classified once; a loop's counts are differences of
         // running sums (the tests run under qemu too).
-        const Listing asm_ = listing(text.str());
         std::vector<int> dots_before(1, 0), scalar_before(1, 0);
         for (const std::string &l : asm_.lines) {
             dots_before.push_back(dots_before.back() + (mnemonic(l) == preferred && is_vector(l)));
