@@ -1,14 +1,17 @@
 // The ARM64 family (NEON, and NEON with the dotprod extension): the shared
 // CPU schedules of cpu.h with ARM's tile sizes. NEON has 32 128-bit
-// registers and 4 f32 lanes, so a decode tile of 4 rows still keeps every
-// accumulator in registers and amortises each activation load over more rows.
+// registers but only 4 f32 lanes, so an f32 decode row takes twice AVX2's
+// accumulators: 2 rows a tile, as on x86. 4 rows (untimed on an ARM core:
+// these kernels run here under qemu only) kept 32 accumulators for Q5_K and
+// made the fully unrolled blocks 3-4x as slow to compile (Q5_K with the norm
+// 70 s against 18 s, IQ4_XS 59 s against 18 s; x86-avx2 4-5 s).
 #include "cpu.h"
 
 namespace qforge {
 namespace {
 
 constexpr cpu::Tuning kArm = {
-    /*decode_tile_rows=*/4, /*prefill_tile_rows=*/2, /*prefill_tile_tokens=*/4,
+    /*decode_tile_rows=*/2, /*prefill_tile_rows=*/2, /*prefill_tile_tokens=*/4,
     /*decode_rows_per_task=*/16, /*prefill_rows_per_task=*/32,
     /*stage_quants=*/false, /*packed_q4k_tile_tokens=*/{4, 4}, /*packed_block32_tile_tokens=*/{4, 4},
     /*packed_prefill_rows_per_task=*/128, /*packed_decode_tasks=*/8,
