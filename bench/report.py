@@ -203,6 +203,8 @@ def main():
           "A cell is `time · fraction of the binding ceiling`: BW = weight bytes over the measured read "
           "bandwidth (decode, small batches), int8 / FMA = arithmetic over the measured int8 dot-product "
           "or f32 FMA peak (prefill; int8 for paths that quantize activations, FMA for f32 paths).\n",
+          "The sections after this run's tables are written by hand, each with its machine, target and "
+          "date; they hold the A/B measurements of single kernels and the other machines' runs.\n",
           "## Roofline probe (`qforge::measure_roofline`)\n",
           "| threads | read GB/s | f32 FMA GFLOP/s | int8 dot Gop/s |", "| --- | --- | --- | --- |"]
     for t, r in sorted(roof.items()):
