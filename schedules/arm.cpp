@@ -4,7 +4,9 @@
 // accumulators: 2 rows a tile, as on x86. 4 rows (untimed on an ARM core:
 // these kernels run here under qemu only) kept 32 accumulators for Q5_K and
 // made the fully unrolled blocks 3-4x as slow to compile (Q5_K with the norm
-// 70 s against 18 s, IQ4_XS 59 s against 18 s; x86-avx2 4-5 s).
+// 70 s against 18 s, IQ4_XS 59 s against 18 s; x86-avx2 4-5 s). It did not
+// spill less: Q5_K's listing has 0.68 stack loads/stores a fmla at 4 rows,
+// 1.11 at 2. Time both on an ARM core before trusting either.
 #include "cpu.h"
 
 namespace qforge {
