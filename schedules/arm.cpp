@@ -16,7 +16,7 @@ constexpr cpu::Tuning kArm = {
     /*decode_tile_rows=*/2, /*prefill_tile_rows=*/2, /*prefill_tile_tokens=*/4,
     /*decode_rows_per_task=*/16, /*prefill_rows_per_task=*/32,
     /*stage_quants=*/false, /*packed_q4k_tile_tokens=*/{4, 4}, /*packed_block32_tile_tokens=*/{4, 4},
-    /*packed_prefill_rows_per_task=*/128, /*packed_decode_tasks=*/8,
+    /*packed_prefill_rows_per_task=*/128, /*packed_decode_tasks_per_thread=*/4,
     /*packed_decode_min_parallel_bytes=*/1 << 20,
     /*packed_prefetch_blocks=*/{0, 0}, /*packed_decode_chains=*/2,
     /*packed_q6k_prefetch_blocks=*/0,  // untimed on ARM (qemu only)

@@ -51,7 +51,7 @@ struct Tuning {
     TileTokens packed_q4k_tile_tokens;      // tokens per register tile of the packed prefill kernels
     TileTokens packed_block32_tile_tokens;
     int packed_prefill_rows_per_task;  // rows sharing one staging of a token tile's activations
-    int packed_decode_tasks;           // parallel tasks a packed decode kernel splits its rows into
+    int packed_decode_tasks_per_thread;  // parallel tasks a packed decode kernel splits its rows into, per thread
     int packed_decode_min_parallel_bytes;  // below this many weight bytes, one task
     ByWidth packed_prefetch_blocks;    // Q4_K super-blocks the decode's weight prefetch runs ahead (0: none)
     int packed_decode_chains;          // independent accumulators of one block's integer dot in decode
@@ -392,10 +392,15 @@ PackedLoops packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var 
         // weights rotated through copies larger than L3): 2 threads vs 1 were
         // 0.95x at 152 KB, 1.07x at 303 KB, 1.11x at 606 KB, 0.99x at 1.2 MB,
         // 1.15x at 2.4 MB, 1.10x at 4.9 MB, 1.26x at 9.7 MB.
+        // The tasks scale with the threads that the runtime runs now
+        // (qf_num_threads, runtime/src/kernels.cpp): a count fixed for two
+        // cores would leave the rest of a larger machine idle.
         Expr tiles = (y.output_buffer().dim(0).extent() + (R - 1)) / R;
         Expr bytes = cast<int64_t>(tiles) * pairs * weight.dim(0).extent() * weight.dim(1).extent();
+        Expr threads = max(Internal::Call::make(Int(32), "qf_num_threads", {}, Internal::Call::PureExtern), 1);
+        Expr tasks = D.packed_decode_tasks_per_thread * threads;
         tiles_per_task = select(bytes < cast<int64_t>(D.packed_decode_min_parallel_bytes), tiles,
-                                max(tiles_per_task, (tiles + (D.packed_decode_tasks - 1)) / D.packed_decode_tasks));
+                                max(tiles_per_task, (tiles + (tasks - 1)) / tasks));
     }
     Var ot("ot"), ri("ri"), task("task"), nt("nt"), ni("ni"), hh("hh"), os("os");
     y.split(o, ot, ri, R, kGuard);

@@ -17,7 +17,7 @@ constexpr cpu::Tuning kX86 = {
     // round ratio to the faster ggml Q4_0 path): 8 tokens 4.61 -> 2.86 ms
     // (1.59x -> 2.65x ggml), 128 tokens 55.3 -> 38.0 ms (1.99x -> 2.17x).
     /*packed_block32_tile_tokens=*/{4, 8},
-    /*packed_prefill_rows_per_task=*/128, /*packed_decode_tasks=*/8,
+    /*packed_prefill_rows_per_task=*/128, /*packed_decode_tasks_per_thread=*/4,
     /*packed_decode_min_parallel_bytes=*/1 << 20,
     // Decode only. AVX2 (2-core EPYC, x86-avx2, qforge_compare --tokens 1
     // --threads 1, 3 alternating runs of a build with 8 and one without):

@@ -6,7 +6,11 @@
 #include <dirent.h>
 
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <thread>
+
+extern "C" int qf_num_threads();  // the runtime's (runtime/src/kernels.cpp)
 
 namespace qforge::test {
 namespace {
@@ -54,6 +58,31 @@ TEST(Threads, LoweringTheCountStopsWorkersAndResultsStayTheSame) {
     EXPECT_EQ(y1, y4);
     EXPECT_EQ(y1, y2);
     EXPECT_THROW(set_num_threads(-1), Error);
+    set_num_threads(old);
+}
+
+// Packed decode splits its rows into tasks by the threads the runtime runs
+// now (qf_num_threads), so that a many-core machine is not left half idle;
+// each split computes every row the same way, so results are bit-identical.
+TEST(Threads, DecodeSplitsByTheThreadCountAndResultsStayTheSame) {
+    const int64_t out = 2000, in = 1024;  // 1.15 MB of Q4_K: parallel; 2000 rows: a partial last tile
+    Built b = build("q4_k", weights(out, in), out, in, nullptr);
+    const auto x = random_floats(in);
+    std::vector<float> first;
+    const int old = set_num_threads(1);
+    for (int n : {1, 3, 7, 16, 2}) {
+        set_num_threads(n);
+        EXPECT_EQ(qf_num_threads(), n);
+        std::vector<float> y(out, std::numeric_limits<float>::quiet_NaN());
+        b.layer->forward(ConstMatrix{x.data(), 1, in}, Matrix{y.data(), 1, out});
+        if (first.empty()) {
+            first = y;
+            for (float v : y) ASSERT_TRUE(std::isfinite(v));
+        }
+        EXPECT_EQ(y, first) << n << " threads";
+    }
+    set_num_threads(0);
+    EXPECT_GE(qf_num_threads(), 1) << "0: Halide's default";
     set_num_threads(old);
 }
 
