@@ -66,12 +66,9 @@ public:
                 Expr ql = wt(l4 + 32 * R * (2 * c + i % 2), sb, t);
                 Expr qh = wt(128 * R + l4 + 32 * R * c, sb, t);
                 Expr lo = select(i / 2 == 0, ql & cast<uint8_t>(15), ql >> cast<uint8_t>(4));
-                // The high bits moved to 16 and 32 in one shift (x86 shifts
-                // bytes as words, so a shift costs a mask; this one shares
-                // the 0x30's).
-                Expr hi = select(i < 3, qh << cast<uint8_t>(4 - 2 * min(i, 2)), qh >> cast<uint8_t>(2)) & cast<uint8_t>(0x30);
+                Expr hi = (qh >> cast<uint8_t>(2 * i)) & cast<uint8_t>(3);
                 // + rather than |: bounds inference then knows q < 64, so ARM narrows it to s8 (sdot).
-                return lo + hi;
+                return lo + (hi << cast<uint8_t>(4));
             }
             Expr lo = (wt(l4 + 32 * R * c, sb, t) >> cast<uint8_t>(2 * i)) & cast<uint8_t>(3);
             if (b == 2) return lo;
@@ -96,44 +93,30 @@ public:
         // groups, or for Q6_K's u8s8_pairs half of one (2 * 2 * 63 * 128 <
         // 32767: two groups' pairs are all i16 holds), so `units` per
         // sub-block. Q3_K's and Q2_K's four fit (4 * 2 * 7 * 128).
-        const int parts = f.form == DotForm::u8s8_pairs ? 2 : 1;
         if (f.form == DotForm::u8s8_pairs) {
-            // Unit (q, ih, il, c) is groups per_unit q + gg of run (c, i =
-            // 2 ih + il): k = 128 c + 32 i + 4 (per_unit q + gg) + b4, in
-            // sub-block 8 c + 2 i + q / units. Its own dims, not one unit
-            // number, so that a schedule can compute the units that share a
-            // group's bytes (both nibbles of a Q6_K ql run and its qh run)
-            // from one load of it.
             f.units = bits == 6 ? 2 : 1;
             const int per_unit = 4 / f.units;
-            Var q = f.q, ih = f.ih, il = f.il, c = f.c, gg("gg");
             f.dot = RDom(0, 2, "dot");
             f.groups = RDom(0, per_unit, "groups");
             Expr b4 = 2 * kp + f.dot;
-            Expr Gq = 32 * c + 8 * (2 * ih + il) + per_unit * q + gg;
-            f.pair(kp, r, gg, q, ih, il, c, sb, t, n) = cast<int16_t>(0);
-            f.pair(kp, r, gg, q, ih, il, c, sb, t, n) =
-                saturating_add(f.pair(kp, r, gg, q, ih, il, c, sb, t, n), widening_mul(quant(b4, Gq), act(b4, Gq)));
-            f.part(kp, r, q, ih, il, c, sb, t, n) = cast<int16_t>(0);
-            f.part(kp, r, q, ih, il, c, sb, t, n) += f.pair(kp, r, f.groups, q, ih, il, c, sb, t, n);
-            f.subs = RDom(0, parts, 0, 2, 0, 2, 0, 2 * f.units, 0, 2, "subs");  // kp, ih, il, q, c
-            const RVar s_ih = f.subs[1], s_il = f.subs[2], s_q = f.subs[3], s_c = f.subs[4];
-            f.sacc(r, sb, t, n) = weight_touch(weight, PackedKind::q6k, get_target(), knobs())(sb, t);
-            f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, s_q, s_ih, s_il, s_c, sb, t, n)) *
-                                   cast<int32_t>(cast<int16_t>(sc(8 * s_c + 2 * (2 * s_ih + s_il) + s_q / f.units)));
+            f.pair(kp, r, G, sb, t, n) = cast<int16_t>(0);
+            f.pair(kp, r, G, sb, t, n) = saturating_add(f.pair(kp, r, G, sb, t, n), widening_mul(quant(b4, G), act(b4, G)));
+            f.part(kp, r, u, sb, t, n) = cast<int16_t>(0);
+            f.part(kp, r, u, sb, t, n) += f.pair(kp, r, per_unit * u + f.groups, sb, t, n);
         } else {
             f.units = 1;
             f.dot = RDom(0, 4, 0, 4, "dot");  // byte in the group of 4, group in the sub-block
             // The weight touch (weight_touch, common.h) starts each sub-block's
-            // dot, so that a block's prefetches can be spread over them (the
-            // pair form's parts are i16, so there it starts the block's sums).
+            // dot, so that a block's prefetches can be spread over them; the
+            // pair form's parts are i16, so there it starts the block's sums.
             f.part(kp, r, u, sb, t, n) = weight_touch(weight, PackedKind::q6k, get_target(), knobs(), 16)(16 * sb + u, t);
             f.part(kp, r, u, sb, t, n) += packed_dot_term(f.form, quant(f.dot.x, 4 * u + f.dot.y), act(f.dot.x, 4 * u + f.dot.y));
-            f.subs = RDom(0, parts, 0, 16 * f.units, "subs");  // kp, u
-            f.sacc(r, sb, t, n) = 0;
-            f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, sb, t, n)) *
-                                   cast<int32_t>(cast<int16_t>(sc(f.subs.y / f.units)));
         }
+        const int parts = f.form == DotForm::u8s8_pairs ? 2 : 1;
+        f.subs = RDom(0, parts, 0, 16 * f.units, "subs");  // kp, u
+        f.sacc(r, sb, t, n) = f.form != DotForm::u8s8_pairs ? Expr(0) : Expr(weight_touch(weight, PackedKind::q6k, get_target(), knobs())(sb, t));
+        f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, sb, t, n)) *
+                               cast<int32_t>(cast<int16_t>(sc(f.subs.y / f.units)));
         // macc: the offset's scales (Q6_K, Q3_K) or the mins (Q2_K) against the sums.
         f.mins = RDom(0, 16, "mins");
         f.macc(r, sb, t, n) = 0;

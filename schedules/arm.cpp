@@ -24,7 +24,6 @@ constexpr cpu::Tuning kArm = {
     /*packed_iq4_tile_tokens=*/{4, 4},  // as the other packed kernels (untimed)
     /*packed_q56k_tile_tokens=*/{4, 4},
     /*packed_subblock_loops=*/{0, 0},
-    /*packed_k16_pair_loops=*/{0, 0},  // sdot, not the pair form
     // x86 gains from 2-4 (x86.cpp); not measured on an ARM core.
     /*packed_decode_streams=*/{{1, 1, 1}, {1, 1, 1}},
     /*packed_prefill_streams=*/{1, 1, 1},

@@ -64,9 +64,6 @@ struct Tuning {
     // Outer sub-block dims of a packed K-quant prefill tile (T > 1) kept as
     // loops rather than unrolled (0: the whole super-block unrolled).
     ByWidth packed_subblock_loops;
-    // Outer unit dims (of q, c) of packed Q6_K, Q3_K and Q2_K on u8s8_pairs
-    // kept as loops rather than unrolled (q6k_packed_q8).
-    ByWidth packed_k16_pair_loops;
     // Row tiles a packed kernel computes together, a block of each in turn,
     // so that that many weight streams are in flight (0 or 1: one).
     PerPackedByWidth packed_decode_streams;
@@ -721,24 +718,6 @@ void q6k_packed_q8(PackedQ6KFuncs &f, const Target &t, const Knobs &k) {
                                               packed_streams<D>(PackedKind::q6k, k, t), f.head);
     prefetch_weights(f.acc, f.weight, loops.block, k, D.packed_q6k_prefetch_blocks);
     const int V = packed_lanes(k, f.rows);
-    if (f.form == DotForm::u8s8_pairs) {
-        // A unit's two runs 2 c + il, a group at a time (subs: kp, ih, il,
-        // q, c): its ql bytes (both nibbles, ih) and qh bytes are loaded
-        // once for the four units that read them. With the whole super-block
-        // unrolled unit by unit, LLVM kept each loaded run live for the units
-        // that read it later and spilled. The outer `kept` dims (q, c) stay
-        // loops so that it cannot; the shifts depend only on ih and il, so
-        // they stay constants. AVX2 decode, one super-block of two 16-row
-        // tiles (q6k_packed_matmul_q8, -e assembly): Q6_K 3048 instructions
-        // and 581 stack references before; now a loop of 161 and 0 run 8
-        // times a tile (about the same instructions, no spills). Q3_K 2930 /
-        // 823 -> 2 x 4 x 438 / 64, Q2_K 1920 / 522 -> 2 x 4 x 203 / 6.
-        const int kept = by_width(D.packed_k16_pair_loops, t);
-        packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
-                   scaled_sums(f.sacc, f.macc, loops.per_tile, f.r, f.n, f.subs, f.mins, f.form, V, false, 2, kept),
-                   1, V, false, {f.ih});
-        return;
-    }
     packed_dot(f.part, f.pair, f.kp, f.r, f.n, f.dot, f.groups, f.form,
                scaled_sums(f.sacc, f.macc, loops.per_tile, f.r, f.n, f.subs, f.mins, f.form, V),
                k.prefill ? 1 : pick(k.chains, D.packed_decode_chains), V);

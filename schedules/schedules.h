@@ -169,10 +169,6 @@ struct PackedQ6KFuncs {
     Halide::Func y, acc{"acc"}, sacc{"sacc"}, macc{"macc"}, part{"part"}, pair{"pair"};
     Halide::Func act4{"act4"}, act_d{"act_d"}, act_sum{"act_sum"};
     Halide::Var r{"r"}, t{"t"}, n{"n"}, o{"o"}, kp{"kp"}, u{"unit"}, sb{"sb"}, G{"G"};
-    // u8s8_pairs: a unit is (q, ih, il, c), its run 2 c + il's unit q and
-    // nibble ih (Q6_K; Q3_K, Q2_K: bit pair i = 2 ih + il), so that one
-    // load of a group serves every unit that reads it (subs: kp, ih, il, q, c).
-    Halide::Var q{"q"}, ih{"ih"}, il{"il"}, c{"c"};
     Halide::RDom dot, groups, subs, mins, blocks;
     int rows = 0, units = 1;
     DotForm form = DotForm::u8s8_dot4;

@@ -47,16 +47,6 @@ constexpr cpu::Tuning kX86 = {
     // vpmaddubsw), so one token a tile; Q6_K at 4 is untimed, so unchanged.
     /*packed_q56k_tile_tokens=*/{1, 8},
     /*packed_subblock_loops=*/{1, 0},  // AVX2: see q4k_packed_q8 (cpu.h)
-    // AVX2: q and c (a loop of 16 vpmaddubsw, no spills); AVX-512 (32 zmm):
-    // c only, a loop of 32 vpmaddubsw with no spills (the whole super-block
-    // unrolled: 106 stack references per 128), chosen from the listings, untimed.
-    // AVX2 Q6_K decode, one thread, 2-core Zen 1 EPYC VM (qforge_bench,
-    // medians of 7, 3 alternating rounds; this VM swings 30%): llama-3.1-8b q
-    // 5.08 ms (3.73-5.45) unrolled -> 4.27 (3.90-5.10); qwen3-0.6b q 0.672
-    // (0.539-0.725) -> 0.510 (0.492-0.639). qforge_compare, 3 runs, ratio to
-    // ggml Q6_K on 8b q: 0.59x -> 0.66x. A gain inside the noise: the
-    // instructions per super-block did not fall, only the spills.
-    /*packed_k16_pair_loops=*/{2, 1},
     // One thread reading one contiguous run leaves DRAM latency exposed;
     // several runs read side by side keep more lines in flight. A C loop
     // over 9.7 MB copies, one vpdpbusd per 64 bytes: 9.0 GB/s with one

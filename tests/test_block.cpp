@@ -1103,8 +1103,7 @@ TEST(LoadBlock, ErrorsNameTheKeyTheTensorAndTheShape) {
 // memory, equal to the same block on the host; release_host() drops the
 // host copies and memory_bytes() says so.
 TEST(LoadBlock, OnCudaWithTheHostCopyReleased) {
-    const auto &d = internal::cuda_device();
-    if (!d.present) GTEST_SKIP() << "no CUDA device here (" << d.why_absent << "); the device run covers it";
+    if (const std::string why = why_no_cuda(); !why.empty()) GTEST_SKIP() << why;
     const TinyModel tm("qwen3");
     const std::string path = tm.write_gguf(temp_path("qwen3_cuda.gguf"));
     const GGUFFile f = GGUFFile::open(path);

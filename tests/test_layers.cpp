@@ -359,8 +359,7 @@ void expect_device_matches_host(const char *format, Strategy strategy, int64_t o
 // pointers, every format and strategy, both paths, the device scratch
 // reused across calls of growing and shrinking size.
 TEST(Layers, CudaMemoryMatchesHost) {
-    const auto &d = internal::cuda_device();
-    if (!d.present) GTEST_SKIP() << "no CUDA device here (" << d.why_absent << "); the device run covers it";
+    if (const std::string why = why_no_cuda(); !why.empty()) GTEST_SKIP() << why;
     for (const std::string &format_name : layer_formats()) {
         const char *format = format_name.c_str();
         for (Strategy s : {Strategy::fused, Strategy::eager_f16}) {
@@ -374,8 +373,7 @@ TEST(Layers, CudaMemoryMatchesHost) {
 // the dequantized weights: the activations' quantization error, as on the
 // CPU; formats without them say so.
 TEST(Layers, CudaQ8EveryFormat) {
-    const auto &d = internal::cuda_device();
-    if (!d.present) GTEST_SKIP() << "no CUDA device here (" << d.why_absent << "); the device run covers it";
+    if (const std::string why = why_no_cuda(); !why.empty()) GTEST_SKIP() << why;
     const int64_t out = 40, in = 768;
     const auto w = weights(out, in);
     const auto bias = random_floats(out);

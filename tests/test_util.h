@@ -277,6 +277,17 @@ inline std::string variant_name(const testing::TestParamInfo<VariantParam> &info
     return s;
 }
 
+// Why CUDA layers cannot run here (a build without CUDA variants, or no
+// device), or empty: a GPU machine can run a CPU-only build's tests.
+inline std::string why_no_cuda() {
+    bool built = false;
+    for (const auto &t : internal::target_rows()) built |= std::string(t.family) == "cuda";
+    if (!built) return "CUDA variants not built: no CUDA toolkit at configure time (-DQF_CUDA=ON builds them)";
+    const auto &d = internal::cuda_device();
+    if (!d.present) return "no CUDA device here (" + d.why_absent + "); the device run covers it";
+    return "";
+}
+
 // Why `target` cannot run here, or empty.
 inline std::string why_not_runnable(const std::string &target) {
     if (qforge::cpu_can_run(target)) return "";
