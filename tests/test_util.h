@@ -277,12 +277,20 @@ inline std::string variant_name(const testing::TestParamInfo<VariantParam> &info
     return s;
 }
 
+constexpr const char *kNoCudaBuilt = "CUDA variants not built: no CUDA toolkit at configure time (-DQF_CUDA=ON builds them)";
+
+// Whether this build has CUDA variants.
+inline bool cuda_built() {
+    for (const auto &t : internal::target_rows()) {
+        if (std::string(t.family) == "cuda") return true;
+    }
+    return false;
+}
+
 // Why CUDA layers cannot run here (a build without CUDA variants, or no
 // device), or empty: a GPU machine can run a CPU-only build's tests.
 inline std::string why_no_cuda() {
-    bool built = false;
-    for (const auto &t : internal::target_rows()) built |= std::string(t.family) == "cuda";
-    if (!built) return "CUDA variants not built: no CUDA toolkit at configure time (-DQF_CUDA=ON builds them)";
+    if (!cuda_built()) return kNoCudaBuilt;
     const auto &d = internal::cuda_device();
     if (!d.present) return "no CUDA device here (" + d.why_absent + "); the device run covers it";
     return "";
