@@ -390,7 +390,7 @@ PackedLoops packed_tiles(Func y, Func acc, ImageParam weight, Var o, Var n, Var 
         // 0.95x at 152 KB, 1.07x at 303 KB, 1.11x at 606 KB, 0.99x at 1.2 MB,
         // 1.15x at 2.4 MB, 1.10x at 4.9 MB, 1.26x at 9.7 MB.
         // The tasks scale with the threads that the runtime runs now
-        // (qf_num_threads, runtime/src/kernels.cpp): a count fixed for two
+        // (qf_num_threads, targets/kernel_threads.cpp): a count fixed for two
         // cores would leave the rest of a larger machine idle.
         Expr tiles = (y.output_buffer().dim(0).extent() + (R - 1)) / R;
         Expr bytes = cast<int64_t>(tiles) * pairs * weight.dim(0).extent() * weight.dim(1).extent();

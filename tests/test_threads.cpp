@@ -10,7 +10,7 @@
 #include <limits>
 #include <thread>
 
-extern "C" int qf_num_threads();  // the runtime's (runtime/src/kernels.cpp)
+extern "C" int qf_num_threads();  // targets/kernel_threads.cpp
 
 namespace qforge::test {
 namespace {

@@ -5,6 +5,7 @@
 #include "qforge/pack.h"
 
 #include "cuda_device.h"
+#include "kernel_threads.h"
 #include "registry.h"
 
 #include "HalideBuffer.h"
@@ -14,14 +15,11 @@
 #endif
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <mutex>
 #include <shared_mutex>
 #include <type_traits>
 #include <sstream>
-#include <thread>
 
 namespace qforge {
 namespace {
@@ -35,21 +33,6 @@ namespace {
 std::shared_mutex &pool_mutex() {
     static std::shared_mutex m;
     return m;
-}
-
-// The threads Halide's pool runs now, as it resolves its default
-// (HL_NUM_THREADS, else one per core) until set_num_threads says otherwise;
-// the packed decode kernels split their rows by it (qf_num_threads).
-int default_threads() {
-    for (const char *name : {"HL_NUM_THREADS", "HL_NUMTHREADS"}) {
-        if (const char *v = std::getenv(name); v && std::atoi(v) > 0) return std::atoi(v);
-    }
-    return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-}
-
-std::atomic<int> &threads_now() {
-    static std::atomic<int> n{default_threads()};
-    return n;
 }
 
 // Halide reports errors through a callback; keep the message for the throw.
@@ -861,12 +844,9 @@ int set_num_threads(int n) {
     const int old = halide_set_num_threads(n);
     const int now = halide_set_num_threads(n);  // n, or for 0 the default Halide resolved it to
     if (now < old) halide_shutdown_thread_pool();  // the next parallel call starts `now` - 1 workers
-    threads_now() = now;
+    internal::kernel_threads() = now;  // what the packed decode kernels split by
     return old;
 }
 
 }  // namespace qforge
 
-// Called by the packed CPU decode kernels once per call (schedules/cpu.h,
-// packed_tiles): the threads they split their rows for.
-extern "C" int qf_num_threads() { return qforge::threads_now(); }
