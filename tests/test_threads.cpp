@@ -2,13 +2,18 @@
 // kernels' extra workers (Halide's pool would otherwise keep them busy), and
 // results do not depend on the count.
 #include "layer_util.h"
+#include "thread_pool.h"
+
+#include "HalideRuntime.h"
 
 #include <dirent.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <limits>
 #include <thread>
+#include <vector>
 
 extern "C" int qf_num_threads();  // targets/kernel_threads.cpp
 
@@ -83,6 +88,69 @@ TEST(Threads, DecodeSplitsByTheThreadCountAndResultsStayTheSame) {
     }
     set_num_threads(0);
     EXPECT_GE(qf_num_threads(), 1) << "0: Halide's default";
+    set_num_threads(old);
+}
+
+// The kernels' pool (runtime/src/thread_pool.cpp), through Halide's entry
+// point as a kernel calls it: every task runs once per job, back-to-back
+// jobs never mix, a task's own parallel loop runs inline, the first error
+// comes back, and callers on several threads each get their own job done.
+struct Counts {
+    std::vector<std::atomic<int>> runs;
+    int fail_at = -1;
+    explicit Counts(int n) : runs(n) {}
+};
+
+int count_task(void *, int i, uint8_t *closure) {
+    auto *c = reinterpret_cast<Counts *>(closure);
+    c->runs[i].fetch_add(1);
+    if (i == c->fail_at) return -7;
+    return 0;
+}
+
+int nested_task(void *uctx, int i, uint8_t *closure) {
+    auto *c = reinterpret_cast<Counts *>(closure);
+    Counts inner(3);
+    const int r = halide_do_par_for(uctx, count_task, 0, 3, reinterpret_cast<uint8_t *>(&inner));
+    for (auto &n : inner.runs) if (n.load() != 1) return -1;
+    c->runs[i].fetch_add(1);
+    return r;
+}
+
+TEST(Threads, PoolRunsEveryTaskOnceAndReturnsTheFirstError) {
+    internal::install_thread_pool();
+    const int old = set_num_threads(2);  // 2: workers that spin between jobs; 4 (more than CI's cores): they sleep
+    for (int threads : {2, 4}) {
+        set_num_threads(threads);
+        for (int job = 0; job < 2000; ++job) {
+            const int n = 1 + job % 37;
+            Counts c(n + 5);
+            ASSERT_EQ(halide_do_par_for(nullptr, count_task, 5, n, reinterpret_cast<uint8_t *>(&c)), 0);
+            for (int i = 0; i < n + 5; ++i)
+                ASSERT_EQ(c.runs[i].load(), i < 5 ? 0 : 1) << threads << " threads, job " << job << ", task " << i;
+        }
+    }
+    Counts nested(16);
+    EXPECT_EQ(halide_do_par_for(nullptr, nested_task, 0, 16, reinterpret_cast<uint8_t *>(&nested)), 0);
+    for (auto &n : nested.runs) EXPECT_EQ(n.load(), 1);
+
+    Counts failing(64);
+    failing.fail_at = 40;
+    EXPECT_EQ(halide_do_par_for(nullptr, count_task, 0, 64, reinterpret_cast<uint8_t *>(&failing)), -7);
+
+    std::vector<std::thread> callers;
+    std::atomic<int> wrong{0};
+    for (int t = 0; t < 3; ++t) {
+        callers.emplace_back([&] {
+            for (int job = 0; job < 300; ++job) {
+                Counts c(24);
+                if (halide_do_par_for(nullptr, count_task, 0, 24, reinterpret_cast<uint8_t *>(&c)) != 0) ++wrong;
+                for (auto &n : c.runs) wrong += n.load() != 1;
+            }
+        });
+    }
+    for (auto &t : callers) t.join();
+    EXPECT_EQ(wrong.load(), 0);
     set_num_threads(old);
 }
 

@@ -6,6 +6,7 @@
 
 #include "cuda_device.h"
 #include "kernel_threads.h"
+#include "thread_pool.h"
 #include "registry.h"
 
 #include "HalideBuffer.h"
@@ -25,11 +26,10 @@ namespace qforge {
 namespace {
 
 
-// Kernel calls hold this shared; set_num_threads holds it alone. Halide's
-// thread pool keeps every worker it ever started, and an idle worker takes
-// tasks whatever halide_set_num_threads says (the count only limits how many
-// it starts), so lowering the count means shutting the pool down, which is
-// legal only while no pipeline runs.
+// Kernel calls hold this shared; set_num_threads holds it alone: it stops
+// the pool's workers (thread_pool.h), which is legal only while no kernel
+// runs. (Halide's own pool, which the kernels no longer use, keeps every
+// worker it ever started whatever halide_set_num_threads says later.)
 std::shared_mutex &pool_mutex() {
     static std::shared_mutex m;
     return m;
@@ -41,7 +41,10 @@ void capture_halide_error(void *, const char *msg) { halide_message = msg; }
 
 void install_error_handler() {
     static std::once_flag once;
-    std::call_once(once, [] { halide_set_error_handler(capture_halide_error); });
+    std::call_once(once, [] {
+        halide_set_error_handler(capture_halide_error);
+        internal::install_thread_pool();
+    });
 }
 
 [[noreturn]] void fail(const std::string &op, const std::string &what) {
@@ -843,7 +846,8 @@ int set_num_threads(int n) {
     std::unique_lock<std::shared_mutex> lock(pool_mutex());  // waits for the calls in flight
     const int old = halide_set_num_threads(n);
     const int now = halide_set_num_threads(n);  // n, or for 0 the default Halide resolved it to
-    if (now < old) halide_shutdown_thread_pool();  // the next parallel call starts `now` - 1 workers
+    if (now < old) halide_shutdown_thread_pool();
+    internal::resize_thread_pool(now);  // the next parallel call starts `now` - 1 workers
     internal::kernel_threads() = now;  // what the packed decode kernels split by
     return old;
 }
