@@ -46,8 +46,6 @@ int run_inline(void *uctx, halide_task_t f, int min, int size, uint8_t *closure)
 // ticket is published, stay unchanged while any of its tasks is untaken.
 class Pool {
 public:
-    ~Pool() { stop(); }
-
     int run(void *uctx, halide_task_t f, int min, int size, uint8_t *closure) {
         if (size <= 1 || in_pool_task) return run_inline(uctx, f, min, size, closure);
         std::unique_lock<std::mutex> submit(submit_, std::try_to_lock);
