@@ -42,10 +42,13 @@ constexpr cpu::Tuning kX86 = {
     // at 1 token a tile (f32 activations: 129 ms at 32), 53 / 195 at 4,
     // 35 / 146 at 8; IQ4_NL 33 / - at 2, 23 / 88 at 4, 24 / 73 at 8.
     /*packed_iq4_tile_tokens=*/{8, 8},
-    // AVX2 Q5_K with 4 tokens a tile still spills with the sub-block loop
-    // (hottest loop 779 instructions, 200 stack references per 128
-    // vpmaddubsw), so one token a tile; Q6_K at 4 is untimed, so unchanged.
-    /*packed_q56k_tile_tokens=*/{1, 8},
+    // AVX2, 2 tokens a tile: Q6_K prefill 1.5x faster than at 1 (4096x4096,
+    // one thread, 8 / 32 / 128 tokens: 17.1 / 64.8 / 258 ms -> 11.0 / 42.0 /
+    // 168; hottest loop 8.0 instructions a vpmaddubsw instead of 12.2), and
+    // 4 no faster than 1; Q5_K, Q3_K and Q2_K within 3% either way. Q5_K at
+    // 4 spills with the sub-block loop (779 instructions, 200 stack
+    // references per 128 vpmaddubsw).
+    /*packed_q56k_tile_tokens=*/{2, 8},
     /*packed_subblock_loops=*/{1, 0},  // AVX2: see q4k_packed_q8 (cpu.h)
     // One thread reading one contiguous run leaves DRAM latency exposed;
     // several runs read side by side keep more lines in flight. A C loop
