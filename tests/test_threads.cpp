@@ -1,6 +1,6 @@
 // set_num_threads takes effect within the process: lowering it stops the
-// kernels' extra workers (Halide's pool would otherwise keep them busy), and
-// results do not depend on the count.
+// kernels' extra workers (runtime/src/thread_pool.cpp), and results do not
+// depend on the count.
 #include "layer_util.h"
 #include "thread_pool.h"
 
