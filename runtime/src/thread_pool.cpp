@@ -4,6 +4,7 @@
 
 #include "HalideRuntime.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -39,11 +40,20 @@ int run_inline(void *uctx, halide_task_t f, int min, int size, uint8_t *closure)
     return 0;
 }
 
-// One job at a time. A job is published as `ticket_` = generation << 32 |
-// tasks not yet taken; a thread takes a task by a compare-and-swap that
-// counts it down within the same generation, so a late worker can never
-// take a task of the next job, and the job's fields, written before the
-// ticket is published, stay unchanged while any of its tasks is untaken.
+// One job at a time, split into one share of tasks per thread (the
+// caller is participant 0, worker i participant i), as ggml splits its
+// rows: a thread takes its own share first, from a counter no other thread
+// touches until it steals, then takes what is left of the others' shares.
+// With one shared counter, where every claim moves the same cache line
+// between cores, a 16-thread Q4_K decode of a small layer took 1.24x as
+// long and an 8-token call 1.39x (BENCHMARKS.md, "Each thread its own
+// share").
+//
+// A share's counter is generation << 32 | next task; a thread takes a task
+// by a compare-and-swap within the generation it was woken for, so a late
+// worker can never take a task of the next job, and a job's fields, written
+// before its generation is published, stay unchanged while any of its tasks
+// is untaken.
 class Pool {
 public:
     int run(void *uctx, halide_task_t f, int min, int size, uint8_t *closure) {
@@ -57,16 +67,21 @@ public:
         uctx_.store(uctx, std::memory_order_relaxed);
         closure_.store(closure, std::memory_order_relaxed);
         min_.store(min, std::memory_order_relaxed);
-        size_.store(size, std::memory_order_relaxed);
         error_.store(0, std::memory_order_relaxed);
         done_.store(0, std::memory_order_relaxed);
-        const uint64_t gen = (ticket_.load(std::memory_order_relaxed) >> 32) + 1;
-        ticket_.store(gen << 32 | static_cast<uint32_t>(size), std::memory_order_seq_cst);
+        const uint32_t gen = generation_.load(std::memory_order_relaxed) + 1;
+        const int parts = static_cast<int>(shares_.size());
+        for (int p = 0; p < parts; ++p) {
+            const int lo = static_cast<int>(int64_t{size} * p / parts);
+            shares_[p].end.store(static_cast<int>(int64_t{size} * (p + 1) / parts), std::memory_order_relaxed);
+            shares_[p].next.store(uint64_t{gen} << 32 | static_cast<uint32_t>(lo), std::memory_order_release);
+        }
+        generation_.store(gen, std::memory_order_seq_cst);
         if (sleepers_.load(std::memory_order_seq_cst) > 0) {
-            { std::lock_guard<std::mutex> lock(sleep_mutex_); }  // a worker between its check and its wait sees the ticket
+            { std::lock_guard<std::mutex> lock(sleep_mutex_); }  // a worker between its check and its wait sees the job
             wake_.notify_all();
         }
-        claim(static_cast<uint32_t>(gen));
+        claim(0, gen);
         for (int n = 0; done_.load(std::memory_order_acquire) < size; ++n) {
             if (n < 4096) cpu_relax();
             else std::this_thread::yield();  // a worker that holds a task is off its core
@@ -81,6 +96,11 @@ public:
     }
 
 private:
+    struct alignas(64) Share {
+        std::atomic<uint64_t> next{0};  // generation << 32 | the share's next untaken task
+        std::atomic<int> end{0};        // one past the share's last task
+    };
+
     void start() {
         if (started_) return;
         started_ = true;
@@ -90,7 +110,8 @@ private:
         // of the one that holds a task.
         spin_ = cores > 0 && static_cast<unsigned>(threads_) > cores ? std::chrono::microseconds(0) : spin_time();
         stop_.store(false);
-        for (int i = 1; i < threads_; ++i) workers_.emplace_back([this] { work(); });
+        shares_ = std::vector<Share>(std::max(threads_, 1));
+        for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { work(i); });
     }
 
     void stop() {
@@ -105,37 +126,50 @@ private:
         started_ = false;
     }
 
-    // Runs tasks of generation `gen` until none is left unclaimed.
-    void claim(uint32_t gen) {
-        uint64_t t = ticket_.load(std::memory_order_acquire);
-        while (static_cast<uint32_t>(t >> 32) == gen && static_cast<uint32_t>(t) > 0) {
-            const int size = size_.load(std::memory_order_relaxed);
-            const int index = min_.load(std::memory_order_relaxed) + size - static_cast<int>(static_cast<uint32_t>(t));
+    // Runs the untaken tasks of share `p` of generation `gen`; returns how many.
+    int take(int p, uint32_t gen) {
+        Share &s = shares_[p];
+        int ran = 0;
+        uint64_t t = s.next.load(std::memory_order_acquire);
+        while (static_cast<uint32_t>(t >> 32) == gen) {
+            const int task = static_cast<int>(static_cast<uint32_t>(t));
+            if (task >= s.end.load(std::memory_order_relaxed)) break;
             halide_task_t f = f_.load(std::memory_order_relaxed);
             void *uctx = uctx_.load(std::memory_order_relaxed);
             uint8_t *closure = closure_.load(std::memory_order_relaxed);
-            // Taking task `index` of this job: the job cannot end, nor its
-            // fields change, while it is not taken, so they were this job's.
-            if (!ticket_.compare_exchange_weak(t, t - 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+            const int min = min_.load(std::memory_order_relaxed);
+            // Taking `task`: the job cannot end, nor its fields change,
+            // while it is untaken, so what was read above was this job's.
+            if (!s.next.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
             if (error_.load(std::memory_order_relaxed) == 0) {
                 in_pool_task = true;
-                const int r = f(uctx, index, closure);
+                const int r = f(uctx, min + task, closure);
                 in_pool_task = false;
                 int none = 0;
                 if (r != 0) error_.compare_exchange_strong(none, r);
             }
-            done_.fetch_add(1, std::memory_order_release);
-            t = ticket_.load(std::memory_order_acquire);
+            ++ran;
+            t = s.next.load(std::memory_order_acquire);
         }
+        return ran;
     }
 
-    void work() {
-        uint32_t seen = static_cast<uint32_t>(ticket_.load(std::memory_order_acquire) >> 32);
+    // Participant `self` runs its own share of generation `gen`, then helps
+    // with the others'.
+    void claim(int self, uint32_t gen) {
+        const int parts = static_cast<int>(shares_.size());
+        int ran = 0;
+        for (int i = 0; i < parts; ++i) ran += take((self + i) % parts, gen);
+        if (ran > 0) done_.fetch_add(ran, std::memory_order_release);
+    }
+
+    void work(int self) {
+        uint32_t seen = generation_.load(std::memory_order_acquire);
         for (;;) {
             const auto since = std::chrono::steady_clock::now();
             uint32_t gen = seen;
             for (int n = 0; !stop_.load(std::memory_order_relaxed); ++n) {
-                gen = static_cast<uint32_t>(ticket_.load(std::memory_order_acquire) >> 32);
+                gen = generation_.load(std::memory_order_acquire);
                 if (gen != seen) break;
                 if ((n & 255) == 255 && std::chrono::steady_clock::now() - since >= spin_) break;
                 cpu_relax();
@@ -144,28 +178,29 @@ private:
                 std::unique_lock<std::mutex> lock(sleep_mutex_);
                 sleepers_.fetch_add(1, std::memory_order_seq_cst);
                 wake_.wait(lock, [&] {
-                    gen = static_cast<uint32_t>(ticket_.load(std::memory_order_seq_cst) >> 32);
+                    gen = generation_.load(std::memory_order_seq_cst);
                     return gen != seen || stop_.load(std::memory_order_seq_cst);
                 });
                 sleepers_.fetch_sub(1, std::memory_order_relaxed);
             }
             if (stop_.load(std::memory_order_acquire)) return;
             seen = gen;
-            claim(gen);
+            claim(self, gen);
         }
     }
 
-    std::mutex submit_;  // one job at a time; workers_, threads_, started_, spin_
+    std::mutex submit_;  // one job at a time; workers_, shares_, threads_, started_, spin_
     std::vector<std::thread> workers_;
+    std::vector<Share> shares_;  // one per participant; sized before the workers start
     int threads_ = 0;  // 0: kernel_threads() when the workers start
     bool started_ = false;
     std::chrono::microseconds spin_{0};
 
-    std::atomic<uint64_t> ticket_{0};
+    std::atomic<uint32_t> generation_{0};  // the job now published
     std::atomic<halide_task_t> f_{nullptr};
     std::atomic<void *> uctx_{nullptr};
     std::atomic<uint8_t *> closure_{nullptr};
-    std::atomic<int> min_{0}, size_{0}, done_{0}, error_{0};
+    std::atomic<int> min_{0}, done_{0}, error_{0};
 
     std::mutex sleep_mutex_;
     std::condition_variable wake_;
