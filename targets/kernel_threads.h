@@ -11,6 +11,8 @@ namespace qforge::internal {
 // Halide's default until set_num_threads changes it: HL_NUM_THREADS (or
 // HL_NUMTHREADS), else one per core.
 std::atomic<int> &kernel_threads();
+// The count for "0" (one per core, unless HL_NUM_THREADS says otherwise).
+int default_kernel_threads();
 }  // namespace qforge::internal
 
 extern "C" int qf_num_threads();

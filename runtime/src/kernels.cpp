@@ -844,9 +844,11 @@ void head_rms_norm(Matrix x, int64_t head_dim, const float *weight, float eps, c
 int set_num_threads(int n) {
     if (n < 0) throw Error("set_num_threads: n = " + std::to_string(n) + " must be >= 0 (0: one per core)");
     std::unique_lock<std::shared_mutex> lock(pool_mutex());  // waits for the calls in flight
-    const int old = halide_set_num_threads(n);
-    const int now = halide_set_num_threads(n);  // n, or for 0 the default Halide resolved it to
-    if (now < old) halide_shutdown_thread_pool();
+    const int old = internal::kernel_threads();
+    const int now = n > 0 ? n : internal::default_kernel_threads();
+    // The pool owns the count; Halide's own pool, which runs none of the
+    // kernels' loops, is told too, for any of its parallel-task entry points.
+    halide_set_num_threads(now);
     internal::resize_thread_pool(now);  // the next parallel call starts `now` - 1 workers
     internal::kernel_threads() = now;  // what the packed decode kernels split by
     return old;

@@ -212,13 +212,13 @@ std::string dispatched_target();      // the variant "auto" runs on this CPU
 std::string dispatched_cuda_target(); // the variant "auto" runs for CUDA memory; throws Error without a device
 std::vector<std::string> kernels();   // every kernel name in the registry
 
-// Threads the kernels use from the next call on (0: one per core, the
-// default). Takes effect in this process from any thread at any time: it
-// waits for the kernel calls in flight, and lowering it stops the extra
-// workers. Returns the old value. Between calls the workers spin for
-// QF_SPIN_US microseconds (environment; default 200, 0: sleep at once, as
-// they always do when there are more threads than cores), so that
-// back-to-back calls do not wait for them to wake.
+// Threads the kernels use from the next call on (0: the default,
+// HL_NUM_THREADS if set, else one per core). Takes effect in this process
+// from any thread at any time: it waits for the kernel calls in flight,
+// and lowering it stops the extra workers. Returns the old value. Between
+// calls the workers spin for QF_SPIN_US microseconds (environment; default
+// 200, 0: sleep at once, as they always do when there are more threads
+// than cores), so that back-to-back calls do not wait for them to wake.
 int set_num_threads(int n);
 
 }  // namespace qforge
