@@ -50,6 +50,7 @@ public:
         f.wide_part = iq4 && f.form == DotForm::u8s8_pairs;
         f.lut = iq4;
         f.weight = weight;
+        f.a_qs = a_qs;
         Var r = f.r, t = f.t, n = f.n, kp = f.kp, h = f.h, jp = f.jp, sb = f.sb, o = f.o;
         Q4KPacked w{clamp_tiles(weight), R, iq4 ? 136 : 144};
         // u8 x s8 dots of 4 (vpdpbusd) take the high nibble in place, 16 q

@@ -366,11 +366,72 @@ void head_norm(HeadNormFuncs &f, const Target &, const Knobs &) {
     intm.update().gpu_threads(u);
 }
 
+// Packed Q4_K x Q8_K (FORMATS.md, "Packed Q4_K"), tiles of R = 32 rows:
+// lane r of a warp is row r of its tile, so a warp's 4-byte loads of one
+// group are R * 4 contiguous bytes and every lane reads the same activation
+// bytes (one broadcast); the sub-block scales and mins are bytes already,
+// so no lane decodes any, and a 4-byte group is one dp4a per nibble (the
+// high nibble in place, times 16: no shift). A tile's super-blocks are
+// split over `split` warps of its thread block (warp u takes blocks u, u +
+// split, ...), so that a layer of a few hundred tiles still has enough
+// loads in flight; the warps' partial sums meet in shared memory. `split`
+// is the `streams` knob. H100, decode (bench/device/cuda_bench, QF_BENCH_TUNE,
+// 2 runs): 14336x4096 (16 super-blocks a row) 0.0258-0.0262 ms with 4,
+// 0.0241-0.0244 with 8, 0.0324-0.0325 with 16; 4096x14336 (56) 0.0498,
+// 0.0327, 0.0280-0.0283: best near 2-4 super-blocks a warp. Two super-blocks
+// an iteration (unroll=2) were 15-60% slower. Reached so far through
+// RunOptions::kernel only (the QF_TUNING_KERNELS rows p32s*).
+void q4k_packed_q8(PackedQ4KFuncs &f, const Target &, const Knobs &k) {
+    const int R = f.rows;
+    if (R != kWarp || f.form != DotForm::u8s8_dot4 || f.pairs != 1 || f.head.defined()) {
+        throw CompileError("q4k_packed_matmul_q8 on CUDA: pack_rows must be " + std::to_string(kWarp) +
+                           " (a warp's lanes), without the glu or head_norm epilogue");
+    }
+    const int split = pick(k.streams, 8);  // warps a tile's super-blocks are split over
+    Var ot("ot"), ri("ri"), u("u");
+    f.y.split(f.o, ot, ri, R, kGuard).reorder(ri, ot, f.n).gpu_blocks(ot, f.n).gpu_threads(ri);
+    RVar bo("bo"), bi("bi");
+    Func intm = f.acc.update().split(f.blocks.x, bo, bi, split, kGuard).rfactor(bi, u);
+    f.acc.compute_at(f.y, ri);
+    intm.compute_at(f.y, ot)
+        .store_in(MemoryType::GPUShared)
+        .bound_extent(f.r, R)
+        .bound_extent(f.t, 1)
+        .bound_extent(f.n, 1)
+        .bound(u, 0, split)
+        .gpu_threads(f.r, u);
+    intm.update().reorder(bo, f.r, u).gpu_threads(f.r, u);
+    RVar block_var = bo;
+    if (k.unroll > 1) {  // several super-blocks an iteration: more loads in flight
+        RVar bu("bu");
+        intm.update().split(bo, bo, bu, k.unroll, kGuard).unroll(bu);
+        block_var = bu;
+    }
+    LoopLevel block(intm, block_var);  // one super-block of a lane's row
+    f.sacc.compute_at(block).store_in(MemoryType::Register);
+    for (int i = 0; i < f.subs.dimensions(); ++i) f.sacc.update().unroll(f.subs[i]);
+    f.macc.compute_at(block).store_in(MemoryType::Register);
+    f.macc.update().unroll(f.mins.x);
+    const std::vector<Var> pa = f.part.args();  // kp, r, h, jp, sb, t, n
+    f.part.compute_at(block).store_in(MemoryType::Register).bound_extent(pa[0], 1).unroll(pa[0]).unroll(pa[2]).unroll(pa[3]);
+    f.part.update().atomic().vectorize(f.dot.x).unroll(f.dot.y).unroll(pa[0]).unroll(pa[2]).unroll(pa[3]);
+    // The activations stay inline: every lane loads the same bytes (one
+    // broadcast a warp), and the bsums' pair sums are 16 such loads a block.
+    // Lane loads of 4 weight bytes (and the broadcast 4 activation bytes)
+    // are one 32-bit load each where Halide can prove their alignment.
+    f.weight.set_host_alignment(kAlign);
+    f.a_qs.set_host_alignment(kAlign);
+    f.a_qs.dim(0).set_min(0);
+    f.y.specialize(f.weight.dim(2).stride() % kAlign == 0 && f.a_qs.dim(1).stride() % kAlign == 0);
+}
+
+DotForm cuda_dot_form(const Target &) { return DotForm::u8s8_dot4; }
+
 bool is_cuda(const Target &t) { return t.has_feature(Target::CUDA); }
 
 const ScheduleFamily cuda_family = {
     "cuda", is_cuda, dequant, group_matmul, q4k_matmul_f32, q8k_quantize, block_matmul_q8, norm_stats,
-    nullptr, nullptr, nullptr, q8_0_quantize, nullptr, head_norm,
+    cuda_dot_form, q4k_packed_q8, nullptr, q8_0_quantize, nullptr, head_norm,
 };
 const RegisterScheduleFamily registered{&cuda_family};
 

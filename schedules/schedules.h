@@ -127,7 +127,7 @@ enum class DotForm { u8s8_dot4, u8s8_pairs, s8_dot4 };
 // macc the mins against the activation sums over `mins`; acc sums both,
 // in f32, over `blocks`.
 struct PackedQ4KFuncs {
-    Halide::ImageParam weight;
+    Halide::ImageParam weight, a_qs;  // a_qs: the Q8_K quants act4 reads (a GPU schedule declares their alignment)
     Halide::Func y, acc{"acc"}, sacc{"sacc"}, macc{"macc"}, part{"part"}, pair{"pair"};
     Halide::Func act4{"act4"}, act_d{"act_d"}, act_sum{"act_sum"};  // see PackedActs
     Halide::Var r{"r"}, t{"t"}, n{"n"}, o{"o"}, kp{"kp"}, h{"h"}, jp{"jp"}, sb{"sb"}, g{"g"};

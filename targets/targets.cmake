@@ -19,8 +19,9 @@ set(QF_TARGETS
     "arm64-dotprod|arm64|arm-64-linux-arm_dot_prod-arm_fp16|asimd asimddp asimdhp|sdot udot usdot"
     "arm64-neon|arm64|arm-64-linux|asimd|smull smull2 smlal smlal2 saddlp sadalp"
     # Halide 21's highest CUDA capability is 86; Hopper (90) runs its PTX.
-    "cuda-sm86|cuda|x86-64-linux-cuda-cuda_capability_86|cuda sm86|dp4a.s32.s32 dp4a.u32.s32"
-    "cuda-sm80|cuda|x86-64-linux-cuda-cuda_capability_80|cuda sm80|dp4a.s32.s32 dp4a.u32.s32"
+    # The packed kernels (u4 weights x s8 activations) take dp4a.u32.s32.
+    "cuda-sm86|cuda|x86-64-linux-cuda-cuda_capability_86|cuda sm86|dp4a.u32.s32 dp4a.s32.s32"
+    "cuda-sm80|cuda|x86-64-linux-cuda-cuda_capability_80|cuda sm80|dp4a.u32.s32 dp4a.s32.s32"
 )
 
 # Every kernel: one row each, in columns (whitespace-separated, "-" for none):
@@ -265,4 +266,10 @@ set(QF_TUNING_KERNELS
     "b8w32r1t4 q4_k   matmul  f32 -    f32 -     -    cuda     q4k_matmul_f32 vector_width=8,lanes=32,tile_rows=1,tile_tokens=4"
     "b8w32r1t8 q4_k   matmul  f32 -    f32 -     -    cuda     q4k_matmul_f32 vector_width=8,lanes=32,tile_rows=1,tile_tokens=8"
     "b4w32r1t8 q4_k   matmul  f32 -    f32 -     -    cuda     q4k_matmul_f32 vector_width=4,lanes=32,tile_rows=1,tile_tokens=8"
+    # Packed Q4_K on CUDA (a warp's lanes are a tile's 32 rows), its blocks over `streams` warps.
+    "p32s4     q4_k   matvec  q8_k -    f32 -     32   cuda     q4k_packed_matmul_q8 streams=4"
+    "p32s8     q4_k   matvec  q8_k -    f32 -     32   cuda     q4k_packed_matmul_q8 streams=8"
+    "p32s16    q4_k   matvec  q8_k -    f32 -     32   cuda     q4k_packed_matmul_q8 streams=16"
+    "p32s8u2   q4_k   matvec  q8_k -    f32 -     32   cuda     q4k_packed_matmul_q8 streams=8,unroll=2"
+    "p32s16u2  q4_k   matvec  q8_k -    f32 -     32   cuda     q4k_packed_matmul_q8 streams=16,unroll=2"
 )

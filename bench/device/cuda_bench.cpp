@@ -7,6 +7,7 @@
 #include "qforge/block.h"
 #include "qforge/kernels.h"
 #include "qforge/layers.h"
+#include "qforge/pack.h"
 
 #include "cuda_device.h"
 #include "registry.h"
@@ -278,9 +279,19 @@ void bench_q4k_variant(int64_t out, int64_t in, const std::string &kernel, const
         max_rel_err(y, ref, tokens, out, check_rows), target.c_str());
 }
 
-void bench_q4k_q8_variant(int64_t out, int64_t in, const std::string &kernel, const std::string &target) {
+// Q4_K x Q8_K decode; with R > 0 the rows packed once on the host in tiles
+// of R (a packed CUDA variant: R = 32, a warp's rows) and uploaded, copies
+// rotating as for the file's layout, against the same reference.
+void bench_q4k_q8_variant(int64_t out, int64_t in, const std::string &kernel, const std::string &target, int R = 0) {
     const Q4KOnDevice w(out, in);
-    const size_t wbytes = w.bytes;
+    std::vector<uint8_t> packed;
+    std::vector<Dev> packed_copies;
+    if (R > 0) {
+        packed.resize(packed_bytes(Format::q4_k, out, in, R));
+        pack_weights(Weights{Format::q4_k, w.host.data(), out, in}, R, packed.data());
+        for (int i = 0, n = copies_for(packed.size()); i < n; ++i) packed_copies.emplace_back(packed);
+    }
+    const size_t wbytes = R > 0 ? packed.size() : w.bytes;
     const int64_t check_rows = std::min<int64_t>(out, 64);
     RunOptions o = on_cuda(target);
     auto x = randf(in, -1, 1);
@@ -295,7 +306,14 @@ void bench_q4k_q8_variant(int64_t out, int64_t in, const std::string &kernel, co
     }
     q8k_quantize({xd.as<float>(), 1, in}, a, o);
     o.kernel = kernel;
-    auto f = [&](int i) { matmul(Weights{Format::q4_k, w.at(i), out, in}, a, nullptr, {yd.as<float>(), 1, out}, o); };
+    auto f = [&](int i) {
+        Weights pw{Format::q4_k, w.at(i), out, in};
+        if (R > 0) {
+            pw.data = packed_copies[i % packed_copies.size()].as<uint8_t>();
+            pw.pack_rows = R;
+        }
+        matmul(pw, a, nullptr, {yd.as<float>(), 1, out}, o);
+    };
     const double ms = median_ms(f, 200);
     std::vector<float> y(out);
     cu::cuda_download(y.data(), yd.p, y.size() * 4);
@@ -320,7 +338,7 @@ void bench_variants(const std::string &target) {
             if (r.format == Format::int4g && r.group == 128 && r.op == internal::Op::matvec) {
                 bench_int4g(out, in, 128, {1}, target, k);
             }
-            if (q4k && r.op == internal::Op::matvec && !f32) bench_q4k_q8_variant(out, in, k, target);
+            if (q4k && r.op == internal::Op::matvec && !f32) bench_q4k_q8_variant(out, in, k, target, r.pack);
             if (q4k && r.op == internal::Op::dequant && r.out == internal::Out::f16) bench_q4k_dequant(out, in, k, target);
             if (q4k && r.op == internal::Op::matmul && f32) {
                 for (int64_t t : {2, 4, 8}) bench_q4k_variant(out, in, k, target, t);

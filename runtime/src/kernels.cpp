@@ -375,17 +375,23 @@ struct WeightArgs {
     Halide::Runtime::Buffer<const void, 2> scales;
     Halide::Runtime::Buffer<const void, 2> zeros;
     Halide::Runtime::Buffer<const uint8_t, 3> packed;  // [R * packed block bytes, blocks, tiles]
+    bool is_packed = false;  // (a CUDA view of it has no host pointer)
     // pairs: weight tiles per output tile (2: matmul_glu's gate and up tiles).
     WeightArgs(Place &p, const Weights &w, int pairs = 1) {
         const FormatTraits &t = traits(w.format);
         if (w.pack_rows) {
-            require(!p.cuda(), "matmul", "packed weights run on the CPU kernels only (upload the file's layout)");
+            require(!p.cuda() || w.pack_rows == 32, "matmul", "packed weights on CUDA are tiles of 32 rows (a warp's "
+                    "lanes), not ", w.pack_rows, ": upload the file's layout, or pack with R = 32");
             const int64_t chunk = w.pack_rows * t.packed_block_bytes, blocks = packed_row_blocks(w.format, w.in);
             halide_dimension_t dims[3] = {{0, static_cast<int32_t>(chunk), 1},
                                           {0, static_cast<int32_t>(blocks), static_cast<int32_t>(chunk)},
                                           {0, static_cast<int32_t>(pairs * ((w.out + w.pack_rows - 1) / w.pack_rows)),
                                            static_cast<int32_t>(chunk * blocks)}};
-            packed = Halide::Runtime::Buffer<const uint8_t, 3>(static_cast<const uint8_t *>(w.data), 3, dims);
+            // On CUDA the packed kernels are schedule variants so far
+            // (targets.cmake, QF_TUNING_KERNELS): RunOptions::kernel names one.
+            const auto *data = static_cast<const uint8_t *>(w.data);
+            packed = p.cuda() ? p.view("weight", data, dims) : Halide::Runtime::Buffer<const uint8_t, 3>(data, 3, dims);
+            is_packed = true;
             return;
         }
         const int64_t bytes = row_bytes(w.format, w.in), stride = dense_or(w.row_stride, bytes);
@@ -409,7 +415,7 @@ struct WeightArgs {
             zeros = p.view("zero points", w.zeros, w.out, groups(w), dense_or(w.zeros_stride, groups(w)));
         }
     }
-    halide_buffer_t *w() { return packed.data() ? packed.raw_buffer() : weight.raw_buffer(); }
+    halide_buffer_t *w() { return is_packed ? packed.raw_buffer() : weight.raw_buffer(); }
     halide_buffer_t *s() { return scales.raw_buffer(); }
     halide_buffer_t *z() { return zeros.raw_buffer(); }
 };
