@@ -35,6 +35,7 @@ Example:
 """
 import glob
 import argparse
+import hashlib
 import datetime
 import fcntl
 import json
@@ -291,15 +292,24 @@ def main():
         sys.exit(f"tune: another tune.py is running on {a.build}; wait for it (it regenerates objects in that build)")
     state_path = os.path.join(workdir, f"{k.function}.{a.shape.replace('/', '_')}.t{tokens}.th{a.threads}"
                                        f"{'.autoschedulers' if a.autoschedulers else ''}.json")
-    state = {"results": {}}
-    if os.path.exists(state_path):
-        with open(state_path) as f:
-            state = json.load(f)
-        print(f"tune: resuming, {len(state['results'])} candidates measured already ({state_path})")
     base_bench = os.path.join(workdir, "qforge_bench.default")
     err = k.generate({})  # the build's own object, whatever an earlier run left
     if err:
         sys.exit("tune: cannot rebuild the default: " + err)
+    # A state file measured against another build of the kernel (its
+    # generator or schedules changed since) compares with code that is gone:
+    # resume only where the default object is the same.
+    with open(os.path.join(a.build, "targets", f"{k.function}.o"), "rb") as f:
+        default_object = hashlib.sha256(f.read()).hexdigest()
+    state = {"results": {}, "default_object": default_object}
+    if os.path.exists(state_path):
+        with open(state_path) as f:
+            old = json.load(f)
+        if old.get("default_object") == default_object:
+            state = old
+            print(f"tune: resuming, {len(state['results'])} candidates measured already ({state_path})")
+        else:
+            print(f"tune: {state_path} was measured against another build of the kernel; starting afresh")
     shutil.copy2(os.path.join(a.build, "bench", "qforge_bench"), base_bench)
     bench_ms(base_bench, filt, 1)  # the filter matches exactly one benchmark, or stop here
 
