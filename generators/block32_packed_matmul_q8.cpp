@@ -71,6 +71,7 @@ public:
         f.form = schedule_family_for(get_target()).dot_form(get_target());
         f.lut = nonlinear;
         f.weight = weight;
+        f.a_qs = a_qs;
         Var r = f.r, t = f.t, n = f.n, kp = f.kp, kb = f.kb, o = f.o, g = f.g, h = f.h;
 
         // Weight 16 h + 4 g + b4 (g, b4 in 0..3) of row r, as stored: nibble h

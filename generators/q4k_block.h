@@ -43,8 +43,10 @@ struct Q4KRow {
     }
     // Quant of weight 32*j + l (l in 0..31) of block b, as uint8 in 0..15.
     // Sub-blocks 2i and 2i+1 share the 32 bytes of chunk i: low, then high nibbles.
-    Expr q(const Expr &b, const Expr &j, const Expr &l, const Expr &r) const {
+    // With `high16` the high nibbles stay in place (16 q): see q4k_matmul_q8.cpp.
+    Expr q(const Expr &b, const Expr &j, const Expr &l, const Expr &r, bool high16 = false) const {
         Expr byte_ = bytes(b * kQ4KBlockBytes + 16 + 32 * (j / 2) + l, r);
+        if (high16) return byte_ & select(j % 2 == 0, cast<uint8_t>(15), cast<uint8_t>(0xF0));
         return (byte_ >> cast<uint8_t>(4 * (j % 2))) & cast<uint8_t>(15);
     }
 };

@@ -31,7 +31,14 @@ public:
         Q4KRow w{weight_};
         Expr blocks = a_qs.dim(0).extent() / kQK;
 
-        f.quants(l, j, b, r) = w.q(b, j, l, r);
+        // Dots of 4 u8 x s8 in i32 (dp4a, vpdpbusd) take the high nibble in
+        // place (16 q): no target has a byte shift (CUDA's PTX built each
+        // shifted byte in 4-5 instructions, 945 a super-block a lane where
+        // and-only gives about 400). The low sub-blocks' scales take the 16
+        // and d takes 1/16; both are powers of two, so the result has the
+        // same bits.
+        const bool high16 = schedule_family_for(get_target()).dot_form(get_target()) == DotForm::u8s8_dot4;
+        f.quants(l, j, b, r) = w.q(b, j, l, r, high16);
         f.t = RDom(0, 4, "t");
         Expr lt = 4 * k + f.t;
         f.dot4(k, j, b, r, n) = 0;
@@ -39,7 +46,8 @@ public:
 
         f.sub = RDom(0, 8, "sub");
         f.bdot(k, b, r, n) = 0;
-        f.bdot(k, b, r, n) += w.sc(b, f.sub, r) * f.dot4(k, f.sub, b, r, n);
+        Expr sc = w.sc(b, f.sub, r);
+        f.bdot(k, b, r, n) += (high16 ? select(f.sub % 2 == 0, sc * 16, sc) : sc) * f.dot4(k, f.sub, b, r, n);
 
         f.msub = RDom(0, 8, "msub");
         Expr pair = cast<int32_t>(a_bsums_(b * 16 + 2 * f.msub, n)) + cast<int32_t>(a_bsums_(b * 16 + 2 * f.msub + 1, n));
@@ -52,7 +60,7 @@ public:
         f.mins = RDom(0, blocks, "mins");
         RVar mk = f.main.x, mb = f.main.y;
         f.acc(r, n) = bias_or_zero(bias, has_bias, bias.dim(0).extent(), r);
-        f.acc(r, n) += (a_d_(mb, n) * w.d(mb, r)) * cast<float>(f.bdot(mk, mb, r, n));
+        f.acc(r, n) += (a_d_(mb, n) * (high16 ? w.d(mb, r) * 0.0625f : w.d(mb, r))) * cast<float>(f.bdot(mk, mb, r, n));
         f.acc(r, n) += (a_d_(f.mins, n) * w.dmin(f.mins, r)) * cast<float>(f.bmin(f.mins, r, n));
         y(r, n) = with_epilogue(f.acc(r, n), r, n);
         f.y = y;

@@ -17,6 +17,9 @@ public:
     void generate() {
         Func xn = activations(x);  // with norm=true: the normalised x, never stored
         Q8KQuantizeFuncs f;
+        // One name for every output's first dimension (a column of qs, a
+        // block of d, a group of bsums): loops fuse by name (compute_with).
+        f.b = f.g = f.c;
         Var c = f.c, b = f.b, g = f.g, n = f.n;
         RDom e(0, 256, "e");
         f.e = e;
@@ -27,12 +30,16 @@ public:
         Expr x_max = xn(b * 256 + clamp(f.first(b, n), 0, 255), n);
         f.iscale(b, n) = select(f.amax(b, n) == 0.0f, 0.0f, -127.0f / x_max);
 
-        Expr v = cast<int32_t>(round(f.iscale(c / 256, n) * xn(c, n)));
-        qs(c, n) = cast<int8_t>(min(127, v));
+        auto quant = [&](const Expr &col) {
+            return cast<int8_t>(min(127, cast<int32_t>(round(f.iscale(col / 256, n) * xn(col, n)))));
+        };
+        qs(c, n) = quant(c);
         d(b, n) = select(f.amax(b, n) == 0.0f, 0.0f, 1.0f / f.iscale(b, n));
+        // bsums from the values, not from qs: the outputs do not depend on
+        // each other, so a schedule can compute all three in one loop nest
+        // (on CUDA one kernel: each root Func, and each update, is a launch).
         RDom t(0, 16, "t");
-        bsums(g, n) = cast<int16_t>(0);
-        bsums(g, n) += cast<int16_t>(qs(g * 16 + t, n));
+        bsums(g, n) = sum(cast<int16_t>(quant(g * 16 + t)));
         f.qs = qs;
         f.d = d;
         f.bsums = bsums;

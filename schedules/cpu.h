@@ -278,8 +278,9 @@ void q8k_quantize(Q8KQuantizeFuncs &f, const Target &t, const Knobs &k) {
     }
     f.qs.vectorize(f.c, V).parallel(f.n);
     f.d.parallel(f.n);
-    f.bsums.parallel(f.n);
-    f.bsums.update().parallel(f.n);
+    // bsums rounds its 16 values again (the generator writes it from the
+    // values, not from qs): in vector lanes, a group a lane.
+    f.bsums.vectorize(f.g, V, kGuard).parallel(f.n);
 }
 
 template <const Tuning &D>
@@ -291,7 +292,6 @@ void q8_0_quantize(Q80QuantizeFuncs &f, const Target &t, const Knobs &k) {
     f.qs.vectorize(f.c, 32).parallel(f.n);
     f.d.vectorize(f.b, V, kGuard).parallel(f.n);
     f.sums.parallel(f.n);
-    f.sums.update().parallel(f.n);
 }
 
 // Statistics of a fused norm, once per call before the kernel (every

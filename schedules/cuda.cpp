@@ -251,19 +251,36 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
     f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));
 }
 
+// A block statistic `s` (a reduction over `e`) computed at `at`, a thread
+// block's loop: lane u of one warp folds values u, u + 32, ... (loads a
+// warp apart, not one thread's 256 dependent ones), then one thread folds
+// the 32 lanes in shared memory.
+// Returns the lanes' Func.
+Func warp_reduce(Func s, const RDom &e, const LoopLevel &at) {
+    RVar eo("eo"), ei("ei");
+    Var u("u");
+    Func intm = s.update().split(e.x, eo, ei, kWarp, kGuard).rfactor(ei, u);
+    s.compute_at(at);
+    intm.compute_at(at).gpu_threads(u);
+    intm.update().gpu_threads(u);
+    return intm;
+}
+
+// f32 -> Q8_K planes in one kernel: a thread block per 256-value block
+// and token, its amax and first at its start (shared memory), then qs a
+// thread per value, d and the 16 bsums fused into the same loop nest
+// (compute_with: the outputs do not read each other). As a kernel per
+// stage (9, a thread's 256 dependent loads per statistic) it took
+// 0.038-0.053 ms a call on the H100; as 3 kernels 0.0139.
 void q8k_quantize(Q8KQuantizeFuncs &f, const Target &, const Knobs &) {
-    // One thread per 256-value block for the statistics; they feed qs and d.
-    for (Func s : {f.amax, f.first}) {
-        own_kernel(s, f.b, f.n, 32, 4);
-        Var bo("bo"), bi("bi"), no("no"), ni("ni");
-        s.update().gpu_tile(f.b, f.n, bo, no, bi, ni, 32, 4, kGuard);
-    }
-    own_kernel(f.iscale, f.b, f.n, 32, 4);
-    Var co("co"), ci("ci"), no("no"), ni("ni"), bo("bo"), bi("bi"), go("go"), gi("gi");
-    f.qs.gpu_tile(f.c, f.n, co, no, ci, ni, 128, 1, kGuard);
-    f.d.gpu_tile(f.b, f.n, bo, no, bi, ni, 32, 4, kGuard);
-    f.bsums.gpu_tile(f.g, f.n, go, no, gi, ni, 64, 1, kGuard);
-    f.bsums.update().gpu_tile(f.g, f.n, go, no, gi, ni, 64, 1, kGuard);
+    Var cb("cb"), ci("ci"), gi("gi");
+    f.qs.split(f.c, cb, ci, 256, kGuard).gpu_blocks(cb, f.n).gpu_threads(ci);
+    for (Func s : {f.amax, f.first}) warp_reduce(s, f.e, LoopLevel(f.qs, cb));
+    // Loops fuse by name: the outputs share their first Var (the generator's
+    // f.c), each split into cb.
+    Var bi("bi");
+    f.d.split(f.b, cb, bi, 1).gpu_blocks(cb, f.n).compute_with(f.qs, cb);
+    f.bsums.split(f.g, cb, gi, 16, kGuard).gpu_blocks(cb, f.n).gpu_threads(gi).compute_with(f.qs, cb);
 }
 
 void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &, const Knobs &k) {
@@ -301,6 +318,10 @@ void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &, const Knobs &k) {
         // row's 8 lanes read whole 32-byte sectors. Lanes are the pure
         // column k of bdot (not a fused index), so bounds inference gives
         // each lane one k. Sixteen rows (128 threads) per thread block.
+        // Measured and dropped (H100, bench/device/RESULTS.md, 2026-12-06):
+        // a lane per row as in the packed kernel, its loads 32 rows apart
+        // (0.066 ms against 0.027 at 14336x4096), and 16 or 32 lanes a row
+        // taking 2 or 4 blocks a step (0.076, 0.095).
         LoopLevel warp = warp_rows(f.y, f.r, f.n, k, 1, 1, 16);
         Var u("u"), v("v");
         RVar no("no"), nl("nl");
@@ -325,16 +346,22 @@ void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &, const Knobs &k) {
     }
 }
 
-// f32 -> Q8_0 planes: a thread per 32-value block for amax (its scale
-// feeds the block's qs, d and sum), then a thread per value, block and sum.
+// f32 -> Q8_0 planes in three kernels: qs (a thread block per 8 blocks
+// of 32, a thread per value; the 8 amax by 8 threads at its start, 32
+// loads each, unrolled), d (a thread per block, its own amax) and sums (a
+// thread per block, from qs). Fusing d and sums into qs's kernel as for
+// Q8_K (compute_with) failed in Halide 21's lowering ("Simplify only works
+// on code where every name is unique": qs.s0.c.fused.cb.block_id_x.loop_extent).
 void q8_0_quantize(Q80QuantizeFuncs &f, const Target &, const Knobs &) {
-    own_kernel(f.amax, f.b, f.n, 32, 4);
-    Var bo("bo"), bi("bi"), no("no"), ni("ni"), co("co"), ci("ci");
-    f.amax.update().gpu_tile(f.b, f.n, bo, no, bi, ni, 32, 4, kGuard);
-    f.qs.gpu_tile(f.c, f.n, co, no, ci, ni, 128, 1, kGuard);
+    Var cb("cb"), ci("ci"), bo("bo"), bi("bi"), no("no"), ni("ni");
+    Func amax_d = f.amax.clone_in(f.d);  // before amax is scheduled: a clone copies the schedule
+    f.qs.split(f.c, cb, ci, 256, kGuard).gpu_blocks(cb, f.n).gpu_threads(ci);
+    f.amax.compute_at(f.qs, cb).gpu_threads(f.b);
+    f.amax.update().gpu_threads(f.b).unroll(f.e.x);
     f.d.gpu_tile(f.b, f.n, bo, no, bi, ni, 32, 4, kGuard);
+    amax_d.compute_at(f.d, bi);
+    amax_d.update().unroll(f.e.x);
     f.sums.gpu_tile(f.b, f.n, bo, no, bi, ni, 32, 4, kGuard);
-    f.sums.update().gpu_tile(f.b, f.n, bo, no, bi, ni, 32, 4, kGuard);
 }
 
 // Statistics of a fused norm: a block per token whose 32 threads sum
@@ -342,13 +369,10 @@ void q8_0_quantize(Q80QuantizeFuncs &f, const Target &, const Knobs &) {
 // mean and 1/std stay inline: scalars per token, hoisted out of the loops.
 void norm_stats(NormFuncs &f, const Target &, const Knobs &) {
     for (Func s : {f.sum, f.sq}) {
-        RVar eo("eo"), ei("ei");
-        Var u("u");
-        Func intm = s.update().split(f.reduction.x, eo, ei, kWarp, kGuard).rfactor(ei, u);
-        s.compute_root().gpu_blocks(f.n);
-        s.update().gpu_blocks(f.n);
-        intm.compute_at(s, f.n).gpu_threads(u);
-        intm.update().gpu_threads(u);
+        // Both stages of s inside one kernel: its wrapper's.
+        Func w = s.in();
+        w.compute_root().gpu_blocks(f.n);
+        warp_reduce(s, f.reduction, LoopLevel(w, f.n));
     }
 }
 
@@ -364,6 +388,37 @@ void head_norm(HeadNormFuncs &f, const Target &, const Knobs &) {
     f.sq.compute_at(f.out, f.h);
     intm.compute_at(f.out, f.h).gpu_threads(u);
     intm.update().gpu_threads(u);
+}
+
+// A packed kernel's tiles on warps: thread block ot is tile ot, lane r its
+// row r, and the tile's blocks split over `split` warps (warp u takes
+// blocks u, u + split, ...; `bo` the loop over them), whose partial sums
+// meet in shared memory. Returns the warps' Func (rfactor of acc).
+// F: PackedQ4KFuncs or PackedBlock32Funcs; `generator` names it in errors.
+template <typename F>
+Func packed_tile_warps(const char *generator, F &f, int split, RVar bo) {
+    const int R = f.rows;
+    if (R != kWarp || f.form != DotForm::u8s8_dot4 || f.pairs != 1 || f.head.defined()) {
+        throw CompileError(std::string(generator) + " on CUDA: pack_rows must be " + std::to_string(kWarp) +
+                           " (a warp's lanes), without the glu or head_norm epilogue");
+    }
+    Func y = f.y, acc = f.acc;
+    Var o = f.o, n = f.n, r = f.r, t = f.t;
+    RVar blocks = f.blocks.x;
+    Var ot("ot"), ri("ri"), u("u");
+    y.split(o, ot, ri, R, kGuard).reorder(ri, ot, n).gpu_blocks(ot, n).gpu_threads(ri);
+    RVar bi("bi");
+    Func intm = acc.update().split(blocks, bo, bi, split, kGuard).rfactor(bi, u);
+    acc.compute_at(y, ri);
+    intm.compute_at(y, ot)
+        .store_in(MemoryType::GPUShared)
+        .bound_extent(r, R)
+        .bound_extent(t, 1)
+        .bound_extent(n, 1)
+        .bound(u, 0, split)
+        .gpu_threads(r, u);
+    intm.update().reorder(bo, r, u).gpu_threads(r, u);
+    return intm;
 }
 
 // Packed Q4_K x Q8_K (FORMATS.md, "Packed Q4_K"), tiles of R = 32 rows:
@@ -382,25 +437,8 @@ void head_norm(HeadNormFuncs &f, const Target &, const Knobs &) {
 // an iteration (unroll=2) were 15-60% slower. Reached so far through
 // RunOptions::kernel only (the QF_TUNING_KERNELS rows p32s*).
 void q4k_packed_q8(PackedQ4KFuncs &f, const Target &, const Knobs &k) {
-    const int R = f.rows;
-    if (R != kWarp || f.form != DotForm::u8s8_dot4 || f.pairs != 1 || f.head.defined()) {
-        throw CompileError("q4k_packed_matmul_q8 on CUDA: pack_rows must be " + std::to_string(kWarp) +
-                           " (a warp's lanes), without the glu or head_norm epilogue");
-    }
-    const int split = pick(k.streams, 8);  // warps a tile's super-blocks are split over
-    Var ot("ot"), ri("ri"), u("u");
-    f.y.split(f.o, ot, ri, R, kGuard).reorder(ri, ot, f.n).gpu_blocks(ot, f.n).gpu_threads(ri);
-    RVar bo("bo"), bi("bi");
-    Func intm = f.acc.update().split(f.blocks.x, bo, bi, split, kGuard).rfactor(bi, u);
-    f.acc.compute_at(f.y, ri);
-    intm.compute_at(f.y, ot)
-        .store_in(MemoryType::GPUShared)
-        .bound_extent(f.r, R)
-        .bound_extent(f.t, 1)
-        .bound_extent(f.n, 1)
-        .bound(u, 0, split)
-        .gpu_threads(f.r, u);
-    intm.update().reorder(bo, f.r, u).gpu_threads(f.r, u);
+    RVar bo("bo");
+    Func intm = packed_tile_warps("q4k_packed_matmul_q8", f, pick(k.streams, 8), bo);
     RVar block_var = bo;
     if (k.unroll > 1) {  // several super-blocks an iteration: more loads in flight
         RVar bu("bu");
@@ -425,13 +463,38 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &, const Knobs &k) {
     f.y.specialize(f.weight.dim(2).stride() % kAlign == 0 && f.a_qs.dim(1).stride() % kAlign == 0);
 }
 
+// Packed 32-blocks x Q8_0 (FORMATS.md, "Packed Q4_0 and int4g", "Packed
+// Q8_0", "Packed int8"), tiles of R = 32 rows, as q4k_packed_q8: lane r is
+// row r of the tile, a tile's blocks are split over `streams` warps (warp u
+// takes blocks u, u + streams, ...), sums meet in shared memory. A block is
+// 8 dp4a a lane (4 groups x 2 nibbles) against its scale and zero point;
+// the high nibbles' byte shift is most of the loop (133 PTX instructions a
+// block, 80 of them cvt/prmt/shr). H100, int4g g128 decode (QF_BENCH_TUNE,
+// rows p32s*): 14336x4096 0.0410 / 0.0296 / 0.0374 / 0.0650 ms with 4 / 8 /
+// 16 / 32 warps, 4096x14336 0.1078 / 0.0611 / 0.0393 / 0.0321: best near
+// 14-16 blocks a warp; the f32 kernel takes 0.0276 / 0.0310.
+void block32_packed_q8(PackedBlock32Funcs &f, const Target &, const Knobs &k) {
+    RVar bo("bo");
+    Func intm = packed_tile_warps("block32_packed_matmul_q8", f, pick(k.streams, 8), bo);
+    LoopLevel block(intm, bo);  // one block of a lane's row
+    f.isum.compute_at(block).store_in(MemoryType::Register);
+    f.isum.update().unroll(f.halves.x);
+    f.part.compute_at(block).store_in(MemoryType::Register).bound_extent(f.kp, 1).unroll(f.kp);
+    Stage pu = f.part.update().atomic().vectorize(f.dot.x);
+    for (int i = 1; i < f.dot.dimensions(); ++i) pu.unroll(f.dot[i]);
+    f.weight.set_host_alignment(kAlign);
+    f.a_qs.set_host_alignment(kAlign);
+    f.a_qs.dim(0).set_min(0);
+    f.y.specialize(f.weight.dim(2).stride() % kAlign == 0 && f.a_qs.dim(1).stride() % kAlign == 0);
+}
+
 DotForm cuda_dot_form(const Target &) { return DotForm::u8s8_dot4; }
 
 bool is_cuda(const Target &t) { return t.has_feature(Target::CUDA); }
 
 const ScheduleFamily cuda_family = {
     "cuda", is_cuda, dequant, group_matmul, q4k_matmul_f32, q8k_quantize, block_matmul_q8, norm_stats,
-    cuda_dot_form, q4k_packed_q8, nullptr, q8_0_quantize, nullptr, head_norm,
+    cuda_dot_form, q4k_packed_q8, block32_packed_q8, q8_0_quantize, nullptr, head_norm,
 };
 const RegisterScheduleFamily registered{&cuda_family};
 

@@ -77,6 +77,7 @@ struct Q8KQuantizeFuncs {
 struct Q80QuantizeFuncs {
     Halide::Func amax{"amax"}, iscale{"iscale"}, qs, d, sums;  // qs, d, sums are the outputs
     Halide::Var c{"c"}, b{"b"}, n{"n"};
+    Halide::RDom e;  // a block's 32 values: the reduction of amax and sums
 };
 
 // Y(r, n) = bias + sum_{k,b} ad*d*bdot(k,b,r,n) + sum_b ad*dmin*bmin(b,r,n)
@@ -147,7 +148,7 @@ struct PackedQ4KFuncs {
 // with wide_part in i32, kp then the first of `groups`), isum adds its
 // `halves` to the zero-point correction, acc sums over `blocks` in f32.
 struct PackedBlock32Funcs {
-    Halide::ImageParam weight;
+    Halide::ImageParam weight, a_qs;  // a_qs: the Q8_0 quants act4 reads (a GPU schedule declares their alignment)
     Halide::Func y, acc{"acc"}, isum{"isum"}, part{"part"}, pair{"pair"};
     Halide::Func act4{"act4"}, act_d{"act_d"}, act_sum{"act_sum"};
     Halide::Var r{"r"}, t{"t"}, n{"n"}, o{"o"}, kp{"kp"}, kb{"kb"}, g{"g"}, h{"h"};

@@ -29,7 +29,8 @@ set(QF_TARGETS
 #              kernels of the activations alone (quantize, convert)
 #   op         dequant | matvec (decode, one token) | matmul (prefill) |
 #              quantize (activations to 8 bits) | convert (activations to f16) |
-#              glu (an FFN's activation, gated or plain) | head_norm (RMSNorm per attention head)
+#              glu (an FFN's activation, gated or plain) | head_norm (RMSNorm per attention head) |
+#              permute (activations' columns gathered into an act-order layer's order)
 #   act        the activation type it reads: f32 | q8_k | q8_0 ("-" for dequant)
 #   norm       "norm": it reads RMSNorm/LayerNorm(x), computed inline
 #   out        its output: f32 | f16 | q8_k | q8_0
@@ -154,6 +155,8 @@ set(QF_KERNELS
     # A decoder block's pieces between its matmuls (runtime/include/qforge/block.h).
     "-      glu      f32  -    f32  -     -    all      glu                -"
     "-      head_norm f32 -    f32  -     -    all      head_norm          -"
+    # The host gathers in C++ (layers.cpp); on CUDA x is in device memory.
+    "-      permute  f32  -    f32  -     -    cuda     permute_columns    -"
 )
 
 # The GGUF block formats whose weights dequantize one at a time
@@ -242,6 +245,19 @@ foreach(k IN LISTS QF_KERNELS)
 endforeach()
 list(APPEND QF_KERNELS ${epilogue_rows})
 
+# int4g and int4z with Q8_0 activations on CUDA: packed tiles of 32 rows, a
+# warp's lanes (schedules/cuda.cpp, block32_packed_q8); the plain store only
+# (listed after the epilogue rows above). RunOptions::kernel or packed
+# weights with pack_rows = 32 reach them; layers on CUDA keep the file's
+# layout and f32 activations (bench/device/RULES.md).
+foreach(g 32 64 128)
+    list(APPEND QF_KERNELS
+        "int4g matvec q8_0 - f32 ${g} 32 cuda block32_packed_matmul_q8 -"
+        "int4g matmul q8_0 - f32 ${g} 32 cuda block32_packed_matmul_q8 -"
+        "int4z matvec q8_0 - f32 ${g} 32 cuda block32_packed_matmul_q8 zero_points=true"
+        "int4z matmul q8_0 - f32 ${g} 32 cuda block32_packed_matmul_q8 zero_points=true")
+endforeach()
+
 # Schedule variants to time against the defaults on a device (configure with
 # -DQF_TUNING=ON; bench/device/cuda_bench times them with QF_BENCH_TUNE=1).
 # A row as in QF_KERNELS after a tag: the kernel is named kernel@tag, and
@@ -272,4 +288,7 @@ set(QF_TUNING_KERNELS
     "p32s16    q4_k   matvec  q8_k -    f32 -     32   cuda     q4k_packed_matmul_q8 streams=16"
     "p32s8u2   q4_k   matvec  q8_k -    f32 -     32   cuda     q4k_packed_matmul_q8 streams=8,unroll=2"
     "p32s16u2  q4_k   matvec  q8_k -    f32 -     32   cuda     q4k_packed_matmul_q8 streams=16,unroll=2"
+    "p32s4     int4g  matvec  q8_0 -    f32 128   32   cuda     block32_packed_matmul_q8 streams=4"
+    "p32s16    int4g  matvec  q8_0 -    f32 128   32   cuda     block32_packed_matmul_q8 streams=16"
+    "p32s32    int4g  matvec  q8_0 -    f32 128   32   cuda     block32_packed_matmul_q8 streams=32"
 )

@@ -256,6 +256,39 @@ void bench_int4g(int64_t out, int64_t in, int g, const std::vector<int64_t> &tok
     }
 }
 
+// int4g x Q8_0 decode on CUDA: the weights packed once on the host in tiles
+// of 32 rows (the CUDA packed rows), uploaded, copies rotating; the
+// quantizer timed on its own, the kernel against the f32 reference.
+void bench_int4g_q8_packed(int64_t out, int64_t in, int g, const std::string &target, const std::string &kernel = "") {
+    const auto [w, s] = int4g_random(out, in, g);
+    const Weights host{Format::int4g, w.data(), out, in, 0, s.data(), g};
+    std::vector<uint8_t> packed(packed_bytes(Format::int4g, out, in, 32));
+    pack_weights(host, 32, packed.data());
+    std::vector<Dev> copies;
+    for (int i = 0, n = copies_for(packed.size()); i < n; ++i) copies.emplace_back(packed);
+    const int64_t check_rows = std::min<int64_t>(out, 64);
+    auto x = randf(in, -1, 1);
+    Dev xd(x), yd(out * 4), qd((in / 32) * 4), qq(in), qs((in / 32) * 2);
+    std::vector<double> ref(check_rows), mag(check_rows);
+    ref::int4g_matmul(w.data(), s.data(), check_rows, in, g, x.data(), 1, nullptr, ref.data(), mag.data());
+    const Q8KActivations a{qd.as<float>(), qq.as<int8_t>(), qs.as<int16_t>(), 1, in, ActType::q8_0};
+    RunOptions o = on_cuda(target);
+    const double qms = median_ms([&](int) { q8k_quantize({xd.as<float>(), 1, in}, a, o); }, 200);
+    row("q8_0_quantize", 1, in, 1, qms, 4.0 * in + in + in / 8, 0, NAN, target.c_str());
+    o.kernel = kernel;
+    auto f = [&](int i) {
+        Weights pw{Format::int4g, copies[i % copies.size()].as<uint8_t>(), out, in, 0, nullptr, g};
+        pw.pack_rows = 32;
+        matmul(pw, a, nullptr, {yd.as<float>(), 1, out}, o);
+    };
+    const double ms = median_ms(f, 200);
+    std::vector<float> y(out);
+    cu::cuda_download(y.data(), yd.p, y.size() * 4);
+    const std::string name = kernel.empty() ? "int4g_matvec_q8_0_g" + std::to_string(g) + "_x32" : kernel;
+    row(name.c_str(), out, in, 1, ms, packed.size() + 4.0 * (in + out), 2.0 * out * in, max_rel_err(y, ref, 1, out, check_rows),
+        target.c_str());
+}
+
 // QF_BENCH_TUNE=1: the schedule variants built with -DQF_TUNING=ON
 // (kernel@tag, targets.cmake) next to the defaults, decode only.
 void bench_q4k_variant(int64_t out, int64_t in, const std::string &kernel, const std::string &target,
@@ -328,6 +361,7 @@ void bench_variants(const std::string &target) {
         bench_q4k_q8_variant(out, in, "q4k_matvec_q8", target);
         bench_q4k_dequant(out, in, "", target);
         bench_int4g(out, in, 128, {1}, target);
+        bench_int4g_q8_packed(out, in, 128, target);
         // The schedule variants (tagged rows) of this target, by their columns.
         for (const auto &v : internal::variants()) {
             const internal::KernelRow &r = *v.row;
@@ -336,7 +370,11 @@ void bench_variants(const std::string &target) {
             const bool q4k = r.format == Format::q4_k, f32 = r.act == ActType::f32;
             if (q4k && r.op == internal::Op::matvec && f32) bench_q4k_variant(out, in, k, target);
             if (r.format == Format::int4g && r.group == 128 && r.op == internal::Op::matvec) {
-                bench_int4g(out, in, 128, {1}, target, k);
+                if (r.pack) {
+                    bench_int4g_q8_packed(out, in, 128, target, k);
+                } else {
+                    bench_int4g(out, in, 128, {1}, target, k);
+                }
             }
             if (q4k && r.op == internal::Op::matvec && !f32) bench_q4k_q8_variant(out, in, k, target, r.pack);
             if (q4k && r.op == internal::Op::dequant && r.out == internal::Out::f16) bench_q4k_dequant(out, in, k, target);
@@ -370,13 +408,29 @@ void bench_layer(const char *name, const WeightRef &w, size_t wbytes, const std:
             ref::int4g_matmul(static_cast<const uint8_t *>(w.data), w.scales, check_rows, w.in, w.group_size, x.data(),
                               tokens, nullptr, ref.data());
         }
-        const std::pair<CudaGemm, const char *> paths[] = {
-            {CudaGemm::halide, "/halide"}, {CudaGemm::cublas, "/cublas"}, {CudaGemm::automatic, "/auto"}};
-        for (auto [path, suffix] : paths) {
+        struct Path {
+            CudaGemm gemm;
+            Activations act;
+            const char *suffix;
+        };
+        // /halide_q8: the Halide kernels with 8-bit activations (the quantizer's kernel, then the integer dots).
+        const Path paths[] = {{CudaGemm::halide, Activations::f32, "/halide"},
+                              {CudaGemm::halide, Activations::q8, "/halide_q8"},
+                              {CudaGemm::cublas, Activations::automatic, "/cublas"},
+                              {CudaGemm::automatic, Activations::automatic, "/auto"}};
+        bool has_q8 = false;  // a CUDA 8-bit-activation row of the file's layout
+        for (const auto &v : cu::variants()) {
+            const cu::KernelRow &r = *v.row;
+            has_q8 |= r.weights && r.format == w.format && r.act != ActType::f32 && !r.pack && !*r.tag &&
+                      cu::is_cuda_target(v.target);
+        }
+        for (auto [path, act, suffix] : paths) {
             if (strategy == Strategy::eager_f16 && path != CudaGemm::cublas) continue;
+            if (act == Activations::q8 && (!has_q8 || tokens >= traits(w.format).cuda_gemm_min_tokens)) continue;
             ForwardOptions fo;
             fo.run.memory = Memory::cuda;
             fo.cuda_gemm = path;
+            fo.activations = act;
             auto f = [&](int i) {
                 layers[i % ncopies]->forward(ConstMatrix{xd.as<float>(), tokens, w.in}, Matrix{yd.as<float>(), tokens, w.out}, fo);
             };
@@ -489,8 +543,15 @@ void bench_table(const std::string &target) {
         if (target != v.target || *r.tag || !r.weights) continue;
         const int64_t tokens = r.op == cu::Op::matmul ? batch : 1;
         const bench::RandomWeights w = bench::random_weights(r.format, out, in, r.group);
+        // A packed row's weights: packed once on the host in its tiles, then uploaded.
+        std::vector<uint8_t> packed;
+        if (r.pack) {
+            packed.resize(packed_bytes(r.format, out, in, r.pack));
+            pack_weights(w.at(w.bytes.data()), r.pack, packed.data());
+        }
+        const std::vector<uint8_t> &bytes = r.pack ? packed : w.bytes;
         std::vector<Dev> copies;
-        for (int i = 0, n = copies_for(w.bytes.size()); i < n; ++i) copies.emplace_back(w.bytes);
+        for (int i = 0, n = copies_for(bytes.size()); i < n; ++i) copies.emplace_back(bytes);
         Dev xd(randf(tokens * in, -1, 1)), yd(std::max(tokens * out, out * in) * 4), gamma(std::vector<float>(in, 1.0f));
         const Norm norm{Norm::Kind::rms, gamma.as<float>(), nullptr, 1e-5f};
         const ConstMatrix x{xd.as<float>(), tokens, in, 0, r.norm ? &norm : nullptr};
@@ -501,7 +562,12 @@ void bench_table(const std::string &target) {
         const RunOptions o = on_cuda(target, cu::kernel_name(r));
         if (q8) q8k_quantize(x, a, on_cuda(target));
         auto f = [&](int i) {
-            const Weights wv = w.at(copies[i % copies.size()].as<uint8_t>());
+            Weights wv = w.at(copies[i % copies.size()].as<uint8_t>());
+            if (r.pack) {
+                wv.scales = nullptr;
+                wv.zeros = nullptr;
+                wv.pack_rows = r.pack;
+            }
             if (r.op == cu::Op::dequant && r.out == cu::Out::f16) {
                 dequant(wv, MatrixF16{yd.as<uint16_t>(), out, in}, o);
             } else if (r.op == cu::Op::dequant) {
@@ -514,7 +580,7 @@ void bench_table(const std::string &target) {
         };
         const double ms = median_ms(f, 50);
         const double out_bytes = r.op == cu::Op::dequant ? (r.out == cu::Out::f16 ? 2.0 : 4.0) * out * in : 4.0 * tokens * out;
-        row(cu::kernel_name(r).c_str(), out, in, r.op == cu::Op::dequant ? 0 : tokens, ms, w.bytes.size() + out_bytes,
+        row(cu::kernel_name(r).c_str(), out, in, r.op == cu::Op::dequant ? 0 : tokens, ms, bytes.size() + out_bytes,
             r.op == cu::Op::dequant ? 0 : 2.0 * out * in * tokens, NAN, target.c_str());
     }
 }

@@ -45,7 +45,7 @@ struct DeviceBuffer {
 // largest size has been seen.
 class DeviceScratch {
 public:
-    enum Use { q8k_planes, f16_weights, f16_activations, ffn_hidden };
+    enum Use { q8k_planes, f16_weights, f16_activations, ffn_hidden, permuted };  // permuted: act-order x
 
     void *get(void *stream, Use use, size_t bytes) {
         Entry *e = nullptr;

@@ -847,6 +847,37 @@ void head_rms_norm(Matrix x, int64_t head_dim, const float *weight, float eps, c
     head_rms_norm_split("head_rms_norm", x, head_dim, weight, eps, heads, weight, eps, opt);
 }
 
+void permute_columns(ConstMatrix x, const int32_t *order, Matrix out, const RunOptions &opt) {
+    const std::string op = "permute_columns";
+    check_tokens(op, x.rows);
+    require(x.cols > 0, op, "x has ", x.cols, " columns");
+    require(!x.norm, op, "x carries a norm: permute its weights with it, as a matrix of one row");
+    check_matrix(op, "x", x.data, x.rows, x.cols, x.stride, x.rows, x.cols);
+    check_matrix(op, "out", out.data, out.rows, out.cols, out.stride, x.rows, x.cols);
+    require(order != nullptr, op, "order is a null pointer");
+    require(x.data != out.data, op, "x and out are the same memory: a gather cannot run in place");
+    if (opt.memory != Memory::cuda) {  // a loop of loads: no kernel to gain from
+        Place place(op, opt);
+        matrix_view(place, "x", x);  // its memory checks
+        matrix_view(place, "out", out);
+        for (int64_t i = 0; i < x.cols; ++i) {
+            require(order[i] >= 0 && order[i] < x.cols, op, "order[", i, "] = ", order[i], " is outside [0, ", x.cols, ")");
+        }
+        const int64_t xs = x.stride ? x.stride : x.cols, os = out.stride ? out.stride : out.cols;
+        for (int64_t n = 0; n < x.rows; ++n) {
+            for (int64_t i = 0; i < x.cols; ++i) out.data[n * os + i] = x.data[n * xs + order[i]];
+        }
+        return;
+    }
+    ElementwiseCall c(op, Op::permute, x.rows, opt);
+    Place &place = c.place;
+    auto xv = matrix_view(place, "x", x);
+    auto ov = matrix_view(place, "out", out);
+    halide_dimension_t dim[1] = {{0, static_cast<int32_t>(x.cols), 1}};
+    auto ord = place.view<const int32_t, 1>("order", order, dim);
+    run(op, c.v.fn_as<Sig::permute>()(xv.raw_buffer(), ord.raw_buffer(), ov.raw_buffer()));
+}
+
 int set_num_threads(int n) {
     if (n < 0) throw Error("set_num_threads: n = " + std::to_string(n) + " must be >= 0 (0: one per core)");
     std::unique_lock<std::shared_mutex> lock(pool_mutex());  // waits for the calls in flight

@@ -54,6 +54,7 @@ struct Linear::Impl {
     mutable std::once_flag unpack_once;
     mutable std::vector<uint8_t> unpacked;
     internal::DeviceBuffer dev_weight, dev_scales, dev_zeros, dev_bias, dev_dense;
+    internal::DeviceBuffer dev_order;  // act-order on CUDA: input_order, for the per-call gather of x
     bool on_device = false;
     bool host_released = false;   // release_host(): only the device copy is left
 
@@ -171,9 +172,6 @@ Linear::Linear(std::string name, const WeightRef &w, const float *bias, const La
             }
             seen[c] = true;
         }
-        if (opt.strategy == Strategy::fused && opt.memory == Memory::cuda) {
-            m.error("an act-order layer (input_order) runs fused on the host, or eager (dense, in input order) on CUDA");
-        }
         m.w.input_order = nullptr;
     }
     if (bias) m.bias.assign(bias, bias + w.out);
@@ -248,6 +246,7 @@ void Linear::Impl::load() {
         dev_weight = internal::DeviceBuffer(w.data, weight_plane_bytes());
         if (w.scales) dev_scales = internal::DeviceBuffer(w.scales, scale_plane_bytes());
         if (w.zeros) dev_zeros = internal::DeviceBuffer(w.zeros, zero_plane_bytes());
+        if (!input_order.empty()) dev_order = internal::DeviceBuffer(input_order.data(), input_order.size() * 4);
     } else {
         dev_dense = internal::DeviceBuffer(dense.data(), dense.size());
     }
@@ -283,7 +282,7 @@ int64_t Linear::host_bytes() const {
 int64_t Linear::device_bytes() const {
     const Impl &m = *impl_;
     return static_cast<int64_t>(m.dev_weight.bytes + m.dev_scales.bytes + m.dev_zeros.bytes + m.dev_bias.bytes +
-                                m.dev_dense.bytes);
+                                m.dev_dense.bytes + m.dev_order.bytes);
 }
 
 void Linear::release_host() {
@@ -331,29 +330,34 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
     // Act-order, fused: x (and its norm's weights) in the weight's column order,
     // in this thread's scratch (layers are shared across threads; a call on one
     // thread is done before its next one starts, so no call allocates once the
-    // largest shape has been seen).
-    thread_local std::vector<float> xp, norm_w, norm_b;
+    // largest shape has been seen): host memory, or device scratch per stream.
+    thread_local std::vector<float> host_scratch;
     Norm norm;
     if (!m.input_order.empty() && m.opt.strategy == Strategy::fused) {
         if (!x.data || x.rows <= 0) m.error("x is a null pointer or has no rows");
-        const int64_t stride = x.stride ? x.stride : x.cols;
-        const std::vector<int32_t> &order = m.input_order;
-        xp.resize(x.rows * m.in);
-        for (int64_t n = 0; n < x.rows; ++n) {
-            for (int64_t i = 0; i < m.in; ++i) xp[n * m.in + i] = x.data[n * stride + order[i]];
+        const bool cuda = m.opt.memory == Memory::cuda;
+        const int64_t vec = (m.in + 63) / 64 * 64;  // 256-byte aligned parts: the CUDA kernels load 16 bytes at a time
+        const size_t floats = static_cast<size_t>(x.rows * m.in + 2 * vec + 64);
+        float *base = nullptr;
+        if (cuda) {
+            base = static_cast<float *>(internal::device_scratch().get(opt.run.stream, internal::DeviceScratch::permuted, floats * 4));
+        } else {
+            host_scratch.resize(floats);
+            base = host_scratch.data();
         }
+        float *xp = base, *norm_w = base + (x.rows * m.in + 63) / 64 * 64, *norm_b = norm_w + vec;
+        const int32_t *order = cuda ? static_cast<const int32_t *>(m.dev_order.p) : m.input_order.data();
+        RunOptions run = opt.run;
+        run.kernel.clear();  // a forced kernel names the matmul
+        permute_columns(ConstMatrix{x.data, x.rows, m.in, x.stride}, order, Matrix{xp, x.rows, m.in}, run);
         if (x.norm) {
             norm = *x.norm;
-            norm_w.resize(m.in);
-            for (int64_t i = 0; i < m.in; ++i) norm_w[i] = x.norm->weight ? x.norm->weight[order[i]] : 0.0f;
-            norm.weight = x.norm->weight ? norm_w.data() : nullptr;
-            if (x.norm->bias) {
-                norm_b.resize(m.in);
-                for (int64_t i = 0; i < m.in; ++i) norm_b[i] = x.norm->bias[order[i]];
-                norm.bias = norm_b.data();
-            }
+            if (x.norm->weight) permute_columns(ConstMatrix{x.norm->weight, 1, m.in}, order, Matrix{norm_w, 1, m.in}, run);
+            if (x.norm->bias) permute_columns(ConstMatrix{x.norm->bias, 1, m.in}, order, Matrix{norm_b, 1, m.in}, run);
+            norm.weight = x.norm->weight ? norm_w : nullptr;
+            norm.bias = x.norm->bias ? norm_b : nullptr;
         }
-        x = ConstMatrix{xp.data(), x.rows, m.in, 0, x.norm ? &norm : nullptr};
+        x = ConstMatrix{xp, x.rows, m.in, 0, x.norm ? &norm : nullptr};
     }
     try {
         const Epilogue &e = opt.epilogue;
@@ -396,9 +400,9 @@ void Linear::Impl::forward_plain(ConstMatrix x, Matrix y, const ForwardOptions &
 
 // Automatic activations are 8-bit on the CPU where the format has 8-bit
 // kernels, for batches, and for one token too where the layer is packed
-// (integer dots over packed tiles beat the f32 decode kernels); on CUDA f32,
-// since the Q8_K quantizer is several small kernels that cost more than
-// they save there.
+// (integer dots over packed tiles beat the f32 decode kernels); on CUDA f32:
+// there the quantizer's kernel costs about what the integer dots save, or
+// more (bench/device/RULES.md).
 bool Linear::Impl::fused_q8(const ConstMatrix &x, const ForwardOptions &fo) const {
     const auto &acts = traits_().activations;
     // The format's 8-bit activation type (Q8_K for Q4_K, Q8_0 for the 32-blocks), if any.

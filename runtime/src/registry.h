@@ -13,7 +13,7 @@
 
 namespace qforge::internal {
 
-enum class Op : uint8_t { dequant, matvec, matmul, quantize, convert, glu, head_norm };
+enum class Op : uint8_t { dequant, matvec, matmul, quantize, convert, glu, head_norm, permute };
 enum class Out : uint8_t { f32, f16, q8_k, q8_0 };
 
 // A kernel's columns (targets.cmake). `weights` is false for kernels of the
@@ -62,6 +62,7 @@ enum class Sig : uint8_t {
     convert_norm,     // x, norm weight, norm bias, layer_norm, eps, out
     glu,              // gate, up, gated, kind, out
     head_norm,        // x, weight, weight_1, split, eps, eps_1, out
+    permute,          // x, order, out
 };
 
 constexpr bool separate_scales(const KernelRow &r) {
@@ -76,6 +77,7 @@ constexpr Sig signature_of(const KernelRow &r) {
     case Op::convert: return r.norm ? Sig::convert_norm : Sig::convert;
     case Op::glu: return Sig::glu;
     case Op::head_norm: return Sig::head_norm;
+    case Op::permute: return Sig::permute;
     default:
         if (r.act != ActType::f32) {  // q8_k and q8_0 planes alike
             return r.epi == Epi::glu ? Sig::matmul_q8k_glu : r.epi == Epi::head_norm ? Sig::matmul_q8k_head_norm : Sig::matmul_q8k;
@@ -108,6 +110,7 @@ template <> struct SigType<Sig::convert> { using type = int(B, B); };
 template <> struct SigType<Sig::convert_norm> { using type = int(B, B, B, bool, float, B); };
 template <> struct SigType<Sig::glu> { using type = int(B, B, bool, int, B); };
 template <> struct SigType<Sig::head_norm> { using type = int(B, B, B, int, float, float, B); };
+template <> struct SigType<Sig::permute> { using type = int(B, B, B); };
 template <Sig S> using SigFn = typename SigType<S>::type *;
 
 using AnyFn = void (*)();

@@ -200,6 +200,14 @@ void head_rms_norm(Matrix x, int64_t head_dim, const float *weight, float eps, c
 // a matmul runs after itself where its kernel has no head_norm epilogue.
 void head_rms_norms(Matrix y, const HeadNorms &heads, const RunOptions &opt = {});
 
+// x's columns in another order: out[n, i] = x[n, order[i]], x and out
+// [tokens, in] (strides allowed, x.norm not applied), order [in] a
+// permutation of 0..in-1 in the same memory as x (on the host each entry
+// is checked; on CUDA the layer checked them when it was built, and one out
+// of range reads a clamped column): what an act-order layer does to its
+// input before its kernels. Host memory: a C++ loop; CUDA: a kernel.
+void permute_columns(ConstMatrix x, const int32_t *order, Matrix out, const RunOptions &opt = {});
+
 // What is compiled in and what this CPU runs.
 struct TargetInfo {
     std::string name;           // e.g. "x86-avx512-vnni"

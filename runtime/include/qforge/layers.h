@@ -54,8 +54,8 @@ enum class Strategy { fused, eager_f32, eager_f16 };
 //   automatic: on the CPU, 8-bit in formats that have 8-bit kernels (Q4_K's
 //   Q8_K: integer dot products), as llama.cpp quantizes activations, for
 //   prefill and, where the layer is packed (pack_rows()), for decode too;
-//   f32 otherwise, and on CUDA, where the quantizer costs more than it saves
-//   (bench/device/RULES.md). f32 is the exact path.
+//   f32 otherwise, and on CUDA, where quantizing costs about what the integer
+//   dots save, or more (bench/device/RULES.md). f32 is the exact path.
 enum class Activations { automatic, f32, q8 };
 
 struct LayerOptions {
@@ -95,8 +95,9 @@ struct WeightRef {
     const uint8_t *zeros = nullptr;    // int4z: zero points [out, ceil(in/G)], one byte each (0..15)
     // Act-order (GPTQ's desc_act, qforge/gptq.h): column i of the weight
     // multiplies input input_order[i], a permutation of 0..in-1 the layer
-    // copies. A fused host layer permutes x once per call; eager layers put
-    // their dense copy back in input order at load; fused CUDA layers refuse it.
+    // copies. A fused layer permutes x (and its norm's weights) once per call
+    // (permute_columns; on CUDA a kernel); eager layers put their dense copy
+    // back in input order at load.
     const int32_t *input_order = nullptr;
     // 0: data is the file's layout. R: data is packed in tiles of R rows
     // (qforge/pack.h), as `qforge pack` writes it; a layer on a CPU whose
