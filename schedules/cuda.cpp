@@ -7,8 +7,9 @@
 // activations gives a row 8 lanes (4 rows a warp) for decode and a thread
 // one output for batches. Large batches run as dequantize-to-f16 + cuBLAS
 // in the layers (runtime/include/qforge/layers.h), since Halide 21 cannot
-// emit tensor-core instructions. Per-call side products (Q8_K statistics,
-// x sums) run as small kernels of their own; nothing is computed on the
+// emit tensor-core instructions. Per-call side products (x sums, a fused
+// norm's statistics) run as small kernels of their own, the Q8_K
+// statistics inside the quantizer's one kernel; nothing is computed on the
 // host.
 #include "schedules.h"
 
@@ -318,7 +319,7 @@ void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &, const Knobs &k) {
         // row's 8 lanes read whole 32-byte sectors. Lanes are the pure
         // column k of bdot (not a fused index), so bounds inference gives
         // each lane one k. Sixteen rows (128 threads) per thread block.
-        // Measured and dropped (H100, bench/device/RESULTS.md, 2026-12-06):
+        // Measured and dropped (H100, BENCHMARKS.md, "CUDA: the Q8_K quantizer in one kernel"):
         // a lane per row as in the packed kernel, its loads 32 rows apart
         // (0.066 ms against 0.027 at 14336x4096), and 16 or 32 lanes a row
         // taking 2 or 4 blocks a step (0.076, 0.095).
