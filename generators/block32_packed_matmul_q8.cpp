@@ -143,7 +143,7 @@ public:
         f.halves = RDom(0, parts, "halves");
         // int4z's zero point: the byte after the tile's scales (18R + r).
         Expr z = zero_points ? cast<int32_t>(wt(18 * R + r, kb, t)) : Expr(zero);
-        f.isum(r, kb, t, n) = weight_touch(weight, PackedKind::block32, get_target(), knobs())(kb, t) - z * f.act_sum(kb, n);
+        f.isum(r, kb, t, n) = weight_touch(weight, PackedKind::block32, get_target(), knobs(), y.dim(1).min())(kb, t, n) - z * f.act_sum(kb, n);
         f.isum(r, kb, t, n) += cast<int32_t>(f.part(f.halves, r, kb, t, n));
 
         auto wd = [&](const Expr &blk) {

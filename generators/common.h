@@ -65,16 +65,18 @@ Func clamp_tiles(W &weight) {
 }
 
 // The target family's weight touch for a packed kernel (PackedTouch in
-// schedules.h): touch(p, t) for piece p of `pieces` a block (piece i of
-// block b is b * pieces + i), 0 where the family has none.
-inline Func weight_touch(const ImageParam &weight, PackedKind kind, const Target &t, const Knobs &k, int pieces = 1) {
+// schedules.h): touch(p, t, n) for piece p of `pieces` a block (piece i of
+// block b is b * pieces + i) of row tile t and token n (token_min: the
+// output's first token), 0 where the family has none.
+inline Func weight_touch(const ImageParam &weight, PackedKind kind, const Target &t, const Knobs &k, const Expr &token_min,
+                         int pieces = 1) {
     Func touch("weight_touch");
     const ScheduleFamily &family = schedule_family_for(t);
     if (family.packed_touch) {
-        family.packed_touch(touch, weight, kind, t, k, pieces);
+        family.packed_touch(touch, weight, kind, t, k, pieces, token_min);
     } else {
-        Var b("b"), tile("tile");
-        touch(b, tile) = 0;
+        Var b("b"), tile("tile"), n("n");
+        touch(b, tile, n) = 0;
     }
     return touch;
 }
@@ -164,7 +166,7 @@ public:
     GeneratorParam<int> unroll{"unroll", 0};             // unroll of the reduction loop
     GeneratorParam<int> lanes{"lanes", 0};               // GPU: lanes of a warp that share one row
     GeneratorParam<int> prefetch{"prefetch", 0};         // packed CPU: blocks the weight prefetch runs ahead (-1: none)
-    GeneratorParam<int> touch{"touch", 0};               // packed CPU decode: blocks the prefetcht0 runs ahead (-1: none)
+    GeneratorParam<int> touch{"touch", 0};               // packed CPU: blocks the prefetcht0 runs ahead (-1: none)
     GeneratorParam<int> touch_calls{"touch_calls", 0};   // packed CPU decode: calls a block's touch is spread over
     GeneratorParam<int> chains{"chains", 0};             // packed CPU decode: accumulator chains of one block's dot
     GeneratorParam<int> streams{"streams", 0};           // packed CPU: row tiles whose weights are read side by side

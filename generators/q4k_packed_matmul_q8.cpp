@@ -118,7 +118,7 @@ public:
             }
         } else {
             f.dot = RDom(0, 4, 0, 8, "dot");  // byte in the group of 4, group
-            f.part(kp, r, h, jp, sb, t, n) = weight_touch(weight, PackedKind::q4k, get_target(), knobs(), 8)(8 * sb + 2 * jp + h, t);
+            f.part(kp, r, h, jp, sb, t, n) = weight_touch(weight, PackedKind::q4k, get_target(), knobs(), y.dim(1).min(), 8)(8 * sb + 2 * jp + h, t, n);
             f.part(kp, r, h, jp, sb, t, n) += packed_dot_term(f.form, quant(f.dot.x, f.dot.y), act(f.dot.x, f.dot.y));
         }
         const int parts = f.form == DotForm::u8s8_pairs && !f.wide_part ? 2 : 1;
@@ -127,7 +127,7 @@ public:
             Expr sc = w.sc(r, j, sb, t);
             return iq4 ? cast<int32_t>(reinterpret<int8_t>(sc)) : cast<int32_t>(cast<int16_t>(sc));
         };
-        f.sacc(r, sb, t, n) = touch_parts ? Expr(0) : Expr(weight_touch(weight, PackedKind::q4k, get_target(), knobs())(sb, t));
+        f.sacc(r, sb, t, n) = touch_parts ? Expr(0) : Expr(weight_touch(weight, PackedKind::q4k, get_target(), knobs(), y.dim(1).min())(sb, t, n));
         if (q5 && f.form == DotForm::u8s8_pairs) {
             f.subs = RDom(0, parts, 0, 2, 0, 2, 0, 4, "subs");  // kp, gq, h, jp
             f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, f.subs.z, f.subs.w, sb, t, n)) *

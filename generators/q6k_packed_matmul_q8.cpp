@@ -109,12 +109,12 @@ public:
             // The weight touch (weight_touch, common.h) starts each sub-block's
             // dot, so that a block's prefetches can be spread over them; the
             // pair form's parts are i16, so there it starts the block's sums.
-            f.part(kp, r, u, sb, t, n) = weight_touch(weight, PackedKind::q6k, get_target(), knobs(), 16)(16 * sb + u, t);
+            f.part(kp, r, u, sb, t, n) = weight_touch(weight, PackedKind::q6k, get_target(), knobs(), y.dim(1).min(), 16)(16 * sb + u, t, n);
             f.part(kp, r, u, sb, t, n) += packed_dot_term(f.form, quant(f.dot.x, 4 * u + f.dot.y), act(f.dot.x, 4 * u + f.dot.y));
         }
         const int parts = f.form == DotForm::u8s8_pairs ? 2 : 1;
         f.subs = RDom(0, parts, 0, 16 * f.units, "subs");  // kp, u
-        f.sacc(r, sb, t, n) = f.form != DotForm::u8s8_pairs ? Expr(0) : Expr(weight_touch(weight, PackedKind::q6k, get_target(), knobs())(sb, t));
+        f.sacc(r, sb, t, n) = f.form != DotForm::u8s8_pairs ? Expr(0) : Expr(weight_touch(weight, PackedKind::q6k, get_target(), knobs(), y.dim(1).min())(sb, t, n));
         f.sacc(r, sb, t, n) += cast<int32_t>(f.part(f.subs.x, r, f.subs.y, sb, t, n)) *
                                cast<int32_t>(cast<int16_t>(sc(f.subs.y / f.units)));
         // macc: the offset's scales (Q6_K, Q3_K) or the mins (Q2_K) against the sums.

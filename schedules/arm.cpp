@@ -29,6 +29,7 @@ constexpr cpu::Tuning kArm = {
     /*packed_prefill_streams=*/{1, 1, 1},
     /*packed_decode_touch=*/{{0, 0, 0}, {0, 0, 0}},
     /*packed_decode_touch_calls=*/{1, 1, 1},
+    /*packed_prefill_touch=*/{{0, 0, 0}, {0, 0, 0}},
 };
 
 // sdot/udot take operands of one sign: the nibbles narrow to s8 beside s8 activations.

@@ -73,6 +73,10 @@ struct Tuning {
     // block's prefetches are spread over.
     PerPackedByWidth packed_decode_touch;
     PerPacked packed_decode_touch_calls;
+    // Prefill: the same, in a call's first token tile only (the pass that
+    // streams a task's weights from DRAM; the later token tiles find them
+    // in L2), one call a block.
+    PerPackedByWidth packed_prefill_touch;
 };
 
 using namespace Halide;
@@ -514,8 +518,8 @@ inline void prefetch_weights(Func acc, ImageParam weight, RVar block, const Knob
     }
 }
 
-// The weight touch (PackedTouch, schedules.h) of a packed decode kernel:
-// prefetcht0 of block b + ahead of the S tiles that the loop computes
+// The weight touch (PackedTouch, schedules.h) of a packed kernel (decode;
+// prefill in its first token tile, Tuning::packed_prefill_touch): prefetcht0 of block b + ahead of the S tiles that the loop computes
 // together, a call into the runtime (qf_cpu_touch,
 // runtime/src/cpu_features.cpp) with the weight buffer's host pointer and
 // the first tile's offset, once per group and `calls`-th of a block (of
@@ -526,18 +530,22 @@ inline void prefetch_weights(Func acc, ImageParam weight, RVar block, const Knob
 // gate and up tiles) calls it once per tile and fetches tiles it reads
 // later.
 template <const Tuning &D>
-void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const Target &t, const Knobs &k, int pieces) {
-    const int ahead = k.touch != 0 ? std::max(k.touch, 0) : k.prefill ? 0 : by_width(D.packed_decode_touch, t).of(kind);
-    Var p("p"), tile("tile");
+void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const Target &t, const Knobs &k, int pieces,
+                  const Expr &token_min) {
+    const int ahead = k.touch != 0 ? std::max(k.touch, 0)
+                                   : by_width(k.prefill ? D.packed_prefill_touch : D.packed_decode_touch, t).of(kind);
+    Var p("p"), tile("tile"), n("n");
     if (ahead == 0) {
-        touch(p, tile) = 0;
+        touch(p, tile, n) = 0;
         return;
     }
     // A call stores and reloads the tiles' accumulators (every vector
     // register is caller-saved), so one serves the group; a block's lines
     // in one call wait for the core's fill buffers (a Q4_K tile's super-
     // block is 37), so it is spread over several.
-    int calls = std::min(pieces, std::max(pick(k.touch_calls, D.packed_decode_touch_calls.of(kind)), 1));
+    // Prefill calls once a block: a call site costs its spills in every
+    // token tile, also those that skip it (below).
+    int calls = std::min(pieces, std::max(pick(k.touch_calls, k.prefill ? 1 : D.packed_decode_touch_calls.of(kind)), 1));
     while (pieces % calls != 0) --calls;
     const int step = pieces / calls;
     using namespace Internal;
@@ -565,7 +573,11 @@ void packed_touch(Func touch, const ImageParam &weight, PackedKind kind, const T
     Expr first = const_true();
     if (step > 1) first = p % step == 0;
     if (S > 1) first = first && tile % S == 0;
-    touch(p, tile) = select(first, call, 0);
+    // Prefill: a tile's tokens share its weights, so the first token of the
+    // call's first token tile fetches them (the tile unrolls its tokens, so
+    // the token's place in it folds; the tile's place is one compare).
+    if (k.prefill) first = first && n == token_min;
+    touch(p, tile, n) = select(first, call, 0);
 }
 
 // A packed kernel's integer dot `part`, computed at `at`: for u8s8_pairs

@@ -205,8 +205,9 @@ enum class PackedKind { q4k, q6k, block32 };
 // Halide's prefetch directive cannot emit (it is always prefetchnta). The
 // generator defines touch through ScheduleFamily::packed_touch before its
 // algorithm uses it.
+// touch(p, tile, n): n is the token, token_min the output's first token.
 using PackedTouch = void (*)(Halide::Func touch, const Halide::ImageParam &weight, PackedKind, const Halide::Target &,
-                             const Knobs &, int pieces);
+                             const Knobs &, int pieces, const Halide::Expr &token_min);
 
 // One target family's schedules. Families register themselves statically.
 struct ScheduleFamily {

@@ -104,6 +104,20 @@ constexpr cpu::Tuning kX86 = {
     // bytes a block of a tile) call once a block. The vpmaddubsw form
     // (AVX2) touches once a block.
     /*packed_decode_touch_calls=*/{8, 4, 1},
+    // Prefill: the same touch, one call a block in the call's first token
+    // tile (packed_touch). Packed Q4_K, 2-core Intel Xeon (Sapphire Rapids,
+    // x86-avx512-vnni), two threads, qforge_compare, 2 alternating rounds,
+    // none -> this: 8 tokens llama-3.1-8b q 0.974 -> 0.795 ms, 8b gate
+    // 3.03 -> 2.42, 3.2-1b gate 0.953 -> 0.749, qwen3-0.6b q 0.134 -> 0.111;
+    // 128 tokens 28.1 -> 24.7, 8.36 -> 8.34, 8.03 -> 7.51, 1.17 -> 1.06;
+    // 512 tokens (8b q) 32.0 both. A call a sub-block (as decode) was a
+    // little faster at 8 tokens (0.706 ms) and 10-15% slower at 128 and 512
+    // (its 8 call sites spill in every token tile); a call per token of the
+    // tile (before the token test) 10-40% slower at 128. The 32-blocks
+    // (int4g g32) gain nothing at 8 tokens (0.590 -> 0.635 ms) and lose
+    // 10-20% at 128. Untimed on x86-avx512 (vpmaddubsw) and on AMD, whose
+    // runtime call returns at once (its kernels run the prefetchnta nest).
+    /*packed_prefill_touch=*/{{0, 0, 0}, {1, 0, 0}},
 };
 
 // Halide 21 emits vpdpbusd only for targets with avx512_zen4 (or
