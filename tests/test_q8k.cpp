@@ -339,7 +339,9 @@ INSTANTIATE_TEST_SUITE_P(Variants, KQuantQ8, testing::ValuesIn(kquant_q8_variant
 // and run one by the CPU's vendor (schedules/cpu.h, cpu_wants_prefetch):
 // the suites above check the one this machine runs against the reference,
 // this one that the other gives the same bits. 37 rows (a tail tile) of
-// 4096 weights: far more blocks than the prefetch runs ahead.
+// 4096 weights: far more blocks than the prefetch runs ahead. Prefill
+// kernels too: their weight touch (Intel) runs in the first token tile only,
+// and 19 tokens are several tiles and a tail.
 class PackedPrefetch : public testing::TestWithParam<VariantParam> {
 protected:
     void TearDown() override { internal::force_cpu_prefetch(-1); }
@@ -349,22 +351,22 @@ TEST_P(PackedPrefetch, BothPathsGiveTheSameBits) {
     const auto &p = GetParam();
     QF_SKIP_UNLESS_RUNNABLE(p);
     const Format f = p.row->format;
-    const int64_t out = 37, in = 4096;
+    const int64_t out = 37, in = 4096, tokens = p.row->op == Op::matvec ? 1 : 19;
     const auto data = random_scaled_blocks(f, out, in);
     const std::vector<uint8_t> packed = packed_or_file(Weights{f, data.data(), out, in}, p.row->pack, data);
-    auto x = awkward_activations(1, in);
-    Q8K ak(1, in);
-    Q80 a0(1, in);
+    auto x = awkward_activations(tokens, in);
+    Q8K ak(tokens, in);
+    Q80 a0(tokens, in);
     const bool k = p.row->act == ActType::q8_k;
     if (k) {
-        ref::q8k_quantize(x.data(), 1, in, ak.d.data(), ak.qs.data(), ak.bsums.data());
+        ref::q8k_quantize(x.data(), tokens, in, ak.d.data(), ak.qs.data(), ak.bsums.data());
     } else {
-        ref::q8_0_quantize(x.data(), 1, in, a0.d.data(), a0.qs.data(), a0.sums.data());
+        ref::q8_0_quantize(x.data(), tokens, in, a0.d.data(), a0.qs.data(), a0.sums.data());
     }
     std::vector<std::vector<float>> ys;
     for (int on : {0, 1}) {
         internal::force_cpu_prefetch(on);
-        Poisoned y(1, out, 3);
+        Poisoned y(tokens, out, 3);
         Mem mem(p);
         Weights pw{f, mem.in(packed), out, in};
         pw.pack_rows = p.row->pack;
@@ -372,7 +374,9 @@ TEST_P(PackedPrefetch, BothPathsGiveTheSameBits) {
         mem.sync();
         y.expect_all_written();
         ys.emplace_back();
-        for (int64_t r = 0; r < out; ++r) ys.back().push_back(y.at(0, r));
+        for (int64_t n = 0; n < tokens; ++n) {
+            for (int64_t r = 0; r < out; ++r) ys.back().push_back(y.at(n, r));
+        }
     }
     ASSERT_EQ(ys[0].size(), ys[1].size());
     EXPECT_EQ(0, std::memcmp(ys[0].data(), ys[1].data(), ys[0].size() * sizeof(float)))
@@ -381,7 +385,8 @@ TEST_P(PackedPrefetch, BothPathsGiveTheSameBits) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, PackedPrefetch, testing::ValuesIn(variants_where("PackedPrefetch", [](const KernelRow &r) {
                              const FormatTraits &t = traits(r.format);
-                             return r.weights && r.pack && r.op == Op::matvec && r.epi == Epi::plain && !r.norm && !*r.tag &&
+                             return r.weights && r.pack && (r.op == Op::matvec || r.op == Op::matmul) && r.epi == Epi::plain &&
+                                    !r.norm && !*r.tag &&
                                     !t.separate_scales && !t.row_head_bytes && !t.f16_fields.empty() &&
                                     std::string(r.families).find("cuda") == std::string::npos;
                          })), variant_name);
