@@ -167,7 +167,7 @@ public:
     GeneratorParam<int> lanes{"lanes", 0};               // GPU: lanes of a warp that share one row
     GeneratorParam<int> prefetch{"prefetch", 0};         // packed CPU: blocks the weight prefetch runs ahead (-1: none)
     GeneratorParam<int> touch{"touch", 0};               // packed CPU: blocks the prefetcht0 runs ahead (-1: none)
-    GeneratorParam<int> touch_calls{"touch_calls", 0};   // packed CPU decode: calls a block's touch is spread over
+    GeneratorParam<int> touch_calls{"touch_calls", 0};   // packed CPU: calls a block's touch is spread over
     GeneratorParam<int> chains{"chains", 0};             // packed CPU decode: accumulator chains of one block's dot
     GeneratorParam<int> streams{"streams", 0};           // packed CPU: row tiles whose weights are read side by side
     // true: the activations pass through RMSNorm or LayerNorm first (see
