@@ -104,6 +104,8 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
     RunOptions o;
     o.target = target;
     o.kernel = internal::kernel_name(r);
+    // scripts/tune.py times the kernel's own variant (-) whatever the shape.
+    if (const char *c = std::getenv("QF_BENCH_SHAPE_CLASS")) o.shape_class = c;
     if (separate) o.kernel = o.kernel.substr(0, o.kernel.rfind("_head_norm"));
     const int old_threads = set_num_threads(threads);
     size_t i = 0;
@@ -142,7 +144,9 @@ int main(int argc, char **argv) {
         const std::string kernel = internal::kernel_name(r), target = v.target;
         // Every matmul and dequantizer (f32 out) this CPU runs; quantize and
         // convert are timed inside the rows that use them.
-        const bool timed = r.weights && (r.op == Op::dequant ? r.out == Out::f32 : true);
+        // A shape class's variant (a tuning database's) is timed where its
+        // kernel's calls reach it: the kernel's own benchmarks pick by shape.
+        const bool timed = r.weights && (r.op == Op::dequant ? r.out == Out::f32 : true) && !*v.shape_class;
         if (!timed || !cpu_can_run(target) || internal::is_cuda_target(target)) continue;
         const std::vector<int64_t> token_counts =
             r.op == Op::matmul ? std::vector<int64_t>{8, 32, 128, 512} : std::vector<int64_t>{1};

@@ -16,6 +16,11 @@ The search: the default, a few seeded random candidates, then coordinate
 descent from the best (one knob at a time, every legal value). A progress
 line shows the best so far; --budget bounds the time; results go to a state
 file as they come, so a second run with the same arguments resumes.
+With --class small|large (targets/knobs.json's shape classes) the search
+runs on a layer of that class and the winner must not lose on any layer of
+it; its entry holds for that class's calls only (the build generates the
+kernel once more for it, and calls pick by their weights' size), so small
+and large layers keep knobs of their own.
 At the end the build's own object is restored, and the winner (if it beats
 the default by more than --min-gain) is written to the tuning database
 (--db, default schedules/tuned/<this cpu>.json) with the CPU, its features,
@@ -31,6 +36,7 @@ never writes the database.
 
 Example:
   scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --target x86-avx512-vnni --budget 900
+  scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --class small --budget 600
   scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --autoschedulers all
 """
 import glob
@@ -111,7 +117,7 @@ class Kernel:
         self.build, self.kernel, self.target, self.ninja = build, kernel, target, ninja
         qforge = os.path.join(build, "runtime", "qforge")
         info = json.loads(sh([qforge, "targets", "--json"], check=True).stdout)
-        rows = [v for v in info["variants"] if v["kernel"] == kernel and v["target"] == target]
+        rows = [v for v in info["variants"] if v["kernel"] == kernel and v["target"] == target and not v.get("class")]
         if not rows:
             have = sorted({v["target"] for v in info["variants"] if v["kernel"] == kernel})
             sys.exit(f"tune: no variant {kernel} on {target} in {build} (built targets of it: {have or 'none'})")
@@ -162,9 +168,13 @@ class Kernel:
         return ""
 
 
-def bench_ms(binary, filt, reps):
+def bench_ms(binary, filt, reps, own_variant=True):
+    # own_variant: the kernel's own variant on every shape, the one each
+    # candidate replaces, even in a build that holds variants of a tuning
+    # database's shape classes; else the one a call of the shape runs.
+    env = dict(os.environ, QF_BENCH_SHAPE_CLASS="-") if own_variant else None
     p = sh([binary, f"--benchmark_filter={filt}", f"--benchmark_repetitions={reps}", "--benchmark_min_time=0.2s",
-            "--benchmark_report_aggregates_only=true", "--benchmark_format=json"])
+            "--benchmark_report_aggregates_only=true", "--benchmark_format=json"], env=env)
     if p.returncode:
         raise RuntimeError(p.stderr[-800:])
     runs = json.loads(p.stdout)["benchmarks"]
@@ -183,6 +193,26 @@ def bench_shapes(binary, kernel, target):
         if len(parts) > 3 and parts[2] + "/" + parts[3] not in shapes:
             shapes.append(parts[2] + "/" + parts[3])
     return shapes
+
+
+def shape_classes():
+    """targets/knobs.json's shape classes: name -> [from, below) in weight elements (out x in)."""
+    with open(os.path.join(ROOT, "targets", "knobs.json")) as f:
+        c = json.load(f)["shape_classes"]
+    return {n: (v["from"], v["below"]) for n, v in c.items() if n != "about"}
+
+
+def in_class(shape, cls):
+    """Whether a qforge_bench shape (model.layer/OUTxIN) is in shape class `cls` (None: every shape is)."""
+    if not cls:
+        return True
+    out, inn = (int(x) for x in shape.split("/")[1].split("x"))
+    lo, below = shape_classes()[cls]
+    return lo <= out * inn < below
+
+
+# The layer a class is tuned on by default: the largest square-ish projection of each.
+CLASS_SHAPES = {"large": "llama-3.1-8b.q/4096x4096", "small": "qwen3-0.6b.q/2048x1024"}
 
 
 def posix_escape(s):
@@ -208,7 +238,8 @@ def compare_autoschedulers(a, k, measure, progress, workdir, tokens):
     db_path = db_file(a)
     if os.path.exists(db_path):
         with open(db_path) as f:
-            tuned = [e for e in json.load(f).get("entries", []) if e["function"] == k.function]
+            tuned = [e for e in json.load(f).get("entries", [])
+                     if e["function"] == k.function and e.get("class") == a.shape_class]
         if tuned:
             rows.append(("tuned (" + os.path.relpath(db_path, ROOT) + ")", tuned[0]["params"]))
     for n in names:
@@ -250,7 +281,12 @@ def main():
     ap.add_argument("--build", default=os.environ.get("QF_BUILD_DIR", os.path.join(ROOT, "build")))
     ap.add_argument("--kernel", required=True, help="a kernel name as qforge targets --json lists it, e.g. q4k_matvec_q8_x16")
     ap.add_argument("--target", default=None, help="a built target (default: auto where built, else the dispatched one)")
-    ap.add_argument("--shape", default="llama-3.1-8b.q/4096x4096", help="a qforge_bench shape: model.layer/OUTxIN")
+    ap.add_argument("--shape", default=None,
+                    help="a qforge_bench shape: model.layer/OUTxIN (default: llama-3.1-8b.q/4096x4096, "
+                         "or the --class's own: " + ", ".join(f"{c} {s}" for c, s in CLASS_SHAPES.items()) + ")")
+    ap.add_argument("--class", dest="shape_class", default=None,
+                    help="tune for one shape class of targets/knobs.json (small, large): the entry holds for "
+                         "calls on layers of that size only, and must not lose on any of them")
     ap.add_argument("--tokens", type=int, default=None, help="default: 1 for decode kernels, 32 for prefill")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", type=float, default=600, help="seconds of search (the last candidate finishes)")
@@ -263,6 +299,12 @@ def main():
     ap.add_argument("--autoschedulers", default=None,
                     help="compare the hand schedule with these of Halide's autoschedulers (comma-separated, or all)")
     a = ap.parse_args()
+    if a.shape_class and a.shape_class not in shape_classes():
+        sys.exit(f"tune: --class {a.shape_class}: targets/knobs.json's shape classes are {sorted(shape_classes())}")
+    if not a.shape:
+        a.shape = CLASS_SHAPES.get(a.shape_class, CLASS_SHAPES["large"])
+    if not in_class(a.shape, a.shape_class):
+        sys.exit(f"tune: {a.shape} is not in shape class {a.shape_class}")
 
     ninja = shutil.which("ninja", path=os.path.join(ROOT, ".venv", "bin") + os.pathsep + os.environ.get("PATH", ""))
     if not ninja:
@@ -291,6 +333,7 @@ def main():
     except OSError:
         sys.exit(f"tune: another tune.py is running on {a.build}; wait for it (it regenerates objects in that build)")
     state_path = os.path.join(workdir, f"{k.function}.{a.shape.replace('/', '_')}.t{tokens}.th{a.threads}"
+                                       f"{'.' + a.shape_class if a.shape_class else ''}"
                                        f"{'.autoschedulers' if a.autoschedulers else ''}.json")
     base_bench = os.path.join(workdir, "qforge_bench.default")
     err = k.generate({})  # the build's own object, whatever an earlier run left
@@ -427,13 +470,15 @@ def main():
         if b["ratio"] < a.min_gain:
             print(f"tune: the default stays (the confirmation did not beat it by {a.min_gain}x)")
             return 0
-        # A database entry applies to every call of the function: tuned on one
-        # layer, it must not lose on the others (measured: knobs tuned on a
-        # 4096 x 4096 layer lost up to 27% on 1024-row ones), nor on all threads.
+        # A database entry applies to every call of the function (of its
+        # shape class, with --class): tuned on one layer, it must not lose on
+        # the others (measured: knobs tuned on a 4096 x 4096 layer lost up to
+        # 27% on 1024-row ones), nor on all threads.
         losses, worst = [], None
         threads = sorted({a.threads, os.cpu_count() or 1})
-        shapes = bench_shapes(base_bench, a.kernel, a.target)
-        print(f"tune: checking {len(shapes)} shapes x threads {threads} for losses", flush=True)
+        shapes = [sh_ for sh_ in bench_shapes(base_bench, a.kernel, a.target) if in_class(sh_, a.shape_class)]
+        print(f"tune: checking {len(shapes)} shapes{' of class ' + a.shape_class if a.shape_class else ''} "
+              f"x threads {threads} for losses", flush=True)
         for shape in shapes:
             for th in threads:
                 f = (f"^{posix_escape(a.kernel)}/{posix_escape(a.target)}/{posix_escape(shape)}/tokens:{tokens}"
@@ -455,13 +500,15 @@ def main():
         with open(db_path) as f:
             db = json.load(f)
     entry = {"function": k.function, "kernel": a.kernel, "target": a.target, "params": b["knobs"],
+             **({"class": a.shape_class} if a.shape_class else {}),
              "shape": a.shape, "tokens": tokens, "threads": a.threads, "default_ms": round(b["default_ms"], 5),
              "tuned_ms": round(b["ms"], 5), "ratio": round(b["ratio"], 3),
              "ratio_range": [round(x, 3) for x in b["ratio_range"]], "rounds": 2 * a.rounds,
              "search_ratio": round(b["found"], 3), "checked": b["checked"],
              "date": datetime.date.today().isoformat(), "halide": halide_version(),
              "command": "scripts/tune.py " + " ".join(sys.argv[1:])}
-    db["entries"] = [e for e in db["entries"] if e["function"] != k.function] + [entry]
+    db["entries"] = [e for e in db["entries"]
+                     if (e["function"], e.get("class")) != (k.function, a.shape_class)] + [entry]
     os.makedirs(os.path.dirname(db_path), exist_ok=True)
     with open(db_path, "w") as f:
         json.dump(db, f, indent=2)

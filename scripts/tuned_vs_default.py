@@ -9,7 +9,8 @@ Both builds must make the same variants (QF_VARIANTS) with -DQF_BENCH=ON; the
 tuned one is configured with -DQF_TUNING_DB=<the same database>. For every
 entry of the database it times the entry's kernel on the entry's shape with
 each build's qforge_bench, round by round with the order alternating, at the
-entry's own token count and, for a prefill kernel, at 8, 32 and 128 tokens
+entry's own token count (with --all-shapes: on every layer, those outside
+a class entry's class included) and, for a prefill kernel, at 8, 32 and 128 tokens
 too, on each thread count. It prints one markdown row per case: both
 medians and the per-round ratio default / tuned (above 1: the tuned build is
 faster). A case where the tuned build is slower in every round and by more
@@ -22,7 +23,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tune import bench_ms, bench_shapes, posix_escape  # noqa: E402 - the tuner's timing, shared
+from tune import bench_ms, bench_shapes, in_class, posix_escape  # noqa: E402 - the tuner's timing, shared
 
 
 def cases(entry, threads):
@@ -32,8 +33,13 @@ def cases(entry, threads):
     return [(t, th) for t in tokens for th in threads]
 
 
-def shapes(binary, entry):
-    return bench_shapes(binary, entry["kernel"], entry["target"]) or [entry["shape"]]
+def shapes(binary, entry, entries):
+    """Every layer of the kernel, those outside the entry's shape class too
+    (the tuned build must not lose there either); only the class's own where
+    another entry of the same function times the others."""
+    own = not any(e is not entry and e["function"] == entry["function"] for e in entries)
+    return [s for s in bench_shapes(binary, entry["kernel"], entry["target"]) if own or in_class(s, entry.get("class"))] \
+        or [entry["shape"]]
 
 
 def main():
@@ -57,20 +63,22 @@ def main():
     print("| kernel | target | params | shape | tokens | threads | default ms | tuned ms | ratio (rounds) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for e in db["entries"]:
-        for shape, (tokens, th) in [(sh, c) for sh in (shapes(binaries[0], e) if a.all_shapes else [e["shape"]])
+        for shape, (tokens, th) in [(sh, c) for sh in (shapes(binaries[0], e, db["entries"]) if a.all_shapes else [e["shape"]])
                                     for c in cases(e, threads)]:
             filt = (f"^{posix_escape(e['kernel'])}/{posix_escape(e['target'])}/{posix_escape(shape)}"
                     f"/tokens:{tokens}/threads:{th}/real_time$")
             d, t, r = [], [], []
             for i in range(a.rounds):
                 order = binaries if i % 2 == 0 else binaries[::-1]
-                ms = {b: bench_ms(b, filt, 3) for b in order}
+                ms = {b: bench_ms(b, filt, 3, own_variant=False) for b in order}
                 d.append(ms[binaries[0]])
                 t.append(ms[binaries[1]])
                 r.append(d[-1] / t[-1])
             # Beyond noise: slower in every round, and by more than the tuner's own 3% bar.
             lost = " **loses**" if max(r) < 1.0 and statistics.median(r) < 0.97 else ""
             params = ", ".join(f"{k}={v}" for k, v in sorted(e["params"].items()))
+            if e.get("class"):
+                params += f" ({e['class']} layers)"
             print(f"| {e['kernel']} | {e['target']} | {params} | {shape} | {tokens} | {th} | "
                   f"{statistics.median(d):.4f} | {statistics.median(t):.4f} | {statistics.median(r):.3f} "
                   f"({min(r):.3f}-{max(r):.3f}){lost} |", flush=True)

@@ -228,6 +228,9 @@ inline const std::vector<MatmulCase> &q4k_matmul_cases() {
 struct VariantParam {
     const internal::KernelRow *row = nullptr;
     std::string kernel, target;   // kernel_name(*row), for messages and RunOptions::kernel
+    // RunOptions::shape_class: the variant's class (a tuning database's), or
+    // "-" for the kernel's own, so that each variant runs whatever the test's shapes.
+    std::string shape_class = "-";
 };
 
 using internal::KernelRow;
@@ -251,7 +254,7 @@ std::vector<VariantParam> variants_where(const std::string &suite, Keep keep) {
     for (const internal::Variant &v : internal::variants()) {
         if (!keep(*v.row)) continue;
         claims()[&v].push_back(suite);
-        out.push_back({v.row, internal::kernel_name(*v.row), v.target});
+        out.push_back({v.row, internal::kernel_name(*v.row), v.target, *v.shape_class ? v.shape_class : "-"});
     }
     return out;
 }
@@ -271,6 +274,7 @@ inline void PrintTo(const VariantParam &p, std::ostream *os) { *os << p.kernel <
 
 inline std::string variant_name(const testing::TestParamInfo<VariantParam> &info) {
     std::string s = info.param.kernel + "__" + info.param.target;
+    if (info.param.shape_class != "-") s += "__" + info.param.shape_class;
     for (auto &c : s) {
         if (!isalnum(static_cast<unsigned char>(c))) c = '_';
     }
@@ -316,6 +320,7 @@ inline RunOptions options(const VariantParam &p) {
     RunOptions o;
     o.target = p.target;
     o.kernel = p.kernel;
+    o.shape_class = p.shape_class;
     if (internal::is_cuda_target(p.target)) o.memory = Memory::cuda;
     return o;
 }

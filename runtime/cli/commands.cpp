@@ -162,14 +162,21 @@ int targets(const Common &c) {
     const bool prefetch = internal::cpu_prefetch();
     const char *prefetch_why = "on for AMD and Hygon CPUs, off elsewhere; QF_PREFETCH=0|1 decides instead";
     if (c.json) {
-        // Every built variant and its generated function (what scripts/tune.py regenerates).
+        // Every built variant and its generated function (what scripts/tune.py
+        // regenerates); "class": the shape class a tuning database built it for.
         nlohmann::json variants = nlohmann::json::array();
         for (const internal::Variant &v : internal::variants()) {
-            variants.push_back({{"kernel", internal::kernel_name(*v.row)}, {"target", v.target}, {"function", v.function}});
+            variants.push_back({{"kernel", internal::kernel_name(*v.row)},
+                                {"target", v.target},
+                                {"function", v.function},
+                                {"class", v.shape_class}});
         }
+        nlohmann::json classes = nlohmann::json::object();
+        for (const internal::ShapeClass &sc : internal::shape_classes()) classes[sc.name] = {sc.from, sc.below};
         write_json({{"targets", t.to_json()},
                     {"dispatched", picked},
                     {"variants", variants},
+                    {"shape_classes", classes},
                     {"why", why},
                     {"prefetch", prefetch},
                     {"prefetch_why", prefetch_why},

@@ -254,7 +254,8 @@ using internal::Variant;
 // The variant a call runs: the row of `key` (decode or prefill by `tokens`
 // for matmuls), or the one RunOptions::kernel names, which must compute the
 // same thing (any schedule variant of it, either of matvec/matmul).
-const Variant &pick(const std::string &op, KernelKey key, int64_t tokens, const RunOptions &opt, bool cuda) {
+const Variant &pick(const std::string &op, KernelKey key, int64_t tokens, const RunOptions &opt, bool cuda,
+                    int64_t weights = 0) {
     if (key.op == Op::matvec || key.op == Op::matmul) key.op = tokens == 1 ? Op::matvec : Op::matmul;
     const KernelRow *row = nullptr;
     if (opt.kernel.empty()) {
@@ -277,7 +278,7 @@ const Variant &pick(const std::string &op, KernelKey key, int64_t tokens, const 
                           row->pack == key.pack && row->epi == key.epi;
         require(same, op, "kernel '", opt.kernel, "' does not compute this operation");
     }
-    return internal::find_variant(*row, opt.target, cuda);
+    return internal::for_shape(internal::find_variant(*row, opt.target, cuda), weights, opt.shape_class);
 }
 
 // --- fused norm ----------------------------------------------------------------
@@ -475,7 +476,7 @@ struct WeightCall {
     const Variant &v;
     WeightArgs wa;
     WeightCall(const std::string &op, const Weights &w, const KernelKey &key, int64_t tokens, const RunOptions &opt)
-        : place(op, opt), v(pick(op, key, tokens, opt, place.cuda())), wa(place, w, key.epi == internal::Epi::glu ? 2 : 1) {}
+        : place(op, opt), v(pick(op, key, tokens, opt, place.cuda(), w.out * w.in)), wa(place, w, key.epi == internal::Epi::glu ? 2 : 1) {}
 };
 
 template <typename OutMatrix>

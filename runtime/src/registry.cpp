@@ -19,7 +19,7 @@ namespace {
 // constant of its row.
 constexpr KernelRow kRows[] = {
 #define QF_ROW(id, ...) KernelRow{__VA_ARGS__},
-#define QF_VARIANT(id, target, fn, asm_path)
+#define QF_VARIANT(id, target, fn, asm_path, shape_class)
 #include "qforge_kernel_table.inc"
 #undef QF_ROW
 #undef QF_VARIANT
@@ -42,8 +42,8 @@ const std::vector<KernelRow> &kernel_rows() {
 const std::vector<Variant> &variants() {
     static const std::vector<Variant> table = {
 #define QF_ROW(...)
-#define QF_VARIANT(id, target, fn, asm_path) \
-    {&kernel_rows()[id], target, signature_of(kRows[id]), typed<signature_of(kRows[id])>(&fn), asm_path, #fn},
+#define QF_VARIANT(id, target, fn, asm_path, shape_class) \
+    {&kernel_rows()[id], target, signature_of(kRows[id]), typed<signature_of(kRows[id])>(&fn), asm_path, #fn, shape_class},
 #include "qforge_kernel_table.inc"
 #undef QF_ROW
 #undef QF_VARIANT
@@ -54,10 +54,52 @@ const std::vector<Variant> &variants() {
 const std::vector<TargetRow> &target_rows() {
     static const std::vector<TargetRow> table = {
 #define QF_TARGET(name, family, halide_target, features, built, dot) {name, family, halide_target, features, built, dot},
+#define QF_SHAPE_CLASS(name, from, below)
 #include "qforge_targets.inc"
 #undef QF_TARGET
+#undef QF_SHAPE_CLASS
     };
     return table;
+}
+
+const std::vector<ShapeClass> &shape_classes() {
+    static const std::vector<ShapeClass> table = {
+#define QF_TARGET(...)
+#define QF_SHAPE_CLASS(name, from, below) {name, from, below},
+#include "qforge_targets.inc"
+#undef QF_TARGET
+#undef QF_SHAPE_CLASS
+    };
+    return table;
+}
+
+const Variant &for_shape(const Variant &v, int64_t weights, const std::string &forced) {
+    // Each (row, target)'s class variants, found once.
+    static const std::map<std::pair<const KernelRow *, std::string>, std::vector<const Variant *>> index = [] {
+        std::map<std::pair<const KernelRow *, std::string>, std::vector<const Variant *>> m;
+        for (const Variant &c : variants()) {
+            if (*c.shape_class) m[{c.row, c.target}].push_back(&c);
+        }
+        return m;
+    }();
+    if (forced.empty() && (weights <= 0 || index.empty())) return v;  // most builds have no class variants
+    std::string cls = forced;
+    if (cls.empty()) {
+        for (const ShapeClass &c : shape_classes()) {
+            if (weights >= c.from && weights < c.below) cls = c.name;
+        }
+    } else if (cls != "-" && std::none_of(shape_classes().begin(), shape_classes().end(),
+                                          [&](const ShapeClass &c) { return cls == c.name; })) {
+        std::string known;
+        for (const ShapeClass &c : shape_classes()) known += std::string(known.empty() ? "" : ", ") + c.name;
+        throw Error("unknown shape class '" + cls + "' (known: " + known + ", or - for the kernel's own)");
+    }
+    const auto it = index.find({v.row, v.target});
+    if (it == index.end()) return v;
+    for (const Variant *c : it->second) {
+        if (cls == c->shape_class) return *c;
+    }
+    return v;
 }
 
 std::string kernel_name(const KernelRow &r) {
@@ -159,7 +201,9 @@ const Variant &find_variant(const KernelRow &row, const std::string &requested, 
     // An index, not a scan of the table's rows on every call.
     static const std::map<std::pair<const KernelRow *, std::string>, const Variant *> index = [] {
         std::map<std::pair<const KernelRow *, std::string>, const Variant *> m;
-        for (const Variant &v : variants()) m.emplace(std::make_pair(v.row, std::string(v.target)), &v);
+        for (const Variant &v : variants()) {
+            if (!*v.shape_class) m.emplace(std::make_pair(v.row, std::string(v.target)), &v);
+        }
         return m;
     }();
     auto it = index.find({&row, target});
@@ -186,7 +230,7 @@ std::string cpu_family() {
 std::vector<const Variant *> runnable_variants(const KernelRow &row) {
     std::vector<const Variant *> out;
     for (const Variant &v : variants()) {
-        if (v.row != &row) continue;
+        if (v.row != &row || *v.shape_class) continue;
         const TargetRow *t = find_target(v.target);
         if (std::string(v.target) == "auto" || (t && std::string(t->family) != "cuda" && missing_features(*t).empty())) {
             out.push_back(&v);

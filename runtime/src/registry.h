@@ -122,6 +122,9 @@ struct Variant {
     AnyFn fn;             // a SigFn<sig>; call it through fn_as<S>()
     const char *asm_path; // the generated assembly, where test_asm reads it; else nullptr
     const char *function; // the generated function's name (scripts/tune.py regenerates it by this name)
+    // "" or the shape class whose calls run it instead of the variant without
+    // one (a tuning database's entry for that class; for_shape).
+    const char *shape_class;
 
     template <Sig S>
     SigFn<S> fn_as() const;
@@ -136,7 +139,15 @@ struct TargetRow {
     const char *dot;            // instructions its integer-dot kernels must contain (any one)
 };
 
+// A range of layer sizes (weights' out x in elements, [from, below)) that
+// a tuning database may tune apart (targets/knobs.json, shape_classes).
+struct ShapeClass {
+    const char *name;
+    int64_t from, below;
+};
+
 const std::vector<KernelRow> &kernel_rows();
+const std::vector<ShapeClass> &shape_classes();
 const std::vector<Variant> &variants();
 const std::vector<TargetRow> &target_rows();
 
@@ -166,6 +177,12 @@ const KernelRow *find_row(const KernelKey &key);
 // machine cannot run it, or it does not run on that memory.
 const Variant &find_variant(const KernelRow &row, const std::string &target, bool cuda = false);
 bool is_cuda_target(const std::string &target);
+
+// The variant a call on `weights` elements (out x in; 0: none) runs in
+// place of `v`: v's variant for the call's shape class where the build has
+// one, else v. `forced` (RunOptions::shape_class) names the class instead;
+// "-" is v itself.
+const Variant &for_shape(const Variant &v, int64_t weights, const std::string &forced);
 
 // The CPU family this build's host kernels belong to: "x86" or "arm64".
 std::string cpu_family();
