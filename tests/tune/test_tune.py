@@ -51,9 +51,29 @@ class Tune(unittest.TestCase):
                     self.assertTrue(values and all(isinstance(v, int) and v != 0 for v in values),
                                     f"{gen} {mode} {k}: legal values are nonzero ints (0 is the default)")
 
+    def test_shape_classes(self):
+        # A partition of layer sizes (the runtime's for_shape takes the one a
+        # call falls in), with the classes tune.py tunes on by default.
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+        import tune
+        classes = sorted(tune.shape_classes().values())
+        self.assertEqual(classes[0][0], 0)
+        for (_, below), (lo, _) in zip(classes, classes[1:]):
+            self.assertEqual(below, lo, "shape classes leave a gap or overlap")
+        self.assertEqual(classes[-1][1], 2**63 - 1)
+        for cls, shape in tune.CLASS_SHAPES.items():
+            self.assertIn(cls, tune.shape_classes())
+            self.assertTrue(tune.in_class(shape, cls), shape)
+        self.assertTrue(tune.in_class("qwen3-0.6b.k/1024x1024", "small"))
+        self.assertFalse(tune.in_class("qwen3-0.6b.k/1024x1024", "large"))
+        self.assertTrue(tune.in_class("llama-3.2-1b.q/2048x2048", "large"))
+        self.assertTrue(tune.in_class("anything/1x1", None))
+
     def test_databases(self):
         with open(os.path.join(ROOT, "targets", "knobs.json")) as f:
-            documented = set(json.load(f)["knobs"])
+            knobs = json.load(f)
+        documented = set(knobs["knobs"])
+        classes = set(knobs["shape_classes"]) - {"about"}
         for path in glob.glob(os.path.join(ROOT, "schedules", "tuned", "*.json")):
             with open(path) as f:
                 db = json.load(f)
@@ -65,6 +85,9 @@ class Tune(unittest.TestCase):
                 self.assertTrue(all(isinstance(v, int) for v in e["params"].values()), path)
                 self.assertGreater(e["default_ms"], 0)
                 self.assertGreater(e["tuned_ms"], 0)
+                self.assertIn(e.get("class", "large"), classes, f"{path}: {e['function']}")
+            keys = [(e["function"], e.get("class")) for e in db["entries"]]
+            self.assertEqual(len(keys), len(set(keys)), f"{path}: two entries for one function and class")
 
     def test_dry_run_finds_a_packed_kernel(self):
         qforge = os.path.join(BUILD, "runtime", "qforge")
