@@ -194,8 +194,12 @@ TEST(Assembly, IntegerDotKernelsUseDotInstructions) {
                     preferred.c_str(), scalar);
     }
     // Every integer-dot row on every target of its families built one by one
-    // (none where only "auto" is).
+    // (none where only "auto" is), and their variants for a tuning database's
+    // shape classes (tuned knobs must not lose the dots either).
     int expected = 0;
+    for (const qforge::internal::Variant &v : qforge::internal::variants()) {
+        expected += *v.shape_class && v.row->has_act && v.row->act != qforge::ActType::f32 && std::string(v.target) != "auto";
+    }
     for (const auto &t : qforge::internal::target_rows()) {
         if (!t.built) continue;
         for (const auto &r : qforge::internal::kernel_rows()) {
