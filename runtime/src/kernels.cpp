@@ -253,7 +253,9 @@ using internal::Variant;
 
 // The variant a call runs: the row of `key` (decode or prefill by `tokens`
 // for matmuls), or the one RunOptions::kernel names, which must compute the
-// same thing (any schedule variant of it, either of matvec/matmul).
+// same thing (any schedule variant of it, either of matvec/matmul); of that
+// row, the variant for the shape class of `weights` (out x in elements)
+// where a tuning database built one (internal::for_shape).
 const Variant &pick(const std::string &op, KernelKey key, int64_t tokens, const RunOptions &opt, bool cuda,
                     int64_t weights = 0) {
     if (key.op == Op::matvec || key.op == Op::matmul) key.op = tokens == 1 ? Op::matvec : Op::matmul;
