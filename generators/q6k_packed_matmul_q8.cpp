@@ -146,7 +146,11 @@ public:
             estimate_epilogue(y, bias, has_bias);
             return;
         }
-        schedule_family_for(get_target()).q6k_packed_q8(f, get_target(), knobs());
+        const ScheduleFamily &family = schedule_family_for(get_target());
+        // CUDA has no packed Q6_K schedule (no row asks for one): say so, not a null call.
+        check(family.q6k_packed_q8 != nullptr,
+              std::string("q6k_packed_matmul_q8: the ") + family.name + " schedules have no packed Q6_K kernel");
+        family.q6k_packed_q8(f, get_target(), knobs());
     }
 };
 
