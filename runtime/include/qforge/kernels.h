@@ -36,8 +36,8 @@ struct RunOptions {
     std::string kernel;
     // Builds with a tuning database (-DQF_TUNING_DB) may hold a kernel's
     // variants tuned for a class of layer sizes (targets/knobs.json,
-    // shape_classes); a call runs the one for its weights' size. Empty: so;
-    // a class name runs that class's variant where there is one; "-": the
+    // shape_classes). Empty: a call runs the variant for its weights' size;
+    // a class name: that class's variant where there is one; "-": the
     // kernel's own, untuned for any class (tests, benchmarks, tuning).
     std::string shape_class;
     Memory memory = Memory::host;
