@@ -34,8 +34,12 @@ for the kernel if it has one. Each is verified by the variant's tests first.
 It prints a table and writes build/tune/autoschedulers.<function>.json; it
 never writes the database.
 
+On a CUDA target (--target cuda-sm86) the search runs in rounds that a GPU
+measures, here or on another machine: scripts/tune_cuda.py says how.
+
 Example:
   scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --target x86-avx512-vnni --budget 900
+  scripts/tune.py --build build-cuda --kernel q4k_matvec_f32 --target cuda-sm86 --device-dir .device/tune
   scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --class small --budget 600
   scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --autoschedulers all
 """
@@ -115,6 +119,7 @@ class Kernel:
 
     def __init__(self, build, kernel, target, ninja):
         self.build, self.kernel, self.target, self.ninja = build, kernel, target, ninja
+        self.cuda = target.startswith("cuda")
         qforge = os.path.join(build, "runtime", "qforge")
         info = json.loads(sh([qforge, "targets", "--json"], check=True).stdout)
         rows = [v for v in info["variants"] if v["kernel"] == kernel and v["target"] == target and not v.get("class")]
@@ -140,7 +145,12 @@ class Kernel:
             gens = json.load(f)["generators"]
         if self.generator not in gens:
             sys.exit(f"tune: targets/knobs.json has no knobs for generator {self.generator}")
-        space = dict(gens[self.generator].get(self.mode, {}))
+        modes = gens[self.generator]
+        if self.cuda:
+            if "cuda" not in modes:
+                sys.exit(f"tune: targets/knobs.json has no CUDA knobs for generator {self.generator}")
+            modes = modes["cuda"]
+        space = dict(modes.get(self.mode, {}))
         if self.pack_rows and "vector_width" in space:
             space["vector_width"] = [v for v in space["vector_width"] if self.pack_rows % v == 0 and v < self.pack_rows]
         if not self.prefetch_runs:
@@ -279,7 +289,7 @@ def compare_autoschedulers(a, k, measure, progress, workdir, tokens):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.environ.get("QF_BUILD_DIR", os.path.join(ROOT, "build")))
-    ap.add_argument("--kernel", required=True, help="a kernel name as qforge targets --json lists it, e.g. q4k_matvec_q8_x16")
+    ap.add_argument("--kernel", help="a kernel name as qforge targets --json lists it, e.g. q4k_matvec_q8_x16")
     ap.add_argument("--target", default=None, help="a built target (default: auto where built, else the dispatched one)")
     ap.add_argument("--shape", default=None,
                     help="a qforge_bench shape: model.layer/OUTxIN (default: llama-3.1-8b.q/4096x4096, "
@@ -296,9 +306,19 @@ def main():
     ap.add_argument("--min-gain", type=float, default=1.03, help="a winner must beat the default by this ratio")
     ap.add_argument("--db", default=None, help="the tuning database to add the winner to")
     ap.add_argument("--dry-run", action="store_true", help="print the kernel, its knob space and stop")
+    ap.add_argument("--device-dir", default=None,
+                    help="CUDA targets: where a round's binaries and plan go for a GPU elsewhere (scripts/tune_cuda.py)")
+    ap.add_argument("--max-candidates", type=int, default=16, help="CUDA targets: candidates per device round")
+    ap.add_argument("--measure", default=None, metavar="DIR",
+                    help="on the GPU: verify and time the round planned in DIR (scripts/tune_cuda.py), then stop")
     ap.add_argument("--autoschedulers", default=None,
                     help="compare the hand schedule with these of Halide's autoschedulers (comma-separated, or all)")
     a = ap.parse_args()
+    if a.measure:
+        import tune_cuda
+        return tune_cuda.measure(a.measure)
+    if not a.kernel:
+        ap.error("--kernel is required (or --measure DIR)")
     if a.shape_class and a.shape_class not in shape_classes():
         sys.exit(f"tune: --class {a.shape_class}: targets/knobs.json's shape classes are {sorted(shape_classes())}")
     if not a.shape:
@@ -315,6 +335,9 @@ def main():
         a.target = "auto" if any(v["target"] == "auto" for v in info["variants"]) else info["dispatched"]
     k = Kernel(a.build, a.kernel, a.target, ninja)
     space = k.space()
+    if k.cuda:
+        import tune_cuda
+        return tune_cuda.run(a, k, space, ninja, halide_version())
     tokens = a.tokens or (1 if k.mode == "decode" else 32)
     filt = f"^{posix_escape(a.kernel)}/{posix_escape(a.target)}/{posix_escape(a.shape)}/tokens:{tokens}/threads:{a.threads}/real_time$"
     print(f"tune: {a.kernel} on {a.target} ({k.function}, generator {k.generator}, {k.mode}); "

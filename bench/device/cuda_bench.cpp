@@ -75,6 +75,11 @@ struct Dev {
     explicit Dev(const std::vector<T> &v) : Dev(v.size() * sizeof(T)) { cu::cuda_upload(p, v.data(), bytes); }
     Dev(const Dev &) = delete;
     Dev(Dev &&o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
+    Dev &operator=(Dev &&o) noexcept {
+        std::swap(p, o.p);
+        std::swap(bytes, o.bytes);
+        return *this;
+    }
     ~Dev() { cu::cuda_free(p); }
     template <typename T>
     T *as() const { return static_cast<T *>(p); }
@@ -533,6 +538,82 @@ void host_costs() {
                 dev_kind, host_kind, ctx, call, host_call);
 }
 
+// One weight-taking row of the kernel table at out x in: random weights
+// (packed once on the host in the row's tiles where it has them), enough
+// device copies of them to defeat the L2, activations (quantized once for
+// an 8-bit row) and an output; call(i, kernel) runs kernel `kernel` (the
+// row's own, or a schedule variant of it: kernel@tag) on copy i.
+struct RowCase {
+    const cu::KernelRow &r;
+    int64_t out, in, tokens;
+    std::string target;
+    bench::RandomWeights w;
+    std::vector<uint8_t> packed;
+    std::vector<Dev> copies;
+    Dev xd, yd, gamma, qd, qq, qb;
+    Norm norm;
+    bool q8;
+    ActType act;
+
+    RowCase(const cu::KernelRow &row, int64_t out_, int64_t in_, int64_t tokens_, const std::string &t)
+        : r(row), out(out_), in(in_), tokens(tokens_), target(t), w(bench::random_weights(r.format, out, in, r.group)),
+          xd(randf(tokens * in, -1, 1)), yd(std::max(tokens * out, out * in) * 4), gamma(std::vector<float>(in, 1.0f)),
+          norm{Norm::Kind::rms, gamma.as<float>(), nullptr, 1e-5f},
+          q8(r.act == ActType::q8_k || r.act == ActType::q8_0), act(q8 ? r.act : ActType::q8_k) {
+        if (r.pack) {
+            packed.resize(packed_bytes(r.format, out, in, r.pack));
+            pack_weights(w.at(w.bytes.data()), r.pack, packed.data());
+        }
+        for (int i = 0, n = copies_for(bytes().size()); i < n; ++i) copies.emplace_back(bytes());
+        qd = Dev(tokens * (in / act_block(act)) * 4);
+        qq = Dev(tokens * in);
+        qb = Dev(tokens * (in / act_sum_block(act)) * 2);
+        if (q8) q8k_quantize(x(), activations(), on_cuda(target));
+    }
+    const std::vector<uint8_t> &bytes() const { return r.pack ? packed : w.bytes; }
+    ConstMatrix x() const { return ConstMatrix{xd.as<float>(), tokens, in, 0, r.norm ? &norm : nullptr}; }
+    Q8KActivations activations() const {
+        return Q8KActivations{qd.as<float>(), qq.as<int8_t>(), qb.as<int16_t>(), tokens, in, act};
+    }
+    bool is_dequant() const { return r.op == cu::Op::dequant; }
+    size_t out_elems() const { return is_dequant() ? out * in : tokens * out; }
+    void call(int i, const std::string &kernel) {
+        const RunOptions o = on_cuda(target, kernel);
+        Weights wv = w.at(copies[i % copies.size()].as<uint8_t>());
+        if (r.pack) {
+            wv.scales = nullptr;
+            wv.zeros = nullptr;
+            wv.pack_rows = r.pack;
+        }
+        if (is_dequant() && r.out == cu::Out::f16) {
+            dequant(wv, MatrixF16{yd.as<uint16_t>(), out, in}, o);
+        } else if (is_dequant()) {
+            dequant(wv, Matrix{yd.as<float>(), out, in}, o);
+        } else if (q8) {
+            matmul(wv, activations(), nullptr, Matrix{yd.as<float>(), tokens, out}, o);
+        } else {
+            matmul(wv, x(), nullptr, Matrix{yd.as<float>(), tokens, out}, o);
+        }
+    }
+    // The output of the last call as floats (f16 outputs widened).
+    std::vector<float> result() const {
+        std::vector<float> y(out_elems());
+        if (is_dequant() && r.out == cu::Out::f16) {
+            std::vector<uint16_t> h(y.size());
+            cu::cuda_download(h.data(), yd.p, h.size() * 2);
+            for (size_t i = 0; i < h.size(); ++i) y[i] = ref::f16_to_f32(h[i]);
+        } else {
+            cu::cuda_synchronize();
+            cu::cuda_download(y.data(), yd.p, y.size() * 4);
+        }
+        return y;
+    }
+    double moved_bytes() const {
+        return bytes().size() + (is_dequant() ? (r.out == cu::Out::f16 ? 2.0 : 4.0) * out * in : 4.0 * tokens * out);
+    }
+    double flops() const { return is_dequant() ? 0 : 2.0 * out * in * tokens; }
+};
+
 // Every CUDA row of the kernel table that computes on weights (decode,
 // batch, dequantize), at one shape, as the CPU benchmark covers every CPU
 // row: a new row is timed here without edits.
@@ -541,48 +622,91 @@ void bench_table(const std::string &target) {
     for (const auto &v : cu::variants()) {
         const cu::KernelRow &r = *v.row;
         if (target != v.target || *r.tag || !r.weights) continue;
-        const int64_t tokens = r.op == cu::Op::matmul ? batch : 1;
-        const bench::RandomWeights w = bench::random_weights(r.format, out, in, r.group);
-        // A packed row's weights: packed once on the host in its tiles, then uploaded.
-        std::vector<uint8_t> packed;
-        if (r.pack) {
-            packed.resize(packed_bytes(r.format, out, in, r.pack));
-            pack_weights(w.at(w.bytes.data()), r.pack, packed.data());
-        }
-        const std::vector<uint8_t> &bytes = r.pack ? packed : w.bytes;
-        std::vector<Dev> copies;
-        for (int i = 0, n = copies_for(bytes.size()); i < n; ++i) copies.emplace_back(bytes);
-        Dev xd(randf(tokens * in, -1, 1)), yd(std::max(tokens * out, out * in) * 4), gamma(std::vector<float>(in, 1.0f));
-        const Norm norm{Norm::Kind::rms, gamma.as<float>(), nullptr, 1e-5f};
-        const ConstMatrix x{xd.as<float>(), tokens, in, 0, r.norm ? &norm : nullptr};
-        const bool q8 = r.act == ActType::q8_k || r.act == ActType::q8_0;
-        const ActType act = q8 ? r.act : ActType::q8_k;
-        Dev qd(tokens * (in / act_block(act)) * 4), qq(tokens * in), qb(tokens * (in / act_sum_block(act)) * 2);
-        const Q8KActivations a{qd.as<float>(), qq.as<int8_t>(), qb.as<int16_t>(), tokens, in, act};
-        const RunOptions o = on_cuda(target, cu::kernel_name(r));
-        if (q8) q8k_quantize(x, a, on_cuda(target));
-        auto f = [&](int i) {
-            Weights wv = w.at(copies[i % copies.size()].as<uint8_t>());
-            if (r.pack) {
-                wv.scales = nullptr;
-                wv.zeros = nullptr;
-                wv.pack_rows = r.pack;
-            }
-            if (r.op == cu::Op::dequant && r.out == cu::Out::f16) {
-                dequant(wv, MatrixF16{yd.as<uint16_t>(), out, in}, o);
-            } else if (r.op == cu::Op::dequant) {
-                dequant(wv, Matrix{yd.as<float>(), out, in}, o);
-            } else if (q8) {
-                matmul(wv, a, nullptr, Matrix{yd.as<float>(), tokens, out}, o);
-            } else {
-                matmul(wv, x, nullptr, Matrix{yd.as<float>(), tokens, out}, o);
-            }
-        };
-        const double ms = median_ms(f, 50);
-        const double out_bytes = r.op == cu::Op::dequant ? (r.out == cu::Out::f16 ? 2.0 : 4.0) * out * in : 4.0 * tokens * out;
-        row(cu::kernel_name(r).c_str(), out, in, r.op == cu::Op::dequant ? 0 : tokens, ms, bytes.size() + out_bytes,
-            r.op == cu::Op::dequant ? 0 : 2.0 * out * in * tokens, NAN, target.c_str());
+        RowCase c(r, out, in, r.op == cu::Op::matmul ? batch : 1, target);
+        const std::string name = cu::kernel_name(r);
+        const double ms = median_ms([&](int i) { c.call(i, name); }, 50);
+        row(name.c_str(), out, in, c.is_dequant() ? 0 : c.tokens, ms, c.moved_bytes(), c.flops(), NAN, target.c_str());
     }
+}
+
+// scripts/tune.py's device side (qforge_cuda_bench --tune KERNEL ROUNDS
+// FILE): the schedule variants of KERNEL built here (kernel@tag: the
+// candidates tune.py wrote to QF_TUNING_ROWS) against the kernel itself,
+// on the decode shapes of Llama-3.1-8B's MLP and a small layer, in
+// `rounds` rounds whose order rotates (so that each one's place in a
+// round cancels), weights rotated past the L2. Each candidate's output is
+// compared with the kernel's on the same call first. One JSON object per
+// candidate and shape, a line each, to FILE.
+int tune(const std::string &kernel, int rounds, const char *path, const std::string &target) {
+    std::vector<const cu::Variant *> cands;
+    const cu::Variant *own = nullptr;
+    for (const auto &v : cu::variants()) {
+        if (v.target != target || *v.shape_class) continue;
+        const std::string name = cu::kernel_name(*v.row);
+        if (name == kernel) own = &v;
+        if (*v.row->tag && name.rfind(kernel + "@", 0) == 0) cands.push_back(&v);
+    }
+    if (!own || !own->row->weights) {
+        std::fprintf(stderr, "cuda_bench --tune: no kernel %s on weights for %s in this build\n", kernel.c_str(), target.c_str());
+        return 2;
+    }
+    FILE *f = std::fopen(path, "w");
+    if (!f) {
+        std::fprintf(stderr, "cuda_bench --tune: cannot write %s\n", path);
+        return 2;
+    }
+    std::printf("-- tuning %s: %zu candidates, %d rounds\n", kernel.c_str(), cands.size(), rounds);
+    const int64_t tokens = own->row->op == cu::Op::matmul ? 8 : 1;
+    for (auto [out, in] : std::vector<std::pair<int64_t, int64_t>>{{14336, 4096}, {4096, 14336}, {2048, 2048}}) {
+        RowCase c(*own->row, out, in, tokens, target);
+        std::vector<std::string> names{kernel};
+        for (const cu::Variant *v : cands) names.push_back(cu::kernel_name(*v->row));
+        c.call(0, kernel);
+        const std::vector<float> want = c.result();
+        std::vector<double> diff(names.size(), 0.0);
+        std::vector<std::string> failed(names.size());
+        double mag = 0;
+        for (float v : want) mag = std::max(mag, std::fabs(double(v)));
+        for (size_t k = 1; k < names.size(); ++k) {
+            try {
+                c.call(0, names[k]);
+                const std::vector<float> got = c.result();
+                for (size_t i = 0; i < got.size(); ++i) diff[k] = std::max(diff[k], std::fabs(double(got[i]) - want[i]));
+                if (!(diff[k] <= 1e-4 * mag)) failed[k] = "output differs from the kernel's";
+                diff[k] /= mag > 0 ? mag : 1;
+            } catch (const std::exception &e) {
+                failed[k] = e.what();
+            }
+        }
+        std::vector<std::vector<double>> ms(names.size());
+        for (int round = 0; round < rounds; ++round) {
+            for (size_t j = 0; j < names.size(); ++j) {
+                const size_t k = (j + round) % names.size();
+                if (!failed[k].empty()) continue;
+                ms[k].push_back(median_ms([&](int i) { c.call(i, names[k]); }, 50));
+            }
+        }
+        for (size_t k = 1; k < names.size(); ++k) {
+            std::fprintf(f, "{\"kernel\": \"%s\", \"candidate\": \"%s\", \"shape\": \"%lldx%lld\", \"tokens\": %lld, "
+                            "\"gpu\": \"%s\", \"default_ms\": [", kernel.c_str(), names[k].c_str(), (long long)out,
+                         (long long)in, (long long)tokens, cu::cuda_device().name.c_str());
+            for (size_t i = 0; i < ms[0].size(); ++i) std::fprintf(f, "%s%.5f", i ? ", " : "", ms[0][i]);
+            std::fprintf(f, "], \"ms\": [");
+            for (size_t i = 0; i < ms[k].size(); ++i) std::fprintf(f, "%s%.5f", i ? ", " : "", ms[k][i]);
+            std::string why = failed[k];
+            for (char &ch : why) {
+                if (ch == '"' || ch == '\\' || ch == '\n') ch = ' ';
+            }
+            std::fprintf(f, "], \"rel_diff\": %.3e, \"failed\": \"%s\"}\n", diff[k], why.c_str());
+            const double own_ms = ms[0].empty() ? NAN : ms[0][ms[0].size() / 2];
+            const double cand_ms = ms[k].empty() ? NAN : ms[k][ms[k].size() / 2];
+            std::printf("%-40s %6lldx%-6lld %10.4f ms against %10.4f  %s\n", names[k].c_str(), (long long)out, (long long)in,
+                        cand_ms, own_ms, why.c_str());
+        }
+        std::fflush(f);
+    }
+    std::fclose(f);
+    return 0;
 }
 
 }  // namespace
@@ -594,7 +718,12 @@ int main(int argc, char **argv) {
         std::printf("SKIPPED: no CUDA device (%s)\n", d.why_absent.c_str());
         return 0;
     }
-    if (argc > 1) tsv = std::fopen(argv[1], "w");
+    const bool tuning = argc > 1 && std::string(argv[1]) == "--tune";
+    if (tuning && argc != 5) {
+        std::fprintf(stderr, "usage: qforge_cuda_bench --tune KERNEL ROUNDS OUT.jsonl\n");
+        return 2;
+    }
+    if (argc > 1 && !tuning) tsv = std::fopen(argv[1], "w");
     try {
         copy_bw = copy_bandwidth();
         std::printf("device: %s (sm_%d%d); auto CUDA target: %s\n", d.name.c_str(), d.major, d.minor,
@@ -602,6 +731,7 @@ int main(int argc, char **argv) {
         std::printf("device-to-device copy: %.0f GB/s (read + write, 1 GiB, median of 20)\n", copy_bw / 1e9);
         std::printf("%-26s %13s %5s %10s %9s %8s %9s %10s %8s  %s\n", "kernel", "out x in", "tok", "ms", "GB/s",
                     "%copy", "TFLOP/s", "max err", "host us", "target");
+        if (tuning) return tune(argv[2], std::max(1, std::atoi(argv[3])), argv[4], dispatched_cuda_target());
         // Not in the profiler's pass (QF_BENCH_QUICK=1): its 2000 tiny calls would be its first row.
         const std::string mode = quick ? std::getenv("QF_BENCH_QUICK") : "";
         if (!quick || mode == "host") host_costs();

@@ -44,12 +44,15 @@ class Tune(unittest.TestCase):
         self.assertEqual(set(space["knobs"]) - knobs, set(), "knobs.json documents knobs no generator has")
         for gen, modes in space["generators"].items():
             self.assertIn(gen, gens, f"knobs.json: no generator {gen}")
-            self.assertLessEqual(set(modes), {"decode", "prefill"}, gen)
-            for mode, ks in modes.items():
-                for k, values in ks.items():
-                    self.assertIn(k, space["knobs"], f"{gen} {mode}: {k} is not documented")
-                    self.assertTrue(values and all(isinstance(v, int) and v != 0 for v in values),
-                                    f"{gen} {mode} {k}: legal values are nonzero ints (0 is the default)")
+            self.assertLessEqual(set(modes), {"decode", "prefill", "cuda"}, gen)
+            families = [("cpu", {m: v for m, v in modes.items() if m != "cuda"}), ("cuda", modes.get("cuda", {}))]
+            for family, fmodes in families:
+                self.assertLessEqual(set(fmodes), {"decode", "prefill"}, f"{gen} {family}")
+                for mode, ks in fmodes.items():
+                    for k, values in ks.items():
+                        self.assertIn(k, space["knobs"], f"{gen} {family} {mode}: {k} is not documented")
+                        self.assertTrue(values and all(isinstance(v, int) and v != 0 for v in values),
+                                        f"{gen} {family} {mode} {k}: legal values are nonzero ints (0 is the default)")
 
     def test_shape_classes(self):
         # A partition of layer sizes (the runtime's for_shape takes the one a
@@ -77,8 +80,9 @@ class Tune(unittest.TestCase):
         for path in glob.glob(os.path.join(ROOT, "schedules", "tuned", "*.json")):
             with open(path) as f:
                 db = json.load(f)
-            for field in ("cpu", "features", "halide", "entries"):
+            for field in ("features", "halide", "entries"):
                 self.assertIn(field, db, path)
+            self.assertTrue("cpu" in db or "gpu" in db, f"{path}: a database names its CPU or its GPU")
             for e in db["entries"]:
                 self.assertTrue(e["function"].startswith("qf_"), path)
                 self.assertLessEqual(set(e["params"]), documented, f"{path}: {e['function']}")
@@ -143,6 +147,67 @@ class Tune(unittest.TestCase):
                            capture_output=True, text=True)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("no_such_build", p.stderr)
+
+    def test_cuda_rounds(self):
+        # The CUDA search's bookkeeping without a GPU (scripts/tune_cuda.py):
+        # a round's candidates become tagged rows of the kernel's own row,
+        # a device run's results pick the best, the descent goes on from it,
+        # and a confirmed winner is written to the GPU's database.
+        import argparse
+        import tempfile
+        import types
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+        import tune_cuda
+        with tempfile.TemporaryDirectory() as tmp:
+            build = os.path.join(tmp, "build")
+            os.makedirs(build)
+            shutil_rows = os.path.join(BUILD, "kernel_rows.tsv")
+            with open(shutil_rows) as f, open(os.path.join(build, "kernel_rows.tsv"), "w") as g:
+                g.write(f.read())
+            a = argparse.Namespace(build=build, kernel="q4k_matvec_f32", target="cuda-sm86", seed=1, random=3,
+                                   max_candidates=40, min_gain=1.03, rounds=2, db=os.path.join(tmp, "gpu.json"))
+            k = types.SimpleNamespace(function="qf_q4_k_matvec_f32__f32_g__cuda_sm86", mode="decode",
+                                      generator="q4k_matmul_f32")
+            s = tune_cuda.Search(a, k, "21.0.0")
+            space = s.space({"tile_rows": [1, 2, 4], "unroll": [1, 2]})
+            winner = {"tile_rows": 2, "unroll": 2}
+
+            def device(cands, confirm=False):
+                # What qforge_cuda_bench --tune writes: the winner 1.25x on every shape, others 0.9x.
+                path = os.path.join(tmp, "results.jsonl")
+                with open(path, "w") as f:
+                    for tag, knobs in cands.items():
+                        for shape in tune_cuda.SHAPES:
+                            r = 1.25 if knobs == winner else 0.9
+                            f.write(json.dumps({"kernel": a.kernel, "candidate": f"{a.kernel}@{tag}", "shape": shape,
+                                                "tokens": 1, "gpu": "NVIDIA Test GPU", "default_ms": [1.0, 1.0],
+                                                "ms": [1 / r, 1 / r], "rel_diff": 0, "failed": ""}) + "\n")
+                s.ingest(path, {})
+
+            cands = s.plan(space)
+            self.assertEqual(len(cands), 3)
+            row = s.row_for("t0", {"tile_rows": 2})
+            self.assertRegex(row, r"^t0 q4_k +matvec +f32 .* cuda +q4k_matmul_f32 +tile_rows=2$")
+            cands[list(cands)[0]] = winner
+            s.state["pending"] = cands
+            device(cands)
+            self.assertEqual(s.best()["knobs"], winner)
+            for _ in range(10):
+                cands = s.plan(space)
+                if s.state["phase"] != "search":
+                    break
+                self.assertNotIn(tune_cuda.key(winner), [tune_cuda.key(c) for c in cands.values()])
+                device(cands)
+            self.assertEqual(s.state["phase"], "confirm")
+            self.assertEqual(list(cands.values()), [winner])
+            device(cands)
+            s.finish()
+            with open(a.db) as f:
+                db = json.load(f)
+            self.assertEqual(db["gpu"], "NVIDIA Test GPU")
+            e = db["entries"][0]
+            self.assertEqual((e["function"], e["params"], e["ratio"]), (k.function, winner, 1.25))
+            self.assertEqual(set(e["shapes"]), set(tune_cuda.SHAPES))
 
 
 if __name__ == "__main__":
