@@ -13,8 +13,8 @@ the PTX here and a GPU runs it, and the two need not be one machine:
   2. measure (on the GPU: `tune.py --measure DIR`): each candidate's tests
      against the float64 references (the kernel table's suites run every
      variant), then `qforge_cuda_bench --tune KERNEL ROUNDS` times every
-     candidate against the kernel on three decode shapes (Llama-3.1-8B's
-     MLP both ways and a 2048 x 2048 layer), rounds rotating, weights
+     candidate against the kernel on four decode shapes (Llama-3.1-8B's
+     MLP both ways, its fused QKV and a 2048 x 2048 layer), rounds rotating, weights
      rotated past the L2, outputs compared with the kernel's.
   3. the next run of the same tune.py command reads the results, plans the
      next round or, when the descent is done, a confirmation round of the
@@ -42,7 +42,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHAPES = ["14336x4096", "4096x14336", "2048x2048"]
+SHAPES = ["14336x4096", "4096x14336", "6144x4096", "2048x2048"]  # qforge_cuda_bench --tune's
 BINARIES = ["qforge_tests", "qforge_cuda_bench"]
 
 

@@ -632,7 +632,7 @@ void bench_table(const std::string &target) {
 // scripts/tune.py's device side (qforge_cuda_bench --tune KERNEL ROUNDS
 // FILE): the schedule variants of KERNEL built here (kernel@tag: the
 // candidates tune.py wrote to QF_TUNING_ROWS) against the kernel itself,
-// on the decode shapes of Llama-3.1-8B's MLP and a small layer, in
+// on Llama-3.1-8B's MLP and fused QKV and a small layer (tune_cuda.py's SHAPES), in
 // `rounds` rounds whose order rotates (so that each one's place in a
 // round cancels), weights rotated past the L2. Each candidate's output is
 // compared with the kernel's on the same call first. One JSON object per
@@ -657,7 +657,7 @@ int tune(const std::string &kernel, int rounds, const char *path, const std::str
     }
     std::printf("-- tuning %s: %zu candidates, %d rounds\n", kernel.c_str(), cands.size(), rounds);
     const int64_t tokens = own->row->op == cu::Op::matmul ? 8 : 1;
-    for (auto [out, in] : std::vector<std::pair<int64_t, int64_t>>{{14336, 4096}, {4096, 14336}, {2048, 2048}}) {
+    for (auto [out, in] : std::vector<std::pair<int64_t, int64_t>>{{14336, 4096}, {4096, 14336}, {6144, 4096}, {2048, 2048}}) {
         RowCase c(*own->row, out, in, tokens, target);
         std::vector<std::string> names{kernel};
         for (const cu::Variant *v : cands) names.push_back(cu::kernel_name(*v->row));
