@@ -171,8 +171,9 @@ class Search:
             for _ in range(a.random):
                 queue.append({n: rng.choice(space[n]) for n in names if rng.random() < 0.5})
         else:
+            # From the best that beats the kernel's own schedule, else from that schedule.
             b = self.best()
-            center = b["knobs"] if b else {}
+            center = b["knobs"] if b and b["ratio"] > 1.0 else {}
             if key(center) not in st["descended"]:
                 st["descended"].append(key(center))
                 for n in names:
