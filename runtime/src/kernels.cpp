@@ -556,7 +556,17 @@ struct ResidualArg {
 
 namespace {
 
-// The matmul without its head norms, then the head_rms_norm pass over them.
+// The matmul without its head norms, then the head_rms_norm pass over them:
+// the f32-activation kernels (CUDA's layers among them) and packed ones
+// whose tiles do not divide a head. On CUDA the norm cannot move into the
+// matmul's store at a cost worth paying: the store would need a head's rows
+// in one thread block (a head's sum of squares before any of its outputs),
+// and a block of 128 rows (32 warps x 4) ran Q4_K decode of a 6144 x 4096
+// QKV in 0.0407 ms against 0.0224 for the kernel's own 4-row blocks, where
+// the pass costs about 0.004 (H100, scripts/tune.py's CUDA round of
+// 2026-12-06; BENCHMARKS.md, "CUDA tuning through scripts/tune.py"). Blocks
+// that finish a head together (the last one normalizing it) need a grid-wide
+// counter Halide cannot express.
 template <typename Matmul>
 void heads_after(const Epilogue &e, Matrix y, const RunOptions &opt, Matmul &&plain_matmul) {
     Epilogue plain = e;
