@@ -171,9 +171,11 @@ class Search:
             for _ in range(a.random):
                 queue.append({n: rng.choice(space[n]) for n in names if rng.random() < 0.5})
         else:
-            # From the best that beats the kernel's own schedule, else from that schedule.
+            # From the best that beats the kernel's own schedule by --min-gain,
+            # else from that schedule: a device round is too dear to spend
+            # walking from one candidate within noise of it to the next.
             b = self.best()
-            center = b["knobs"] if b and b["ratio"] > 1.0 else {}
+            center = b["knobs"] if b and b["ratio"] >= a.min_gain else {}
             if key(center) not in st["descended"]:
                 st["descended"].append(key(center))
                 for n in names:
@@ -350,9 +352,11 @@ def run(a, k, space, ninja, halide_version):
             bad = [t for t in s.state["pending"] if f"_at_{t}_" in err or f"@{t}" in err]
             if not bad:
                 sys.exit("tune: the build with the candidates failed:\n" + err)
+            # The generator's own words (a CompileError names the knob), not ninja's summary.
+            why = [l for l in err.splitlines() if "Error" in l or "error:" in l or "must" in l] or err.strip().splitlines()[-1:]
             for t in bad:
                 knobs = s.state["pending"].pop(t)
-                s.state["results"][key(knobs)] = {"knobs": knobs, "tag": t, "failed": "build: " + err.strip().splitlines()[-1][:300]}
+                s.state["results"][key(knobs)] = {"knobs": knobs, "tag": t, "failed": "build: " + why[0].strip()[:300]}
             s.state["rows"] = [s.row_for(t, c) for t, c in s.state["pending"].items()]
             s.save()
             err, kernels = build_round(a, ninja)
