@@ -286,10 +286,42 @@ def compare_autoschedulers(a, k, measure, progress, workdir, tokens):
     return 0
 
 
+def tune_all(a, ninja):
+    """--kernel all: every kernel of the target whose generator has knobs for its family and mode, one
+    search after another (a CPU's budget split evenly; a GPU's rounds shared: scripts/tune_cuda.py)."""
+    with open(os.path.join(ROOT, "targets", "knobs.json")) as f:
+        gens = json.load(f)["generators"]
+    info = json.loads(sh([os.path.join(a.build, "runtime", "qforge"), "targets", "--json"], check=True).stdout)
+    names = sorted({v["kernel"] for v in info["variants"] if v["target"] == a.target and not v.get("class")
+                    and "@" not in v["kernel"]})
+    todo = []
+    for name in names:
+        k = Kernel(a.build, name, a.target, ninja)
+        modes = gens.get(k.generator, {})
+        modes = modes.get("cuda", {}) if k.cuda else modes
+        if modes.get(k.mode):
+            todo.append(name)
+    if not todo:
+        sys.exit(f"tune: no kernel on {a.target} has knobs in targets/knobs.json")
+    print(f"tune: {len(todo)} kernels on {a.target}: {', '.join(todo)}", flush=True)
+    argv = sys.argv[1:]
+    i = argv.index("--kernel")
+    worst = 0
+    for name in todo:
+        args = argv[:i] + ["--kernel", name] + argv[i + 2:]
+        if "--target" not in args:
+            args += ["--target", a.target]
+        if not a.target.startswith("cuda"):
+            args += ["--budget", str(a.budget / len(todo))]
+        worst = max(worst, subprocess.run([sys.executable, os.path.abspath(__file__)] + args).returncode)
+    return worst
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.environ.get("QF_BUILD_DIR", os.path.join(ROOT, "build")))
-    ap.add_argument("--kernel", help="a kernel name as qforge targets --json lists it, e.g. q4k_matvec_q8_x16")
+    ap.add_argument("--kernel", help="a kernel name as qforge targets --json lists it, e.g. q4k_matvec_q8_x16; "
+                    "all: every kernel of the target with knobs, one after another (--budget split between them)")
     ap.add_argument("--target", default=None, help="a built target (default: auto where built, else the dispatched one)")
     ap.add_argument("--shape", default=None,
                     help="a qforge_bench shape: model.layer/OUTxIN (default: llama-3.1-8b.q/4096x4096, "
@@ -333,6 +365,8 @@ def main():
     if not a.target:
         info = json.loads(sh([qforge, "targets", "--json"], check=True).stdout)
         a.target = "auto" if any(v["target"] == "auto" for v in info["variants"]) else info["dispatched"]
+    if a.kernel == "all":
+        return tune_all(a, ninja)
     k = Kernel(a.build, a.kernel, a.target, ninja)
     space = k.space()
     if k.cuda:

@@ -160,7 +160,21 @@ class Search:
     def plan(self, space):
         """The next round's candidates (knobs by tag), or {} when the search is over."""
         a, st = self.a, self.state
-        if st["phase"] == "done":
+        if a.autoschedulers:
+            # One round: each autoscheduler's plan of the kernel against the hand schedule.
+            names = ["Anderson2021"] if a.autoschedulers == "all" else a.autoschedulers.split(",")
+            # parallelism: the H100's and H200's 132 SMs (Anderson2021 plans blocks for them).
+            cands = [{"autoscheduler": n, "autoscheduler.parallelism": 132} for n in names]
+            cands = [c for c in cands if key(c) not in st["results"]]
+            st["phase"] = "autoschedulers" if cands else "done"
+            out = {}
+            for c in cands:
+                out[f"t{st['next_tag']}"] = c
+                st["next_tag"] += 1
+            st["pending"] = out
+            self.save()
+            return out
+        if st["phase"] in ("done", "autoschedulers"):
             return {}
         if st["phase"] == "confirm":
             return {}
@@ -196,6 +210,8 @@ class Search:
             else:
                 st["phase"] = "done"
                 self.save()
+                self.record_searched(f"the kernel's own schedule stays: no candidate beat it by {a.min_gain}x "
+                                     "on every shape")
                 return {}
         out = {}
         for c in cands:
@@ -205,7 +221,54 @@ class Search:
         self.save()
         return out
 
+    def report_autoschedulers(self):
+        """The autoschedulers' plans against the hand schedule (never written to a database)."""
+        print(f"| schedule | " + " | ".join(SHAPES) + " | geometric mean |")
+        print("| --- |" + " --- |" * (len(SHAPES) + 1))
+        for r in self.state["results"].values():
+            if "autoscheduler" not in r["knobs"]:
+                continue
+            if "failed" in r:
+                print(f"| {r['knobs']['autoscheduler']} | failed: {r['failed'][:150]} |")
+                continue
+            cells = [f"{r['shapes'][n]['ms']:.4f} ms ({r['shapes'][n]['ratio']:.3f}x)" if n in r["shapes"] else "-" for n in SHAPES]
+            print(f"| {r['knobs']['autoscheduler']} | " + " | ".join(cells) + f" | {r.get('ratio', float('nan')):.3f}x |")
+
     # -- the end --------------------------------------------------------------
+    def gpu(self):
+        for r in self.state["results"].values():
+            if r.get("gpu"):
+                return r["gpu"]
+        return "unknown GPU"
+
+    def database(self, gpu=None):
+        gpu = gpu or self.gpu()
+        path = self.a.db or os.path.join(ROOT, "schedules", "tuned", slug(gpu) + ".json")
+        db = {"gpu": gpu, "features": [self.a.target], "halide": self.halide, "entries": []}
+        if os.path.exists(path):
+            with open(path) as f:
+                db = json.load(f)
+        return path, db
+
+    def record_searched(self, result):
+        """A search whose winner is the kernel's own schedule: recorded beside the entries (the build
+        reads only those), so that the database says what was tried on this GPU."""
+        st = self.state
+        path, db = self.database()
+        ok = [r for r in st["results"].values() if "ratio" in r]
+        best = max(ok, key=lambda r: r["ratio"]) if ok else None
+        rec = {"function": self.k.function, "kernel": self.a.kernel, "target": self.a.target,
+               "candidates": len(st["results"]), "failed": len(st["results"]) - len(ok), "result": result,
+               "best": {"params": best["knobs"], "ratio": round(best["ratio"], 3),
+                        "shapes": {n: round(v["ratio"], 3) for n, v in best["shapes"].items()}} if best else None,
+               "date": datetime.date.today().isoformat(), "halide": self.halide}
+        db["searched"] = [e for e in db.get("searched", []) if e["function"] != self.k.function] + [rec]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(db, f, indent=2)
+            f.write("\n")
+        print(f"tune: recorded the search in {path}")
+
     def finish(self):
         """After the confirmation round: the database entry, or the reason there is none."""
         st, a = self.state, self.a
@@ -215,17 +278,14 @@ class Search:
         found = self.best()
         if not c or "ratio" not in c:
             print(f"tune: {a.kernel}: the confirmation failed ({(c or {}).get('failed', 'no result')}); the default stays")
+            self.record_searched("the confirmation failed: " + (c or {}).get("failed", "no result"))
             return
         print(f"tune: {a.kernel}: confirmation {c['knobs']}: {c['ratio']:.3f}x (worst shape {c['worst']:.3f}x)")
         if c["ratio"] < a.min_gain or c["worst"] < 0.97:
             print(f"tune: {a.kernel}: the default stays (the confirmation did not beat it by {a.min_gain}x on every shape)")
+            self.record_searched(f"the confirmation ({c['ratio']:.3f}x, worst shape {c['worst']:.3f}x) did not hold")
             return
-        gpu = c.get("gpu", "unknown GPU")
-        db_path = a.db or os.path.join(ROOT, "schedules", "tuned", slug(gpu) + ".json")
-        db = {"gpu": gpu, "features": [a.target], "halide": self.halide, "entries": []}
-        if os.path.exists(db_path):
-            with open(db_path) as f:
-                db = json.load(f)
+        db_path, db = self.database(c.get("gpu"))
         first = c["shapes"][SHAPES[0]]
         entry = {"function": self.k.function, "kernel": a.kernel, "target": a.target, "params": c["knobs"],
                  "shape": SHAPES[0], "tokens": 1 if self.k.mode == "decode" else 8, "threads": 0,
@@ -292,7 +352,10 @@ def measure(run_dir):
             ok = p.returncode == 0 and ran and int(ran.group(1)) > 0
             verified[c] = bool(ok)
             if not ok:
-                verified[c + ":why"] = (p.stdout + p.stderr).strip().splitlines()[-1][:300] if (p.stdout + p.stderr).strip() else "no test ran"
+                # The first failure's own words (a kernel's bounds error, a wrong value), not gtest's summary.
+                out_lines = (p.stdout + p.stderr).strip().splitlines()
+                why = [l for l in out_lines if "exception with description" in l or "Failure" in l or "Expected" in l]
+                verified[c + ":why"] = (why or out_lines or ["no test ran"])[0][:300]
             print(f"tune: {c}: tests {'passed (' + ran.group(1) + ')' if ok else 'FAILED'}", flush=True)
         part = os.path.join(run_dir, f"results.{mangle(k['kernel'])}.jsonl")
         p = subprocess.run([bench, "--tune", k["kernel"], str(k["rounds"]), part])
@@ -336,6 +399,9 @@ def run(a, k, space, ninja, halide_version):
                 os.replace(res, res + ".done")
                 return 0
             os.replace(res, res + ".done")
+            if a.autoschedulers:
+                s.report_autoschedulers()
+                return 0
         b = s.best()
         print(f"tune: {len(s.state['results'])} candidates measured; best "
               + (f"{b['knobs']} {b['ratio']:.3f}x" if b else "none yet"))

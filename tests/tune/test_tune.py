@@ -90,6 +90,9 @@ class Tune(unittest.TestCase):
                 self.assertGreater(e["default_ms"], 0)
                 self.assertGreater(e["tuned_ms"], 0)
                 self.assertIn(e.get("class", "large"), classes, f"{path}: {e['function']}")
+            for e in db.get("searched", []):  # searches that kept the kernel's own schedule
+                self.assertTrue(e["function"].startswith("qf_"), path)
+                self.assertIn("result", e, path)
             keys = [(e["function"], e.get("class")) for e in db["entries"]]
             self.assertEqual(len(keys), len(set(keys)), f"{path}: two entries for one function and class")
 
@@ -165,7 +168,8 @@ class Tune(unittest.TestCase):
             with open(shutil_rows) as f, open(os.path.join(build, "kernel_rows.tsv"), "w") as g:
                 g.write(f.read())
             a = argparse.Namespace(build=build, kernel="q4k_matvec_f32", target="cuda-sm86", seed=1, random=3,
-                                   max_candidates=40, min_gain=1.03, rounds=2, db=os.path.join(tmp, "gpu.json"))
+                                   max_candidates=40, min_gain=1.03, rounds=2, db=os.path.join(tmp, "gpu.json"),
+                                   autoschedulers=None)
             k = types.SimpleNamespace(function="qf_q4_k_matvec_f32__f32_g__cuda_sm86", mode="decode",
                                       generator="q4k_matmul_f32")
             s = tune_cuda.Search(a, k, "21.0.0")
@@ -208,6 +212,23 @@ class Tune(unittest.TestCase):
             e = db["entries"][0]
             self.assertEqual((e["function"], e["params"], e["ratio"]), (k.function, winner, 1.25))
             self.assertEqual(set(e["shapes"]), set(tune_cuda.SHAPES))
+
+            # Where nothing beats the kernel, the search ends there and the database records it.
+            os.remove(s.path)
+            a.db = os.path.join(tmp, "gpu2.json")
+            s = tune_cuda.Search(a, k, "21.0.0")
+            winner = None
+            for _ in range(10):
+                cands = s.plan(space)
+                if not cands:
+                    break
+                device(cands)
+            self.assertEqual(s.state["phase"], "done")
+            with open(a.db) as f:
+                db = json.load(f)
+            self.assertEqual(db["entries"], [])
+            self.assertEqual(db["searched"][0]["function"], k.function)
+            self.assertEqual(db["searched"][0]["best"]["ratio"], 0.9)
 
 
 if __name__ == "__main__":
