@@ -27,6 +27,24 @@ constexpr int kWarp = 32;
 
 int pick(int knob, int fallback) { return knob > 0 ? knob : fallback; }
 
+// The family's schedule defaults, in one place: what a knob of 0 means
+// (targets/knobs.json's "cuda" members bound the knobs that override them;
+// the comments where each is used say what was measured).
+struct CudaTuning {
+    int warp_rows, warp_tokens;  // batches: rows and tokens a warp (see warp_rows)
+    int warps;                   // file-layout f32 kernels: warps a thread block at 32 lanes a row
+    int in_flight;               // chunks (blocks) a loop iteration, for loads in flight
+    int dequant_threads[2];      // dequantizers' thread block: column chunks x rows
+    int tile_threads[2];         // batches' thread tiles (thread_tiles): rows x tokens
+    int xsum_threads[2];         // Q4_K's x sums kernel: sub-blocks x blocks
+    int q8_block_rows;           // 8-bit-activation decode: rows (of 8 lanes) a thread block
+    int packed_streams;          // packed kernels: warps a tile's blocks are split over
+};
+// Rows and tokens per warp: decode is one token; batches take 4 (x is read
+// through clamp_outer, so a tile past the last token re-reads it and is
+// never stored).
+constexpr CudaTuning kCuda = {2, 4, 4, 2, {64, 4}, {16, 8}, {8, 32}, 16, 8};
+
 // Rows of y over warps: `rows` rows per warp, `warps` warps per thread
 // block, and (batches) `tokens` tokens per warp. A warp's rows share its
 // loads of x and its tokens share its loads and unpacking of the weights:
@@ -36,7 +54,7 @@ int pick(int knob, int fallback) { return knob > 0 ? knob : fallback; }
 // token tiles of the same rows are neighbouring thread blocks, so the
 // weights they re-read come from L2. Returns the loop at which a warp's
 // lane-partial sums live.
-LoopLevel warp_rows(Func y, Var r, Var n, const Knobs &k, int rows, int tokens, int warps = 4) {
+LoopLevel warp_rows(Func y, Var r, Var n, const Knobs &k, int rows, int tokens, int warps = kCuda.warps) {
     Var ro("ro"), ri("ri"), rl("rl"), rr("rr"), no("no"), nn("nn");
     y.split(r, ro, ri, pick(k.rows_per_task, warps) * rows, kGuard).split(ri, ri, rr, rows).split(ri, ri, rl, 1);
     if (tokens == 1) {
@@ -70,13 +88,13 @@ void lanes(Func intm, Var u, Var r, Var n, LoopLevel at, int width = kWarp, int 
 }
 
 // Prefill: each thread owns a tile of `tr` rows x `tt` tokens; a block is
-// 16 x 8 threads.
+// kCuda.tile_threads (16 x 8) threads.
 void thread_tiles(Func y, Var r, Var n, int tr, int tt) {
     Var ro("ro"), ri("ri"), no("no"), ni("ni"), rt("rt"), nt("nt"), rb("rb"), nb("nb");
     y.split(r, rt, ri, tr, kGuard)
         .split(n, nt, ni, tt, kGuard)
-        .split(rt, rb, rt, 16, kGuard)
-        .split(nt, nb, nt, 8, kGuard)
+        .split(rt, rb, rt, kCuda.tile_threads[0], kGuard)
+        .split(nt, nb, nt, kCuda.tile_threads[1], kGuard)
         .reorder(ri, ni, rt, nt, rb, nb)
         .unroll(ri)
         .unroll(ni)
@@ -111,7 +129,7 @@ void dequant(DequantFuncs &f, const Target &, const Knobs &k) {
         // 16-byte store, a warp's stores 512 contiguous bytes. Q4_K -> f16 on
         // the H100: 0.061 ms (82% of copy) against 0.108 unrolled; a thread
         // per 32 columns was 0.167.
-        f.out.split(f.c, co, ci, 8).vectorize(ci).gpu_tile(co, f.r, cb, rb, ct, rt, 64, 4, kGuard);
+        f.out.split(f.c, co, ci, 8).vectorize(ci).gpu_tile(co, f.r, cb, rb, ct, rt, kCuda.dequant_threads[0], kCuda.dequant_threads[1], kGuard);
         OutputImageParam out = f.out.output_buffer();
         out.set_host_alignment(kAlign);
         f.out.specialize(aligned_rows(f.weight) && (out.dim(1).stride() * out.type().bytes()) % kAlign == 0);
@@ -121,19 +139,13 @@ void dequant(DequantFuncs &f, const Target &, const Knobs &k) {
     // nibble pairs and per-column scales became byte gathers (Halide 21).
     f.out.split(f.c, co, ci, pick(k.vector_width, 8), kGuard)
         .unroll(ci)
-        .gpu_tile(co, f.r, cb, rb, ct, rt, 64, 4, kGuard);
+        .gpu_tile(co, f.r, cb, rb, ct, rt, kCuda.dequant_threads[0], kCuda.dequant_threads[1], kGuard);
 }
-
-// Rows and tokens per warp (see warp_rows): decode is one token; batches
-// take 4 (x is read through clamp_outer, so a tile past the last token
-// re-reads it and is never stored).
-constexpr int kWarpRows = 2;
-constexpr int kWarpTokens = 4;
 
 // Chunks (blocks) per loop iteration, for more loads in flight per warp.
 // Measured on the H100 (decode, Llama MLP shapes): 2 beat 1 for int4g (10%
 // and 23% faster) and tied for Q4_K; 4 lost 10-30% to 2.
-int in_flight(const Knobs &k) { return pick(k.unroll, 2); }
+int in_flight(const Knobs &k) { return pick(k.unroll, kCuda.in_flight); }
 
 void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
     RVar p = f.main.x, kk = f.main.y, g = f.main.z;
@@ -141,9 +153,9 @@ void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
     // (int4g: 4 bytes, 8 columns): a warp's weight load is 128 contiguous
     // bytes and its x load 1 KB, both whole lines, where longer chunks per
     // lane would spread one x load over 32 lines.
-    const int rows = pick(k.tile_rows, kWarpRows), tokens = k.prefill ? pick(k.tile_tokens, kWarpTokens) : 1;
+    const int rows = pick(k.tile_rows, kCuda.warp_rows), tokens = k.prefill ? pick(k.tile_tokens, kCuda.warp_tokens) : 1;
     const int width = pick(k.lanes, kWarp);
-    LoopLevel warp = warp_rows(f.y, f.r, f.n, k, rows, tokens, 4 * kWarp / width);
+    LoopLevel warp = warp_rows(f.y, f.r, f.n, k, rows, tokens, kCuda.warps * kWarp / width);
     const int run = f.group_size / f.interleave;  // consecutive quants in a group
     const int vec = std::min(run, pick(k.vector_width, 4));
     RVar ko("ko"), ki("ki"), chunk("chunk"), co("co"), cl("cl");
@@ -182,7 +194,7 @@ void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
 void xsum_kernel(Q4KMatmulF32Funcs &f) {
     Func sums = f.xsum.in();
     Var xo("xo"), xi("xi"), yo("yo"), yi("yi");
-    sums.compute_root().gpu_tile(f.j, f.b, xo, yo, xi, yi, 8, 32, kGuard).gpu_blocks(f.n);
+    sums.compute_root().gpu_tile(f.j, f.b, xo, yo, xi, yi, kCuda.xsum_threads[0], kCuda.xsum_threads[1], kGuard).gpu_blocks(f.n);
     f.xsum.compute_at(sums, xi);
     f.xsum.update().unroll(f.xsum.rvars(0)[0]);   // 32 independent loads, not a chain
 }
@@ -211,7 +223,7 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
     // 2 rows a warp) ran 8% / 38% slower in the same run: 7.0 instructions
     // a weight, most of them the lane's scale decoding and loads, with a
     // 3e-4 relative error.
-    const int rows = pick(k.tile_rows, k.prefill ? kWarpRows : 1), tokens = k.prefill ? pick(k.tile_tokens, kWarpTokens) : 1;
+    const int rows = pick(k.tile_rows, k.prefill ? kCuda.warp_rows : 1), tokens = k.prefill ? pick(k.tile_tokens, kCuda.warp_tokens) : 1;
     const int bytes = pick(k.vector_width, k.prefill ? 4 : 8);
     const int width = pick(k.lanes, kWarp);
     const int per_block = 128 / bytes;   // lanes a block
@@ -220,7 +232,7 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
                            ") must divide 32, and lanes (" + std::to_string(width) +
                            ") divide 32 and be a multiple of 128 / vector_width");
     }
-    LoopLevel warp = warp_rows(f.y, f.r, f.n, k, rows, tokens, 4 * kWarp / width);
+    LoopLevel warp = warp_rows(f.y, f.r, f.n, k, rows, tokens, kCuda.warps * kWarp / width);
     Var u("u"), v("v");
     RVar lo("lo"), li("li"), jo("jo"), jh("jh"), lane("lane"), mbo("mbo"), mbi("mbi");
     Func intm = f.acc.update(0)
@@ -299,7 +311,7 @@ void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &, const Knobs &k) {
         // 0.025 ms, Q5_0 0.050 -> 0.028, IQ4_NL 0.049 -> 0.037 (f32
         // activations: 0.013, 0.020, 0.029; the int8 q - 8 of Q4_0/Q5_0 is
         // split by LLVM into 16-bit pieces, ~20 instructions a dp4a).
-        LoopLevel warp = warp_rows(f.y, f.r, f.n, k, 1, 1, 16);
+        LoopLevel warp = warp_rows(f.y, f.r, f.n, k, 1, 1, kCuda.q8_block_rows);
         Var u("u"), v("v");
         RVar bo("bo"), bl("bl"), no("no"), nl("nl");
         Func intm = f.acc.update(0).split(mb, bo, bl, 8, kGuard).rfactor(bl, u);
@@ -323,7 +335,7 @@ void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &, const Knobs &k) {
         // a lane per row as in the packed kernel, its loads 32 rows apart
         // (0.066 ms against 0.027 at 14336x4096), and 16 or 32 lanes a row
         // taking 2 or 4 blocks a step (0.076, 0.095).
-        LoopLevel warp = warp_rows(f.y, f.r, f.n, k, 1, 1, 16);
+        LoopLevel warp = warp_rows(f.y, f.r, f.n, k, 1, 1, kCuda.q8_block_rows);
         Var u("u"), v("v");
         RVar no("no"), nl("nl");
         Func intm = f.acc.update(0).rfactor(mk, u);
@@ -439,7 +451,7 @@ Func packed_tile_warps(const char *generator, F &f, int split, RVar bo) {
 // RunOptions::kernel only (the QF_TUNING_KERNELS rows p32s*).
 void q4k_packed_q8(PackedQ4KFuncs &f, const Target &, const Knobs &k) {
     RVar bo("bo");
-    Func intm = packed_tile_warps("q4k_packed_matmul_q8", f, pick(k.streams, 8), bo);
+    Func intm = packed_tile_warps("q4k_packed_matmul_q8", f, pick(k.streams, kCuda.packed_streams), bo);
     RVar block_var = bo;
     if (k.unroll > 1) {  // several super-blocks an iteration: more loads in flight
         RVar bu("bu");
@@ -476,7 +488,7 @@ void q4k_packed_q8(PackedQ4KFuncs &f, const Target &, const Knobs &k) {
 // 14-16 blocks a warp; the f32 kernel takes 0.0276 / 0.0310.
 void block32_packed_q8(PackedBlock32Funcs &f, const Target &, const Knobs &k) {
     RVar bo("bo");
-    Func intm = packed_tile_warps("block32_packed_matmul_q8", f, pick(k.streams, 8), bo);
+    Func intm = packed_tile_warps("block32_packed_matmul_q8", f, pick(k.streams, kCuda.packed_streams), bo);
     LoopLevel block(intm, bo);  // one block of a lane's row
     f.isum.compute_at(block).store_in(MemoryType::Register);
     f.isum.update().unroll(f.halves.x);
