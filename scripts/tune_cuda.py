@@ -167,13 +167,7 @@ class Search:
             cands = [{"autoscheduler": n, "autoscheduler.parallelism": 132} for n in names]
             cands = [c for c in cands if key(c) not in st["results"]]
             st["phase"] = "autoschedulers" if cands else "done"
-            out = {}
-            for c in cands:
-                out[f"t{st['next_tag']}"] = c
-                st["next_tag"] += 1
-            st["pending"] = out
-            self.save()
-            return out
+            return self.pend(cands)
         if st["phase"] in ("done", "autoschedulers"):
             return {}
         if st["phase"] == "confirm":
@@ -213,7 +207,11 @@ class Search:
                 self.record_searched(f"the kernel's own schedule stays: no candidate beat it by {a.min_gain}x "
                                      "on every shape")
                 return {}
-        out = {}
+        return self.pend(cands)
+
+    def pend(self, cands):
+        """Tags for a round's candidates (new ones, so that no two rounds' variants share a name), saved."""
+        st, out = self.state, {}
         for c in cands:
             out[f"t{st['next_tag']}"] = c
             st["next_tag"] += 1
@@ -223,7 +221,7 @@ class Search:
 
     def report_autoschedulers(self):
         """The autoschedulers' plans against the hand schedule (never written to a database)."""
-        print(f"| schedule | " + " | ".join(SHAPES) + " | geometric mean |")
+        print("| schedule | " + " | ".join(SHAPES) + " | geometric mean |")
         print("| --- |" + " --- |" * (len(SHAPES) + 1))
         for r in self.state["results"].values():
             if "autoscheduler" not in r["knobs"]:
