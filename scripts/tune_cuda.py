@@ -261,10 +261,7 @@ class Search:
                         "shapes": {n: round(v["ratio"], 3) for n, v in best["shapes"].items()}} if best else None,
                "date": datetime.date.today().isoformat(), "halide": self.halide}
         db["searched"] = [e for e in db.get("searched", []) if e["function"] != self.k.function] + [rec]
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(db, f, indent=2)
-            f.write("\n")
+        write_json(path, db)
         print(f"tune: recorded the search in {path}")
 
     def finish(self):
@@ -296,11 +293,15 @@ class Search:
                  "date": datetime.date.today().isoformat(), "halide": self.halide,
                  "command": "scripts/tune.py " + " ".join(sys.argv[1:])}
         db["entries"] = [e for e in db["entries"] if (e["function"], e.get("class")) != (self.k.function, None)] + [entry]
-        os.makedirs(os.path.dirname(db_path), exist_ok=True)
-        with open(db_path, "w") as f:
-            json.dump(db, f, indent=2)
-            f.write("\n")
+        write_json(db_path, db)
         print(f"tune: wrote {db_path} (build with -DQF_TUNING_DB=\"<cpu db>;{os.path.relpath(db_path, ROOT)}\")")
+
+
+def write_json(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
 
 
 def write_rows(build):
