@@ -26,7 +26,14 @@ public:
         f.iscale(b, n) = select(f.amax(b, n) == 0.0f, 0.0f, 127.0f / f.amax(b, n));
         qs(c, n) = cast<int8_t>(clamp(cast<int32_t>(round(f.iscale(c / 32, n) * xn(c, n))), -127, 127));
         d(b, n) = f.amax(b, n) * (1.0f / 127.0f);
-        sums(b, n) = sum(cast<int16_t>(qs(b * 32 + e, n)));  // pure: on CUDA an update is a launch of its own
+        if (get_target().has_gpu_feature()) {
+            sums(b, n) = sum(cast<int16_t>(qs(b * 32 + e, n)));  // pure: on CUDA an update is a launch of its own
+        } else {
+            // An update, so that a CPU schedule reduces a block's 32 contiguous
+            // quants in vectors (q8k_quantize's bsums).
+            sums(b, n) = cast<int16_t>(0);
+            sums(b, n) += cast<int16_t>(qs(b * 32 + e, n));
+        }
         f.qs = qs;
         f.d = d;
         f.sums = sums;

@@ -39,7 +39,17 @@ public:
         // each other, so a schedule can compute all three in one loop nest
         // (on CUDA one kernel: each root Func, and each update, is a launch).
         RDom t(0, 16, "t");
-        bsums(g, n) = sum(cast<int16_t>(quant(g * 16 + t)));
+        if (get_target().has_gpu_feature()) {
+            bsums(g, n) = sum(cast<int16_t>(quant(g * 16 + t)));
+        } else {
+            // The same sum as an update of bsums, so that a CPU schedule can
+            // reduce a group's 16 contiguous values in one vector; summed in
+            // the pure definition's lanes (a lane a group) every lane loads
+            // x 16 values apart, one scalar load and insert a value.
+            f.t = t;
+            bsums(g, n) = cast<int16_t>(0);
+            bsums(g, n) += cast<int16_t>(quant(g * 16 + t));
+        }
         f.qs = qs;
         f.d = d;
         f.bsums = bsums;

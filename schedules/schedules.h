@@ -71,6 +71,10 @@ struct Q8KQuantizeFuncs {
     Halide::Func amax, first, iscale, qs, d, bsums;  // qs, d, bsums are the outputs
     Halide::Var c, b, g, n;
     Halide::RDom e;  // a block's 256 values: the reduction of amax and first
+    // A group's 16 values, where bsums sums them in an update of its own
+    // (CPUs: one vector reduction a group); undefined where the sum is
+    // inline (CUDA: each thread's own loop, in the kernel of qs and d).
+    Halide::RDom t;
 };
 
 // f32 -> Q8_0 planes: per block (b, n) amax and iscale, then qs(c, n), d(b, n), sums(b, n).
