@@ -261,12 +261,19 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &t, const Knobs &k) {
     }
 }
 
+// Tokens a task of the activation quantizers: one call quantizes a
+// token of 1024 values in under a microsecond, and each of their stages is
+// a parallel loop of its own, so two threads slowed 8 tokens down (1 thread
+// 5.2 us, 2 threads 11.9; Q8_K, in 1024) where one task runs on the
+// calling thread alone.
+constexpr int kQuantizeTokens = 16;
+
 template <const Tuning &D>
 void q8k_quantize(Q8KQuantizeFuncs &f, const Target &t, const Knobs &k) {
     const int V = f32_lanes(t, k);
     // Per-block statistics feed both qs and d: computed once, before either.
     for (Func s : {f.amax, f.first, f.iscale}) {
-        s.compute_root().parallel(f.n);
+        s.compute_root().parallel(f.n, kQuantizeTokens, kGuard);
     }
     // amax and first reduce a block in vector lanes (rfactor), then across
     // them: as scalar loops they cost more than the rest of the quantizer,
@@ -276,17 +283,22 @@ void q8k_quantize(Q8KQuantizeFuncs &f, const Target &t, const Knobs &k) {
         RVar eo("eo"), ei("ei");
         Var u("u");
         Func lanes = s.update().split(f.e.x, eo, ei, V).rfactor(ei, u);
-        s.update().parallel(f.n);
+        s.update().parallel(f.n, kQuantizeTokens, kGuard);
         lanes.compute_at(s, f.b).vectorize(u);
         lanes.update().vectorize(u);
     }
-    f.qs.vectorize(f.c, V).parallel(f.n);
-    f.d.parallel(f.n);
+    // qs a block at a time (in is a multiple of 256, from 0): its scale one
+    // broadcast, where lanes that Halide cannot prove share a block gather
+    // it lane by lane (96 inserts in the loop).
+    Var cb("cb"), ci("ci");
+    f.qs.output_buffer().dim(0).set_min(0);
+    f.qs.split(f.c, cb, ci, 256, TailStrategy::RoundUp).vectorize(ci, V).parallel(f.n, kQuantizeTokens, kGuard);
+    f.d.parallel(f.n, kQuantizeTokens, kGuard);
     // bsums rounds its 16 values again (the generator writes it from the
     // values, not from qs): a group's 16 contiguous values in one vector,
     // reduced across its lanes.
-    f.bsums.vectorize(f.g, V, kGuard).parallel(f.n);
-    f.bsums.update().reorder(f.t.x, f.g, f.n).atomic().vectorize(f.t.x).parallel(f.n);
+    f.bsums.vectorize(f.g, V, kGuard).parallel(f.n, kQuantizeTokens, kGuard);
+    f.bsums.update().reorder(f.t.x, f.g, f.n).atomic().vectorize(f.t.x).parallel(f.n, kQuantizeTokens, kGuard);
 }
 
 template <const Tuning &D>
@@ -295,13 +307,17 @@ void q8_0_quantize(Q80QuantizeFuncs &f, const Target &t, const Knobs &k) {
     // A block's 32 contiguous values reduced in vectors: with a block a
     // lane, every lane loads x 32 values apart, a scalar load and insert
     // each (as q8k_quantize's bsums did: 8 tokens of 1024, 14.3 -> 9.8 us).
-    f.amax.compute_root().parallel(f.n).vectorize(f.b, V, kGuard);
-    f.amax.update().reorder(f.e.x, f.b, f.n).atomic().vectorize(f.e.x).parallel(f.n);
-    f.iscale.compute_root().parallel(f.n).vectorize(f.b, V, kGuard);
-    f.qs.vectorize(f.c, 32).parallel(f.n);
-    f.d.vectorize(f.b, V, kGuard).parallel(f.n);
-    f.sums.parallel(f.n);
-    f.sums.update().reorder(f.e.x, f.b, f.n).atomic().vectorize(f.e.x).parallel(f.n);
+    f.amax.compute_root().parallel(f.n, kQuantizeTokens, kGuard).vectorize(f.b, V, kGuard);
+    f.amax.update().reorder(f.e.x, f.b, f.n).atomic().vectorize(f.e.x).parallel(f.n, kQuantizeTokens, kGuard);
+    f.iscale.compute_root().parallel(f.n, kQuantizeTokens, kGuard).vectorize(f.b, V, kGuard);
+    // A block of qs at a time (in is a multiple of 32, from 0): its scale
+    // one broadcast (q8k_quantize's qs).
+    Var cb("cb"), ci("ci");
+    f.qs.output_buffer().dim(0).set_min(0);
+    f.qs.split(f.c, cb, ci, 32, TailStrategy::RoundUp).vectorize(ci).parallel(f.n, kQuantizeTokens, kGuard);
+    f.d.vectorize(f.b, V, kGuard).parallel(f.n, kQuantizeTokens, kGuard);
+    f.sums.parallel(f.n, kQuantizeTokens, kGuard);
+    f.sums.update().reorder(f.e.x, f.b, f.n).atomic().vectorize(f.e.x).parallel(f.n, kQuantizeTokens, kGuard);
 }
 
 // Statistics of a fused norm, once per call before the kernel (every
