@@ -29,6 +29,7 @@ time over the candidate's, the median over rounds), must beat the kernel by
 --min-gain and lose on no shape by more than 3%.
 """
 import datetime
+import fcntl
 import glob
 import hashlib
 import json
@@ -378,6 +379,12 @@ def run(a, k, space, ninja, halide_version):
     print("tune: knobs " + ", ".join(f"{n} {v}" for n, v in space.items()))
     if a.dry_run:
         return 0
+    # One tuner per build (tune.py's lock): a round reconfigures and relinks it.
+    lock = open(os.path.join(s.workdir, ".lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        sys.exit(f"tune: another tune.py is running on {a.build}; wait for it")
     run_dir = os.path.abspath(a.device_dir or os.path.join(a.build, "tune", "device"))
     while True:
         if s.state["pending"]:
