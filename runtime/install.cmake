@@ -10,13 +10,17 @@ set(mri "create ${bundle}\naddlib $<TARGET_FILE:qforge>\n")
 foreach (lib IN LISTS kernel_libs)
     string(APPEND mri "addlib $<TARGET_FILE:${lib}>\n")
 endforeach ()
+get_property(cutlass_libs GLOBAL PROPERTY QF_CUTLASS_LIBS)  # runtime/cuda
+foreach (lib IN LISTS cutlass_libs)
+    string(APPEND mri "addlib ${lib}\n")
+endforeach ()
 string(APPEND mri "save\nend\n")
 file(GENERATE OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/bundle.mri CONTENT "${mri}")
 add_custom_command(OUTPUT ${bundle}
                    COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_CURRENT_BINARY_DIR}/bundle
                    COMMAND ${CMAKE_COMMAND} -E rm -f ${bundle}
                    COMMAND ${CMAKE_AR} -M < ${CMAKE_CURRENT_BINARY_DIR}/bundle.mri
-                   DEPENDS qforge ${kernel_libs} ${CMAKE_CURRENT_BINARY_DIR}/bundle.mri
+                   DEPENDS qforge ${kernel_libs} ${cutlass_libs} ${CMAKE_CURRENT_BINARY_DIR}/bundle.mri
                    COMMENT "Bundling the runtime and every kernel into one libqforge.a")
 add_custom_target(qforge_bundle ALL DEPENDS ${bundle})
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what qforge needs, idempotently: Debian packages with apt-get, and
-# the pinned Python tools (Halide, CMake, ninja, numpy, gguf) into the
+# the pinned Python tools (Halide, CMake, ninja, numpy, gguf; CUTLASS's headers) into the
 # project-local virtual environment .venv.
 #   setup.sh         what the main job needs (build the library and the CLI)
 #   setup.sh tests   also what the tests and benchmarks need: GoogleTest,
@@ -31,8 +31,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-if ! cmp -s requirements.txt "$stamp" 2>/dev/null; then
+if ! cat requirements.txt requirements-headers.txt | cmp -s - "$stamp" 2>/dev/null; then
   echo "setup: installing pinned Python packages"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
-  cp requirements.txt "$stamp"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-headers.txt
+  cat requirements.txt requirements-headers.txt > "$stamp"
 fi

@@ -30,10 +30,11 @@ set(QF_TARGETS
 #   op         dequant | matvec (decode, one token) | matmul (prefill) |
 #              quantize (activations to 8 bits) | convert (activations to f16) |
 #              glu (an FFN's activation, gated or plain) | head_norm (RMSNorm per attention head) |
-#              permute (activations' columns gathered into an act-order layer's order)
+#              permute (activations' columns gathered into an act-order layer's order) |
+#              repack (weights into another library's layout: out names it)
 #   act        the activation type it reads: f32 | q8_k | q8_0 ("-" for dequant)
 #   norm       "norm": it reads RMSNorm/LayerNorm(x), computed inline
-#   out        its output: f32 | f16 | q8_k | q8_0
+#   out        its output: f32 | f16 | q8_k | q8_0 | cutlass (CUTLASS's sm_90 int4 layout)
 #   group      int4g's and int4z's group size
 #   pack       R: the kernel reads the packed layout of FORMATS.md ("Packed
 #              layouts"), tiles of R rows interleaved ("-": the file's own
@@ -157,6 +158,9 @@ set(QF_KERNELS
     "-      head_norm f32 -    f32  -     -    all      head_norm          -"
     # The host gathers in C++ (layers.cpp); on CUDA x is in device memory.
     "-      permute  f32  -    f32  -     -    cuda     permute_columns    -"
+    # For CUTLASS's tensor-core GEMM (runtime/cuda): run on the device at the
+    # first prefill; the x86 rows let CPU-only tests check the layout.
+    "int4g  repack   -    -    cutlass -  -    x86,cuda cutlass_int4_shuffle -"
 )
 
 # The GGUF block formats whose weights dequantize one at a time

@@ -42,6 +42,7 @@ foreach (kind IN ITEMS asan tsan)
                    -DQF_PYTHON=${QF_PYTHON}
                    -DQF_FUZZ_SECONDS=${QF_FUZZ_SECONDS}
                    -DQF_BENCH=OFF -DQF_ARM64=OFF -DQF_SANITIZERS=OFF -DBUILD_TESTING=ON
+                   -DQF_CUTLASS=OFF  # nvcc builds it in the main build only
         BUILD_ALWAYS ON
         INSTALL_COMMAND ""
         DEPENDS qforge_cli)  # links every kernel library, so all exist

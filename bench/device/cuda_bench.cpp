@@ -10,6 +10,7 @@
 #include "qforge/pack.h"
 
 #include "cuda_device.h"
+#include "cutlass.h"
 #include "registry.h"
 #include "random_weights.h"
 #include "reference.h"
@@ -422,7 +423,11 @@ void bench_layer(const char *name, const WeightRef &w, size_t wbytes, const std:
         const Path paths[] = {{CudaGemm::halide, Activations::f32, "/halide"},
                               {CudaGemm::halide, Activations::q8, "/halide_q8"},
                               {CudaGemm::cublas, Activations::automatic, "/cublas"},
+                              {CudaGemm::cutlass, Activations::automatic, "/cutlass"},
                               {CudaGemm::automatic, Activations::automatic, "/auto"}};
+        // CUTLASS's int4 GEMM: int4g layers on sm_90 only.
+        const bool cutlass = w.format == Format::int4g && cu::cutlass_absent().empty() &&
+                             cu::cutlass_int4_shape_absent(w.out, w.in, w.group_size).empty();
         bool has_q8 = false;  // a CUDA 8-bit-activation row of the file's layout
         for (const auto &v : cu::variants()) {
             const cu::KernelRow &r = *v.row;
@@ -431,6 +436,7 @@ void bench_layer(const char *name, const WeightRef &w, size_t wbytes, const std:
         }
         for (auto [path, act, suffix] : paths) {
             if (strategy == Strategy::eager_f16 && path != CudaGemm::cublas) continue;
+            if (path == CudaGemm::cutlass && !cutlass) continue;
             if (act == Activations::q8 && (!has_q8 || tokens >= traits(w.format).cuda_gemm_min_tokens)) continue;
             ForwardOptions fo;
             fo.run.memory = Memory::cuda;

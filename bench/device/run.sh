@@ -35,13 +35,15 @@ if command -v ncu >/dev/null; then
         python3 "$here/kernel_times.py" "$out/ncu.csv" | tee "$out/kernel_times.txt" ||
         { echo "ncu failed:"; tail -5 "$out/ncu.err"; }
 fi
+echo "== the goals (bench/device/goals.py)"
+python3 "$here/goals.py" "$out/qforge.tsv" "$out/peers.tsv" 2>&1 | tee "$out/goals.txt"
 echo "== tests exit code: $tests_rc"
 # The same, as the page bench/device/RESULTS.md is made of.
 {
     echo "$(head -1 "$out/gpu.txt"); $(date -u +%F)"
     echo
     echo "CUDA correctness tests on the device: $(grep -E '^\[  (PASSED|FAILED) ' "$out/tests.txt" | tr '\n' ' ')"
-    for part in qforge peers kernel_times; do
+    for part in goals qforge peers kernel_times; do
         [ -s "$out/$part.txt" ] || continue
         echo
         echo '```'

@@ -24,6 +24,13 @@ struct DeviceBuffer {
         bytes = n;
         cuda_upload(p, host, n);
     }
+    static DeviceBuffer allocate(size_t n) {  // uninitialized
+        DeviceBuffer b;
+        b.p = cuda_alloc(n);
+        b.bytes = n;
+        return b;
+    }
+    DeviceBuffer(DeviceBuffer &&o) noexcept { *this = std::move(o); }
     DeviceBuffer(const DeviceBuffer &) = delete;
     DeviceBuffer &operator=(DeviceBuffer &&o) noexcept {
         std::swap(p, o.p);

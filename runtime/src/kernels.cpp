@@ -5,6 +5,7 @@
 #include "qforge/pack.h"
 
 #include "cuda_device.h"
+#include "cutlass.h"
 #include "kernel_threads.h"
 #include "thread_pool.h"
 #include "registry.h"
@@ -504,6 +505,31 @@ void dequant_to(const Weights &w, const OutMatrix &out, Out type, const RunOptio
 }  // namespace
 
 void dequant(const Weights &w, Matrix out, const RunOptions &opt) { dequant_to(w, out, Out::f32, opt); }
+
+namespace internal {
+
+void cutlass_int4_repack(const Weights &w, uint8_t *shuffled, uint16_t *scales_t, const RunOptions &opt) {
+    const std::string op = "cutlass_int4_repack";
+    check_weights(op, w);
+    require(w.format == Format::int4g && w.pack_rows == 0, op, "takes int4g weights in the file's layout, not ",
+            to_string(w.format), w.pack_rows ? " packed" : "");
+    require(w.out % 16 == 0 && w.in % 16 == 0, op, "[", w.out, ", ", w.in,
+            "]: rows and columns must be multiples of 16 (CUTLASS's layout atom)");
+    KernelKey key = weights_key(w, Op::repack);
+    key.group = 0;  // the layout is the same for every group size
+    key.out = Out::cutlass;
+    WeightCall c(op, w, key, 0, opt);
+    const int64_t groups = w.in / w.group_size;
+    halide_dimension_t wd[2] = {{0, static_cast<int32_t>(w.in / 2), 1},
+                                {0, static_cast<int32_t>(w.out), static_cast<int32_t>(w.in / 2)}};
+    halide_dimension_t sd[2] = {{0, static_cast<int32_t>(w.out), 1},
+                                {0, static_cast<int32_t>(groups), static_cast<int32_t>(w.out)}};
+    auto wv = c.place.view<uint8_t, 2>("shuffled", shuffled, wd);
+    auto sv = c.place.view<uint16_t, 2>("scales_t", scales_t, sd);
+    run(op, c.v.fn_as<Sig::repack>()(c.wa.w(), c.wa.s(), wv.raw_buffer(), sv.raw_buffer()));
+}
+
+}  // namespace internal
 void dequant(const Weights &w, MatrixF16 out, const RunOptions &opt) { dequant_to(w, out, Out::f16, opt); }
 
 namespace {

@@ -12,6 +12,7 @@
 
 #include "cublas.h"
 #include "cuda_device.h"
+#include "cutlass.h"
 #include "device_scratch.h"
 #include "layer_access.h"
 #include "qforge/gguf.h"
@@ -55,6 +56,9 @@ struct Linear::Impl {
     mutable std::vector<uint8_t> unpacked;
     internal::DeviceBuffer dev_weight, dev_scales, dev_zeros, dev_bias, dev_dense;
     internal::DeviceBuffer dev_order;  // act-order on CUDA: input_order, for the per-call gather of x
+    // CUTLASS's layout of int4g weights and scales (sm_90 prefill), made at its first call.
+    mutable std::once_flag cutlass_once;
+    mutable internal::DeviceBuffer dev_cutlass_w, dev_cutlass_s;
     bool on_device = false;
     bool host_released = false;   // release_host(): only the device copy is left
 
@@ -123,6 +127,8 @@ struct Linear::Impl {
     bool fused_q8(const ConstMatrix &x, const ForwardOptions &opt) const;
     bool use_cublas(const ConstMatrix &x, const ForwardOptions &opt) const;
     void run_cublas(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;
+    bool use_cutlass(const ConstMatrix &x, const Matrix &y, const ForwardOptions &opt) const;
+    void run_cutlass(ConstMatrix x, Matrix y, const ForwardOptions &opt) const;
 };
 
 Linear::~Linear() = default;
@@ -282,7 +288,7 @@ int64_t Linear::host_bytes() const {
 int64_t Linear::device_bytes() const {
     const Impl &m = *impl_;
     return static_cast<int64_t>(m.dev_weight.bytes + m.dev_scales.bytes + m.dev_zeros.bytes + m.dev_bias.bytes +
-                                m.dev_dense.bytes + m.dev_order.bytes);
+                                m.dev_dense.bytes + m.dev_order.bytes + m.dev_cutlass_w.bytes + m.dev_cutlass_s.bytes);
 }
 
 void Linear::release_host() {
@@ -366,9 +372,9 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
                     "], expected [" + std::to_string(x.rows) + ", " + std::to_string(m.out) + "]");
         }
         // Our kernels run the epilogue on every path (kernels.h, matmul);
-        // cuBLAS is followed by the activation kernel (a residual keeps a
-        // layer off cuBLAS: use_cublas).
-        const bool cublas = m.use_cublas(x, opt);
+        // cuBLAS and CUTLASS are followed by the activation kernel (a
+        // residual keeps a layer off them: use_cublas, use_cutlass).
+        const bool cublas = m.use_cutlass(x, y, opt) || m.use_cublas(x, opt);
         ForwardOptions inner = opt;
         if (cublas) inner.epilogue = {};
         m.forward_plain(x, y, inner);
@@ -383,7 +389,9 @@ void Linear::forward(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
 }
 
 void Linear::Impl::forward_plain(ConstMatrix x, Matrix y, const ForwardOptions &opt) const {
-    if (use_cublas(x, opt)) {
+    if (use_cutlass(x, y, opt)) {
+        run_cutlass(x, y, opt);
+    } else if (use_cublas(x, opt)) {
         run_cublas(x, y, opt);
     } else if (this->opt.strategy == Strategy::fused) {
         run_fused(x, y, opt);
@@ -457,8 +465,49 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
            fo.run);
 }
 
+// CUTLASS's int4 x f16 tensor-core GEMM (runtime/cuda) for int4g layers on
+// sm_90 from kCutlassMinTokens tokens: bench/device/RULES.md, "CUTLASS".
+constexpr int64_t kCutlassMinTokens = 2;
+
+bool Linear::Impl::use_cutlass(const ConstMatrix &x, const Matrix &y, const ForwardOptions &fo) const {
+    if (!on_device || (fo.cuda_gemm != CudaGemm::automatic && fo.cuda_gemm != CudaGemm::cutlass)) return false;
+    const bool forced = fo.cuda_gemm == CudaGemm::cutlass;
+    std::string why;
+    if (w.format != Format::int4g || opt.strategy != Strategy::fused) {
+        why = std::string("takes int4g layers of Strategy::fused, not ") + to_string(w.format) +
+              (opt.strategy == Strategy::fused ? "" : " of an eager strategy");
+    } else if (fo.activations != Activations::automatic || !fo.run.kernel.empty()) {
+        why = "needs automatic activations and no forced kernel";
+    } else if (fo.epilogue.residual.data) {
+        why = "takes no residual epilogue (CudaGemm::automatic runs it in our kernels)";
+    } else if ((y.stride ? y.stride : y.cols) % 4) {
+        why = "y's row stride must be a multiple of 4 floats";
+    } else {
+        why = internal::cutlass_absent();
+        if (why.empty()) why = internal::cutlass_int4_shape_absent(out, in, w.group_size);
+    }
+    if (forced && !why.empty()) error("CudaGemm::cutlass " + why);
+    return why.empty() && (forced || x.rows >= kCutlassMinTokens);
+}
+
+void Linear::Impl::run_cutlass(ConstMatrix x, Matrix y, const ForwardOptions &fo) const {
+    const RunOptions &run = fo.run;
+    std::call_once(cutlass_once, [&] {
+        auto wb = internal::DeviceBuffer::allocate(weight_plane_bytes());
+        auto sb = internal::DeviceBuffer::allocate(scale_plane_bytes());
+        internal::cutlass_int4_repack(weights(), static_cast<uint8_t *>(wb.p), static_cast<uint16_t *>(sb.p), run);
+        internal::cuda_synchronize();  // later calls may come on other streams
+        dev_cutlass_w = std::move(wb);
+        dev_cutlass_s = std::move(sb);
+    });
+    auto *x16 = static_cast<uint16_t *>(internal::device_scratch().get(run.stream, internal::DeviceScratch::f16_activations, x.rows * in * 2));
+    f16_from_f32(x, {x16, x.rows, in, in}, run);
+    internal::cutlass_int4_gemm(static_cast<const uint8_t *>(dev_cutlass_w.p), static_cast<const uint16_t *>(dev_cutlass_s.p),
+                                w.group_size, x16, bias_ptr(), y.data, out, in, x.rows, y.stride ? y.stride : out, run.stream);
+}
+
 bool Linear::Impl::use_cublas(const ConstMatrix &x, const ForwardOptions &fo) const {
-    if (!on_device || fo.cuda_gemm == CudaGemm::halide) return false;
+    if (!on_device || fo.cuda_gemm == CudaGemm::halide || fo.cuda_gemm == CudaGemm::cutlass) return false;
     const bool forced = fo.cuda_gemm == CudaGemm::cublas;
     const int64_t min_tokens = traits_().cuda_gemm_min_tokens;
     if (!forced && (min_tokens == 0 || x.rows < min_tokens || !fo.run.kernel.empty())) return false;

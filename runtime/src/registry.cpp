@@ -113,6 +113,7 @@ std::string kernel_name(const KernelRow &r) {
     case Op::glu: s = std::string("glu_") + act; break;
     case Op::head_norm: s = std::string("head_norm_") + act; break;
     case Op::permute: s = std::string("permute_") + act; break;
+    case Op::repack: s = std::string(traits(r.format).kernel_prefix) + "_repack_cutlass"; break;
     case Op::dequant: s = std::string(traits(r.format).kernel_prefix) + "_dequant" + (r.out == Out::f16 ? "_f16" : ""); break;
     default: s = std::string(traits(r.format).kernel_prefix) + "_" + ops[static_cast<int>(r.op)] + "_" + act;
     }

@@ -13,8 +13,9 @@
 
 namespace qforge::internal {
 
-enum class Op : uint8_t { dequant, matvec, matmul, quantize, convert, glu, head_norm, permute };
-enum class Out : uint8_t { f32, f16, q8_k, q8_0 };
+enum class Op : uint8_t { dequant, matvec, matmul, quantize, convert, glu, head_norm, permute, repack };
+// cutlass: weights in the layout of CUTLASS's sm_90 GEMM (FORMATS.md, "CUTLASS int4 (sm_90)").
+enum class Out : uint8_t { f32, f16, q8_k, q8_0, cutlass };
 
 // A kernel's columns (targets.cmake). `weights` is false for kernels of the
 // activations alone (quantize, convert), whose `format` means nothing.
@@ -63,6 +64,7 @@ enum class Sig : uint8_t {
     glu,              // gate, up, gated, kind, out
     head_norm,        // x, weight, weight_1, split, eps, eps_1, out
     permute,          // x, order, out
+    repack,           // weight, scales, weight out, scales out
 };
 
 constexpr bool separate_scales(const KernelRow &r) {
@@ -78,6 +80,7 @@ constexpr Sig signature_of(const KernelRow &r) {
     case Op::glu: return Sig::glu;
     case Op::head_norm: return Sig::head_norm;
     case Op::permute: return Sig::permute;
+    case Op::repack: return Sig::repack;
     default:
         if (r.act != ActType::f32) {  // q8_k and q8_0 planes alike
             return r.epi == Epi::glu ? Sig::matmul_q8k_glu : r.epi == Epi::head_norm ? Sig::matmul_q8k_head_norm : Sig::matmul_q8k;
@@ -111,6 +114,7 @@ template <> struct SigType<Sig::convert_norm> { using type = int(B, B, B, bool, 
 template <> struct SigType<Sig::glu> { using type = int(B, B, bool, int, B); };
 template <> struct SigType<Sig::head_norm> { using type = int(B, B, B, int, float, float, B); };
 template <> struct SigType<Sig::permute> { using type = int(B, B, B); };
+template <> struct SigType<Sig::repack> { using type = int(B, B, B, B); };
 template <Sig S> using SigFn = typename SigType<S>::type *;
 
 using AnyFn = void (*)();

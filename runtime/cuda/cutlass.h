@@ -1,0 +1,31 @@
+// Internal: the tensor-core prefill of int4g layers on sm_90 through
+// CUTLASS's mixed-input GEMM (cutlass_int4g.cu). The layer repacks its
+// weights once (a Halide kernel, cutlass_int4_shuffle) and converts x to
+// f16 (f16_convert) before each call.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "qforge/kernels.h"
+
+namespace qforge::internal {
+
+// Why the GEMM cannot run on this process's CUDA device ("" when it can):
+// not built, no device, or not an sm_90 device.
+std::string cutlass_absent();
+
+// Shapes it takes: rows and columns multiples of 16, groups of at least 64
+// columns (its K tile) dividing in. "" when it does, else why not.
+std::string cutlass_int4_shape_absent(int64_t out, int64_t in, int group);
+
+// int4g weights (the file's layout) into CUTLASS's: `shuffled` [out][in/2]
+// bytes, `scales_t` [in/group][out] f16 (FORMATS.md, "CUTLASS int4 (sm_90)").
+void cutlass_int4_repack(const Weights &w, uint8_t *shuffled, uint16_t *scales_t, const RunOptions &opt);
+
+// y [tokens][ldy] = x16 [tokens][in] * W^T (+ bias [out]), f32 accumulation
+// and output, on `stream`. Throws qforge::Error naming the call.
+void cutlass_int4_gemm(const uint8_t *shuffled, const uint16_t *scales_t, int group, const uint16_t *x16,
+                       const float *bias, float *y, int64_t out, int64_t in, int64_t tokens, int64_t ldy, void *stream);
+
+}  // namespace qforge::internal
