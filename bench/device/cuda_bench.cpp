@@ -750,6 +750,12 @@ int main(int argc, char **argv) {
             bench_variants(dispatched_cuda_target());
             return 0;
         }
+        if (std::getenv("QF_BENCH_LAYERS")) {  // only the layers' paths on the goal shapes (bench/device/goals.py)
+            for (auto [out, in] : std::vector<std::pair<int64_t, int64_t>>{{14336, 4096}, {4096, 14336}}) {
+                bench_layers(out, in, {1, 2, 4, 8, 16, 32, 64, 128, 512});
+            }
+            return 0;
+        }
         if (!quick) {
             std::printf("-- every CUDA row of the kernel table, 4096x4096 (matmul rows at 16 tokens)\n");
             bench_table(dispatched_cuda_target());
