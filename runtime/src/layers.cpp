@@ -466,8 +466,10 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
 }
 
 // CUTLASS's int4 x f16 tensor-core GEMM (runtime/cuda) for int4g layers on
-// sm_90 from kCutlassMinTokens tokens: bench/device/RULES.md, "CUTLASS".
-constexpr int64_t kCutlassMinTokens = 2;
+// sm_90, from kCutlassMinTokens tokens when CudaGemm::automatic. 0: only
+// when forced, until a device run has timed it against the Halide kernels
+// and cuBLAS (bench/device/RULES.md, "CUTLASS"; bench/device/goals.py).
+constexpr int64_t kCutlassMinTokens = 0;
 
 bool Linear::Impl::use_cutlass(const ConstMatrix &x, const Matrix &y, const ForwardOptions &fo) const {
     if (!on_device || (fo.cuda_gemm != CudaGemm::automatic && fo.cuda_gemm != CudaGemm::cutlass)) return false;
@@ -487,7 +489,7 @@ bool Linear::Impl::use_cutlass(const ConstMatrix &x, const Matrix &y, const Forw
         if (why.empty()) why = internal::cutlass_int4_shape_absent(out, in, w.group_size);
     }
     if (forced && !why.empty()) error("CudaGemm::cutlass " + why);
-    return why.empty() && (forced || x.rows >= kCutlassMinTokens);
+    return why.empty() && (forced || (kCutlassMinTokens > 0 && x.rows >= kCutlassMinTokens));
 }
 
 void Linear::Impl::run_cutlass(ConstMatrix x, Matrix y, const ForwardOptions &fo) const {

@@ -68,12 +68,13 @@ struct LayerOptions {
 // into a per-thread, per-stream device scratch (out x in x 2 bytes),
 // converts x (through its norm) to f16 and runs cuBLAS's f16 GEMM with f32
 // accumulation; eager_f16 layers skip the dequantization. Below it, and
-// where cuBLAS cannot be loaded, the fused Halide kernels run. On an sm_90
-// GPU (Hopper), int4g layers (groups of 64 or more, rows and columns
-// multiples of 16) take CUTLASS's int4 x f16 tensor-core GEMM from 2 tokens
-// instead, on weights it repacks into its layout at its first call (a
-// second device copy of the weights, which memory_bytes() counts). halide,
-// cublas and cutlass force a path (tuning, benchmarks); host layers ignore it.
+// where cuBLAS cannot be loaded, the fused Halide kernels run. cutlass runs
+// CUTLASS's int4 x f16 tensor-core GEMM on an sm_90 GPU (Hopper) for int4g
+// layers (groups of 64 or more, rows and columns multiples of 16), on
+// weights it repacks into its layout at its first call (a second device
+// copy, which memory_bytes() counts); automatic does not pick it yet (no
+// device run has timed it). halide, cublas and cutlass force a path
+// (tuning, benchmarks); host layers ignore it.
 enum class CudaGemm { automatic, halide, cublas, cutlass };
 
 struct ForwardOptions {
