@@ -474,6 +474,7 @@ constexpr int64_t kCutlassMinTokens = 0;
 bool Linear::Impl::use_cutlass(const ConstMatrix &x, const Matrix &y, const ForwardOptions &fo) const {
     if (!on_device || (fo.cuda_gemm != CudaGemm::automatic && fo.cuda_gemm != CudaGemm::cutlass)) return false;
     const bool forced = fo.cuda_gemm == CudaGemm::cutlass;
+    if (!forced && (kCutlassMinTokens == 0 || x.rows < kCutlassMinTokens)) return false;  // no checks' host time
     std::string why;
     if (w.format != Format::int4g || opt.strategy != Strategy::fused) {
         why = std::string("takes int4g layers of Strategy::fused, not ") + to_string(w.format) +
@@ -489,7 +490,7 @@ bool Linear::Impl::use_cutlass(const ConstMatrix &x, const Matrix &y, const Forw
         if (why.empty()) why = internal::cutlass_int4_shape_absent(out, in, w.group_size);
     }
     if (forced && !why.empty()) error("CudaGemm::cutlass " + why);
-    return why.empty() && (forced || (kCutlassMinTokens > 0 && x.rows >= kCutlassMinTokens));
+    return why.empty();
 }
 
 void Linear::Impl::run_cutlass(ConstMatrix x, Matrix y, const ForwardOptions &fo) const {
