@@ -49,11 +49,16 @@ int run_inline(void *uctx, halide_task_t f, int min, int size, uint8_t *closure)
 // long and an 8-token call 1.39x (BENCHMARKS.md, "Each thread its own
 // share").
 //
-// A share's counter is generation << 32 | next task; a thread takes a task
-// by a compare-and-swap within the generation it was woken for, so a late
-// worker can never take a task of the next job, and a job's fields, written
-// before its generation is published, stay unchanged while any of its tasks
-// is untaken.
+// A share's counter is generation << 32 | next task, and its end is
+// generation << 32 | one past its last task; a thread takes a task by a
+// compare-and-swap within the generation it was woken for, so a late worker
+// can never take a task of the next job, and a job's fields, written before
+// its generation is published, stay unchanged while any of its tasks is
+// untaken. The end carries the generation because the next job rewrites it
+// before the counter: a late worker that read the new, larger end against
+// the old job's spent counter took a task twice and counted it into the
+// next job, whose caller could then return before its own tasks ran (seen
+// under TSan, about one run in five of the pool test).
 class Pool {
 public:
     int run(void *uctx, halide_task_t f, int min, int size, uint8_t *closure) {
@@ -73,7 +78,8 @@ public:
         const int parts = static_cast<int>(shares_.size());
         for (int p = 0; p < parts; ++p) {
             const int lo = static_cast<int>(int64_t{size} * p / parts);
-            shares_[p].end.store(static_cast<int>(int64_t{size} * (p + 1) / parts), std::memory_order_relaxed);
+            const int hi = static_cast<int>(int64_t{size} * (p + 1) / parts);
+            shares_[p].end.store(uint64_t{gen} << 32 | static_cast<uint32_t>(hi), std::memory_order_relaxed);
             shares_[p].next.store(uint64_t{gen} << 32 | static_cast<uint32_t>(lo), std::memory_order_release);
         }
         generation_.store(gen, std::memory_order_seq_cst);
@@ -98,7 +104,7 @@ public:
 private:
     struct alignas(64) Share {
         std::atomic<uint64_t> next{0};  // generation << 32 | the share's next untaken task
-        std::atomic<int> end{0};        // one past the share's last task
+        std::atomic<uint64_t> end{0};   // generation << 32 | one past the share's last task
     };
 
     void start() {
@@ -133,7 +139,10 @@ private:
         uint64_t t = s.next.load(std::memory_order_acquire);
         while (static_cast<uint32_t>(t >> 32) == gen) {
             const int task = static_cast<int>(static_cast<uint32_t>(t));
-            if (task >= s.end.load(std::memory_order_relaxed)) break;
+            // Acquiring `t` of generation `gen` made this job's end visible;
+            // a later generation's end means this job is over.
+            const uint64_t e = s.end.load(std::memory_order_relaxed);
+            if (static_cast<uint32_t>(e >> 32) != gen || task >= static_cast<int>(static_cast<uint32_t>(e))) break;
             halide_task_t f = f_.load(std::memory_order_relaxed);
             void *uctx = uctx_.load(std::memory_order_relaxed);
             uint8_t *closure = closure_.load(std::memory_order_relaxed);
