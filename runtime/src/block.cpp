@@ -4,10 +4,12 @@
 #include "qforge/block.h"
 
 #include "device_scratch.h"
+#include "gate_up.h"
 #include "layer_access.h"
 #include "qforge/pack.h"
 #include "registry.h"
 #include "tensor_views.h"
+#include "weight_memory.h"
 
 namespace qforge {
 
@@ -163,7 +165,10 @@ void FFN::prepare_glu() {
             std::copy(bu.begin(), bu.end(), bias.begin() + ffn_);
         }
     }
-    glu_.weight = std::make_shared<const std::vector<uint8_t>>(pack_gate_up(gate, up, R));
+    auto pairs = std::make_shared<internal::WeightBytes>(2 * packed_bytes(gate.format, gate.out, gate.in, R));
+    internal::pack_gate_up_into(gate, up, R, pairs->data());
+    glu_.weight_bytes = static_cast<int64_t>(pairs->size());
+    glu_.weight = std::shared_ptr<const uint8_t>(pairs, pairs->data());
     glu_.bias = std::move(bias);
     glu_.format = a.format();
     glu_.group_size = a.group_size();
@@ -232,7 +237,7 @@ FFN FFN::plain(std::unique_ptr<Linear> up, std::unique_ptr<Linear> down, Activat
 
 int64_t FFN::memory_bytes() const {
     int64_t b = down_ ? down_->memory_bytes() : 0;
-    if (glu_.weight) b += static_cast<int64_t>(glu_.weight->size() + 4 * glu_.bias.size());
+    if (glu_.weight) b += static_cast<int64_t>(glu_.weight_bytes + 4 * glu_.bias.size());
     for (const auto &l : first_) b += l->memory_bytes();
     return b;
 }
@@ -259,7 +264,7 @@ void FFN::forward(const ConstTensor &x, const Tensor &y, const ForwardOptions &o
         float *h = hidden_scratch(opt, tokens * ffn_);
         Weights w;
         w.format = glu_.format;
-        w.data = glu_.weight->data();
+        w.data = glu_.weight.get();
         w.out = ffn_;
         w.in = hidden_;
         w.group_size = glu_.group_size;

@@ -21,6 +21,7 @@
 #include "qforge/safetensors.h"
 #include "registry.h"
 #include "tensor_views.h"
+#include "weight_memory.h"
 
 namespace qforge {
 
@@ -47,7 +48,7 @@ struct Linear::Impl {
     std::vector<float> bias;
     std::vector<int32_t> input_order;  // act-order (WeightRef::input_order), or empty
     std::vector<uint8_t> dense;       // eager: f32 or f16 [out, in]
-    std::vector<uint8_t> packed;      // fused on the CPU: the packed layout its 8-bit kernels read
+    internal::WeightBytes packed;     // fused on the CPU: the packed layout its 8-bit kernels read
     const void *packed_view = nullptr;  // ... or the caller's (a packed file's) bytes, used as they are
     int pack_rows = 0;
     // A layer built from packed bytes makes the file's layout only when a
@@ -302,7 +303,8 @@ void Linear::release_host() {
     m.w.zeros = nullptr;
     m.w.owner.reset();
     std::vector<float>().swap(m.bias);
-    for (auto *v : {&m.dense, &m.packed, &m.unpacked}) std::vector<uint8_t>().swap(*v);
+    for (auto *v : {&m.dense, &m.unpacked}) std::vector<uint8_t>().swap(*v);
+    internal::WeightBytes().swap(m.packed);
     m.packed_view = nullptr;
     m.host_released = true;
 }
@@ -636,7 +638,7 @@ const std::vector<float> &LayerAccess::bias(const Linear &l) { return l.impl_->b
 void LayerAccess::drop_packed(const Linear &l) {
     auto &m = const_cast<Linear::Impl &>(*l.impl_);
     if (m.packed_view) return;  // a packed file's bytes: the file's, not ours to free
-    std::vector<uint8_t>().swap(m.packed);
+    internal::WeightBytes().swap(m.packed);
     m.pack_rows = 0;
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "qforge/gguf.h"
+#include "gate_up.h"
 #include "registry.h"
 
 namespace qforge {
@@ -447,7 +448,7 @@ void pack_weights(const Weights &w, int rows, void *dst, int threads) {
     for (std::thread &th : pool) th.join();
 }
 
-std::vector<uint8_t> pack_gate_up(const Weights &gate, const Weights &up, int rows, int threads) {
+void internal::pack_gate_up_into(const Weights &gate, const Weights &up, int rows, uint8_t *dst, int threads) {
     if (gate.format != up.format || gate.out != up.out || gate.in != up.in || gate.group_size != up.group_size) {
         fail("gate [" + std::to_string(gate.out) + ", " + std::to_string(gate.in) + "] " + to_string(gate.format) +
              " and up [" + std::to_string(up.out) + ", " + std::to_string(up.in) + "] " + to_string(up.format) +
@@ -455,13 +456,18 @@ std::vector<uint8_t> pack_gate_up(const Weights &gate, const Weights &up, int ro
     }
     const int64_t half = packed_bytes(gate.format, gate.out, gate.in, rows);
     const int64_t tiles = (gate.out + rows - 1) / rows, tile = half / tiles;
-    std::vector<uint8_t> g(half), u(half), out(2 * half);
+    std::vector<uint8_t> g(half), u(half);
     pack_weights(gate, rows, g.data(), threads);
     pack_weights(up, rows, u.data(), threads);
     for (int64_t t = 0; t < tiles; ++t) {
-        std::memcpy(out.data() + 2 * t * tile, g.data() + t * tile, tile);
-        std::memcpy(out.data() + (2 * t + 1) * tile, u.data() + t * tile, tile);
+        std::memcpy(dst + 2 * t * tile, g.data() + t * tile, tile);
+        std::memcpy(dst + (2 * t + 1) * tile, u.data() + t * tile, tile);
     }
+}
+
+std::vector<uint8_t> pack_gate_up(const Weights &gate, const Weights &up, int rows, int threads) {
+    std::vector<uint8_t> out(2 * packed_bytes(gate.format, gate.out, gate.in, rows));
+    internal::pack_gate_up_into(gate, up, rows, out.data(), threads);
     return out;
 }
 

@@ -92,7 +92,8 @@ private:
     void prepare_glu();
     // The gate/up tile pairs of matmul_glu, and what the call needs of them.
     struct Glu {
-        std::shared_ptr<const std::vector<uint8_t>> weight;
+        std::shared_ptr<const uint8_t> weight;  // the pairs' bytes
+        int64_t weight_bytes = 0;
         std::vector<float> bias;  // [2 ffn]: gate's, then up's; empty: none
         Format format = Format::f32;
         int group_size = 0, rows = 0;
