@@ -10,7 +10,19 @@
 namespace qforge::internal {
 namespace {
 
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define QF_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define QF_ASAN 1
+#endif
+
+// Under ASan the weights stay on its heap, whose red zones catch a kernel
+// that reads past its packed bytes; in a chunk it would read the next
+// layer's, in a mapping of its own the rest of a page.
+#if defined(__linux__) && defined(MADV_HUGEPAGE) && !defined(QF_ASAN)
 #define QF_WEIGHT_HUGE_PAGES 1
 
 // Smaller allocations share chunks of this size, so that the layers of a
@@ -85,6 +97,14 @@ Chunks &chunks() {
 
 }  // namespace
 
+bool weights_on_huge_pages() {
+#ifdef QF_WEIGHT_HUGE_PAGES
+    return true;
+#else
+    return false;
+#endif
+}
+
 void *allocate_weight_memory(size_t bytes) {
 #ifdef QF_WEIGHT_HUGE_PAGES
     if (bytes >= kHugePageBytes) return map_aligned(page_rounded(bytes), kHugePageBytes);
@@ -93,7 +113,7 @@ void *allocate_weight_memory(size_t bytes) {
     return ::operator new(bytes);
 }
 
-void free_weight_memory(void *p, size_t bytes) {
+void free_weight_memory(void *p, [[maybe_unused]] size_t bytes) {
     if (!p) return;
 #ifdef QF_WEIGHT_HUGE_PAGES
     if (bytes >= kHugePageBytes) {

@@ -22,6 +22,10 @@ namespace qforge::internal {
 // layers get huge pages too; smaller ones come from operator new.
 inline constexpr size_t kHugePageBytes = size_t{2} << 20;
 
+// False where every size comes from operator new: off Linux, and under
+// ASan, whose heap red zones catch a kernel reading past its weights.
+bool weights_on_huge_pages();
+
 void *allocate_weight_memory(size_t bytes);
 void free_weight_memory(void *p, size_t bytes);
 
