@@ -409,11 +409,16 @@ int pack_rows_for(const std::string &target, Format format, int group_size) {
     return 0;
 }
 
-void pack_weights(const Weights &w, int rows, void *dst, int threads) {
+namespace {
+
+// pack_weights with tile t at dst + t * tile_stride (0: the tiles side by
+// side), so that pack_gate_up can pack each of its halves straight into
+// its place in the tile pairs.
+void pack_tiles(const Weights &w, int rows, uint8_t *out, int64_t tile_stride, int threads) {
     const FormatTraits &t = traits(w.format);
     const PackRow &p = pack_row(w.format);
     if (w.pack_rows) fail("the weight is packed already");
-    if (!w.data || !dst) fail("a null pointer");
+    if (!w.data || !out) fail("a null pointer");
     const int64_t bytes_total = packed_bytes(w.format, w.out, w.in, rows);
     check_group(w);
     if (t.separate_scales && !w.scales) fail(std::string(t.name) + " scales are a null pointer");
@@ -426,11 +431,11 @@ void pack_weights(const Weights &w, int rows, void *dst, int threads) {
     const int64_t stride = w.row_stride ? w.row_stride : row_bytes;
     const int64_t chunk = rows * t.packed_block_bytes;  // one block of one tile
     const int64_t tiles = bytes_total / (chunk * blocks);
-    auto *out = static_cast<uint8_t *>(dst);
+    if (tile_stride == 0) tile_stride = chunk * blocks;
     auto work = [&](int64_t t0, int64_t t1) {
         for (int64_t tile = t0; tile < t1; ++tile) {
             for (int64_t b = 0; b < blocks; ++b) {
-                uint8_t *c = out + (tile * blocks + b) * chunk;
+                uint8_t *c = out + tile * tile_stride + b * chunk;
                 std::memset(c, 0, chunk);  // pad rows of the last tile stay zero
                 for (int r = 0; r < rows; ++r) {
                     const int64_t row = tile * rows + r;
@@ -448,6 +453,12 @@ void pack_weights(const Weights &w, int rows, void *dst, int threads) {
     for (std::thread &th : pool) th.join();
 }
 
+}  // namespace
+
+void pack_weights(const Weights &w, int rows, void *dst, int threads) {
+    pack_tiles(w, rows, static_cast<uint8_t *>(dst), 0, threads);
+}
+
 void internal::pack_gate_up_into(const Weights &gate, const Weights &up, int rows, uint8_t *dst, int threads) {
     if (gate.format != up.format || gate.out != up.out || gate.in != up.in || gate.group_size != up.group_size) {
         fail("gate [" + std::to_string(gate.out) + ", " + std::to_string(gate.in) + "] " + to_string(gate.format) +
@@ -456,13 +467,8 @@ void internal::pack_gate_up_into(const Weights &gate, const Weights &up, int row
     }
     const int64_t half = packed_bytes(gate.format, gate.out, gate.in, rows);
     const int64_t tiles = (gate.out + rows - 1) / rows, tile = half / tiles;
-    std::vector<uint8_t> g(half), u(half);
-    pack_weights(gate, rows, g.data(), threads);
-    pack_weights(up, rows, u.data(), threads);
-    for (int64_t t = 0; t < tiles; ++t) {
-        std::memcpy(dst + 2 * t * tile, g.data() + t * tile, tile);
-        std::memcpy(dst + (2 * t + 1) * tile, u.data() + t * tile, tile);
-    }
+    pack_tiles(gate, rows, dst, 2 * tile, threads);
+    pack_tiles(up, rows, dst + tile, 2 * tile, threads);
 }
 
 std::vector<uint8_t> pack_gate_up(const Weights &gate, const Weights &up, int rows, int threads) {

@@ -1,5 +1,7 @@
 #include "weight_memory.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <unordered_map>
 
@@ -71,7 +73,13 @@ public:
         const uintptr_t base = reinterpret_cast<uintptr_t>(p) / kChunkBytes * kChunkBytes;
         std::lock_guard<std::mutex> lock(mutex_);
         auto it = chunks_.find(base);
-        if (it == chunks_.end() || --it->second.live > 0) return;
+        if (it == chunks_.end()) {
+            // Only WeightAllocator frees here, and its size picks the same
+            // path both ways: a pointer from elsewhere is a bug of ours.
+            std::fprintf(stderr, "qforge: internal error: freeing %p, which no weight chunk holds\n", p);
+            std::abort();
+        }
+        if (--it->second.live > 0) return;
         if (base == current_) {
             it->second.used = 0;  // empty again: the next allocations reuse it from the start
         } else {
