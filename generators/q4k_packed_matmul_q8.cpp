@@ -62,10 +62,17 @@ public:
         // still gives the same bits.
         const bool high16 = f.form == DotForm::u8s8_dot4 && !q5 && !iq4;
         // The weight touch (weight_touch, common.h) starts each sub-block's
-        // dot where the dots are sub-block by sub-block (4-byte forms), so
-        // that a block's prefetches can be spread over them; the pair
-        // form's parts are i16, so there it starts the block's sums.
-        const bool touch_parts = f.form != DotForm::u8s8_pairs;
+        // dot, so that a block's prefetches can be spread over them (a
+        // block's 37 lines in one call wait for the core's fill buffers);
+        // where the parts are not sub-block by sub-block (Q5_K's pairs, in
+        // halves) or are widened pair by pair (IQ4_XS's), and in prefill,
+        // it starts the block's sums. x86-avx2 leaves it off (AMD's cores,
+        // which run the prefetchnta nest, pay for a call's spills); on an
+        // Intel core the x86-avx2 kernel gains 1.18-1.26x with it spread and
+        // 4 streams (BENCHMARKS.md, "x86-avx2 on an Intel core"), a tuning
+        // database's knobs.
+        const bool pairs_i16 = f.form == DotForm::u8s8_pairs && !f.wide_part;
+        const bool touch_parts = f.form != DotForm::u8s8_pairs || (pairs_i16 && !q5 && !knobs().prefill);
 
         // The integer dot of sub-block j = 2 jp + h, in parts of `kp`. Byte
         // b = 4 g + (its place in the group of 4) of a 32-byte chunk.
@@ -113,7 +120,9 @@ public:
                 f.part(kp, r, gq, h, jp, sb, t, n) += f.pair(kp, r, 4 * gq + f.groups, h, jp, sb, t, n);
             } else {
                 f.groups = RDom(0, 8, "groups");
-                f.part(kp, r, h, jp, sb, t, n) = cast<int16_t>(0);
+                f.part(kp, r, h, jp, sb, t, n) =
+                    touch_parts ? cast<int16_t>(weight_touch(weight, PackedKind::q4k, get_target(), knobs(), y.dim(1).min(), 8)(8 * sb + 2 * jp + h, t, n))
+                                : cast<int16_t>(0);
                 f.part(kp, r, h, jp, sb, t, n) += f.pair(kp, r, f.groups, h, jp, sb, t, n);
             }
         } else {
