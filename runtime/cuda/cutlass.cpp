@@ -42,7 +42,7 @@ void cutlass_int4_gemm(const uint8_t *shuffled, const uint16_t *scales_t, int gr
     if (const std::string why = cutlass_int4_shape_absent(out, in, group); !why.empty()) throw Error(op + ": " + why);
     if (ldy % 4) throw Error(op + ": y's row stride " + std::to_string(ldy) + " must be a multiple of 4 floats (TMA)");
 #ifdef QF_HAVE_CUTLASS
-    // Tiles of 32 tokens up to 32 tokens, else of 128: not yet timed (bench/device/RULES.md, "CUTLASS").
+    // Tiles of 32 tokens up to 32 tokens, else of 128: the faster on an H100 (bench/device/RULES.md, "CUTLASS").
     QfCutlassInt4Args a{shuffled, scales_t, x16, bias, y, out, in, tokens, ldy, group, tokens <= 32 ? 32 : 128, 1, stream};
     char err[512] = {0};
     if (qf_cutlass_int4_gemm(&a, err, sizeof err) != 0) throw Error(op + ": " + err);

@@ -468,10 +468,12 @@ void Linear::Impl::run_fused(ConstMatrix x, Matrix y, const ForwardOptions &fo) 
 }
 
 // CUTLASS's int4 x f16 tensor-core GEMM (runtime/cuda) for int4g layers on
-// sm_90, from kCutlassMinTokens tokens when CudaGemm::automatic. 0: only
-// when forced, until a device run has timed it against the Halide kernels
-// and cuBLAS (bench/device/RULES.md, "CUTLASS"; bench/device/goals.py).
-constexpr int64_t kCutlassMinTokens = 0;
+// sm_90, from kCutlassMinTokens tokens when CudaGemm::automatic. Measured on
+// an H100 (bench/device/RULES.md, "CUTLASS"): from 2 tokens it beats the
+// Halide kernels and the dequantize + cuBLAS path on both goal shapes; at
+// one token the Halide decode kernel is 2x faster on 4096 x 14336 and 9%
+// slower on 14336 x 4096, so decode stays Halide's.
+constexpr int64_t kCutlassMinTokens = 2;
 
 bool Linear::Impl::use_cutlass(const ConstMatrix &x, const Matrix &y, const ForwardOptions &fo) const {
     if (!on_device || (fo.cuda_gemm != CudaGemm::automatic && fo.cuda_gemm != CudaGemm::cutlass)) return false;

@@ -72,8 +72,9 @@ struct LayerOptions {
 // CUTLASS's int4 x f16 tensor-core GEMM on an sm_90 GPU (Hopper) for int4g
 // layers (groups of 64 or more, rows and columns multiples of 16), on
 // weights it repacks into its layout at its first call (a second device
-// copy, which memory_bytes() counts); automatic does not pick it yet (no
-// device run has timed it). halide, cublas and cutlass force a path
+// copy, which memory_bytes() counts); automatic picks it from 2 tokens
+// where it can run (measured, bench/device/RULES.md). halide, cublas and
+// cutlass force a path
 // (tuning, benchmarks); host layers ignore it.
 enum class CudaGemm { automatic, halide, cublas, cutlass };
 
