@@ -73,6 +73,10 @@ public:
         // database's knobs.
         const bool pairs_i16 = f.form == DotForm::u8s8_pairs && !f.wide_part;
         const bool touch_parts = f.form != DotForm::u8s8_pairs || (pairs_i16 && !q5 && !knobs().prefill);
+        // The touch that starts sub-block 2 jp + h's part (one of a block's 8 calls).
+        auto part_touch = [&] {
+            return weight_touch(weight, PackedKind::q4k, get_target(), knobs(), y.dim(1).min(), 8)(8 * sb + 2 * jp + h, t, n);
+        };
 
         // The integer dot of sub-block j = 2 jp + h, in parts of `kp`. Byte
         // b = 4 g + (its place in the group of 4) of a 32-byte chunk.
@@ -121,13 +125,12 @@ public:
             } else {
                 f.groups = RDom(0, 8, "groups");
                 f.part(kp, r, h, jp, sb, t, n) =
-                    touch_parts ? cast<int16_t>(weight_touch(weight, PackedKind::q4k, get_target(), knobs(), y.dim(1).min(), 8)(8 * sb + 2 * jp + h, t, n))
-                                : cast<int16_t>(0);
+                    touch_parts ? cast<int16_t>(part_touch()) : cast<int16_t>(0);
                 f.part(kp, r, h, jp, sb, t, n) += f.pair(kp, r, f.groups, h, jp, sb, t, n);
             }
         } else {
             f.dot = RDom(0, 4, 0, 8, "dot");  // byte in the group of 4, group
-            f.part(kp, r, h, jp, sb, t, n) = weight_touch(weight, PackedKind::q4k, get_target(), knobs(), y.dim(1).min(), 8)(8 * sb + 2 * jp + h, t, n);
+            f.part(kp, r, h, jp, sb, t, n) = part_touch();
             f.part(kp, r, h, jp, sb, t, n) += packed_dot_term(f.form, quant(f.dot.x, f.dot.y), act(f.dot.x, f.dot.y));
         }
         const int parts = f.form == DotForm::u8s8_pairs && !f.wide_part ? 2 : 1;
