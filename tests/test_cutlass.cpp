@@ -93,9 +93,20 @@ TEST(CutlassInt4, RepackRefusesOtherShapes) {
     expect_error([&] { internal::cutlass_int4_repack(v, o.data(), so.data(), {}); }, {"int4g"});
 }
 
+// Split-K where the tiles leave most of an H100's 132 SMs idle: a long-K
+// layer of few rows at few tokens; never for a layer that fills them.
+TEST(CutlassInt4, SplitsFillTheMachine) {
+    EXPECT_EQ(internal::cutlass_splits(4096, 14336, 16, 32, 132), 4);    // 32 tiles
+    EXPECT_EQ(internal::cutlass_splits(4096, 14336, 512, 128, 132), 1);  // 128 tiles
+    EXPECT_EQ(internal::cutlass_splits(14336, 4096, 16, 32, 132), 1);    // 112 tiles
+    EXPECT_EQ(internal::cutlass_splits(256, 8192, 2, 32, 132), 8);       // capped
+    EXPECT_EQ(internal::cutlass_splits(272, 384, 2, 32, 132), 1);        // too short a K to split
+}
+
 // The layer path on an sm_90 device, forced and as CudaGemm::automatic picks
 // it, with and without bias, tokens on and off its 32- and 128-token tiles,
-// rows off its 128-row tile, against float64 on the weights the layer holds.
+// rows off its 128-row tile, K split (256x8192, 1024x2048) or not, against
+// float64 on the weights the layer holds.
 TEST(Layers, CudaCutlassInt4g) {
     if (const std::string why = why_no_cuda(); !why.empty()) GTEST_SKIP() << why;
     if (const std::string why = internal::cutlass_absent(); !why.empty()) GTEST_SKIP() << why;
@@ -103,7 +114,7 @@ TEST(Layers, CudaCutlassInt4g) {
         int64_t out, in;
         int group;
     };
-    for (const Case c : {Case{272, 384, 128}, Case{48, 256, 64}, Case{1024, 2048, 128}}) {
+    for (const Case c : {Case{272, 384, 128}, Case{48, 256, 64}, Case{1024, 2048, 128}, Case{256, 8192, 128}}) {
         for (bool with_bias : {true, false}) {
             SCOPED_TRACE(std::to_string(c.out) + "x" + std::to_string(c.in) + " g" + std::to_string(c.group) +
                          (with_bias ? " bias" : ""));

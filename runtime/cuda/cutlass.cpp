@@ -1,8 +1,10 @@
 #include "cutlass.h"
 
+#include <algorithm>
 #include <string>
 
 #include "cuda_device.h"
+#include "device_scratch.h"
 #include "qforge/error.h"
 #ifdef QF_HAVE_CUTLASS
 #include "cutlass_int4g.h"
@@ -35,6 +37,16 @@ std::string cutlass_int4_shape_absent(int64_t out, int64_t in, int group) {
     return "";
 }
 
+int cutlass_splits(int64_t out, int64_t in, int64_t tokens, int tile_tokens, int multiprocessors) {
+    // Split K only where the tiles fill less than half the machine, into
+    // as many splits as fill it, each of at least kMinSplitK columns
+    // (bench/device/RULES.md, "CUTLASS split-K").
+    constexpr int64_t kMinSplitK = 1024, kMaxSplits = 8;
+    const int64_t tiles = (out + 127) / 128 * ((tokens + tile_tokens - 1) / tile_tokens);
+    if (tiles * 2 > multiprocessors) return 1;
+    return static_cast<int>(std::max<int64_t>(1, std::min({multiprocessors / tiles, in / kMinSplitK, kMaxSplits})));
+}
+
 void cutlass_int4_gemm(const uint8_t *shuffled, const uint16_t *scales_t, int group, const uint16_t *x16,
                        const float *bias, float *y, int64_t out, int64_t in, int64_t tokens, int64_t ldy, void *stream) {
     const std::string op = "cutlass_int4_gemm";
@@ -43,7 +55,13 @@ void cutlass_int4_gemm(const uint8_t *shuffled, const uint16_t *scales_t, int gr
     if (ldy % 4) throw Error(op + ": y's row stride " + std::to_string(ldy) + " must be a multiple of 4 floats (TMA)");
 #ifdef QF_HAVE_CUTLASS
     // Tiles of 32 tokens up to 32 tokens, else of 128: the faster on an H100 (bench/device/RULES.md, "CUTLASS").
-    QfCutlassInt4Args a{shuffled, scales_t, x16, bias, y, out, in, tokens, ldy, group, tokens <= 32 ? 32 : 128, 1, stream};
+    const int tile = tokens <= 32 ? 32 : 128;
+    QfCutlassInt4Args a{shuffled, scales_t, x16, bias, y, out, in, tokens, ldy, group, tile, 64, 1,
+                        cutlass_splits(out, in, tokens, tile, cuda_device().multiprocessors), nullptr, 0, stream};
+    a.workspace_bytes = qf_cutlass_int4_workspace(&a);
+    if (a.workspace_bytes) {
+        a.workspace = device_scratch().get(stream, DeviceScratch::cutlass_workspace, a.workspace_bytes);
+    }
     char err[512] = {0};
     if (qf_cutlass_int4_gemm(&a, err, sizeof err) != 0) throw Error(op + ": " + err);
 #else

@@ -23,6 +23,10 @@ std::string cutlass_int4_shape_absent(int64_t out, int64_t in, int group);
 // bytes, `scales_t` [in/group][out] f16 (FORMATS.md, "CUTLASS int4 (sm_90)").
 void cutlass_int4_repack(const Weights &w, uint8_t *shuffled, uint16_t *scales_t, const RunOptions &opt);
 
+// The splits of K a call of this shape runs (1: none), on a device of
+// `multiprocessors` SMs, with tiles of 128 rows x `tile_tokens` tokens.
+int cutlass_splits(int64_t out, int64_t in, int64_t tokens, int tile_tokens, int multiprocessors);
+
 // y [tokens][ldy] = x16 [tokens][in] * W^T (+ bias [out]), f32 accumulation
 // and output, on `stream`. Throws qforge::Error naming the call.
 void cutlass_int4_gemm(const uint8_t *shuffled, const uint16_t *scales_t, int group, const uint16_t *x16,

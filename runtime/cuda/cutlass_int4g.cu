@@ -3,7 +3,10 @@
 // operand upcast in registers, wgmma in f16), with the layer's bias in the
 // epilogue. Our y[tokens][out] = x[tokens][in] * W[out][in]^T is CUTLASS's
 // swapped problem (M = out, N = tokens): the narrow operand must be A for a
-// TMA epilogue (CUTLASS example 55). Weights arrive in the layout of
+// TMA epilogue (CUTLASS example 55). A problem of few tiles (short rows,
+// few tokens, long K) splits K over `splits` thread blocks a tile, which
+// meet in a workspace (CUTLASS's stream-K scheduler in its split-K mode).
+// Weights arrive in the layout of
 // FORMATS.md, "CUTLASS int4 (sm_90)", written by the Halide generator
 // cutlass_int4_shuffle.
 #include "cutlass_int4g.h"
@@ -32,9 +35,9 @@ using LayoutW = cutlass::layout::RowMajor;     // A: out x in, K-major
 using LayoutX = cutlass::layout::ColumnMajor;  // B: in x tokens, K-major
 using LayoutY = cutlass::layout::ColumnMajor;  // D: out x tokens, out fastest
 
-template <int TileN, bool Shuffled>
+template <int TileN, int TileK, bool Shuffled, bool SplitK>
 struct Config {
-    using TileShape = Shape<_128, Int<TileN>, _64>;
+    using TileShape = Shape<_128, Int<TileN>, Int<TileK>>;
     using ClusterShape = Shape<_1, _1, _1>;
     using StrideW = cutlass::detail::TagToStrideA_t<LayoutW>;
     // The shuffled layout puts the 16 nibbles a thread reads for one wgmma
@@ -55,13 +58,16 @@ struct Config {
         float, TileShape, ClusterShape,
         cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
         cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
-    using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+    // The persistent scheduler where K is not split: the stream-K one costs
+    // a workspace and its fix-up even with one split.
+    using Scheduler = std::conditional_t<SplitK, cutlass::gemm::StreamKScheduler, cutlass::gemm::PersistentScheduler>;
+    using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
     using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
-template <int TileN, bool Shuffled>
-int run(const QfCutlassInt4Args &a, char *err, int err_len) {
-    using C = Config<TileN, Shuffled>;
+template <int TileN, int TileK, bool Shuffled, bool SplitK>
+int run(const QfCutlassInt4Args &a, char *err, int err_len, size_t *workspace_bytes) {
+    using C = Config<TileN, TileK, Shuffled, SplitK>;
     using Gemm = typename C::Gemm;
     const int m = static_cast<int>(a.out), n = static_cast<int>(a.tokens), k = static_cast<int>(a.in);
     auto stride_w = cutlass::make_cute_packed_stride(typename C::StrideW{}, make_shape(m, k, 1));
@@ -88,6 +94,15 @@ int run(const QfCutlassInt4Args &a, char *err, int err_len) {
     args.epilogue.thread.alpha = 1.0f;
     args.epilogue.thread.beta = 0.0f;
     args.epilogue.thread.bias_ptr = a.bias;
+    if constexpr (SplitK) {
+        using Mode = cutlass::gemm::kernel::detail::DecompositionMode;
+        args.scheduler.splits = a.splits > 1 ? a.splits : 1;
+        args.scheduler.decomposition_mode = a.splits > 1 ? Mode::SplitK : Mode::Heuristic;
+    }
+    if (workspace_bytes) {
+        *workspace_bytes = Gemm::get_workspace_size(args);
+        return 0;
+    }
     Gemm gemm;
     cutlass::Status s = gemm.can_implement(args);
     if (s != cutlass::Status::kSuccess) {
@@ -96,8 +111,12 @@ int run(const QfCutlassInt4Args &a, char *err, int err_len) {
                       a.group, cutlass::cutlassGetStatusString(s));
         return 1;
     }
-    // The cooperative kernel's workspace is zero bytes without split-K.
-    s = gemm.run(args, nullptr, static_cast<cudaStream_t>(a.stream));
+    if (Gemm::get_workspace_size(args) > a.workspace_bytes) {
+        std::snprintf(err, err_len, "CUTLASS wants %zu bytes of workspace, was given %zu",
+                      Gemm::get_workspace_size(args), a.workspace_bytes);
+        return 1;
+    }
+    s = gemm.run(args, a.workspace, static_cast<cudaStream_t>(a.stream));
     if (s != cutlass::Status::kSuccess) {
         std::snprintf(err, err_len, "CUTLASS GEMM failed: %s (%s)", cutlass::cutlassGetStatusString(s),
                       cudaGetErrorString(cudaGetLastError()));
@@ -108,7 +127,49 @@ int run(const QfCutlassInt4Args &a, char *err, int err_len) {
 
 }  // namespace
 
+namespace {
+
+// The kernel of a call's tile (32 or 128 tokens, K 64).
+template <bool Shuffled, bool SplitK>
+int by_tile(const QfCutlassInt4Args &a, char *err, int err_len, size_t *workspace_bytes) {
+#ifdef QF_CUTLASS_PROBE_TILES
+    // bench/probes/cutlass_int4: tiles of 16 tokens and K tiles of 128 (shuffled only).
+    if constexpr (Shuffled) {
+        if (a.tile_tokens <= 16) {
+            return a.tile_k == 128 ? run<16, 128, true, SplitK>(a, err, err_len, workspace_bytes)
+                                   : run<16, 64, true, SplitK>(a, err, err_len, workspace_bytes);
+        }
+        if (a.tile_k == 128) {
+            return a.tile_tokens <= 32 ? run<32, 128, true, SplitK>(a, err, err_len, workspace_bytes)
+                                       : run<128, 128, true, SplitK>(a, err, err_len, workspace_bytes);
+        }
+    }
+#endif
+    return a.tile_tokens <= 32 ? run<32, 64, Shuffled, SplitK>(a, err, err_len, workspace_bytes)
+                               : run<128, 64, Shuffled, SplitK>(a, err, err_len, workspace_bytes);
+}
+
+// The kernel a call's arguments pick (split-K in the shuffled layout only).
+int dispatch(const QfCutlassInt4Args &a, char *err, int err_len, size_t *workspace_bytes) {
+    if (a.splits != 1) {
+        if (!a.shuffled) {
+            std::snprintf(err, err_len, "split-K needs the shuffled weight layout");
+            return 1;
+        }
+        return by_tile<true, true>(a, err, err_len, workspace_bytes);
+    }
+    return a.shuffled ? by_tile<true, false>(a, err, err_len, workspace_bytes)
+                      : by_tile<false, false>(a, err, err_len, workspace_bytes);
+}
+
+}  // namespace
+
 extern "C" int qf_cutlass_int4_gemm(const QfCutlassInt4Args *a, char *err, int err_len) {
-    if (a->tile_tokens <= 32) return a->shuffled ? run<32, true>(*a, err, err_len) : run<32, false>(*a, err, err_len);
-    return a->shuffled ? run<128, true>(*a, err, err_len) : run<128, false>(*a, err, err_len);
+    return dispatch(*a, err, err_len, nullptr);
+}
+
+extern "C" size_t qf_cutlass_int4_workspace(const QfCutlassInt4Args *a) {
+    size_t bytes = 0;
+    char err[8];
+    return dispatch(*a, err, sizeof err, &bytes) == 0 ? bytes : 0;
 }

@@ -3,6 +3,7 @@
 // runtime's C++ needs no CUDA headers.
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -18,12 +19,21 @@ struct QfCutlassInt4Args {
     int64_t out, in, tokens, ldy;
     int group;
     int tile_tokens;           // 32 or 128: the kernel's tile of tokens
+    int tile_k;                // 64 (the probe's build also takes 128)
     int shuffled;              // weights in the shuffled layout
+    int splits;                // 1: none; > 1: K split over that many thread blocks a tile; 0: CUTLASS's
+                               // stream-K heuristic (both: shuffled layout only)
+    void *workspace;           // device memory for the splits to meet in (qf_cutlass_int4_workspace)
+    size_t workspace_bytes;
     void *stream;              // cudaStream_t
 };
 
 // 0 on success; else 1 with a message in err.
 int qf_cutlass_int4_gemm(const struct QfCutlassInt4Args *args, char *err, int err_len);
+
+// The device bytes `workspace` must hold for these arguments (0 without
+// split-K).
+size_t qf_cutlass_int4_workspace(const struct QfCutlassInt4Args *args);
 
 #ifdef __cplusplus
 }

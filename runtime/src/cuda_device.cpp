@@ -16,6 +16,7 @@ using CUresult = int;
 using CUdevice = int;
 using CUcontext = void *;
 constexpr int kAttrMajor = 75, kAttrMinor = 76;   // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_*
+constexpr int kAttrMultiprocessors = 16;          // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
 constexpr int kPointerMemoryType = 2;             // CU_POINTER_ATTRIBUTE_MEMORY_TYPE
 constexpr unsigned kMemHost = 1, kMemDevice = 2, kMemUnified = 4;
 
@@ -110,6 +111,7 @@ const CudaDevice &cuda_device() {
         c.name = name;
         d.cuDeviceGetAttribute(&c.major, kAttrMajor, dev);
         d.cuDeviceGetAttribute(&c.minor, kAttrMinor, dev);
+        d.cuDeviceGetAttribute(&c.multiprocessors, kAttrMultiprocessors, dev);
         c.present = true;
         return c;
     }();

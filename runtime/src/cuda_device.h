@@ -9,6 +9,7 @@ namespace qforge::internal {
 struct CudaDevice {
     bool present = false;
     int major = 0, minor = 0;   // compute capability
+    int multiprocessors = 0;
     std::string name;
     std::string why_absent;     // set when !present
 };

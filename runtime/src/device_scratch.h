@@ -52,7 +52,8 @@ struct DeviceBuffer {
 // largest size has been seen.
 class DeviceScratch {
 public:
-    enum Use { q8k_planes, f16_weights, f16_activations, ffn_hidden, permuted };  // permuted: act-order x
+    // permuted: act-order x; cutlass_workspace: split-K's partial sums
+    enum Use { q8k_planes, f16_weights, f16_activations, ffn_hidden, permuted, cutlass_workspace };
 
     void *get(void *stream, Use use, size_t bytes) {
         Entry *e = nullptr;

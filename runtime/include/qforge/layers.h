@@ -72,7 +72,8 @@ struct LayerOptions {
 // CUTLASS's int4 x f16 tensor-core GEMM on an sm_90 GPU (Hopper) for int4g
 // layers (groups of 64 or more, rows and columns multiples of 16), on
 // weights it repacks into its layout at its first call (a second device
-// copy, which memory_bytes() counts); automatic picks it from 2 tokens
+// copy, which memory_bytes() counts; split-K's partial sums take a
+// per-thread, per-stream device scratch); automatic picks it from 2 tokens
 // where it can run (measured, bench/device/RULES.md). halide, cublas and
 // cutlass force a path
 // (tuning, benchmarks); host layers ignore it.
