@@ -93,20 +93,37 @@ TEST(CutlassInt4, RepackRefusesOtherShapes) {
     expect_error([&] { internal::cutlass_int4_repack(v, o.data(), so.data(), {}); }, {"int4g"});
 }
 
+// The narrowest tile of tokens that holds the call; K steps of 128 where
+// the groups allow and the tile is more than half full.
+TEST(CutlassInt4, TilesFitTheCall) {
+    auto tile = [](int64_t tokens, int group) {
+        const internal::CutlassTile t = internal::cutlass_tile(tokens, group);
+        return std::make_pair(t.tokens, t.k);
+    };
+    EXPECT_EQ(tile(1, 128), std::make_pair(16, 128));
+    EXPECT_EQ(tile(16, 128), std::make_pair(16, 128));
+    EXPECT_EQ(tile(17, 64), std::make_pair(32, 64));
+    EXPECT_EQ(tile(64, 128), std::make_pair(128, 64));
+    EXPECT_EQ(tile(65, 128), std::make_pair(128, 128));
+    EXPECT_EQ(tile(512, 256), std::make_pair(128, 128));
+    EXPECT_EQ(tile(512, 64), std::make_pair(128, 64));
+}
+
 // Split-K where the tiles leave most of an H100's 132 SMs idle: a long-K
 // layer of few rows at few tokens; never for a layer that fills them.
 TEST(CutlassInt4, SplitsFillTheMachine) {
-    EXPECT_EQ(internal::cutlass_splits(4096, 14336, 16, 32, 132), 4);    // 32 tiles
+    EXPECT_EQ(internal::cutlass_splits(4096, 14336, 16, 16, 132), 4);    // 32 tiles
     EXPECT_EQ(internal::cutlass_splits(4096, 14336, 512, 128, 132), 1);  // 128 tiles
-    EXPECT_EQ(internal::cutlass_splits(14336, 4096, 16, 32, 132), 1);    // 112 tiles
+    EXPECT_EQ(internal::cutlass_splits(14336, 4096, 16, 16, 132), 1);    // 112 tiles
     EXPECT_EQ(internal::cutlass_splits(256, 8192, 2, 32, 132), 8);       // capped
     EXPECT_EQ(internal::cutlass_splits(272, 384, 2, 32, 132), 1);        // too short a K to split
 }
 
 // The layer path on an sm_90 device, forced and as CudaGemm::automatic picks
-// it, with and without bias, tokens on and off its 32- and 128-token tiles,
-// rows off its 128-row tile, K split (256x8192, 1024x2048) or not, against
-// float64 on the weights the layer holds.
+// it, with and without bias, tokens on and off its 16-, 32- and 128-token
+// tiles (K steps of 64 and 128), rows off its 128-row tile, K split
+// (256x8192, 1024x2048) or not, against float64 on the weights the layer
+// holds.
 TEST(Layers, CudaCutlassInt4g) {
     if (const std::string why = why_no_cuda(); !why.empty()) GTEST_SKIP() << why;
     if (const std::string why = internal::cutlass_absent(); !why.empty()) GTEST_SKIP() << why;
@@ -131,7 +148,7 @@ TEST(Layers, CudaCutlassInt4g) {
             r.group_size = c.group;
             auto dev = make_linear("dev", r, b, LayerOptions{Strategy::fused, Memory::cuda});
             const int64_t before = dev->memory_bytes();
-            for (int64_t tokens : {2, 5, 33, 130}) {
+            for (int64_t tokens : {2, 5, 20, 33, 130}) {
                 for (CudaGemm path : {CudaGemm::cutlass, CudaGemm::automatic}) {
                     auto x = random_floats(tokens * c.in);
                     const VariantParam on_device{nullptr, "", "cuda-sm80"};

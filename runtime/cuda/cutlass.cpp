@@ -37,6 +37,15 @@ std::string cutlass_int4_shape_absent(int64_t out, int64_t in, int group) {
     return "";
 }
 
+CutlassTile cutlass_tile(int64_t tokens, int group) {
+    // bench/device/RULES.md, "CUTLASS tiles": the narrowest tile of tokens
+    // that holds the call, and K steps of 128 where a group holds whole
+    // ones, except in a 128-token tile at most half full.
+    const int t = tokens <= 16 ? 16 : tokens <= 32 ? 32 : 128;
+    const bool k128 = group % 128 == 0 && !(t == 128 && tokens <= 64);
+    return {t, k128 ? 128 : 64};
+}
+
 int cutlass_splits(int64_t out, int64_t in, int64_t tokens, int tile_tokens, int multiprocessors) {
     // Split K only where the tiles fill less than half the machine, into
     // as many splits as fill it, each of at least kMinSplitK columns
@@ -54,10 +63,9 @@ void cutlass_int4_gemm(const uint8_t *shuffled, const uint16_t *scales_t, int gr
     if (const std::string why = cutlass_int4_shape_absent(out, in, group); !why.empty()) throw Error(op + ": " + why);
     if (ldy % 4) throw Error(op + ": y's row stride " + std::to_string(ldy) + " must be a multiple of 4 floats (TMA)");
 #ifdef QF_HAVE_CUTLASS
-    // Tiles of 32 tokens up to 32 tokens, else of 128: the faster on an H100 (bench/device/RULES.md, "CUTLASS").
-    const int tile = tokens <= 32 ? 32 : 128;
-    QfCutlassInt4Args a{shuffled, scales_t, x16, bias, y, out, in, tokens, ldy, group, tile, 64, 1,
-                        cutlass_splits(out, in, tokens, tile, cuda_device().multiprocessors), nullptr, 0, stream};
+    const CutlassTile tile = cutlass_tile(tokens, group);
+    QfCutlassInt4Args a{shuffled, scales_t, x16, bias, y, out, in, tokens, ldy, group, tile.tokens, tile.k, 1,
+                        cutlass_splits(out, in, tokens, tile.tokens, cuda_device().multiprocessors), nullptr, 0, stream};
     a.workspace_bytes = qf_cutlass_int4_workspace(&a);
     if (a.workspace_bytes) {
         a.workspace = device_scratch().get(stream, DeviceScratch::cutlass_workspace, a.workspace_bytes);

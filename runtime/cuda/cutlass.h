@@ -23,6 +23,14 @@ std::string cutlass_int4_shape_absent(int64_t out, int64_t in, int group);
 // bytes, `scales_t` [in/group][out] f16 (FORMATS.md, "CUTLASS int4 (sm_90)").
 void cutlass_int4_repack(const Weights &w, uint8_t *shuffled, uint16_t *scales_t, const RunOptions &opt);
 
+// The GEMM's tile for a call of `tokens` tokens on groups of `group`
+// columns: 16, 32 or 128 tokens and a K step of 64 or 128 (measured on an
+// H100, bench/device/RULES.md).
+struct CutlassTile {
+    int tokens, k;
+};
+CutlassTile cutlass_tile(int64_t tokens, int group);
+
 // The splits of K a call of this shape runs (1: none), on a device of
 // `multiprocessors` SMs, with tiles of 128 rows x `tile_tokens` tokens.
 int cutlass_splits(int64_t out, int64_t in, int64_t tokens, int tile_tokens, int multiprocessors);

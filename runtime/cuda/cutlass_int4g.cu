@@ -129,37 +129,38 @@ int run(const QfCutlassInt4Args &a, char *err, int err_len, size_t *workspace_by
 
 namespace {
 
-// The kernel of a call's tile (32 or 128 tokens, K 64).
+// The kernel of a call's tile: 16, 32 or 128 tokens, K 64 or 128.
 template <bool Shuffled, bool SplitK>
 int by_tile(const QfCutlassInt4Args &a, char *err, int err_len, size_t *workspace_bytes) {
-#ifdef QF_CUTLASS_PROBE_TILES
-    // bench/probes/cutlass_int4: tiles of 16 tokens and K tiles of 128 (shuffled only).
-    if constexpr (Shuffled) {
-        if (a.tile_tokens <= 16) {
-            return a.tile_k == 128 ? run<16, 128, true, SplitK>(a, err, err_len, workspace_bytes)
-                                   : run<16, 64, true, SplitK>(a, err, err_len, workspace_bytes);
-        }
-        if (a.tile_k == 128) {
-            return a.tile_tokens <= 32 ? run<32, 128, true, SplitK>(a, err, err_len, workspace_bytes)
-                                       : run<128, 128, true, SplitK>(a, err, err_len, workspace_bytes);
-        }
+    const bool k128 = a.tile_k == 128;
+    if (a.tile_tokens <= 16) {
+        return k128 ? run<16, 128, Shuffled, SplitK>(a, err, err_len, workspace_bytes)
+                    : run<16, 64, Shuffled, SplitK>(a, err, err_len, workspace_bytes);
     }
-#endif
-    return a.tile_tokens <= 32 ? run<32, 64, Shuffled, SplitK>(a, err, err_len, workspace_bytes)
-                               : run<128, 64, Shuffled, SplitK>(a, err, err_len, workspace_bytes);
+    if (a.tile_tokens <= 32) {
+        return k128 ? run<32, 128, Shuffled, SplitK>(a, err, err_len, workspace_bytes)
+                    : run<32, 64, Shuffled, SplitK>(a, err, err_len, workspace_bytes);
+    }
+    return k128 ? run<128, 128, Shuffled, SplitK>(a, err, err_len, workspace_bytes)
+                : run<128, 64, Shuffled, SplitK>(a, err, err_len, workspace_bytes);
 }
 
-// The kernel a call's arguments pick (split-K in the shuffled layout only).
+// The kernel a call's arguments pick. The runtime's weights are always in
+// the shuffled layout; the plain one (tiles of 32 or 128 tokens, K 64) is
+// built for the probe alone (bench/probes/cutlass_int4).
 int dispatch(const QfCutlassInt4Args &a, char *err, int err_len, size_t *workspace_bytes) {
-    if (a.splits != 1) {
-        if (!a.shuffled) {
-            std::snprintf(err, err_len, "split-K needs the shuffled weight layout");
-            return 1;
-        }
-        return by_tile<true, true>(a, err, err_len, workspace_bytes);
+    if (a.shuffled) {
+        return a.splits != 1 ? by_tile<true, true>(a, err, err_len, workspace_bytes)
+                             : by_tile<true, false>(a, err, err_len, workspace_bytes);
     }
-    return a.shuffled ? by_tile<true, false>(a, err, err_len, workspace_bytes)
-                      : by_tile<false, false>(a, err, err_len, workspace_bytes);
+#ifdef QF_CUTLASS_PROBE_TILES
+    if (a.splits == 1 && a.tile_k == 64) {
+        return a.tile_tokens <= 32 ? run<32, 64, false, false>(a, err, err_len, workspace_bytes)
+                                   : run<128, 64, false, false>(a, err, err_len, workspace_bytes);
+    }
+#endif
+    std::snprintf(err, err_len, "this build takes the shuffled weight layout only");
+    return 1;
 }
 
 }  // namespace
