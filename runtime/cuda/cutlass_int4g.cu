@@ -125,10 +125,6 @@ int run(const QfCutlassInt4Args &a, char *err, int err_len, size_t *workspace_by
     return 0;
 }
 
-}  // namespace
-
-namespace {
-
 // The kernel of a call's tile: 16, 32 or 128 tokens, K 64 or 128.
 template <bool Shuffled, bool SplitK>
 int by_tile(const QfCutlassInt4Args &a, char *err, int err_len, size_t *workspace_bytes) {
