@@ -95,9 +95,8 @@ int run(const QfCutlassInt4Args &a, char *err, int err_len, size_t *workspace_by
     args.epilogue.thread.beta = 0.0f;
     args.epilogue.thread.bias_ptr = a.bias;
     if constexpr (SplitK) {
-        using Mode = cutlass::gemm::kernel::detail::DecompositionMode;
-        args.scheduler.splits = a.splits > 1 ? a.splits : 1;
-        args.scheduler.decomposition_mode = a.splits > 1 ? Mode::SplitK : Mode::Heuristic;
+        args.scheduler.splits = a.splits;
+        args.scheduler.decomposition_mode = cutlass::gemm::kernel::detail::DecompositionMode::SplitK;
     }
     if (workspace_bytes) {
         *workspace_bytes = Gemm::get_workspace_size(args);
@@ -146,11 +145,11 @@ int by_tile(const QfCutlassInt4Args &a, char *err, int err_len, size_t *workspac
 // built for the probe alone (bench/probes/cutlass_int4).
 int dispatch(const QfCutlassInt4Args &a, char *err, int err_len, size_t *workspace_bytes) {
     if (a.shuffled) {
-        return a.splits != 1 ? by_tile<true, true>(a, err, err_len, workspace_bytes)
+        return a.splits > 1 ? by_tile<true, true>(a, err, err_len, workspace_bytes)
                              : by_tile<true, false>(a, err, err_len, workspace_bytes);
     }
 #ifdef QF_CUTLASS_PROBE_TILES
-    if (a.splits == 1 && a.tile_k == 64) {
+    if (a.splits <= 1 && a.tile_k == 64) {
         return a.tile_tokens <= 32 ? run<32, 64, false, false>(a, err, err_len, workspace_bytes)
                                    : run<128, 64, false, false>(a, err, err_len, workspace_bytes);
     }

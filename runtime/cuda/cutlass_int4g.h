@@ -21,8 +21,7 @@ struct QfCutlassInt4Args {
     int tile_tokens;           // 16, 32 or 128: the kernel's tile of tokens
     int tile_k;                // 64 or 128: its tile of K (group a multiple of it)
     int shuffled;              // weights in the shuffled layout (the plain one: the probe's build only)
-    int splits;                // 1: none; > 1: K split over that many thread blocks a tile; 0: CUTLASS's
-                               // stream-K heuristic (both: shuffled layout only)
+    int splits;                // > 1: K split over that many thread blocks a tile; else none
     void *workspace;           // device memory for the splits to meet in (qf_cutlass_int4_workspace)
     size_t workspace_bytes;
     void *stream;              // cudaStream_t
