@@ -39,23 +39,7 @@ bool is_arm_cpu(const Halide::Target &t) {
     return t.arch == Halide::Target::ARM && t.bits == 64 && !t.has_gpu_feature();
 }
 
-const ScheduleFamily arm_family = {
-    "arm64",
-    is_arm_cpu,
-    cpu::dequant<kArm>,
-    cpu::group_matmul<kArm>,
-    cpu::q4k_matmul_f32<kArm>,
-    cpu::q8k_quantize<kArm>,
-    cpu::block_matmul_q8<kArm>,
-    cpu::norm_stats<kArm>,
-    arm_dot_form,
-    cpu::q4k_packed_q8<kArm>,
-    cpu::block32_packed_q8<kArm>,
-    cpu::q8_0_quantize<kArm>,
-    cpu::q6k_packed_q8<kArm>,
-    cpu::head_norm<kArm>,
-    cpu::packed_touch<kArm>,
-};
+const ScheduleFamily arm_family = cpu::family<kArm>("arm64", is_arm_cpu, arm_dot_form);
 const RegisterScheduleFamily registered{&arm_family};
 
 }  // namespace

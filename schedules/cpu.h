@@ -777,4 +777,25 @@ void block32_packed_q8(PackedBlock32Funcs &f, const Target &t, const Knobs &k) {
                k.prefill ? 1 : pick(k.chains, D.packed_decode_chains), V, f.wide_part);
 }
 
+// A CPU family's schedules: cpu.h's, with the defaults D (one table per
+// family, or per kind of core within one: x86's kZen).
+template <const Tuning &D>
+ScheduleFamily family(const char *name, bool (*matches)(const Target &), DotForm (*dot_form)(const Target &)) {
+    return {name,
+            matches,
+            dequant<D>,
+            group_matmul<D>,
+            q4k_matmul_f32<D>,
+            q8k_quantize<D>,
+            block_matmul_q8<D>,
+            norm_stats<D>,
+            dot_form,
+            q4k_packed_q8<D>,
+            block32_packed_q8<D>,
+            q8_0_quantize<D>,
+            q6k_packed_q8<D>,
+            head_norm<D>,
+            packed_touch<D>};
+}
+
 }  // namespace qforge::cpu

@@ -120,6 +120,30 @@ constexpr cpu::Tuning kX86 = {
     /*packed_prefill_touch=*/{{0, 0, 0}, {1, 0, 0}},
 };
 
+// AMD's cores with AVX-512 (x86-zen4, and host builds that Halide tunes for
+// a Zen core): x86's defaults but for packed Q4_K and Q6_K decode. One Q4_K stream where
+// Intel's Xeon wanted four, and no weight touch: the runtime skips it on AMD
+// (its call returns at once), and its call sites spill the accumulators
+// (Q4_K's hottest loop at one stream: 357 instructions and 137 stack
+// references a super-block with them, 246 and 0 without). Measured on a
+// 2-core EPYC 9004 (Zen 4), 4096x4096 from DRAM, one thread, scripts/
+// tune.py --try against the x86 defaults (4 interleaved rounds, medians):
+// Q4_K 0.90 ms -> 0.45 with one stream, 0.42 with one stream and no touch
+// (two streams 1.50x, prefetchnta 1-4 blocks ahead 0.78-0.81x); Q6_K 1.63 ->
+// 1.12 without the touch (one stream 1.23x, both 1.12x); the 32-blocks
+// (int4g g32) 0.38 ms, within 1% either way without the touch or with one
+// stream, 0.82x with two. They keep x86's touch sites: through the layers
+// (qforge_compare, decode, one thread, 4 shapes) int4g g32 was 4-9% slower
+// without them. Prefill keeps x86's too: without its touch sites 8 tokens
+// (two threads) moved by -9% to +6%, no clear change.
+constexpr cpu::Tuning zen_tuning() {
+    cpu::Tuning t = kX86;
+    t.packed_decode_streams.wide = {1, 2, 4};
+    t.packed_decode_touch.wide = {0, 0, kX86.packed_decode_touch.wide.block32};
+    return t;
+}
+constexpr cpu::Tuning kZen = zen_tuning();
+
 // Halide 21 emits vpdpbusd only for targets with avx512_zen4 (or
 // avx512_sapphirerapids); every other x86 target takes vpmaddubsw.
 DotForm x86_dot_form(const Halide::Target &t) {
@@ -132,23 +156,20 @@ bool is_x86_cpu(const Halide::Target &t) {
     return t.arch == Halide::Target::X86 && !t.has_gpu_feature();
 }
 
-const ScheduleFamily x86_family = {
-    "x86",
-    is_x86_cpu,
-    cpu::dequant<kX86>,
-    cpu::group_matmul<kX86>,
-    cpu::q4k_matmul_f32<kX86>,
-    cpu::q8k_quantize<kX86>,
-    cpu::block_matmul_q8<kX86>,
-    cpu::norm_stats<kX86>,
-    x86_dot_form,
-    cpu::q4k_packed_q8<kX86>,
-    cpu::block32_packed_q8<kX86>,
-    cpu::q8_0_quantize<kX86>,
-    cpu::q6k_packed_q8<kX86>,
-    cpu::head_norm<kX86>,
-    cpu::packed_touch<kX86>,
-};
+// A target Halide tunes for one of AMD's Zen cores (tune_znver1..5).
+bool is_zen_cpu(const Halide::Target &t) {
+    using P = Halide::Target::Processor;
+    switch (t.processor_tune) {
+        case P::ZnVer1: case P::ZnVer2: case P::ZnVer3: case P::ZnVer4: case P::ZnVer5: return is_x86_cpu(t);
+        default: return false;
+    }
+}
+
+// Registered first: schedule_family_for takes the first family that matches.
+const ScheduleFamily zen_family = cpu::family<kZen>("x86-zen", is_zen_cpu, x86_dot_form);
+const RegisterScheduleFamily zen_registered{&zen_family};
+
+const ScheduleFamily x86_family = cpu::family<kX86>("x86", is_x86_cpu, x86_dot_form);
 const RegisterScheduleFamily registered{&x86_family};
 
 }  // namespace

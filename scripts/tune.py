@@ -13,7 +13,8 @@ targets/knobs.json allows for the kernel's generator and mode) it:
      by round with the build's own kernel, so that the machine's noise
      cancels in the per-round ratio.
 The search: the default, a few seeded random candidates, then coordinate
-descent from the best (one knob at a time, every legal value). A progress
+descent from the best (one knob at a time, every legal value); with --try,
+only the candidates given (an A/B of a knob on this machine). A progress
 line shows the best so far; --budget bounds the time; results go to a state
 file as they come, so a second run with the same arguments resumes.
 With --class small|large (targets/knobs.json's shape classes) the search
@@ -41,6 +42,7 @@ Example:
   scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --target x86-avx512-vnni --budget 900
   scripts/tune.py --build build-cuda --kernel q4k_matvec_f32 --target cuda-sm86 --device-dir .device/tune
   scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --class small --budget 600
+  scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --try streams=1 --try streams=1,touch=-1
   scripts/tune.py --build build --kernel q4k_matvec_q8_x16 --autoschedulers all
 """
 import glob
@@ -335,6 +337,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds per candidate (the order alternates)")
     ap.add_argument("--random", type=int, default=4, help="seeded random candidates before the descent")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--try", dest="tries", action="append", default=[], metavar="KNOB=V[,KNOB=V]",
+                    help="time this candidate against the default (repeatable); with --try only these are "
+                         "measured (no random candidates, no descent), then confirmed and checked as a winner is")
     ap.add_argument("--min-gain", type=float, default=1.03, help="a winner must beat the default by this ratio")
     ap.add_argument("--db", default=None, help="the tuning database to add the winner to")
     ap.add_argument("--dry-run", action="store_true", help="print the kernel, its knob space and stop")
@@ -377,6 +382,15 @@ def main():
     print(f"tune: {a.kernel} on {a.target} ({k.function}, generator {k.generator}, {k.mode}); "
           f"{a.shape}, {tokens} tokens, {a.threads} threads")
     print("tune: knobs " + ", ".join(f"{n} {v}" for n, v in space.items()))
+    tries = []  # --try's candidates, checked against the space before anything is built
+    for t in a.tries:
+        knobs = {}
+        for kv in filter(None, t.split(",")):
+            n, _, v = kv.partition("=")
+            if n not in space or not v.lstrip("-").isdigit() or int(v) not in space[n]:
+                sys.exit(f"tune: --try {t}: {kv} is not in the knob space ({space})")
+            knobs[n] = int(v)
+        tries.append(knobs)
     if a.dry_run:
         return 0
 
@@ -476,12 +490,15 @@ def main():
     rng = random.Random(a.seed)
     names = sorted(space)
     queue = [{}]
-    for _ in range(a.random):
+    queue += tries
+    for _ in range(0 if a.tries else a.random):
         queue.append({n: rng.choice(space[n]) for n in names if rng.random() < 0.5})
     try:
         descended = set()
         while time.time() - start < a.budget:
             if not queue:
+                if a.tries:
+                    break  # only the candidates asked for
                 b = best()
                 center = b["knobs"] if b else {}
                 if key(center) in descended:

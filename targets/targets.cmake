@@ -11,6 +11,11 @@
 # entries are ordered best first too: the runtime runs the first one whose
 # compute capability the device has.
 set(QF_TARGETS
+    # AMD's cores (Zen 4 and later) at the same level, with schedules of
+    # their own (schedules/x86.cpp, kZen): "amd" is the CPU's vendor, which
+    # Halide's multitarget dispatch cannot see, so "auto" libraries leave
+    # this entry out (the registry's dispatch, QF_VARIANTS=all, picks it).
+    "x86-zen4|x86|x86-64-linux-tune_znver4-sse41-avx-avx2-fma-f16c-avx512-avx512_skylake-avx512_cannonlake-avx512_zen4|sse4.1 avx avx2 fma f16c avx512f avx512cd avx512bw avx512dq avx512vl avx512ifma avx512vbmi avx512vbmi2 avx512vnni avx512bitalg avx512vpopcntdq avx512bf16 amd|vpdpbusd"
     "x86-avx512-vnni|x86|x86-64-linux-sse41-avx-avx2-fma-f16c-avx512-avx512_skylake-avx512_cannonlake-avx512_zen4|sse4.1 avx avx2 fma f16c avx512f avx512cd avx512bw avx512dq avx512vl avx512ifma avx512vbmi avx512vbmi2 avx512vnni avx512bitalg avx512vpopcntdq avx512bf16|vpdpbusd"
     "x86-avx512|x86|x86-64-linux-sse41-avx-avx2-fma-f16c-avx512-avx512_skylake|sse4.1 avx avx2 fma f16c avx512f avx512cd avx512bw avx512dq avx512vl|vpmaddubsw vpmaddwd"
     "x86-avx2|x86|x86-64-linux-sse41-avx-avx2-fma-f16c|sse4.1 avx avx2 fma f16c|vpmaddubsw vpmaddwd"

@@ -104,6 +104,26 @@ TEST(Registry, DispatchPicksARunnableTarget) {
     EXPECT_TRUE(cpu_can_run(fallback)) << fallback;
 }
 
+// x86-zen4 is x86-avx512-vnni for AMD's cores: the same instructions and
+// features plus the vendor, listed first, so that the registry gives AMD's
+// CPUs their own schedules and every other CPU the generic ones.
+TEST(Registry, VendorTargetsAddOnlyTheVendor) {
+    const internal::TargetRow *zen = nullptr, *vnni = nullptr;
+    for (const auto &t : internal::target_rows()) {
+        if (std::string(t.name) == "x86-zen4") zen = &t;
+        if (std::string(t.name) == "x86-avx512-vnni") vnni = &t;
+    }
+    if (!zen) GTEST_SKIP() << "no x86 targets in this build";
+    ASSERT_NE(vnni, nullptr);
+    EXPECT_LT(zen, vnni) << "x86-zen4 must come first, or the registry never picks it";
+    EXPECT_EQ(std::string(zen->features), std::string(vnni->features) + " amd");
+    EXPECT_STREQ(zen->dot, vnni->dot);
+    EXPECT_EQ(cpu_can_run("x86-zen4"), cpu_can_run("x86-avx512-vnni") && internal::machine_has("amd"));
+    if (cpu_can_run("x86-avx512-vnni")) {
+        EXPECT_EQ(dispatched_target(), internal::machine_has("amd") ? "x86-zen4" : "x86-avx512-vnni");
+    }
+}
+
 TEST(Registry, CudaVariantsAreBuilt) {
     if (!cuda_built()) GTEST_SKIP() << kNoCudaBuilt;
     int n = 0;

@@ -21,6 +21,8 @@
 namespace qforge::internal {
 namespace {
 
+std::string cpu_vendor();
+
 std::map<std::string, bool> detect() {
     std::map<std::string, bool> f;
 #if defined(__x86_64__)
@@ -57,6 +59,9 @@ std::map<std::string, bool> detect() {
     unsigned a71 = 0, b71 = 0, c71 = 0, d71 = 0;
     __get_cpuid_count(7, 1, &a71, &b71, &c71, &d71);
     f["avx512bf16"] = zmm && ((a71 >> 5) & 1);
+    // The vendor as a feature: targets.cmake's x86-zen4 needs it.
+    const std::string v = cpu_vendor();
+    f["amd"] = v == "AuthenticAMD" || v == "HygonGenuine";
 #elif defined(__aarch64__)
     const unsigned long hwcap = getauxval(AT_HWCAP);
     f["asimd"] = hwcap & HWCAP_ASIMD;

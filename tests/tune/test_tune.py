@@ -110,6 +110,15 @@ class Tune(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("generator q4k_packed_matmul_q8, decode", p.stdout)
         self.assertIn("chains [1, 2, 4]", p.stdout)
+        # --try: candidates checked against the knob space before anything is built.
+        base = [sys.executable, os.path.join(ROOT, "scripts", "tune.py"), "--build", BUILD, "--kernel",
+                rows[0]["kernel"], "--target", rows[0]["target"], "--dry-run"]
+        p = subprocess.run(base + ["--try", "streams=1,touch=-1", "--try", "chains=4"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for bad in ("streams=5", "no_knob=1", "streams=one"):
+            p = subprocess.run(base + ["--try", bad], capture_output=True, text=True)
+            self.assertNotEqual(p.returncode, 0, bad)
+            self.assertIn("is not in the knob space", p.stderr, bad)
         p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "tune.py"), "--build", BUILD, "--kernel",
                             "no_such_kernel", "--dry-run"], capture_output=True, text=True)
         self.assertNotEqual(p.returncode, 0)
