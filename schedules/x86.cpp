@@ -121,25 +121,28 @@ constexpr cpu::Tuning kX86 = {
 };
 
 // AMD's cores with AVX-512 (x86-zen4, and host builds that Halide tunes for
-// a Zen core): x86's defaults but for packed Q4_K and Q6_K decode. One Q4_K stream where
-// Intel's Xeon wanted four, and no weight touch: the runtime skips it on AMD
-// (its call returns at once), and its call sites spill the accumulators
-// (Q4_K's hottest loop at one stream: 357 instructions and 137 stack
-// references a super-block with them, 246 and 0 without). Measured on a
-// 2-core EPYC 9004 (Zen 4), 4096x4096 from DRAM, one thread, scripts/
-// tune.py --try against the x86 defaults (4 interleaved rounds, medians):
-// Q4_K 0.90 ms -> 0.45 with one stream, 0.42 with one stream and no touch
-// (two streams 1.50x, prefetchnta 1-4 blocks ahead 0.78-0.81x); Q6_K 1.63 ->
-// 1.12 without the touch (one stream 1.23x, both 1.12x); the 32-blocks
-// (int4g g32) 0.38 ms, within 1% either way without the touch or with one
-// stream, 0.82x with two. They keep x86's touch sites: through the layers
-// (qforge_compare, decode, one thread, 4 shapes) int4g g32 was 4-9% slower
-// without them. Prefill keeps x86's too: without its touch sites 8 tokens
-// (two threads) moved by -9% to +6%, no clear change.
+// a Zen core): x86's defaults but for packed Q4_K decode (and Q5_K and
+// IQ4_XS, which share its defaults). One stream where Intel's Xeon wanted
+// four, and no weight touch: the runtime skips it on AMD (its call returns
+// at once), and its call sites spill the accumulators (Q4_K's hottest loop
+// at one stream: 357 instructions and 137 stack references a super-block
+// with them, 246 and 0 without). Measured on a 2-core EPYC 9004 (Zen 4),
+// 4096x4096 from DRAM, one thread, scripts/tune.py --try against the x86
+// defaults (4 interleaved rounds, medians): Q4_K 0.90 ms -> 0.45 with one
+// stream, 0.42 with one stream and no touch (two streams 1.50x, prefetchnta
+// 1-4 blocks ahead 0.78-0.81x); Q5_K and IQ4_XS with x86's defaults 0.35x
+// and 0.47x of these. Not taken: Q6_K without the touch sites, 1.47x faster
+// (1.63 -> 1.12 ms; one stream 1.23x, both 1.12x), since Q3_K and Q2_K,
+// which share its defaults, were 1.17x and 1.33x slower so (cpu::Tuning has
+// no default per format); the 32-blocks (int4g g32, 0.38 ms) within 1%
+// either way without the touch or with one stream, 0.82x with two, and
+// through the layers (qforge_compare, decode, one thread, 4 shapes) 4-9%
+// slower without the touch sites; prefill without them, 8 tokens on two
+// threads, -9% to +6%.
 constexpr cpu::Tuning zen_tuning() {
     cpu::Tuning t = kX86;
-    t.packed_decode_streams.wide = {1, 2, 4};
-    t.packed_decode_touch.wide = {0, 0, kX86.packed_decode_touch.wide.block32};
+    t.packed_decode_streams.wide.q4k = 1;
+    t.packed_decode_touch.wide.q4k = 0;
     return t;
 }
 constexpr cpu::Tuning kZen = zen_tuning();
