@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
@@ -64,7 +65,9 @@ void run_kernel(benchmark::State &state, const KernelRow *row, std::string targe
     const KernelRow &r = *row;
     // A glu row reads a gate and an up tile per output tile: twice the bytes for s.out outputs.
     const int64_t bytes = (r.epi == Epi::glu ? 2 : 1) * weight_bytes(r.format, s.out, s.in, r.group);
-    const size_t copies = std::getenv("QF_BENCH_CACHED")
+    // Set and not "0" (QF_BENCH_CACHED=0 once timed cached weights as if from DRAM).
+    const char *cached = std::getenv("QF_BENCH_CACHED");
+    const size_t copies = cached && *cached && std::strcmp(cached, "0") != 0
                               ? 1
                               : std::max<size_t>(1, std::min<size_t>(64, kRotateBytes / static_cast<size_t>(bytes)));
     const bench::RandomWeights one = bench::random_weights(r.format, s.out, s.in, r.group);
