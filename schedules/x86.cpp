@@ -128,8 +128,8 @@ constexpr cpu::Tuning kX86 = {
 // at one stream: 357 instructions and 137 stack references a super-block
 // with them, 246 and 0 without). Measured on a 2-core EPYC 9004 (Zen 4),
 // 4096x4096 from DRAM, one thread, scripts/tune.py --try against the x86
-// defaults (4 interleaved rounds, medians): Q4_K 0.90 ms -> 0.45 with one
-// stream, 0.42 with one stream and no touch (two streams 1.50x, prefetchnta
+// defaults (4 interleaved rounds, medians; two runs): Q4_K 0.85 ms -> 0.45
+// with one stream, 0.90 -> 0.42 with one stream and no touch (two streams 1.50x, prefetchnta
 // 1-4 blocks ahead 0.78-0.81x); Q5_K and IQ4_XS with x86's defaults 0.35x
 // and 0.47x of these. Not taken: Q6_K without the touch sites, 1.47x faster
 // (1.63 -> 1.12 ms; one stream 1.23x, both 1.12x), since Q3_K and Q2_K,

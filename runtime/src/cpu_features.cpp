@@ -93,8 +93,7 @@ std::atomic<int> forced_prefetch{-1};
 bool cpu_prefetch() {
     static const bool chosen = [] {
         if (const char *e = std::getenv("QF_PREFETCH"); e && *e) return std::strcmp(e, "0") != 0;
-        const std::string v = cpu_vendor();
-        return v == "AuthenticAMD" || v == "HygonGenuine";
+        return machine_has("amd");
     }();
     const int f = forced_prefetch.load(std::memory_order_relaxed);
     return f < 0 ? chosen : f != 0;
