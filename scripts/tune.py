@@ -394,6 +394,15 @@ def main():
     if a.dry_run:
         return 0
 
+    # Before anything is rebuilt (minutes): a shape qforge_bench does not
+    # time this kernel on would only fail after the default's rebuild.
+    bench = os.path.join(a.build, "bench", "qforge_bench")
+    if not os.path.exists(bench):
+        sys.exit(f"tune: {bench} is missing (configure the build with -DQF_BENCH=ON)")
+    shapes = bench_shapes(bench, a.kernel, a.target)
+    if a.shape not in shapes:
+        sys.exit(f"tune: --shape {a.shape}: qforge_bench times {a.kernel} on {a.target} on "
+                 + (", ".join(shapes) if shapes else "no shape (is the build's qforge_bench current?)"))
     workdir = os.path.join(a.build, "tune")
     os.makedirs(workdir, exist_ok=True)
     # One tuner per build: each regenerates kernel objects and relinks the

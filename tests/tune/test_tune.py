@@ -119,6 +119,12 @@ class Tune(unittest.TestCase):
             p = subprocess.run(base + ["--try", bad], capture_output=True, text=True)
             self.assertNotEqual(p.returncode, 0, bad)
             self.assertIn("is not in the knob space", p.stderr, bad)
+        # A shape that qforge_bench does not time: a clear error at once, not
+        # after the minutes of rebuilding the default.
+        p = subprocess.run(base[:-1] + ["--shape", "qwen3-0.6b.q", "--try", "chains=4"], capture_output=True, text=True,
+                           timeout=60)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertTrue("--shape qwen3-0.6b.q: qforge_bench times" in p.stderr or "is missing" in p.stderr, p.stderr)
         p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "tune.py"), "--build", BUILD, "--kernel",
                             "no_such_kernel", "--dry-run"], capture_output=True, text=True)
         self.assertNotEqual(p.returncode, 0)
