@@ -424,15 +424,20 @@ def main():
     # resume only where the default object is the same.
     with open(os.path.join(a.build, "targets", f"{k.function}.o"), "rb") as f:
         default_object = hashlib.sha256(f.read()).hexdigest()
-    state = {"results": {}, "default_object": default_object}
+    # Nor where it was timed in another number of rounds: asked for more
+    # rounds, a rerun wants new measurements, not the old ones.
+    state = {"results": {}, "default_object": default_object, "rounds": a.rounds}
     if os.path.exists(state_path):
         with open(state_path) as f:
             old = json.load(f)
-        if old.get("default_object") == default_object:
+        if old.get("default_object") != default_object:
+            print(f"tune: {state_path} was measured against another build of the kernel; starting afresh")
+        elif old.get("rounds") != a.rounds:
+            print(f"tune: {state_path} was measured in {old.get('rounds', 'another number of')} rounds, not "
+                  f"{a.rounds}; starting afresh")
+        else:
             state = old
             print(f"tune: resuming, {len(state['results'])} candidates measured already ({state_path})")
-        else:
-            print(f"tune: {state_path} was measured against another build of the kernel; starting afresh")
     shutil.copy2(os.path.join(a.build, "bench", "qforge_bench"), base_bench)
     bench_ms(base_bench, filt, 1)  # the filter matches exactly one benchmark, or stop here
 
