@@ -170,6 +170,7 @@ public:
     GeneratorParam<int> touch_calls{"touch_calls", 0};   // packed CPU: calls a block's touch is spread over
     GeneratorParam<int> chains{"chains", 0};             // packed CPU decode: accumulator chains of one block's dot
     GeneratorParam<int> streams{"streams", 0};           // packed CPU: row tiles whose weights are read side by side
+    GeneratorParam<std::string> shape_class{"shape_class", ""};  // the calls it serves (Knobs::shape_class)
     // true: the activations pass through RMSNorm or LayerNorm first (see
     // activations()), and the kernel takes four more inputs after its own:
     // norm_weight [in], norm_bias [in], layer_norm (subtract the mean), eps.
@@ -367,6 +368,7 @@ protected:
         k.streams = streams;
         k.touch = touch;
         k.touch_calls = touch_calls;
+        k.shape_class = shape_class;
         return k;
     }
 

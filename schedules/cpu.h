@@ -77,6 +77,13 @@ struct Tuning {
     // streams a task's weights from DRAM; the later token tiles find them
     // in L2), one call a block.
     PerPackedByWidth packed_prefill_touch;
+    // Decode: row tiles computed together in the variants built for calls
+    // of the "short" shape class (small layers of rows under 2048 columns,
+    // targets/knobs.json; a target builds them where targets.cmake's
+    // QF_CLASS_VARIANTS says so); 0: as packed_decode_streams. A stream per
+    // tile pays its start (the prefetchers' training) once per row, so
+    // short rows may want fewer.
+    PerPackedByWidth packed_decode_streams_short = {};
 };
 
 using namespace Halide;
@@ -506,9 +513,12 @@ inline int by_width(const ByWidth &k, const Target &t) { return wide_target(t) ?
 // A PerPackedByWidth knob's values for this target.
 inline const PerPacked &by_width(const PerPackedByWidth &k, const Target &t) { return wide_target(t) ? k.wide : k.narrow; }
 
-// A packed family's streams default in k's mode on target t.
+// A packed family's streams default in k's mode (and shape class) on target t.
 template <const Tuning &D>
 int packed_streams(PackedKind kind, const Knobs &k, const Target &t) {
+    if (!k.prefill && k.shape_class == "short") {
+        if (const int s = by_width(D.packed_decode_streams_short, t).of(kind); s > 0) return s;
+    }
     return (k.prefill ? D.packed_prefill_streams : by_width(D.packed_decode_streams, t)).of(kind);
 }
 

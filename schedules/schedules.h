@@ -7,6 +7,7 @@
 
 #include "Halide.h"
 
+#include <string>
 #include <vector>
 
 namespace qforge {
@@ -25,6 +26,10 @@ struct Knobs {
     int streams = 0;   // packed CPU: row tiles computed together, their weights read side by side
     int touch = 0;     // packed CPU decode: blocks the prefetcht0 of a tile's weights runs ahead; -1: none
     int touch_calls = 0;  // packed CPU decode: calls a block's touch is spread over (at most the kernel's pieces)
+    // The shape class (targets/knobs.json) this variant serves, where the
+    // target builds one for it (targets.cmake, QF_CLASS_VARIANTS); "": every
+    // call. A family's defaults may differ by class (cpu::Tuning).
+    std::string shape_class;
 };
 
 // Any weight format -> f32: out(c, r). Runs of `block` columns share their

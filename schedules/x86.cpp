@@ -139,10 +139,22 @@ constexpr cpu::Tuning kX86 = {
 // through the layers (qforge_compare, decode, one thread, 4 shapes) 4-9%
 // slower without the touch sites; prefill without them, 8 tokens on two
 // threads, -9% to +6%.
+// The 32-blocks' decode on short rows (shape class "short": layers under
+// 4M weights, rows under 2048 columns; the variants targets.cmake builds
+// for it): one stream. A tile's row of 1024 columns is 9 KB, and four
+// streams of 9 KB restart the prefetchers every 36 KB. int4g g32 against
+// x86's four streams (scripts/tune.py --try, interleaved rounds, the
+// 2-core EPYC 9004): qwen3-0.6b q 2048x1024 1.53-1.61x and 1.65x (8
+// rounds) faster on one thread, 1.37x (1.28-1.55) on two. Longer rows keep
+// four: one stream lost on qwen3-0.6b o 1024x2048 (0.85x, one thread),
+// down 1024x3072 (0.95x, two) and llama-3.1-8b q (0.90-0.92x; 0.84x on
+// two); eight won on one thread (1.14-1.26x) but not on two (0.96-1.15x,
+// and 5-18% slower through the layers on three of four shapes).
 constexpr cpu::Tuning zen_tuning() {
     cpu::Tuning t = kX86;
     t.packed_decode_streams.wide.q4k = 1;
     t.packed_decode_touch.wide.q4k = 0;
+    t.packed_decode_streams_short.wide.block32 = 1;
     return t;
 }
 constexpr cpu::Tuning kZen = zen_tuning();

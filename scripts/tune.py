@@ -17,11 +17,15 @@ descent from the best (one knob at a time, every legal value); with --try,
 only the candidates given (an A/B of a knob on this machine). A progress
 line shows the best so far; --budget bounds the time; results go to a state
 file as they come, so a second run with the same arguments resumes.
-With --class small|large (targets/knobs.json's shape classes) the search
+With --class small|short|large (targets/knobs.json's shape classes) the search
 runs on a layer of that class and the winner must not lose on any layer of
 it; its entry holds for that class's calls only (the build generates the
 kernel once more for it, and calls pick by their weights' size), so small
-and large layers keep knobs of their own.
+and large layers keep knobs of their own. Its candidates are built as the
+class's variant is (shape_class=CLASS: the schedules' defaults for the
+class where the target has its own, e.g. x86-zen4's small 32-block decode,
+under the knobs a candidate sets); the default it is timed against is the
+kernel's own variant.
 At the end the build's own object is restored, and the winner (if it beats
 the default by more than --min-gain) is written to the tuning database
 (--db, default schedules/tuned/<this cpu>.json) with the CPU, its features,
@@ -119,8 +123,12 @@ def halide_version():
 class Kernel:
     """One variant of the build: its generator command, test filter and benchmark filter."""
 
-    def __init__(self, build, kernel, target, ninja):
+    def __init__(self, build, kernel, target, ninja, shape_class=None):
         self.build, self.kernel, self.target, self.ninja = build, kernel, target, ninja
+        # A candidate for a shape class is built as the build builds that
+        # class's variant: with shape_class=CLASS (the schedules' defaults
+        # for the class, under the knobs it sets).
+        self.shape_class = shape_class
         self.cuda = target.startswith("cuda")
         qforge = os.path.join(build, "runtime", "qforge")
         info = json.loads(sh([qforge, "targets", "--json"], check=True).stdout)
@@ -159,8 +167,14 @@ class Kernel:
             space.pop("prefetch", None)  # this CPU runs the loop nest without it: the knob changes nothing here
         return {k: v for k, v in space.items() if v}
 
-    def generate(self, knobs):
+    def restore(self):
+        """The build's own object of the kernel (no candidate's knobs, no class)."""
+        return self.generate({}, candidate=False)
+
+    def generate(self, knobs, candidate=True):
         extra = " ".join(f"{k}={v}" for k, v in sorted(knobs.items()))
+        if candidate and self.shape_class:
+            extra += f" shape_class={self.shape_class}"
         if "autoscheduler" in knobs:
             extra += " -p " + autoscheduler_plugin(knobs["autoscheduler"])
         p = sh(f"{self.command} {extra}")
@@ -207,11 +221,13 @@ def bench_shapes(binary, kernel, target):
     return shapes
 
 
-def shape_classes():
-    """targets/knobs.json's shape classes: name -> [from, below) in weight elements (out x in)."""
+def shape_classes(refining=True):
+    """targets/knobs.json's shape classes: name -> (from, below) in weight elements (out x in), and
+    below that many columns (in) for a class that refines another (without `refining`: the others only)."""
     with open(os.path.join(ROOT, "targets", "knobs.json")) as f:
         c = json.load(f)["shape_classes"]
-    return {n: (v["from"], v["below"]) for n, v in c.items() if n != "about"}
+    return {n: (v["from"], v["below"]) + ((v["in_below"],) if "in_below" in v else ())
+            for n, v in c.items() if n != "about" and (refining or "in_below" not in v)}
 
 
 def in_class(shape, cls):
@@ -219,12 +235,13 @@ def in_class(shape, cls):
     if not cls:
         return True
     out, inn = (int(x) for x in shape.split("/")[1].split("x"))
-    lo, below = shape_classes()[cls]
-    return lo <= out * inn < below
+    lo, below, *in_below = shape_classes()[cls]
+    return lo <= out * inn < below and (not in_below or inn < in_below[0])
 
 
 # The layer a class is tuned on by default: the largest square-ish projection of each.
-CLASS_SHAPES = {"large": "llama-3.1-8b.q/4096x4096", "small": "qwen3-0.6b.q/2048x1024"}
+CLASS_SHAPES = {"large": "llama-3.1-8b.q/4096x4096", "small": "qwen3-0.6b.o/1024x2048",
+                "short": "qwen3-0.6b.q/2048x1024"}
 
 
 def posix_escape(s):
@@ -263,7 +280,7 @@ def compare_autoschedulers(a, k, measure, progress, workdir, tokens):
             progress(knobs, res)
             results.append(dict(res, schedule=label))
     finally:
-        k.generate({})
+        k.restore()
     hand = [r["default_ms"] for r in results if "default_ms" in r]
     print(f"\n{a.kernel} on {a.target}, {a.shape}, {tokens} tokens, {a.threads} threads "
           f"(medians of {a.rounds} rounds interleaved with the hand schedule):")
@@ -329,8 +346,9 @@ def main():
                     help="a qforge_bench shape: model.layer/OUTxIN (default: llama-3.1-8b.q/4096x4096, "
                          "or the --class's own: " + ", ".join(f"{c} {s}" for c, s in CLASS_SHAPES.items()) + ")")
     ap.add_argument("--class", dest="shape_class", default=None,
-                    help="tune for one shape class of targets/knobs.json (small, large): the entry holds for "
-                         "calls on layers of that size only, and must not lose on any of them")
+                    help="tune for one shape class of targets/knobs.json (small, short: small with rows under "
+                         "2048 columns, large): the entry holds for calls on layers of that class only, and must "
+                         "not lose on any of them")
     ap.add_argument("--tokens", type=int, default=None, help="default: 1 for decode kernels, 32 for prefill")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", type=float, default=600, help="seconds of search (the last candidate finishes)")
@@ -372,7 +390,7 @@ def main():
         a.target = "auto" if any(v["target"] == "auto" for v in info["variants"]) else info["dispatched"]
     if a.kernel == "all":
         return tune_all(a, ninja)
-    k = Kernel(a.build, a.kernel, a.target, ninja)
+    k = Kernel(a.build, a.kernel, a.target, ninja, a.shape_class)
     space = k.space()
     if k.cuda:
         import tune_cuda
@@ -416,7 +434,7 @@ def main():
                                        f"{'.' + a.shape_class if a.shape_class else ''}"
                                        f"{'.autoschedulers' if a.autoschedulers else ''}.json")
     base_bench = os.path.join(workdir, "qforge_bench.default")
-    err = k.generate({})  # the build's own object, whatever an earlier run left
+    err = k.restore()  # the build's own object, whatever an earlier run left
     if err:
         sys.exit("tune: cannot rebuild the default: " + err)
     # A state file measured against another build of the kernel (its
@@ -535,7 +553,7 @@ def main():
     finally:
         # The build's own object back, however the search ends (Ctrl-C included):
         # a candidate left in place would be linked by the next build unnoticed.
-        k.generate({})
+        k.restore()
     b = best()
     if not b:
         sys.exit("tune: no candidate passed its tests")
@@ -580,7 +598,7 @@ def main():
             print("tune: the default stays (the candidate loses on " + "; ".join(losses) + ")")
             return 0
     finally:
-        k.generate({})
+        k.restore()
     model, flags = cpu_info()
     db_path = db_file(a)
     db = {"cpu": model, "features": flags, "halide": halide_version(), "entries": []}

@@ -48,29 +48,38 @@ TEST(Registry, EveryRowOnEveryTargetOfItsFamilies) {
 
 // The shape classes (targets/knobs.json) cut the layer sizes into ranges
 // without gaps or overlaps, so every call has exactly one; a call runs its
-// class's variant where a tuning database built one, else the kernel's own.
+// class's variant where the build has one (targets.cmake's QF_CLASS_VARIANTS,
+// a tuning database), else the kernel's own.
 TEST(Registry, ShapeClassesPartitionLayerSizes) {
-    std::vector<internal::ShapeClass> c = internal::shape_classes();
+    std::vector<internal::ShapeClass> c, refining;
+    for (const auto &sc : internal::shape_classes()) (sc.refines() ? refining : c).push_back(sc);
     ASSERT_FALSE(c.empty());
     std::sort(c.begin(), c.end(), [](const auto &a, const auto &b) { return a.from < b.from; });
     EXPECT_EQ(c.front().from, 0);
     for (size_t i = 0; i + 1 < c.size(); ++i) EXPECT_EQ(c[i].below, c[i + 1].from) << c[i].name;
     EXPECT_EQ(c.back().below, std::numeric_limits<int64_t>::max());
+    // A class of short rows refines one class of sizes.
+    for (const auto &r : refining) {
+        EXPECT_TRUE(std::any_of(c.begin(), c.end(), [&](const auto &s) { return s.from <= r.from && r.below <= s.below; }))
+            << r.name;
+    }
 
     const KernelRow *row = internal::find_row("q4k_matvec_f32");
     ASSERT_NE(row, nullptr);
     const internal::Variant &v = internal::find_variant(*row, "auto");
-    EXPECT_EQ(&internal::for_shape(v, 0, ""), &v);
-    EXPECT_EQ(&internal::for_shape(v, 4096 * 4096, "-"), &v);
-    EXPECT_THROW(internal::for_shape(v, 4096 * 4096, "medium"), Error);
+    EXPECT_EQ(&internal::for_shape(v, 0, 0, ""), &v);
+    EXPECT_EQ(&internal::for_shape(v, 4096 * 4096, 4096, "-"), &v);
+    EXPECT_THROW(internal::for_shape(v, 4096 * 4096, 4096, "medium"), Error);
     for (const internal::Variant &cv : internal::variants()) {
         if (!*cv.shape_class) continue;
         const internal::Variant &base = internal::find_variant(*cv.row, cv.target);
         EXPECT_EQ(*base.shape_class, 0) << base.function;
-        EXPECT_EQ(&internal::for_shape(base, 0, cv.shape_class), &cv) << cv.function;
-        for (const auto &sc : c) {
+        EXPECT_EQ(&internal::for_shape(base, 0, 0, cv.shape_class), &cv) << cv.function;
+        for (const auto &sc : internal::shape_classes()) {
             if (std::string(sc.name) == cv.shape_class) {
-                EXPECT_EQ(&internal::for_shape(base, sc.from + 1, ""), &cv) << cv.function;
+                // A short row's call runs the refining class's variant.
+                const int64_t in = sc.refines() ? sc.in_below - 1 : 0;
+                EXPECT_EQ(&internal::for_shape(base, sc.from + 1, in, ""), &cv) << cv.function;
             }
         }
     }

@@ -172,7 +172,10 @@ int targets(const Common &c) {
                                 {"class", v.shape_class}});
         }
         nlohmann::json classes = nlohmann::json::object();
-        for (const internal::ShapeClass &sc : internal::shape_classes()) classes[sc.name] = {sc.from, sc.below};
+        for (const internal::ShapeClass &sc : internal::shape_classes()) {
+            classes[sc.name] = {sc.from, sc.below};
+            if (sc.refines()) classes[sc.name].push_back(sc.in_below);  // rows under that many columns
+        }
         write_json({{"targets", t.to_json()},
                     {"dispatched", picked},
                     {"variants", variants},

@@ -256,9 +256,9 @@ using internal::Variant;
 // for matmuls), or the one RunOptions::kernel names, which must compute the
 // same thing (any schedule variant of it, either of matvec/matmul); of that
 // row, the variant for the shape class of `weights` (out x in elements)
-// where a tuning database built one (internal::for_shape).
+// where the build has one (internal::for_shape).
 const Variant &pick(const std::string &op, KernelKey key, int64_t tokens, const RunOptions &opt, bool cuda,
-                    int64_t weights = 0) {
+                    int64_t weights = 0, int64_t in = 0) {
     if (key.op == Op::matvec || key.op == Op::matmul) key.op = tokens == 1 ? Op::matvec : Op::matmul;
     const KernelRow *row = nullptr;
     if (opt.kernel.empty()) {
@@ -281,7 +281,7 @@ const Variant &pick(const std::string &op, KernelKey key, int64_t tokens, const 
                           row->pack == key.pack && row->epi == key.epi;
         require(same, op, "kernel '", opt.kernel, "' does not compute this operation");
     }
-    return internal::for_shape(internal::find_variant(*row, opt.target, cuda), weights, opt.shape_class);
+    return internal::for_shape(internal::find_variant(*row, opt.target, cuda), weights, in, opt.shape_class);
 }
 
 // --- fused norm ----------------------------------------------------------------
@@ -479,7 +479,7 @@ struct WeightCall {
     const Variant &v;
     WeightArgs wa;
     WeightCall(const std::string &op, const Weights &w, const KernelKey &key, int64_t tokens, const RunOptions &opt)
-        : place(op, opt), v(pick(op, key, tokens, opt, place.cuda(), w.out * w.in)), wa(place, w, key.epi == internal::Epi::glu ? 2 : 1) {}
+        : place(op, opt), v(pick(op, key, tokens, opt, place.cuda(), w.out * w.in, w.in)), wa(place, w, key.epi == internal::Epi::glu ? 2 : 1) {}
 };
 
 template <typename OutMatrix>

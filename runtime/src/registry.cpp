@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -54,7 +55,7 @@ const std::vector<Variant> &variants() {
 const std::vector<TargetRow> &target_rows() {
     static const std::vector<TargetRow> table = {
 #define QF_TARGET(name, family, halide_target, features, built, dot) {name, family, halide_target, features, built, dot},
-#define QF_SHAPE_CLASS(name, from, below)
+#define QF_SHAPE_CLASS(name, from, below, in_below)
 #include "qforge_targets.inc"
 #undef QF_TARGET
 #undef QF_SHAPE_CLASS
@@ -65,7 +66,7 @@ const std::vector<TargetRow> &target_rows() {
 const std::vector<ShapeClass> &shape_classes() {
     static const std::vector<ShapeClass> table = {
 #define QF_TARGET(...)
-#define QF_SHAPE_CLASS(name, from, below) {name, from, below},
+#define QF_SHAPE_CLASS(name, from, below, in_below) {name, from, below, in_below},
 #include "qforge_targets.inc"
 #undef QF_TARGET
 #undef QF_SHAPE_CLASS
@@ -73,7 +74,9 @@ const std::vector<ShapeClass> &shape_classes() {
     return table;
 }
 
-const Variant &for_shape(const Variant &v, int64_t weights, const std::string &forced) {
+bool ShapeClass::refines() const { return in_below != std::numeric_limits<int64_t>::max(); }
+
+const Variant &for_shape(const Variant &v, int64_t weights, int64_t in, const std::string &forced) {
     // Each (row, target)'s class variants, found once.
     static const std::map<std::pair<const KernelRow *, std::string>, std::vector<const Variant *>> index = [] {
         std::map<std::pair<const KernelRow *, std::string>, std::vector<const Variant *>> m;
@@ -83,23 +86,34 @@ const Variant &for_shape(const Variant &v, int64_t weights, const std::string &f
         return m;
     }();
     if (forced.empty() && (weights <= 0 || index.empty())) return v;  // most builds have no class variants
+    const auto it = index.find({v.row, v.target});
+    const auto variant_of = [&](const std::string &cls) -> const Variant * {
+        if (it == index.end()) return nullptr;
+        for (const Variant *c : it->second) {
+            if (cls == c->shape_class) return c;
+        }
+        return nullptr;
+    };
     std::string cls = forced;
     if (cls.empty()) {
-        for (const ShapeClass &c : shape_classes()) {
-            if (weights >= c.from && weights < c.below) cls = c.name;
+        // A refining class's variant first, then the class of the size.
+        for (const bool refining : {true, false}) {
+            for (const ShapeClass &c : shape_classes()) {
+                if (c.refines() != refining || weights < c.from || weights >= c.below) continue;
+                if (refining && (in <= 0 || in >= c.in_below)) continue;
+                if (const Variant *found = variant_of(c.name)) return *found;
+                if (!refining) return v;
+            }
         }
+        return v;
     } else if (cls != "-" && std::none_of(shape_classes().begin(), shape_classes().end(),
                                           [&](const ShapeClass &c) { return cls == c.name; })) {
         std::string known;
         for (const ShapeClass &c : shape_classes()) known += std::string(known.empty() ? "" : ", ") + c.name;
         throw Error("unknown shape class '" + cls + "' (known: " + known + ", or - for the kernel's own)");
     }
-    const auto it = index.find({v.row, v.target});
-    if (it == index.end()) return v;
-    for (const Variant *c : it->second) {
-        if (cls == c->shape_class) return *c;
-    }
-    return v;
+    const Variant *found = variant_of(cls);
+    return found ? *found : v;
 }
 
 std::string kernel_name(const KernelRow &r) {

@@ -127,7 +127,8 @@ struct Variant {
     const char *asm_path; // the generated assembly, where test_asm reads it; else nullptr
     const char *function; // the generated function's name (scripts/tune.py regenerates it by this name)
     // "" or the shape class whose calls run it instead of the variant without
-    // one (a tuning database's entry for that class; for_shape).
+    // one (targets.cmake's QF_CLASS_VARIANTS, or a tuning database's entry
+    // for that class; for_shape).
     const char *shape_class;
 
     template <Sig S>
@@ -144,10 +145,15 @@ struct TargetRow {
 };
 
 // A range of layer sizes (weights' out x in elements, [from, below)) that
-// a tuning database may tune apart (targets/knobs.json, shape_classes).
+// whose calls may run variants of their own (targets/knobs.json, shape_classes).
+// A class with in_below (rows under that many columns) refines the class
+// of its sizes: its calls run its variant where there is one, else that
+// class's.
 struct ShapeClass {
     const char *name;
     int64_t from, below;
+    int64_t in_below;  // INT64_MAX: any row length
+    bool refines() const;
 };
 
 const std::vector<KernelRow> &kernel_rows();
@@ -182,11 +188,11 @@ const KernelRow *find_row(const KernelKey &key);
 const Variant &find_variant(const KernelRow &row, const std::string &target, bool cuda = false);
 bool is_cuda_target(const std::string &target);
 
-// The variant a call on `weights` elements (out x in; 0: none) runs in
+// The variant a call on `weights` elements (out x `in`; 0: none) runs in
 // place of `v`: v's variant for the call's shape class where the build has
-// one, else v. `forced` (RunOptions::shape_class) names the class instead;
-// "-" is v itself.
-const Variant &for_shape(const Variant &v, int64_t weights, const std::string &forced);
+// one (a refining class's first), else v. `forced` (RunOptions::shape_class)
+// names the class instead; "-" is v itself.
+const Variant &for_shape(const Variant &v, int64_t weights, int64_t in, const std::string &forced);
 
 // The CPU family this build's host kernels belong to: "x86" or "arm64".
 std::string cpu_family();

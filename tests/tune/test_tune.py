@@ -56,10 +56,11 @@ class Tune(unittest.TestCase):
 
     def test_shape_classes(self):
         # A partition of layer sizes (the runtime's for_shape takes the one a
-        # call falls in), with the classes tune.py tunes on by default.
+        # call falls in), refined by classes of short rows, with the classes
+        # tune.py tunes on by default.
         sys.path.insert(0, os.path.join(ROOT, "scripts"))
         import tune
-        classes = sorted(tune.shape_classes().values())
+        classes = sorted(tune.shape_classes(refining=False).values())
         self.assertEqual(classes[0][0], 0)
         for (_, below), (lo, _) in zip(classes, classes[1:]):
             self.assertEqual(below, lo, "shape classes leave a gap or overlap")
@@ -71,6 +72,12 @@ class Tune(unittest.TestCase):
         self.assertFalse(tune.in_class("qwen3-0.6b.k/1024x1024", "large"))
         self.assertTrue(tune.in_class("llama-3.2-1b.q/2048x2048", "large"))
         self.assertTrue(tune.in_class("anything/1x1", None))
+        # A refining class lies within one class of sizes.
+        for cls, (lo, below, *in_below) in tune.shape_classes().items():
+            if in_below:
+                self.assertTrue(any(l <= lo and below <= b for l, b in classes), cls)
+        self.assertTrue(tune.in_class("qwen3-0.6b.q/2048x1024", "short"))
+        self.assertFalse(tune.in_class("qwen3-0.6b.o/1024x2048", "short"))
 
     def test_databases(self):
         with open(os.path.join(ROOT, "targets", "knobs.json")) as f:

@@ -34,9 +34,10 @@ enum class Memory { host, cuda };
 struct RunOptions {
     std::string target = "auto";
     std::string kernel;
-    // Builds with a tuning database (-DQF_TUNING_DB) may hold a kernel's
-    // variants tuned for a class of layer sizes (targets/knobs.json,
-    // shape_classes). Empty: a call runs the variant for its weights' size;
+    // A build may hold a kernel's variants for a class of layer sizes
+    // (targets/knobs.json, shape_classes): a target's own defaults for the
+    // class (targets.cmake, QF_CLASS_VARIANTS) or a tuning database's
+    // (-DQF_TUNING_DB). Empty: a call runs the variant for its weights' size;
     // a class name: that class's variant where there is one; "-": the
     // kernel's own, untuned for any class (tests, benchmarks, tuning).
     std::string shape_class;
