@@ -509,11 +509,15 @@ def main():
         ok = [r for r in state["results"].values() if "ratio" in r and "failed" not in r]
         return max(ok, key=lambda r: r["ratio"]) if ok else None
 
+    # The candidate that sets no knob: the kernel's own variant, or with
+    # --class the class's variant as the build makes it (its defaults).
+    unset = f"the {a.shape_class} variant's defaults" if a.shape_class else "default"
+
     def progress(knobs, res):
         b = best()
         shown = ("failed" if "failed" in res else "") + (f" {res['ratio']:.3f}x" if "ratio" in res else "")
-        bs = f"{b['ratio']:.3f}x {b['knobs'] or 'default'}" if b else "-"
-        print(f"[{time.time() - start:6.0f}s/{a.budget:.0f}s] {len(state['results']):3d} tried | {knobs or 'default'}: "
+        bs = f"{b['ratio']:.3f}x {b['knobs'] or unset}" if b else "-"
+        print(f"[{time.time() - start:6.0f}s/{a.budget:.0f}s] {len(state['results']):3d} tried | {knobs or unset}: "
               f"{shown} | best {bs}", flush=True)
 
     if a.autoschedulers:
@@ -557,10 +561,13 @@ def main():
     b = best()
     if not b:
         sys.exit("tune: no candidate passed its tests")
-    print(f"tune: best {b['knobs'] or 'default'}: {b['ms']:.4f} ms against {b['default_ms']:.4f} ms "
+    print(f"tune: best {b['knobs'] or unset}: {b['ms']:.4f} ms against {b['default_ms']:.4f} ms "
           f"({b['ratio']:.3f}x, rounds {b['ratio_range'][0]:.3f}-{b['ratio_range'][1]:.3f}x)")
     if not b["knobs"] or b["ratio"] < a.min_gain:
-        print(f"tune: the default stays (no candidate beat it by {a.min_gain}x)")
+        if a.shape_class and not b["knobs"]:
+            print(f"tune: the {a.shape_class} variant's defaults stay (no candidate setting knobs beat them by {a.min_gain}x)")
+        else:
+            print(f"tune: the default stays (no candidate beat it by {a.min_gain}x)")
         return 0
     # The best of many noisy candidates is biased upwards (a knob set to the
     # schedule's own default once won 1.032x): it must win again, in twice
