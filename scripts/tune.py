@@ -598,9 +598,15 @@ def main():
                      f"/threads:{th}/real_time$")
                 r = time_candidate(2, f)
                 worst = r["ratio"] if worst is None else min(worst, r["ratio"])
-                if r["ratio_range"][1] < 1.0 and r["ratio"] < 0.97:
+                lost = r["ratio_range"][1] < 1.0 and r["ratio"] < 0.97
+                if lost:
                     losses.append(f"{shape} threads {th}: {r['ratio']:.3f}x")
-        b["checked"] = {"shapes": len(shapes), "threads": threads, "worst_ratio": round(worst, 3)}
+                # Each layer's ratio, so that a rule by size can be read off a check that fails.
+                print(f"tune:   {shape} threads {th}: {r['ratio']:.3f}x ({r['ratio_range'][0]:.3f}-"
+                      f"{r['ratio_range'][1]:.3f}x){' lost' if lost else ''}", flush=True)
+                b.setdefault("per_shape", []).append({"shape": shape, "threads": th, "ratio": round(r["ratio"], 3)})
+        b["checked"] = {"shapes": len(shapes), "threads": threads, "worst_ratio": round(worst, 3),
+                        "per_shape": b.pop("per_shape", [])}
         if losses:
             print("tune: the default stays (the candidate loses on " + "; ".join(losses) + ")")
             return 0
