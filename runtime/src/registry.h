@@ -144,8 +144,8 @@ struct TargetRow {
     const char *dot;            // instructions its integer-dot kernels must contain (any one)
 };
 
-// A range of layer sizes (weights' out x in elements, [from, below)) that
-// whose calls may run variants of their own (targets/knobs.json, shape_classes).
+// A range of layer sizes (weights' out x in elements, [from, below)) whose
+// calls may run variants of their own (targets/knobs.json, shape_classes).
 // A class with in_below (rows under that many columns) refines the class
 // of its sizes: its calls run its variant where there is one, else that
 // class's.
