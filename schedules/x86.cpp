@@ -144,7 +144,8 @@ constexpr cpu::Tuning kX86 = {
 // for it): one stream. A tile's row of 1024 columns is 9 KB, and four
 // streams of 9 KB restart the prefetchers every 36 KB. int4g g32 against
 // x86's four streams (scripts/tune.py --try, interleaved rounds, the
-// 2-core EPYC 9004): qwen3-0.6b q 2048x1024 1.53-1.61x and 1.65x (8
+// 2-core EPYC 9004; BENCHMARKS.md, the Zen 4 sections of 2026-12-07 later
+// and evening): qwen3-0.6b q 2048x1024 1.53-1.61x and 1.65x (8
 // rounds) faster on one thread, 1.37x (1.28-1.55) on two. Longer rows keep
 // four: one stream lost on qwen3-0.6b o 1024x2048 (0.85x, one thread),
 // down 1024x3072 (0.95x, two) and llama-3.1-8b q (0.90-0.92x; 0.84x on

@@ -587,7 +587,7 @@ def main():
         # shape class, with --class): tuned on one layer, it must not lose on
         # the others (measured: knobs tuned on a 4096 x 4096 layer lost up to
         # 27% on 1024-row ones), nor on all threads.
-        losses, worst = [], None
+        losses, worst, per_shape = [], None, []
         threads = sorted({a.threads, os.cpu_count() or 1})
         shapes = [sh_ for sh_ in bench_shapes(base_bench, a.kernel, a.target) if in_class(sh_, a.shape_class)]
         print(f"tune: checking {len(shapes)} shapes{' of class ' + a.shape_class if a.shape_class else ''} "
@@ -604,9 +604,9 @@ def main():
                 # Each layer's ratio, so that a rule by size can be read off a check that fails.
                 print(f"tune:   {shape} threads {th}: {r['ratio']:.3f}x ({r['ratio_range'][0]:.3f}-"
                       f"{r['ratio_range'][1]:.3f}x){' lost' if lost else ''}", flush=True)
-                b.setdefault("per_shape", []).append({"shape": shape, "threads": th, "ratio": round(r["ratio"], 3)})
+                per_shape.append({"shape": shape, "threads": th, "ratio": round(r["ratio"], 3)})
         b["checked"] = {"shapes": len(shapes), "threads": threads, "worst_ratio": round(worst, 3),
-                        "per_shape": b.pop("per_shape", [])}
+                        "per_shape": per_shape}
         if losses:
             print("tune: the default stays (the candidate loses on " + "; ".join(losses) + ")")
             return 0
