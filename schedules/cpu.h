@@ -84,6 +84,10 @@ struct Tuning {
     // tile pays its start (the prefetchers' training) once per row, so
     // short rows may want fewer.
     PerPackedByWidth packed_decode_streams_short = {};
+    // The same for the "one_thread" class (calls on one kernel thread,
+    // whatever their shape, unless "short" holds them): one thread's weight
+    // stream leaves its core's loads less to overlap than two threads' do.
+    PerPackedByWidth packed_decode_streams_one_thread = {};
 };
 
 using namespace Halide;
@@ -516,8 +520,12 @@ inline const PerPacked &by_width(const PerPackedByWidth &k, const Target &t) { r
 // A packed family's streams default in k's mode (and shape class) on target t.
 template <const Tuning &D>
 int packed_streams(PackedKind kind, const Knobs &k, const Target &t) {
-    if (!k.prefill && k.shape_class == "short") {
-        if (const int s = by_width(D.packed_decode_streams_short, t).of(kind); s > 0) return s;
+    const PerPackedByWidth *by_class = k.prefill                        ? nullptr
+                                       : k.shape_class == "short"      ? &D.packed_decode_streams_short
+                                       : k.shape_class == "one_thread" ? &D.packed_decode_streams_one_thread
+                                                                       : nullptr;
+    if (by_class) {
+        if (const int s = by_width(*by_class, t).of(kind); s > 0) return s;
     }
     return (k.prefill ? D.packed_prefill_streams : by_width(D.packed_decode_streams, t)).of(kind);
 }

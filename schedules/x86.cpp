@@ -150,12 +150,16 @@ constexpr cpu::Tuning kX86 = {
 // four: one stream lost on qwen3-0.6b o 1024x2048 (0.85x, one thread),
 // down 1024x3072 (0.95x, two) and llama-3.1-8b q (0.90-0.92x; 0.84x on
 // two); eight won on one thread (1.14-1.26x) but not on two (0.96-1.15x,
-// and 5-18% slower through the layers on three of four shapes).
+// and 5-18% slower through the layers on three of four shapes). Hence
+// eight in the variants for calls on one thread (shape class "one_thread";
+// short rows keep "short"'s one stream): BENCHMARKS.md, the Zen 4 sections
+// of 2026-12-07 later and night.
 constexpr cpu::Tuning zen_tuning() {
     cpu::Tuning t = kX86;
     t.packed_decode_streams.wide.q4k = 1;
     t.packed_decode_touch.wide.q4k = 0;
     t.packed_decode_streams_short.wide.block32 = 1;
+    t.packed_decode_streams_one_thread.wide.block32 = 8;
     return t;
 }
 constexpr cpu::Tuning kZen = zen_tuning();

@@ -17,7 +17,7 @@ descent from the best (one knob at a time, every legal value); with --try,
 only the candidates given (an A/B of a knob on this machine). A progress
 line shows the best so far; --budget bounds the time; results go to a state
 file as they come, so a second run with the same arguments resumes.
-With --class small|short|large (targets/knobs.json's shape classes) the search
+With --class small|short|one_thread|large (targets/knobs.json's shape classes) the search
 runs on a layer of that class and the winner must not lose on any layer of
 it; its entry holds for that class's calls only (the build generates the
 kernel once more for it, and calls pick by their weights' size), so small
@@ -222,26 +222,32 @@ def bench_shapes(binary, kernel, target):
 
 
 def shape_classes(refining=True):
-    """targets/knobs.json's shape classes: name -> (from, below) in weight elements (out x in), and
-    below that many columns (in) for a class that refines another (without `refining`: the others only)."""
+    """targets/knobs.json's shape classes: name -> {"from", "below"} in weight elements (out x in), with
+    "in_below" (rows under that many columns) and "threads_below" (calls on fewer threads) for a class that
+    refines others (without `refining`: the others only)."""
     with open(os.path.join(ROOT, "targets", "knobs.json")) as f:
         c = json.load(f)["shape_classes"]
-    return {n: (v["from"], v["below"]) + ((v["in_below"],) if "in_below" in v else ())
-            for n, v in c.items() if n != "about" and (refining or "in_below" not in v)}
+    return {n: v for n, v in c.items() if n != "about" and (refining or not refines(v))}
 
 
-def in_class(shape, cls):
-    """Whether a qforge_bench shape (model.layer/OUTxIN) is in shape class `cls` (None: every shape is)."""
+def refines(c):
+    return "in_below" in c or "threads_below" in c
+
+
+def in_class(shape, cls, threads=None):
+    """Whether a qforge_bench shape (model.layer/OUTxIN), on `threads` threads where given, is in shape
+    class `cls` (None: every shape is)."""
     if not cls:
         return True
     out, inn = (int(x) for x in shape.split("/")[1].split("x"))
-    lo, below, *in_below = shape_classes()[cls]
-    return lo <= out * inn < below and (not in_below or inn < in_below[0])
+    c = shape_classes()[cls]
+    return (c["from"] <= out * inn < c["below"] and inn < c.get("in_below", inn + 1)
+            and (threads is None or threads < c.get("threads_below", threads + 1)))
 
 
 # The layer a class is tuned on by default: the largest square-ish projection of each.
 CLASS_SHAPES = {"large": "llama-3.1-8b.q/4096x4096", "small": "qwen3-0.6b.o/1024x2048",
-                "short": "qwen3-0.6b.q/2048x1024"}
+                "short": "qwen3-0.6b.q/2048x1024", "one_thread": "llama-3.1-8b.q/4096x4096"}
 
 
 def posix_escape(s):
@@ -378,8 +384,8 @@ def main():
         sys.exit(f"tune: --class {a.shape_class}: targets/knobs.json's shape classes are {sorted(shape_classes())}")
     if not a.shape:
         a.shape = CLASS_SHAPES.get(a.shape_class, CLASS_SHAPES["large"])
-    if not in_class(a.shape, a.shape_class):
-        sys.exit(f"tune: {a.shape} is not in shape class {a.shape_class}")
+    if not in_class(a.shape, a.shape_class, a.threads):
+        sys.exit(f"tune: {a.shape} on {a.threads} threads is not in shape class {a.shape_class}")
 
     ninja = shutil.which("ninja", path=os.path.join(ROOT, ".venv", "bin") + os.pathsep + os.environ.get("PATH", ""))
     if not ninja:
@@ -589,6 +595,8 @@ def main():
         # 27% on 1024-row ones), nor on all threads.
         losses, worst, per_shape = [], None, []
         threads = sorted({a.threads, os.cpu_count() or 1})
+        if a.shape_class:
+            threads = [th for th in threads if th < shape_classes()[a.shape_class].get("threads_below", th + 1)]
         shapes = [sh_ for sh_ in bench_shapes(base_bench, a.kernel, a.target) if in_class(sh_, a.shape_class)]
         print(f"tune: checking {len(shapes)} shapes{' of class ' + a.shape_class if a.shape_class else ''} "
               f"x threads {threads} for losses", flush=True)

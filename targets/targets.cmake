@@ -270,8 +270,8 @@ endforeach()
 # Variants a target builds for one shape class of targets/knobs.json, of
 # every row of a generator in one mode: the row once more with the generator
 # parameter shape_class=CLASS, which takes the family's defaults for that
-# class (schedules/cpu.h, cpu::Tuning: packed_decode_streams_small); a call
-# whose weights are in the class runs it (runtime/src/registry.cpp,
+# class (schedules/cpu.h, cpu::Tuning: packed_decode_streams_short, ..._one_thread);
+# a call in the class runs it (runtime/src/registry.cpp,
 # for_shape). A line: target generator mode class. A QF_VARIANTS=host build
 # gives its "auto" the lines of the target this CPU dispatches to. Rows with
 # the head_norm epilogue are left out: they compute one tile at a time
@@ -279,6 +279,8 @@ endforeach()
 set(QF_CLASS_VARIANTS
     # Zen 4: short rows' 32-block decode with one weight stream (schedules/x86.cpp, kZen).
     "x86-zen4 block32_packed_matmul_q8 decode short"
+    # Zen 4: calls on one thread, eight streams (kZen).
+    "x86-zen4 block32_packed_matmul_q8 decode one_thread"
 )
 
 # Schedule variants to time against the defaults on a device (configure with

@@ -58,30 +58,59 @@ TEST(Registry, ShapeClassesPartitionLayerSizes) {
     EXPECT_EQ(c.front().from, 0);
     for (size_t i = 0; i + 1 < c.size(); ++i) EXPECT_EQ(c[i].below, c[i + 1].from) << c[i].name;
     EXPECT_EQ(c.back().below, std::numeric_limits<int64_t>::max());
-    // A class of short rows refines one class of sizes.
+    // A refining class covers whole classes of sizes or lies inside one, so
+    // that a call it refines falls back to one class's variant.
     for (const auto &r : refining) {
-        EXPECT_TRUE(std::any_of(c.begin(), c.end(), [&](const auto &s) { return s.from <= r.from && r.below <= s.below; }))
-            << r.name;
+        const bool inside = std::any_of(c.begin(), c.end(), [&](const auto &s) { return s.from <= r.from && r.below <= s.below; });
+        const bool whole = std::any_of(c.begin(), c.end(), [&](const auto &s) { return s.from == r.from; }) &&
+                           std::any_of(c.begin(), c.end(), [&](const auto &s) { return s.below == r.below; });
+        EXPECT_TRUE(inside || whole) << r.name;
+        EXPECT_FALSE(r.holds(0, 0)) << r.name;
     }
 
     const KernelRow *row = internal::find_row("q4k_matvec_f32");
     ASSERT_NE(row, nullptr);
     const internal::Variant &v = internal::find_variant(*row, "auto");
-    EXPECT_EQ(&internal::for_shape(v, 0, 0, ""), &v);
-    EXPECT_EQ(&internal::for_shape(v, 4096 * 4096, 4096, "-"), &v);
-    EXPECT_THROW(internal::for_shape(v, 4096 * 4096, 4096, "medium"), Error);
+    EXPECT_EQ(&internal::for_shape(v, 0, 0, 0, ""), &v);
+    EXPECT_EQ(&internal::for_shape(v, 4096 * 4096, 4096, 1, "-"), &v);
+    EXPECT_THROW(internal::for_shape(v, 4096 * 4096, 4096, 1, "medium"), Error);
     for (const internal::Variant &cv : internal::variants()) {
         if (!*cv.shape_class) continue;
         const internal::Variant &base = internal::find_variant(*cv.row, cv.target);
         EXPECT_EQ(*base.shape_class, 0) << base.function;
-        EXPECT_EQ(&internal::for_shape(base, 0, 0, cv.shape_class), &cv) << cv.function;
+        EXPECT_EQ(&internal::for_shape(base, 0, 0, 0, cv.shape_class), &cv) << cv.function;
         for (const auto &sc : internal::shape_classes()) {
-            if (std::string(sc.name) == cv.shape_class) {
-                // A short row's call runs the refining class's variant.
-                const int64_t in = sc.refines() ? sc.in_below - 1 : 0;
-                EXPECT_EQ(&internal::for_shape(base, sc.from + 1, in, ""), &cv) << cv.function;
+            if (std::string(sc.name) != cv.shape_class) continue;
+            // A call inside the class's bounds runs its variant, unless a
+            // refining class listed before it holds the call too.
+            const int64_t in = sc.in_below == std::numeric_limits<int64_t>::max() ? 1 << 20 : sc.in_below - 1;
+            const int threads = sc.threads_below == std::numeric_limits<int>::max() ? 64 : sc.threads_below - 1;
+            const internal::Variant *expect = &cv;
+            for (const auto &first : internal::shape_classes()) {
+                if (&first == &sc) break;
+                if (first.refines() && first.from <= sc.from && sc.from < first.below && first.holds(in, threads)) {
+                    const internal::Variant &fv = internal::for_shape(base, 0, 0, 0, first.name);
+                    if (*fv.shape_class) {
+                        expect = &fv;
+                        break;
+                    }
+                }
+            }
+            EXPECT_EQ(&internal::for_shape(base, sc.from + 1, in, threads, ""), expect) << cv.function;
+        }
+        // A short row on one thread: the first refining class listed that
+        // holds it and has a variant (x86-zen4's 32-block decode: "short").
+        const internal::Variant *first = &base;
+        for (const auto &sc : internal::shape_classes()) {
+            if (sc.refines() && sc.from <= 1024 * 2048 && 1024 * 2048 < sc.below && sc.holds(1024, 1)) {
+                const internal::Variant &fv = internal::for_shape(base, 0, 0, 0, sc.name);
+                if (*fv.shape_class) {
+                    first = &fv;
+                    break;
+                }
             }
         }
+        if (first != &base) EXPECT_EQ(&internal::for_shape(base, 1024 * 2048, 1024, 1, ""), first) << cv.function;
     }
 }
 

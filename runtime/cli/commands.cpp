@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "model.h"
 #include "qforge/gptq.h"
@@ -173,8 +174,9 @@ int targets(const Common &c) {
         }
         nlohmann::json classes = nlohmann::json::object();
         for (const internal::ShapeClass &sc : internal::shape_classes()) {
-            classes[sc.name] = {sc.from, sc.below};
-            if (sc.refines()) classes[sc.name].push_back(sc.in_below);  // rows under that many columns
+            classes[sc.name] = {{"from", sc.from}, {"below", sc.below}};
+            if (sc.in_below != std::numeric_limits<int64_t>::max()) classes[sc.name]["in_below"] = sc.in_below;
+            if (sc.threads_below != std::numeric_limits<int>::max()) classes[sc.name]["threads_below"] = sc.threads_below;
         }
         write_json({{"targets", t.to_json()},
                     {"dispatched", picked},

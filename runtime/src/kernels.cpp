@@ -281,7 +281,8 @@ const Variant &pick(const std::string &op, KernelKey key, int64_t tokens, const 
                           row->pack == key.pack && row->epi == key.epi;
         require(same, op, "kernel '", opt.kernel, "' does not compute this operation");
     }
-    return internal::for_shape(internal::find_variant(*row, opt.target, cuda), weights, in, opt.shape_class);
+    return internal::for_shape(internal::find_variant(*row, opt.target, cuda), weights, in,
+                               cuda ? 0 : internal::kernel_threads().load(), opt.shape_class);
 }
 
 // --- fused norm ----------------------------------------------------------------

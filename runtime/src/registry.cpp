@@ -55,7 +55,7 @@ const std::vector<Variant> &variants() {
 const std::vector<TargetRow> &target_rows() {
     static const std::vector<TargetRow> table = {
 #define QF_TARGET(name, family, halide_target, features, built, dot) {name, family, halide_target, features, built, dot},
-#define QF_SHAPE_CLASS(name, from, below, in_below)
+#define QF_SHAPE_CLASS(name, from, below, in_below, threads_below)
 #include "qforge_targets.inc"
 #undef QF_TARGET
 #undef QF_SHAPE_CLASS
@@ -66,7 +66,7 @@ const std::vector<TargetRow> &target_rows() {
 const std::vector<ShapeClass> &shape_classes() {
     static const std::vector<ShapeClass> table = {
 #define QF_TARGET(...)
-#define QF_SHAPE_CLASS(name, from, below, in_below) {name, from, below, in_below},
+#define QF_SHAPE_CLASS(name, from, below, in_below, threads_below) {name, from, below, in_below, threads_below},
 #include "qforge_targets.inc"
 #undef QF_TARGET
 #undef QF_SHAPE_CLASS
@@ -74,9 +74,16 @@ const std::vector<ShapeClass> &shape_classes() {
     return table;
 }
 
-bool ShapeClass::refines() const { return in_below != std::numeric_limits<int64_t>::max(); }
+bool ShapeClass::refines() const {
+    return in_below != std::numeric_limits<int64_t>::max() || threads_below != std::numeric_limits<int>::max();
+}
 
-const Variant &for_shape(const Variant &v, int64_t weights, int64_t in, const std::string &forced) {
+bool ShapeClass::holds(int64_t in, int threads) const {
+    return (in_below == std::numeric_limits<int64_t>::max() || (in > 0 && in < in_below)) &&
+           (threads_below == std::numeric_limits<int>::max() || (threads > 0 && threads < threads_below));
+}
+
+const Variant &for_shape(const Variant &v, int64_t weights, int64_t in, int threads, const std::string &forced) {
     // Each (row, target)'s class variants, found once.
     static const std::map<std::pair<const KernelRow *, std::string>, std::vector<const Variant *>> index = [] {
         std::map<std::pair<const KernelRow *, std::string>, std::vector<const Variant *>> m;
@@ -96,11 +103,12 @@ const Variant &for_shape(const Variant &v, int64_t weights, int64_t in, const st
     };
     std::string cls = forced;
     if (cls.empty()) {
-        // A refining class's variant first, then the class of the size.
+        // The refining classes' variants first, in knobs.json's order, then
+        // the class of the size.
         for (const bool refining : {true, false}) {
             for (const ShapeClass &c : shape_classes()) {
                 if (c.refines() != refining || weights < c.from || weights >= c.below) continue;
-                if (refining && (in <= 0 || in >= c.in_below)) continue;
+                if (refining && !c.holds(in, threads)) continue;
                 if (const Variant *found = variant_of(c.name)) return *found;
                 if (!refining) return v;
             }

@@ -146,14 +146,19 @@ struct TargetRow {
 
 // A range of layer sizes (weights' out x in elements, [from, below)) whose
 // calls may run variants of their own (targets/knobs.json, shape_classes).
-// A class with in_below (rows under that many columns) refines the class
-// of its sizes: its calls run its variant where there is one, else that
-// class's.
+// A class with in_below (rows under that many columns) or threads_below
+// (calls on fewer kernel threads) refines the classes of its sizes: its
+// calls run its variant where there is one, else the next refining class's
+// that holds them, else their size class's.
 struct ShapeClass {
     const char *name;
     int64_t from, below;
-    int64_t in_below;  // INT64_MAX: any row length
+    int64_t in_below;   // INT64_MAX: any row length
+    int threads_below;  // INT_MAX: any thread count
     bool refines() const;
+    // Whether a call on rows of `in` columns over `threads` threads meets
+    // the refining bounds (0: unknown, which meets none).
+    bool holds(int64_t in, int threads) const;
 };
 
 const std::vector<KernelRow> &kernel_rows();
@@ -188,11 +193,11 @@ const KernelRow *find_row(const KernelKey &key);
 const Variant &find_variant(const KernelRow &row, const std::string &target, bool cuda = false);
 bool is_cuda_target(const std::string &target);
 
-// The variant a call on `weights` elements (out x `in`; 0: none) runs in
-// place of `v`: v's variant for the call's shape class where the build has
-// one (a refining class's first), else v. `forced` (RunOptions::shape_class)
-// names the class instead; "-" is v itself.
-const Variant &for_shape(const Variant &v, int64_t weights, int64_t in, const std::string &forced);
+// The variant a call on `weights` elements (out x `in`; 0: none) over
+// `threads` kernel threads runs in place of `v`: v's variant for the call's
+// shape class where the build has one (a refining class's first), else v.
+// `forced` (RunOptions::shape_class) names the class instead; "-" is v itself.
+const Variant &for_shape(const Variant &v, int64_t weights, int64_t in, int threads, const std::string &forced);
 
 // The CPU family this build's host kernels belong to: "x86" or "arm64".
 std::string cpu_family();

@@ -56,28 +56,32 @@ class Tune(unittest.TestCase):
 
     def test_shape_classes(self):
         # A partition of layer sizes (the runtime's for_shape takes the one a
-        # call falls in), refined by classes of short rows, with the classes
-        # tune.py tunes on by default.
+        # call falls in), refined by classes of short rows or of few threads,
+        # with the classes tune.py tunes on by default.
         sys.path.insert(0, os.path.join(ROOT, "scripts"))
         import tune
-        classes = sorted(tune.shape_classes(refining=False).values())
+        classes = sorted((c["from"], c["below"]) for c in tune.shape_classes(refining=False).values())
         self.assertEqual(classes[0][0], 0)
         for (_, below), (lo, _) in zip(classes, classes[1:]):
             self.assertEqual(below, lo, "shape classes leave a gap or overlap")
         self.assertEqual(classes[-1][1], 2**63 - 1)
         for cls, shape in tune.CLASS_SHAPES.items():
             self.assertIn(cls, tune.shape_classes())
-            self.assertTrue(tune.in_class(shape, cls), shape)
+            self.assertTrue(tune.in_class(shape, cls, 1), shape)
         self.assertTrue(tune.in_class("qwen3-0.6b.k/1024x1024", "small"))
         self.assertFalse(tune.in_class("qwen3-0.6b.k/1024x1024", "large"))
         self.assertTrue(tune.in_class("llama-3.2-1b.q/2048x2048", "large"))
         self.assertTrue(tune.in_class("anything/1x1", None))
-        # A refining class lies within one class of sizes.
-        for cls, (lo, below, *in_below) in tune.shape_classes().items():
-            if in_below:
-                self.assertTrue(any(l <= lo and below <= b for l, b in classes), cls)
+        # A refining class lies within one class of sizes or covers whole ones.
+        for cls, c in tune.shape_classes().items():
+            if tune.refines(c):
+                inside = any(lo <= c["from"] and c["below"] <= below for lo, below in classes)
+                whole = c["from"] in [lo for lo, _ in classes] and c["below"] in [b for _, b in classes]
+                self.assertTrue(inside or whole, cls)
         self.assertTrue(tune.in_class("qwen3-0.6b.q/2048x1024", "short"))
         self.assertFalse(tune.in_class("qwen3-0.6b.o/1024x2048", "short"))
+        self.assertTrue(tune.in_class("llama-3.1-8b.q/4096x4096", "one_thread", 1))
+        self.assertFalse(tune.in_class("llama-3.1-8b.q/4096x4096", "one_thread", 2))
 
     def test_databases(self):
         with open(os.path.join(ROOT, "targets", "knobs.json")) as f:
