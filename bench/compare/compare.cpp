@@ -383,12 +383,20 @@ int main(int argc, char **argv) {
         for (auto &p : plan) p.second = {only_tokens};
     }
     if (only_shape) {
+        std::string names;
+        for (const auto &p : plan) names += std::string(names.empty() ? "" : ", ") + p.first.model + " " + p.first.layer;
         plan.erase(std::remove_if(plan.begin(), plan.end(),
                                   [&](const auto &p) {
                                       const std::string name = std::string(p.first.model) + " " + p.first.layer;
                                       return name.find(only_shape) == std::string::npos;
                                   }),
                    plan.end());
+        if (plan.empty()) {
+            std::fprintf(stderr,
+                         "qforge_compare: --shape '%s' matches no shape (a part of \"model layer\": %s)\n", only_shape,
+                         names.c_str());
+            return 2;
+        }
     }
     for (auto &[shape, token_list] : plan) {
         std::mt19937 g(static_cast<unsigned>(shape.out * 31 + shape.in));
