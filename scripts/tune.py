@@ -595,8 +595,7 @@ def main():
         # 27% on 1024-row ones), nor on all threads.
         losses, worst, per_shape = [], None, []
         threads = sorted({a.threads, os.cpu_count() or 1})
-        if a.shape_class:
-            threads = [th for th in threads if th < shape_classes()[a.shape_class].get("threads_below", th + 1)]
+        threads = [th for th in threads if in_class(a.shape, a.shape_class, th)]  # a class by threads: its own
         shapes = [sh_ for sh_ in bench_shapes(base_bench, a.kernel, a.target) if in_class(sh_, a.shape_class)]
         print(f"tune: checking {len(shapes)} shapes{' of class ' + a.shape_class if a.shape_class else ''} "
               f"x threads {threads} for losses", flush=True)
