@@ -3,7 +3,7 @@
 // (batches); a lane takes 4-quant chunks of the rows, so a warp's loads are
 // whole contiguous lines and, where Halide can prove the alignment (the
 // kernels are specialized on it), vector loads; the lanes' partial sums
-// meet through warp shuffles (Halide's gpu_lanes). Q4_K with Q8_K
+// meet through warp shuffles (Halide's gpu_lanes), in a tree (lanes). Q4_K with Q8_K
 // activations gives a row 8 lanes (4 rows a warp) for decode and a thread
 // one output for batches. Large batches run as dequantize-to-f16 + cuBLAS
 // in the layers (runtime/include/qforge/layers.h), since Halide 21 cannot
@@ -71,20 +71,42 @@ LoopLevel warp_rows(Func y, Var r, Var n, const Knobs &k, int rows, int tokens, 
 }
 
 // The lane-partial sums `intm(u, r, n)` of an rfactored reduction, one per
-// lane, row and token of the warp.
-void lanes(Func intm, Var u, Var r, Var n, LoopLevel at, int width = kWarp, int rows = 1, int tokens = 1) {
-    // All 32 lanes, even when a short row leaves some without work (they
-    // hold zeros): a constant extent keeps the partial sums in registers.
-    intm.compute_at(at)
-        .store_in(MemoryType::Register)
-        .bound(u, 0, width)
-        .bound_extent(r, rows)
-        .bound_extent(n, tokens)
-        .reorder_storage(u, r, n)   // lane-major: a warp's registers are its rows
-        .unroll(r)
-        .unroll(n)
-        .gpu_lanes(u);
+// lane, row and token of the warp, and their meeting: `acc`'s update
+// `stage` (what rfactor left of it) sums them over the RVar `lane`.
+// They meet in a tree: each level adds lane w + half to lane w (one
+// shfl.down a row and token), down to two lanes that `acc` reads. Read one
+// by one (Halide's lowering of the plain sum over `lane`), they cost
+// `width` dependent shfl.idx a row and token at the end of every warp. A
+// last level of one lane breaks Halide's rule for lane storage (a
+// register's index must be affine in the lane), so two lanes are left.
+void lanes(Func intm, Var u, Func acc, int stage, RVar lane, Var r, Var n, LoopLevel at, int width = kWarp,
+           int rows = 1, int tokens = 1) {
+    // All the lanes of a level, even when a short row leaves some without
+    // work (they hold zeros): a constant extent keeps the sums in registers.
+    auto in_registers = [&](Func f, Var w, int extent) {
+        f.compute_at(at)
+            .store_in(MemoryType::Register)
+            .bound(w, 0, extent)
+            .bound_extent(r, rows)
+            .bound_extent(n, tokens)
+            .reorder_storage(w, r, n)   // lane-major: a warp's registers are its rows
+            .align_storage(w, width)    // a register holds all the lanes, also where fewer work
+            .unroll(r)
+            .unroll(n)
+            .gpu_lanes(w);
+    };
+    in_registers(intm, u, width);
     intm.update().gpu_lanes(u);
+    RVar left = lane;
+    for (int half = width / 2; half >= 2; half /= 2) {
+        const std::string level = std::to_string(half);
+        RVar hi("hi" + level), lo("lo" + level);
+        Var w("w" + level);
+        Func step = acc.update(stage).split(left, hi, lo, half).rfactor(lo, w);
+        in_registers(step, w, half);
+        step.update().unroll(hi).unroll(r).unroll(n).gpu_lanes(w);
+        left = lo;
+    }
 }
 
 // Prefill: each thread owns a tile of `tr` rows x `tt` tokens; a block is
@@ -167,7 +189,7 @@ void group_matmul(GroupMatmulFuncs &f, const Target &, const Knobs &k) {
         s.rename(kk, ki).rename(g, chunk);
     }
     Func intm = s.split(chunk, co, cl, width, kGuard).rfactor(cl, u);
-    lanes(intm, u, f.r, f.n, warp, width, rows, tokens);
+    lanes(intm, u, f.acc, 0, cl, f.r, f.n, warp, width, rows, tokens);
     // Several chunks per iteration, for more loads in flight per warp.
     RVar c2("c2"), kv("kv");
     intm.update()
@@ -242,7 +264,7 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
                     .fuse(lo, jo, lane)
                     .fuse(lane, mbi, lane)
                     .rfactor(lane, u);
-    lanes(intm, u, f.r, f.n, warp, width, rows, tokens);
+    lanes(intm, u, f.acc, 0, lane, f.r, f.n, warp, width, rows, tokens);
     RVar b2("b2"), lv("lv");
     intm.update()
         .split(mbo, mbo, b2, in_flight(k), kGuard)   // several blocks per iteration: more loads in flight
@@ -258,7 +280,7 @@ void q4k_matmul_f32(Q4KMatmulF32Funcs &f, const Target &, const Knobs &k) {
     // The min term: lane v takes blocks v, v + width, ... (eight products each).
     RVar no("no"), nl("nl");
     Func mins = f.acc.update(1).split(nb, no, nl, width, kGuard).rfactor(nl, v);
-    lanes(mins, v, f.r, f.n, warp, width, rows, tokens);
+    lanes(mins, v, f.acc, 1, nl, f.r, f.n, warp, width, rows, tokens);
     mins.update().reorder(nj, f.n, f.r, no).unroll(nj).unroll(f.n).unroll(f.r);
     xsum_kernel(f);
     f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));
@@ -315,11 +337,11 @@ void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &, const Knobs &k) {
         Var u("u"), v("v");
         RVar bo("bo"), bl("bl"), no("no"), nl("nl");
         Func intm = f.acc.update(0).split(mb, bo, bl, 8, kGuard).rfactor(bl, u);
-        lanes(intm, u, f.r, f.n, warp, 8);
+        lanes(intm, u, f.acc, 0, bl, f.r, f.n, warp, 8);
         intm.update().reorder(mk, bo).unroll(mk);
         if (mins) {
             Func m = f.acc.update(1).split(f.mins.x, no, nl, 8, kGuard).rfactor(nl, v);
-            lanes(m, v, f.r, f.n, warp, 8);
+            lanes(m, v, f.acc, 1, nl, f.r, f.n, warp, 8);
         }
         f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));
         return;
@@ -339,12 +361,12 @@ void block_matmul_q8(BlockMatmulQ8Funcs &f, const Target &, const Knobs &k) {
         Var u("u"), v("v");
         RVar no("no"), nl("nl");
         Func intm = f.acc.update(0).rfactor(mk, u);
-        lanes(intm, u, f.r, f.n, warp, 8);
+        lanes(intm, u, f.acc, 0, mk, f.r, f.n, warp, 8);
         f.bdot.update().unroll(f.sub);
         if (mins) {
             // The min term: lane v takes blocks v, v + 8, ...
             Func m = f.acc.update(1).split(f.mins.x, no, nl, 8, kGuard).rfactor(nl, v);
-            lanes(m, v, f.r, f.n, warp, 8);
+            lanes(m, v, f.acc, 1, nl, f.r, f.n, warp, 8);
             f.bmin.update().unroll(f.msub);
         }
         f.y.specialize(aligned_rows(f.weight) && aligned_rows(f.x));

@@ -1,4 +1,4 @@
-// CUTLASS's int4 x f16 GEMM (runtime/cuda/cutlass_int4g.cu) on its own,
+// CUTLASS's int4 x f16 GEMM (runtime/cuda/cutlass_int4g*.cu) on its own,
 // against cuBLAS's f16 GEMM on the same values (dequantized once): both tile
 // sizes, the plain and the shuffled weight layout (shuffled by CuTe's own
 // reorder_tensor), tiles of 16 tokens and K tiles of 128, split-K, 1 to 512 tokens, on 14336x4096, 4096x14336 and 4096x4096 with
@@ -9,7 +9,8 @@
 //   C=$(.venv/bin/python -c "import cutlass_library, os; print(os.path.dirname(cutlass_library.__file__))")/source
 //   F="-std=c++17 -O3 -DNDEBUG -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -diag-suppress 20012
 //      -I$C/include -I$C/tools/util/include -Iruntime/cuda"
-//   nvcc $F -DQF_CUTLASS_PROBE_TILES bench/probes/cutlass_int4/probe.cu runtime/cuda/cutlass_int4g.cu -lcublas -o cutlass_probe
+//   nvcc $F -DQF_CUTLASS_PROBE_TILES -DCUTLASS_ENABLE_GDC_FOR_SM90 -c runtime/cuda/cutlass_int4g.cu -o g.o
+//   nvcc $F -DQF_CUTLASS_PROBE_TILES bench/probes/cutlass_int4/probe.cu runtime/cuda/cutlass_int4g_split.cu g.o -lcublas -o cutlass_probe
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
