@@ -84,19 +84,28 @@ void lanes(Func intm, Var u, Func acc, int stage, RVar lane, Var r, Var n, LoopL
     // All the lanes of a level, even when a short row leaves some without
     // work (they hold zeros): a constant extent keeps the sums in registers.
     auto in_registers = [&](Func f, Var w, int extent) {
+        if (extent < width) f.align_storage(w, kWarp);  // a level's register holds a warp's lanes, also where fewer work
         f.compute_at(at)
             .store_in(MemoryType::Register)
             .bound(w, 0, extent)
             .bound_extent(r, rows)
             .bound_extent(n, tokens)
             .reorder_storage(w, r, n)   // lane-major: a warp's registers are its rows
-            .align_storage(w, width)    // a register holds all the lanes, also where fewer work
             .unroll(r)
             .unroll(n)
             .gpu_lanes(w);
     };
     in_registers(intm, u, width);
     intm.update().gpu_lanes(u);
+    // Only a whole warp's lanes: where a row has fewer (8, the 8-bit block
+    // decode), Halide maps a level's narrower lanes and the rows onto the
+    // warp's lanes differently from intm's, and the shuffles read other
+    // rows' sums (seen on the device: iq4_xs_matvec_q8 off by 1e0). And
+    // only decode: with 2 rows x 4 tokens a warp, Q4_K's batches ran 1.4x
+    // slower with the tree (H200, 2 tokens 0.0597 -> 0.0829 ms at
+    // 14336x4096; BENCHMARKS.md, "CUDA: the lanes meet in a tree"), though
+    // their loops are the same PTX.
+    if (width != kWarp || tokens != 1) return;
     RVar left = lane;
     for (int half = width / 2; half >= 2; half /= 2) {
         const std::string level = std::to_string(half);
