@@ -103,8 +103,8 @@ void lanes(Func intm, Var u, Func acc, int stage, RVar lane, Var r, Var n, LoopL
     // rows' sums (seen on the device: iq4_xs_matvec_q8 off by 1e0). And
     // only decode: with 2 rows x 4 tokens a warp, Q4_K's batches ran 1.4x
     // slower with the tree (H200, 2 tokens 0.0597 -> 0.0829 ms at
-    // 14336x4096; BENCHMARKS.md, "CUDA: the lanes meet in a tree"), though
-    // their loops are the same PTX.
+    // 14336x4096), though their loops are the same PTX (BENCHMARKS.md,
+    // "CUDA: a warp's lanes meet in a shuffle tree").
     if (width != kWarp || tokens != 1) return;
     RVar left = lane;
     for (int half = width / 2; half >= 2; half /= 2) {
