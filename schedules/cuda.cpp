@@ -73,7 +73,8 @@ LoopLevel warp_rows(Func y, Var r, Var n, const Knobs &k, int rows, int tokens, 
 // The lane-partial sums `intm(u, r, n)` of an rfactored reduction, one per
 // lane, row and token of the warp, and their meeting: `acc`'s update
 // `stage` (what rfactor left of it) sums them over the RVar `lane`.
-// They meet in a tree: each level adds lane w + half to lane w (one
+// In decode, where a row has the whole warp, they meet in a tree (below
+// says why only there): each level adds lane w + half to lane w (one
 // shfl.down a row and token), down to two lanes that `acc` reads. Read one
 // by one (Halide's lowering of the plain sum over `lane`), they cost
 // `width` dependent shfl.idx a row and token at the end of every warp. A
